@@ -1,0 +1,87 @@
+"""Shared CLI pieces: the app, option aliases, output and error rendering."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.logging import RichHandler
+
+from .. import __version__
+from ..errors import DeployError
+from ..progress import console
+from ..settings import Settings
+
+app = typer.Typer(
+    name="deploy-to-ollama",
+    help="Deploy Unsloth / PEFT fine-tunes to Ollama with a chat template proven to match.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", envvar="OLLAMA_HOST", help="Ollama server URL [default: 127.0.0.1:11434]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing output or model.")]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"deploy-to-ollama {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="-v info, -vv debug")] = 0,
+) -> None:
+    """Deploy fine-tuned models to Ollama and prove they work."""
+    settings = Settings.from_env()
+    level = {0: settings.log_level, 1: "INFO"}.get(verbose, "DEBUG")
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+
+
+def print_result_json(payload: dict[str, Any]) -> None:
+    """Write one JSON document to stdout."""
+    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_error(message: str, *, hint: str | None) -> None:
+    """Write ``Error:`` and ``Hint:`` lines to stderr."""
+    console.print(f"Error: {message}", style="bold red", markup=False, highlight=False)
+    if hint:
+        console.print(f"Hint: {hint}", style="yellow", markup=False, highlight=False)
+
+
+def handle_exception(err: BaseException) -> int:
+    """Render ``err`` for the user and return the exit code."""
+    if isinstance(err, DeployError):
+        print_error(err.message, hint=err.hint)
+        if Settings.from_env().debug:
+            traceback.print_exception(err)
+        return err.exit_code
+    if isinstance(err, click.exceptions.Abort):
+        print_error("aborted", hint=None)
+        return 130
+    if isinstance(err, click.ClickException):
+        err.show(file=sys.stderr)
+        return err.exit_code
+    traceback.print_exception(err)
+    return 1

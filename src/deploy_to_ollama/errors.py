@@ -1,0 +1,135 @@
+"""The one exception hierarchy of deploy-to-ollama.
+
+Every condition a user can fix has its own class carrying a one-line message, a ``hint``
+that says what to do, and a class-level ``exit_code``. Only the CLI turns them into text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DeployError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(DeployError):
+    """The input (path, flag, file content) is unusable as given."""
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """A file or directory the user named does not exist."""
+
+    def __init__(self, message: str, *, path: Path | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class UsageError(InputError):
+    """Flags that contradict each other or name unknown values."""
+
+
+class OutputExistsError(InputError, FileExistsError):
+    """The output already exists and ``--force`` was not given."""
+
+
+class BaseModelNotFoundError(InputError):
+    """The base model of an adapter cannot be found locally or in the HF cache."""
+
+
+class MergeError(DeployError):
+    """Merging a LoRA adapter into its base failed or is not supported."""
+
+
+class ConversionError(DeployError):
+    """llama.cpp conversion or quantization failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        command: list[str] | None = None,
+        stderr_tail: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = command or []
+        self.stderr_tail = stderr_tail
+
+
+class DiskSpaceError(DeployError, OSError):
+    """Not enough free disk space for the planned output."""
+
+
+class DependencyMissingError(DeployError):
+    """A tool we need (llama.cpp, ollama, CUDA/Unsloth) is not installed."""
+
+    exit_code = 4
+
+
+class TemplateError(DeployError):
+    """Reading or parsing a chat template failed."""
+
+
+class TemplateNotFoundError(TemplateError, InputNotFoundError):
+    """No chat template could be found in the given source."""
+
+
+class TemplateSyntaxError(TemplateError):
+    """A Jinja or Go template does not parse."""
+
+    def __init__(
+        self, message: str, *, line: int | None = None, column: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.line = line
+        self.column = column
+
+
+class TemplateRenderError(TemplateError):
+    """A template raised or reached for something forbidden while rendering."""
+
+
+class TemplateTranslationError(TemplateError):
+    """The Jinja template could not be turned into an Ollama TEMPLATE."""
+
+
+class TemplateMismatchError(DeployError):
+    """The Ollama TEMPLATE renders a different prompt than the Jinja template."""
+
+    exit_code = 3
+
+
+class OllamaUnavailableError(DeployError, ConnectionError):
+    """The Ollama server cannot be reached."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, host: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.host = host
+
+
+class RegistrationError(DeployError):
+    """``ollama create`` (CLI or API) failed."""
+
+
+class RoundTripError(DeployError):
+    """The registered model failed its round-trip check."""
+
+    exit_code = 3
+
+
+class HubError(DeployError):
+    """Publishing to the Hugging Face Hub failed."""

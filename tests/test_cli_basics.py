@@ -1,0 +1,40 @@
+"""The CLI shell: version, default commands, error mapping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from deploy_to_ollama.cli import rewrite_default_commands
+from deploy_to_ollama.cli._common import handle_exception
+from deploy_to_ollama.errors import OllamaUnavailableError, TemplateMismatchError
+
+
+def test_version_is_printed_and_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy_to_ollama", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("deploy-to-ollama ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["./lora", "--name", "x"], ["deploy", "./lora", "--name", "x"]),
+        (["template", "m.jinja", "--json"], ["template", "show", "m.jinja", "--json"]),
+        (["--help"], ["--help"]),
+    ],
+)
+def test_default_commands_are_inserted(argv: list[str], expected: list[str]) -> None:
+    assert rewrite_default_commands(argv) == expected
+
+
+def test_errors_map_to_documented_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert handle_exception(OllamaUnavailableError("down", hint="run `ollama serve`")) == 4
+    assert handle_exception(TemplateMismatchError("differs")) == 3
+    err = capsys.readouterr().err
+    assert "Error: down" in err
+    assert "Hint: run `ollama serve`" in err
