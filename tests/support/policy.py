@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,14 @@ def skip_or_fail(reason: str) -> None:
     if in_ci():
         pytest.fail(f"required test dependency missing under CI: {reason}")
     pytest.skip(reason)
+
+
+def test_cache_dir() -> Path:
+    """Persistent cache for heavy test artefacts (toolchains, fixtures, the test Ollama server).
+
+    Not the per-test ``DTO_CACHE_DIR`` (that points at tmp): these survive between runs and CI
+    runs on the same machine, keyed by content so a stale entry is never reused.
+    """
+    root = Path(os.environ.get("DTO_TEST_CACHE", Path.home() / ".cache" / "deploy-to-ollama-tests"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
