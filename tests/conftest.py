@@ -11,7 +11,9 @@ pytest_plugins: list[str] = []
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--update-goldens", action="store_true", default=False,
+        "--update-goldens",
+        action="store_true",
+        default=False,
         help="rewrite golden files (modelfiles/, tests/golden/) instead of comparing",
     )
 

@@ -35,9 +35,13 @@ def run_tool(
     argv = [str(part) for part in command]
     logger.debug("running %s", " ".join(argv))
     try:
-        result = subprocess.run(  # noqa: S603 - argv list, no shell
-            argv, cwd=cwd, env=dict(env) if env is not None else None,
-            capture_output=True, text=True, check=False,
+        result = subprocess.run(
+            argv,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except FileNotFoundError as err:
         raise DependencyMissingError(

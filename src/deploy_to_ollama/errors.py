@@ -89,7 +89,11 @@ class TemplateSyntaxError(TemplateError):
     """A Jinja or Go template does not parse."""
 
     def __init__(
-        self, message: str, *, line: int | None = None, column: int | None = None,
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
         hint: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)

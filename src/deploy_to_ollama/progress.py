@@ -50,8 +50,9 @@ class RichProgress:
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn()]
         columns.append(DownloadColumn() if byte_units else TextColumn("{task.percentage:>3.0f}%"))
         columns.append(TimeElapsedColumn())
-        self._progress = Progress(*columns, console=console, transient=transient,
-                                  disable=not sys.stderr.isatty())
+        self._progress = Progress(
+            *columns, console=console, transient=transient, disable=not sys.stderr.isatty()
+        )
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichProgress:

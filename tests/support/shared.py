@@ -26,7 +26,6 @@ def corpus_records() -> list[dict[str, Any]]:
     if not CHAT_TEMPLATES_DIR.is_dir():
         return []
     return [
-        json.loads(path.read_text(encoding="utf-8"))
-        | {"_file": path.name}
+        json.loads(path.read_text(encoding="utf-8")) | {"_file": path.name}
         for path in sorted(CHAT_TEMPLATES_DIR.glob("*.json"))
     ]

@@ -15,11 +15,11 @@ from . import _common
 from ._common import app
 
 # Importing a command module registers its commands on ``app``.
-from . import template as _template  # noqa: E402,F401  isort: skip
-from . import export as _export  # noqa: E402,F401  isort: skip
-from . import deploy as _deploy  # noqa: E402,F401  isort: skip
-from . import doctor as _doctor  # noqa: E402,F401  isort: skip
-from . import run as _run  # noqa: E402,F401  isort: skip
+from . import template as _template  # noqa: F401  isort: skip
+from . import export as _export  # noqa: F401  isort: skip
+from . import deploy as _deploy  # noqa: F401  isort: skip
+from . import doctor as _doctor  # noqa: F401  isort: skip
+from . import run as _run  # noqa: F401  isort: skip
 
 #: Command groups whose first positional argument selects a default sub-command.
 DEFAULT_SUBCOMMANDS = {"template": "show"}
@@ -27,7 +27,10 @@ DEFAULT_COMMAND = "deploy"
 
 
 def _top_level_names() -> set[str]:
-    names = {cmd.name or (cmd.callback.__name__ if cmd.callback else "") for cmd in app.registered_commands}
+    names = {
+        cmd.name or (cmd.callback.__name__ if cmd.callback else "")
+        for cmd in app.registered_commands
+    }
     names |= {group.name or "" for group in app.registered_groups}
     return names
 
@@ -55,8 +58,11 @@ def rewrite_default_commands(argv: Sequence[str]) -> list[str]:
     if args[0] not in _top_level_names():
         return [DEFAULT_COMMAND, *args]
     sub = DEFAULT_SUBCOMMANDS.get(args[0])
-    if sub and len(args) > 1 and not args[1].startswith("-") and args[1] not in _group_commands(
-        args[0]
+    if (
+        sub
+        and len(args) > 1
+        and not args[1].startswith("-")
+        and args[1] not in _group_commands(args[0])
     ):
         return [args[0], sub, *args[1:]]
     return args
@@ -72,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         _common.print_error("interrupted", hint=None)
         sys.exit(130)
-    except Exception as err:  # noqa: BLE001 - translated into an exit code
+    except Exception as err:
         sys.exit(_common.handle_exception(err))
     sys.exit(0)
 

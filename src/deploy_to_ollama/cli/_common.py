@@ -28,7 +28,9 @@ app = typer.Typer(
 
 HostOpt = Annotated[
     str | None,
-    typer.Option("--host", envvar="OLLAMA_HOST", help="Ollama server URL [default: 127.0.0.1:11434]"),
+    typer.Option(
+        "--host", envvar="OLLAMA_HOST", help="Ollama server URL [default: 127.0.0.1:11434]"
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace existing output or model.")]
@@ -46,13 +48,17 @@ def _root(
         bool | None,
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
     ] = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="-v info, -vv debug")] = 0,
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="-v info, -vv debug")
+    ] = 0,
 ) -> None:
     """Deploy fine-tuned models to Ollama and prove they work."""
     settings = Settings.from_env()
     level = {0: settings.log_level, 1: "INFO"}.get(verbose, "DEBUG")
     logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)],
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
         force=True,
     )
 
