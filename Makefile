@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+WHEELHOUSE ?= $(HOME)/.cache/deploy-to-ollama-ci/wheelhouse
 # llama-cpp-python builds llama.cpp from source (CPU only); pip caches the wheel in ~/.cache/pip.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_OPENSSL=OFF -DGGML_BLAS=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
@@ -11,7 +12,10 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# llama-cpp-python has no PyPI wheel: build it once (~5 min) into a wheelhouse under ~/.cache.
+	ls $(WHEELHOUSE)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+		$(PY) -m pip wheel -q --no-deps --no-binary llama-cpp-python -w $(WHEELHOUSE) llama-cpp-python==0.3.36
+	$(PY) -m pip install -q --find-links $(WHEELHOUSE) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
