@@ -115,6 +115,14 @@ class TemplateMismatchError(DeployError):
     exit_code = 3
 
 
+class ModelfileError(DeployError):
+    """A Modelfile does not parse, or a value cannot be written so Ollama's parser keeps it."""
+
+    def __init__(self, message: str, *, line: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.line = line
+
+
 class OllamaUnavailableError(DeployError, ConnectionError):
     """The Ollama server cannot be reached."""
 
