@@ -138,7 +138,7 @@ def test_parser_follows_ollama_on_a_handwritten_file() -> None:
         from_="llama3.2",
         template="second\ntemplate wins",
         parameters=(("stop", "<|eot_id|>"), ("temperature", "0.2")),
-        license="A\n\nB",
+        license="A\nB",
         messages=(("user", "what is up"),),
         header_comment="a comment",
         extra=(("requires", "0.12.0"),),

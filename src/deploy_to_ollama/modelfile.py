@@ -282,7 +282,7 @@ def parse_modelfile(text: str) -> Modelfile:
 
     Why our own parser: the doctor command reads users' Modelfiles, and the writer proves its
     quoting by reading its own output back. Later ``TEMPLATE``/``SYSTEM`` lines win, as in
-    Ollama; several ``LICENSE`` lines are joined by a blank line.
+    Ollama; several ``LICENSE`` lines are joined by a line break, as ``ollama show`` does.
 
     Args:
         text: the Modelfile's content.
@@ -343,7 +343,7 @@ def _modelfile_from_commands(
         template=template,
         system=system,
         parameters=tuple(parameters),
-        license="\n\n".join(licenses) if licenses else None,
+        license="\n".join(licenses) if licenses else None,
         messages=tuple(messages),
         header_comment="\n".join(header) if header else None,
         extra=tuple(extra),
