@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepare, on this machine, what tests/support/gpu_run.sh needs carried to the GPU machine:
+# .whl/ (wheels the CUDA image lacks) and .gpu_carry/ (trimmed llama.cpp source + bindings).
+# Both folders are listed in .git/info/exclude and named in the device call's `carry`.
+set -euo pipefail
+PY="${PY:-.venv/bin/python}"
+SDIST="${SDIST:-$HOME/.cache/dto-src/llama_cpp_python-0.3.36.tar.gz}"
+PLAT=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
+  --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any)
+mkdir -p .whl .gpu_carry
+# Versions measured to import together with the image's torch 2.11 / transformers 5.17.
+"$PY" -m pip download -q --no-deps --only-binary=:all: "${PLAT[@]}" -d .whl \
+  unsloth==2026.10.9 unsloth_zoo==2026.10.9 "datasets<5" "trl<=1.15.0" dill multiprocess tyro \
+  docstring_parser shtab typeguard msgspec hf_transfer cut_cross_entropy torchao pydantic \
+  pydantic_core==2.50.5 annotated_types typing_inspection json5 nest_asyncio structlog bitsandbytes
+# 64 MiB carry limit: drop Unsloth Studio/CLI and bitsandbytes' CUDA 11/12 kernels (image: cu130).
+"$PY" tests/support/gpu_strip_wheel.py .whl/unsloth-*.whl studio/ unsloth_cli/
+"$PY" tests/support/gpu_strip_wheel.py .whl/bitsandbytes-*.whl \
+  bitsandbytes/libbitsandbytes_cuda11 bitsandbytes/libbitsandbytes_cuda12
+# llama.cpp source without docs/models/tests and non-CPU backends (4.5 MB instead of 176 MB).
+tmp=$(mktemp -d); tar xzf "$SDIST" -C "$tmp" --strip-components=3 \
+  llama_cpp_python-0.3.36/vendor/llama.cpp
+mv "$tmp" "$tmp.d"; mkdir "$tmp"; mv "$tmp.d" "$tmp/llama.cpp"
+tar cJf .gpu_carry/llama.cpp-src.tar.xz -C "$tmp" \
+  --exclude='llama.cpp/docs' --exclude='llama.cpp/models' --exclude='llama.cpp/media' \
+  --exclude='llama.cpp/tests' --exclude='llama.cpp/benches' --exclude='llama.cpp/.git*' \
+  --exclude='llama.cpp/tools/ui' --exclude='llama.cpp/examples' \
+  --exclude='llama.cpp/ggml/src/ggml-'{sycl,vulkan,opencl,hexagon,metal,cuda,et} llama.cpp
+rm -rf "$tmp"
+# llama-cpp-python's bindings only: gpu_run.sh points LLAMA_CPP_LIB_PATH at the libllama it builds.
+site=$("$PY" -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')
+rm -rf .gpu_carry/llama_cpp && cp -r "$site" .gpu_carry/llama_cpp
+rm -rf .gpu_carry/llama_cpp/lib .gpu_carry/llama_cpp/server .gpu_carry/llama_cpp/__pycache__
+du -sh .whl .gpu_carry
