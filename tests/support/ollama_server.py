@@ -484,7 +484,53 @@ def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_head: int = 2, seed: int 
     return path
 
 
+#: ChatML, as in Qwen2.5 (default system prompt left out to keep the prompts short).
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+#: The Ollama TEMPLATE that renders TINY_CHAT_TEMPLATE's prompts.
+TINY_OLLAMA_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end -}}"
+    "<|im_start|>assistant\n"
+)
+
+
+def write_tiny_tokenizer(folder: Path) -> Path:
+    """Save the HF tokenizer that tokenizes exactly like ``write_tiny_gguf``'s vocabulary.
+
+    Byte-level BPE with the same 256 byte symbols, two merges and ChatML specials, so token
+    counts from transformers and from Ollama can be compared on the tiny model.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = [*_byte_symbols(), "Ġt", "he"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "t"), ("h", "e")]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(list(TINY_SPECIALS))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
 # --------------------------------------------------------------------------- pytest plugin
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with the HF tokenizer (and ChatML chat template) matching ``tiny_gguf``."""
+    return write_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
 
 
 @pytest.fixture(scope="session")
