@@ -21,6 +21,7 @@ import pytest
 from deploy_to_ollama.errors import (
     ConversionError,
     DependencyMissingError,
+    InputError,
     OutputExistsError,
     UsageError,
 )
@@ -131,12 +132,49 @@ def test_non_executable_quantizer_is_refused(tmp_path: Path) -> None:
 def test_staged_copy_is_complete_writable_and_leaves_the_toolchain_alone(tmp_path: Path) -> None:
     src = _fake_toolchain(tmp_path / "toolchain")
     before = sorted(p.relative_to(src) for p in src.rglob("*"))
-    staged = ub.stage_llama_cpp_dir(src, tmp_path / "work" / "llama.cpp")
+    staged = ub.stage_llama_cpp_dir(src, tmp_path / "cache")
+    assert staged == ub.staged_llama_cpp_dir(src, tmp_path / "cache")
     ub.check_llama_cpp_dir(staged)
     assert os.access(staged / "llama-quantize", os.X_OK)
     assert not list(staged.rglob("*.pyc")), "stale bytecode must not travel into the copy"
     (staged / "unsloth_convert_hf_to_gguf.py").write_text("patched")  # what Unsloth does
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+
+
+def test_restaging_is_stable_and_refreshes_the_copy(tmp_path: Path) -> None:
+    # unsloth_zoo freezes its llama.cpp dir at import: a second export must reuse the same dir.
+    src = _fake_toolchain(tmp_path / "toolchain")
+    first = ub.stage_llama_cpp_dir(src, tmp_path / "cache")
+    (src / "convert_hf_to_gguf.py").write_text("# rebuilt converter\n")
+    second = ub.stage_llama_cpp_dir(src, tmp_path / "cache")
+    assert first == second
+    assert (second / "convert_hf_to_gguf.py").read_text() == "# rebuilt converter\n"
+    other = _fake_toolchain(tmp_path / "other-toolchain")
+    assert ub.staged_llama_cpp_dir(other, tmp_path / "cache") != first
+
+
+@pytest.mark.parametrize("task_type", [None, "SEQ_CLS"])
+def test_adapter_without_causal_lm_task_type_is_refused(
+    tmp_path: Path, task_type: str | None
+) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"task_type": task_type}))
+    with pytest.raises(InputError) as info:
+        ub.check_adapter_task_type(tmp_path)
+    assert repr(task_type) in str(info.value)
+    assert info.value.hint is not None
+    assert "CAUSAL_LM" in info.value.hint
+
+
+def test_causal_lm_adapter_and_merged_model_dirs_pass_the_task_check(tmp_path: Path) -> None:
+    ub.check_adapter_task_type(tmp_path)  # no adapter_config.json: a merged model dir
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"task_type": "CAUSAL_LM"}))
+    ub.check_adapter_task_type(tmp_path)
+
+
+def test_unreadable_adapter_config_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    with pytest.raises(InputError, match="not readable JSON"):
+        ub.check_adapter_task_type(tmp_path)
 
 
 def test_environment_pins_unsloth_to_our_llama_cpp_and_offline(tmp_path: Path) -> None:
@@ -296,9 +334,17 @@ def _llama_cpp_greedy(path: Path, prompt_ids: list[int], steps: int) -> tuple[li
     return out, first
 
 
+@pytest.fixture(scope="module")
+def unsloth_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the module: unsloth pins its llama.cpp dir once per process."""
+    return tmp_path_factory.mktemp("unsloth-cache")
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_unsloth_exports_q8_0_and_q4_k_m_that_match_transformers(tmp_path: Path) -> None:
+def test_unsloth_exports_q8_0_and_q4_k_m_that_match_transformers(
+    tmp_path: Path, unsloth_cache: Path
+) -> None:
     llama_dir = _require_gpu_stack()
     from transformers import AutoTokenizer
 
@@ -311,7 +357,7 @@ def test_unsloth_exports_q8_0_and_q4_k_m_that_match_transformers(tmp_path: Path)
         out,
         quants=["Q8_0", "quantized"],
         llama_cpp_dir=llama_dir,
-        cache_dir=tmp_path / "cache",
+        cache_dir=unsloth_cache,
         max_seq_length=256,
         save_merged=tmp_path / "merged",
     )
@@ -320,9 +366,11 @@ def test_unsloth_exports_q8_0_and_q4_k_m_that_match_transformers(tmp_path: Path)
     assert sorted(p.name for p in out.iterdir()) == ["base.Q4_K_M.gguf", "base.Q8_0.gguf"], (
         "the scratch dir (staged llama.cpp, merge) must be gone"
     )
-    # Unsloth read our staged llama.cpp (inside out/.unsloth-*), proving the env came first.
+    # Unsloth froze our staged llama.cpp at import, proving the env was set first.
     zoo = sys.modules["unsloth_zoo.llama_cpp"]
-    assert Path(zoo.LLAMA_CPP_DEFAULT_DIR).parent.parent == out.resolve()
+    staged = ub.staged_llama_cpp_dir(llama_dir, unsloth_cache)
+    assert Path(zoo.LLAMA_CPP_DEFAULT_DIR) == staged.resolve()
+    assert (staged / "llama-quantize").is_file()
 
     report: dict[str, Any] = {"seconds": result.seconds}
     for gguf in result.ggufs:
@@ -357,7 +405,9 @@ def test_unsloth_exports_q8_0_and_q4_k_m_that_match_transformers(tmp_path: Path)
 
 @pytest.mark.gpu
 @pytest.mark.slow
-def test_unsloth_4bit_load_exports_and_saves_merged_4bit(tmp_path: Path) -> None:
+def test_unsloth_4bit_load_exports_and_saves_merged_4bit(
+    tmp_path: Path, unsloth_cache: Path
+) -> None:
     llama_dir = _require_gpu_stack()
     if importlib.util.find_spec("bitsandbytes") is None:
         skip_or_fail("bitsandbytes is missing: --load-in-4bit cannot be tested")
@@ -369,7 +419,7 @@ def test_unsloth_4bit_load_exports_and_saves_merged_4bit(tmp_path: Path) -> None
         tmp_path / "out",
         quants=["q8_0"],
         llama_cpp_dir=llama_dir,
-        cache_dir=tmp_path / "cache",
+        cache_dir=unsloth_cache,
         load_in_4bit=True,
         max_seq_length=256,
         save_merged=tmp_path / "merged4",

@@ -102,7 +102,11 @@ def build_tiny_llama_lora(root: Path, *, seed: int = 0) -> TinyLoraFixture:
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(base_dir)
     lora = LoraConfig(
-        r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], lora_dropout=0.0
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, lora)
     with torch.no_grad():

@@ -7,8 +7,10 @@ llama.cpp, set up so that Unsloth never clones, builds or downloads anything.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -20,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import ConversionError, DependencyMissingError, OutputExistsError, UsageError
+from ..errors import (
+    ConversionError,
+    DependencyMissingError,
+    InputError,
+    OutputExistsError,
+    UsageError,
+)
 from ..progress import NullProgress, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -151,31 +159,69 @@ def check_llama_cpp_dir(llama_cpp_dir: Path) -> None:
         )
 
 
-def stage_llama_cpp_dir(toolchain_dir: Path, stage_dir: Path) -> Path:
+def staged_llama_cpp_dir(toolchain_dir: Path, cache_dir: Path) -> Path:
+    """Where ``stage_llama_cpp_dir`` puts the copy of ``toolchain_dir``: stable per toolchain.
+
+    Stable because unsloth_zoo freezes its llama.cpp dir at import, so every export in one
+    process must name the same dir.
+    """
+    digest = hashlib.sha256(str(toolchain_dir.resolve()).encode()).hexdigest()[:12]
+    return cache_dir / "unsloth-llama.cpp" / digest
+
+
+def stage_llama_cpp_dir(toolchain_dir: Path, cache_dir: Path) -> Path:
     """Copy our llama.cpp toolchain into a private, writable dir laid out for Unsloth.
 
     Unsloth writes a patched ``unsloth_convert_hf_to_gguf.py`` into its llama.cpp dir and
-    purges bytecode there, so it gets a copy and the shared toolchain stays pristine.
+    purges bytecode there, so it gets a copy and the shared toolchain stays pristine. The copy
+    is refreshed on every call, so a rebuilt toolchain is picked up.
 
     Args:
         toolchain_dir: the provisioned llama.cpp (``llama-quantize`` beside the converter).
-        stage_dir: where to lay out the copy; created, must not exist yet.
+        cache_dir: cache root; the copy goes to ``staged_llama_cpp_dir(toolchain_dir, cache_dir)``.
 
     Returns:
-        ``stage_dir``.
+        The staged dir.
 
     Raises:
         DependencyMissingError: the toolchain lacks something Unsloth needs.
     """
     check_llama_cpp_dir(toolchain_dir)
-    stage_dir.mkdir(parents=True)
+    stage_dir = staged_llama_cpp_dir(toolchain_dir, cache_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
     for rel in ("llama-quantize", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py"):
         shutil.copy2(toolchain_dir / rel, stage_dir / rel)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for rel in ("gguf-py", *LLAMA_CPP_OPTIONAL):
         if (toolchain_dir / rel).is_dir():
-            shutil.copytree(toolchain_dir / rel, stage_dir / rel, ignore=ignore)
+            shutil.copytree(toolchain_dir / rel, stage_dir / rel, ignore=ignore, dirs_exist_ok=True)
     return stage_dir
+
+
+def check_adapter_task_type(source: Path) -> None:
+    """Refuse a LoRA whose ``task_type`` is not ``CAUSAL_LM``.
+
+    Unsloth's loader patches only ``PeftModelForCausalLM``; a plain-peft adapter saved without
+    ``task_type`` loads as a bare ``PeftModel`` and dies with "needs to call .get_peft_model".
+
+    Raises:
+        InputError: the adapter config names another (or no) task type.
+    """
+    config_path = source / "adapter_config.json"
+    if not config_path.is_file():
+        return  # a merged model dir, not an adapter
+    try:
+        task_type = json.loads(config_path.read_text(encoding="utf-8")).get("task_type")
+    except (OSError, ValueError, AttributeError) as err:
+        raise InputError(
+            f"{config_path} is not readable JSON: {err}", hint="re-save the adapter with peft"
+        ) from err
+    if task_type != "CAUSAL_LM":
+        raise InputError(
+            f"the unsloth backend needs a CAUSAL_LM adapter; {config_path} has "
+            f"task_type={task_type!r}",
+            hint='use --backend llama.cpp, or set "task_type": "CAUSAL_LM" in adapter_config.json',
+        )
 
 
 def unsloth_environment(llama_cpp_dir: Path, cache_dir: Path) -> dict[str, str]:
@@ -363,6 +409,7 @@ def export_with_unsloth(
 
     Raises:
         UsageError: bad quant name or flag combination (checked before any heavy work).
+        InputError: the adapter is not a CAUSAL_LM LoRA.
         DependencyMissingError: no CUDA, unsloth missing, or an incomplete llama.cpp.
         OutputExistsError: an output exists and ``force`` is off.
         ConversionError: Unsloth failed to load, merge, convert or quantize.
@@ -375,6 +422,7 @@ def export_with_unsloth(
     if save_merged is not None and save_merged.exists() and not force:
         raise OutputExistsError(f"{save_merged} already exists", hint="pass --force to overwrite")
     check_llama_cpp_dir(llama_cpp_dir)
+    check_adapter_task_type(source)
     availability = unsloth_availability()
     if not availability.available:
         raise DependencyMissingError(
@@ -383,7 +431,7 @@ def export_with_unsloth(
         )
     started = time.monotonic()
     with _workdir(out_dir) as work:
-        staged = stage_llama_cpp_dir(llama_cpp_dir, work / "llama.cpp")
+        staged = stage_llama_cpp_dir(llama_cpp_dir, cache_dir)
         configure_unsloth_environment(staged, cache_dir)
         fast_lm = _import_fast_language_model()
         progress.start("load", f"unsloth: loading {source.name}")
