@@ -72,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point: run the app and map our errors to exit codes."""
     args = rewrite_default_commands(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="deploy-to-ollama", standalone_mode=False)
+        # With standalone_mode=False click *returns* the code of a `typer.Exit` raised inside a
+        # command (e.g. exit 3 for a failed check) instead of raising it.
+        code = app(args=args, prog_name="deploy-to-ollama", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Exit as exit_:
         sys.exit(exit_.exit_code)
     except KeyboardInterrupt:

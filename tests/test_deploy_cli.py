@@ -1,0 +1,145 @@
+"""``register`` and ``check`` commands against the real test server, through the CLI entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deploy_to_ollama.cli import main
+from deploy_to_ollama.modelfile import Modelfile, render_modelfile
+from support.ollama_server import TINY_OLLAMA_TEMPLATE, OllamaServer, free_port
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out = capsys.readouterr()
+    return int(info.value.code or 0), out.out, out.err
+
+
+@pytest.fixture
+def modelfile_path(tmp_path: Path, tiny_gguf: Path) -> Path:
+    (tmp_path / "tiny.gguf").symlink_to(tiny_gguf)
+    path = tmp_path / "Modelfile"
+    path.write_text(
+        render_modelfile(
+            Modelfile(
+                from_="./tiny.gguf",
+                template=TINY_OLLAMA_TEMPLATE,
+                parameters=(("stop", "<|im_end|>"), ("num_thread", "1")),
+            )
+        )
+    )
+    return path
+
+
+def test_register_with_closed_port_exits_4_with_a_hint(
+    modelfile_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = f"127.0.0.1:{free_port()}"
+    code, out, err = _cli(
+        ["register", str(modelfile_path), "--name", "x", "--host", host, "--json"], capsys
+    )
+    assert code == 4
+    payload = json.loads(out)
+    assert payload["ok"] is False and payload["exit_code"] == 4
+    assert "ollama serve" in payload["hint"]
+    assert "Error: cannot reach the Ollama server" in err
+    assert "Hint: start it with `ollama serve`" in err
+
+
+def test_register_reads_the_host_from_ollama_host(
+    modelfile_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{port}")
+    code, _, err = _cli(["register", str(modelfile_path), "--name", "x"], capsys)
+    assert code == 4
+    assert f"127.0.0.1:{port}" in err
+
+
+def test_register_refuses_an_invalid_name(
+    modelfile_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(["register", str(modelfile_path), "--name", "bad name!"], capsys)
+    assert code == 1
+    assert "invalid model name 'bad name!'" in err
+
+
+def test_register_missing_modelfile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(["register", str(tmp_path / "nope"), "--name", "x"], capsys)
+    assert code == 1
+    assert "no Modelfile at" in err
+
+
+@pytest.mark.ollama
+def test_register_then_check_an_existing_model(
+    ollama_server: OllamaServer,
+    modelfile_path: Path,
+    tiny_tokenizer_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = ollama_server.host
+    code, out, _ = _cli(
+        ["register", str(modelfile_path), "--name", "cli-tiny", "--host", host, "--json"], capsys
+    )
+    assert code == 0, out
+    assert json.loads(out)["name"] == "cli-tiny:latest"
+
+    code, out, err = _cli(
+        ["register", str(modelfile_path), "--name", "cli-tiny", "--host", host], capsys
+    )
+    assert code == 1
+    assert "already exists" in err and "--force" in err
+
+    # The random tiny model runs into the token cap: the check reports it and exits 3.
+    code, out, err = _cli(["check", "cli-tiny", "--host", host, "--num-predict", "4"], capsys)
+    assert code == 3, err
+    assert "render check: not run (no --source" in err
+    assert "FAILED" in err
+
+
+@pytest.mark.ollama
+def test_check_with_source_compares_the_rendering(
+    ollama_server: OllamaServer,
+    modelfile_path: Path,
+    tiny_tokenizer_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pytest.importorskip("deploy_to_ollama.chat_template.ollama_prompt")
+    host = ollama_server.host
+    code, out, _ = _cli(
+        ["register", str(modelfile_path), "--name", "cli-src", "--host", host, "--force"], capsys
+    )
+    assert code == 0, out
+    code, out, err = _cli(
+        [
+            "check",
+            "cli-src",
+            "--source",
+            str(tiny_tokenizer_dir),
+            "--host",
+            host,
+            "--num-predict",
+            "4",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 3, err
+    report = json.loads(out)
+    assert report["render_method"] == "go_renderer" and report["render_verified"] is True
+    assert report["generation"]["done_reason"] == "length"
+    gen = report["generation"]
+    assert gen["prompt_eval_count"] == gen["expected_prompt_tokens"]
+
+
+@pytest.mark.ollama
+def test_check_unknown_model_exits_3(
+    ollama_server: OllamaServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(["check", "nope-model", "--host", ollama_server.host], capsys)
+    assert code == 3, err
+    assert "does not exist" in err
