@@ -1,0 +1,390 @@
+"""Export stage: adapter, merged model or GGUF → GGUF file(s) (merge → convert → quantize).
+
+Flags are checked and disk space estimated before any heavy work; every file is written under a
+temp name and renamed into place, so an interrupted export leaves nothing under a final name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .._fs import check_disk_space
+from ..errors import InputError, OutputExistsError, UsageError
+from ..progress import NullProgress, ProgressReporter
+from .llama_cpp import (
+    ConvertFacts,
+    merged_tensor_specs,
+    quantize_gguf,
+    read_chat_template,
+    run_converter,
+    special_token_ids,
+    stage_model_dir,
+)
+from .quants import QuantType, count_parameters, parse_quant_list
+from .toolchain import Toolchain
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["merged", "adapter"]
+#: Headroom on top of the estimated output (temp intermediates, metadata).
+DISK_MARGIN = 1.15
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """Everything ``export_gguf`` needs, validated by the CLI or the pipeline."""
+
+    source: Path
+    out_dir: Path
+    quants: tuple[str, ...] = ("q4_k_m",)
+    base: Path | None = None
+    mode: Mode = "merged"
+    save_merged: Path | None = None
+    name: str | None = None
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GgufFile:
+    """One GGUF written by the export."""
+
+    path: Path
+    quant: str
+    """Lower-case quant name (``q4_k_m``, ``f16``); ``lora-f16`` for a LoRA GGUF."""
+    size_bytes: int
+    role: Literal["model", "base", "adapter"] = "model"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """What the export wrote and learned."""
+
+    files: tuple[GgufFile, ...]
+    name: str
+    input_kind: str
+    chat_template: str | None
+    merged_dir: Path | None = None
+    pretokenizer_detected: str | None = None
+    max_buffered_tensors: int = 0
+    base_dir: Path | None = None
+    """The base model an adapter was merged into (None for merged or GGUF inputs)."""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def path(self) -> Path:
+        """The first model GGUF (the one to put after ``FROM``)."""
+        return next(f.path for f in self.files if f.role in ("model", "base"))
+
+
+def gguf_filename(stem: str, quant: str) -> str:
+    """Unsloth's naming: ``<stem>.<QUANT>.gguf``.
+
+    >>> gguf_filename("mymodel", "q4_k_m")
+    'mymodel.Q4_K_M.gguf'
+    """
+    return f"{stem}.{quant.upper()}.gguf"
+
+
+def _model_dtype(model_dir: Path) -> str:
+    import json
+
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        return "bfloat16"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+
+
+def _intermediate_type(dtype: str) -> str:
+    """The lossless converter type llama-quantize starts from: bf16 for bf16 models, else f16."""
+    return "bf16" if dtype == "bfloat16" else "f16"
+
+
+def _check_outputs(targets: Sequence[Path], *, force: bool) -> None:
+    existing = [path for path in targets if path.exists()]
+    if existing and not force:
+        raise OutputExistsError(
+            f"{existing[0]} already exists",
+            hint="pass --force to replace it, or choose another --out",
+        )
+
+
+def plan_files(request: ExportRequest, quants: Sequence[QuantType], stem: str) -> list[Path]:
+    """The final paths an export will write (for the --force check before any work)."""
+    out = request.out_dir
+    if request.mode == "adapter":
+        return [out / gguf_filename(f"{stem}-base", q.name) for q in quants] + [
+            out / f"{stem}-lora.F16.gguf"
+        ]
+    return [out / gguf_filename(stem, q.name) for q in quants]
+
+
+def export_gguf(
+    source: Path,
+    *,
+    out_dir: Path,
+    quant: str | Sequence[str] = "q4_k_m",
+    base: Path | None = None,
+    mode: Mode = "merged",
+    save_merged: Path | None = None,
+    name: str | None = None,
+    force: bool = False,
+    cache_dir: Path | None = None,
+    llama_cpp_dir: Path | None = None,
+    toolchain: Toolchain | None = None,
+    progress: ProgressReporter | None = None,
+) -> ExportResult:
+    """Export ``source`` (adapter dir, merged model dir or GGUF) to GGUF file(s) in ``out_dir``.
+
+    The toolchain is provisioned on first use when none is given (see ``deploy-to-ollama setup``).
+
+    Args:
+        source: the fine-tune to export.
+        out_dir: where the GGUF files go.
+        quant: one quant name, ``"q4_k_m,q8_0"``, or a list (Unsloth aliases allowed).
+        base: the base model dir, overriding ``base_model_name_or_path``.
+        mode: ``merged`` (one GGUF per quant) or ``adapter`` (base GGUF + GGUF LoRA).
+        save_merged: also write the merged HF model there (the GGUF is then converted from it).
+        name: ``general.name`` and the file stem (default: the source dir name).
+        force: replace existing outputs.
+        cache_dir: our cache dir (default: ``Settings.from_env().cache_dir``).
+        llama_cpp_dir: a llama.cpp to use instead of the provisioned one.
+        toolchain: an already located toolchain (wins over the two above).
+        progress: per-stage reporter (merge, convert, quantize).
+
+    Returns:
+        The written files and conversion facts.
+
+    Raises:
+        UsageError: bad flags (unknown quant, adapter mode for a merged model...).
+        OutputExistsError: an output exists and ``force`` is off.
+        DiskSpaceError: not enough space for the estimated output.
+        ConversionError: llama.cpp refused or failed.
+    """
+    request = ExportRequest(
+        source=Path(source),
+        out_dir=Path(out_dir),
+        quants=tuple(quant.split(",")) if isinstance(quant, str) else tuple(quant),
+        base=base,
+        mode=mode,
+        save_merged=save_merged,
+        name=name,
+        force=force,
+    )
+    return run_export(
+        request,
+        toolchain or _toolchain(cache_dir, llama_cpp_dir, progress),
+        progress=progress,
+    )
+
+
+def _toolchain(
+    cache_dir: Path | None, llama_cpp_dir: Path | None, progress: ProgressReporter | None
+) -> Toolchain:
+    from ..settings import Settings
+    from .toolchain import provision_toolchain
+
+    settings = Settings.from_env()
+    return provision_toolchain(
+        cache_dir or settings.cache_dir,
+        llama_cpp_dir=llama_cpp_dir or settings.llama_cpp_dir,
+        progress=progress,
+    ).toolchain
+
+
+def run_export(
+    request: ExportRequest, toolchain: Toolchain, *, progress: ProgressReporter | None = None
+) -> ExportResult:
+    """Run an ``ExportRequest`` with a located toolchain (see ``export_gguf``)."""
+    from ..inputs import resolve_input
+
+    reporter = progress or NullProgress()
+    parse_quant_list(list(request.quants))  # names first: fail before any disk access
+    resolved: Any = resolve_input(request.source, base=request.base)
+    weights_dir = Path(resolved.base_dir if resolved.kind == "adapter" else resolved.path)
+    if resolved.kind == "gguf":
+        quants = parse_quant_list(list(request.quants))
+    else:
+        quants = parse_quant_list(list(request.quants), model_dtype=_model_dtype(weights_dir))
+    stem = request.name or _default_stem(request.source, resolved)
+    if request.mode == "adapter" and resolved.kind != "adapter":
+        raise UsageError(
+            f"--mode adapter needs a LoRA adapter, got a {resolved.kind} input",
+            hint="drop --mode adapter",
+        )
+    _check_outputs(plan_files(request, quants, stem), force=request.force)
+    if request.save_merged is not None:
+        _check_outputs([request.save_merged], force=request.force)
+    n_params = count_parameters(weights_dir) if resolved.kind != "gguf" else 0
+    needed = sum(q.estimate_bytes(n_params) for q in quants) + 2 * n_params
+    check_disk_space(request.out_dir, int(needed * DISK_MARGIN))
+    request.out_dir.mkdir(parents=True, exist_ok=True)
+
+    if resolved.kind == "gguf":
+        return _requantize(request, resolved, quants, stem, toolchain, reporter)
+    if request.mode == "adapter":
+        from .adapter import export_adapter
+
+        return export_adapter(request, resolved, quants, stem, toolchain, reporter)
+    return _export_merged(request, resolved, quants, stem, toolchain, reporter)
+
+
+def _default_stem(source: Path, resolved: Any) -> str:
+    name = source.resolve().name if source.is_dir() else source.stem
+    return name or "model"
+
+
+def _export_merged(
+    request: ExportRequest,
+    resolved: Any,
+    quants: list[QuantType],
+    stem: str,
+    toolchain: Toolchain,
+    reporter: ProgressReporter,
+) -> ExportResult:
+    tokenizer_dir = Path(resolved.tokenizer_dir)
+    chat_template = read_chat_template(tokenizer_dir)
+    merged_dir: Path | None = None
+    with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work_str:
+        work = Path(work_str)
+        if resolved.kind == "adapter" and request.save_merged is not None:
+            merged_dir = _save_merged(request, resolved, reporter)
+            model_dir, merge_input = merged_dir, None
+        elif resolved.kind == "adapter":
+            model_dir = _stage_adapter(resolved, work / "model")
+            merge_input = Path(resolved.path)
+        else:
+            model_dir, merge_input = Path(resolved.path), None
+        token_ids = special_token_ids(model_dir, tokenizer_dir, chat_template)
+        name = request.name or stem
+
+        def convert(outtype: str, target: Path) -> ConvertFacts:
+            key = f"convert-{outtype}"
+            what = "merge + convert" if merge_input else "convert"
+            reporter.start(key, f"{what} → {outtype}", total=None)
+            facts = run_converter(
+                toolchain,
+                model_dir=model_dir,
+                outfile=target,
+                outtype=outtype,
+                name=name,
+                chat_template=chat_template,
+                token_ids=token_ids,
+                merge_input=merge_input,
+                merge_base=request.base if merge_input else None,
+            )
+            reporter.done(key, f"wrote {target.name}")
+            return facts
+
+        files, facts = _convert_and_quantize(
+            request, quants, stem, model_dir, work, convert, toolchain, reporter
+        )
+    return ExportResult(
+        files=tuple(files),
+        name=name,
+        input_kind=str(resolved.kind),
+        chat_template=chat_template,
+        merged_dir=merged_dir,
+        base_dir=Path(resolved.base_dir) if resolved.kind == "adapter" else None,
+        pretokenizer_detected=facts.pretokenizer_detected if facts else None,
+        max_buffered_tensors=facts.max_buffered_tensors if facts else 0,
+    )
+
+
+def _convert_and_quantize(
+    request: ExportRequest,
+    quants: list[QuantType],
+    stem: str,
+    model_dir: Path,
+    work: Path,
+    convert: Any,
+    toolchain: Toolchain,
+    reporter: ProgressReporter,
+) -> tuple[list[GgufFile], ConvertFacts | None]:
+    """Converter types straight from the converter; the rest from one lossless intermediate."""
+    files: list[GgufFile] = []
+    facts: ConvertFacts | None = None
+    direct = [q for q in quants if q.producer == "convert"]
+    via_quantize = [q for q in quants if q.producer == "quantize"]
+    middle_type = _intermediate_type(_model_dtype(model_dir))
+    middle: Path | None = None
+    for quant in direct:
+        target = request.out_dir / gguf_filename(stem, quant.name)
+        facts = convert(quant.name, target)
+        files.append(_gguf(target, quant.name))
+        if quant.name == middle_type:
+            middle = target
+    if via_quantize:
+        if middle is None:
+            middle = work / gguf_filename(stem, middle_type)
+            facts = convert(middle_type, middle)
+        for quant in via_quantize:
+            target = request.out_dir / gguf_filename(stem, quant.name)
+            reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
+            quantize_gguf(toolchain, middle, target, quant)
+            reporter.done(f"quantize-{quant.name}", f"wrote {target.name}")
+            files.append(_gguf(target, quant.name))
+    return files, facts
+
+
+def _gguf(path: Path, quant: str, role: Literal["model", "base", "adapter"] = "model") -> GgufFile:
+    return GgufFile(path=path, quant=quant, size_bytes=path.stat().st_size, role=role)
+
+
+def _stage_adapter(resolved: Any, dest: Path) -> Path:
+    """Config + tokenizer dir for streaming an adapter merge (vocab resized if the adapter did)."""
+    specs = merged_tensor_specs(resolved)
+    embed = next((s for n, s in specs.items() if n.endswith("embed_tokens.weight")), None)
+    return stage_model_dir(
+        Path(resolved.base_dir),
+        Path(resolved.tokenizer_dir),
+        dest,
+        vocab_rows=embed[0][0] if embed else None,
+    )
+
+
+def _save_merged(request: ExportRequest, resolved: Any, reporter: ProgressReporter) -> Path:
+    from ..merge import save_merged
+
+    assert request.save_merged is not None
+    target = request.save_merged
+    if target.exists():
+        if not request.force:
+            raise OutputExistsError(f"{target} already exists", hint="pass --force to replace it")
+        shutil.rmtree(target)
+    reporter.start("merge", "merge → safetensors", total=None)
+    save_merged(resolved, target)
+    reporter.done("merge", f"merged model saved in {target}")
+    return target
+
+
+def _requantize(
+    request: ExportRequest,
+    resolved: Any,
+    quants: list[QuantType],
+    stem: str,
+    toolchain: Toolchain,
+    reporter: ProgressReporter,
+) -> ExportResult:
+    """A GGUF input: quantize it to each requested type (llama-quantize --allow-requantize)."""
+    source = Path(resolved.path)
+    files: list[GgufFile] = []
+    for quant in quants:
+        target = request.out_dir / gguf_filename(stem, quant.name)
+        if target.resolve() == source.resolve():
+            raise InputError(f"{source} would overwrite itself", hint="choose another --out")
+        requant = dataclasses.replace(
+            quant, quantize_args=("--allow-requantize", *quant.quantize_args)
+        )
+        reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
+        quantize_gguf(toolchain, source, target, requant)
+        reporter.done(f"quantize-{quant.name}")
+        files.append(_gguf(target, quant.name))
+    return ExportResult(files=tuple(files), name=stem, input_kind="gguf", chat_template=None)

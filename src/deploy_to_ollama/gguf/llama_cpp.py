@@ -1,0 +1,330 @@
+"""llama.cpp backend of the exporter: HF model or merged stream → GGUF, then llama-quantize.
+
+Conversion runs our worker (``_convert_worker``) in a child Python that imports the vendored
+converter; quantization runs ``llama-quantize``. Every output is written under a temp name and
+renamed at the end, so an interrupted export never leaves a file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._fs import atomic_path
+from .._subprocess import STDERR_TAIL_LINES, run_tool
+from ..errors import ConversionError
+from .quants import QuantType
+from .toolchain import Toolchain
+
+logger = logging.getLogger(__name__)
+
+#: Files the converter reads besides the weights (config, tokenizer, generation defaults).
+MODEL_SIDE_FILES: tuple[str, ...] = ("config.json", "generation_config.json")
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+_SAFETENSORS_DTYPES: Mapping[str, str] = {
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F64": "float64",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+#: Tokens that end a turn in common chat formats; used for ``tokenizer.ggml.eot_token_id``.
+END_OF_TURN_TOKENS: tuple[str, ...] = (
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenIds:
+    """The special-token ids we write explicitly into the GGUF."""
+
+    eos: int | None
+    eot: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertFacts:
+    """What the conversion found out, for the export report."""
+
+    pretokenizer_detected: str | None
+    """The pre-tokenizer we named when llama.cpp's hash check rejected the tokenizer."""
+    max_buffered_tensors: int
+    """Most merged tensors held at once while streaming (1 means a pure stream)."""
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """Return the JSON header of a safetensors file (names, dtypes, shapes), no tensor data."""
+    with path.open("rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise ConversionError(f"{path} is truncated", hint="re-save or re-download the file")
+        (length,) = struct.unpack("<Q", raw)
+        try:
+            header: dict[str, Any] = json.loads(fh.read(length))
+        except ValueError as err:
+            raise ConversionError(f"{path} has a corrupt header", hint="re-save the file") from err
+    header.pop("__metadata__", None)
+    return header
+
+
+def _weight_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        return [model_dir / name for name in dict.fromkeys(sorted(set(weight_map.values())))]
+    return sorted(model_dir.glob("*.safetensors"))
+
+
+def _adapter_key_to_model(key: str) -> str:
+    """Map a saved PEFT key of a full weight to the model's key (modules_to_save, embeddings)."""
+    key = key.removeprefix("base_model.model.")
+    return key.replace(".modules_to_save.default", "").replace(".base_layer", "")
+
+
+def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name → (shape, torch dtype name) of every tensor the merge will produce, in file order.
+
+    Read from safetensors headers only: base shapes, replaced by the full weights an adapter
+    carries (``modules_to_save``, resized embeddings), written in the base dtype.
+    """
+    specs: dict[str, tuple[tuple[int, ...], str]] = {}
+    base_dtype = "bfloat16"
+    for file in _weight_files(Path(resolved.base_dir)):
+        for name, info in sorted(read_safetensors_header(file).items()):
+            dtype = _SAFETENSORS_DTYPES.get(info["dtype"], "float32")
+            specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
+            if dtype in ("bfloat16", "float16", "float32"):
+                base_dtype = dtype
+    adapter_file = Path(resolved.path) / "adapter_model.safetensors"
+    if resolved.kind == "adapter" and adapter_file.is_file():
+        for key, info in sorted(read_safetensors_header(adapter_file).items()):
+            if "lora_" in key or "lora_magnitude" in key:
+                continue
+            name = _adapter_key_to_model(key)
+            dtype = specs[name][1] if name in specs else base_dtype
+            specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
+    return specs
+
+
+def _tokenizer_vocab(tokenizer_dir: Path) -> dict[str, int]:
+    path = tokenizer_dir / "tokenizer.json"
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    vocab: dict[str, int] = dict((data.get("model") or {}).get("vocab") or {})
+    for added in data.get("added_tokens") or []:
+        vocab[added["content"]] = int(added["id"])
+    return vocab
+
+
+def _token_text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    return None
+
+
+def special_token_ids(model_dir: Path, tokenizer_dir: Path, chat_template: str | None) -> TokenIds:
+    """Find the eos and end-of-turn ids a chat fine-tune actually stops on.
+
+    eos is the tokenizer's ``eos_token`` (what the trainer appended); eot is the end-of-turn
+    marker the chat template emits (``<|eot_id|>``, ``<|im_end|>`` ...), falling back to another id
+    from ``generation_config.json``'s ``eos_token_id`` list.
+    """
+    vocab = _tokenizer_vocab(tokenizer_dir)
+    config_path = tokenizer_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    eos_text = _token_text(config.get("eos_token"))
+    eos = vocab.get(eos_text) if eos_text else None
+    eot: int | None = None
+    if chat_template:
+        for token in END_OF_TURN_TOKENS:
+            if token in chat_template and token in vocab:
+                eot = vocab[token]
+                break
+    gen_path = model_dir / "generation_config.json"
+    if gen_path.is_file():
+        gen_eos = json.loads(gen_path.read_text(encoding="utf-8")).get("eos_token_id")
+        ids = gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else []
+        if eos is None and ids:
+            eos = int(ids[0])
+        if eot is None:
+            eot = next((int(i) for i in ids if i != eos), None)
+    return TokenIds(eos=eos, eot=eot)
+
+
+def read_chat_template(tokenizer_dir: Path) -> str | None:
+    """Return the Jinja chat template shipped with a tokenizer (file or tokenizer_config)."""
+    jinja = tokenizer_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config_path = tokenizer_dir / "tokenizer_config.json"
+    if config_path.is_file():
+        template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, str):
+            return template
+        if isinstance(template, list):
+            for item in template:
+                if isinstance(item, Mapping) and item.get("name") == "default":
+                    return str(item.get("template"))
+    return None
+
+
+def stage_model_dir(
+    config_dir: Path, tokenizer_dir: Path, dest: Path, *, vocab_rows: int | None
+) -> Path:
+    """Gather config and tokenizer files (no weights) into ``dest`` for the converter.
+
+    ``vocab_rows`` updates ``vocab_size`` when an adapter resized the embeddings.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in MODEL_SIDE_FILES:
+        if (config_dir / name).is_file():
+            shutil.copy2(config_dir / name, dest / name)
+    for name in TOKENIZER_FILES:
+        source = tokenizer_dir / name
+        if not source.is_file():
+            source = config_dir / name
+        if source.is_file():
+            shutil.copy2(source, dest / name)
+    config_path = dest / "config.json"
+    if vocab_rows is not None and config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("vocab_size") != vocab_rows:
+            config["vocab_size"] = vocab_rows
+            config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return dest
+
+
+def _worker_env(toolchain: Toolchain) -> dict[str, str]:
+    env = toolchain.python_env()
+    # The worker imports deploy_to_ollama from wherever this process found it.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], package_root])
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def run_converter(
+    toolchain: Toolchain,
+    *,
+    model_dir: Path,
+    outfile: Path,
+    outtype: str,
+    name: str | None,
+    chat_template: str | None,
+    token_ids: TokenIds,
+    merge_input: Path | None = None,
+    merge_base: Path | None = None,
+) -> ConvertFacts:
+    """Convert to a GGUF of ``outtype`` (f32/f16/bf16/q8_0) at ``outfile``, atomically.
+
+    Args:
+        toolchain: the llama.cpp toolchain whose converter we import.
+        model_dir: dir with config + tokenizer (and the weights unless ``merge_input``).
+        outfile: the final GGUF path.
+        outtype: converter output type.
+        name: ``general.name``.
+        chat_template: written as ``tokenizer.chat_template``.
+        token_ids: eos/eot ids written explicitly.
+        merge_input: an adapter dir: stream the merged tensors from it instead of files.
+        merge_base: the base dir for ``merge_input`` (as ``--base``).
+
+    Raises:
+        ConversionError: the converter refused or failed (message and hint from the worker).
+    """
+    with tempfile.TemporaryDirectory(prefix="dto-convert-") as work, atomic_path(outfile) as tmp:
+        spec_path = Path(work) / "spec.json"
+        spec = {
+            "toolchain": str(toolchain.root),
+            "model_dir": str(model_dir),
+            "outfile": str(tmp),
+            "outtype": outtype,
+            "name": name,
+            "chat_template": chat_template,
+            "eos_token_id": token_ids.eos,
+            "eot_token_id": token_ids.eot,
+            "input": str(merge_input) if merge_input else None,
+            "base": str(merge_base) if merge_base else None,
+        }
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        command = [sys.executable, "-m", "deploy_to_ollama.gguf._convert_worker", str(spec_path)]
+        result = subprocess.run(
+            command, env=_worker_env(toolchain), capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise _worker_failure(spec_path, command, result)
+        facts = json.loads(spec_path.with_suffix(".result.json").read_text(encoding="utf-8"))
+    return ConvertFacts(
+        pretokenizer_detected=facts.get("pretokenizer_detected"),
+        max_buffered_tensors=int(facts.get("max_buffered_tensors", 0)),
+    )
+
+
+def _worker_failure(
+    spec_path: Path, command: list[str], result: subprocess.CompletedProcess[str]
+) -> ConversionError:
+    tail = "\n".join(result.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
+    error_file = spec_path.with_suffix(".error.json")
+    if error_file.is_file():
+        info = json.loads(error_file.read_text(encoding="utf-8"))
+        return ConversionError(
+            f"GGUF conversion failed: {info['message']}",
+            hint=info.get("hint"),
+            command=command,
+            stderr_tail=tail,
+        )
+    last = tail.splitlines()[-1] if tail else f"exit code {result.returncode}"
+    return ConversionError(
+        f"GGUF conversion failed: {last}",
+        hint="rerun with -vv to see the converter's output",
+        command=command,
+        stderr_tail=tail,
+    )
+
+
+def quantize_gguf(toolchain: Toolchain, source: Path, target: Path, quant: QuantType) -> Path:
+    """Quantize ``source`` (f16/bf16/f32 GGUF) to ``quant`` at ``target`` with llama-quantize.
+
+    Raises:
+        ConversionError: llama-quantize failed (last stderr lines in the error).
+    """
+    threads = str(max(1, os.cpu_count() or 1))
+    with atomic_path(target) as tmp:
+        run_tool(
+            [toolchain.quantize, *quant.quantize_args, source, tmp, quant.llama_name, threads],
+            what=f"llama-quantize to {quant.name}",
+            hint="check free disk space, or rerun `deploy-to-ollama setup --force`",
+        )
+    return target

@@ -1,0 +1,165 @@
+"""Quant types: every name we and Unsloth accept, how each is produced, and what it costs.
+
+Sizes come from llama.cpp's own table (tools/quantize/quantize.cpp, sizes at Llama-3-8B), turned
+into bits per weight so ``--list-quants`` can estimate the file size of any model.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..errors import UsageError
+
+#: Parameters of Llama-3-8B, the model llama.cpp's size table was measured on.
+_LLAMA3_8B_PARAMS = 8.03e9
+_GIB = 1024**3
+
+Producer = Literal["convert", "quantize"]
+
+
+@dataclass(frozen=True, slots=True)
+class QuantType:
+    """One GGUF quantization level."""
+
+    name: str
+    """Lower-case name as Unsloth and our CLI spell it (``q4_k_m``)."""
+    producer: Producer
+    """``convert``: written directly by convert_hf_to_gguf.py; ``quantize``: by llama-quantize."""
+    bits_per_weight: float
+    use: str
+    """What the level is for, in a few words (shown by ``--list-quants``)."""
+    quantize_args: tuple[str, ...] = ()
+    """Extra llama-quantize flags (Unsloth's ``q2_k_l`` keeps embeddings/output at q8_0)."""
+    llama_type: str = ""
+    """The type llama-quantize takes when it differs from ``name.upper()``."""
+
+    @property
+    def llama_name(self) -> str:
+        """The type name llama-quantize takes (``Q4_K_M``)."""
+        return self.llama_type or self.name.upper()
+
+    def estimate_bytes(self, n_params: int) -> int:
+        """Estimated GGUF size for a model with ``n_params`` weights (metadata excluded)."""
+        return int(n_params * self.bits_per_weight / 8)
+
+
+def _bpw(gib_at_8b: float) -> float:
+    return round(gib_at_8b * _GIB * 8 / _LLAMA3_8B_PARAMS, 2)
+
+
+QUANT_TYPES: Mapping[str, QuantType] = {
+    q.name: q
+    for q in (
+        QuantType("f32", "convert", 32.0, "full 32-bit floats: reference only, 2x the f16 size"),
+        QuantType("f16", "convert", 16.0, "lossless for fp16 models; the base for every quant"),
+        QuantType("bf16", "convert", 16.0, "lossless for bf16 models (most fine-tunes)"),
+        QuantType("q8_0", "convert", _bpw(7.96), "≈ original quality, half of f16"),
+        QuantType("q6_k", "quantize", _bpw(6.14), "near-lossless, smaller than q8_0"),
+        QuantType("q5_k_m", "quantize", _bpw(5.33), "good default: very small quality loss"),
+        QuantType("q5_k_s", "quantize", _bpw(5.21), "a little smaller than q5_k_m"),
+        QuantType("q5_1", "quantize", _bpw(5.65), "legacy 5-bit; prefer q5_k_m"),
+        QuantType("q5_0", "quantize", _bpw(5.21), "legacy 5-bit; prefer q5_k_s"),
+        QuantType("q4_k_m", "quantize", _bpw(4.58), "best size/quality balance (Ollama's default)"),
+        QuantType("q4_k_s", "quantize", _bpw(4.37), "a little smaller than q4_k_m"),
+        QuantType("q4_1", "quantize", _bpw(4.78), "legacy 4-bit; prefer q4_k_m"),
+        QuantType("q4_0", "quantize", _bpw(4.34), "legacy 4-bit; fastest on some CPUs/ARM"),
+        QuantType("q3_k_l", "quantize", _bpw(4.03), "when memory is tight; noticeable loss"),
+        QuantType("q3_k_m", "quantize", _bpw(3.74), "when memory is tight; noticeable loss"),
+        QuantType("q3_k_s", "quantize", _bpw(3.41), "very tight memory; clear loss"),
+        QuantType("q2_k", "quantize", _bpw(2.96), "lossy: last resort for tiny memory"),
+        QuantType(
+            "q2_k_l",
+            "quantize",
+            _bpw(2.96) + 0.3,
+            "q2_k with q8_0 embeddings/output (Unsloth): lossy but less so",
+            ("--output-tensor-type", "q8_0", "--token-embedding-type", "q8_0"),
+            "Q2_K",
+        ),
+    )
+}
+
+#: Unsloth's aliases (unsloth/save.py ``save_to_gguf``). ``not_quantized`` means the model's own
+#: 16-bit dtype, resolved once the dtype is known (see ``resolve_quant``).
+QUANT_ALIASES: Mapping[str, str | None] = {
+    "not_quantized": None,
+    "fast_quantized": "q8_0",
+    "quantized": "q4_k_m",
+    # llama-quantize's own short aliases.
+    "q3_k": "q3_k_m",
+    "q4_k": "q4_k_m",
+    "q5_k": "q5_k_m",
+}
+
+
+def valid_quant_names() -> list[str]:
+    """Every name ``--quant`` accepts, for error messages and help."""
+    return [*QUANT_TYPES, *QUANT_ALIASES]
+
+
+def resolve_quant(name: str, *, model_dtype: str = "bf16") -> QuantType:
+    """Map a user-given quant name (any case, Unsloth aliases too) to its ``QuantType``.
+
+    >>> resolve_quant("Q4_K_M").name
+    'q4_k_m'
+    >>> resolve_quant("quantized").name, resolve_quant("fast_quantized").name
+    ('q4_k_m', 'q8_0')
+    >>> resolve_quant("not_quantized", model_dtype="float16").name
+    'f16'
+
+    Raises:
+        UsageError: the name is unknown (the message lists the valid ones).
+    """
+    key = name.strip().lower()
+    if key in QUANT_ALIASES:
+        target = QUANT_ALIASES[key]
+        if target is None:
+            target = "f16" if model_dtype in ("float16", "f16") else "bf16"
+        key = target
+    quant = QUANT_TYPES.get(key)
+    if quant is None:
+        raise UsageError(
+            f"unknown quant type {name!r}",
+            hint=f"use one of: {', '.join(valid_quant_names())}",
+        )
+    return quant
+
+
+def parse_quant_list(value: str | Iterable[str], *, model_dtype: str = "bf16") -> list[QuantType]:
+    """Parse ``q4_k_m,q8_0`` (or a list) into distinct quant types, in the given order.
+
+    >>> [q.name for q in parse_quant_list("Q8_0, q4_k_m,quantized")]
+    ['q8_0', 'q4_k_m']
+    """
+    names = value.split(",") if isinstance(value, str) else list(value)
+    result: list[QuantType] = []
+    for raw in names:
+        if not raw.strip():
+            continue
+        quant = resolve_quant(raw, model_dtype=model_dtype)
+        if quant not in result:
+            result.append(quant)
+    if not result:
+        raise UsageError("no quant type given", hint="pass e.g. --quant q4_k_m")
+    return result
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Count the weights of an HF model dir from safetensors headers, without loading tensors."""
+    total = 0
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with file.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(length))
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            numel = 1
+            for dim in info["shape"]:
+                numel *= int(dim)
+            total += numel
+    return total
