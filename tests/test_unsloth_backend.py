@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import stat
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -300,23 +301,43 @@ def _gguf_summary(path: Path, llama_dir: Path) -> dict[str, Any]:
     }
 
 
-def _reference_greedy(fixture: Any, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:
-    """Greedy tokens and first-step logits from peft's merge on the same bf16 weights."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+_REFERENCE_SCRIPT = """
+import json, sys, torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+base_dir, adapter_dir = sys.argv[1], sys.argv[2]
+ids, steps = json.loads(sys.argv[3]), int(sys.argv[4])
+base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16)
+merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().float().eval()
+out, first = [], None
+with torch.no_grad():
+    for _ in range(steps):
+        logits = merged(torch.tensor([ids + out])).logits[0, -1]
+        first = logits.tolist() if first is None else first
+        out.append(int(logits.argmax()))
+print(json.dumps({"tokens": out, "logits": first}))
+"""
 
-    base = AutoModelForCausalLM.from_pretrained(fixture.base_dir, dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, fixture.adapter_dir).merge_and_unload()
-    merged = merged.to(torch.bfloat16).float().eval()
-    ids = list(prompt_ids)
-    first = None
-    with torch.no_grad():
-        for _ in range(steps):
-            logits = merged(torch.tensor([ids])).logits[0, -1]
-            first = logits if first is None else first
-            ids.append(int(logits.argmax()))
-    return ids[len(prompt_ids) :], first
+
+def _reference_greedy(fixture: Any, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:
+    """Greedy tokens and first-step logits from plain transformers + peft's merge (CPU, fp32).
+
+    Runs in a fresh interpreter: importing unsloth patches transformers' Llama in-process.
+    """
+    import numpy as np
+
+    args = [str(fixture.base_dir), str(fixture.adapter_dir), json.dumps(prompt_ids), str(steps)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFERENCE_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["tokens"], np.array(result["logits"], dtype=np.float32)
 
 
 def _llama_cpp_greedy(path: Path, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:
@@ -395,7 +416,7 @@ def test_unsloth_exports_q8_0_and_q4_k_m_that_match_transformers(
         skip_or_fail("llama_cpp (llama-cpp-python) is missing: GGUF logits not compared")
     for gguf in result.ggufs:
         tokens, logits = _llama_cpp_greedy(gguf.path, prompt, 10)
-        delta = float(abs(ref_logits.numpy() - logits).max())
+        delta = float(abs(ref_logits - logits).max())
         report[gguf.quant].update(tokens=tokens, max_abs_dlogit=delta)
         if gguf.quant == "q8_0":
             assert tokens == ref_tokens, f"q8_0 greedy {tokens} != transformers {ref_tokens}"
