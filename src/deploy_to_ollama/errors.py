@@ -145,3 +145,9 @@ class RoundTripError(DeployError):
 
 class HubError(DeployError):
     """Publishing to the Hugging Face Hub failed."""
+
+
+class HubUnavailableError(HubError, ConnectionError):
+    """The Hugging Face Hub (or HF_ENDPOINT) cannot be reached."""
+
+    exit_code = 4
