@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins: list[str] = ["support.ollama_server"]
+pytest_plugins: list[str] = ["support.ollama_server", "support.llama_cpp"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

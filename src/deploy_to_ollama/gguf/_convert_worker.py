@@ -122,6 +122,9 @@ def _model_class(spec: dict[str, Any], conversion: Any) -> type[Any]:
     state: dict[str, Any] = {}
 
     class Model(base_cls):  # type: ignore[misc]
+        # The converter's __init_subclass__ wants model_arch in each class's own namespace.
+        model_arch = base_cls.model_arch
+
         def index_tensors(self, remote_hf_model_id: str | None = None) -> Any:
             if spec.get("input") is None:
                 return super().index_tensors(remote_hf_model_id)
