@@ -1,0 +1,271 @@
+"""Go ``fmt.Sprintf`` for the verbs templates use (``%s %d %v %q %t %x %X %f %e %g %c %U %o %b``).
+
+Wrong-type, missing and extra operands produce Go's own ``%!verb(type=value)`` markers, because
+a template that misuses ``printf`` still renders in Ollama and the prompt must match it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from deploy_to_ollama.chat_template.go_template.values import (
+    NO_VALUE,
+    GoValue,
+    format_float_v,
+    format_v,
+    go_type_name,
+)
+
+_SIMPLE_QUOTE = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_SIMPLE_QUOTE |= {"\v": "\\v", "\\": "\\\\", '"': '\\"'}
+
+
+@dataclass(slots=True)
+class Spec:
+    """One parsed conversion: flags, width, precision and verb."""
+
+    verb: str = "v"
+    minus: bool = False
+    plus: bool = False
+    sharp: bool = False
+    space: bool = False
+    zero: bool = False
+    width: int | None = None
+    prec: int | None = None
+
+
+def go_quote(text: str) -> str:
+    """``strconv.Quote``: printable runes kept, the rest escaped the way Go escapes them."""
+    out = ['"']
+    for ch in text:
+        if ch in _SIMPLE_QUOTE:
+            out.append(_SIMPLE_QUOTE[ch])
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _pad(text: str, spec: Spec, *, numeric: bool = False) -> str:
+    if spec.width is None or len(text) >= spec.width:
+        return text
+    fill = spec.width - len(text)
+    if spec.minus:
+        return text + " " * fill
+    if spec.zero:
+        if numeric and text[:1] in "+- ":
+            return text[0] + "0" * fill + text[1:]
+        return "0" * fill + text
+    return " " * fill + text
+
+
+def _bad_verb(value: Any, spec: Spec) -> str:
+    if value is None or value is NO_VALUE:
+        return f"%!{spec.verb}(<nil>)"
+    return f"%!{spec.verb}({go_type_name(value)}={format_v(value)})"
+
+
+def _sign(spec: Spec, *, negative: bool) -> str:
+    if negative:
+        return "-"
+    if spec.plus:
+        return "+"
+    return " " if spec.space else ""
+
+
+def _format_int(value: int, spec: Spec) -> str:
+    verb = spec.verb
+    if verb == "c":
+        return _pad(chr(value) if 0 <= value <= 0x10FFFF else "\ufffd", spec)
+    if verb == "q":
+        return _pad("'" + go_quote(chr(value))[1:-1].replace("'", "\\'") + "'", spec)
+    if verb == "U":
+        text = f"U+{value:04X}"
+        return _pad(text + (f" '{chr(value)}'" if spec.sharp else ""), spec)
+    bases = {"d": 10, "v": 10, "b": 2, "o": 8, "O": 8, "x": 16, "X": 16}
+    if verb not in bases:
+        return _bad_verb(value, spec)
+    digits = {10: "{:d}", 2: "{:b}", 8: "{:o}", 16: "{:x}"}[bases[verb]].format(abs(value))
+    if verb == "X":
+        digits = digits.upper()
+    if spec.prec is not None:
+        digits = digits.rjust(spec.prec, "0") if spec.prec or value else ""
+    prefix = ""
+    if spec.sharp or verb == "O":
+        prefix = {"o": "0", "O": "0o", "x": "0x", "X": "0X", "b": "0b"}.get(verb, "")
+        if verb == "o" and digits.startswith("0"):
+            prefix = ""
+    text = _sign(spec, negative=value < 0) + prefix + digits
+    if spec.prec is not None:
+        return _pad(text, Spec(minus=spec.minus, width=spec.width))
+    return _pad(text, spec, numeric=True)
+
+
+def _format_float(value: float, spec: Spec) -> str:
+    verb = spec.verb
+    if verb in ("v", "g", "G") and spec.prec is None:
+        body = format_float_v(abs(value)) if value == value else "NaN"
+    elif verb in ("f", "F", "e", "E", "g", "G"):
+        prec = 6 if spec.prec is None else spec.prec
+        body = format(abs(value), f".{prec}{verb.lower() if verb == 'F' else verb}")
+        body = body.replace("inf", "+Inf").replace("nan", "NaN").replace("INF", "+Inf")
+    else:
+        return _bad_verb(value, spec)
+    if verb in ("G", "E") and "e" in body:
+        body = body.upper()
+    if body in ("NaN", "+Inf"):
+        text = body if body == "NaN" else ("-Inf" if value < 0 else "+Inf")
+        return _pad(text, Spec(minus=spec.minus, width=spec.width))
+    negative = value < 0 or (value == 0 and str(value).startswith("-"))
+    return _pad(_sign(spec, negative=negative) + body, spec, numeric=True)
+
+
+def _format_str(value: str, spec: Spec) -> str:
+    verb = spec.verb
+    if spec.prec is not None and verb in ("s", "v", "q", "x", "X"):
+        value = value[: spec.prec]
+    if verb in ("s", "v"):
+        return _pad(value, spec)
+    if verb == "q":
+        return _pad(go_quote(value), spec)
+    if verb in ("x", "X"):
+        data = value.encode("utf-8", "surrogateescape")
+        sep = " " if spec.space else ""
+        pieces = [
+            (("0x" if verb == "x" else "0X") if spec.sharp else "") + f"{b:02x}" for b in data
+        ]
+        text = sep.join(pieces) if spec.space else "".join(pieces)
+        if not spec.space and spec.sharp and data:
+            text = ("0x" if verb == "x" else "0X") + data.hex()
+        return _pad(text.upper() if verb == "X" else text, spec)
+    return _bad_verb(value, spec)
+
+
+def format_operand(value: Any, spec: Spec, *, depth: int = 0) -> str:
+    """Format one ``printf`` operand with its verb, recursing into containers like fmt does."""
+    if spec.verb == "T":
+        return _pad(go_type_name(value), spec)
+    if value is None or value is NO_VALUE:
+        return _pad("<nil>", spec) if spec.verb == "v" else _bad_verb(value, spec)
+    if isinstance(value, bool):
+        if spec.verb in ("t", "v"):
+            return _pad("true" if value else "false", spec)
+        return _bad_verb(value, spec)
+    if isinstance(value, int):
+        return _format_int(value, spec)
+    if isinstance(value, float):
+        return _format_float(value, spec)
+    if isinstance(value, str):
+        return _format_str(value, spec)
+    if isinstance(value, GoValue) and value.has_stringer() and spec.verb in "vsxXq":
+        return _format_str(value.stringer(), spec)
+    return _format_container(value, spec, depth)
+
+
+def _format_container(value: Any, spec: Spec, depth: int) -> str:
+    if spec.verb == "v" and spec.width is None and not spec.plus:
+        return format_v(value, depth=depth)
+    inner = Spec(**{**_spec_dict(spec), "width": spec.width})
+    if isinstance(value, list) or (isinstance(value, GoValue) and value.kind == "slice"):
+        items = value if isinstance(value, list) else value.items()
+        return "[" + " ".join(format_operand(v, inner, depth=depth + 1) for v in items) + "]"
+    if isinstance(value, dict) or (isinstance(value, GoValue) and value.kind == "map"):
+        entries = value if isinstance(value, dict) else value.mapping()
+        parts = (
+            f"{format_operand(k, inner, depth=depth + 1)}:"
+            f"{format_operand(entries[k], inner, depth=depth + 1)}"
+            for k in sorted(entries)
+        )
+        return "map[" + " ".join(parts) + "]"
+    if isinstance(value, GoValue):
+        shown: list[str] = []
+        for name in value.fields:
+            text = format_operand(value.get_field(name), inner, depth=depth + 1)
+            shown.append(f"{name}:{text}" if spec.plus and spec.verb == "v" else text)
+        body = "{" + " ".join(shown) + "}"
+        return "&" + body if value.kind == "ptr" and depth == 0 else body
+    return _bad_verb(value, spec)
+
+
+def _spec_dict(spec: Spec) -> dict[str, Any]:
+    return {name: getattr(spec, name) for name in Spec.__slots__}
+
+
+def _parse_number(fmt: str, i: int) -> tuple[int | None, int]:
+    start = i
+    while i < len(fmt) and fmt[i].isdigit():
+        i += 1
+    return (int(fmt[start:i]) if i > start else None), i
+
+
+def sprintf(fmt: str, args: list[Any]) -> str:
+    """Go ``fmt.Sprintf`` over model values."""
+    out: list[str] = []
+    argi = 0
+    i = 0
+    while i < len(fmt):
+        j = fmt.find("%", i)
+        if j < 0:
+            out.append(fmt[i:])
+            break
+        out.append(fmt[i:j])
+        spec, i, star_args = _parse_spec(fmt, j + 1, args, argi)
+        argi = star_args
+        if spec is None:
+            out.append("%!(NOVERB)")
+            break
+        if spec.verb == "%":
+            out.append("%")
+            continue
+        if argi >= len(args):
+            out.append(f"%!{spec.verb}(MISSING)")
+            continue
+        out.append(format_operand(args[argi], spec))
+        argi += 1
+    if argi < len(args):
+        extra = ", ".join(
+            "<nil>" if a is None or a is NO_VALUE else f"{go_type_name(a)}={format_v(a)}"
+            for a in args[argi:]
+        )
+        out.append(f"%!(EXTRA {extra})")
+    return "".join(out)
+
+
+def _parse_spec(fmt: str, i: int, args: list[Any], argi: int) -> tuple[Spec | None, int, int]:
+    spec = Spec()
+    flags = {"-": "minus", "+": "plus", "#": "sharp", " ": "space", "0": "zero"}
+    while i < len(fmt) and fmt[i] in flags:
+        setattr(spec, flags[fmt[i]], True)
+        i += 1
+    if spec.minus:
+        spec.zero = False
+    if i < len(fmt) and fmt[i] == "*":
+        if argi < len(args) and isinstance(args[argi], int) and not isinstance(args[argi], bool):
+            spec.width = args[argi]
+        argi += 1
+        i += 1
+    else:
+        spec.width, i = _parse_number(fmt, i)
+    if i < len(fmt) and fmt[i] == ".":
+        i += 1
+        if i < len(fmt) and fmt[i] == "*":
+            if argi < len(args) and isinstance(args[argi], int):
+                spec.prec = args[argi]
+            argi += 1
+            i += 1
+        else:
+            prec, i = _parse_number(fmt, i)
+            spec.prec = prec or 0
+    if i >= len(fmt):
+        return None, i, argi
+    spec.verb = fmt[i]
+    return spec, i + 1, argi

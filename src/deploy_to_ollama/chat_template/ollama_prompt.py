@@ -1,0 +1,315 @@
+"""The prompt Ollama builds for ``/api/chat`` from a TEMPLATE, messages, tools and ``think``.
+
+Mirrors ollama/ollama ``server/routes.go`` (Modelfile SYSTEM prepended, ``think`` defaulted on
+for templates with inferred thinking tags), ``server/prompt.go`` and ``template/template.go``
+(``collate``, the ``.Messages`` path, the legacy ``.Prompt``/``.Response`` turn walk and the
+appended ``{{ .Response }}``). Not modelled: context truncation, images, Modelfile MESSAGE
+entries, built-in renderers/parsers and the qwen3/deepseek-r1 ``<think>`` filtering.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from deploy_to_ollama.chat_template.go_template import GoTemplate, nodes, parse_template
+from deploy_to_ollama.chat_template.go_template.ollama_types import (
+    TemplateMessage,
+    TemplateTool,
+    TemplateToolCall,
+    TemplateToolCallFunction,
+    TemplateTools,
+)
+from deploy_to_ollama.errors import InputError
+
+__all__ = ["OllamaMessage", "infer_thinking_tags", "render_ollama_prompt", "to_ollama_messages"]
+
+
+@dataclass(slots=True)
+class OllamaMessage:
+    """An ``api.Message`` as Ollama decodes it from a chat request."""
+
+    role: str
+    content: str
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str = ""
+    tool_call_id: str = ""
+
+
+def _content_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    raise InputError(
+        f"message content of type {type(content).__name__} cannot be sent to Ollama",
+        hint="Ollama's chat API takes message content as a string; join text parts first",
+    )
+
+
+def _tool_calls(message: dict[str, Any]) -> list[dict[str, Any]] | None:
+    calls = message.get("tool_calls")
+    if not calls:
+        return None
+    result = []
+    for call in calls:
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            text = arguments
+            try:
+                arguments = json.loads(text) if text.strip() else None
+            except json.JSONDecodeError as err:
+                raise InputError(
+                    f"tool call arguments are not JSON: {text[:60]!r}",
+                    hint="pass tool call arguments as an object",
+                ) from err
+        if arguments is not None and not isinstance(arguments, dict):
+            raise InputError(
+                "tool call arguments must be a JSON object",
+                hint="pass tool call arguments as an object",
+            )
+        result.append(
+            {
+                "id": str(call.get("id") or ""),
+                "index": int(function.get("index") or 0),
+                "name": str(function.get("name") or ""),
+                "arguments": arguments,
+            }
+        )
+    return result
+
+
+def to_ollama_messages(messages: list[dict[str, Any]]) -> list[OllamaMessage]:
+    """Convert HF/OpenAI chat messages to Ollama's ``api.Message`` view.
+
+    ``tool_calls[].function.arguments`` may be an object or a JSON string; a tool result's
+    ``name`` becomes ``tool_name``; ``thinking`` or ``reasoning_content`` become ``thinking``.
+
+    Raises:
+        InputError: content that is not a string, or arguments that are not a JSON object.
+    """
+    result = []
+    for message in messages:
+        thinking = message.get("thinking") or message.get("reasoning_content") or ""
+        result.append(
+            OllamaMessage(
+                role=str(message.get("role") or "").lower(),
+                content=_content_text(message),
+                thinking=str(thinking),
+                tool_calls=_tool_calls(message),
+                tool_name=str(message.get("tool_name") or message.get("name") or ""),
+                tool_call_id=str(message.get("tool_call_id") or ""),
+            )
+        )
+    return result
+
+
+def _collate(messages: list[OllamaMessage]) -> tuple[str, list[OllamaMessage]]:
+    """Ollama's ``collate``: join system contents; merge same-role neighbours except tools."""
+    system: list[str] = []
+    collated: list[OllamaMessage] = []
+    for message in messages:
+        if message.role == "system":
+            system.append(message.content)
+        if collated and collated[-1].role == message.role and message.role != "tool":
+            last = collated[-1]
+            collated[-1] = OllamaMessage(
+                last.role,
+                last.content + "\n\n" + message.content,
+                last.thinking,
+                last.tool_calls,
+                last.tool_name,
+                last.tool_call_id,
+            )
+        else:
+            collated.append(message)
+    return "\n\n".join(system), collated
+
+
+def _template_message(message: OllamaMessage) -> TemplateMessage:
+    calls = None
+    if message.tool_calls is not None:
+        calls = [
+            TemplateToolCall(
+                call["id"],
+                TemplateToolCallFunction(call["index"], call["name"], call["arguments"]),
+            )
+            for call in message.tool_calls
+        ]
+    return TemplateMessage(
+        role=message.role,
+        content=message.content,
+        thinking=message.thinking,
+        tool_calls=calls,
+        tool_name=message.tool_name,
+        tool_call_id=message.tool_call_id,
+    )
+
+
+def _template_tools(tools: list[dict[str, Any]] | None) -> TemplateTools:
+    if tools is None:
+        return TemplateTools(None)
+    return TemplateTools([TemplateTool(tool) for tool in tools])
+
+
+def _response_action() -> nodes.ActionNode:
+    field = nodes.FieldNode(0, ["Response"])
+    return nodes.ActionNode(0, nodes.PipeNode(0, cmds=[nodes.CommandNode(0, [field])]))
+
+
+def _prepare(template: str) -> tuple[GoTemplate, set[str]]:
+    """Ollama's ``template.Parse``: parse, compute ``Vars``, append ``{{ .Response }}``."""
+    tmpl = parse_template(template)
+    names = {name.lower() for name in tmpl.identifiers()}
+    if "messages" not in names and "response" not in names:
+        tmpl.root.nodes.append(_response_action())
+    return tmpl, names
+
+
+def _think_values(*, think: bool | str | None) -> dict[str, Any]:
+    if think is None:
+        return {"Think": False, "ThinkLevel": "", "IsThinkSet": False}
+    if isinstance(think, str):
+        enabled = think in ("high", "medium", "low", "max")
+        return {"Think": enabled, "ThinkLevel": think, "IsThinkSet": True}
+    return {"Think": think, "ThinkLevel": "medium" if think else "", "IsThinkSet": True}
+
+
+def render_ollama_prompt(
+    template: str,
+    messages: list[dict[str, Any]],
+    *,
+    system: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    think: bool | str | None = None,
+) -> str:
+    """Render exactly the prompt Ollama sends to the model for an ``/api/chat`` request.
+
+    Args:
+        template: the Modelfile TEMPLATE (Go template text).
+        messages: HF/OpenAI-format chat messages.
+        system: the Modelfile SYSTEM, prepended when the first message is not a system one.
+        tools: tool definitions (OpenAI JSON schema shape), as in the request's ``tools``.
+        think: the request's ``think``; None lets Ollama enable it for thinking templates.
+
+    Raises:
+        TemplateSyntaxError: the template does not parse, or Ollama would reject it.
+        TemplateRenderError: executing it fails (Ollama answers the request with an error).
+        InputError: a message Ollama's API could not decode.
+    """
+    tmpl, names = _prepare(template)
+    msgs = to_ollama_messages(messages)
+    if msgs and msgs[0].role != "system" and system:
+        msgs.insert(0, OllamaMessage("system", system))
+    if think is None and all(infer_thinking_tags(tmpl)):
+        think = True
+    think_values = _think_values(think=think)
+    joined_system, collated = _collate(msgs)
+    if "messages" in names:
+        data = {
+            "System": joined_system,
+            "Messages": _message_slice(collated),
+            "Tools": _template_tools(tools),
+            "Response": "",
+            **think_values,
+        }
+        return tmpl.execute(data)
+    return _render_legacy(tmpl, collated, think_values)
+
+
+def _message_slice(collated: list[OllamaMessage]) -> Any:
+    from deploy_to_ollama.chat_template.go_template import GoSlice
+
+    return GoSlice([_template_message(m) for m in collated])
+
+
+def _render_legacy(
+    tmpl: GoTemplate, collated: list[OllamaMessage], think_values: dict[str, Any]
+) -> str:
+    """Ollama's path for templates without ``.Messages``: one full render per completed turn,
+    then the template cut after its first ``.Response`` for the last turn."""
+    out: list[str] = []
+    turn = {"System": "", "Prompt": "", "Response": ""}
+
+    def flush() -> None:
+        out.append(tmpl.execute({**turn, **think_values}))
+        turn.update(System="", Prompt="", Response="")
+
+    for message in collated:
+        if message.role == "system":
+            if turn["Prompt"] or turn["Response"]:
+                flush()
+            turn["System"] = message.content
+        elif message.role == "user":
+            if turn["Response"]:
+                flush()
+            turn["Prompt"] = message.content
+        elif message.role == "assistant":
+            turn["Response"] = message.content
+    last = tmpl.cut_after_response()
+    out.append(tmpl.execute_root(last, {**turn, **think_values}, ollama_options=False))
+    return "".join(out)
+
+
+def infer_thinking_tags(tmpl: GoTemplate) -> tuple[str, str]:
+    """Ollama's ``thinking.InferTags``: the text around ``.Thinking`` inside ``range .Messages``.
+
+    Both tags non-empty means Ollama gives the model the thinking capability, and then an
+    ``/api/chat`` request without ``think`` is treated as ``think: true``.
+    """
+    tags = ["", ""]
+    _visit_thinking(tmpl.root, [], tags)
+    return tags[0], tags[1]
+
+
+def _range_uses_messages(node: nodes.RangeNode) -> bool:
+    stack: list[nodes.Node] = [node.pipe]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, nodes.FieldNode) and current.ident[0] == "Messages":
+            return True
+        if isinstance(current, nodes.PipeNode):
+            stack.extend(current.cmds)
+        elif isinstance(current, nodes.CommandNode):
+            stack.extend(current.args)
+    return False
+
+
+def _visit_thinking(node: nodes.Node | None, ancestors: list[nodes.Node], tags: list[str]) -> None:
+    if node is None:
+        return
+    ancestors.append(node)
+    if isinstance(node, nodes.FieldNode) and node.ident and node.ident[0] == "Thinking":
+        _take_tags(ancestors, tags)
+    children: list[nodes.Node | None] = []
+    if isinstance(node, nodes.ListNode):
+        children = list(node.nodes)
+    elif isinstance(node, nodes.BranchNode):
+        children = [node.pipe, node.list, node.else_list]
+    elif isinstance(node, (nodes.ActionNode, nodes.TemplateNode)):
+        children = [node.pipe]
+    elif isinstance(node, nodes.PipeNode):
+        children = list(node.cmds)
+    elif isinstance(node, nodes.CommandNode):
+        children = list(node.args)
+    for child in children:
+        _visit_thinking(child, ancestors, tags)
+    ancestors.pop()
+
+
+def _take_tags(ancestors: list[nodes.Node], tags: list[str]) -> None:
+    recent = next((a for a in reversed(ancestors) if isinstance(a, nodes.RangeNode)), None)
+    if recent is None or not _range_uses_messages(recent):
+        return
+    for ancestor in reversed(ancestors):
+        if isinstance(ancestor, nodes.ListNode):
+            first, last = ancestor.nodes[0], ancestor.nodes[-1]
+            if isinstance(first, nodes.TextNode):
+                tags[0] = first.text.strip()
+            if isinstance(last, nodes.TextNode):
+                tags[1] = last.text.strip()
+            return
