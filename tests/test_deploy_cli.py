@@ -143,3 +143,33 @@ def test_check_unknown_model_exits_3(
     code, _, err = _cli(["check", "nope-model", "--host", ollama_server.host], capsys)
     assert code == 3, err
     assert "does not exist" in err
+
+
+def test_deploy_checks_name_and_server_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    (tmp_path / "empty").mkdir()
+    code, _, err = _cli([str(tmp_path / "empty"), "--name", "bad name", "--host", closed], capsys)
+    assert code == 1 and "invalid model name" in err
+    code, _, err = _cli([str(tmp_path / "empty"), "--name", "x", "--host", closed], capsys)
+    assert code == 4 and "ollama serve" in err
+
+
+@pytest.mark.ollama
+def test_deploy_refuses_a_source_that_is_no_model(
+    ollama_server: OllamaServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    host = ollama_server.host
+    code, out, err = _cli(
+        [str(tmp_path / "empty"), "--name", "x", "--host", host, "--json"], capsys
+    )
+    assert code == 1
+    assert "neither adapter_config.json nor config.json" in json.loads(out)["error"]
+    code, _, err = _cli([str(tmp_path / "notes.txt"), "--name", "x", "--host", host], capsys)
+    assert code == 1 and "not a .gguf" in err
+    code, _, err = _cli([str(tmp_path / "missing"), "--name", "x", "--host", host], capsys)
+    assert code == 1 and "does not exist" in err
+    assert not list((tmp_path / "empty").iterdir()), "nothing written"

@@ -60,6 +60,18 @@ def _reporter(*, json_out: bool, quiet: bool) -> ProgressReporter:
     return NullProgress() if json_out or quiet else RichProgress()
 
 
+def _parameters(values: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(
+                f"--parameter {value!r} is not KEY=VALUE", hint="e.g. --parameter num_thread=4"
+            )
+        pairs.append((key.strip(), val))
+    return pairs
+
+
 def _method(value: str) -> Any:
     if value not in ("auto", "cli", "api"):
         raise UsageError(f"unknown --method {value!r}", hint="use one of auto, cli, api")
@@ -81,9 +93,18 @@ def deploy_command(
     base: Annotated[
         Path | None, typer.Option("--base", help="Base model dir for an adapter.")
     ] = None,
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--parameter", "-p", help="Extra Modelfile PARAMETER as KEY=VALUE (repeatable)."
+        ),
+    ] = None,
     expect: ExpectOpt = None,
     question: QuestionOpt = None,
     num_predict: NumPredictOpt = 64,
+    no_check: Annotated[
+        bool, typer.Option("--no-check", help="Skip the round-trip check.")
+    ] = False,
     method: MethodOpt = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -102,10 +123,12 @@ def deploy_command(
             force=force,
             keep=keep,
             base=base,
+            parameters=_parameters(parameter or []),
             expected_answer=expect,
             question=question,
             num_predict=num_predict,
             method=_method(method),
+            check=not no_check,
             cache_dir=settings.cache_dir,
             progress=reporter,
         )
