@@ -108,7 +108,6 @@ def test_check_with_source_compares_the_rendering(
     tiny_tokenizer_dir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    pytest.importorskip("deploy_to_ollama.chat_template.ollama_prompt")
     host = ollama_server.host
     code, out, _ = _cli(
         ["register", str(modelfile_path), "--name", "cli-src", "--host", host, "--force"], capsys

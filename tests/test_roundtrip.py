@@ -248,7 +248,6 @@ def test_missing_model_is_a_round_trip_error(ollama_server: OllamaServer) -> Non
 def test_go_renderer_fallback_on_ollama_0_9_3(
     ollama_server: OllamaServer, tiny_model: str, reference: Reference
 ) -> None:
-    pytest.importorskip("deploy_to_ollama.chat_template.ollama_prompt")
     report = check_round_trip(
         tiny_model, host=ollama_server.host, reference=reference, generate=False
     )
