@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from deploy_to_ollama.errors import OllamaUnavailableError, RoundTripError
@@ -259,3 +260,29 @@ def test_report_summary_is_readable() -> None:
     report = RoundTripReport("m", "http://h", "0.9.3", "not_run", "no --source", (), None)
     assert report.passed
     assert report.summary_lines()[1] == "  render check: not run (no --source)"
+
+
+@pytest.mark.ollama
+def test_go_renderer_fallback_equals_the_prompt_ollama_0_9_3_logs(
+    ollama_server: OllamaServer, tiny_model: str
+) -> None:
+    """The fallback is only as good as its agreement with the server: compare with its log."""
+    from deploy_to_ollama.registrar import show_model
+    from deploy_to_ollama.roundtrip import render_with_go_renderer
+
+    shown = show_model(tiny_model, ollama_server.host)
+    assert shown is not None
+    for _, messages in ROUND_TRIP_PROBES:
+        ollama_server.mark_log()
+        httpx.post(
+            f"{ollama_server.host}/api/chat",
+            json={
+                "model": tiny_model,
+                "messages": list(messages),
+                "stream": False,
+                "options": {"num_predict": 1},
+            },
+            timeout=300,
+        ).raise_for_status()
+        ours = render_with_go_renderer(shown["template"], shown.get("system"), messages)
+        assert ollama_server.prompts() == [ours]
