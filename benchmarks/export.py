@@ -1,0 +1,220 @@
+"""Benchmark: our export (streamed merge → convert → quantize) vs. the usual pipeline.
+
+Generates a random ~1B-parameter Llama (bf16, sharded safetensors) and an r=16 LoRA on every
+linear layer, then times, in the same run, to q4_k_m:
+
+* ours:     ``deploy-to-ollama export ADAPTER --quant q4_k_m --backend llama.cpp``
+* baseline: peft ``merge_and_unload`` + ``save_pretrained``, ``convert_hf_to_gguf.py``,
+  ``llama-quantize``
+
+Each pipeline runs in its own child process; ``wait4`` gives its peak RSS (largest process of
+its tree) and the bytes it wrote (``ru_oublock``, counted when pages are dirtied, so files deleted
+before a flush still count). Needs the toolchain (``deploy-to-ollama setup``) and ~8 GB of disk.
+
+    python benchmarks/export.py [--work DIR] [--layers 18] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 2048, 5632, 32, 8, 32000
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+RANK = 16
+
+
+def _shapes(layers: int) -> dict[str, tuple[int, ...]]:
+    head = HIDDEN // HEADS
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
+    for i in range(layers):
+        p = f"model.layers.{i}"
+        shapes |= {
+            f"{p}.input_layernorm.weight": (HIDDEN,),
+            f"{p}.post_attention_layernorm.weight": (HIDDEN,),
+            f"{p}.self_attn.q_proj.weight": (HIDDEN, HIDDEN),
+            f"{p}.self_attn.k_proj.weight": (KV_HEADS * head, HIDDEN),
+            f"{p}.self_attn.v_proj.weight": (KV_HEADS * head, HIDDEN),
+            f"{p}.self_attn.o_proj.weight": (HIDDEN, HIDDEN),
+            f"{p}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
+            f"{p}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
+            f"{p}.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+        }
+    shapes |= {"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)}
+    return shapes
+
+
+def generate(work: Path, layers: int) -> tuple[Path, Path]:
+    """Write the random base (4 shards) and LoRA, tensor by tensor (never the whole model)."""
+    import torch
+    from safetensors.torch import save_file
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.models import LLAMA3, build_tokenizer
+
+    base, adapter = work / "base", work / "adapter"
+    if (base / "config.json").exists() and (adapter / "adapter_config.json").exists():
+        return base, adapter
+    base.mkdir(parents=True, exist_ok=True)
+    adapter.mkdir(parents=True, exist_ok=True)
+    build_tokenizer(LLAMA3, base)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (base / name).exists():
+            shutil.copy2(base / name, adapter / name)
+    gen = torch.Generator().manual_seed(0)
+    shapes = _shapes(layers)
+    names = list(shapes)
+    shards = [names[i::4] for i in range(4)]
+    weight_map: dict[str, str] = {}
+    for index, shard in enumerate(shards):
+        file = f"model-{index + 1:05d}-of-00004.safetensors"
+        tensors = {
+            n: (torch.randn(shapes[n], generator=gen) * 0.02).to(torch.bfloat16) for n in shard
+        }
+        save_file(tensors, base / file, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(shard, file)
+        del tensors
+    index_data = {"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}
+    (base / "model.safetensors.index.json").write_text(json.dumps(index_data, indent=2))
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE,
+        "num_hidden_layers": layers,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 4096,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "hidden_act": "silu",
+    }
+    (base / "config.json").write_text(json.dumps(config, indent=2))
+    lora: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        module = name.removesuffix(".weight")
+        if not module.endswith(TARGETS):
+            continue
+        key = f"base_model.model.{module}"
+        a = torch.randn((RANK, shape[1]), generator=gen) * 0.01
+        lora[f"{key}.lora_A.weight"] = a.to(torch.bfloat16)
+        lora[f"{key}.lora_B.weight"] = (torch.randn((shape[0], RANK), generator=gen) * 0.01).to(
+            torch.bfloat16
+        )
+    save_file(lora, adapter / "adapter_model.safetensors", metadata={"format": "pt"})
+    adapter_config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": str(base.resolve()),
+        "r": RANK,
+        "lora_alpha": 32,
+        "lora_dropout": 0.0,
+        "target_modules": list(TARGETS),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+    }
+    (adapter / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
+    return base, adapter
+
+
+def run_ours(adapter: Path, out: Path) -> None:
+    cli = Path(sys.executable).with_name("deploy-to-ollama")
+    command = [str(cli), "export", str(adapter), "--out", str(out), "--quant", "q4_k_m"]
+    subprocess.run([*command, "--backend", "llama.cpp", "--force", "--quiet"], check=True)
+
+
+def run_baseline(base: Path, adapter: Path, out: Path, llama_cpp: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out.mkdir(parents=True, exist_ok=True)
+    merged_dir = out / "merged"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.save_pretrained(merged_dir)
+    del model
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (adapter / name).exists():
+            shutil.copy2(adapter / name, merged_dir / name)
+    env = {**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py")}
+    f16 = out / "model.BF16.gguf"
+    convert = [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(merged_dir)]
+    subprocess.run([*convert, "--outtype", "bf16", "--outfile", str(f16)], check=True, env=env)
+    quantize = [str(llama_cpp / "llama-quantize"), str(f16), str(out / "model.Q4_K_M.gguf")]
+    subprocess.run([*quantize, "Q4_K_M", str(os.cpu_count() or 1)], check=True)
+
+
+def measure(argv: list[str]) -> dict[str, float]:
+    """Run ``argv`` as a child; return wall seconds, peak RSS (GB) and bytes written (GB)."""
+    started = time.monotonic()
+    proc = subprocess.Popen(argv)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - started
+    if status != 0:
+        raise SystemExit(f"{argv[-1]} failed with status {status}")
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_gb": round(usage.ru_maxrss / 1e6, 2),
+        "written_gb": round(usage.ru_oublock * 512 / 1e9, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/dto-bench"))
+    parser.add_argument("--layers", type=int, default=18)
+    parser.add_argument("--keep", action="store_true", help="keep outputs")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    base, adapter = args.work / "base", args.work / "adapter"
+    if args.child:
+        kind, llama_cpp = args.child[0], Path(args.child[1])
+        if kind == "ours":
+            run_ours(adapter, args.work / "ours")
+        else:
+            run_baseline(base, adapter, args.work / "baseline", llama_cpp)
+        return 0
+    from deploy_to_ollama.gguf.toolchain import find_toolchain
+    from deploy_to_ollama.settings import Settings
+
+    settings = Settings.from_env()
+    llama_cpp = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).root
+    generate(args.work, args.layers)
+    from deploy_to_ollama.gguf.quants import count_parameters
+
+    params = count_parameters(base)
+    me = [sys.executable, __file__, "--work", str(args.work), "--child"]
+    results = {}
+    for kind in ("baseline", "ours"):
+        shutil.rmtree(args.work / kind, ignore_errors=True)
+        results[kind] = measure([*me, kind, str(llama_cpp)])
+        outputs = sorted((args.work / kind).rglob("*.Q4_K_M.gguf"))
+        results[kind]["q4_k_m_bytes"] = outputs[0].stat().st_size if outputs else 0
+    ratios = {
+        key: round(results["ours"][key] / results["baseline"][key], 3)
+        for key in ("wall_s", "peak_rss_gb", "written_gb")
+        if results["baseline"][key]
+    }
+    report = {"parameters": params, "lora_rank": RANK, **results, "ours/baseline": ratios}
+    print(json.dumps(report, indent=2))
+    if not args.keep:
+        for kind in ("baseline", "ours"):
+            shutil.rmtree(args.work / kind, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""``export``: adapter → streamed merge → GGUF, adapter mode, CLI contract, faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from deploy_to_ollama.cli import app
+from deploy_to_ollama.errors import OutputExistsError, UsageError
+from support.llama_cpp import gguf_fields, gguf_greedy, hf_greedy, peft_merged
+
+
+def _export(*args: str) -> Any:
+    return CliRunner().invoke(app, ["export", *args])
+
+
+def test_unknown_quant_fails_before_work(tiny_llama: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _export(str(tiny_llama.adapter_dir), "--out", str(out), "--quant", "q4_k_m,q9")
+    assert isinstance(result.exception, UsageError)
+    assert "q9" in str(result.exception)
+    assert "q4_k_m" in (result.exception.hint or "")
+    assert not out.exists()
+
+
+def test_list_quants_for_a_model(tiny_llama: Any) -> None:
+    from deploy_to_ollama.gguf.quants import count_parameters
+
+    result = _export(str(tiny_llama.adapter_dir), "--list-quants", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    n = count_parameters(tiny_llama.base_dir)
+    assert payload["parameters"] == n
+    sizes = {row["quant"]: row["estimated_bytes"] for row in payload["quants"]}
+    assert sizes["f16"] == 2 * n
+    assert sizes["q2_k"] < sizes["q4_k_m"] < sizes["q8_0"] < sizes["f16"]
+    assert payload["aliases"]["quantized"] == "q4_k_m"
+
+
+@pytest.mark.slow
+def test_streamed_adapter_export_equals_peft_merge(
+    llama_cpp_toolchain: Any, tiny_llama: Any, tmp_path: Path, record_property: Any
+) -> None:
+    from deploy_to_ollama.gguf.export import export_gguf
+
+    result = export_gguf(
+        tiny_llama.adapter_dir,
+        out_dir=tmp_path / "out",
+        quant="f16",
+        name="tiny",
+        toolchain=llama_cpp_toolchain,
+    )
+    ours = result.path
+    assert ours.name == "tiny.F16.gguf"
+    # Streamed: the converter never waited on more than a couple of merged tensors at once.
+    record_property("max_buffered_tensors", result.max_buffered_tensors)
+    assert result.max_buffered_tensors <= 2
+    assert not list((tmp_path / "out").glob("*.safetensors"))
+    merged = peft_merged(tiny_llama.base_dir, tiny_llama.adapter_dir, tmp_path / "peft")
+    reference = export_gguf(
+        merged, out_dir=tmp_path / "ref", quant="f16", name="tiny", toolchain=llama_cpp_toolchain
+    )
+    ours_fields = gguf_fields(ours, llama_cpp_toolchain)
+    ref_fields = gguf_fields(reference.path, llama_cpp_toolchain)
+    assert ours_fields["_tensor_types"] == ref_fields["_tensor_types"]
+    assert ours.read_bytes() == reference.path.read_bytes()
+    from transformers import AutoTokenizer
+
+    prompt = AutoTokenizer.from_pretrained(merged)("hello world the answer")["input_ids"]
+    assert gguf_greedy(ours, prompt)[0] == hf_greedy(merged, prompt)[0]
+
+
+@pytest.mark.slow
+def test_cli_export_k_quants_json_modelfile_and_force(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DTO_LLAMA_CPP_DIR", str(llama_cpp_toolchain.root))
+    out = tmp_path / "out"
+    args = [str(llama256.adapter_dir), "--out", str(out), "--quant", "Q8_0,q4_k_m"]
+    result = _export(*args, "--name", "mini", "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    files = {f["quant"]: f for f in payload["files"]}
+    assert set(files) == {"q8_0", "q4_k_m"}
+    for f in files.values():
+        assert Path(f["path"]).stat().st_size == f["bytes"]
+    assert files["q4_k_m"]["bytes"] < files["q8_0"]["bytes"]
+    assert sorted(p.name for p in out.glob("*.gguf")) == ["mini.Q4_K_M.gguf", "mini.Q8_0.gguf"]
+    assert "mini.Q8_0.gguf" in (out / "Modelfile").read_text()
+    assert gguf_fields(out / "mini.Q4_K_M.gguf", llama_cpp_toolchain)["general.name"] == "mini"
+    again = _export(*args, "--name", "mini")
+    assert isinstance(again.exception, OutputExistsError)
+    assert "--force" in (again.exception.hint or "")
+    assert _export(*args, "--name", "mini", "--force").exit_code == 0
+
+
+@pytest.mark.slow
+def test_adapter_mode_writes_base_and_lora(
+    llama_cpp_toolchain: Any, tiny_llama: Any, tmp_path: Path
+) -> None:
+    from deploy_to_ollama.gguf.export import export_gguf
+
+    result = export_gguf(
+        tiny_llama.adapter_dir,
+        out_dir=tmp_path,
+        quant="f16",
+        mode="adapter",
+        name="t",
+        toolchain=llama_cpp_toolchain,
+    )
+    roles = {f.role: f for f in result.files}
+    assert roles["base"].path.name == "t-base.F16.gguf"
+    lora = gguf_fields(roles["adapter"].path, llama_cpp_toolchain)
+    assert lora["general.type"] == "adapter"
+    assert lora["adapter.type"] == "lora"
+
+
+@pytest.mark.slow
+def test_adapter_mode_refuses_full_embedding_weights(
+    llama_cpp_toolchain: Any, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    from deploy_to_ollama.gguf.export import export_gguf
+
+    with pytest.raises(UsageError, match="full weights") as info:
+        export_gguf(
+            tiny_llama_dir / "modules_to_save",
+            out_dir=tmp_path,
+            quant="f16",
+            mode="adapter",
+            toolchain=llama_cpp_toolchain,
+        )
+    assert "--mode merged" in (info.value.hint or "")
+    assert not list(tmp_path.glob("*.gguf"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_interrupted_export_leaves_no_final_file_and_rerun_succeeds(
+    sig: signal.Signals, llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "DTO_LLAMA_CPP_DIR": str(llama_cpp_toolchain.root)}
+    command = [
+        sys.executable, "-m", "deploy_to_ollama", "export", str(llama256.adapter_dir),
+        "--out", str(out), "--quant", "q4_k_m", "--name", "m", "--backend", "llama.cpp",
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob(".*.partial")):
+        time.sleep(0.2)
+    assert list(out.glob(".*.partial")), "the export never started writing"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert not (out / "m.Q4_K_M.gguf").exists()
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (out / "m.Q4_K_M.gguf").stat().st_size > 0
