@@ -1,0 +1,652 @@
+"""Find why a model misbehaves in Ollama: each problem is a ``Diagnosis`` with the symptom a
+user sees, the evidence, and the fix.
+
+Checks compare the TEMPLATE Ollama uses (rendered with our port of Ollama's prompt building)
+against the reference Jinja template (rendered with transformers), plus stops, BOS, SYSTEM and
+sampling parameters. Pure functions of a ``Target`` and a ``ReferenceChoice``: no server calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import DeployError
+from .reference import ReferenceChoice, ReferenceTemplate
+from .targets import PROMPT_FALLBACK, Target
+
+logger = logging.getLogger(__name__)
+
+Severity = Literal["error", "warning", "info"]
+Message = dict[str, Any]
+
+#: Texts the probes use so that their place in a rendering can be found again.
+_SYS = "You are a terse assistant."
+_USER = "What is the secret word?"
+_ANSWER = "Banana."
+_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather of a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+#: Probe conversations the doctor renders through both templates.
+DOCTOR_PROBES: tuple[tuple[str, tuple[Message, ...]], ...] = (
+    ("single_user", ({"role": "user", "content": _USER},)),
+    ("system_user", ({"role": "system", "content": _SYS}, {"role": "user", "content": _USER})),
+    (
+        "multi_turn",
+        (
+            {"role": "user", "content": "Name a fruit."},
+            {"role": "assistant", "content": "Apple."},
+            {"role": "user", "content": "Another one, please."},
+        ),
+    ),
+)
+
+#: Unsloth's Modelfile sampling defaults, which override what the fine-tune was trained for.
+UNSLOTH_SAMPLING = {"temperature": 1.5, "min_p": 0.1}
+
+#: generation_config.json key -> Ollama parameter name.
+_OLLAMA_PARAM = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repeat_penalty",
+}
+
+#: Stops made only of these characters are ordinary text, which answers contain.
+_MARKER_CHARS = set("<>[]|")
+_MARKER_RE = re.compile(r"<\|[^|<>\s]+\|>|<[a-z_]+>|\[/?INST\]|</?s>")
+_COMMON_WORDS = {"user", "assistant", "human", "answer", "the", "and", "a", "i", "you"}
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRender:
+    """One probe rendered by the reference and by Ollama's TEMPLATE."""
+
+    probe: str
+    expected: str
+    """The reference rendering (what the model saw in training)."""
+    actual: str
+    """What Ollama sends the model (BOS that llama.cpp adds included)."""
+    first_difference: int | None
+    summary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """One problem (or note) about the model, phrased for the user."""
+
+    code: str
+    """Stable identifier, e.g. ``no_template`` (part of the --json schema)."""
+    severity: Severity
+    title: str
+    symptom: str
+    """What the user sees, in their words."""
+    evidence: tuple[str, ...]
+    fix: str
+    fixable: bool = False
+    """``doctor --fix`` repairs it."""
+    probes: tuple[ProbeRender, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (see cli/doctor.py for the schema)."""
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "title": self.title,
+            "symptom": self.symptom,
+            "evidence": list(self.evidence),
+            "fix": self.fix,
+            "fixable": self.fixable,
+            "probes": [
+                {
+                    "probe": p.probe,
+                    "expected": p.expected,
+                    "actual": p.actual,
+                    "first_difference": p.first_difference,
+                    "summary": p.summary,
+                }
+                for p in self.probes
+            ],
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def first_difference(a: str, b: str) -> int | None:
+    """Index of the first differing character, None when equal.
+
+    >>> first_difference("abc", "abd"), first_difference("ab", "abc"), first_difference("a", "a")
+    (2, 2, None)
+    """
+    if a == b:
+        return None
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def _show(text: str, limit: int = 40) -> str:
+    """Short repr of a snippet for evidence lines."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _strip_bos(text: str, bos: str | None) -> str:
+    return text[len(bos) :] if bos and text.startswith(bos) else text
+
+
+def _place(expected: str, at: int) -> str:
+    """Where ``at`` falls in a conversation rendering, in words."""
+    before = expected[:at]
+    for label, needle in (
+        ("the assistant's answer", _ANSWER),
+        ("the user turn", _USER),
+        ("the user turn", "Another one, please."),
+        ("the user turn", "Name a fruit."),
+        ("the system prompt", _SYS),
+    ):
+        pos = before.rfind(needle)
+        if pos >= 0 and all(before.rfind(n) <= pos for n in (_USER, _ANSWER, _SYS)):
+            return f"after {label}"
+    return "at the start of the prompt" if at == 0 else "before the first message"
+
+
+def summarize_difference(expected: str, actual: str) -> str:
+    """Say in words how Ollama's prompt departs from the reference.
+
+    >>> summarize_difference("<u>hi</u><a>", "<u>hi</u>")
+    "'<a>' missing at the end of the prompt"
+    >>> summarize_difference("<u>hi</u>", "[INST]hi")
+    "starts with '[INST]hi' instead of '<u>hi</u>'"
+    """
+    at = first_difference(expected, actual)
+    if at is None:
+        return "identical"
+    want, got = expected[at:], actual[at:]
+    if not got:
+        return f"{_show(want)} missing at the end of the prompt"
+    if not want:
+        return f"extra {_show(got)} at the end of the prompt"
+    if at == 0:
+        return f"starts with {_show(got[:20])} instead of {_show(want[:20])}"
+    where = _place(expected, at)
+    if want.endswith(got) or got in want:
+        return f"{_show(want[: len(want) - len(got)] or want)} missing {where}"
+    if got.endswith(want):
+        return f"extra {_show(got[: len(got) - len(want)])} {where}"
+    return f"{where}: the reference has {_show(want[:25])}, Ollama has {_show(got[:25])}"
+
+
+def render_ollama(
+    template: str, messages: Sequence[Message], *, system: str | None, tools: Any = None
+) -> str:
+    """Ollama's prompt for ``messages`` (our port of Ollama's template execution)."""
+    from ..chat_template.ollama_prompt import render_ollama_prompt
+
+    return render_ollama_prompt(
+        template, [dict(m) for m in messages], system=system or None, tools=tools
+    )
+
+
+def _effective_ollama(target: Target, messages: Sequence[Message], tools: Any = None) -> str:
+    text = render_ollama(target.effective_template, messages, system=target.system, tools=tools)
+    info = target.gguf
+    if info is not None and info.add_bos and info.bos_token:
+        return info.bos_token + text
+    return text
+
+
+def _effective_reference(ref: ReferenceTemplate, messages: Sequence[Message], **kw: Any) -> str:
+    text = ref.render(messages, **kw)
+    return text
+
+
+def _eot_marker(ref: ReferenceTemplate) -> str | None:
+    """The text the reference writes right after an assistant answer (e.g. ``<|im_end|>``)."""
+    try:
+        text = ref.render(
+            [{"role": "user", "content": _USER}, {"role": "assistant", "content": _ANSWER}],
+            add_generation_prompt=False,
+        )
+    except DeployError:
+        return None
+    pos = text.rfind(_ANSWER)
+    if pos < 0:
+        return None
+    tail = text[pos + len(_ANSWER) :].strip()
+    marker = tail.split("\n")[0].split(" ")[0].strip()
+    return marker or None
+
+
+def _generation_suffix(ref: ReferenceTemplate) -> str:
+    """What ``add_generation_prompt`` adds (the assistant header the model answers after)."""
+    messages = [{"role": "user", "content": _USER}]
+    with_prompt = ref.render(messages, add_generation_prompt=True)
+    without = ref.render(messages, add_generation_prompt=False)
+    return with_prompt[len(without) :] if with_prompt.startswith(without) else ""
+
+
+def default_system_prompt(ref: ReferenceTemplate) -> str | None:
+    """The system prompt the reference writes when the conversation has none (Qwen2.5-style).
+
+    Found by rendering with and without a system message and cutting out what differs.
+    """
+    user = [{"role": "user", "content": _USER}]
+    try:
+        with_sys = ref.render([{"role": "system", "content": _SYS}, *user])
+        without = ref.render(user)
+    except DeployError:
+        return None
+    prefix, found, suffix = with_sys.partition(_SYS)
+    if not found or not without.startswith(prefix) or not without.endswith(suffix):
+        return None
+    middle = without[len(prefix) : len(without) - len(suffix)]
+    return middle.strip() or None
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorContext:
+    """Everything the checks read."""
+
+    target: Target
+    choice: ReferenceChoice
+
+    @property
+    def reference(self) -> ReferenceTemplate | None:
+        return self.choice.reference
+
+    @property
+    def has_template(self) -> bool:
+        template = (self.target.template or "").strip()
+        return bool(template) and template != PROMPT_FALLBACK
+
+
+def check_no_template(ctx: DoctorContext) -> list[Diagnosis]:
+    """No TEMPLATE, or Ollama's ``{{ .Prompt }}`` fallback."""
+    if ctx.has_template:
+        return []
+    shown = (ctx.target.template or "").strip()
+    evidence = (
+        f"TEMPLATE is {shown!r}: Ollama did not recognise the GGUF's chat template"
+        if shown
+        else "the Modelfile sets no TEMPLATE, so Ollama falls back to '{{ .Prompt }}'",
+    )
+    return [
+        Diagnosis(
+            "no_template",
+            "error",
+            "no chat template: Ollama sends your message raw",
+            "It rambles, continues your text, or answers gibberish: it never sees the chat "
+            "format it was fine-tuned on.",
+            evidence,
+            "run `deploy-to-ollama doctor TARGET --fix` to add the translated TEMPLATE and stops",
+            fixable=True,
+        )
+    ]
+
+
+def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
+    """TEMPLATE renders differently from the reference, probe by probe."""
+    ref = ctx.reference
+    if ref is None or not ctx.has_template:
+        return []
+    bos = ref.bos_token or (ctx.target.gguf.bos_token if ctx.target.gguf else None)
+    renders: list[ProbeRender] = []
+    for name, messages in DOCTOR_PROBES:
+        try:
+            expected = _effective_reference(ref, messages)
+            actual = _effective_ollama(ctx.target, messages)
+        except DeployError as err:
+            renders.append(ProbeRender(name, "", "", 0, f"could not render: {err.message}"))
+            continue
+        # One leading BOS on either side is the tokenizer's business, not the template's.
+        if _strip_bos(expected, bos) == _strip_bos(actual, bos):
+            continue
+        at = first_difference(expected, actual)
+        renders.append(
+            ProbeRender(name, expected, actual, at, summarize_difference(expected, actual))
+        )
+    if not renders:
+        return []
+    family = _family_evidence(renders[0])
+    return [
+        Diagnosis(
+            "template_mismatch",
+            "error",
+            f"TEMPLATE renders another prompt than the fine-tune's "
+            f"({len(renders)} of {len(DOCTOR_PROBES)} probes)",
+            "It answers off-topic, in the wrong format, or leaks template text: the prompt "
+            "does not look like the conversations it was trained on.",
+            (*family, *(f"{p.probe}: {p.summary}" for p in renders), f"reference: {ref.location}"),
+            "run `deploy-to-ollama doctor TARGET --fix` to replace the TEMPLATE with a "
+            "verified translation; `deploy-to-ollama template diff` shows it side by side",
+            fixable=True,
+            probes=tuple(renders),
+        )
+    ]
+
+
+def _markers(text: str) -> list[str]:
+    return list(dict.fromkeys(_MARKER_RE.findall(text)))
+
+
+def _family_evidence(first: ProbeRender) -> tuple[str, ...]:
+    """A line naming the other chat format when no reference marker survives in Ollama's prompt."""
+    want, got = _markers(first.expected), _markers(first.actual)
+    if not want or set(want) & set(got):
+        return ()
+    used = ", ".join(got[:3]) if got else "no special markers"
+    return (
+        f"a TEMPLATE of another model family: the reference writes {', '.join(want[:3])}, "
+        f"the TEMPLATE writes {used}",
+    )
+
+
+def check_generation_prompt(ctx: DoctorContext) -> list[Diagnosis]:
+    """The TEMPLATE does not end with the assistant header the model answers after."""
+    ref = ctx.reference
+    if ref is None or not ctx.has_template:
+        return []
+    try:
+        suffix = _generation_suffix(ref)
+        actual = _effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
+    except DeployError:
+        return []
+    if not suffix.strip() or actual.endswith(suffix):
+        return []
+    return [
+        Diagnosis(
+            "generation_prompt_missing",
+            "error",
+            "the prompt does not end with the assistant header",
+            "It continues your text instead of answering, or answers as the user.",
+            (
+                f"the reference ends the prompt with {_show(suffix)}; Ollama's ends with "
+                f"{_show(actual[-len(suffix) - 10 :])}",
+            ),
+            "end the TEMPLATE with the assistant header; `doctor --fix` writes it",
+            fixable=True,
+        )
+    ]
+
+
+def check_eot_stop(ctx: DoctorContext) -> list[Diagnosis]:
+    """The end-of-turn marker is neither a stop nor an end-of-generation token."""
+    ref = ctx.reference
+    eogs = set(ctx.target.gguf.eog_tokens) if ctx.target.gguf else set()
+    markers: list[str] = []
+    if ref is not None:
+        marker = _eot_marker(ref)
+        markers = [marker] if marker else []
+    missing = [m for m in markers if m not in eogs and m not in ctx.target.stops]
+    if not missing:
+        return []
+    marker = missing[0]
+    return [
+        Diagnosis(
+            "eot_not_stop",
+            "error",
+            f"{marker} ends each turn but does not stop generation",
+            f"It never stops: it prints {marker} and goes on writing the next turns itself.",
+            (
+                f"the reference ends an assistant turn with {marker!r}",
+                f"stops: {ctx.target.stops or 'none'}; end-of-generation tokens of the GGUF: "
+                f"{sorted(eogs) or 'none'}",
+            ),
+            f"add `PARAMETER stop {marker}`; `doctor --fix` writes it",
+            fixable=True,
+        )
+    ]
+
+
+def check_stops_in_answers(ctx: DoctorContext) -> list[Diagnosis]:
+    """Stop strings that ordinary answers contain."""
+    out: list[Diagnosis] = []
+    for stop in ctx.target.stops:
+        core = stop.strip()
+        if set(core) & _MARKER_CHARS:
+            continue
+        if core and len(core) > 3 and core.lower().rstrip(":") not in _COMMON_WORDS:
+            continue
+        out.append(
+            Diagnosis(
+                "stop_in_answers",
+                "error" if not core or len(core) <= 1 else "warning",
+                f"stop string {stop!r} appears in normal answers",
+                f"Answers are cut short: generation ends at the first {stop!r}.",
+                (f"PARAMETER stop {stop!r} is ordinary text, not a special token",),
+                f"remove `PARAMETER stop {stop!r}`; `doctor --fix` keeps only the template's "
+                "end-of-turn stops",
+                fixable=True,
+            )
+        )
+    return out
+
+
+def check_double_bos(ctx: DoctorContext) -> list[Diagnosis]:
+    """The TEMPLATE writes BOS and llama.cpp adds one too."""
+    info = ctx.target.gguf
+    if info is None or not info.add_bos or not info.bos_token or not ctx.has_template:
+        return []
+    try:
+        actual = _effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
+    except DeployError:
+        return []
+    if not actual.startswith(info.bos_token * 2):
+        return []
+    return [
+        Diagnosis(
+            "double_bos",
+            "error",
+            f"BOS {info.bos_token} is sent twice",
+            "Answers are subtly worse or odd from the first word: every prompt starts with "
+            "two BOS tokens, which the model never saw in training.",
+            (
+                "the GGUF sets tokenizer.ggml.add_bos_token, so llama.cpp prepends "
+                f"{info.bos_token!r}",
+                f"the TEMPLATE writes {info.bos_token!r} itself as well",
+            ),
+            f"remove {info.bos_token} from the start of the TEMPLATE; `doctor --fix` does",
+            fixable=True,
+        )
+    ]
+
+
+def check_system_prompt(ctx: DoctorContext) -> list[Diagnosis]:
+    """The reference's default system prompt is lost, or SYSTEM duplicates one."""
+    ref = ctx.reference
+    if ref is None or not ctx.has_template:
+        return []
+    default = default_system_prompt(ref)
+    if default is None:
+        return []
+    try:
+        actual = _effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
+    except DeployError:
+        return []
+    count = actual.count(default)
+    if count == 1:
+        return []
+    if count == 0:
+        return [
+            Diagnosis(
+                "default_system_lost",
+                "error",
+                "the default system prompt of the fine-tune is lost",
+                "It ignores its persona or instructions when you give no system prompt.",
+                (
+                    f"the reference adds {_show(default, 60)} when no system message is given; "
+                    "Ollama's prompt does not contain it",
+                ),
+                "set `SYSTEM` to that text (or put it in the TEMPLATE); `doctor --fix` does",
+                fixable=True,
+            )
+        ]
+    return [
+        Diagnosis(
+            "system_duplicated",
+            "error",
+            "the default system prompt appears twice",
+            "It repeats or over-weights its instructions: the prompt carries them twice.",
+            (
+                f"{_show(default, 60)} appears {count} times in Ollama's prompt (SYSTEM and the "
+                "TEMPLATE both write it)",
+            ),
+            "drop SYSTEM or the hard-coded text in the TEMPLATE; `doctor --fix` does",
+            fixable=True,
+        )
+    ]
+
+
+def check_tools(ctx: DoctorContext) -> list[Diagnosis]:
+    """Tools supported on one side only."""
+    ref = ctx.reference
+    if ref is None or not ctx.has_template:
+        return []
+    ollama_tools = ".Tools" in (ctx.target.template or "")
+    if ref.mentions_tools == ollama_tools:
+        return []
+    if ref.mentions_tools:
+        return [
+            Diagnosis(
+                "tools_missing",
+                "warning",
+                "the fine-tune supports tools but the TEMPLATE does not",
+                "Tool calls are ignored: Ollama says the model does not support tools.",
+                ("the reference template reads `tools`; the TEMPLATE never uses .Tools",),
+                "`doctor --fix` writes a TEMPLATE with the tool format of the reference",
+                fixable=True,
+            )
+        ]
+    return [
+        Diagnosis(
+            "tools_extra",
+            "warning",
+            "the TEMPLATE offers tools the fine-tune never learned",
+            "Tool calls come out malformed or as plain text.",
+            ("the TEMPLATE uses .Tools; the reference template has no tools",),
+            "`doctor --fix` writes a TEMPLATE without the tool section",
+            fixable=True,
+        )
+    ]
+
+
+def check_sampling(ctx: DoctorContext) -> list[Diagnosis]:
+    """Sampling parameters that fight the fine-tune (a warning, never an error)."""
+    params = dict(ctx.target.parameters)
+    ref = ctx.reference
+    trained = dict(ref.generation_config) if ref is not None else {}
+    evidence: list[str] = []
+    for key, value in trained.items():
+        name = _OLLAMA_PARAM[key]
+        if name in params and _as_float(params[name]) not in (None, value):
+            evidence.append(f"{name} is {params[name]}, generation_config.json says {value:g}")
+    if not trained:
+        evidence += [
+            f"{name} is {params[name]} (Unsloth's Modelfile default, not a value you trained for)"
+            for name, value in UNSLOTH_SAMPLING.items()
+            if name in params and _as_float(params[name]) == value
+        ]
+    if not evidence:
+        return []
+    return [
+        Diagnosis(
+            "sampling_conflict",
+            "warning",
+            "sampling parameters differ from what the fine-tune was made for",
+            "Answers are erratic or drift off-topic at these settings.",
+            tuple(evidence),
+            "use generation_config.json's values (`doctor --fix` writes them) or remove the "
+            "PARAMETER lines",
+            fixable=True,
+        )
+    ]
+
+
+def _as_float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def check_reference(ctx: DoctorContext) -> list[Diagnosis]:
+    """Notes about the reference itself."""
+    out: list[Diagnosis] = []
+    if ctx.choice.disagreement:
+        out.append(
+            Diagnosis(
+                "reference_disagreement",
+                "warning",
+                "the GGUF's embedded template differs from --source's",
+                "Tools that read the GGUF (llama.cpp, LM Studio) format chats differently "
+                "than the fine-tune expects.",
+                (ctx.choice.disagreement,),
+                "re-export the GGUF from the fine-tune's tokenizer; the doctor used --source",
+            )
+        )
+    if ctx.reference is None and ctx.has_template:
+        out.append(
+            Diagnosis(
+                "no_reference",
+                "info",
+                "the TEMPLATE could not be compared with a reference",
+                "None yet; but a wrong TEMPLATE would go unnoticed.",
+                (ctx.choice.note,),
+                "pass --source the fine-tune's folder (tokenizer files) for a full check",
+            )
+        )
+    return out
+
+
+CHECKS = (
+    check_reference,
+    check_no_template,
+    check_renders,
+    check_generation_prompt,
+    check_double_bos,
+    check_system_prompt,
+    check_eot_stop,
+    check_stops_in_answers,
+    check_tools,
+    check_sampling,
+)
+
+
+def diagnose(target: Target, choice: ReferenceChoice) -> list[Diagnosis]:
+    """Run every check; errors first, then warnings, then notes."""
+    ctx = DoctorContext(target, choice)
+    found = [d for check in CHECKS for d in check(ctx)]
+    order: Mapping[str, int] = {"error": 0, "warning": 1, "info": 2}
+    return sorted(found, key=lambda d: order[d.severity])
+
+
+__all__ = [
+    "CHECKS",
+    "DOCTOR_PROBES",
+    "Diagnosis",
+    "DoctorContext",
+    "ProbeRender",
+    "default_system_prompt",
+    "diagnose",
+    "first_difference",
+    "summarize_difference",
+]

@@ -1,0 +1,241 @@
+"""Repair what the doctor found: a corrected Modelfile from the template engine, and for an
+Ollama model a re-created model that reuses the existing weights blob (nothing re-uploaded).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .._fs import write_text_atomic
+from ..errors import (
+    OllamaUnavailableError,
+    OutputExistsError,
+    RegistrationError,
+    TemplateTranslationError,
+    UsageError,
+)
+from ..modelfile import Modelfile, render_modelfile
+from ..registrar import api_parameters, model_exists, register_model, validate_model_name
+from ..settings import normalize_host
+from .diagnoses import _OLLAMA_PARAM, UNSLOTH_SAMPLING, Diagnosis
+from .reference import ReferenceTemplate
+from .targets import Target
+
+logger = logging.getLogger(__name__)
+
+#: Parameters the fix rewrites; every other parameter of the model is kept as it was.
+_REWRITTEN = frozenset({"stop", *_OLLAMA_PARAM.values()})
+
+
+@dataclass(frozen=True, slots=True)
+class FixPlan:
+    """The corrected Modelfile and what it changes."""
+
+    modelfile: Modelfile
+    translation_verified: bool
+    changes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FixResult:
+    """What ``apply_fix`` wrote and registered."""
+
+    plan: FixPlan
+    modelfile_path: Path | None
+    registered: str | None
+    """The Ollama model (re-)created, when one was."""
+
+
+def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagnosis]) -> FixPlan:
+    """Build the corrected Modelfile: the translated TEMPLATE, its stops and SYSTEM, sampling
+    from generation_config (Unsloth's defaults dropped), other parameters kept.
+
+    Raises:
+        TemplateTranslationError: the reference template cannot be translated.
+    """
+    from ..chat_template.translate import translate_template
+
+    if reference.source is None:
+        raise TemplateTranslationError(
+            "no template source to translate", hint="pass --source the fine-tune's folder"
+        )
+    translated = translate_template(reference.source)
+    params = _fixed_parameters(target, reference, translated.stop)
+    system = _fixed_system(target, translated.system, found)
+    modelfile = Modelfile(
+        from_=target.weights or target.label,
+        template=translated.template,
+        system=system,
+        parameters=params,
+        header_comment=" Written by `deploy-to-ollama doctor --fix`",
+    )
+    changes = [f"TEMPLATE translated from {reference.location}"]
+    changes.append(f"stops: {list(translated.stop)}")
+    if system != target.system:
+        changes.append(f"SYSTEM: {target.system!r} -> {system!r}")
+    old = {k: v for k, v in target.parameters if k in _REWRITTEN and k != "stop"}
+    new = {k: v for k, v in params if k in _REWRITTEN and k != "stop"}
+    if old != new:
+        changes.append(f"sampling: {old} -> {new}")
+    verified = bool(getattr(translated.report, "verified", False))
+    return FixPlan(modelfile, verified, tuple(changes))
+
+
+def _fixed_parameters(
+    target: Target, reference: ReferenceTemplate, stops: Sequence[str]
+) -> tuple[tuple[str, str], ...]:
+    kept = [(k, v) for k, v in target.parameters if k not in _REWRITTEN]
+    sampling = {k: v for k, v in target.parameters if k in _REWRITTEN and k != "stop"}
+    trained = dict(reference.generation_config)
+    if trained:
+        sampling = {_OLLAMA_PARAM[k]: f"{v:g}" for k, v in trained.items()}
+    else:
+        sampling = {
+            k: v
+            for k, v in sampling.items()
+            if not (k in UNSLOTH_SAMPLING and _float(v) == UNSLOTH_SAMPLING[k])
+        }
+    return (*kept, *sampling.items(), *(("stop", s) for s in dict.fromkeys(stops)))
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _fixed_system(target: Target, translated: str | None, found: Sequence[Diagnosis]) -> str | None:
+    """Keep a user's own SYSTEM unless it is the duplicated default; else the translator's."""
+    codes = {d.code for d in found}
+    if target.system and "system_duplicated" not in codes:
+        return target.system
+    return translated
+
+
+def apply_fix(
+    target: Target,
+    plan: FixPlan,
+    *,
+    name: str | None,
+    force: bool,
+    host: str | None,
+    out: Path | None = None,
+) -> FixResult:
+    """Write the corrected Modelfile and (for Ollama models, or with ``name``) register it.
+
+    An Ollama model is re-created from its existing blobs by digest, so nothing is uploaded.
+
+    Raises:
+        UsageError: an Ollama model would be replaced without ``force`` and no ``name`` given.
+        OutputExistsError: ``name`` exists and ``force`` is false, or the Modelfile exists.
+        OllamaUnavailableError / RegistrationError: registering failed.
+    """
+    if target.kind == "ollama":
+        new_name = _ollama_fix_name(target, name, force=force)
+        path = out
+        if path is not None:
+            write_text_atomic(path, render_modelfile(plan.modelfile))
+        recreate_from_blobs(target, plan.modelfile, new_name, host=host, force=force)
+        return FixResult(plan, path, new_name)
+    path = out or _modelfile_path(target)
+    if path.exists() and not force and out is None:
+        path = path.with_name(path.name + ".fixed")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists", hint="pass --force to overwrite it")
+    modelfile = plan.modelfile
+    if target.weights and Path(target.weights).is_absolute():
+        modelfile = _relative_from(modelfile, Path(target.weights), path.parent)
+    write_text_atomic(path, render_modelfile(modelfile))
+    registered = None
+    if name is not None:
+        registered = register_model(
+            name, modelfile, base_dir=path.parent, host=host, force=force
+        ).name
+    return FixResult(FixPlan(modelfile, plan.translation_verified, plan.changes), path, registered)
+
+
+def _relative_from(modelfile: Modelfile, weights: Path, folder: Path) -> Modelfile:
+    from dataclasses import replace
+
+    try:
+        rel = weights.relative_to(folder.resolve())
+        return replace(modelfile, from_=f"./{rel}")
+    except ValueError:
+        return modelfile
+
+
+def _modelfile_path(target: Target) -> Path:
+    if target.kind == "modelfile":
+        return Path(target.label)
+    if target.kind == "hf" and target.hf_dir is not None:
+        return target.hf_dir / "Modelfile"
+    return Path(target.label).with_name("Modelfile")
+
+
+def _ollama_fix_name(target: Target, name: str | None, *, force: bool) -> str:
+    if name is None:
+        if not force:
+            raise UsageError(
+                f"--fix would replace the Ollama model {target.label}",
+                hint="pass --force to re-create it under the same name, or --name NEW",
+            )
+        return validate_model_name(target.label)
+    return validate_model_name(name)
+
+
+def recreate_from_blobs(
+    target: Target, modelfile: Modelfile, name: str, *, host: str | None, force: bool
+) -> None:
+    """Create ``name`` from ``target``'s existing blobs (by digest) with the fixed settings.
+
+    Why not ``FROM old-model``: Ollama then merges the old parameters into the new ones, so a
+    bad stop or Unsloth's temperature could not be removed.
+
+    Raises:
+        OutputExistsError: ``name`` exists (and is not the target itself) without ``force``.
+    """
+    import ollama
+
+    url = normalize_host(host or target.host)
+    if target.weights_digest is None:
+        raise RegistrationError(
+            f"cannot find the weights blob of {target.label} in `ollama show`",
+            hint="re-create it from the GGUF: `deploy-to-ollama doctor model.gguf --fix --name`",
+        )
+    if model_exists(name, url) and not force:
+        raise OutputExistsError(
+            f"model {name} already exists on {url}", hint="pass --force, or another --name"
+        )
+    adapters = {f"adapter{i}.gguf": d for i, d in enumerate(target.adapter_digests)}
+    kwargs: dict[str, Any] = {
+        "model": name,
+        "files": {"model.gguf": target.weights_digest},
+        "adapters": adapters or None,
+        "template": modelfile.template,
+        "system": modelfile.system,
+        "parameters": api_parameters(modelfile.parameters) or None,
+        "stream": False,
+    }
+    try:
+        ollama.Client(host=url).create(**kwargs)
+    except (ConnectionError, httpx.HTTPError) as err:
+        raise OllamaUnavailableError(
+            f"lost the Ollama server at {url} while re-creating {name}",
+            host=url,
+            hint="check that `ollama serve` is running, then rerun doctor --fix",
+        ) from err
+    except ollama.ResponseError as err:
+        raise RegistrationError(
+            f"Ollama refused to re-create {name}: {err.error}",
+            hint="check the server log; the original model is unchanged unless the name matched",
+        ) from err
+
+
+__all__ = ["FixPlan", "FixResult", "apply_fix", "plan_fix", "recreate_from_blobs"]
