@@ -1,3 +1,196 @@
-"""CLI commands of the run stage (registered on the shared app at import)."""
+"""CLI commands of the run stage: ``chat``, ``compare`` and ``push`` (registered at import)."""
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import DeployError
+from ..progress import NullProgress, ProgressReporter, RichProgress, console
+from ..settings import Settings
+from ._common import HostOpt, JsonOpt, app, print_result_json
+
+CHAT_EXAMPLES = """
+Examples:
+  deploy-to-ollama chat my-model
+  deploy-to-ollama chat my-model --system "Answer in French."
+  deploy-to-ollama chat my-model --prompt "What is the secret word?"   # one answer, for scripts
+"""
+COMPARE_EXAMPLES = """
+Examples:
+  deploy-to-ollama compare ./lora_model my-model
+  deploy-to-ollama compare ./lora_model my-model --prompt "Hi" --prompt "2+2?" --max-tokens 64
+"""
+PUSH_EXAMPLES = """
+Examples:
+  deploy-to-ollama push ./gguf --repo alice/my-model-GGUF          # GGUFs + Modelfile + card
+  deploy-to-ollama push ./merged --repo alice/my-model --what merged --private
+  deploy-to-ollama push ./lora_model --repo alice/my-lora --what adapter
+"""
+
+SystemOpt = Annotated[str | None, typer.Option("--system", help="System prompt.")]
+
+
+@contextlib.contextmanager
+def _reporting(reporter: ProgressReporter, *, json_out: bool) -> Iterator[None]:
+    """Rich progress while running; with ``--json`` an error is a JSON document too."""
+    try:
+        if isinstance(reporter, RichProgress):
+            with reporter:
+                yield
+        else:
+            yield
+    except DeployError as err:
+        if json_out:
+            print_result_json(
+                {"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}
+            )
+        raise
+
+
+# --------------------------------------------------------------------------- chat
+
+
+def _stream_answer(events: Iterator[Any]) -> None:
+    """Write answer chunks to stdout as they come; speed and notices to stderr."""
+    from ..chat import ChatChunk, ChatDone, ChatNotice
+
+    for event in events:
+        if isinstance(event, ChatChunk):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, ChatDone):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            speed = event.stats.tokens_per_second
+            rate = f", {speed:.1f} tokens/s" if speed is not None else ""
+            console.print(f"[{event.stats.eval_count} tokens{rate}]", style="dim", markup=False)
+        elif isinstance(event, ChatNotice):
+            console.print(event.message, style="dim", markup=False, highlight=False)
+
+
+def _lines(interactive: bool) -> Iterator[str]:
+    while True:
+        try:
+            line = console.input(">>> ") if interactive else sys.stdin.readline()
+        except EOFError:
+            return
+        if not interactive and not line:
+            return
+        yield line.rstrip("\n")
+
+
+@app.command("chat", epilog=CHAT_EXAMPLES)
+def chat_command(
+    name: Annotated[str, typer.Argument(help="The Ollama model to chat with.")],
+    system: SystemOpt = None,
+    host: HostOpt = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option("--prompt", help="Answer this one prompt (streamed to stdout) and exit."),
+    ] = None,
+) -> None:
+    """Chat with a model in the terminal: streaming, /system, /reset, /exit, tokens/s."""
+    from ..chat import ChatSession
+
+    session = ChatSession(name, host=host or Settings.from_env().ollama_host, system=system)
+    if prompt is not None:
+        _stream_answer(session.ask(prompt))
+        return
+    interactive = sys.stdin.isatty()
+    if interactive:
+        console.print("Type /help for commands, /exit to leave.", style="dim", markup=False)
+    for line in _lines(interactive):
+        try:
+            _stream_answer(session.handle(line))
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            sys.stdout.write("\n")
+            console.print("(answer interrupted)", style="dim", markup=False)
+        if session.finished:
+            return
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@app.command("compare", epilog=COMPARE_EXAMPLES)
+def compare_command(
+    source: Annotated[Path, typer.Argument(help="The fine-tune: LoRA adapter or merged model.")],
+    name: Annotated[str, typer.Argument(help="The Ollama model exported from it.")],
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option("--prompt", help="User prompt to compare (repeatable)."),
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Token cap on both sides [default: 32].")
+    ] = 32,
+    system: SystemOpt = None,
+    base: Annotated[
+        Path | None, typer.Option("--base", help="Base model dir for an adapter.")
+    ] = None,
+    host: HostOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Greedy answers from transformers vs Ollama; exit 3 when they diverge early."""
+    from ..compare import DEFAULT_PROMPTS, compare_model
+
+    reporter: ProgressReporter = NullProgress() if json_out else RichProgress(transient=True)
+    with _reporting(reporter, json_out=json_out):
+        report = compare_model(
+            source,
+            name,
+            prompts=tuple(prompt or DEFAULT_PROMPTS),
+            max_tokens=max_tokens,
+            host=host or Settings.from_env().ollama_host,
+            system=system,
+            base=base,
+            progress=reporter,
+        )
+    if json_out:
+        print_result_json(report.to_dict())
+    else:
+        for line in report.summary_lines():
+            typer.echo(line)
+    if not report.passed:
+        raise typer.Exit(3)
+
+
+# --------------------------------------------------------------------------- push
+
+
+@app.command("push", epilog=PUSH_EXAMPLES)
+def push_command(
+    folder: Annotated[Path, typer.Argument(help="Export folder, merged model or adapter.")],
+    repo: Annotated[str, typer.Option("--repo", help="Hub repository USER/REPO.")],
+    what: Annotated[
+        str, typer.Option("--what", help="gguf (GGUFs + Modelfile), merged or adapter.")
+    ] = "gguf",
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload to the Hugging Face Hub in one commit (token: HF_TOKEN or `hf auth login`)."""
+    from ..publish import check_kind, check_repo_id, push_to_hub
+
+    kind = check_kind(what)
+    check_repo_id(repo)
+    if json_out:
+        from huggingface_hub import disable_progress_bars
+
+        disable_progress_bars()
+    reporter: ProgressReporter = NullProgress() if json_out else RichProgress(transient=True)
+    with _reporting(reporter, json_out=json_out):
+        result = push_to_hub(folder, repo, what=kind, private=private, progress=reporter)
+    if json_out:
+        print_result_json({"ok": True, **result.to_dict()})
+        return
+    console.print(
+        f"pushed {len(result.files)} files to {result.repo_url}", markup=False, highlight=False
+    )
+    typer.echo(result.repo_url)
