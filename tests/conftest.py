@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins: list[str] = ["support.ollama_server", "support.llama_cpp"]
+pytest_plugins: list[str] = [
+    "support.ollama_server",
+    "support.llama_cpp",
+    "support.go_oracle",
+    "support.doctor_models",
+]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
