@@ -340,19 +340,41 @@ def _reference_greedy(fixture: Any, prompt_ids: list[int], steps: int) -> tuple[
     return result["tokens"], np.array(result["logits"], dtype=np.float32)
 
 
-def _llama_cpp_greedy(path: Path, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:
-    import numpy as np
-    from llama_cpp import Llama
+_LLAMA_CPP_SCRIPT = """
+import json, sys
+import numpy as np
+from llama_cpp import Llama
+path, ids, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+llm = Llama(model_path=path, n_ctx=64, logits_all=True, verbose=False, n_gpu_layers=0)
+llm.eval(ids)
+first = np.array(llm.scores[llm.n_tokens - 1]).tolist()
+out = []
+for _ in range(steps):
+    token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    out.append(token)
+    llm.eval([token])
+print(json.dumps({"tokens": out, "logits": first}))
+"""
 
-    llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, n_gpu_layers=0)
-    llm.eval(prompt_ids)
-    first = np.array(llm.scores[llm.n_tokens - 1])
-    out: list[int] = []
-    for _ in range(steps):
-        token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-        out.append(token)
-        llm.eval([token])
-    return out, first
+
+def _llama_cpp_greedy(path: Path, prompt_ids: list[int], steps: int) -> tuple[list[int], Any]:
+    """Greedy tokens and first-step logits from llama.cpp, in a fresh interpreter.
+
+    In the pytest process (torch + unsloth loaded) llama_model_load_from_file segfaulted on
+    the device; a separate process keeps llama.cpp's native code away from those libraries.
+    """
+    import numpy as np
+
+    args = [str(path), json.dumps(prompt_ids), str(steps)]
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", _LLAMA_CPP_SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, f"llama.cpp rc={proc.returncode}: {proc.stderr[-2000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["tokens"], np.array(result["logits"], dtype=np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ mkdir -p .whl .gpu_carry
 "$PY" -m pip download -q --no-deps --only-binary=:all: "${PLAT[@]}" -d .whl \
   unsloth==2026.10.9 unsloth_zoo==2026.10.9 "datasets<5" "trl<=1.15.0" dill multiprocess tyro \
   docstring_parser shtab typeguard msgspec hf_transfer cut_cross_entropy torchao pydantic \
-  pydantic_core==2.50.5 annotated_types typing_inspection json5 nest_asyncio structlog bitsandbytes
+  pydantic_core==2.50.5 annotated_types typing_inspection json5 nest_asyncio structlog bitsandbytes \
+  diskcache
 # 64 MiB carry limit: drop Unsloth Studio/CLI and bitsandbytes' CUDA 11/12 kernels (image: cu130).
 "$PY" tests/support/gpu_strip_wheel.py .whl/unsloth-*.whl studio/ unsloth_cli/
 "$PY" tests/support/gpu_strip_wheel.py .whl/bitsandbytes-*.whl \
