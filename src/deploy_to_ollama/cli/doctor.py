@@ -172,7 +172,8 @@ def _fix(
         )
     plan = plan_fix(report.target, ref, report.diagnoses)
     result = apply_fix(report.target, plan, name=name, force=force, host=host, out=out)
-    after = reexamine(report, result.registered, host=host) if result.registered else None
+    recheck = result.registered or (str(result.modelfile_path) if result.modelfile_path else None)
+    after = reexamine(report, recheck, host=host) if recheck else None
     round_trip = None
     if result.registered and (source is not None or generate):
         from ..roundtrip import check_round_trip

@@ -73,9 +73,9 @@ def examine(target: str, *, source: Path | None = None, host: str | None = None)
     return DoctorReport(loaded, choice, tuple(diagnose(loaded, choice)))
 
 
-def reexamine(report: DoctorReport, name: str, *, host: str | None) -> DoctorReport:
-    """Diagnose the fixed model ``name`` against the same reference."""
-    loaded = load_target(name, host=host)
+def reexamine(report: DoctorReport, target: str, *, host: str | None) -> DoctorReport:
+    """Diagnose the fixed model or Modelfile ``target`` against the same reference."""
+    loaded = load_target(target, host=host)
     return DoctorReport(loaded, report.choice, tuple(diagnose(loaded, report.choice)))
 
 

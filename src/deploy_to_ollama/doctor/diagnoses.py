@@ -166,6 +166,21 @@ def _place(expected: str, at: int) -> str:
     return "at the start of the prompt" if at == 0 else "before the first message"
 
 
+def snap_to_marker(expected: str, actual: str, at: int | None) -> int | None:
+    """Move a difference inside a special marker back to the marker's start.
+
+    >>> snap_to_marker("<|im_start|>u", "<|start_header_id|>u", 2)
+    0
+    """
+    if at is None:
+        return None
+    for text in (expected, actual):
+        for match in _MARKER_RE.finditer(text):
+            if match.start() < at < match.end():
+                at = match.start()
+    return at
+
+
 def summarize_difference(expected: str, actual: str) -> str:
     """Say in words how Ollama's prompt departs from the reference.
 
@@ -174,7 +189,7 @@ def summarize_difference(expected: str, actual: str) -> str:
     >>> summarize_difference("<u>hi</u>", "[INST]hi")
     "starts with '[INST]hi' instead of '<u>hi</u>'"
     """
-    at = first_difference(expected, actual)
+    at = snap_to_marker(expected, actual, first_difference(expected, actual))
     if at is None:
         return "identical"
     want, got = expected[at:], actual[at:]
@@ -320,7 +335,7 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
         # One leading BOS on either side is the tokenizer's business, not the template's.
         if _strip_bos(expected, bos) == _strip_bos(actual, bos):
             continue
-        at = first_difference(expected, actual)
+        at = snap_to_marker(expected, actual, first_difference(expected, actual))
         renders.append(
             ProbeRender(name, expected, actual, at, summarize_difference(expected, actual))
         )

@@ -1,0 +1,154 @@
+"""Fixtures for the doctor tests: tiny ChatML GGUFs with chosen BOS/EOS metadata and reference
+tokenizer folders (plain ChatML, ChatML with a default system prompt and generation_config)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from support.ollama_server import TINY_OLLAMA_TEMPLATE, _byte_symbols, write_tiny_tokenizer
+
+#: Special tokens of the doctor GGUFs: ChatML markers plus a separate BOS.
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+DEFAULT_SYSTEM = "You are Tiny, a helpful assistant."
+
+#: ChatML with a default system prompt when none is given (Qwen2.5-style).
+DEFAULT_SYSTEM_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\n"
+    + DEFAULT_SYSTEM
+    + "<|im_end|>\\n' }}{% endif %}"
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+#: Llama-3's chat format: a TEMPLATE of another model family for the ChatML tiny model.
+LLAMA3_TEMPLATE = (
+    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+    "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+
+#: The correct TEMPLATE for the tiny ChatML reference (re-exported for the tests).
+CHATML_TEMPLATE = TINY_OLLAMA_TEMPLATE
+
+
+def write_chat_gguf(
+    path: Path,
+    *,
+    eos: str = "<|im_end|>",
+    bos: str = "<|endoftext|>",
+    add_bos: bool = False,
+    chat_template: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """A random one-layer llama GGUF (hidden 64, 2 heads: width 32 runs on the test server)."""
+    import gguf
+    import numpy as np
+
+    n_embd, n_head = 64, 2
+    rng = np.random.default_rng(seed)
+    tokens = [*_byte_symbols(), "Ġt", "he", *SPECIALS]
+    types = [1] * (len(tokens) - len(SPECIALS)) + [3] * len(SPECIALS)
+    n_vocab, n_ff = len(tokens), 2 * n_embd
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("dto-doctor-tiny")
+    writer.add_context_length(512)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head)
+    writer.add_rope_dimension_count(n_embd // n_head)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(["Ġ t", "h e"])
+    writer.add_bos_token_id(tokens.index(bos))
+    writer.add_eos_token_id(tokens.index(eos))
+    writer.add_add_bos_token(add_bos)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
+    for name in ("output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"):
+        writer.add_tensor(name, np.ones(n_embd, np.float32))
+    shapes = {
+        "token_embd.weight": (n_vocab, n_embd),
+        "output.weight": (n_vocab, n_embd),
+        "blk.0.attn_q.weight": (n_embd, n_embd),
+        "blk.0.attn_k.weight": (n_embd, n_embd),
+        "blk.0.attn_v.weight": (n_embd, n_embd),
+        "blk.0.attn_output.weight": (n_embd, n_embd),
+        "blk.0.ffn_gate.weight": (n_ff, n_embd),
+        "blk.0.ffn_up.weight": (n_ff, n_embd),
+        "blk.0.ffn_down.weight": (n_embd, n_ff),
+    }
+    for name, shape in shapes.items():
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.05).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def write_reference_dir(
+    folder: Path,
+    *,
+    chat_template: str | None = None,
+    generation_config: dict[str, float] | None = None,
+) -> Path:
+    """The tiny ChatML tokenizer, optionally with another chat template and generation_config."""
+    write_tiny_tokenizer(folder)
+    if chat_template is not None:
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["chat_template"] = chat_template
+        config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        jinja = folder / "chat_template.jinja"
+        if jinja.exists():
+            jinja.write_text(chat_template, encoding="utf-8")
+    if generation_config is not None:
+        (folder / "generation_config.json").write_text(json.dumps(generation_config))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def chatml_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Reference folder: plain ChatML, no default system, no generation_config."""
+    return write_reference_dir(tmp_path_factory.mktemp("ref_chatml"))
+
+
+@pytest.fixture(scope="session")
+def system_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Reference folder: ChatML with a default system prompt, generation_config temperature 0.7."""
+    return write_reference_dir(
+        tmp_path_factory.mktemp("ref_system"),
+        chat_template=DEFAULT_SYSTEM_TEMPLATE,
+        generation_config={"temperature": 0.7, "top_p": 0.8},
+    )
+
+
+@pytest.fixture(scope="session")
+def doctor_gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GGUF variants: ``plain`` (eos <|im_end|>), ``eos_endoftext`` (<|im_end|> is not EOG),
+    ``add_bos`` (llama.cpp prepends <|endoftext|>), ``embedded`` (carries the ChatML Jinja)."""
+    from support.ollama_server import TINY_CHAT_TEMPLATE
+
+    folder = tmp_path_factory.mktemp("doctor_ggufs")
+    write_chat_gguf(folder / "plain.gguf")
+    write_chat_gguf(folder / "eos_endoftext.gguf", eos="<|endoftext|>", seed=1)
+    write_chat_gguf(folder / "add_bos.gguf", add_bos=True, seed=2)
+    write_chat_gguf(folder / "embedded.gguf", chat_template=TINY_CHAT_TEMPLATE, seed=3)
+    return folder
+
+
+def copy_gguf(folder: Path, variant: str, dest: Path) -> Path:
+    """Copy one GGUF variant into ``dest`` (a test's own folder) and return the copy."""
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(folder / f"{variant}.gguf", dest / f"{variant}.gguf"))
