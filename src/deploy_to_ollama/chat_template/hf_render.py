@@ -1,0 +1,111 @@
+"""Render a chat template exactly as transformers does (the reference side of verification).
+
+We call transformers' own ``render_jinja_template``: the same sandboxed Jinja environment,
+``raise_exception``/``strftime_now``/``tojson``, and ``continue_final_message`` handling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import TemplateRenderError, TemplateSyntaxError
+
+
+def render_hf(
+    template: str,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tokens: Mapping[str, str] | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    add_generation_prompt: bool | None = None,
+    continue_final_message: bool | None = None,
+) -> str:
+    """Render ``messages`` through ``template`` the way ``apply_chat_template(tokenize=False)`` does.
+
+    Args:
+        template: the Jinja chat template.
+        messages: HF/OpenAI-format messages.
+        tokens: special-token variables (``bos_token``, ``eos_token`` ...).
+        tools: tool JSON schemas, passed as ``tools``.
+        add_generation_prompt: default: true unless the last message is the assistant's.
+        continue_final_message: default: true when the last message is the assistant's (prefill).
+
+    Returns:
+        The prompt text.
+
+    Raises:
+        TemplateSyntaxError: the template does not parse (with its line).
+        TemplateRenderError: the template raised, or reached for Python internals (the sandbox
+            stops it before anything runs).
+    """
+    import jinja2
+    from jinja2.exceptions import SecurityError
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    last_is_assistant = bool(messages) and messages[-1].get("role") == "assistant"
+    if add_generation_prompt is None:
+        add_generation_prompt = not last_is_assistant
+    if continue_final_message is None:
+        continue_final_message = last_is_assistant
+    try:
+        rendered, _ = render_jinja_template(
+            conversations=[[dict(m) for m in messages]],
+            tools=[dict(t) for t in tools] if tools else None,
+            chat_template=template,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            **dict(tokens or {}),
+        )
+    except jinja2.TemplateSyntaxError as err:
+        raise TemplateSyntaxError(
+            f"Jinja syntax error at line {err.lineno}: {err.message}",
+            line=err.lineno,
+            hint="fix the chat template; transformers cannot load it either",
+        ) from err
+    except SecurityError as err:
+        raise TemplateRenderError(
+            f"the chat template reached for Python internals and was stopped: {err}",
+            hint="this template is unsafe; use the base model's original chat template",
+        ) from err
+    except Exception as err:  # any raise_exception / TypeError / ValueError from the template
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TemplateRenderError(
+            f"the chat template raised: {message}",
+            hint="the template rejects this conversation",
+        ) from err
+    return str(rendered[0])
+
+
+def check_syntax(template: str) -> None:
+    """Parse ``template`` with transformers' environment; raise on a syntax error.
+
+    Raises:
+        TemplateSyntaxError: with the line number and the offending line.
+    """
+    import jinja2
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    try:
+        _compile_jinja_template(template)
+    except jinja2.TemplateSyntaxError as err:
+        lines = template.splitlines()
+        text = lines[err.lineno - 1].strip() if 0 < err.lineno <= len(lines) else ""
+        column = _guess_column(lines, err.lineno)
+        raise TemplateSyntaxError(
+            f"Jinja syntax error at line {err.lineno}, column {column}: {err.message}"
+            + (f" in {text[:60]!r}" if text else ""),
+            line=err.lineno,
+            column=column,
+            hint="fix the chat template; transformers cannot load it either",
+        ) from err
+
+
+def _guess_column(lines: list[str], lineno: int) -> int:
+    """Jinja reports only lines; point at the line's last tag opener, where parsing stopped."""
+    if not 0 < lineno <= len(lines):
+        return 1
+    line = lines[lineno - 1]
+    positions = [line.rfind(opener) for opener in ("{%", "{{")]
+    best = max(positions)
+    return best + 1 if best >= 0 else 1
