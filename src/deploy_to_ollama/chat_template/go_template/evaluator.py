@@ -341,6 +341,8 @@ class Executor:
         if isinstance(node, n.NilNode):
             if kind == "any":
                 return None
+            if kind == "value":
+                return NO_VALUE
             raise ExecError(f"cannot assign nil to {_kind_name(kind)}")
         if isinstance(node, n.FieldNode):
             return self.validate(
@@ -365,8 +367,11 @@ class Executor:
     @staticmethod
     def validate(value: Any, kind: str) -> Any:
         if value is NO_VALUE:
+            # interface{} takes it as nil; reflect.Value params take the invalid value as is.
             if kind == "any":
                 return None
+            if kind == "value":
+                return NO_VALUE
             raise ExecError(f"invalid value; expected {_kind_name(kind)}")
         if kind == "string" and not isinstance(value, str):
             raise ExecError(f"wrong type for value; expected string; got {go_type_name(value)}")

@@ -155,7 +155,8 @@ def format_operand(value: Any, spec: Spec, *, depth: int = 0) -> str:
     if spec.verb == "T":
         return _pad(go_type_name(value), spec)
     if value is None or value is NO_VALUE:
-        return _pad("<nil>", spec) if spec.verb == "v" else _bad_verb(value, spec)
+        # Nested nils print plainly whatever the verb; a top-level nil only under %v.
+        return _pad("<nil>", spec) if spec.verb == "v" or depth else _bad_verb(value, spec)
     if isinstance(value, bool):
         if spec.verb in ("t", "v"):
             return _pad("true" if value else "false", spec)

@@ -1,0 +1,3 @@
+module dtooracle
+
+go 1.24
