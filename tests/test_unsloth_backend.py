@@ -345,7 +345,7 @@ import json, sys
 import numpy as np
 from llama_cpp import Llama
 path, ids, steps = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
-llm = Llama(model_path=path, n_ctx=64, logits_all=True, verbose=False, n_gpu_layers=0)
+llm = Llama(model_path=path, n_ctx=64, logits_all=True, verbose=True, n_gpu_layers=0)
 llm.eval(ids)
 first = np.array(llm.scores[llm.n_tokens - 1]).tolist()
 out = []

@@ -7,6 +7,8 @@
 #                llama_cpp/ (llama-cpp-python's pure-Python bindings, no native libs)
 # Builds llama-quantize + libllama there (the image has cmake and ninja), lays llama.cpp out the
 # way `deploy-to-ollama setup` does, and runs pytest -m gpu. Logs and JSON reports go to $OUT.
+# Portable AVX2 build, AMX off: a native build on the H200 host segfaulted in llama_model_load
+# (llama-quantize was fine), presumably the AMX repack path inside the Firecracker VM.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NO_COLOR=1 CI=true
 OUT="${OUT:-/tmp/gpu-out}"; mkdir -p "$OUT"
@@ -22,7 +24,8 @@ echo "== build llama.cpp (llama-quantize + libllama, CPU)"
 rm -rf /tmp/llsrc /tmp/llbuild && mkdir -p /tmp/llsrc
 tar xJf .gpu_carry/llama.cpp-src.tar.xz -C /tmp/llsrc --strip-components=1
 cmake -S /tmp/llsrc -B /tmp/llbuild -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-  -DGGML_CUDA=OFF -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
+  -DGGML_CUDA=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF \
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF > "$OUT/cmake.log" 2>&1
 cmake --build /tmp/llbuild --target llama llama-quantize -j 16 >> "$OUT/cmake.log" 2>&1
 t1=$(date +%s); echo "llama.cpp build: $((t1 - t0)) s (incl. wheel install)"
