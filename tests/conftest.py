@@ -11,6 +11,7 @@ pytest_plugins: list[str] = [
     "support.llama_cpp",
     "support.go_oracle",
     "support.doctor_models",
+    "support.models",
     "support.fake_hub",
 ]
 
