@@ -174,7 +174,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         repo_id = f"{payload.get('organization') or user[0]}/{payload['name']}"
         if repo_id in self.hub.repos:
-            self._error(409, "You already created this model repo")
+            # Like the Hub, a 409 still carries the repo URL (huggingface_hub reads it).
+            message = "You already created this model repo"
+            url = f"{self.hub.endpoint}/{repo_id}"
+            self._send(409, {"error": message, "url": url}, {"X-Error-Message": message})
             return
         if not self._can_write(repo_id):
             self._error(403, "You don't have the rights to create a model under this namespace")

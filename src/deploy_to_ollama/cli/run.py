@@ -181,7 +181,7 @@ def push_command(
     kind = check_kind(what)
     check_repo_id(repo)
     if json_out:
-        from huggingface_hub import disable_progress_bars
+        from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
 
         disable_progress_bars()
     reporter: ProgressReporter = NullProgress() if json_out else RichProgress(transient=True)
