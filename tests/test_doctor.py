@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
-from deploy_to_ollama.cli import app
+from deploy_to_ollama.cli import app, main
 from deploy_to_ollama.doctor import examine
 from deploy_to_ollama.doctor.diagnoses import default_system_prompt, summarize_difference
 from deploy_to_ollama.doctor.reference import choose_reference
@@ -267,12 +268,20 @@ def test_cli_human_report_fits_100_columns(
     assert "problem(s) found" in lines[-1]
 
 
-def test_cli_bad_input_is_exit_1(tmp_path: Path) -> None:
+def test_cli_bad_input_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     junk = tmp_path / "junk.txt"
     junk.write_text("FROM\n")
-    assert runner.invoke(app, ["doctor", str(junk)]).exit_code == 1
-    missing = runner.invoke(app, ["doctor", str(tmp_path / "nope.gguf")])
-    assert missing.exit_code == 1
+    for argv in (
+        ["doctor", str(junk)],
+        ["doctor", str(tmp_path / "nope.gguf")],
+        ["doctor", str(tmp_path), "--json"],
+        ["doctor", str(junk), "--name", "x"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 1, argv
+        assert "Error:" in err and "Hint:" in err
 
 
 def test_fix_writes_a_healthy_modelfile(
