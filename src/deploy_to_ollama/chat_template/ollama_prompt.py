@@ -9,6 +9,7 @@ entries, built-in renderers/parsers and the qwen3/deepseek-r1 ``<think>`` filter
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -161,13 +162,23 @@ def _response_action() -> nodes.ActionNode:
     return nodes.ActionNode(0, nodes.PipeNode(0, cmds=[nodes.CommandNode(0, [field])]))
 
 
-def _prepare(template: str) -> tuple[GoTemplate, set[str]]:
+@functools.lru_cache(maxsize=256)
+def _template_facts(template: str) -> tuple[frozenset[str], bool]:
+    """Lower-cased ``Vars`` and whether Ollama infers thinking tags (cached per template)."""
+    tmpl = parse_template(template)
+    names = frozenset(name.lower() for name in tmpl.identifiers())
+    return names, all(infer_thinking_tags(tmpl))
+
+
+def _prepare(template: str) -> tuple[GoTemplate, frozenset[str], bool]:
     """Ollama's ``template.Parse``: parse, compute ``Vars``, append ``{{ .Response }}``."""
     tmpl = parse_template(template)
-    names = {name.lower() for name in tmpl.identifiers()}
+    names, thinks = _template_facts(template)
     if "messages" not in names and "response" not in names:
-        tmpl.root.nodes.append(_response_action())
-    return tmpl, names
+        # A new root list: the parsed trees are cached and shared, never mutated.
+        root = tmpl.root
+        tmpl.trees[""] = nodes.ListNode(root.pos, [*root.nodes, _response_action()])
+    return tmpl, names, thinks
 
 
 def _think_values(*, think: bool | str | None) -> dict[str, Any]:
@@ -201,11 +212,11 @@ def render_ollama_prompt(
         TemplateRenderError: executing it fails (Ollama answers the request with an error).
         InputError: a message Ollama's API could not decode.
     """
-    tmpl, names = _prepare(template)
+    tmpl, names, thinks = _prepare(template)
     msgs = to_ollama_messages(messages)
     if msgs and msgs[0].role != "system" and system:
         msgs.insert(0, OllamaMessage("system", system))
-    if think is None and all(infer_thinking_tags(tmpl)):
+    if think is None and thinks:
         think = True
     think_values = _think_values(think=think)
     joined_system, collated = _collate(msgs)

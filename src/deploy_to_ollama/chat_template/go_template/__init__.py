@@ -7,6 +7,7 @@ the same data (``missingkey=zero``, Ollama's ``json``/``currentDate``/``yesterda
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -123,10 +124,20 @@ class GoTemplate:
             ) from err
 
 
+PARSE_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=PARSE_CACHE_SIZE)
+def _parse_cached(text: str) -> dict[str, nodes.ListNode]:
+    # Trees are never mutated after parsing (execution and Ollama's walks copy), so callers
+    # rendering one template over many probes share one parse.
+    return parse_trees(text, FUNCS)
+
+
 def parse_template(text: str) -> GoTemplate:
-    """Parse Go template text with Ollama's function set.
+    """Parse Go template text with Ollama's function set (cached by text).
 
     Raises:
         TemplateSyntaxError: with the line and column Go reports.
     """
-    return GoTemplate(text, parse_trees(text, FUNCS))
+    return GoTemplate(text, dict(_parse_cached(text)))
