@@ -410,3 +410,90 @@ def test_corpus_templates_match_go_on_probes(go_oracle: GoOracle) -> None:
 @pytest.mark.parametrize("template", ["{{ .Missing }}", "{{ range .Messages }}{{ end }}"])
 def test_oracle_itself_runs_go(go_oracle: GoOracle, template: str) -> None:
     assert go_oracle.execute(template, {}).output == parse_template(template).execute({})
+
+
+# Templates run through Ollama's prompt building (both the .Messages and the legacy path).
+OLLAMA_GENERATED = [
+    "{{ range .Messages }}{{ . }}{{ end }}",
+    "{{ json .Messages }}",
+    "{{ json . }}",
+    "{{ .Tools }}|{{ json .Tools }}{{ range .Messages }}{{ end }}",
+    "{{ range .Tools }}{{ . }}|{{ json . }}|{{ .Function.Parameters.Properties }}|"
+    "{{ .Function.Parameters.Required }}|{{ .Function.Parameters.Defs }}|{{ .Type }}{{ end }}"
+    "{{ range .Messages }}{{ end }}",
+    "{{ range .Tools }}{{ range $k, $v := .Function.Parameters.Properties }}{{ $k }}:"
+    "{{ $v.Type }}|{{ $v.Enum }}|{{ $v.Description }}|{{ json $v }}|{{ toTypeScriptType $v }}|"
+    "{{ $v.Required }}|{{ $v.AnyOf }};{{ end }}{{ end }}{{ range .Messages }}{{ end }}",
+    "{{ with .Tools }}{{ with index . 0 }}{{ .Function.Parameters.Properties.city.Description }}|"
+    "{{ .Function.Parameters.Properties.missing.Type }}|"
+    "{{ toTypeScriptType .Function.Parameters.Properties.city }}{{ end }}{{ end }}"
+    "{{ range .Messages }}{{ end }}",
+    "{{ range .Messages }}{{ range .ToolCalls }}{{ .ID }}|{{ .Function.Index }}|{{ .Function.Name }}|"
+    "{{ .Function.Arguments.city }}|{{ .Function.Arguments.missing }}|"
+    "{{ range $k, $v := .Function.Arguments }}{{ $k }}={{ $v }},{{ end }}|{{ . }}{{ end }}{{ end }}",
+    "{{ range .Messages }}{{ .ToolCalls }}|{{ .Thinking }}|{{ .ToolName }}|{{ .ToolCallID }}|"
+    "{{ .Images }}|{{ len .ToolCalls }}|{{ if .ToolCalls }}T{{ end }};{{ end }}",
+    "{{ .Messages.Role }}",
+    "{{ range .Messages }}{{ .Function }}{{ end }}",
+    "{{ (index .Messages 0).Role }}|{{ len .Messages }}|{{ (index (slice .Messages 1) 0).Content }}",
+    "{{ index .Messages 99 }}",
+    "{{ .System }}|{{ .Prompt }}|{{ .Think }}|{{ .ThinkLevel }}|{{ .IsThinkSet }}|{{ .Response }}|"
+    "{{ range .Messages }}{{ end }}",
+    "{{ range $i, $m := .Messages }}{{ if eq (len $.Messages) (len (slice $.Messages 0 $i)) }}"
+    "{{ end }}{{ $m.Role }}{{ end }}",
+    "{{ range .Messages }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}"
+    "{{ end }}{{ if .Think }}T{{ end }}",
+    # legacy path
+    "{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}{{ if .Response }}R{{ .Response }}{{ end }}!",
+    "{{ if .Response }}{{ .Response }}{{ else }}none{{ end }}",
+    '{{ define "x" }}D{{ end }}{{ template "x" . }}{{ .Prompt }}{{ .Response }}',
+    "{{ json .Prompt }}{{ .Response }}",
+    "{{ .Prompt }}{{ json .Prompt }}",
+    "{{ .Prompt }}{{ .Missing.X }}",
+    "{{ .Response }}{{ .Prompt }}",
+    '{{ .Prompt }} {{ .Response | printf "%s" }} tail',
+    '{{ printf "%s|%s" .Prompt .Response }} tail',
+    "{{ .Prompt }}|{{ $.Response }}|end",
+    "{{ .Prompt }}{{ with .Response }}{{ . }}{{ end }}",
+    "{{ .Prompt }}{{ .Tools }}{{ .Missing }}",
+    '{{ template "nope" }}',
+    "",
+]
+
+
+def test_ollama_shaped_templates_match_go(go_oracle: GoOracle) -> None:
+    require_shared(PROBES_FILE)
+    by_id = {conv["id"]: conv for conv in _conversations()}
+    convs = [by_id[i] for i in ("system_multi_turn", "prefill_assistant", "consecutive_user")]
+    convs += EXTRA_CONVERSATIONS
+    variants = [
+        (template, conv, think)
+        for template in OLLAMA_GENERATED
+        for conv in convs
+        for think in (None, True, False)
+    ]
+    cases = [
+        {
+            "kind": "ollama",
+            "template": template,
+            "messages": to_ollama_api_messages(conv["messages"]),
+            "tools": conv.get("tools"),
+            "think": think,
+        }
+        for template, conv, think in variants
+    ]
+    mismatches = []
+    for (template, conv, think), go_result in zip(variants, go_oracle.run(cases), strict=True):
+        py = _python_outcome(
+            lambda t=template, c=conv, k=think: render_ollama_prompt(
+                t, c["messages"], tools=c.get("tools"), think=k
+            )
+        )
+        go = _go_outcome(go_result)
+        if py != go:
+            mismatches.append(
+                _describe(f"{template!r} x {conv['id']} think={think}", py, go, go_result)
+            )
+    summary = f"{len(variants) - len(mismatches)}/{len(variants)} Ollama-shaped renders match Go"
+    print(summary)
+    assert not mismatches, summary + "\n" + "\n".join(mismatches[:20])
