@@ -200,6 +200,32 @@ def test_embedded_template_is_the_reference_without_source(
     assert doc["diagnoses"][0]["code"] == "template_mismatch"
 
 
+def test_guessed_template_that_drops_the_default_system_prompt(
+    ollama_server: OllamaServer, doctor_gguf_dir: Path, tmp_path: Path
+) -> None:
+    # No TEMPLATE: Ollama 0.9.3 matches the embedded Jinja to its ChatML by similarity and
+    # silently loses the default system prompt; the GGUF's own Jinja is the reference.
+    name = _register(
+        ollama_server,
+        doctor_gguf_dir,
+        tmp_path,
+        "doc-guessed",
+        variant="embedded_system",
+        template=None,
+        parameters=(),
+    )
+    assert "<|im_start|>" in _show(ollama_server, name)["template"]
+    code, doc = _doctor(ollama_server, name)
+    assert code == 3
+    assert doc["reference"]["origin"] == "gguf"
+    assert "default_system_lost" in [d["code"] for d in doc["diagnoses"]]
+    code, doc = _doctor(ollama_server, name, "--fix", "--force", "--skip-generation")
+    assert code == 0, doc["fix"]
+    assert doc["fix"]["after"]["diagnoses"] == [] and doc["fix"]["round_trip"] is None
+    shown = _show(ollama_server, name)
+    assert DEFAULT_SYSTEM in shown["template"] + str(shown.get("system"))
+
+
 def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
         main(argv)

@@ -137,7 +137,8 @@ def system_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def doctor_gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """GGUF variants: ``plain`` (eos <|im_end|>), ``eos_endoftext`` (<|im_end|> is not EOG),
-    ``add_bos`` (llama.cpp prepends <|endoftext|>), ``embedded`` (carries the ChatML Jinja)."""
+    ``add_bos`` (llama.cpp prepends <|endoftext|>), ``embedded`` (carries the ChatML Jinja),
+    ``embedded_system`` (carries ChatML with a default system prompt)."""
     from support.ollama_server import TINY_CHAT_TEMPLATE
 
     folder = tmp_path_factory.mktemp("doctor_ggufs")
@@ -145,6 +146,7 @@ def doctor_gguf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_chat_gguf(folder / "eos_endoftext.gguf", eos="<|endoftext|>", seed=1)
     write_chat_gguf(folder / "add_bos.gguf", add_bos=True, seed=2)
     write_chat_gguf(folder / "embedded.gguf", chat_template=TINY_CHAT_TEMPLATE, seed=3)
+    write_chat_gguf(folder / "embedded_system.gguf", chat_template=DEFAULT_SYSTEM_TEMPLATE, seed=4)
     return folder
 
 

@@ -299,10 +299,26 @@ def check_no_template(ctx: DoctorContext) -> list[Diagnosis]:
     if ctx.has_template:
         return []
     shown = (ctx.target.template or "").strip()
+    info = ctx.target.gguf
+    if not shown and info is not None and info.chat_template:
+        # ollama create guesses a TEMPLATE from the embedded Jinja by similarity
+        # (ollama/ollama server/model.go detectChatTemplate); a near miss loses details silently.
+        return [
+            Diagnosis(
+                "no_template",
+                "warning",
+                "no TEMPLATE: Ollama will guess one from the GGUF's chat template",
+                "It may work, or may drop the default system prompt or tool format: Ollama "
+                "picks the closest template it knows, not the fine-tune's own.",
+                ("the Modelfile sets no TEMPLATE; the GGUF embeds a Jinja chat template",),
+                "run `deploy-to-ollama doctor TARGET --fix` to write the translated TEMPLATE",
+                fixable=True,
+            )
+        ]
     evidence = (
         f"TEMPLATE is {shown!r}: Ollama did not recognise the GGUF's chat template"
         if shown
-        else "the Modelfile sets no TEMPLATE, so Ollama falls back to '{{ .Prompt }}'",
+        else "no TEMPLATE and no chat template in the GGUF: Ollama uses '{{ .Prompt }}'",
     )
     return [
         Diagnosis(
