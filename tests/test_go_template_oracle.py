@@ -428,14 +428,16 @@ OLLAMA_GENERATED = [
     "{{ .Function.Parameters.Properties.missing.Type }}|"
     "{{ toTypeScriptType .Function.Parameters.Properties.city }}{{ end }}{{ end }}"
     "{{ range .Messages }}{{ end }}",
-    "{{ range .Messages }}{{ range .ToolCalls }}{{ .ID }}|{{ .Function.Index }}|{{ .Function.Name }}|"
-    "{{ .Function.Arguments.city }}|{{ .Function.Arguments.missing }}|"
-    "{{ range $k, $v := .Function.Arguments }}{{ $k }}={{ $v }},{{ end }}|{{ . }}{{ end }}{{ end }}",
+    "{{ range .Messages }}{{ range .ToolCalls }}{{ .ID }}|{{ .Function.Index }}|"
+    "{{ .Function.Name }}|{{ .Function.Arguments.city }}|{{ .Function.Arguments.missing }}|"
+    "{{ range $k, $v := .Function.Arguments }}{{ $k }}={{ $v }},{{ end }}|{{ . }}"
+    "{{ end }}{{ end }}",
     "{{ range .Messages }}{{ .ToolCalls }}|{{ .Thinking }}|{{ .ToolName }}|{{ .ToolCallID }}|"
     "{{ .Images }}|{{ len .ToolCalls }}|{{ if .ToolCalls }}T{{ end }};{{ end }}",
     "{{ .Messages.Role }}",
     "{{ range .Messages }}{{ .Function }}{{ end }}",
-    "{{ (index .Messages 0).Role }}|{{ len .Messages }}|{{ (index (slice .Messages 1) 0).Content }}",
+    "{{ (index .Messages 0).Role }}|{{ len .Messages }}|"
+    "{{ (index (slice .Messages 1) 0).Content }}",
     "{{ index .Messages 99 }}",
     "{{ .System }}|{{ .Prompt }}|{{ .Think }}|{{ .ThinkLevel }}|{{ .IsThinkSet }}|{{ .Response }}|"
     "{{ range .Messages }}{{ end }}",
@@ -444,7 +446,8 @@ OLLAMA_GENERATED = [
     "{{ range .Messages }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}"
     "{{ end }}{{ if .Think }}T{{ end }}",
     # legacy path
-    "{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}{{ if .Response }}R{{ .Response }}{{ end }}!",
+    "{{ if .System }}{{ .System }}{{ end }}{{ .Prompt }}"
+    "{{ if .Response }}R{{ .Response }}{{ end }}!",
     "{{ if .Response }}{{ .Response }}{{ else }}none{{ end }}",
     '{{ define "x" }}D{{ end }}{{ template "x" . }}{{ .Prompt }}{{ .Response }}',
     "{{ json .Prompt }}{{ .Response }}",
