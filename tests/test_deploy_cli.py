@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy_to_ollama.cli import main
-from deploy_to_ollama.modelfile import Modelfile, render_modelfile
+from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelfile
 from support.ollama_server import TINY_OLLAMA_TEMPLATE, OllamaServer, free_port
 
 
@@ -172,3 +172,40 @@ def test_deploy_refuses_a_source_that_is_no_model(
     code, _, err = _cli([str(tmp_path / "missing"), "--name", "x", "--host", host], capsys)
     assert code == 1 and "does not exist" in err
     assert not list((tmp_path / "empty").iterdir()), "nothing written"
+
+
+@pytest.mark.ollama
+def test_deploy_a_gguf_source_then_rerun_reuses_the_registration(
+    ollama_server: OllamaServer, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    import deploy_to_ollama
+
+    kwargs = {
+        "name": "gguf-src",
+        "host": ollama_server.host,
+        "keep": tmp_path / "keep",
+        "parameters": (("num_thread", "1"),),
+        "num_predict": 4,
+    }
+    report = deploy_to_ollama.deploy(tiny_gguf, **kwargs)  # type: ignore[attr-defined]
+    stages = dict(report.stages)
+    assert stages == {
+        "resolve": "done",
+        "export": "skipped",
+        "template": "done",
+        "modelfile": "done",
+        "register": "done",
+        "check": "done",
+    }
+    assert report.template_verified  # translated from the GGUF's tokenizer.chat_template
+    written = parse_modelfile((tmp_path / "keep" / "Modelfile").read_text())
+    assert written.from_ == str(tiny_gguf)
+    assert written.parameter_values("stop") == ["<|im_end|>"]
+    assert written.parameter_values("num_thread") == ["1"]
+    assert report.round_trip is not None
+    assert report.round_trip.render_method == "not_run"  # no tokenizer folder beside a GGUF
+    assert not report.passed  # random weights: the answer hits the 4-token cap
+
+    again = deploy_to_ollama.deploy(tiny_gguf, **kwargs)  # type: ignore[attr-defined]
+    assert dict(again.stages)["template"] == "reused"
+    assert dict(again.stages)["register"] == "reused"

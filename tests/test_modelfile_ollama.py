@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from deploy_to_ollama.errors import ModelfileError
 from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelfile
-from support.ollama_server import OllamaServer, decode_go_string
+from support.ollama_server import OllamaServer, decode_go_string, write_tiny_gguf
 
 pytestmark = pytest.mark.ollama
 
@@ -51,9 +51,10 @@ def _create(server: OllamaServer, folder: Path, text: str) -> tuple[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def oracle_dir(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Path:
+def oracle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GGUF without a chat template: Ollama then keeps exactly what the Modelfile says."""
     folder = tmp_path_factory.mktemp("oracle")
-    (folder / "tiny.gguf").symlink_to(tiny_gguf)
+    write_tiny_gguf(folder / "tiny.gguf", chat_template="")
     return folder
 
 

@@ -430,11 +430,20 @@ def _byte_symbols() -> list[str]:
 TINY_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
-def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_head: int = 2, seed: int = 0) -> Path:
+def write_tiny_gguf(
+    path: Path,
+    *,
+    n_embd: int = 64,
+    n_head: int = 2,
+    seed: int = 0,
+    chat_template: str | None = None,
+) -> Path:
     """Write a random-weight, one-layer llama GGUF with a byte-level BPE vocabulary.
 
     Enough for registering and running on the test server (head width 32 is one it runs);
     its answers are noise. Models that must answer correctly come from tests/support/models.
+    ``chat_template`` goes into ``tokenizer.chat_template`` (default: TINY_CHAT_TEMPLATE);
+    pass ``""`` for none, so Ollama has no template of its own to pick.
     """
     import gguf
     import numpy as np
@@ -462,6 +471,9 @@ def write_tiny_gguf(path: Path, *, n_embd: int = 64, n_head: int = 2, seed: int 
     writer.add_bos_token_id(tokens.index("<|im_start|>"))
     writer.add_eos_token_id(tokens.index("<|im_end|>"))
     writer.add_add_bos_token(False)
+    template = TINY_CHAT_TEMPLATE if chat_template is None else chat_template
+    if template:
+        writer.add_chat_template(template)
     shapes = {
         "token_embd.weight": (n_vocab, n_embd),
         "output.weight": (n_vocab, n_embd),
