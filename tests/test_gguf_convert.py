@@ -19,7 +19,7 @@ from support.llama_cpp import gguf_fields, gguf_greedy, hf_greedy
 
 pytestmark = pytest.mark.slow
 
-PROMPT_TEXT = "What is the secret word? hello world, the answer"
+PROMPT_TEXT = "What is the secret word?"
 
 
 def _convert(toolchain: Any, model_dir: Path, out: Path, outtype: str, name: str = "tiny") -> Any:
@@ -90,20 +90,25 @@ def _check_against_transformers(
     return delta
 
 
-@pytest.mark.parametrize(("outtype", "tol"), [("f16", 0.02), ("q8_0", 0.1)])
-def test_llama_gguf_matches_transformers(
+def test_random_llama_f16_matches_transformers(
+    llama_f16: Any, tiny_llama: Any, record_property: Any
+) -> None:
+    _check_against_transformers(llama_f16[0], tiny_llama.base_dir, 0.02, record_property)
+
+
+@pytest.mark.parametrize(("outtype", "tol"), [("f16", 0.02), ("q8_0", 0.5)])
+def test_taught_gguf_matches_transformers(
     outtype: str,
     tol: float,
-    llama_f16: Any,
     llama_cpp_toolchain: Any,
-    tiny_llama: Any,
+    taught: Any,
+    tmp_path: Path,
     record_property: Any,
 ) -> None:
-    path = llama_f16[0]
-    if outtype != "f16":
-        path = path.with_name(f"tiny.{outtype}.gguf")
-        _convert(llama_cpp_toolchain, tiny_llama.base_dir, path, outtype)
-    _check_against_transformers(path, tiny_llama.base_dir, tol, record_property)
+    """The trained fixture has decisive logits, so q8_0 must keep every greedy token too."""
+    path = tmp_path / f"taught.{outtype}.gguf"
+    _convert(llama_cpp_toolchain, taught.base_dir, path, outtype)
+    _check_against_transformers(path, taught.base_dir, tol, record_property)
 
 
 def test_qwen2_bf16_tied_matches_transformers(
@@ -132,3 +137,24 @@ def test_k_quant_from_bf16(llama_cpp_toolchain: Any, llama256: Any, tmp_path: Pa
     assert gguf_fields(target, llama_cpp_toolchain)["general.name"] == "tiny"
     tokens, _ = gguf_greedy(target, _prompt(llama256.base_dir), steps=3)
     assert len(tokens) == 3
+
+
+def test_unconvertible_architecture_is_a_clear_error(
+    llama_cpp_toolchain: Any, tiny_llama: Any, tmp_path: Path
+) -> None:
+    import shutil
+
+    from deploy_to_ollama.errors import ConversionError
+
+    model = tmp_path / "odd"
+    shutil.copytree(tiny_llama.base_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = ["FancyNewForCausalLM"]
+    (model / "config.json").write_text(json.dumps(config))
+    target = tmp_path / "odd.F16.gguf"
+    with pytest.raises(ConversionError, match="cannot convert the architecture FancyNew") as info:
+        _convert(llama_cpp_toolchain, model, target, "f16")
+    assert info.value.hint
+    assert "\n" not in str(info.value)
+    assert not target.exists()
+    assert not list(tmp_path.glob(".odd*"))

@@ -106,10 +106,18 @@ def _weight_files(model_dir: Path) -> list[Path]:
     return sorted(model_dir.glob("*.safetensors"))
 
 
-def _adapter_key_to_model(key: str) -> str:
-    """Map a saved PEFT key of a full weight to the model's key (modules_to_save, embeddings)."""
+def _adapter_key_to_model(key: str) -> str | None:
+    """Map a saved PEFT key of a full weight to the model's key; None for a key to ignore.
+
+    PEFT saves ``modules_to_save`` as ``<m>.modules_to_save[.default].weight`` (plus the untouched
+    ``original_module``) and resized embeddings as ``<m>.base_layer.weight`` or ``<m>.weight``.
+    """
+    if ".original_module." in key:
+        return None
     key = key.removeprefix("base_model.model.")
-    return key.replace(".modules_to_save.default", "").replace(".base_layer", "")
+    for marker in (".modules_to_save.default.", ".modules_to_save.", ".base_layer."):
+        key = key.replace(marker, ".")
+    return key
 
 
 def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -131,9 +139,11 @@ def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]
         for key, info in sorted(read_safetensors_header(adapter_file).items()):
             if "lora_" in key or "lora_magnitude" in key:
                 continue
-            name = _adapter_key_to_model(key)
-            dtype = specs[name][1] if name in specs else base_dtype
-            specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
+            target = _adapter_key_to_model(key)
+            if target is None:
+                continue
+            dtype = specs[target][1] if target in specs else base_dtype
+            specs[target] = (tuple(int(d) for d in info["shape"]), dtype)
     return specs
 
 
