@@ -22,9 +22,12 @@ from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelf
 from support.doctor_models import (
     CHATML_TEMPLATE,
     DEFAULT_SYSTEM,
+    DEFAULT_SYSTEM_TEMPLATE,
     LLAMA3_TEMPLATE,
     copy_gguf,
+    write_reference_dir,
 )
+from support.ollama_server import TINY_CHAT_TEMPLATE
 
 runner = CliRunner()
 
@@ -305,3 +308,35 @@ def test_fix_writes_a_healthy_modelfile(
     assert parsed.parameter_values("temperature") == ["0.7"]
     assert parsed.parameter_values("min_p") == []
     assert examine(str(fixed), source=system_reference).diagnoses == ()
+
+
+def test_fine_tune_folder_with_unsloth_modelfile(tmp_path: Path, doctor_gguf_dir: Path) -> None:
+    # Unsloth leaves a Modelfile next to the tokenizer; the folder is its own reference.
+    folder = write_reference_dir(
+        tmp_path / "lora_model",
+        chat_template=DEFAULT_SYSTEM_TEMPLATE,
+        generation_config={"temperature": 0.7},
+    )
+    _modelfile(
+        folder,
+        doctor_gguf_dir,
+        template=CHATML_TEMPLATE,
+        parameters=(("stop", "<|im_end|>"), ("temperature", "1.5"), ("min_p", "0.1")),
+    )
+    report = examine(str(folder))
+    assert report.target.kind == "hf"
+    assert report.choice.reference is not None
+    assert report.choice.reference.origin == "hf_target"
+    codes = [d.code for d in report.diagnoses]
+    assert codes == ["template_mismatch", "default_system_lost", "sampling_conflict"]
+
+
+def test_tools_supported_by_the_reference_only(tmp_path: Path, doctor_gguf_dir: Path) -> None:
+    tools_jinja = (
+        "{% if tools %}{{ '<|im_start|>system\\n' + (tools | tojson) + '<|im_end|>\\n' }}"
+        "{% endif %}" + TINY_CHAT_TEMPLATE
+    )
+    ref = write_reference_dir(tmp_path / "ref", chat_template=tools_jinja)
+    path = _modelfile(tmp_path / "m", doctor_gguf_dir)
+    diags = examine(str(path), source=ref).diagnoses
+    assert [(d.code, d.severity) for d in diags] == [("tools_missing", "warning")]
