@@ -13,6 +13,7 @@ pytest_plugins: list[str] = [
     "support.doctor_models",
     "support.models",
     "support.fake_hub",
+    "support.taught_ollama",
 ]
 
 
