@@ -279,7 +279,7 @@ def ollama_target_from_show(name: str, shown: Mapping[str, Any], *, host: str) -
 def blob_digests(modelfile: str) -> dict[str, list[str]]:
     """Blob digests of the FROM/ADAPTER lines of ``ollama show --modelfile`` output.
 
-    >>> blob_digests("FROM /m/blobs/sha256-ab12\nADAPTER /m/blobs/sha256-cd34\nTEMPLATE x")
+    >>> blob_digests("FROM /m/blobs/sha256-ab12\\nADAPTER /m/blobs/sha256-cd34\\nTEMPLATE x")
     {'FROM': ['sha256:ab12'], 'ADAPTER': ['sha256:cd34']}
     """
     out: dict[str, list[str]] = {}
