@@ -10,10 +10,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -431,6 +433,7 @@ def test_unsloth_exports_q8_0_and_q4_k_m_that_match_transformers(
     assert merged_cfg["architectures"] == ["LlamaForCausalLM"]
     assert list((tmp_path / "merged").glob("*.safetensors"))
 
+    _keep_artifacts(result.ggufs)
     tokenizer = AutoTokenizer.from_pretrained(fixture.base_dir)
     prompt = tokenizer("hello world, the secret is").input_ids
     ref_tokens, ref_logits = _reference_greedy(fixture, prompt, 10)
@@ -474,6 +477,14 @@ def test_unsloth_4bit_load_exports_and_saves_merged_4bit(
     cfg = json.loads((tmp_path / "merged4" / "config.json").read_text())
     assert cfg.get("quantization_config", {}).get("load_in_4bit") is True
     _write_report({"4bit": {"seconds": result.seconds, "size": gguf.size_bytes}}, "4bit")
+
+
+def _keep_artifacts(ggufs: Sequence[ub.UnslothGguf]) -> None:
+    """Copy the (tiny) GGUFs next to the report, so they can be inspected off the device."""
+    target = os.environ.get("DTO_GPU_REPORT_DIR")
+    if target:
+        for gguf in ggufs:
+            shutil.copy2(gguf.path, Path(target, gguf.path.name))
 
 
 def _write_report(report: dict[str, Any], name: str = "export") -> None:

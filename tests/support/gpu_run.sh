@@ -34,8 +34,21 @@ LL=/tmp/llama.cpp; rm -rf "$LL"; mkdir -p "$LL"
 cp /tmp/llbuild/bin/llama-quantize "$LL/"
 cp -r /tmp/llsrc/convert_hf_to_gguf.py /tmp/llsrc/convert_lora_to_gguf.py /tmp/llsrc/conversion \
   /tmp/llsrc/gguf-py "$LL/"
-export DTO_LLAMA_CPP_DIR="$LL" LLAMA_CPP_LIB_PATH=/tmp/llbuild/bin DTO_GPU_REPORT_DIR="$OUT"
+export DTO_LLAMA_CPP_DIR="$LL" DTO_GPU_REPORT_DIR="$OUT"
 "$LL/llama-quantize" --help 2>&1 | head -2 || true
+
+# Which libllama loads a GGUF here: the one just built, or the CPU wheel's libs built on the
+# dev machine (optional .gpu_carry/llama_libs)? The first that works serves the greedy check.
+probe='import sys; from llama_cpp import Llama; Llama(model_path=sys.argv[1], verbose=False); print("ok")'
+for libdir in /tmp/llbuild/bin "$ROOT/.gpu_carry/llama_libs"; do
+  [ -d "$libdir" ] || continue
+  if [ -f .gpu_carry/probe.f16.gguf ] && LLAMA_CPP_LIB_PATH="$libdir" python3 -c "$probe" \
+      .gpu_carry/probe.f16.gguf > /dev/null 2>&1; then
+    echo "libllama from $libdir loads a GGUF"; export LLAMA_CPP_LIB_PATH="$libdir"; break
+  else
+    echo "libllama from $libdir FAILED to load a GGUF (rc=$?)"
+  fi
+done
 
 echo "== versions"
 python3 - <<'PY' 2>&1 | grep -v Warning | tee "$OUT/versions.txt"
