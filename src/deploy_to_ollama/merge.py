@@ -1,0 +1,352 @@
+"""Merge a LoRA adapter into its base, tensor by tensor, with PEFT's exact semantics.
+
+Only one base tensor (plus the small adapter) is in memory at a time: the merged model streams
+straight into the GGUF converter, or into sharded safetensors with ``save_merged``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._fs import check_disk_space, write_text_atomic
+from .errors import InputError, MergeError, OutputExistsError
+from .inputs import (
+    ADAPTER_WEIGHTS,
+    AdapterConfig,
+    ResolvedInput,
+    base_tensor_for,
+    classify_adapter_key,
+    safetensors_shapes,
+    weight_files,
+)
+from .progress import NullProgress, ProgressReporter
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+#: Same default shard size as transformers' save_pretrained.
+DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
+#: Files copied beside the merged weights so the folder loads and converts on its own.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+
+
+@dataclass(slots=True)
+class _ModulePatch:
+    """What the adapter does to one base tensor."""
+
+    module: str
+    lora: dict[str, torch.Tensor] = field(default_factory=dict)
+    replacement: torch.Tensor | None = None
+    base_override: torch.Tensor | None = None
+
+
+def iter_merged_tensors(
+    resolved: ResolvedInput, *, progress: ProgressReporter | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(hf_name, tensor)`` of the merged model in the base dtype, one at a time.
+
+    Why streaming: a merge that loads the whole model (peft's ``merge_and_unload``) needs RAM for
+    all of it; here peak memory is one tensor plus the adapter. Deltas are computed as PEFT does
+    (``B @ A`` times alpha/r, alpha/sqrt(r) for rsLoRA, per-module rank/alpha patterns, transposed
+    for ``fan_in_fan_out``), added in fp32 and cast back to the base tensor's dtype.
+
+    Args:
+        resolved: an adapter or merged model from ``resolve_input``.
+        progress: told about each tensor under the key ``"merge"``.
+
+    Raises:
+        InputError: the input is a GGUF file.
+        MergeError: a base tensor cannot be read or the adapter does not fit it.
+    """
+    progress = progress or NullProgress()
+    if resolved.kind == "gguf":
+        raise InputError(
+            f"{resolved.path} is already a GGUF file: there is nothing to merge",
+            hint="pass the adapter or HF model dir instead",
+        )
+    model_dir = resolved.model_dir
+    assert model_dir is not None  # adapters and merged models always have one
+    shapes = safetensors_shapes(model_dir)
+    patches = _load_patches(resolved, shapes) if resolved.kind == "adapter" else {}
+    extra = _untied_extras(resolved, shapes, patches)
+    progress.start("merge", "Merging LoRA" if patches else "Reading weights", total=len(shapes))
+    for file in weight_files(model_dir):
+        yield from _merge_file(file, patches, resolved.adapter_config, progress)
+    yield from extra
+    progress.done("merge")
+
+
+def _merge_file(
+    file: Path,
+    patches: dict[str, _ModulePatch],
+    cfg: AdapterConfig | None,
+    progress: ProgressReporter,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    try:
+        handle = safe_open(str(file), framework="pt")
+    except Exception as err:  # safetensors raises its own SafetensorError
+        raise MergeError(f"cannot read {file}: {err}", hint="re-save or re-download it") from err
+    with handle as reader:
+        for name in reader.keys():  # noqa: SIM118 (safe_open has no __iter__)
+            tensor = reader.get_tensor(name)
+            patch = patches.get(name)
+            if patch is not None and cfg is not None:
+                tensor = _apply(tensor, patch, cfg)
+            yield name, tensor
+            progress.advance("merge")
+
+
+def _apply(base: torch.Tensor, patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
+    """The merged value of one tensor; the base dtype is kept."""
+    dtype = base.dtype
+    if patch.replacement is not None:
+        return patch.replacement.to(dtype)
+    if patch.base_override is not None:
+        base = patch.base_override
+    if not patch.lora:
+        return base.to(dtype)
+    delta = _delta(patch, cfg)
+    if tuple(delta.shape) != tuple(base.shape):
+        raise MergeError(
+            f"LoRA delta for {patch.module} has shape {list(delta.shape)}, base {list(base.shape)}",
+            hint="pass --base with the exact model the adapter was trained on",
+        )
+    return (base.float() + delta).to(dtype)
+
+
+def _delta(patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
+    """``transpose(B @ A) * scaling`` in fp32, as PEFT's get_delta_weight computes it."""
+    scaling = cfg.scaling(patch.module)
+    if "lora_embedding_A" in patch.lora:
+        a, b = patch.lora["lora_embedding_A"].float(), patch.lora["lora_embedding_B"].float()
+        return (b @ a).T * scaling
+    a, b = patch.lora["lora_A"].float(), patch.lora["lora_B"].float()
+    product = b @ a
+    return (product.T if cfg.fan_in_fan_out else product) * scaling
+
+
+def _load_patches(
+    resolved: ResolvedInput, shapes: dict[str, tuple[list[int], str]]
+) -> dict[str, _ModulePatch]:
+    """Read the (small) adapter and index its tensors by the base tensor they change."""
+    from safetensors.torch import load_file
+
+    file = resolved.path / ADAPTER_WEIGHTS
+    try:
+        tensors = load_file(str(file))
+    except Exception as err:  # SafetensorError, OSError
+        raise MergeError(f"cannot read {file}: {err}", hint="re-save the adapter") from err
+    tied = _is_tied(resolved.config, shapes)
+    patches: dict[str, _ModulePatch] = {}
+    for key, tensor in tensors.items():
+        role, module = classify_adapter_key(key)
+        if role == "original":
+            continue
+        target = base_tensor_for(module, shapes)
+        if target is None and tied and module.endswith("lm_head"):
+            target = "__untied__lm_head.weight"  # peft shares the tied weight; handled below
+        if target is None:
+            raise MergeError(
+                f"adapter tensor {key} has no base tensor to merge into",
+                hint="pass --base with the model the adapter was trained on",
+            )
+        patch = patches.setdefault(target, _ModulePatch(module=module))
+        if role == "replace":
+            # peft may store both X.modules_to_save.weight (the trained copy) and X.weight.
+            if ".modules_to_save." in key or patch.replacement is None:
+                patch.replacement = tensor
+        elif role == "base_layer":
+            patch.base_override = tensor
+        else:
+            patch.lora[role] = tensor
+    for target, patch in patches.items():
+        _check_pairs(target, patch)
+    return patches
+
+
+def _check_pairs(target: str, patch: _ModulePatch) -> None:
+    roles = set(patch.lora)
+    if roles and roles not in ({"lora_A", "lora_B"}, {"lora_embedding_A", "lora_embedding_B"}):
+        raise MergeError(
+            f"adapter for {target} is incomplete (has {sorted(roles)})",
+            hint="re-save the adapter with peft's save_pretrained()",
+        )
+
+
+def _is_tied(config: dict[str, Any], shapes: dict[str, tuple[list[int], str]]) -> bool:
+    return bool(config.get("tie_word_embeddings", True)) and "lm_head.weight" not in shapes
+
+
+def _untied_extras(
+    resolved: ResolvedInput,
+    shapes: dict[str, tuple[list[int], str]],
+    patches: dict[str, _ModulePatch],
+) -> list[tuple[str, torch.Tensor]]:
+    """With tied embeddings, an lm_head LoRA changes the shared embedding as in PEFT; a full
+    lm_head replacement unties them, so it is written as its own tensor."""
+    patch = patches.pop("__untied__lm_head.weight", None)
+    if patch is None:
+        return []
+    embed = next((n for n in shapes if n.endswith(("embed_tokens.weight", "wte.weight"))), None)
+    if patch.replacement is not None:
+        dtype_name = shapes[embed][1] if embed else "F32"
+        return [("lm_head.weight", patch.replacement.to(_torch_dtype(dtype_name)))]
+    if embed is None:
+        raise MergeError(
+            "adapter changes lm_head but the base has neither lm_head nor embedding weights",
+            hint="pass --base with the model the adapter was trained on",
+        )
+    shared = patches.setdefault(embed, _ModulePatch(module=patch.module))
+    if shared.lora:
+        raise MergeError(
+            "adapter has LoRA on both tied embeddings and lm_head",
+            hint="merge it with peft's merge_and_unload() and pass the merged model dir",
+        )
+    shared.lora = patch.lora
+    return []
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    table = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+    return table.get(name, torch.float32)
+
+
+def merged_config(resolved: ResolvedInput) -> dict[str, Any]:
+    """The ``config.json`` of the merged model: the base's, with vocab and tying updated.
+
+    An adapter that resized the embeddings (added tokens) grows ``vocab_size``; a full lm_head
+    replacement over tied embeddings unties them.
+    """
+    config = dict(resolved.config)
+    if resolved.kind != "adapter":
+        return config
+    from .inputs import adapter_tensor_shapes
+
+    for name, shape in adapter_tensor_shapes(resolved.path).items():
+        role, module = classify_adapter_key(name)
+        if role in {"replace", "base_layer"} and module.endswith(("embed_tokens", "wte")):
+            config["vocab_size"] = max(int(config.get("vocab_size", 0)), shape[0])
+        if role == "replace" and module.endswith("lm_head") and config.get("tie_word_embeddings"):
+            config["tie_word_embeddings"] = False
+    return config
+
+
+def save_merged(
+    resolved: ResolvedInput,
+    out_dir: Path,
+    *,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    force: bool = False,
+    progress: ProgressReporter | None = None,
+) -> Path:
+    """Write the merged model as a loadable HF folder, like Unsloth's ``merged_16bit`` save.
+
+    Sharded safetensors (with an index when more than one shard), ``config.json``, the
+    generation config and the tokenizer with its chat template. Written into a temp folder
+    beside ``out_dir`` and renamed at the end, so an interrupted save leaves no ``out_dir``.
+
+    Args:
+        resolved: an adapter or merged model from ``resolve_input``.
+        out_dir: the folder to create.
+        max_shard_bytes: largest shard size in bytes.
+        force: replace an existing ``out_dir``.
+        progress: told about each tensor under the key ``"merge"``.
+
+    Returns:
+        ``out_dir``.
+
+    Raises:
+        OutputExistsError: ``out_dir`` exists and ``force`` is false.
+        DiskSpaceError: less free space than the base weights take.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise OutputExistsError(f"{out_dir} already exists", hint="pass --force to replace it")
+    model_dir = resolved.model_dir
+    assert model_dir is not None
+    needed = sum(f.stat().st_size for f in weight_files(model_dir))
+    check_disk_space(out_dir.parent, int(needed * 1.05))
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _write_shards(iter_merged_tensors(resolved, progress=progress), tmp, max_shard_bytes)
+        _write_side_files(resolved, tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def _write_shards(
+    tensors: Iterator[tuple[str, torch.Tensor]], folder: Path, max_shard_bytes: int
+) -> None:
+    from safetensors.torch import save_file
+
+    shard: dict[str, torch.Tensor] = {}
+    shard_bytes, total, files = 0, 0, []
+    weight_map: dict[str, str] = {}
+
+    def flush() -> None:
+        nonlocal shard, shard_bytes
+        if shard:
+            part = folder / f"part-{len(files):05d}.safetensors"
+            save_file(shard, str(part), metadata={"format": "pt"})
+            files.append((part, list(shard)))
+        shard, shard_bytes = {}, 0
+
+    for name, tensor in tensors:
+        size = tensor.numel() * tensor.element_size()
+        if shard and shard_bytes + size > max_shard_bytes:
+            flush()
+        shard[name] = tensor.contiguous()
+        shard_bytes += size
+        total += size
+    flush()
+    if len(files) == 1:
+        files[0][0].rename(folder / "model.safetensors")
+        return
+    for index, (part, names) in enumerate(files, start=1):
+        final = f"model-{index:05d}-of-{len(files):05d}.safetensors"
+        part.rename(folder / final)
+        weight_map.update(dict.fromkeys(names, final))
+    index_doc = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    write_text_atomic(folder / "model.safetensors.index.json", json.dumps(index_doc, indent=2))
+
+
+def _write_side_files(resolved: ResolvedInput, folder: Path) -> None:
+    config = merged_config(resolved)
+    write_text_atomic(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    copies = [(resolved.model_dir, ("generation_config.json",))]
+    copies.append((resolved.tokenizer_dir, TOKENIZER_FILES))
+    for source, names in copies:
+        for name in names if source is not None else ():
+            if source is not None and (source / name).exists():
+                shutil.copy2(source / name, folder / name)

@@ -1,0 +1,108 @@
+"""The streaming merge equals peft's merge_and_unload exactly, on every LoRA variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_to_ollama.errors import OutputExistsError
+from deploy_to_ollama.inputs import resolve_input
+from deploy_to_ollama.merge import iter_merged_tensors, merged_config, save_merged
+from support.models import LoraFixture
+
+
+def _peft_reference(base_dir: Path, adapter_dir: Path, *, vocab: int | None = None) -> Any:
+    """peft's merge in fp32 (bf16 bases upcast exactly), cast back to the base dtype."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    if vocab is not None:
+        model.resize_token_embeddings(vocab, mean_resizing=False)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    return merged.state_dict()
+
+
+def _max_diff(adapter_dir: Path, base_dir: Path, *, vocab: int | None = None) -> float:
+    reference = _peft_reference(base_dir, adapter_dir, vocab=vocab)
+    worst = 0.0
+    seen = set()
+    for name, tensor in iter_merged_tensors(resolve_input(adapter_dir)):
+        expected = reference[name].to(tensor.dtype)
+        assert tensor.shape == expected.shape, name
+        worst = max(worst, float((tensor.float() - expected.float()).abs().max()))
+        seen.add(name)
+    assert seen, "no tensors merged"
+    return worst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["plain", "rslora"])
+def test_llama_merge_matches_peft_exactly(tiny_llama_dir: Path, variant: str) -> None:
+    assert _max_diff(tiny_llama_dir / variant, tiny_llama_dir / "base") == 0.0
+
+
+@pytest.mark.slow
+def test_merge_changes_every_targeted_weight(tiny_llama: LoraFixture) -> None:
+    from safetensors.torch import load_file
+
+    base = load_file(str(tiny_llama.base_dir / "model.safetensors"))
+    changed = {
+        name
+        for name, tensor in iter_merged_tensors(resolve_input(tiny_llama.adapter_dir))
+        if not tensor.equal(base[name])
+    }
+    assert len(changed) == 2 * 7  # 2 layers x q,k,v,o,gate,up,down
+    assert all(name.endswith("_proj.weight") for name in changed)
+
+
+@pytest.mark.slow
+def test_modules_to_save_with_added_tokens_matches_peft(tiny_llama_dir: Path) -> None:
+    adapter = tiny_llama_dir / "modules_to_save"
+    vocab = merged_config(resolve_input(adapter))["vocab_size"]
+    base_vocab = json.loads((tiny_llama_dir / "base" / "config.json").read_text())["vocab_size"]
+    assert vocab == base_vocab + 2
+    assert _max_diff(adapter, tiny_llama_dir / "base", vocab=vocab) == 0.0
+
+
+@pytest.mark.slow
+def test_qwen2_bf16_tied_embedding_lora_matches_peft(tiny_qwen2: LoraFixture) -> None:
+    import torch
+
+    merged = dict(iter_merged_tensors(resolve_input(tiny_qwen2.adapter_dir)))
+    assert "lm_head.weight" not in merged  # still tied
+    assert merged["model.embed_tokens.weight"].dtype == torch.bfloat16
+    assert _max_diff(tiny_qwen2.adapter_dir, tiny_qwen2.base_dir) == 0.0
+
+
+@pytest.mark.slow
+def test_gpt2_fan_in_fan_out_matches_peft(tiny_gpt2: LoraFixture) -> None:
+    assert resolve_input(tiny_gpt2.adapter_dir).adapter_config.fan_in_fan_out  # type: ignore[union-attr]
+    assert _max_diff(tiny_gpt2.adapter_dir, tiny_gpt2.base_dir) == 0.0
+
+
+@pytest.mark.slow
+def test_save_merged_loads_in_transformers_and_shards(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_input(tiny_llama_dir / "modules_to_save")
+    out = save_merged(resolved, tmp_path / "merged", max_shard_bytes=100_000)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == model.config.vocab_size
+    assert "chat_template" in json.loads((out / "tokenizer_config.json").read_text())
+    assert (out / "generation_config.json").exists()
+    streamed = dict(iter_merged_tensors(resolved))
+    for name, tensor in model.state_dict().items():
+        assert tensor.equal(streamed[name]), name
+    with pytest.raises(OutputExistsError):
+        save_merged(resolved, out)
+    assert save_merged(resolved, out, force=True) == out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
