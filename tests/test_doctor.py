@@ -340,3 +340,9 @@ def test_tools_supported_by_the_reference_only(tmp_path: Path, doctor_gguf_dir: 
     path = _modelfile(tmp_path / "m", doctor_gguf_dir)
     diags = examine(str(path), source=ref).diagnoses
     assert [(d.code, d.severity) for d in diags] == [("tools_missing", "warning")]
+
+
+def test_missing_stop_is_found_without_a_reference(tmp_path: Path, doctor_gguf_dir: Path) -> None:
+    path = _modelfile(tmp_path, doctor_gguf_dir, variant="eos_endoftext", parameters=())
+    codes = _codes(path, None)
+    assert codes == ["eot_not_stop", "no_reference"]

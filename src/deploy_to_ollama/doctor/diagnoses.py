@@ -54,6 +54,15 @@ DOCTOR_PROBES: tuple[tuple[str, tuple[Message, ...]], ...] = (
     ),
 )
 
+#: End-of-turn markers of common chat formats (checked when there is no reference template).
+KNOWN_EOT_MARKERS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|END_OF_TURN_TOKEN|>",
+)
+
 #: Unsloth's Modelfile sampling defaults, which override what the fine-tune was trained for.
 UNSLOTH_SAMPLING = {"temperature": 1.5, "min_p": 0.1}
 
@@ -427,6 +436,9 @@ def check_eot_stop(ctx: DoctorContext) -> list[Diagnosis]:
     if ref is not None:
         marker = _eot_marker(ref)
         markers = [marker] if marker else []
+    elif ctx.has_template:
+        # No reference: the well-known end-of-turn markers the TEMPLATE itself writes.
+        markers = [m for m in KNOWN_EOT_MARKERS if m in (ctx.target.template or "")]
     missing = [m for m in markers if m not in eogs and m not in ctx.target.stops]
     if not missing:
         return []
@@ -438,7 +450,8 @@ def check_eot_stop(ctx: DoctorContext) -> list[Diagnosis]:
             f"{marker} ends each turn but does not stop generation",
             f"It never stops: it prints {marker} and goes on writing the next turns itself.",
             (
-                f"the reference ends an assistant turn with {marker!r}",
+                f"the {'reference' if ref is not None else 'TEMPLATE'} ends an assistant turn "
+                f"with {marker!r}",
                 f"stops: {ctx.target.stops or 'none'}; end-of-generation tokens of the GGUF: "
                 f"{sorted(eogs) or 'none'}",
             ),
