@@ -135,6 +135,12 @@ def _run(
         )
     if not fix and (name or out):
         raise UsageError("--name and --out need --fix", hint="add --fix, or drop them")
+    if fix and name is None and not force and not Path(target).expanduser().exists():
+        # Checked before any work: an Ollama model is only replaced when the user says so.
+        raise UsageError(
+            f"--fix would replace the Ollama model {target}",
+            hint="pass --force to re-create it under the same name, or --name NEW",
+        )
     report = examine(target, source=source, host=host)
     payload: dict[str, Any] = {"ok": True, **report.to_dict(), "fix": None}
     stdout = Console(width=REPORT_WIDTH, highlight=False, soft_wrap=False)
