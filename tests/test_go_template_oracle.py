@@ -500,3 +500,144 @@ def test_ollama_shaped_templates_match_go(go_oracle: GoOracle) -> None:
     summary = f"{len(variants) - len(mismatches)}/{len(variants)} Ollama-shaped renders match Go"
     print(summary)
     assert not mismatches, summary + "\n" + "\n".join(mismatches[:20])
+
+
+class _RandomTemplates:
+    """Seeded generator of random (often ill-typed) templates over DATA's keys."""
+
+    FIELDS = (
+        ".s", ".e", ".n", ".z", ".neg", ".f", ".fi", ".fm", ".big", ".small", ".t", ".F",
+        ".nil", ".missing", ".l", ".el", ".ls", ".m", ".m.a", ".m.c", ".m.n", ".em", ".u",
+        ".html", ".msgs", "$", ".",
+    )  # fmt: skip
+    LITERALS = ('"x"', '""', "0", "1", "2", "-1", "1.5", "true", "false", "nil", "'a'")
+    UNARY = ("not", "len", "html", "js", "urlquery", "json", "print", "println")
+    BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "and", "or", "index", "slice", "print")
+    FORMATS = ('"%v"', '"%s|%d"', '"%q %x"', '"%5.1f %t"', '"%-4v|%03d"', '"%T %v"', '"%c%U"')
+    TEXTS = ("x", " ", "\n", "  a\n", "\t", "b ", "<&>")
+    PIPED = ("print", "len", 'printf "%v!"', "html", "not")
+
+    def __init__(self, seed: int) -> None:
+        import random
+
+        self.rng = random.Random(seed)
+        self.vars: list[str] = []
+
+    def operand(self, depth: int) -> str:
+        roll = self.rng.random()
+        if roll < 0.45 or depth <= 0:
+            pool = self.FIELDS + tuple(self.vars)
+            return self.rng.choice(pool)
+        if roll < 0.65:
+            return self.rng.choice(self.LITERALS)
+        return "(" + self.expr(depth - 1) + ")"
+
+    def expr(self, depth: int) -> str:
+        roll = self.rng.random()
+        if roll < 0.3:
+            return self.operand(depth)
+        if roll < 0.5:
+            return f"{self.rng.choice(self.UNARY)} {self.operand(depth)}"
+        if roll < 0.8:
+            name = self.rng.choice(self.BINARY)
+            return f"{name} {self.operand(depth)} {self.operand(depth)}"
+        if roll < 0.9:
+            args = " ".join(self.operand(depth) for _ in range(self.rng.randint(0, 3)))
+            return f"printf {self.rng.choice(self.FORMATS)} {args}".rstrip()
+        return self.operand(depth) + " | " + self.rng.choice(self.PIPED)
+
+    def action(self, body: str) -> str:
+        left = self.rng.choice(("{{ ", "{{- ", "{{"))
+        right = self.rng.choice((" }}", " -}}", "}}"))
+        if left == "{{" and body[:1] in "-0123456789":
+            left = "{{ "
+        return left + body + right
+
+    def block(self, depth: int, *, in_range: bool = False) -> str:
+        parts = []
+        for _ in range(self.rng.randint(1, 4)):
+            parts.append(self.statement(depth, in_range=in_range))
+        return "".join(parts)
+
+    def statement(self, depth: int, *, in_range: bool) -> str:
+        roll = self.rng.random()
+        if roll < 0.25 or depth <= 0:
+            return self.rng.choice(self.TEXTS)
+        if roll < 0.5:
+            return self.action(self.expr(2))
+        if roll < 0.6:
+            name = f"$v{len(self.vars)}"
+            self.vars.append(name)
+            return self.action(f"{name} := {self.expr(1)}")
+        if roll < 0.68 and self.vars:
+            return self.action(f"{self.rng.choice(self.vars)} = {self.expr(1)}")
+        if roll < 0.78:
+            keyword = self.rng.choice(("if", "with"))
+            saved = list(self.vars)
+            text = self.action(f"{keyword} {self.expr(1)}") + self.block(
+                depth - 1, in_range=in_range
+            )
+            if self.rng.random() < 0.5:
+                text += self.action("else") + self.block(depth - 1, in_range=in_range)
+            self.vars = saved
+            return text + self.action("end")
+        if roll < 0.9:
+            saved = list(self.vars)
+            target = self.rng.choice((".l", ".ls", ".m", ".el", ".msgs", ".n", ".missing", ".s"))
+            head = f"range {target}"
+            if self.rng.random() < 0.5:
+                self.vars += ["$i", "$e"]
+                head = f"range $i, $e := {target}"
+            text = self.action(head) + self.block(depth - 1, in_range=True)
+            if self.rng.random() < 0.3:
+                text += self.action("else") + self.block(depth - 1, in_range=in_range)
+            self.vars = saved
+            return text + self.action("end")
+        if in_range:
+            return self.action(self.rng.choice(("break", "continue")))
+        return self.action("/* c */") if self.rng.random() < 0.5 else "y"
+
+    def template(self) -> str:
+        self.vars = []
+        return self.block(3)
+
+
+RANDOM_TEMPLATE_COUNT = 600
+
+
+def test_random_templates_match_go(go_oracle: GoOracle) -> None:
+    generator = _RandomTemplates(seed=20261127)
+    templates = [generator.template() for _ in range(RANDOM_TEMPLATE_COUNT)]
+    results = go_oracle.run([{"kind": "generic", "template": t, "data": DATA} for t in templates])
+    mismatches = []
+    outcomes: dict[str, int] = {}
+    for template, go_result in zip(templates, results, strict=True):
+        py = _python_outcome(lambda t=template: parse_template(t).execute(DATA))
+        go = _go_outcome(go_result)
+        outcomes[go[0]] = outcomes.get(go[0], 0) + 1
+        if py != go:
+            mismatches.append(_describe(repr(template), py, go, go_result))
+    summary = (
+        f"{len(templates) - len(mismatches)}/{len(templates)} random templates match Go {outcomes}"
+    )
+    print(summary)
+    assert not mismatches, summary + "\n" + "\n".join(mismatches[:15])
+
+
+def test_slice_does_not_unwrap_interface_indexes_like_go(go_oracle: GoOracle) -> None:
+    # Go's slice (unlike index) rejects interface-typed indexes: fields of JSON maps, range
+    # elements of []any, and variables holding them; pipelines and typed ints are fine.
+    templates = [
+        "{{ slice .s .n }}",
+        "{{ slice .s (.n) }}",
+        "{{ $x := .n }}{{ slice .s $x }}",
+        '{{ range .l }}{{ slice "abcdef" . }}{{ end }}',
+        '{{ range $i, $e := .ls }}{{ slice "abc" $i }}{{ end }}',
+        '{{ range $e := .l }}{{ slice "abcdef" $e }}{{ end }}',
+        '{{ with .n }}{{ slice "abcdef" . }}{{ end }}',
+        "{{ slice .s 1 }}",
+    ]
+    results = go_oracle.run([{"kind": "generic", "template": t, "data": DATA} for t in templates])
+    for template, go_result in zip(templates, results, strict=True):
+        py = _python_outcome(lambda t=template: parse_template(t).execute(DATA))
+        assert py == _go_outcome(go_result), template

@@ -19,6 +19,7 @@ from deploy_to_ollama.chat_template.go_template.builtins import (
 )
 from deploy_to_ollama.chat_template.go_template.values import (
     NO_VALUE,
+    GoMap,
     GoValue,
     format_v,
     go_type_name,
@@ -58,9 +59,13 @@ class Executor:
         self.out: list[str] = []
         self.vars: list[list[Any]] = []
         self.depth = 0
+        # Go's slice builtin does not unwrap interface-typed indexes (unlike index), so we track
+        # whether the last field access and the current dot produced interface values.
+        self.last_field_iface = False
+        self.dot_iface = False
 
     def run(self, root: n.ListNode, data: Any) -> str:
-        self.vars = [["$", data]]
+        self.vars = [["$", data, False]]
         try:
             self.walk(data, root)
         except (_BreakError, _ContinueError) as err:  # pragma: no cover - parser forbids it
@@ -77,10 +82,17 @@ class Executor:
                 return entry[1]
         raise ExecError(f"undefined variable: {name}")
 
-    def set_var(self, name: str, value: Any) -> None:
+    def var_is_iface(self, name: str) -> bool:
+        for entry in reversed(self.vars):
+            if entry[0] == name:
+                return bool(entry[2])
+        return False
+
+    def set_var(self, name: str, value: Any, *, iface: bool = False) -> None:
         for entry in reversed(self.vars):
             if entry[0] == name:
                 entry[1] = value
+                entry[2] = iface
                 return
         raise ExecError(f"undefined variable: {name}")
 
@@ -113,7 +125,12 @@ class Executor:
         mark = len(self.vars)
         value = self.eval_pipeline(dot, node.pipe)
         if is_true(indirect_interface(value)):
-            self.walk(value if isinstance(node, n.WithNode) else dot, node.list)
+            if isinstance(node, n.WithNode):
+                saved_iface, self.dot_iface = self.dot_iface, False
+                self.walk(value, node.list)
+                self.dot_iface = saved_iface
+            else:
+                self.walk(dot, node.list)
         elif node.else_list is not None:
             self.walk(dot, node.else_list)
         del self.vars[mark:]
@@ -124,6 +141,10 @@ class Executor:
         mark = len(self.vars)
         try:
             ran = False
+            saved_iface = self.dot_iface
+            self.dot_iface = isinstance(value, (list, dict)) or (
+                isinstance(value, GoMap) and value.elem_is_interface
+            )
             for key, elem in self._range_items(value, node):
                 ran = True
                 self._range_vars(node.pipe, key, elem)
@@ -133,6 +154,7 @@ class Executor:
                     pass
                 finally:
                     del self.vars[mark:]
+            self.dot_iface = saved_iface
             if not ran and node.else_list is not None:
                 self.walk(dot, node.else_list)
         except _BreakError:
@@ -159,14 +181,17 @@ class Executor:
         decl = pipe.decl
         if not decl:
             return
+        elem_iface = self.dot_iface
         if pipe.is_assign:
-            self.set_var(decl[0].ident[0], key if len(decl) > 1 else elem)
             if len(decl) > 1:
-                self.set_var(decl[1].ident[0], elem)
+                self.set_var(decl[0].ident[0], key)
+                self.set_var(decl[1].ident[0], elem, iface=elem_iface)
+            else:
+                self.set_var(decl[0].ident[0], elem, iface=elem_iface)
             return
-        self.vars[-1][1] = elem
+        self.vars[-1][1:] = [elem, elem_iface]
         if len(decl) > 1:
-            self.vars[-2][1] = key
+            self.vars[-2][1:] = [key, False]
 
     def walk_template(self, dot: Any, node: n.TemplateNode) -> None:
         tree = self.trees.get(node.name)
@@ -175,14 +200,14 @@ class Executor:
         if self.depth >= MAX_TEMPLATE_DEPTH:
             raise ExecError(f"exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})")
         new_dot = self.eval_pipeline(dot, node.pipe) if node.pipe is not None else NO_VALUE
-        saved = self.vars
-        self.vars = [["$", new_dot]]
+        saved = self.vars, self.dot_iface
+        self.vars, self.dot_iface = [["$", new_dot, False]], False
         self.depth += 1
         try:
             self.walk(new_dot, tree)
         finally:
             self.depth -= 1
-            self.vars = saved
+            self.vars, self.dot_iface = saved
 
     # -- pipelines and commands -----------------------------------------------------------------
 
@@ -197,7 +222,7 @@ class Executor:
             if pipe.is_assign:
                 self.set_var(var.ident[0], value)
             else:
-                self.vars.append([var.ident[0], value])
+                self.vars.append([var.ident[0], value, False])
         return value
 
     def eval_command(self, dot: Any, cmd: n.CommandNode, final: Any) -> Any:
@@ -257,6 +282,7 @@ class Executor:
     def eval_field(
         self, dot: Any, name: str, args: list[n.Node] | None, final: Any, receiver: Any
     ) -> Any:
+        self.last_field_iface = False
         if receiver is NO_VALUE:
             return NO_VALUE
         if receiver is None:
@@ -284,6 +310,7 @@ class Executor:
         if mapping is not None:
             if has_args:
                 raise ExecError(f"{name} is not a method but has arguments")
+            self.last_field_iface = not isinstance(receiver, GoMap) or receiver.elem_is_interface
             if name in mapping:
                 return mapping[name]
             if not self.missing_key_zero:
@@ -315,7 +342,12 @@ class Executor:
         argv = []
         for i, node in enumerate(arg_nodes):
             kind = spec.params[i] if i < fixed else str(spec.variadic)
+            self.last_field_iface = False
             argv.append(self.eval_arg(dot, kind, node))
+            if i and name == "slice" and spec is FUNCS["slice"] and self._is_iface_arg(dot, node):
+                raise ExecError(
+                    "error calling slice: cannot index slice/array with type interface {}"
+                )
         if final is not _MISSING:
             last = num_in - 1
             kind = spec.params[last] if last < fixed else str(spec.variadic)
@@ -324,6 +356,16 @@ class Executor:
             return spec.fn(*argv)
         except FuncError as err:
             raise ExecError(f"error calling {name}: {err}") from err
+
+    def _is_iface_arg(self, dot: Any, node: n.Node) -> bool:
+        """Whether Go passes this argument as an interface-kinded reflect.Value."""
+        if isinstance(node, n.DotNode):
+            return self.dot_iface and dot is not NO_VALUE
+        if isinstance(node, n.VariableNode) and len(node.ident) == 1:
+            return self.var_is_iface(node.ident[0])
+        if isinstance(node, (n.FieldNode, n.ChainNode, n.VariableNode)):
+            return self.last_field_iface
+        return False
 
     def _and_or(self, dot: Any, name: str, arg_nodes: list[n.Node], final: Any) -> Any:
         value: Any = None

@@ -142,6 +142,7 @@ class TemplateProperties(GoMap):
     """``template.templateProperties``: ``map[string]api.ToolProperty`` printing as JSON."""
 
     go_type = "template.templateProperties"
+    elem_is_interface = False
 
     def stringer(self) -> str:
         return "{}" if self.is_nil else go_json(self)

@@ -18,7 +18,7 @@ from deploy_to_ollama.chat_template.go_template.values import (
 )
 
 _SIMPLE_QUOTE = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-_SIMPLE_QUOTE |= {"\v": "\\v", "\\": "\\\\", '"': '\\"'}
+_SIMPLE_QUOTE |= {"\v": "\\v", "\\": "\\\\"}
 
 
 @dataclass(slots=True)
@@ -35,11 +35,13 @@ class Spec:
     prec: int | None = None
 
 
-def go_quote(text: str) -> str:
-    """``strconv.Quote``: printable runes kept, the rest escaped the way Go escapes them."""
-    out = ['"']
+def go_quote(text: str, quote: str = '"') -> str:
+    """``strconv.Quote`` (or ``QuoteRune`` with ``'``): printable runes kept, others escaped."""
+    out = [quote]
     for ch in text:
-        if ch in _SIMPLE_QUOTE:
+        if ch == quote:
+            out.append("\\" + ch)
+        elif ch in _SIMPLE_QUOTE:
             out.append(_SIMPLE_QUOTE[ch])
         elif "\udc80" <= ch <= "\udcff":
             out.append(f"\\x{ord(ch) - 0xDC00:02x}")
@@ -51,7 +53,7 @@ def go_quote(text: str) -> str:
             out.append(f"\\u{ord(ch):04x}")
         else:
             out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
+    out.append(quote)
     return "".join(out)
 
 
@@ -69,9 +71,11 @@ def _pad(text: str, spec: Spec, *, numeric: bool = False) -> str:
 
 
 def _bad_verb(value: Any, spec: Spec) -> str:
+    """Go's ``%!verb(type=value)``, the value printed with ``%v`` under the same flags."""
     if value is None or value is NO_VALUE:
         return f"%!{spec.verb}(<nil>)"
-    return f"%!{spec.verb}({go_type_name(value)}={format_v(value)})"
+    shown = format_operand(value, Spec(**{**_spec_dict(spec), "verb": "v"}))
+    return f"%!{spec.verb}({go_type_name(value)}={shown})"
 
 
 def _sign(spec: Spec, *, negative: bool) -> str:
@@ -84,13 +88,13 @@ def _sign(spec: Spec, *, negative: bool) -> str:
 
 def _format_int(value: int, spec: Spec) -> str:
     verb = spec.verb
-    if verb == "c":
-        return _pad(chr(value) if 0 <= value <= 0x10FFFF else "\ufffd", spec)
-    if verb == "q":
-        return _pad("'" + go_quote(chr(value))[1:-1].replace("'", "\\'") + "'", spec)
+    if verb in ("c", "q"):
+        valid = 0 <= value <= 0x10FFFF and not 0xD800 <= value < 0xE000
+        rune = chr(value) if valid else "\ufffd"
+        return _pad(rune if verb == "c" else go_quote(rune, "'"), spec)
     if verb == "U":
-        text = f"U+{value:04X}"
-        return _pad(text + (f" '{chr(value)}'" if spec.sharp else ""), spec)
+        text = f"U+{value % (1 << 64) if value < 0 else value:04X}"
+        return _pad(text, spec)
     bases = {"d": 10, "v": 10, "b": 2, "o": 8, "O": 8, "x": 16, "X": 16}
     if verb not in bases:
         return _bad_verb(value, spec)
@@ -114,6 +118,8 @@ def _format_float(value: float, spec: Spec) -> str:
     verb = spec.verb
     if verb in ("v", "g", "G") and spec.prec is None:
         body = format_float_v(abs(value)) if value == value else "NaN"
+    elif verb in ("x", "X"):
+        body = _hex_float(abs(value), spec.prec)
     elif verb in ("f", "F", "e", "E", "g", "G"):
         prec = 6 if spec.prec is None else spec.prec
         body = format(abs(value), f".{prec}{verb.lower() if verb == 'F' else verb}")
@@ -122,11 +128,28 @@ def _format_float(value: float, spec: Spec) -> str:
         return _bad_verb(value, spec)
     if verb in ("G", "E") and "e" in body:
         body = body.upper()
+    if verb == "X":
+        body = body.upper()
     if body in ("NaN", "+Inf"):
         text = body if body == "NaN" else ("-Inf" if value < 0 else "+Inf")
         return _pad(text, Spec(minus=spec.minus, width=spec.width))
     negative = value < 0 or (value == 0 and str(value).startswith("-"))
     return _pad(_sign(spec, negative=negative) + body, spec, numeric=True)
+
+
+def _hex_float(value: float, prec: int | None) -> str:
+    """Go's ``%x`` of a float: ``0x1.cp+01`` (trailing zeros dropped, two-digit exponent)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "NaN" if value != value else "+Inf"
+    mantissa, exponent = value.hex().split("p")
+    head, _, frac = mantissa.partition(".")
+    if value == 0:
+        head, frac, exponent = "0x0", "", "+0"
+    # With a precision, cut digits are not rounded (Go rounds; templates never ask for it).
+    frac = frac[:prec].ljust(prec, "0") if prec is not None else frac.rstrip("0")
+    sign = exponent[0] if exponent[0] in "+-" else "+"
+    digits = exponent.lstrip("+-")
+    return f"{head}{'.' + frac if frac else ''}p{sign}{int(digits):02d}"
 
 
 def _format_str(value: str, spec: Spec) -> str:

@@ -106,6 +106,8 @@ class GoMap(GoValue):
     """A typed Go ``map[string]T``; ``None`` means a nil map."""
 
     kind = "map"
+    elem_is_interface: ClassVar[bool] = True
+    """Whether T is ``any`` (entries then come out as interface values, as from JSON maps)."""
 
     def __init__(self, values: dict[str, Any] | None) -> None:
         self.values = values or {}
