@@ -75,10 +75,7 @@ _OLLAMA_PARAM = {
     "repetition_penalty": "repeat_penalty",
 }
 
-#: Stops made only of these characters are ordinary text, which answers contain.
-_MARKER_CHARS = set("<>[]|")
 _MARKER_RE = re.compile(r"<\|[^|<>\s]+\|>|<[a-z_]+>|\[/?INST\]|</?s>")
-_COMMON_WORDS = {"user", "assistant", "human", "answer", "the", "and", "a", "i", "you"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -462,21 +459,24 @@ def check_eot_stop(ctx: DoctorContext) -> list[Diagnosis]:
 
 
 def check_stops_in_answers(ctx: DoctorContext) -> list[Diagnosis]:
-    """Stop strings that ordinary answers contain."""
+    """Stop strings that ordinary answers contain (the template engine's stop policy)."""
+    from ..chat_template.stops import is_safe_stop
+
+    special = set(ctx.target.gguf.eog_tokens) if ctx.target.gguf else set()
+    if ctx.reference is not None:
+        special |= set(ctx.reference.stop_tokens)
     out: list[Diagnosis] = []
     for stop in ctx.target.stops:
+        if is_safe_stop(stop, special=frozenset(special)):
+            continue
         core = stop.strip()
-        if set(core) & _MARKER_CHARS:
-            continue
-        if core and len(core) > 3 and core.lower().rstrip(":") not in _COMMON_WORDS:
-            continue
         out.append(
             Diagnosis(
                 "stop_in_answers",
-                "error" if not core or len(core) <= 1 else "warning",
+                "error" if len(core) <= 1 else "warning",
                 f"stop string {stop!r} appears in normal answers",
                 f"Answers are cut short: generation ends at the first {stop!r}.",
-                (f"PARAMETER stop {stop!r} is ordinary text, not a special token",),
+                (f"PARAMETER stop {stop!r} is ordinary text, not an end-of-turn marker",),
                 f"remove `PARAMETER stop {stop!r}`; `doctor --fix` keeps only the template's "
                 "end-of-turn stops",
                 fixable=True,
