@@ -510,7 +510,10 @@ class _RandomTemplates:
         ".nil", ".missing", ".l", ".el", ".ls", ".m", ".m.a", ".m.c", ".m.n", ".em", ".u",
         ".html", ".msgs", "$", ".",
     )  # fmt: skip
-    LITERALS = ('"x"', '""', "0", "1", "2", "-1", "1.5", "true", "false", "nil", "'a'")
+    LITERALS = (
+        '"x"', '""', "0", "1", "2", "-1", "1.5", "true", "false", "nil", "'a'", "1e3", "0x10",
+        "-0", "1_0", '"a\\tb"', "`r`n`",
+    )  # fmt: skip
     UNARY = ("not", "len", "html", "js", "urlquery", "json", "print", "println")
     BINARY = ("eq", "ne", "lt", "le", "gt", "ge", "and", "or", "index", "slice", "print")
     FORMATS = ('"%v"', '"%s|%d"', '"%q %x"', '"%5.1f %t"', '"%-4v|%03d"', '"%T %v"', '"%c%U"')
@@ -530,6 +533,8 @@ class _RandomTemplates:
             return self.rng.choice(pool)
         if roll < 0.65:
             return self.rng.choice(self.LITERALS)
+        if roll < 0.72:
+            return "(" + self.expr(depth - 1) + ")." + self.rng.choice(("a", "Role", "k", "x"))
         return "(" + self.expr(depth - 1) + ")"
 
     def expr(self, depth: int) -> str:
@@ -574,9 +579,11 @@ class _RandomTemplates:
         if roll < 0.78:
             keyword = self.rng.choice(("if", "with"))
             saved = list(self.vars)
-            text = self.action(f"{keyword} {self.expr(1)}") + self.block(
-                depth - 1, in_range=in_range
-            )
+            text = self.action(f"{keyword} {self.expr(1)}")
+            text += self.block(depth - 1, in_range=in_range)
+            if self.rng.random() < 0.3:
+                text += self.action(f"else {keyword} {self.expr(1)}")
+                text += self.block(depth - 1, in_range=in_range)
             if self.rng.random() < 0.5:
                 text += self.action("else") + self.block(depth - 1, in_range=in_range)
             self.vars = saved
@@ -593,13 +600,18 @@ class _RandomTemplates:
                 text += self.action("else") + self.block(depth - 1, in_range=in_range)
             self.vars = saved
             return text + self.action("end")
-        if in_range:
+        if in_range and self.rng.random() < 0.6:
             return self.action(self.rng.choice(("break", "continue")))
+        if self.rng.random() < 0.5:
+            return self.action(f'template "t" {self.expr(1)}')
         return self.action("/* c */") if self.rng.random() < 0.5 else "y"
 
     def template(self) -> str:
         self.vars = []
-        return self.block(3)
+        body = self.block(3)
+        self.vars = []
+        definition = '{{ define "t" }}' + self.block(1) + "{{ end }}"
+        return definition + body
 
 
 RANDOM_TEMPLATE_COUNT = 600

@@ -260,7 +260,7 @@ class Executor:
     ) -> Any:
         if isinstance(chain.node, n.NilNode):
             raise ExecError("indirection through explicit nil")
-        receiver = self.eval_arg(dot, "any", chain.node)
+        receiver = self.eval_arg(dot, "untyped", chain.node)
         return self.eval_field_chain(dot, receiver, chain.fields, args, final)
 
     def eval_variable(
@@ -412,7 +412,7 @@ class Executor:
             # interface{} takes it as nil; reflect.Value params take the invalid value as is.
             if kind == "any":
                 return None
-            if kind == "value":
+            if kind in ("value", "untyped"):
                 return NO_VALUE
             raise ExecError(f"invalid value; expected {_kind_name(kind)}")
         if kind == "string" and not isinstance(value, str):

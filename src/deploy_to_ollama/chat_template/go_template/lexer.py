@@ -6,6 +6,7 @@ fall exactly where Go puts them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from deploy_to_ollama.errors import TemplateSyntaxError
@@ -29,6 +30,8 @@ KEYWORDS = frozenset(
     }
 )
 TERMINATORS = frozenset(" \t\r\n.,|:()")
+_WORD = re.compile(r"\w*")
+_SPACES = re.compile(r"[ \t\r\n]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,7 @@ class Lexer:
         self.start = self.pos
 
     def peek(self) -> str:
-        return self.text[self.pos] if self.pos < len(self.text) else ""
+        return self.text[self.pos : self.pos + 1]
 
     def lex(self) -> list[Token]:
         while self.pos <= len(self.text):
@@ -202,10 +205,10 @@ class Lexer:
             raise self.error(f"unrecognized character in action: U+{ord(ch):04X}")
 
     def _lex_space(self) -> None:
-        count = 0
-        while self.peek() and self.peek() in SPACE_CHARS:
-            self.pos += 1
-            count += 1
+        match = _SPACES.match(self.text, self.pos)
+        assert match is not None
+        count = match.end() - self.pos
+        self.pos = match.end()
         if self.text.startswith("-" + RIGHT_DELIM, self.pos):
             # The last space belongs to a " -}}" trim marker.
             self.pos -= 1
@@ -214,22 +217,26 @@ class Lexer:
         self.emit("SPACE")
 
     def _at_terminator(self) -> bool:
-        ch = self.peek()
-        return ch == "" or ch in TERMINATORS or self.text.startswith(RIGHT_DELIM, self.pos)
+        if self.pos >= len(self.text):
+            return True
+        return self.text[self.pos] in TERMINATORS or self.text.startswith(RIGHT_DELIM, self.pos)
 
     def _lex_field_or_variable(self, kind: str) -> None:
         if self._at_terminator():
             self.emit("VARIABLE" if kind == "VARIABLE" else "DOT")
             return
-        while self.peek() and _is_alnum(self.peek()):
-            self.pos += 1
+        self._skip_word()
         if not self._at_terminator():
             raise self.error(f"bad character U+{ord(self.peek()):04X}")
         self.emit(kind)
 
+    def _skip_word(self) -> None:
+        match = _WORD.match(self.text, self.pos)
+        assert match is not None
+        self.pos = match.end()
+
     def _lex_identifier(self) -> None:
-        while self.peek() and _is_alnum(self.peek()):
-            self.pos += 1
+        self._skip_word()
         word = self.text[self.start : self.pos]
         if not self._at_terminator():
             raise self.error(f"bad character U+{ord(self.peek()):04X}")
