@@ -98,7 +98,10 @@ def _merged_index(
                 )
             return tensor.contiguous()
 
-        def gen(name: str = name, shape: tuple[int, ...] = shape, dtype: Any = dtype) -> Any:
+        def gen(
+            shape: tuple[int, ...] = shape, dtype: Any = dtype, load: Callable[..., Any] = load
+        ) -> Any:
+            # Defaults bind this iteration's values: the converter calls gen() after the loop.
             meta = lazy_cls.meta_with_dtype_and_shape(dtype, shape)
             return lazy_cls(meta=meta, args=(None,), func=load)
 

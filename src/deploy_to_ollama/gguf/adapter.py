@@ -82,7 +82,7 @@ def export_adapter(
     reporter.start("lora", "convert LoRA → GGUF", total=None)
     convert_lora(toolchain, adapter_dir, base_dir, lora_target)
     reporter.done("lora", f"wrote {lora_target.name}")
-    tokenizer_dir = Path(resolved.tokenizer_dir)
+    tokenizer_dir = Path(resolved.tokenizer_dir or base_dir)
     chat_template = read_chat_template(tokenizer_dir)
     token_ids = special_token_ids(base_dir, tokenizer_dir, chat_template)
     name = request.name or stem

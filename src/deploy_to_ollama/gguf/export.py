@@ -20,7 +20,6 @@ from ..errors import InputError, OutputExistsError, UsageError
 from ..progress import NullProgress, ProgressReporter
 from .llama_cpp import (
     ConvertFacts,
-    merged_tensor_specs,
     quantize_gguf,
     read_chat_template,
     run_converter,
@@ -249,7 +248,7 @@ def _export_merged(
     toolchain: Toolchain,
     reporter: ProgressReporter,
 ) -> ExportResult:
-    tokenizer_dir = Path(resolved.tokenizer_dir)
+    tokenizer_dir = _tokenizer_dir(resolved)
     chat_template = read_chat_template(tokenizer_dir)
     merged_dir: Path | None = None
     with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work_str:
@@ -340,14 +339,18 @@ def _gguf(path: Path, quant: str, role: Literal["model", "base", "adapter"] = "m
 
 def _stage_adapter(resolved: Any, dest: Path) -> Path:
     """Config + tokenizer dir for streaming an adapter merge (vocab resized if the adapter did)."""
-    specs = merged_tensor_specs(resolved)
-    embed = next((s for n, s in specs.items() if n.endswith("embed_tokens.weight")), None)
+    from ..merge import merged_config
+
     return stage_model_dir(
-        Path(resolved.base_dir),
-        Path(resolved.tokenizer_dir),
-        dest,
-        vocab_rows=embed[0][0] if embed else None,
+        Path(resolved.base_dir), _tokenizer_dir(resolved), dest, config=merged_config(resolved)
     )
+
+
+def _tokenizer_dir(resolved: Any) -> Path:
+    """Where the tokenizer lives: the adapter's own if it has one, else the base / model dir."""
+    if resolved.tokenizer_dir is not None:
+        return Path(resolved.tokenizer_dir)
+    return Path(resolved.base_dir if resolved.kind == "adapter" else resolved.path)
 
 
 def _save_merged(request: ExportRequest, resolved: Any, reporter: ProgressReporter) -> Path:

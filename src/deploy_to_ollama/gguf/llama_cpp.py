@@ -98,14 +98,6 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        return [model_dir / name for name in dict.fromkeys(sorted(set(weight_map.values())))]
-    return sorted(model_dir.glob("*.safetensors"))
-
-
 def _adapter_key_to_model(key: str) -> str | None:
     """Map a saved PEFT key of a full weight to the model's key; None for a key to ignore.
 
@@ -128,7 +120,10 @@ def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]
     """
     specs: dict[str, tuple[tuple[int, ...], str]] = {}
     base_dtype = "bfloat16"
-    for file in _weight_files(Path(resolved.base_dir)):
+    from ..inputs import weight_files
+
+    # Same file order as merge.iter_merged_tensors, so the stream rarely needs buffering.
+    for file in weight_files(Path(resolved.base_dir)):
         for name, info in sorted(read_safetensors_header(file).items()):
             dtype = _SAFETENSORS_DTYPES.get(info["dtype"], "float32")
             specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
@@ -213,11 +208,11 @@ def read_chat_template(tokenizer_dir: Path) -> str | None:
 
 
 def stage_model_dir(
-    config_dir: Path, tokenizer_dir: Path, dest: Path, *, vocab_rows: int | None
+    config_dir: Path, tokenizer_dir: Path, dest: Path, *, config: Mapping[str, Any] | None = None
 ) -> Path:
     """Gather config and tokenizer files (no weights) into ``dest`` for the converter.
 
-    ``vocab_rows`` updates ``vocab_size`` when an adapter resized the embeddings.
+    ``config`` replaces ``config.json`` (the merged model's: vocab grown, embeddings untied).
     """
     dest.mkdir(parents=True, exist_ok=True)
     for name in MODEL_SIDE_FILES:
@@ -229,12 +224,8 @@ def stage_model_dir(
             source = config_dir / name
         if source.is_file():
             shutil.copy2(source, dest / name)
-    config_path = dest / "config.json"
-    if vocab_rows is not None and config_path.is_file():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("vocab_size") != vocab_rows:
-            config["vocab_size"] = vocab_rows
-            config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    if config is not None:
+        (dest / "config.json").write_text(json.dumps(dict(config), indent=2), encoding="utf-8")
     return dest
 
 
