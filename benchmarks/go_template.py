@@ -14,6 +14,7 @@ Needs ../shared/chat_templates and ../shared/probes (the dev workplace).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -60,10 +61,8 @@ def main() -> None:
         start = time.process_time()
         for _ in range(args.repeat):
             for probe in probes:
-                try:
+                with contextlib.suppress(DeployError):
                     render_ollama_prompt(template, probe["messages"])
-                except DeployError:
-                    pass
         render_ms.append((time.process_time() - start) / (args.repeat * len(probes)) * 1000)
 
     def show(name: str, values: list[float]) -> None:
