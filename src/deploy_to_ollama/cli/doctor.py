@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ..roundtrip import RoundTripReport
 
 DOCTOR_EXAMPLES = """
+\b
 Examples:
   deploy-to-ollama doctor my-model
   deploy-to-ollama doctor my-model --source ./lora_model

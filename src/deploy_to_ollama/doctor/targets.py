@@ -341,9 +341,13 @@ def load_hf_target(folder: Path) -> Target:
             host=inner.host,
         )
     ggufs = sorted(folder.glob("*.gguf"))
-    info = read_gguf_info(ggufs[0]) if ggufs else None
-    weights = str(ggufs[0].resolve()) if ggufs else None
-    return Target("hf", str(folder), None, None, (), info, weights, hf_dir=folder)
+    if not ggufs:
+        raise InputError(
+            f"{folder} holds no Modelfile or GGUF: nothing deployed to examine",
+            hint=f"run `deploy-to-ollama doctor MODEL_NAME --source {folder}` on the Ollama model",
+        )
+    info = read_gguf_info(ggufs[0])
+    return Target("hf", str(folder), None, None, (), info, str(ggufs[0].resolve()), hf_dir=folder)
 
 
 def is_hf_dir(path: Path) -> bool:
