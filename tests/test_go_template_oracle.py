@@ -7,6 +7,7 @@ exercise each construct, and over every Ollama template in the corpus x the prob
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -672,3 +673,65 @@ def test_slice_does_not_unwrap_interface_indexes_like_go(go_oracle: GoOracle) ->
     for template, go_result in zip(templates, results, strict=True):
         py = _python_outcome(lambda t=template: parse_template(t).execute(DATA))
         assert py == _go_outcome(go_result), template
+
+
+class _RandomOllamaTemplates(_RandomTemplates):
+    """Random templates over the data Ollama gives its templates."""
+
+    FIELDS = (
+        ".System", ".Prompt", ".Response", ".Messages", ".Tools", ".Think", ".ThinkLevel",
+        ".IsThinkSet", ".Role", ".Content", ".ToolCalls", ".Thinking", ".ToolName",
+        ".ToolCallID", ".Function", ".Function.Name", ".Function.Arguments",
+        ".Function.Arguments.city", ".Function.Parameters", ".Function.Parameters.Properties",
+        ".Type", ".ID", "$", ".", "$.Messages", "$.Tools", ".Missing",
+    )  # fmt: skip
+    RANGES = (
+        ".Messages", ".Tools", ".ToolCalls", ".Function.Parameters.Properties",
+        ".Function.Arguments", "$.Messages",
+    )  # fmt: skip
+
+    def statement(self, depth: int, *, in_range: bool) -> str:
+        if self.rng.random() < 0.15 and depth > 0:
+            saved = list(self.vars)
+            self.vars += ["$i", "$e"]
+            head = self.action(f"range $i, $e := {self.rng.choice(self.RANGES)}")
+            text = head + self.block(depth - 1, in_range=True) + self.action("end")
+            self.vars = saved
+            return text
+        return super().statement(depth, in_range=in_range)
+
+
+# Go prints pointers inside values as addresses; such renders cannot be reproduced by anyone.
+_ADDRESS = re.compile(r"0x[0-9a-f]{10}|\d{12}")
+
+
+def test_random_ollama_templates_match_go(go_oracle: GoOracle) -> None:
+    require_shared(PROBES_FILE)
+    generator = _RandomOllamaTemplates(seed=4242)
+    templates = [generator.template() for _ in range(200)]
+    convs = [_conversations()[2], *EXTRA_CONVERSATIONS]
+    variants = [(t, c) for t in templates for c in convs]
+    cases = [
+        {
+            "kind": "ollama",
+            "template": t,
+            "messages": to_ollama_api_messages(c["messages"]),
+            "tools": c.get("tools"),
+        }
+        for t, c in variants
+    ]
+    mismatches, compared = [], 0
+    for (template, conv), go_result in zip(variants, go_oracle.run(cases), strict=True):
+        go = _go_outcome(go_result)
+        if _ADDRESS.search(go[1]):
+            continue
+        compared += 1
+        py = _python_outcome(
+            lambda t=template, c=conv: render_ollama_prompt(t, c["messages"], tools=c.get("tools"))
+        )
+        if py != go:
+            mismatches.append(_describe(f"{template!r} x {conv['id']}", py, go, go_result))
+    summary = f"{compared - len(mismatches)}/{compared} random Ollama-shaped renders match Go"
+    print(summary)
+    assert compared > len(variants) * 0.9
+    assert not mismatches, summary + "\n" + "\n".join(mismatches[:10])
