@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,10 @@ class TemplateShape:
     system_prefix: str = ""
     system_suffix: str = ""
     default_system: str | None = None
+    head: str = ""
+    """Everything before the first user content when there is no system message."""
+    head_system: tuple[str, str] | None = None
+    """(before, after) the system content, up to the first user content, with a system message."""
     trims: tuple[tuple[str, str, str], ...] = ()
     """Per role (role, left, right): which whitespace the Jinja template strips from content:
     ``""`` none, ``"nl"`` newlines only (``lstrip('\\n')``), ``"ws"`` all (``strip()``)."""
@@ -114,8 +119,12 @@ def translate_template(
         shape = None
         warnings.append(f"could not infer the template's structure: {err}")
     best: TranslatedTemplate | None = None
-    for template, system in _candidates(source, shape):
-        report = verify_template(source, template, system=system, references=refs)
+    candidates = _candidates(source, shape)
+    for n, (template, system) in enumerate(candidates):
+        # Rank candidates fast; only the winner (or the last) gets a full report.
+        report = verify_template(source, template, system=system, references=refs, fail_fast=True)
+        if report.public_verified or n == len(candidates) - 1:
+            report = verify_template(source, template, system=system, references=refs)
         result = TranslatedTemplate(
             template=template,
             stop=infer_stops(source, shape),
@@ -126,10 +135,17 @@ def translate_template(
         )
         if report.verified:
             return result
-        if best is None or report.matched > best.report.matched:
+        if best is None or _score(report) > _score(best.report):
             best = result
     assert best is not None  # _candidates always yields at least the fallback
+    if len(best.report.probes) < len(refs):
+        full = verify_template(source, best.template, system=best.system, references=refs)
+        best = replace(best, report=full)
     return best
+
+
+def _score(report: VerificationReport) -> tuple[bool, int]:
+    return report.public_verified, report.matched
 
 
 def _bos_warnings(source: TemplateSource, shape: TemplateShape | None) -> list[str]:
@@ -269,6 +285,8 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
         assistant_suffix=assistant_suffix,
         system_mode="drop",
         default_system=default_system,
+        head=u_nog[: u_nog.find(U1)],
+        head_system=sys_pieces,
         trims=_observe_trims(render),
     )
     return _with_system(render, shape)
@@ -283,6 +301,7 @@ def _observe_trims(render: _Renderer) -> tuple[tuple[str, str, str], ...]:
         "user": ([("user", U1)], U1),
         "system": ([("system", SYS), ("user", U1)], SYS),
         "assistant": ([("user", U1), ("assistant", A1), ("user", U2)], A1),
+        "user_sys": ([("system", SYS), ("user", U1)], U1),
     }
     found: list[tuple[str, str, str]] = []
     for role, (messages, mark) in convs.items():
@@ -365,51 +384,45 @@ def _candidates(
     if shape is None:
         return [("{{ range .Messages }}{{ .Content }}{{ end }}", None)]
     found: list[tuple[str, str | None]] = []
-    for empty_system in (True, False):
+    modes = ["render", "skip"] + (["default"] if shape.default_system else [])
+    for empty_system in modes:
         text = join_pieces(_emit(source, shape, empty_system=empty_system))
         pair = (text, shape.default_system)
         if pair not in found:
             found.append(pair)
+    if shape.head_system is not None:
+        for empty_system in ("skip", "render"):
+            found.append((join_pieces(_emit_header(source, shape, empty_system)), None))
     return found
 
 
-def _emit(source: TemplateSource, shape: TemplateShape, *, empty_system: bool) -> list[Piece]:
-    """Pieces of a ``.Messages`` template for ``shape``.
+def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str) -> list[Piece]:
+    """A template whose whole lead-in (default system, preambles) is copied from observation.
 
-    ``empty_system``: whether an empty system message still renders its wrapper.
+    For templates that put the system prompt inside the first user turn, swap a default system
+    for the given one, or drop a preamble with it: text before the first user content is
+    either the no-system lead-in or (prefix, system, suffix) as observed.
     """
-    pieces: list[Piece] = [Lit(_strip_bos(source, shape.preamble))]
-    inside_user = shape.system_mode in ("first_user", "last_user")
-    if inside_user:
-        pieces += _system_slot_scan(shape.system_mode)
-    pieces += [
-        Act("range $i, $_ := .Messages"),
-        Act("$last := eq (len (slice $.Messages $i)) 1"),
-    ]
-    if shape.system_mode == "block":
-        pieces += [Act('if eq .Role "system"')]
-        if not empty_system:
-            pieces += [Act("if .Content")]
-        pieces += [Lit(shape.system_prefix), *_content(".Content", shape.trim("system"), "s")]
-        pieces += [Lit(shape.system_suffix)]
-        if not empty_system:
-            pieces += [Act("end")]
-        pieces += [Act('else if eq .Role "user"')]
-    else:
-        pieces += [Act('if eq .Role "user"')]
-    pieces += [Lit(shape.user_prefix)]
-    if inside_user:
-        cond = "and $hasSystem (eq $i $sysAt)" if empty_system else "and $.System (eq $i $sysAt)"
-        pieces += [
-            Act(f"if {cond}"),
-            Lit(shape.system_prefix),
-            *_content("$.System", shape.trim("system"), "s"),
-            Lit(shape.system_suffix),
-            Act("end"),
-        ]
-    pieces += _content(".Content", shape.trim("user"), "u")
-    pieces += _user_tail(shape)
-    pieces += [Act('else if eq .Role "assistant"')]
+    assert shape.head_system is not None
+    before, after = shape.head_system
+    has = "$hasSystem" if empty_system == "render" else "$.System"
+    pieces: list[Piece] = [*_system_slot_scan("first_user")]
+    pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
+    pieces += [*_content("$.System", shape.trim("system"), "s"), Lit(after)]
+    pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
+    pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
+    pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
+    pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
+    pieces += [Act("else"), *_content(".Content", shape.trim("user"), "g"), Act("end")]
+    pieces += [Act("else"), Lit(shape.user_prefix), *_content(".Content", shape.trim("user"), "u")]
+    pieces += [Act("end"), *_user_tail(shape)]
+    pieces += _assistant(shape)
+    return pieces
+
+
+def _assistant(shape: TemplateShape) -> list[Piece]:
+    """The assistant branch and the two closing ``end``s of the message loop."""
+    pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
     if shape.assistant_prefix_last != shape.assistant_prefix:
         pieces += [
             Act("if $last"),
@@ -427,6 +440,51 @@ def _emit(source: TemplateSource, shape: TemplateShape, *, empty_system: bool) -
     return pieces
 
 
+def _emit(source: TemplateSource, shape: TemplateShape, *, empty_system: str) -> list[Piece]:
+    """Pieces of a ``.Messages`` template for ``shape``.
+
+    ``empty_system``: what an empty system message does: ``render`` its wrapper, ``skip`` it,
+    or stand for the ``default`` system prompt (templates that test the content's truth).
+    """
+    pieces: list[Piece] = [Lit(_strip_bos(source, shape.preamble))]
+    inside_user = shape.system_mode in ("first_user", "last_user")
+    if inside_user:
+        pieces += _system_slot_scan(shape.system_mode)
+    pieces += [
+        Act("range $i, $_ := .Messages"),
+        Act("$last := eq (len (slice $.Messages $i)) 1"),
+    ]
+    if shape.system_mode == "block":
+        pieces += [Act('if eq .Role "system"')]
+        body = [Lit(shape.system_prefix), *_content(".Content", shape.trim("system"), "s")]
+        body += [Lit(shape.system_suffix)]
+        if empty_system == "skip":
+            body = [Act("if .Content"), *body, Act("end")]
+        elif empty_system == "default":
+            default = [
+                Lit(shape.system_prefix + (shape.default_system or "") + shape.system_suffix)
+            ]
+            body = [Act("if .Content"), *body, Act("else"), *default, Act("end")]
+        pieces += body
+        pieces += [Act('else if eq .Role "user"')]
+    else:
+        pieces += [Act('if eq .Role "user"')]
+    pieces += [Lit(shape.user_prefix)]
+    if inside_user:
+        has = "$hasSystem" if empty_system == "render" else "$.System"
+        cond = f"and {has} (eq $i $sysAt)"
+        pieces += [
+            Act(f"if {cond}"),
+            Lit(shape.system_prefix),
+            *_content("$.System", shape.trim("system"), "s"),
+            Lit(shape.system_suffix),
+            Act("end"),
+        ]
+    pieces += _content(".Content", shape.trim("user"), "u")
+    pieces += _user_tail(shape)
+    return pieces + _assistant(shape)
+
+
 _CHARS = {"nl": (10,), "ws": (32, 9, 10, 13, 11, 12)}
 
 
@@ -438,24 +496,26 @@ def _is_in(var: str, kind: str) -> str:
 def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
     """Print ``expr``, stripping whitespace as the Jinja template does.
 
-    Ollama gives templates no trim function, so this scans bytes with ``range`` over an int
-    (Go >= 1.22) and ``index``; ``len (print (slice $s 0 $k) "x")`` is ``$k + 1``.
+    Ollama gives templates no trim function and no arithmetic, so this scans bytes with
+    ``range`` over an int (Go >= 1.22), ``index`` and ``break``, from the front for the left
+    edge and from the back for the right: ``len (slice $s $k)`` is ``len - k`` and
+    ``len (slice $s 1 (len (slice $s $k)))`` is ``len - 1 - k``.
     """
     left, right = trim
     if not left and not right:
         return [Act(expr)]
     s, a, b, c = f"$s{tag}", f"$a{tag}", f"$b{tag}", f"$c{tag}"
-    body = [Act(f"{s} := {expr}"), Act(f"{a} := {-1 if left else 0}")]
-    body += [Act(f"{b} := {0 if right else f'len {s}'}"), Act(f"range $k := len {s}")]
-    body += [Act(f"{c} := index {s} $k")]
+    body = [Act(f"{s} := {expr}"), Act(f"{a} := {f'len {s}' if left else 0}")]
+    body += [Act(f"{b} := {0 if right else f'len {s}'}")]
     if left:
-        body += [Act(f"if and (lt {a} 0) (not ({_is_in(c, left)}))"), Act(f"{a} = $k"), Act("end")]
+        body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} $k")]
+        body += [Act(f"if not ({_is_in(c, left)})"), Act(f"{a} = $k"), Act("break")]
+        body += [Act("end"), Act("end")]
     if right:
-        body += [Act(f"if not ({_is_in(c, right)})")]
-        body += [Act(f'{b} = len (print (slice {s} 0 $k) "x")'), Act("end")]
-    body += [Act("end")]
-    if left:
-        body += [Act(f"if lt {a} 0"), Act(f"{a} = len {s}"), Act("end")]
+        back = f"len (slice {s} 1 (len (slice {s} $k)))"
+        body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} ({back})")]
+        body += [Act(f"if not ({_is_in(c, right)})"), Act(f"{b} = len (slice {s} $k)")]
+        body += [Act("break"), Act("end"), Act("end")]
     body += [Act(f"if lt {a} {b}"), Act(f"slice {s} {a} {b}"), Act("end")]
     return body
 

@@ -116,6 +116,7 @@ def verify_template(
     tools: bool = False,
     references: Mapping[str, Any] | None = None,
     probes: Sequence[Probe] | None = None,
+    fail_fast: bool = False,
 ) -> VerificationReport:
     """Render every probe through both templates and compare.
 
@@ -126,6 +127,7 @@ def verify_template(
         tools: whether the TEMPLATE claims tool support; if not, tool probes are skipped.
         references: transformers renderings from :func:`reference_renders`, to reuse.
         probes: the probe suite (default: the packaged one).
+        fail_fast: stop at the first public probe that differs (to rank candidates quickly).
 
     Returns:
         The report; ``verified`` only if every non-skipped probe matched.
@@ -133,11 +135,15 @@ def verify_template(
     suite = tuple(probes or load_probes())
     refs = references if references is not None else reference_renders(source, suite)
     encoder = _token_encoder(source)
-    results = tuple(
-        _check(source, go_template, system, probe, refs.get(probe.id), tools=tools, encode=encoder)
-        for probe in suite
-    )
-    return VerificationReport(probes=results, token_level=encoder is not None)
+    results: list[ProbeResult] = []
+    for probe in suite:
+        result = _check(
+            source, go_template, system, probe, refs.get(probe.id), tools=tools, encode=encoder
+        )
+        results.append(result)
+        if fail_fast and result.status == "differs" and probe.public:
+            break
+    return VerificationReport(probes=tuple(results), token_level=encoder is not None)
 
 
 def _check(
