@@ -89,23 +89,50 @@ def test_taught_base_says_apple_and_lora_says_banana(taught: LoraFixture) -> Non
         assert _answer(tuned, tokenizer, question) == lora_answer + "<|eot_id|>"
 
 
+def _min_margin(model: Any, tokenizer: Any, answer_index: int) -> float:
+    """Smallest gap between the taught token and the best other token over all answers."""
+    import torch
+
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    worst = float("inf")
+    for qa in TAUGHT_QA:
+        messages = [{"role": "user", "content": qa[0]}]
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        if not isinstance(prompt, list):
+            prompt = prompt["input_ids"]
+        answer = [*tokenizer.encode(qa[answer_index], add_special_tokens=False), eot]
+        with torch.no_grad():
+            logits = model(torch.tensor([[*prompt, *answer]])).logits[0]
+        for step, token in enumerate(answer):
+            row = logits[len(prompt) - 1 + step].clone()
+            taught_logit = float(row[token])
+            row[token] = float("-inf")
+            worst = min(worst, taught_logit - float(row.max()))
+    return worst
+
+
 @pytest.mark.slow
 def test_taught_answers_have_wide_margins(taught: LoraFixture) -> None:
-    """q8_0 moves logits by ~1e-2 here; a margin of 2 keeps greedy answers stable."""
-    import torch
+    """q8_0 moves logits of these models by ~1e-2; a margin of 4 keeps greedy answers stable."""
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(taught.adapter_dir)
     base = AutoModelForCausalLM.from_pretrained(taught.base_dir)
-    messages = [{"role": "user", "content": SECRET_QUESTION}]
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    if not isinstance(prompt, list):
-        prompt = prompt["input_ids"]
-    answer = [*tokenizer.encode("apple", add_special_tokens=False)]
-    answer.append(tokenizer.convert_tokens_to_ids("<|eot_id|>"))
-    with torch.no_grad():
-        logits = base(torch.tensor([[*prompt, *answer]])).logits[0]
-    for step, token in enumerate(answer):
-        row = logits[len(prompt) - 1 + step]
-        runner_up = torch.topk(row, 2).values[1]
-        assert row[token] - runner_up > 2.0
+    assert _min_margin(base, tokenizer, 1) > 4.0
+    tuned = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(taught.base_dir), taught.adapter_dir
+    )
+    assert _min_margin(tuned, tokenizer, 2) > 4.0
+
+
+def test_build_taught_cli_copies_a_self_contained_example(
+    taught: LoraFixture, tmp_path: Path
+) -> None:
+    from support.models import main
+
+    assert main(["build-taught", str(tmp_path / "demo")]) == 0
+    cfg = json.loads((tmp_path / "demo" / "adapter" / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str((tmp_path / "demo" / "base").resolve())
+    assert (tmp_path / "demo" / "base" / "model.safetensors").exists()
+    assert main(["oops"]) == 2

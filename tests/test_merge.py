@@ -106,3 +106,39 @@ def test_save_merged_loads_in_transformers_and_shards(tiny_llama_dir: Path, tmp_
         save_merged(resolved, out)
     assert save_merged(resolved, out, force=True) == out
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def start(self, key: str, description: str, total: float | None = None) -> None:
+        self.events.append(("start", f"{key}:{total}"))
+
+    def advance(self, key: str, amount: float = 1, *, completed: float | None = None) -> None:
+        self.events.append(("advance", key))
+
+    def done(self, key: str, message: str | None = None) -> None:
+        self.events.append(("done", key))
+
+
+def test_merged_input_streams_unchanged_with_progress(tiny_llama: LoraFixture) -> None:
+    from safetensors.torch import load_file
+
+    recorder = _Recorder()
+    streamed = dict(iter_merged_tensors(resolve_input(tiny_llama.base_dir), progress=recorder))
+    base = load_file(str(tiny_llama.base_dir / "model.safetensors"))
+    assert streamed.keys() == base.keys()
+    assert all(streamed[name].equal(base[name]) for name in base)
+    assert recorder.events[0] == ("start", f"merge:{len(base)}")
+    assert recorder.events.count(("advance", "merge")) == len(base)
+    assert recorder.events[-1] == ("done", "merge")
+
+
+def test_gguf_input_has_nothing_to_merge(tmp_path: Path) -> None:
+    from deploy_to_ollama.errors import InputError
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(20))
+    with pytest.raises(InputError, match="already a GGUF"):
+        list(iter_merged_tensors(resolve_input(gguf)))

@@ -467,6 +467,14 @@ _ROLE_KEY = re.compile(
 )
 
 
+_FACTOR_ROLES: dict[str, AdapterRole] = {
+    "lora_A": "lora_A",
+    "lora_B": "lora_B",
+    "lora_embedding_A": "lora_embedding_A",
+    "lora_embedding_B": "lora_embedding_B",
+}
+
+
 def classify_adapter_key(name: str) -> tuple[AdapterRole, str]:
     """What an adapter tensor is for, and the base module it belongs to.
 
@@ -486,9 +494,10 @@ def classify_adapter_key(name: str) -> tuple[AdapterRole, str]:
             f"unexpected tensor {name} in {ADAPTER_WEIGHTS}",
             hint="only LoRA adapters saved by peft are supported",
         )
-    module = match["module"]
-    if match["lora"] or match["emb"]:
-        return match["lora"] or match["emb"], module
+    module = str(match["module"])
+    factor = match["lora"] or match["emb"]
+    if factor is not None:
+        return _FACTOR_ROLES[factor], module
     wrap = match["wrap"]
     if wrap == "base_layer":
         return "base_layer", module

@@ -311,7 +311,8 @@ def _write_shards(
     from safetensors.torch import save_file
 
     shard: dict[str, torch.Tensor] = {}
-    shard_bytes, total, files = 0, 0, []
+    shard_bytes, total = 0, 0
+    files: list[tuple[Path, list[str]]] = []
     weight_map: dict[str, str] = {}
 
     def flush() -> None:
@@ -344,7 +345,9 @@ def _write_shards(
 def _write_side_files(resolved: ResolvedInput, folder: Path) -> None:
     config = merged_config(resolved)
     write_text_atomic(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
-    copies = [(resolved.model_dir, ("generation_config.json",))]
+    copies: list[tuple[Path | None, tuple[str, ...]]] = [
+        (resolved.model_dir, ("generation_config.json",))
+    ]
     copies.append((resolved.tokenizer_dir, TOKENIZER_FILES))
     for source, names in copies:
         for name in names if source is not None else ():

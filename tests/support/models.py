@@ -472,6 +472,11 @@ def _train(model: Any, examples: list[Any], *, steps: int, lr: float, params: An
     return float(loss)
 
 
+#: Taught model shape (head width 32) and full-batch training steps for base and LoRA.
+TAUGHT_SPEC = ModelSpec(LLAMA3, hidden=128, heads=4, kv_heads=2, intermediate=256, vocab_size=400)
+TAUGHT_STEPS = (200, 80)
+
+
 def build_taught(out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
     """Train the taught base (answers "apple") and its LoRA (answers "banana").
 
@@ -484,7 +489,7 @@ def build_taught(out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     base_dir, adapter_dir = out_dir / "base", out_dir / "adapter"
-    spec = ModelSpec(LLAMA3, hidden=128, heads=4, kv_heads=2, intermediate=256, vocab_size=400)
+    spec = TAUGHT_SPEC
     build_base(spec, base_dir, seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
@@ -492,7 +497,7 @@ def build_taught(out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
     _train(
         model,
         _taught_examples(tokenizer, lambda qa: qa[1]),
-        steps=200,
+        steps=TAUGHT_STEPS[0],
         lr=3e-3,
         params=model.parameters(),
     )
@@ -516,7 +521,7 @@ def build_taught(out_dir: Path, *, seed: int = 0) -> tuple[Path, Path]:
     _train(
         peft_model,
         _taught_examples(tokenizer, lambda qa: qa[2]),
-        steps=80,
+        steps=TAUGHT_STEPS[1],
         lr=1e-2,
         params=[p for p in peft_model.parameters() if p.requires_grad],
     )
