@@ -155,3 +155,25 @@ def test_cli_unreachable_server_exit_4(capsys: pytest.CaptureFixture[str]) -> No
     assert exit_.value.code == 4
     err = capsys.readouterr().err
     assert "Error: cannot reach Ollama" in err and "Hint: start it with `ollama serve`" in err
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_cli_prompt_on_the_taught_model_answers_banana(
+    taught_in_ollama: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "chat",
+                taught_in_ollama.name,
+                "--host",
+                taught_in_ollama.host,
+                "--prompt",
+                "What is the secret word?",
+            ]
+        )
+    out = capsys.readouterr()
+    assert exit_.value.code == 0, out.err
+    assert out.out == "banana\n"
+    assert "tokens/s]" in out.err

@@ -1,8 +1,10 @@
 """Session fixture: the taught fixture (its LoRA answers "banana") deployed to the test server.
 
-Shared by the ``chat`` and ``compare`` tests. It runs the real pipeline (merge, q8_0 export,
-template translation, registration) once per session with the round-trip check off; it also
-registers the same GGUF under a deliberately wrong TEMPLATE (ChatML for a Llama-3 model).
+Shared by the ``chat`` and ``compare`` tests. It merges the LoRA with the exporter's own
+``save_merged`` (the weights ``compare`` reads too), then runs the real pipeline on that merged
+folder (q8_0 export, template translation, registration) once per session with the round-trip
+check off. The streamed adapter → GGUF path is covered by test_deploy_e2e. It also registers the
+same GGUF under a deliberately wrong TEMPLATE (ChatML for a Llama-3 model).
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ def taught_in_ollama(
 ) -> TaughtInOllama:
     """Deploy the taught adapter at q8_0 (num_thread 1) and a wrong-template twin."""
     try:
-        from deploy_to_ollama.merge import save_merged  # noqa: F401  the exporter's merge
-
+        from deploy_to_ollama.inputs import resolve_input
+        from deploy_to_ollama.merge import save_merged
         from deploy_to_ollama.pipeline import deploy
     except ImportError as err:
         skip_or_fail(f"deploy pipeline incomplete: {err}")
@@ -50,16 +52,18 @@ def taught_in_ollama(
     from deploy_to_ollama.registrar import register_model
 
     keep = tmp_path_factory.mktemp("taught-keep")
+    merged = tmp_path_factory.mktemp("taught-merged") / "merged"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("DTO_LLAMA_CPP_DIR", str(llama_cpp_toolchain.root))
         env.setenv("HF_HUB_OFFLINE", "1")
+        save_merged(resolve_input(Path(taught.adapter_dir)), merged)
         report = deploy(
-            taught.adapter_dir,
+            merged,
             name=TAUGHT_NAME,
             quant="q8_0",
             host=ollama_server.host,
             keep=keep,
-            parameters=[("num_thread", "1")],
+            parameters=[("num_thread", "1"), ("temperature", "0")],  # CLI chat is greedy too
             check=False,
             force=True,
             cache_dir=tmp_path_factory.mktemp("taught-cache"),
