@@ -137,6 +137,11 @@ def _parse_cached(text: str) -> dict[str, nodes.ListNode]:
 def parse_template(text: str) -> GoTemplate:
     """Parse Go template text with Ollama's function set (cached by text).
 
+    >>> parse_template("{{ range .Messages }}{{ .Role }};{{ end }}").execute(
+    ...     {"Messages": [{"Role": "user"}, {"Role": "assistant"}]}
+    ... )
+    'user;assistant;'
+
     Raises:
         TemplateSyntaxError: with the line and column Go reports.
     """

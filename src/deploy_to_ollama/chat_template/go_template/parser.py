@@ -52,20 +52,23 @@ class Parser:
     # -- token helpers -------------------------------------------------------------------------
 
     def error(self, message: str, token: Token | None = None) -> TemplateSyntaxError:
-        at = token if token is not None else self.tokens[max(self.index - 1, 0)]
+        at = (
+            token
+            if token is not None
+            else self.tokens[min(max(self.index - 1, 0), len(self.tokens) - 1)]
+        )
         return self.lexer.error(message, at.pos)
 
     def next(self) -> Token:
-        token = self.tokens[self.index]
-        if self.index < len(self.tokens) - 1:
-            self.index += 1
+        token = self.tokens[min(self.index, len(self.tokens) - 1)]
+        self.index += 1
         return token
 
     def backup(self, count: int = 1) -> None:
         self.index -= count
 
     def peek(self) -> Token:
-        return self.tokens[self.index]
+        return self.tokens[min(self.index, len(self.tokens) - 1)]
 
     def next_non_space(self) -> Token:
         token = self.next()

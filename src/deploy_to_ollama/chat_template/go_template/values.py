@@ -219,7 +219,11 @@ def _special_float(value: float) -> str | None:
 
 
 def format_float_v(value: float) -> str:
-    """``fmt`` ``%v`` of a float64: shortest ``%g``, exponent form when exp < -4 or exp >= 6."""
+    """``fmt`` ``%v`` of a float64: shortest ``%g``, exponent form when exp < -4 or exp >= 6.
+
+    >>> [format_float_v(x) for x in (1.5, 2.0, 100000.0, 1e6, 1234567.0, 0.0001, 1e-5)]
+    ['1.5', '2', '100000', '1e+06', '1.234567e+06', '0.0001', '1e-05']
+    """
     special = _special_float(value)
     if special is not None:
         return special
@@ -234,7 +238,11 @@ def format_float_v(value: float) -> str:
 
 
 def format_float_json(value: float) -> str:
-    """``encoding/json`` float64: fixed notation unless < 1e-6 or >= 1e21, exponent trimmed."""
+    """``encoding/json`` float64: fixed notation unless < 1e-6 or >= 1e21, exponent trimmed.
+
+    >>> [format_float_json(x) for x in (2.0, 1e20, 1e21, 1e-7, 0.5)]
+    ['2', '100000000000000000000', '1e+21', '1e-7', '0.5']
+    """
     if value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
     sign = "-" if value < 0 else ""
@@ -321,7 +329,11 @@ _JSON_TABLE = str.maketrans(_JSON_ESCAPES)
 
 
 def json_string(text: str) -> str:
-    """A JSON string literal exactly as Go's ``encoding/json`` writes it (HTML-safe escapes)."""
+    r"""A JSON string literal exactly as Go's ``encoding/json`` writes it (HTML-safe escapes).
+
+    >>> print(json_string('<a href="x">&\u2028é'))
+    "\u003ca href=\"x\"\u003e\u0026\u2028é"
+    """
     if any("\udc80" <= ch <= "\udcff" for ch in text):
         text = "".join("\ufffd" if "\udc80" <= ch <= "\udcff" else ch for ch in text)
     return '"' + text.translate(_JSON_TABLE) + '"'
