@@ -33,4 +33,17 @@ rm -rf "$tmp"
 site=$("$PY" -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')
 rm -rf .gpu_carry/llama_cpp && cp -r "$site" .gpu_carry/llama_cpp
 rm -rf .gpu_carry/llama_cpp/lib .gpu_carry/llama_cpp/server .gpu_carry/llama_cpp/__pycache__
+# ...and its CPU libs built here: a libllama built on the device segfaulted in llama_model_load.
+mkdir -p .gpu_carry/llama_libs
+for f in libllama.so libggml.so.0 libggml-base.so.0 libggml-cpu.so.0 libggml.so libggml-base.so \
+    libggml-cpu.so; do cp -L "$site/lib/$f" .gpu_carry/llama_libs/; done
+# A small GGUF to probe which libllama loads on the device (the tiny fixture's base, f16).
+tmp=$(mktemp -d)
+PYTHONPATH=tests "$PY" -c "import sys; from pathlib import Path; \
+from support.unsloth_fixtures import build_tiny_llama_lora as b; b(Path(sys.argv[1]))" "$tmp"
+tar xzf "$SDIST" -C "$tmp" --strip-components=3 llama_cpp_python-0.3.36/vendor/llama.cpp/gguf-py \
+  llama_cpp_python-0.3.36/vendor/llama.cpp/conversion \
+  llama_cpp_python-0.3.36/vendor/llama.cpp/convert_hf_to_gguf.py
+"$PY" "$tmp/convert_hf_to_gguf.py" "$tmp/base" --outtype f16 --outfile .gpu_carry/probe.f16.gguf
+rm -rf "$tmp"
 du -sh .whl .gpu_carry

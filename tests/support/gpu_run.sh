@@ -4,11 +4,12 @@
 # Expects, carried beside the working tree (see tests/support/gpu_prepare.sh, run here first):
 #   .whl/        unsloth, unsloth_zoo, trl, datasets, bitsandbytes ... wheels (py3.12, x86-64)
 #   .gpu_carry/  llama.cpp-src.tar.xz (vendored llama.cpp of llama-cpp-python 0.3.36, trimmed)
-#                llama_cpp/ (llama-cpp-python's pure-Python bindings, no native libs)
+#                llama_cpp/ (llama-cpp-python's pure-Python bindings), llama_libs/ (its CPU libs
+#                built on the dev machine), probe.f16.gguf (a tiny GGUF to probe them)
 # Builds llama-quantize + libllama there (the image has cmake and ninja), lays llama.cpp out the
 # way `deploy-to-ollama setup` does, and runs pytest -m gpu. Logs and JSON reports go to $OUT.
-# Portable AVX2 build, AMX off: a native build on the H200 host segfaulted in llama_model_load
-# (llama-quantize was fine), presumably the AMX repack path inside the Firecracker VM.
+# libllama built here segfaulted in llama_model_load (native and portable AVX2/no-AMX builds
+# alike; llama-quantize was fine), so the greedy check uses llama_libs/ when the probe says so.
 set -euo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NO_COLOR=1 CI=true
 OUT="${OUT:-/tmp/gpu-out}"; mkdir -p "$OUT"
