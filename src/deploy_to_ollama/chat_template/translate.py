@@ -9,6 +9,7 @@ No lookup table: a template never seen before goes through the same inference.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import replace
 from collections.abc import Mapping, Sequence
@@ -225,6 +226,19 @@ def _snap_suffix(text: str, n: int, tokens: Sequence[str]) -> int:
     return len(text) - cut
 
 
+def _role_start(region: str, assistant_header: str) -> int:
+    """Where the user header starts in ``region``: the first place that opens like the
+    assistant header does (``<|im_start|>``, ``<start_of_turn>``), so closers such as
+    ``<|im_end|>\\n`` stay with the turn they close. 0 when nothing looks alike."""
+    header = assistant_header.lstrip()
+    best, best_len = 0, 2
+    for at in range(1, len(region)):
+        length = len(os.path.commonprefix([region[at:], header]))
+        if length > best_len:
+            best, best_len = at, length
+    return best
+
+
 def infer_shape(source: TemplateSource) -> TemplateShape:
     """Read a template's structure off sentinel renders.
 
@@ -263,6 +277,12 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
         user_prefix = head[len(head) - n :] if n else ""
         preamble = head[: len(head) - n]
     assistant_suffix = mid_au[: len(mid_au) - n]
+    cut = _role_start(user_prefix, generation or mid_ua)
+    if cut:
+        if default_system is None:
+            preamble += user_prefix[:cut]
+        user_prefix = user_prefix[cut:]
+        assistant_suffix = mid_au[: len(mid_au) - len(user_prefix)]
     if mid_ua.startswith(user_suffix_last):
         user_suffix, assistant_prefix = user_suffix_last, mid_ua[len(user_suffix_last) :]
     elif generation and mid_ua.endswith(generation):

@@ -1,3 +1,235 @@
-"""CLI commands of the template stage (registered on the shared app at import)."""
+"""``deploy-to-ollama template show|diff``: translate a chat template, or compare one.
+
+``show`` prints the Modelfile fragment (TEMPLATE, PARAMETER stop, SYSTEM); ``--json`` prints
+``{"template": str, "stop": [str], "system": str|null, "verified": bool, "probes": [...],
+"warnings": [str]}``. ``diff`` renders every probe through transformers and through a given
+Modelfile or TEMPLATE file and shows both with the first difference highlighted.
+Exit codes: 0 verified, 3 not verified (the best template is still printed), 1 bad input.
+"""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import DeployError, InputError, InputNotFoundError
+from ._common import JsonOpt, app, print_result_json
+
+if TYPE_CHECKING:
+    from ..chat_template import ProbeResult, TranslatedTemplate, VerificationReport
+
+TEMPLATE_EXAMPLES = """
+\b
+Examples:
+  deploy-to-ollama template ./my-lora
+  deploy-to-ollama template ./model.gguf --json
+  deploy-to-ollama template ./chat_template.jinja --bos "<s>" --eos "</s>"
+  deploy-to-ollama template diff ./my-lora --against ./Modelfile
+"""
+
+template_app = typer.Typer(
+    name="template",
+    help="Translate a chat template into an Ollama TEMPLATE and prove it matches.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(template_app, name="template")
+
+SourceArg = Annotated[
+    Path,
+    typer.Argument(help="Model or adapter folder, .gguf, or a .jinja chat template file."),
+]
+BosOpt = Annotated[
+    str | None, typer.Option("--bos", help="BOS token string (overrides the source's).")
+]
+EosOpt = Annotated[
+    str | None, typer.Option("--eos", help="EOS token string (overrides the source's).")
+]
+
+
+def _fail_json(err: DeployError, *, json_out: bool) -> None:
+    if json_out:
+        print_result_json(
+            {"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}
+        )
+
+
+def _warn(text: str) -> None:
+    from ..progress import console
+
+    console.print(f"Warning: {text}", style="yellow", markup=False, highlight=False)
+
+
+@template_app.command("show", epilog=TEMPLATE_EXAMPLES)
+def show_command(
+    source: SourceArg,
+    bos: BosOpt = None,
+    eos: EosOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the Ollama TEMPLATE, stops and SYSTEM for SOURCE's chat template."""
+    from ..chat_template import load_template_source, translate_template
+
+    try:
+        result = translate_template(load_template_source(source, bos=bos, eos=eos))
+    except DeployError as err:
+        _fail_json(err, json_out=json_out)
+        raise
+    for warning in result.warnings:
+        _warn(warning)
+    if json_out:
+        print_result_json(translation_json(result))
+    else:
+        sys.stdout.write(modelfile_fragment(result))
+        _summary(result.report)
+    if not result.verified:
+        raise typer.Exit(3)
+
+
+def translation_json(result: TranslatedTemplate) -> dict[str, Any]:
+    """The ``--json`` document of ``template show``."""
+    return {
+        "template": result.template,
+        "stop": list(result.stop),
+        "system": result.system,
+        "verified": result.verified,
+        "probes": [p.to_json() for p in result.report.probes],
+        "warnings": list(result.warnings),
+    }
+
+
+def modelfile_fragment(result: TranslatedTemplate) -> str:
+    """TEMPLATE, PARAMETER stop and SYSTEM lines, quoted the way Ollama's parser reads them."""
+    from ..modelfile import quote_value
+
+    lines = [f"TEMPLATE {quote_value(result.template, what='TEMPLATE', prefer_block=True)}"]
+    lines += [f"PARAMETER stop {quote_value(stop, what='stop')}" for stop in result.stop]
+    if result.system is not None:
+        lines.append(f"SYSTEM {quote_value(result.system, what='SYSTEM', prefer_block=True)}")
+    return "\n".join(lines) + "\n"
+
+
+def _summary(report: VerificationReport) -> None:
+    from ..progress import console
+
+    ran = [p for p in report.probes if p.status != "skipped"]
+    matched = sum(p.status == "match" for p in ran)
+    verdict = "verified" if report.verified else "NOT verified"
+    console.print(
+        f"{verdict}: {matched}/{len(ran)} probes match, {len(report.probes) - len(ran)} skipped",
+        markup=False,
+        highlight=False,
+    )
+    failure = report.first_failure()
+    if failure is not None:
+        console.print(
+            f"first difference: probe {failure.probe} at character {failure.position}; "
+            "run `deploy-to-ollama template diff` to see it",
+            markup=False,
+            highlight=False,
+        )
+
+
+@template_app.command("diff", epilog=TEMPLATE_EXAMPLES)
+def diff_command(
+    source: SourceArg,
+    against: Annotated[
+        Path,
+        typer.Option("--against", help="A Modelfile (its TEMPLATE and SYSTEM) or a TEMPLATE file."),
+    ],
+    bos: BosOpt = None,
+    eos: EosOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show, per probe, transformers' and Ollama's prompt with the first difference marked."""
+    from ..chat_template import load_template_source, verify_template
+
+    try:
+        template, system = read_against(against)
+        report = verify_template(
+            load_template_source(source, bos=bos, eos=eos), template, system=system
+        )
+    except DeployError as err:
+        _fail_json(err, json_out=json_out)
+        raise
+    if json_out:
+        print_result_json(
+            {
+                "verified": report.verified,
+                "probes": [
+                    p.to_json() | {"expected_text": p.expected, "actual_text": p.actual}
+                    for p in report.probes
+                ],
+            }
+        )
+    else:
+        _print_diff(report)
+        _summary(report)
+    if not report.verified:
+        raise typer.Exit(3)
+
+
+def read_against(path: Path) -> tuple[str, str | None]:
+    """(TEMPLATE, SYSTEM) from a Modelfile, or the whole file as a TEMPLATE."""
+    from ..modelfile import parse_modelfile
+
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"{path} does not exist", path=path, hint="pass a Modelfile or a TEMPLATE file"
+        )
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path} is not UTF-8", hint="save it as UTF-8 text") from err
+    if _looks_like_modelfile(text):
+        modelfile = parse_modelfile(text)
+        if modelfile.template is None:
+            raise InputError(
+                f"{path} has no TEMPLATE", hint="add a TEMPLATE, or pass the template file itself"
+            )
+        return modelfile.template, modelfile.system
+    return text, None
+
+
+def _looks_like_modelfile(text: str) -> bool:
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        return stripped.split()[0].upper() in {"FROM", "TEMPLATE", "SYSTEM", "PARAMETER"}
+    return False
+
+
+def _print_diff(report: VerificationReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    for probe in report.probes:
+        if probe.status == "skipped":
+            out.print(f"[skipped] {probe.probe}: {probe.reason}", markup=False)
+            continue
+        if probe.status == "match":
+            out.print(f"[match]   {probe.probe}", markup=False)
+            continue
+        where = f"at character {probe.position}" if probe.position is not None else ""
+        out.print(f"[differs] {probe.probe} {where} {probe.reason or ''}".rstrip(), markup=False)
+        table = Table("transformers (Jinja)", "Ollama (TEMPLATE)", show_lines=False, expand=True)
+        table.add_row(*_highlighted(probe))
+        out.print(table)
+
+
+def _highlighted(probe: ProbeResult) -> tuple[Any, Any]:
+    """Both renderings, the part from the first difference on in reverse video."""
+    from rich.text import Text
+
+    cells = []
+    for text in (probe.expected or "", probe.actual or ""):
+        at = probe.position if probe.position is not None else len(text)
+        cell = Text(text[:at])
+        cell.append(text[at:] or "⏎(end)", style="reverse")
+        cells.append(cell)
+    return cells[0], cells[1]
