@@ -49,6 +49,14 @@ DATA: dict[str, Any] = {
     "url": "a b&c=d/é?",
 }
 
+NUMBER_LITERALS = (
+    "99999999999999999999", "18446744073709551615", "9223372036854775807",
+    "-9223372036854775808", "1e400", "1e-400", "1__0", "1_", "0x_1", "0_7", "1_0.5",
+    "0x1_F", "0x1p-2_0", "1e1_0", "1.5e_5", "0x1__F", "07.5", "089", ".5", "5.", "+5",
+    "-0.0", "0o17", "0B1", "0X1F", "'\\x41'", "''", "0x1P+2",
+)  # fmt: skip
+"""Number literals: underscores, bases, overflow (a parse failure vs an execution failure)."""
+
 # Each template runs on DATA through both engines.
 GENERATED = [
     # text, trim markers, comments
@@ -103,6 +111,7 @@ GENERATED = [
     "{{ 1.5 }}|{{ 1e3 }}|{{ 0x1F }}|{{ 017 }}|{{ 0b101 }}|{{ 1_000 }}|{{ 'a' }}|{{ '\\n' }}",
     '{{ "esc\\t\\"q\\"\\u00e9\\x41" }}|{{ `raw\\n` }}',
     "{{ true }}{{ false }}",
+    *("{{ " + literal + " }}" for literal in NUMBER_LITERALS),
     # if / else if / with
     "{{ if .t }}T{{ else }}F{{ end }}{{ if .F }}T{{ else }}F{{ end }}",
     "{{ if .e }}a{{ else if .z }}b{{ else if .el }}c{{ else if .em }}d{{ else }}e{{ end }}",

@@ -245,7 +245,7 @@ class Executor:
         if isinstance(first, n.NilNode):
             raise ExecError("nil is not a command")
         if isinstance(first, n.NumberNode):
-            return first.value
+            return _number(first)
         if isinstance(first, n.StringNode):
             return first.value
         raise ExecError(f"can't evaluate command {first!r}")
@@ -402,7 +402,9 @@ class Executor:
             if isinstance(node, n.StringNode):
                 return node.value
             raise ExecError(f"expected string; found {node!r}")
-        if isinstance(node, (n.BoolNode, n.NumberNode, n.StringNode)):
+        if isinstance(node, n.NumberNode):
+            return _number(node)
+        if isinstance(node, (n.BoolNode, n.StringNode)):
             return node.value
         raise ExecError(f"can't handle {node!r} for arg")
 
@@ -418,6 +420,13 @@ class Executor:
         if kind == "string" and not isinstance(value, str):
             raise ExecError(f"wrong type for value; expected string; got {go_type_name(value)}")
         return value
+
+
+def _number(node: n.NumberNode) -> int | float:
+    value = node.value
+    if value != value and "." not in node.text and "e" not in node.text.lower():
+        raise ExecError(f"{node.text} overflows int")
+    return value
 
 
 def _kind_name(kind: str) -> str:

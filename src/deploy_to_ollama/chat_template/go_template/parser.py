@@ -15,6 +15,8 @@ from deploy_to_ollama.chat_template.go_template.unquote import unquote_char, unq
 from deploy_to_ollama.errors import TemplateSyntaxError
 
 MAX_PAREN_DEPTH = 10000
+OVERFLOW = float("nan")
+"""Placeholder value of an int literal that overflows int; executing it is an error."""
 _OCTAL_INT = re.compile(r"[+-]?0[0-7_]+")
 _NON_EXECUTABLE = (n.BoolNode, n.DotNode, n.NilNode, n.NumberNode, n.StringNode)
 
@@ -366,24 +368,59 @@ class Parser:
             if token.kind == "COMPLEX":
                 raise ValueError("complex constants are not supported")
             return n.NumberNode(token.pos, text, _number_value(text))
+        except IntOverflowError:
+            # Go parses it (as uint64) and fails only when the literal is executed.
+            return n.NumberNode(token.pos, text, OVERFLOW)
         except ValueError as err:
             raise self.error(f"illegal number syntax: {text!r}", token) from err
 
 
+INT64_MIN, INT64_MAX, UINT64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
+
+
+class IntOverflowError(ValueError):
+    """An integer literal that only fits uint64: Go fails when executing it, not when parsing."""
+
+
 def _number_value(text: str) -> int | float:
     """The value Go's ``idealConstant`` gives a number literal (int unless it reads as a float)."""
+    if "_" in text and ("__" in text or not _underscores_ok(text)):
+        raise ValueError(text)
     clean = text.replace("_", "")
     body = clean.lstrip("+-")
     is_hex = body[:2].lower() == "0x"
+    if body.endswith("i"):
+        raise ValueError(text)
     if is_hex and "p" in body.lower():
         return float.fromhex(clean)
     if not is_hex and any(c in body for c in ".eE"):
-        if body.endswith("i"):
+        value = float(clean)
+        if value in (float("inf"), float("-inf")):
             raise ValueError(text)
-        return float(clean)
-    if _OCTAL_INT.fullmatch(clean):
-        return int(clean, 8)
-    return int(clean, 0)
+        return value
+    value = int(clean, 8) if _OCTAL_INT.fullmatch(clean) else int(clean, 0)
+    if INT64_MAX < value <= UINT64_MAX:
+        raise IntOverflowError(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"integer overflow: {text!r}")
+    return value
+
+
+def _underscores_ok(text: str) -> bool:
+    """Go's ``underscoreOK``: each ``_`` sits between digits or right after a base prefix."""
+    body = text.lstrip("+-")
+    prefix = 2 if body[:2].lower() in ("0x", "0o", "0b") else (1 if body[:1] == "0" else 0)
+    digits = "0123456789abcdefABCDEF" if body[:2].lower() == "0x" else "0123456789"
+    for i, ch in enumerate(body):
+        if ch != "_":
+            continue
+        before = body[i - 1] if i else ""
+        after = body[i + 1] if i + 1 < len(body) else ""
+        if not after or after not in digits:
+            return False
+        if not (0 < i == prefix or (before and before in digits)):
+            return False
+    return True
 
 
 def parse_trees(text: str, functions: Collection[str]) -> dict[str, n.ListNode]:
