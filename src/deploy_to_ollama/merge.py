@@ -255,6 +255,17 @@ def merged_config(resolved: ResolvedInput) -> dict[str, Any]:
     return config
 
 
+def merged_size_bytes(resolved: ResolvedInput) -> int:
+    """Bytes the merged weights take in the base dtype (plus 5% for headers and added rows).
+
+    For the free-disk check before a merge or a conversion, from file sizes alone.
+    """
+    model_dir = resolved.model_dir
+    if model_dir is None:
+        return resolved.path.stat().st_size
+    return int(sum(f.stat().st_size for f in weight_files(model_dir)) * 1.05)
+
+
 def save_merged(
     resolved: ResolvedInput,
     out_dir: Path,
@@ -286,10 +297,7 @@ def save_merged(
     out_dir = Path(out_dir)
     if out_dir.exists() and not force:
         raise OutputExistsError(f"{out_dir} already exists", hint="pass --force to replace it")
-    model_dir = resolved.model_dir
-    assert model_dir is not None
-    needed = sum(f.stat().st_size for f in weight_files(model_dir))
-    check_disk_space(out_dir.parent, int(needed * 1.05))
+    check_disk_space(out_dir.parent, merged_size_bytes(resolved))
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
