@@ -12,15 +12,18 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from deploy_to_ollama.chat import ChatDone, ChatSession
 from deploy_to_ollama.cli import app
 from deploy_to_ollama.errors import HubError, HubUnavailableError, InputError, UsageError
 from deploy_to_ollama.model_card import CardFile, ModelCardData, render_model_card
-from deploy_to_ollama.modelfile import Modelfile, render_modelfile
+from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelfile
 from deploy_to_ollama.publish import push_to_hub, quant_tag
+from deploy_to_ollama.registrar import register_model
 from support.fake_hub import FakeHub, point_hub_client_at
 from support.ollama_server import TINY_OLLAMA_TEMPLATE, free_port, write_tiny_gguf
 
@@ -301,3 +304,48 @@ def test_quant_tag_and_card_without_modelfile() -> None:
     assert "base_model" not in card.split("\n---\n")[0]
     assert "ollama run hf.co/alice/x:Q8_0" in card
     assert "## Chat template" not in card
+
+
+def test_adapter_mode_export_is_not_offered_as_a_quant(fake_hub: FakeHub, tmp_path: Path) -> None:
+    folder = tmp_path / "adapter-export"
+    folder.mkdir()
+    write_tiny_gguf(folder / "bot-base.Q8_0.gguf")
+    write_tiny_gguf(folder / "bot-lora.F16.gguf", seed=5)
+    modelfile = Modelfile(
+        from_="./bot-base.Q8_0.gguf", adapters=("./bot-lora.F16.gguf",), template="{{ .Prompt }}"
+    )
+    (folder / "Modelfile").write_text(render_modelfile(modelfile))
+    push_to_hub(folder, "alice/bot-adapter", what="gguf")
+    card = fake_hub.file_bytes("alice/bot-adapter", "README.md").decode()
+    assert "| `bot-lora.F16.gguf` |  |" in card
+    assert "ollama run hf.co/alice/bot-adapter:" not in card  # the Hub would drop the LoRA
+    assert "hf download alice/bot-adapter bot-base.Q8_0.gguf bot-lora.F16.gguf Modelfile" in card
+
+
+@pytest.mark.slow
+@pytest.mark.ollama
+def test_pushed_deploy_folder_registers_from_the_hub_files_and_answers(
+    fake_hub: FakeHub, taught_in_ollama: Any, tmp_path: Path
+) -> None:
+    """What users download (Modelfile + GGUF) builds a model that answers like the fine-tune."""
+    push_to_hub(taught_in_ollama.keep_dir, "alice/taught-GGUF", what="gguf")
+    repo = fake_hub.repos["alice/taught-GGUF"]
+    card = fake_hub.file_bytes("alice/taught-GGUF", "README.md").decode()
+    assert "was verified to render exactly" in card
+    assert "ollama run hf.co/alice/taught-GGUF:Q8_0" in card
+
+    download = tmp_path / "download"
+    download.mkdir()
+    for path in repo.paths():
+        (download / path).write_bytes(fake_hub.file_bytes("alice/taught-GGUF", path))
+    modelfile = parse_modelfile((download / "Modelfile").read_text(encoding="utf-8"))
+    assert (download / "template").read_text(encoding="utf-8") == modelfile.template
+    params = json.loads((download / "params").read_text())
+    assert params["stop"] == modelfile.parameter_values("stop") and "num_thread" not in params
+
+    name = register_model(
+        "from-hub", modelfile, base_dir=download, host=taught_in_ollama.host, force=True
+    ).name
+    session = ChatSession(name, host=taught_in_ollama.host, options={"temperature": 0})
+    done = list(session.ask("What is the secret word?"))[-1]
+    assert isinstance(done, ChatDone) and done.answer == "banana"

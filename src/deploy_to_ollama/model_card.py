@@ -50,6 +50,8 @@ class ModelCardData:
     license: str | None = None
     modelfile_from: str | None = None
     """The GGUF the pushed Modelfile's ``FROM`` names (for the ``ollama create`` recipe)."""
+    adapter_files: tuple[str, ...] = ()
+    """GGUF LoRA files the Modelfile's ``ADAPTER`` lines name (not runnable on their own)."""
 
 
 def format_size(size: int) -> str:

@@ -257,6 +257,7 @@ def ollama_repo_files(modelfile_path: Path) -> tuple[dict[str, bytes], ModelCard
         template_verified=_template_status(modelfile.header_comment),
         license=None,
         modelfile_from=source if "/" not in source and source.endswith(".gguf") else None,
+        adapter_files=tuple(Path(a).name for a in modelfile.adapters),
     )
     return files, card
 
@@ -285,8 +286,13 @@ def build_repo_files(
     modelfile = folder / "Modelfile"
     if what == "gguf" and modelfile.is_file():
         extra, partial = ollama_repo_files(modelfile)
+    adapters = set(partial.adapter_files) if partial else set()
     card_files = tuple(
-        CardFile(f.name, f.stat().st_size, quant_tag(f.name) if f.suffix == ".gguf" else None)
+        CardFile(
+            f.name,
+            f.stat().st_size,
+            quant_tag(f.name) if f.suffix == ".gguf" and f.name not in adapters else None,
+        )
         for f in files
     )
     verified = template_verified
@@ -302,6 +308,7 @@ def build_repo_files(
         parameters=partial.parameters if partial else {},
         template_verified=verified,
         modelfile_from=partial.modelfile_from if partial else None,
+        adapter_files=partial.adapter_files if partial else (),
     )
     extra["README.md"] = render_model_card(data).encode()
     return extra
