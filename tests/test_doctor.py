@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from deploy_to_ollama.chat_template.source import TemplateSource
+from deploy_to_ollama.chat_template.translate import translate_template
 from deploy_to_ollama.cli import app, main
 from deploy_to_ollama.doctor import examine
-from deploy_to_ollama.doctor.diagnoses import default_system_prompt, summarize_difference
-from deploy_to_ollama.doctor.reference import choose_reference
-from deploy_to_ollama.doctor.targets import load_target
+from deploy_to_ollama.doctor.diagnoses import default_system_prompt, diagnose, summarize_difference
+from deploy_to_ollama.doctor.reference import ReferenceChoice, ReferenceTemplate, choose_reference
+from deploy_to_ollama.doctor.targets import Target
+from deploy_to_ollama.errors import DeployError
 from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelfile
 from support.doctor_models import (
     CHATML_TEMPLATE,
@@ -28,6 +32,7 @@ from support.doctor_models import (
     write_reference_dir,
 )
 from support.ollama_server import TINY_CHAT_TEMPLATE
+from support.shared import corpus_records
 
 runner = CliRunner()
 
@@ -166,8 +171,8 @@ def test_default_system_prompt_lost_and_duplicated(
 
 
 def test_default_system_prompt_is_found_by_rendering(system_reference: Path) -> None:
-    target = load_target(str(system_reference))
-    ref = choose_reference(target, None).reference
+    target = Target("modelfile", "Modelfile", CHATML_TEMPLATE, None, (), None, None)
+    ref = choose_reference(target, system_reference).reference
     assert ref is not None
     assert default_system_prompt(ref) == DEFAULT_SYSTEM
 
@@ -353,3 +358,54 @@ def test_missing_stop_is_found_without_a_reference(tmp_path: Path, doctor_gguf_d
     path = _modelfile(tmp_path, doctor_gguf_dir, variant="eos_endoftext", parameters=())
     codes = _codes(path, None)
     assert codes == ["eot_not_stop", "no_reference"]
+
+
+def _corpus_choice(record: dict[str, Any]) -> ReferenceChoice:
+    bos, eos = record.get("bos_token"), record.get("eos_token")
+    source = TemplateSource(
+        template=record["jinja"],
+        origin=Path(record["_file"]),
+        kind="jinja",
+        bos_token=bos,
+        eos_token=eos,
+        stop_tokens=(eos,) if eos else (),
+    )
+    variables = tuple((k, v) for k, v in (("bos_token", bos), ("eos_token", eos)) if v)
+    ref = ReferenceTemplate(
+        template=record["jinja"],
+        origin="source",
+        location=record["_file"],
+        bos_token=bos,
+        eos_token=eos,
+        stop_tokens=source.stop_tokens,
+        add_bos=None,
+        variables=variables,
+        source=source,
+    )
+    return ReferenceChoice(ref, "corpus record")
+
+
+def test_no_false_alarms_on_verified_translations_of_real_templates() -> None:
+    # Every 8th corpus record: when the template engine verified its translation, the doctor
+    # must find nothing wrong with a Modelfile that uses it.
+    records = corpus_records()[::8]
+    if not records:
+        pytest.skip("../shared/chat_templates is absent")
+    checked = 0
+    for record in records:
+        choice = _corpus_choice(record)
+        assert choice.reference is not None and choice.reference.source is not None
+        try:
+            translated = translate_template(choice.reference.source)
+        except DeployError:
+            continue
+        if not translated.report.verified:
+            continue
+        stops = tuple(("stop", s) for s in translated.stop)
+        target = Target(
+            "modelfile", record["_file"], translated.template, translated.system, stops, None, None
+        )
+        errors = [d for d in diagnose(target, choice) if d.severity == "error"]
+        assert errors == [], (record["_file"], [d.evidence for d in errors])
+        checked += 1
+    assert checked >= 10
