@@ -95,7 +95,13 @@ def test_cli_export_k_quants_json_modelfile_and_force(
         assert Path(f["path"]).stat().st_size == f["bytes"]
     assert files["q4_k_m"]["bytes"] < files["q8_0"]["bytes"]
     assert sorted(p.name for p in out.glob("*.gguf")) == ["mini.Q4_K_M.gguf", "mini.Q8_0.gguf"]
-    assert "mini.Q8_0.gguf" in (out / "Modelfile").read_text()
+    from deploy_to_ollama.modelfile import parse_modelfile
+
+    modelfile = parse_modelfile((out / "Modelfile").read_text())
+    assert modelfile.from_ == "./mini.Q8_0.gguf"
+    assert payload["template"] == "verified"
+    assert modelfile.template and ".Messages" in modelfile.template
+    assert "<|eot_id|>" in modelfile.parameter_values("stop")
     assert gguf_fields(out / "mini.Q4_K_M.gguf", llama_cpp_toolchain)["general.name"] == "mini"
     again = _export(*args, "--name", "mini")
     assert isinstance(again.exception, OutputExistsError)
@@ -165,3 +171,31 @@ def test_interrupted_export_leaves_no_final_file_and_rerun_succeeds(
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "m.Q4_K_M.gguf").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_save_merged_writes_hf_model_and_gguf_from_it(
+    llama_cpp_toolchain: Any, tiny_llama: Any, tmp_path: Path
+) -> None:
+    from deploy_to_ollama.gguf.export import export_gguf
+
+    merged = tmp_path / "merged"
+    result = export_gguf(
+        tiny_llama.adapter_dir,
+        out_dir=tmp_path / "out",
+        quant="f16",
+        save_merged=merged,
+        name="tiny",
+        toolchain=llama_cpp_toolchain,
+    )
+    assert result.merged_dir == merged
+    assert (merged / "config.json").is_file()
+    assert list(merged.glob("*.safetensors"))
+    streamed = export_gguf(
+        tiny_llama.adapter_dir,
+        out_dir=tmp_path / "streamed",
+        quant="f16",
+        name="tiny",
+        toolchain=llama_cpp_toolchain,
+    )
+    assert result.path.read_bytes() == streamed.path.read_bytes()
