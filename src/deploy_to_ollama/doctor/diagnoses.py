@@ -203,13 +203,13 @@ def summarize_difference(expected: str, actual: str) -> str:
         return f"{_show(want)} missing at the end of the prompt"
     if not want:
         return f"extra {_show(got)} at the end of the prompt"
-    if at == 0:
-        return f"starts with {_show(got[:20])} instead of {_show(want[:20])}"
-    where = _place(expected, at)
-    if want.endswith(got) or got in want:
-        return f"{_show(want[: len(want) - len(got)] or want)} missing {where}"
+    where = "at the start of the prompt" if at == 0 else _place(expected, at)
+    if want.endswith(got):
+        return f"{_show(want[: len(want) - len(got)])} missing {where}"
     if got.endswith(want):
         return f"extra {_show(got[: len(got) - len(want)])} {where}"
+    if at == 0:
+        return f"starts with {_show(got[:20])} instead of {_show(want[:20])}"
     return f"{where}: the reference has {_show(want[:25])}, Ollama has {_show(got[:25])}"
 
 
