@@ -159,6 +159,11 @@ def export_command(
 
     parse_quant_list(quant)  # validate before any heavy work
     chosen = _pick_backend(backend)
+    if chosen == "unsloth" and (mode == "adapter" or base is not None or name is not None):
+        raise UsageError(
+            "--mode adapter, --base and --name need the llama.cpp backend",
+            hint="add --backend llama.cpp",
+        )
     if chosen == "unsloth":
         _export_unsloth(source, out, quant, save_merged, force, json_out, quiet, llama_cpp)
         return
