@@ -356,6 +356,9 @@ class Executor:
             return spec.fn(*argv)
         except FuncError as err:
             raise ExecError(f"error calling {name}: {err}") from err
+        except (ValueError, TypeError, OverflowError, IndexError) as err:
+            # A corner of Go's behaviour we do not model: fail like a template error, not a crash.
+            raise ExecError(f"error calling {name}: unsupported: {err}") from err
 
     def _is_iface_arg(self, dot: Any, node: n.Node) -> bool:
         """Whether Go passes this argument as an interface-kinded reflect.Value."""

@@ -33,6 +33,8 @@ class Spec:
     zero: bool = False
     width: int | None = None
     prec: int | None = None
+    notes: str = ""
+    """Go's ``%!(BADWIDTH)``/``%!(BADPREC)`` markers, written before the operand."""
 
 
 def go_quote(text: str, quote: str = '"') -> str:
@@ -116,6 +118,8 @@ def _format_int(value: int, spec: Spec) -> str:
 
 def _format_float(value: float, spec: Spec) -> str:
     verb = spec.verb
+    if verb == "v" and spec.prec is not None:
+        verb = "g"
     if verb in ("v", "g", "G") and spec.prec is None:
         body = format_float_v(abs(value)) if value == value else "NaN"
     elif verb in ("x", "X"):
@@ -135,6 +139,11 @@ def _format_float(value: float, spec: Spec) -> str:
         return _pad(text, Spec(minus=spec.minus, width=spec.width))
     negative = value < 0 or (value == 0 and str(value).startswith("-"))
     return _pad(_sign(spec, negative=negative) + body, spec, numeric=True)
+
+
+def _ascii_escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _hex_float(value: float, prec: int | None) -> str:
@@ -159,7 +168,12 @@ def _format_str(value: str, spec: Spec) -> str:
     if verb in ("s", "v"):
         return _pad(value, spec)
     if verb == "q":
-        return _pad(go_quote(value), spec)
+        if spec.sharp and "`" not in value and all(c == "\t" or c >= " " for c in value):
+            return _pad("`" + value + "`", spec)
+        quoted = go_quote(value)
+        if spec.plus:
+            quoted = "".join(c if ord(c) < 0x80 else _ascii_escape(c) for c in quoted)
+        return _pad(quoted, spec)
     if verb in ("x", "X"):
         data = value.encode("utf-8", "surrogateescape")
         sep = " " if spec.space else ""
@@ -234,7 +248,7 @@ def _parse_number(fmt: str, i: int) -> tuple[int | None, int]:
 def sprintf(fmt: str, args: list[Any]) -> str:
     """Go ``fmt.Sprintf`` over model values."""
     out: list[str] = []
-    argi = 0
+    state = _ArgState(len(args))
     i = 0
     while i < len(fmt):
         j = fmt.find("%", i)
@@ -242,54 +256,95 @@ def sprintf(fmt: str, args: list[Any]) -> str:
             out.append(fmt[i:])
             break
         out.append(fmt[i:j])
-        spec, i, star_args = _parse_spec(fmt, j + 1, args, argi)
-        argi = star_args
+        spec, i = _parse_spec(fmt, j + 1, args, state)
         if spec is None:
             out.append("%!(NOVERB)")
             break
+        out.append(spec.notes)
         if spec.verb == "%":
             out.append("%")
             continue
-        if argi >= len(args):
+        if state.bad_index:
+            out.append(f"%!{spec.verb}(BADINDEX)")
+            continue
+        if state.next >= len(args):
             out.append(f"%!{spec.verb}(MISSING)")
             continue
-        out.append(format_operand(args[argi], spec))
-        argi += 1
-    if argi < len(args):
+        out.append(format_operand(args[state.next], spec))
+        state.next += 1
+    if not state.reordered and state.next < len(args):
         extra = ", ".join(
             "<nil>" if a is None or a is NO_VALUE else f"{go_type_name(a)}={format_v(a)}"
-            for a in args[argi:]
+            for a in args[state.next :]
         )
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
 
 
-def _parse_spec(fmt: str, i: int, args: list[Any], argi: int) -> tuple[Spec | None, int, int]:
+@dataclass(slots=True)
+class _ArgState:
+    """Go's ``argNum``/``reordered``/``goodArgNum`` bookkeeping for explicit ``%[n]`` indexes."""
+
+    count: int
+    next: int = 0
+    reordered: bool = False
+    bad_index: bool = False
+
+
+def _arg_index(fmt: str, i: int, state: _ArgState) -> int:
+    """Consume an explicit ``[n]`` argument index at ``fmt[i]``, if any."""
+    if i >= len(fmt) or fmt[i] != "[":
+        return i
+    state.reordered = True
+    end = fmt.find("]", i)
+    digits = fmt[i + 1 : end] if end > 0 else ""
+    if end < 0 or not digits.isdigit() or not 1 <= int(digits) <= state.count:
+        state.bad_index = True
+        return end + 1 if end > 0 else len(fmt)
+    state.next = int(digits) - 1
+    return end + 1
+
+
+def _star(fmt: str, i: int, args: list[Any], state: _ArgState) -> tuple[int | None, int]:
+    value = None
+    if state.next < len(args):
+        arg = args[state.next]
+        if isinstance(arg, int) and not isinstance(arg, bool):
+            value = arg
+    state.next += 1
+    return value, i + 1
+
+
+def _parse_spec(fmt: str, i: int, args: list[Any], state: _ArgState) -> tuple[Spec | None, int]:
     spec = Spec()
+    state.bad_index = False
     flags = {"-": "minus", "+": "plus", "#": "sharp", " ": "space", "0": "zero"}
     while i < len(fmt) and fmt[i] in flags:
         setattr(spec, flags[fmt[i]], True)
         i += 1
     if spec.minus:
         spec.zero = False
+    i = _arg_index(fmt, i, state)
     if i < len(fmt) and fmt[i] == "*":
-        if argi < len(args) and isinstance(args[argi], int) and not isinstance(args[argi], bool):
-            spec.width = args[argi]
-        argi += 1
-        i += 1
+        spec.width, i = _star(fmt, i, args, state)
+        if spec.width is None:
+            spec.notes += "%!(BADWIDTH)"
+        elif spec.width < 0:
+            spec.minus, spec.zero, spec.width = True, False, -spec.width
     else:
         spec.width, i = _parse_number(fmt, i)
     if i < len(fmt) and fmt[i] == ".":
-        i += 1
+        i = _arg_index(fmt, i + 1, state)
         if i < len(fmt) and fmt[i] == "*":
-            if argi < len(args) and isinstance(args[argi], int):
-                spec.prec = args[argi]
-            argi += 1
-            i += 1
+            spec.prec, i = _star(fmt, i, args, state)
+            if spec.prec is None or spec.prec < 0:
+                spec.notes += "%!(BADPREC)"
+                spec.prec = None
         else:
             prec, i = _parse_number(fmt, i)
             spec.prec = prec or 0
+    i = _arg_index(fmt, i, state)
     if i >= len(fmt):
-        return None, i, argi
+        return None, i
     spec.verb = fmt[i]
-    return spec, i + 1, argi
+    return spec, i + 1
