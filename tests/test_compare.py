@@ -83,6 +83,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
         compare_model(tmp_path, "m", max_tokens=0)
     with pytest.raises(InputError, match="no prompt"):
         compare_model(tmp_path, "m", prompts=())
+    with pytest.raises(InputError, match="--dtype"):
+        compare_model(tmp_path, "m", dtype="int3")
 
 
 # --------------------------------------------------------------------------- real server

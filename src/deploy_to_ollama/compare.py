@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS = ("What is the capital of France?",)
 DEFAULT_MAX_TOKENS = 32
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 #: Fixed seed on the Ollama side; at temperature 0 it only pins down ties.
 SEED = 42
 
@@ -135,14 +136,12 @@ def merged_model_dir(source: Path, *, base: Path | None = None) -> Iterator[Path
         yield target
 
 
-def _load(model_dir: Path) -> tuple[Any, Any]:
-    import torch
+def _load(model_dir: Path, dtype: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        # float32 on CPU: the reference must not add its own rounding to the comparison.
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
     except (OSError, ValueError) as err:
         raise MergeError(
             f"transformers cannot load {model_dir}: {err}".splitlines()[0],
@@ -251,6 +250,7 @@ def compare_model(
     system: str | None = None,
     base: Path | None = None,
     client: Any = None,
+    dtype: str = "float32",
     progress: ProgressReporter | None = None,
 ) -> CompareReport:
     """Answer ``prompts`` greedily with transformers and with Ollama, and compare the tokens.
@@ -264,6 +264,8 @@ def compare_model(
         system: system prompt sent on both sides.
         base: base model folder for an adapter (else ``base_model_name_or_path``).
         client: an ``ollama.Client`` to reuse.
+        dtype: transformers dtype on CPU; float32 (default) adds no rounding of its own,
+            ``bfloat16``/``auto`` halve the memory of large models.
         progress: stage reporter.
 
     Returns:
@@ -278,6 +280,8 @@ def compare_model(
         raise InputError(f"--max-tokens must be at least 1, got {max_tokens}", hint="e.g. 32")
     if not prompts:
         raise InputError("no prompt to compare", hint="pass --prompt TEXT")
+    if dtype not in DTYPES:
+        raise InputError(f"unknown --dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
     import ollama
 
     reporter = progress or NullProgress()
@@ -288,7 +292,7 @@ def compare_model(
     results: list[PromptComparison] = []
     with merged_model_dir(source, base=base) as folder:
         reporter.start("load", "transformers: loading the merged model")
-        hf_model, tokenizer = _load(folder)
+        hf_model, tokenizer = _load(folder, dtype)
         reporter.done("load")
         reporter.start("compare", "comparing answers", total=len(prompts))
         for prompt in prompts:

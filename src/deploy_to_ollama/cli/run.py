@@ -135,6 +135,10 @@ def compare_command(
     base: Annotated[
         Path | None, typer.Option("--base", help="Base model dir for an adapter.")
     ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option("--dtype", help="transformers dtype: float32 (default), bfloat16, auto."),
+    ] = "float32",
     host: HostOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -151,6 +155,7 @@ def compare_command(
             host=host or Settings.from_env().ollama_host,
             system=system,
             base=base,
+            dtype=dtype,
             progress=reporter,
         )
     if json_out:
