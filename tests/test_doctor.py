@@ -409,3 +409,30 @@ def test_no_false_alarms_on_verified_translations_of_real_templates() -> None:
         assert errors == [], (record["_file"], [d.evidence for d in errors])
         checked += 1
     assert checked >= 10
+
+
+def test_fix_keeps_adapters_and_other_parameters(
+    tmp_path: Path, doctor_gguf_dir: Path, chatml_reference: Path
+) -> None:
+    gguf = copy_gguf(doctor_gguf_dir, "plain", tmp_path)
+    adapter = copy_gguf(doctor_gguf_dir, "eos_endoftext", tmp_path / "lora")
+    path = tmp_path / "Modelfile"
+    path.write_text(
+        render_modelfile(
+            Modelfile(
+                from_=f"./{gguf.name}",
+                adapters=(f"./lora/{adapter.name}",),
+                template=LLAMA3_TEMPLATE,
+                parameters=(("num_ctx", "2048"), ("stop", "\n")),
+            )
+        )
+    )
+    result = runner.invoke(
+        app, ["doctor", str(path), "--source", str(chatml_reference), "--fix", "--force"]
+    )
+    assert result.exit_code == 0, result.output
+    fixed = parse_modelfile(path.read_text())  # --force: rewritten in place
+    assert fixed.from_ == "./plain.gguf"
+    assert fixed.adapters == ("./lora/eos_endoftext.gguf",)
+    assert fixed.parameter_values("num_ctx") == ["2048"]
+    assert fixed.parameter_values("stop") == ["<|im_end|>", "<|im_start|>"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
     system = _fixed_system(target, translated.system, found)
     modelfile = Modelfile(
         from_=target.weights or target.label,
+        adapters=target.adapters,
         template=translated.template,
         system=system,
         parameters=params,
@@ -162,13 +163,19 @@ def apply_fix(
 
 
 def _relative_from(modelfile: Modelfile, weights: Path, folder: Path) -> Modelfile:
-    from dataclasses import replace
+    """Write FROM/ADAPTER paths relative to the Modelfile's folder when they lie under it."""
 
-    try:
-        rel = weights.relative_to(folder.resolve())
-        return replace(modelfile, from_=f"./{rel}")
-    except ValueError:
-        return modelfile
+    def rel(value: str) -> str:
+        try:
+            return f"./{Path(value).relative_to(folder.resolve())}"
+        except ValueError:
+            return value
+
+    return replace(
+        modelfile,
+        from_=rel(str(weights)),
+        adapters=tuple(rel(a) for a in modelfile.adapters),
+    )
 
 
 def _modelfile_path(target: Target) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +68,8 @@ class Target:
     weights_digest: str | None = None
     """``sha256:…`` of the Ollama model's weights blob (re-used by ``--fix``, no upload)."""
     adapter_digests: tuple[str, ...] = ()
+    adapters: tuple[str, ...] = ()
+    """``ADAPTER`` files of a Modelfile target (absolute paths), kept by ``--fix``."""
 
     @property
     def stops(self) -> list[str]:
@@ -171,6 +173,10 @@ def load_modelfile_target(path: Path, *, host: str | None = None) -> Target:
     template = modelfile.template if modelfile.template is not None else base.template
     system = modelfile.system if modelfile.system is not None else base.system
     parameters = _merge_parameters(base.parameters, modelfile.parameters)
+    adapters = tuple(
+        str(a if a.is_absolute() else (path.parent / a).resolve())
+        for a in (Path(x).expanduser() for x in modelfile.adapters)
+    )
     return Target(
         "modelfile",
         str(path),
@@ -180,6 +186,7 @@ def load_modelfile_target(path: Path, *, host: str | None = None) -> Target:
         base.gguf,
         base.weights,
         host=base.host,
+        adapters=adapters,
     )
 
 
@@ -329,17 +336,7 @@ def load_hf_target(folder: Path) -> Target:
     modelfile = folder / "Modelfile"
     if modelfile.is_file():
         inner = load_modelfile_target(modelfile)
-        return Target(
-            "hf",
-            str(folder),
-            inner.template,
-            inner.system,
-            inner.parameters,
-            inner.gguf,
-            inner.weights,
-            hf_dir=folder,
-            host=inner.host,
-        )
+        return replace(inner, kind="hf", label=str(folder), hf_dir=folder)
     ggufs = sorted(folder.glob("*.gguf"))
     if not ggufs:
         raise InputError(
