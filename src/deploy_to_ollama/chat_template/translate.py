@@ -55,6 +55,8 @@ class TemplateShape:
     default_system: str | None = None
     head: str = ""
     """Everything before the first user content when there is no system message."""
+    mid_system: tuple[str, str] | None = None
+    """(prefix, suffix) of a system message after the first turn, if the template shows one."""
     head_system: tuple[str, str] | None = None
     """(before, after) the system content, up to the first user content, with a system message."""
     trims: tuple[tuple[str, str, str], ...] = ()
@@ -307,6 +309,7 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
         default_system=default_system,
         head=u_nog[: u_nog.find(U1)],
         head_system=sys_pieces,
+        mid_system=_mid_system(render, assistant_suffix, user_prefix),
         trims=_observe_trims(render),
     )
     return _with_system(render, shape)
@@ -340,6 +343,21 @@ def _observe_trims(render: _Renderer) -> tuple[tuple[str, str, str], ...]:
         if left or right:
             found.append((role, left, right))
     return tuple(found)
+
+
+def _mid_system(
+    render: _Renderer, assistant_suffix: str, user_prefix: str
+) -> tuple[str, str] | None:
+    """Wrapper of a system message in the middle of a conversation (None if none shows)."""
+    conv = [("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2)]
+    text = render(conv, gen=False)
+    split = _between(text, A1, SYS2, U2) if text else None
+    if split is None:
+        return None
+    pre, post = split[1], split[2]
+    if pre.startswith(assistant_suffix) and post.endswith(user_prefix):
+        return pre[len(assistant_suffix) :], post[: len(post) - len(user_prefix)]
+    return None
 
 
 def _system_observation(render: _Renderer, head: str) -> tuple[str | None, tuple[str, str] | None]:
@@ -425,10 +443,12 @@ def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str
     """
     assert shape.head_system is not None
     before, after = shape.head_system
-    has = "$hasSystem" if empty_system == "render" else "$.System"
-    pieces: list[Piece] = [*_system_slot_scan("first_user")]
+    has = "$hasSystem" if empty_system == "render" else "$sys0"
+    pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""')]
+    pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
+    pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
     pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
-    pieces += [*_content("$.System", shape.trim("system"), "s"), Lit(after)]
+    pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
@@ -436,6 +456,10 @@ def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str
     pieces += [Act("else"), *_content(".Content", shape.trim("user"), "g"), Act("end")]
     pieces += [Act("else"), Lit(shape.user_prefix), *_content(".Content", shape.trim("user"), "u")]
     pieces += [Act("end"), *_user_tail(shape)]
+    if shape.mid_system is not None:
+        prefix, suffix = shape.mid_system
+        pieces += [Act('else if and (eq .Role "system") (gt $i 0)'), Lit(prefix)]
+        pieces += [*_content(".Content", shape.trim("system"), "m"), Lit(suffix)]
     pieces += _assistant(shape)
     return pieces
 
@@ -557,7 +581,7 @@ def _system_slot_scan(mode: str) -> list[Piece]:
         Act('if eq $m.Role "user"'),
         Act(assign),
         Act("end"),
-        Act('if eq $m.Role "system"'),
+        Act('if and (eq $m.Role "system") (eq $i 0)'),
         Act("$hasSystem = true"),
         Act("end"),
         Act("end"),
