@@ -149,9 +149,20 @@ def run_baseline(base: Path, adapter: Path, out: Path, llama_cpp: Path) -> None:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (adapter / name).exists():
             shutil.copy2(adapter / name, merged_dir / name)
-    env = {**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(llama_cpp / "gguf-py"), str(llama_cpp)]),
+    }
     f16 = out / "model.BF16.gguf"
-    convert = [sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(merged_dir)]
+    # The stock converter rejects any retrained tokenizer's hash (the bug our exporter fixes), so
+    # the baseline names the pre-tokenizer by hand, as users patch get_vocab_base_pre().
+    launcher = (
+        "import runpy, sys; from conversion.base import TextModel; "
+        "TextModel.get_vocab_base_pre = lambda self, tok: 'llama-bpe'; "
+        f"sys.argv = sys.argv[1:]; runpy.run_path({str(llama_cpp / 'convert_hf_to_gguf.py')!r}, "
+        "run_name='__main__')"
+    )
+    convert = [sys.executable, "-c", launcher, "convert_hf_to_gguf.py", str(merged_dir)]
     subprocess.run([*convert, "--outtype", "bf16", "--outfile", str(f16)], check=True, env=env)
     quantize = [str(llama_cpp / "llama-quantize"), str(f16), str(out / "model.Q4_K_M.gguf")]
     subprocess.run([*quantize, "Q4_K_M", str(os.cpu_count() or 1)], check=True)
