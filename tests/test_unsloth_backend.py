@@ -139,6 +139,8 @@ def test_staged_copy_is_complete_writable_and_leaves_the_toolchain_alone(tmp_pat
     assert staged == ub.staged_llama_cpp_dir(src, tmp_path / "cache")
     ub.check_llama_cpp_dir(staged)
     assert os.access(staged / "llama-quantize", os.X_OK)
+    # The quantizer is linked so a shared-lib build still finds its libs beside the real binary.
+    assert (staged / "llama-quantize").resolve() == (src / "llama-quantize").resolve()
     assert not list(staged.rglob("*.pyc")), "stale bytecode must not travel into the copy"
     (staged / "unsloth_convert_hf_to_gguf.py").write_text("patched")  # what Unsloth does
     assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
@@ -152,6 +154,7 @@ def test_restaging_is_stable_and_refreshes_the_copy(tmp_path: Path) -> None:
     second = ub.stage_llama_cpp_dir(src, tmp_path / "cache")
     assert first == second
     assert (second / "convert_hf_to_gguf.py").read_text() == "# rebuilt converter\n"
+    assert (second / "llama-quantize").is_symlink()
     other = _fake_toolchain(tmp_path / "other-toolchain")
     assert ub.staged_llama_cpp_dir(other, tmp_path / "cache") != first
 

@@ -189,8 +189,13 @@ def stage_llama_cpp_dir(toolchain_dir: Path, cache_dir: Path) -> Path:
     check_llama_cpp_dir(toolchain_dir)
     stage_dir = staged_llama_cpp_dir(toolchain_dir, cache_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    for rel in ("llama-quantize", "convert_hf_to_gguf.py", "convert_lora_to_gguf.py"):
+    for rel in ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py"):
         shutil.copy2(toolchain_dir / rel, stage_dir / rel)
+    # Linked, not copied: a shared-lib build finds its libggml through RUNPATH=$ORIGIN, which
+    # follows the link to the real binary.
+    quantize = stage_dir / "llama-quantize"
+    quantize.unlink(missing_ok=True)
+    quantize.symlink_to((toolchain_dir / "llama-quantize").resolve())
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for rel in ("gguf-py", *LLAMA_CPP_OPTIONAL):
         if (toolchain_dir / rel).is_dir():
