@@ -373,7 +373,7 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
         )
     if not renders:
         return []
-    family = _family_evidence(renders[0])
+    family = _family_evidence(renders[0], bos)
     return [
         Diagnosis(
             "template_mismatch",
@@ -395,9 +395,11 @@ def _markers(text: str) -> list[str]:
     return list(dict.fromkeys(_MARKER_RE.findall(text)))
 
 
-def _family_evidence(first: ProbeRender) -> tuple[str, ...]:
-    """A line naming the other chat format when no reference marker survives in Ollama's prompt."""
-    want, got = _markers(first.expected), _markers(first.actual)
+def _family_evidence(first: ProbeRender, bos: str | None) -> tuple[str, ...]:
+    """A line naming the other chat format when no reference marker survives in Ollama's prompt
+    (BOS does not count: llama.cpp adds it whatever the TEMPLATE)."""
+    want = [m for m in _markers(first.expected) if m != bos]
+    got = [m for m in _markers(first.actual) if m != bos]
     if not want or set(want) & set(got):
         return ()
     used = ", ".join(got[:3]) if got else "no special markers"
