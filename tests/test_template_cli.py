@@ -118,9 +118,7 @@ def test_diff_against_a_wrong_template_shows_both_sides(model_dir: Path, tmp_pat
     assert code == 3
     assert "[differs] single_user at character" in out
     assert "transformers (Jinja)" in out and "Ollama (TEMPLATE)" in out
-    code, out, _ = _invoke(
-        "template", "diff", str(model_dir), "--against", str(wrong), "--json"
-    )
+    code, out, _ = _invoke("template", "diff", str(model_dir), "--against", str(wrong), "--json")
     doc = json.loads(out)
     first = next(p for p in doc["probes"] if p["status"] == "differs")
     assert first["expected_text"] != first["actual_text"]

@@ -12,7 +12,6 @@ from deploy_to_ollama.chat_template import (
     TemplateSource,
     load_probes,
     load_template_source,
-    render_hf,
     translate_template,
 )
 from deploy_to_ollama.errors import (
@@ -173,7 +172,7 @@ def test_gguf_source_reads_template_and_token_metadata(tmp_path: Path) -> None:
 def test_gguf_without_chat_template_is_bad_input(tmp_path: Path) -> None:
     path = tmp_path / "m.gguf"
     _write_gguf(path, None)
-    with pytest.raises(TemplateNotFoundError, match="tokenizer.chat_template"):
+    with pytest.raises(TemplateNotFoundError, match=r"tokenizer\.chat_template"):
         load_template_source(path)
 
 
@@ -182,9 +181,9 @@ def test_gguf_without_chat_template_is_bad_input(tmp_path: Path) -> None:
 
 def test_real_go_renders_our_templates_like_transformers(go_oracle: Any) -> None:
     """Our emitted templates (trim loops, break, range over int) run the same in Go itself."""
+    from deploy_to_ollama.chat_template.verify import strip_bos
     from support.go_oracle import to_ollama_api_messages
 
-    from deploy_to_ollama.chat_template.verify import strip_bos
     cases, expected = [], []
     probes = {probe.id: probe for probe in load_probes()}
     for template in (INVENTED, FOLDED):

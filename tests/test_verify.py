@@ -13,8 +13,8 @@ CHATML = (
 )
 GO_CHATML = (
     "{{ range $i, $_ := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}"
-    "<|im_start|>{{ .Role }}\n{{ .Content }}{{ if not (and $last (eq .Role \"assistant\")) }}"
-    "<|im_end|>\n{{ end }}{{ if and $last (ne .Role \"assistant\") }}<|im_start|>assistant\n"
+    '<|im_start|>{{ .Role }}\n{{ .Content }}{{ if not (and $last (eq .Role "assistant")) }}'
+    '<|im_end|>\n{{ end }}{{ if and $last (ne .Role "assistant") }}<|im_start|>assistant\n'
     "{{ end }}{{ end }}"
 )
 

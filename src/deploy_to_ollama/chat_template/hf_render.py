@@ -21,7 +21,7 @@ def render_hf(
     add_generation_prompt: bool | None = None,
     continue_final_message: bool | None = None,
 ) -> str:
-    """Render ``messages`` through ``template`` the way ``apply_chat_template(tokenize=False)`` does.
+    """Render ``messages`` through ``template`` like ``apply_chat_template(tokenize=False)``.
 
     Args:
         template: the Jinja chat template.
@@ -48,15 +48,17 @@ def render_hf(
         add_generation_prompt = not last_is_assistant
     if continue_final_message is None:
         continue_final_message = last_is_assistant
+    # transformers passes the tokenizer's special tokens as extra template variables.
+    variables: dict[str, Any] = dict(tokens or {})
     try:
-        rendered, _ = render_jinja_template(
+        rendered: Any = render_jinja_template(
             conversations=[[dict(m) for m in messages]],
             tools=[dict(t) for t in tools] if tools else None,
             chat_template=template,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
-            **dict(tokens or {}),
-        )
+            **variables,
+        )[0]
     except jinja2.TemplateSyntaxError as err:
         raise TemplateSyntaxError(
             f"Jinja syntax error at line {err.lineno}: {err.message}",

@@ -42,7 +42,7 @@ class TemplateSource:
     bos_token: str | None = None
     eos_token: str | None = None
     special_tokens: tuple[tuple[str, str], ...] = ()
-    """Other special-token variables (``pad_token``, ``unk_token`` ...) as the template sees them."""
+    """Other special-token variables (``pad_token``, ``unk_token`` ...) the template sees."""
     stop_tokens: tuple[str, ...] = ()
     """End-of-generation token strings: eos, eot/eom, and every generation_config eos id."""
     add_bos_token: bool | None = None

@@ -9,11 +9,9 @@ No lookup table: a template never seen before goes through the same inference.
 from __future__ import annotations
 
 import logging
-import os
 import re
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateTranslationError
@@ -228,6 +226,13 @@ def _snap_suffix(text: str, n: int, tokens: Sequence[str]) -> int:
     return len(text) - cut
 
 
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def _role_start(region: str, assistant_header: str) -> int:
     """Where the user header starts in ``region``: the first place that opens like the
     assistant header does (``<|im_start|>``, ``<start_of_turn>``), so closers such as
@@ -235,7 +240,7 @@ def _role_start(region: str, assistant_header: str) -> int:
     header = assistant_header.lstrip()
     best, best_len = 0, 2
     for at in range(1, len(region)):
-        length = len(os.path.commonprefix([region[at:], header]))
+        length = _common_prefix(region[at:], header)
         if length > best_len:
             best, best_len = at, length
     return best
@@ -549,7 +554,7 @@ def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
     if not left and not right:
         return [Act(expr)]
     s, a, b, c = f"$s{tag}", f"$a{tag}", f"$b{tag}", f"$c{tag}"
-    body = [Act(f"{s} := {expr}"), Act(f"{a} := {f'len {s}' if left else 0}")]
+    body: list[Piece] = [Act(f"{s} := {expr}"), Act(f"{a} := {f'len {s}' if left else 0}")]
     body += [Act(f"{b} := {0 if right else f'len {s}'}")]
     if left:
         body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} $k")]
