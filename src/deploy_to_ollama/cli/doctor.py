@@ -265,6 +265,10 @@ def render_fix(
 ) -> None:
     """Print what --fix changed and whether the re-check passed."""
     console.print("[bold]Fix applied[/]")
+    verified = (
+        "yes" if result.plan.translation_verified else "[yellow]no[/] (see `template verify`)"
+    )
+    console.print(f"  translated TEMPLATE verified on the template engine's probes: {verified}")
     for change in result.plan.changes:
         console.print(f"  • {escape(change)}")
     if result.modelfile_path:
