@@ -123,3 +123,14 @@ def test_diff_against_a_wrong_template_shows_both_sides(model_dir: Path, tmp_pat
     first = next(p for p in doc["probes"] if p["status"] == "differs")
     assert first["expected_text"] != first["actual_text"]
     assert first["position"] == len("<|im_start|>user\nWhat is the capital of France?")
+
+
+def test_template_needing_tokens_hints_at_bos_eos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "llama2.jinja"
+    path.write_text("{% for m in messages %}{{ bos_token + '[INST] ' + m.content }}{% endfor %}")
+    code, _, err = _main(capsys, "template", str(path))
+    assert code == 1 and "--bos" in err
+    code, out, _ = _main(capsys, "template", str(path), "--bos", "<s>", "--eos", "</s>", "--json")
+    assert code in (0, 3) and json.loads(out)["template"]

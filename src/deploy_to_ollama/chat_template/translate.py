@@ -108,9 +108,11 @@ def translate_template(
     refs = dict(references) if references is not None else reference_renders(source)
     if all(isinstance(value, TemplateRenderError) for value in refs.values()):
         first = next(iter(refs.values()))
+        hint = "check that this is a chat template for messages with user/assistant roles"
+        if "_token' is undefined" in str(first):
+            hint = "the template needs special tokens: pass --bos and --eos (or the model dir)"
         raise TemplateTranslationError(
-            f"the chat template raises on every probe conversation ({first})",
-            hint="check that this is a chat template for messages with user/assistant roles",
+            f"the chat template raises on every probe conversation ({first})", hint=hint
         )
     warnings: list[str] = []
     try:
@@ -135,6 +137,7 @@ def translate_template(
             warnings=tuple(warnings + _bos_warnings(source, shape)),
         )
         if report.verified:
+            _log(result)
             return result
         if best is None or _score(report) > _score(best.report):
             best = result
@@ -142,7 +145,17 @@ def translate_template(
     if len(best.report.probes) < len(refs):
         full = verify_template(source, best.template, system=best.system, references=refs)
         best = replace(best, report=full)
+    _log(best)
     return best
+
+
+def _log(result: TranslatedTemplate) -> None:
+    for warning in result.warnings:
+        logger.warning("%s", warning)
+    if not result.verified:
+        failure = result.report.first_failure()
+        where = f" (first difference: probe {failure.probe})" if failure else ""
+        logger.warning("the translated TEMPLATE is not verified%s", where)
 
 
 def _score(report: VerificationReport) -> tuple[bool, int]:

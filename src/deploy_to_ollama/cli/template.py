@@ -57,12 +57,6 @@ def _fail_json(err: DeployError, *, json_out: bool) -> None:
         )
 
 
-def _warn(text: str) -> None:
-    from ..progress import console
-
-    console.print(f"Warning: {text}", style="yellow", markup=False, highlight=False)
-
-
 @template_app.command("show", epilog=TEMPLATE_EXAMPLES)
 def show_command(
     source: SourceArg,
@@ -78,8 +72,7 @@ def show_command(
     except DeployError as err:
         _fail_json(err, json_out=json_out)
         raise
-    for warning in result.warnings:
-        _warn(warning)
+    # Warnings (double BOS, not verified) reach stderr through the log handler.
     if json_out:
         print_result_json(translation_json(result))
     else:
