@@ -447,7 +447,9 @@ def _candidates(
         if pair not in found:
             found.append(pair)
     if shape.head_system is not None:
-        for empty_system in ("skip", "render"):
+        for empty_system in ("skip", "render", "inline"):
+            if empty_system == "inline" and shape.mid_system is None:
+                continue
             found.append((join_pieces(_emit_header(source, shape, empty_system)), None))
     return found
 
@@ -457,7 +459,9 @@ def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str
 
     For templates that put the system prompt inside the first user turn, swap a default system
     for the given one, or drop a preamble with it: text before the first user content is
-    either the no-system lead-in or (prefix, system, suffix) as observed.
+    either the no-system lead-in or (prefix, system, suffix) as observed. ``empty_system``:
+    an empty leading system message is absent (``skip``), present (``render``), or absent from
+    the lead-in but rendered as an ordinary system turn (``inline``, Command-A does this).
     """
     assert shape.head_system is not None
     before, after = shape.head_system
@@ -476,7 +480,8 @@ def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str
     pieces += [Act("end"), *_user_tail(shape)]
     if shape.mid_system is not None:
         prefix, suffix = shape.mid_system
-        pieces += [Act('else if and (eq .Role "system") (gt $i 0)'), Lit(prefix)]
+        cond = "or (gt $i 0) (not .Content)" if empty_system == "inline" else "gt $i 0"
+        pieces += [Act(f'else if and (eq .Role "system") ({cond})'), Lit(prefix)]
         pieces += [*_content(".Content", shape.trim("system"), "m"), Lit(suffix)]
     pieces += _assistant(shape)
     return pieces
