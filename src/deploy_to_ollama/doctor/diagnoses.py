@@ -9,50 +9,31 @@ sampling parameters. Pure functions of a ``Target`` and a ``ReferenceChoice``: n
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import DeployError
 from .reference import ReferenceChoice, ReferenceTemplate
+from .rendering import (
+    DOCTOR_PROBES,
+    default_system_prompt,
+    effective_ollama,
+    effective_reference,
+    eot_marker,
+    first_difference,
+    generation_suffix,
+    markers,
+    show_text,
+    snap_to_marker,
+    strip_bos,
+    summarize_difference,
+)
 from .targets import PROMPT_FALLBACK, Target
 
 logger = logging.getLogger(__name__)
 
 Severity = Literal["error", "warning", "info"]
-Message = dict[str, Any]
-
-#: Texts the probes use so that their place in a rendering can be found again.
-_SYS = "You are a terse assistant."
-_USER = "What is the secret word?"
-_ANSWER = "Banana."
-_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the weather of a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-
-#: Probe conversations the doctor renders through both templates.
-DOCTOR_PROBES: tuple[tuple[str, tuple[Message, ...]], ...] = (
-    ("single_user", ({"role": "user", "content": _USER},)),
-    ("system_user", ({"role": "system", "content": _SYS}, {"role": "user", "content": _USER})),
-    (
-        "multi_turn",
-        (
-            {"role": "user", "content": "Name a fruit."},
-            {"role": "assistant", "content": "Apple."},
-            {"role": "user", "content": "Another one, please."},
-        ),
-    ),
-)
 
 #: End-of-turn markers of common chat formats (checked when there is no reference template).
 KNOWN_EOT_MARKERS = (
@@ -74,8 +55,6 @@ _OLLAMA_PARAM = {
     "min_p": "min_p",
     "repetition_penalty": "repeat_penalty",
 }
-
-_MARKER_RE = re.compile(r"<\|[^|<>\s]+\|>|\[\|[^|\s]+\|\]|<[a-z_]+>|\[/?INST\]|</?s>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,158 +107,6 @@ class Diagnosis:
                 for p in self.probes
             ],
         }
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def first_difference(a: str, b: str) -> int | None:
-    """Index of the first differing character, None when equal.
-
-    >>> first_difference("abc", "abd"), first_difference("ab", "abc"), first_difference("a", "a")
-    (2, 2, None)
-    """
-    if a == b:
-        return None
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
-
-
-def _show(text: str, limit: int = 40) -> str:
-    """Short repr of a snippet for evidence lines."""
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
-def _strip_bos(text: str, bos: str | None) -> str:
-    return text[len(bos) :] if bos and text.startswith(bos) else text
-
-
-def _place(expected: str, at: int) -> str:
-    """Where ``at`` falls in a conversation rendering, in words."""
-    before = expected[:at]
-    for label, needle in (
-        ("the assistant's answer", _ANSWER),
-        ("the user turn", _USER),
-        ("the user turn", "Another one, please."),
-        ("the user turn", "Name a fruit."),
-        ("the system prompt", _SYS),
-    ):
-        pos = before.rfind(needle)
-        if pos >= 0 and all(before.rfind(n) <= pos for n in (_USER, _ANSWER, _SYS)):
-            return f"after {label}"
-    return "at the start of the prompt" if at == 0 else "before the first message"
-
-
-def snap_to_marker(expected: str, actual: str, at: int | None) -> int | None:
-    """Move a difference inside a special marker back to the marker's start.
-
-    >>> snap_to_marker("<|im_start|>u", "<|start_header_id|>u", 2)
-    0
-    """
-    if at is None:
-        return None
-    for text in (expected, actual):
-        for match in _MARKER_RE.finditer(text):
-            if match.start() < at < match.end():
-                at = match.start()
-    return at
-
-
-def summarize_difference(expected: str, actual: str) -> str:
-    """Say in words how Ollama's prompt departs from the reference.
-
-    >>> summarize_difference("<u>hi</u><a>", "<u>hi</u>")
-    "'<a>' missing at the end of the prompt"
-    >>> summarize_difference("<u>hi</u>", "[INST]hi")
-    "starts with '[INST]hi' instead of '<u>hi</u>'"
-    """
-    at = snap_to_marker(expected, actual, first_difference(expected, actual))
-    if at is None:
-        return "identical"
-    want, got = expected[at:], actual[at:]
-    if not got:
-        return f"{_show(want)} missing at the end of the prompt"
-    if not want:
-        return f"extra {_show(got)} at the end of the prompt"
-    where = "at the start of the prompt" if at == 0 else _place(expected, at)
-    if want.endswith(got):
-        return f"{_show(want[: len(want) - len(got)])} missing {where}"
-    if got.endswith(want):
-        return f"extra {_show(got[: len(got) - len(want)])} {where}"
-    if at == 0:
-        return f"starts with {_show(got[:20])} instead of {_show(want[:20])}"
-    return f"{where}: the reference has {_show(want[:25])}, Ollama has {_show(got[:25])}"
-
-
-def render_ollama(
-    template: str, messages: Sequence[Message], *, system: str | None, tools: Any = None
-) -> str:
-    """Ollama's prompt for ``messages`` (our port of Ollama's template execution)."""
-    from ..chat_template.ollama_prompt import render_ollama_prompt
-
-    return render_ollama_prompt(
-        template, [dict(m) for m in messages], system=system or None, tools=tools
-    )
-
-
-def _effective_ollama(target: Target, messages: Sequence[Message], tools: Any = None) -> str:
-    text = render_ollama(target.effective_template, messages, system=target.system, tools=tools)
-    info = target.gguf
-    if info is not None and info.add_bos and info.bos_token:
-        return info.bos_token + text
-    return text
-
-
-def _effective_reference(ref: ReferenceTemplate, messages: Sequence[Message], **kw: Any) -> str:
-    text = ref.render(messages, **kw)
-    return text
-
-
-def _eot_marker(ref: ReferenceTemplate) -> str | None:
-    """The text the reference writes right after an assistant answer (e.g. ``<|im_end|>``)."""
-    try:
-        text = ref.render(
-            [{"role": "user", "content": _USER}, {"role": "assistant", "content": _ANSWER}],
-            add_generation_prompt=False,
-        )
-    except DeployError:
-        return None
-    pos = text.rfind(_ANSWER)
-    if pos < 0:
-        return None
-    tail = text[pos + len(_ANSWER) :].strip()
-    # The first marker is what the model generates first; it alone decides whether it stops.
-    first = _MARKER_RE.match(tail)
-    marker = first.group(0) if first else tail.split("\n")[0].split(" ")[0].strip()
-    return marker or None
-
-
-def _generation_suffix(ref: ReferenceTemplate) -> str:
-    """What ``add_generation_prompt`` adds (the assistant header the model answers after)."""
-    messages = [{"role": "user", "content": _USER}]
-    with_prompt = ref.render(messages, add_generation_prompt=True)
-    without = ref.render(messages, add_generation_prompt=False)
-    return with_prompt[len(without) :] if with_prompt.startswith(without) else ""
-
-
-def default_system_prompt(ref: ReferenceTemplate) -> str | None:
-    """The system prompt the reference writes when the conversation has none (Qwen2.5-style).
-
-    Found by rendering with and without a system message and cutting out what differs.
-    """
-    user = [{"role": "user", "content": _USER}]
-    try:
-        with_sys = ref.render([{"role": "system", "content": _SYS}, *user])
-        without = ref.render(user)
-    except DeployError:
-        return None
-    prefix, found, suffix = with_sys.partition(_SYS)
-    if not found or not without.startswith(prefix) or not without.endswith(suffix):
-        return None
-    middle = without[len(prefix) : len(without) - len(suffix)]
-    return middle.strip() or None
 
 
 # --------------------------------------------------------------------------- the checks
@@ -351,21 +178,21 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
     renders: list[ProbeRender] = []
     for name, messages in DOCTOR_PROBES:
         try:
-            expected = _effective_reference(ref, messages)
+            expected = effective_reference(ref, messages)
         except DeployError as err:
             # The fine-tune's own template refuses this conversation (e.g. no system role):
             # nothing Ollama could be compared with.
             logger.info("probe %s skipped: %s", name, err.message)
             continue
         try:
-            actual = _effective_ollama(ctx.target, messages)
+            actual = effective_ollama(ctx.target, messages)
         except DeployError as err:
             renders.append(
                 ProbeRender(name, expected, "", 0, f"Ollama cannot render it: {err.message}")
             )
             continue
         # One leading BOS on either side is the tokenizer's business, not the template's.
-        if _strip_bos(expected, bos) == _strip_bos(actual, bos):
+        if strip_bos(expected, bos) == strip_bos(actual, bos):
             continue
         at = snap_to_marker(expected, actual, first_difference(expected, actual))
         renders.append(
@@ -391,15 +218,11 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
     ]
 
 
-def _markers(text: str) -> list[str]:
-    return list(dict.fromkeys(_MARKER_RE.findall(text)))
-
-
 def _family_evidence(first: ProbeRender, bos: str | None) -> tuple[str, ...]:
     """A line naming the other chat format when no reference marker survives in Ollama's prompt
     (BOS does not count: llama.cpp adds it whatever the TEMPLATE)."""
-    want = [m for m in _markers(first.expected) if m != bos]
-    got = [m for m in _markers(first.actual) if m != bos]
+    want = [m for m in markers(first.expected) if m != bos]
+    got = [m for m in markers(first.actual) if m != bos]
     if not want or set(want) & set(got):
         return ()
     used = ", ".join(got[:3]) if got else "no special markers"
@@ -415,8 +238,8 @@ def check_generation_prompt(ctx: DoctorContext) -> list[Diagnosis]:
     if ref is None or not ctx.has_template:
         return []
     try:
-        suffix = _generation_suffix(ref)
-        actual = _effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
+        suffix = generation_suffix(ref)
+        actual = effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
     except DeployError:
         return []
     if not suffix.strip() or actual.endswith(suffix):
@@ -428,8 +251,8 @@ def check_generation_prompt(ctx: DoctorContext) -> list[Diagnosis]:
             "the prompt does not end with the assistant header",
             "It continues your text instead of answering, or answers as the user.",
             (
-                f"the reference ends the prompt with {_show(suffix)}; Ollama's ends with "
-                f"{_show(actual[-len(suffix) - 10 :])}",
+                f"the reference ends the prompt with {show_text(suffix)}; Ollama's ends with "
+                f"{show_text(actual[-len(suffix) - 10 :])}",
             ),
             "end the TEMPLATE with the assistant header; `doctor --fix` writes it",
             fixable=True,
@@ -443,7 +266,7 @@ def check_eot_stop(ctx: DoctorContext) -> list[Diagnosis]:
     eogs = set(ctx.target.gguf.eog_tokens) if ctx.target.gguf else set()
     markers: list[str] = []
     if ref is not None:
-        marker = _eot_marker(ref)
+        marker = eot_marker(ref)
         markers = [marker] if marker else []
     elif ctx.has_template:
         # No reference: the well-known end-of-turn markers the TEMPLATE itself writes.
@@ -504,7 +327,7 @@ def check_double_bos(ctx: DoctorContext) -> list[Diagnosis]:
     if info is None or not info.add_bos or not info.bos_token or not ctx.has_template:
         return []
     try:
-        actual = _effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
+        actual = effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
     except DeployError:
         return []
     if not actual.startswith(info.bos_token * 2):
@@ -536,7 +359,7 @@ def check_system_prompt(ctx: DoctorContext) -> list[Diagnosis]:
     if default is None:
         return []
     try:
-        actual = _effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
+        actual = effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
     except DeployError:
         return []
     count = actual.count(default)
@@ -550,7 +373,7 @@ def check_system_prompt(ctx: DoctorContext) -> list[Diagnosis]:
                 "the default system prompt of the fine-tune is lost",
                 "It ignores its persona or instructions when you give no system prompt.",
                 (
-                    f"the reference adds {_show(default, 60)} when no system message is given; "
+                    f"the reference adds {show_text(default, 60)} when no system message is given; "
                     "Ollama's prompt does not contain it",
                 ),
                 "set `SYSTEM` to that text (or put it in the TEMPLATE); `doctor --fix` does",
@@ -564,8 +387,8 @@ def check_system_prompt(ctx: DoctorContext) -> list[Diagnosis]:
             "the default system prompt appears twice",
             "It repeats or over-weights its instructions: the prompt carries them twice.",
             (
-                f"{_show(default, 60)} appears {count} times in Ollama's prompt (SYSTEM and the "
-                "TEMPLATE both write it)",
+                f"{show_text(default, 60)} appears {count} times in Ollama's prompt "
+                "(SYSTEM and the TEMPLATE both write it)",
             ),
             "drop SYSTEM or the hard-coded text in the TEMPLATE; `doctor --fix` does",
             fixable=True,
