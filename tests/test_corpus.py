@@ -88,20 +88,25 @@ def test_no_false_verified_claim_go_oracle(
 
     probes = {p.id: p for p in load_probes()}
     cases, checks = [], []
+    tool_claims = 0
     for record, result in corpus_results:
         if not _verified(result):
             continue
         for checked in result.report.probes:
-            if checked.status != "match" or not checked.public:
+            probe = probes[checked.probe]
+            # Tool probes that now run (the Jinja template ignores tools) are claims too.
+            if checked.status != "match" or not (checked.public or probe.needs_tools):
                 continue
-            cases.append(
-                {
-                    "kind": "ollama",
-                    "template": result.template,
-                    "messages": to_ollama_api_messages(list(probes[checked.probe].messages)),
-                    "system": result.system or "",
-                }
-            )
+            case = {
+                "kind": "ollama",
+                "template": result.template,
+                "messages": to_ollama_api_messages(list(probe.messages)),
+                "system": result.system or "",
+            }
+            if probe.needs_tools:
+                tool_claims += 1
+                case["tools"] = [dict(t) for t in probe.tools]
+            cases.append(case)
             checks.append((record["_file"], checked, record.get("bos_token") or "<s>"))
     false_claims = []
     for (name, checked, bos), go in zip(checks, go_oracle.run(cases), strict=True):
@@ -109,6 +114,7 @@ def test_no_false_verified_claim_go_oracle(
         if go.failed or exp != act:
             false_claims.append((name, checked.probe, go.error or go.parse_error))
     assert len(checks) > 2500
+    assert tool_claims > 0
     assert false_claims == []
 
 

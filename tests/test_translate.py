@@ -193,16 +193,18 @@ def test_real_go_renders_our_templates_like_transformers(go_oracle: Any) -> None
             if checked.status == "skipped":
                 continue
             probe = probes[checked.probe]
-            cases.append(
-                {
-                    "kind": "ollama",
-                    "template": result.template,
-                    "messages": to_ollama_api_messages(list(probe.messages)),
-                    "system": result.system or "",
-                }
-            )
+            case = {
+                "kind": "ollama",
+                "template": result.template,
+                "messages": to_ollama_api_messages(list(probe.messages)),
+                "system": result.system or "",
+            }
+            if probe.needs_tools:
+                case["tools"] = [dict(t) for t in probe.tools]
+            cases.append(case)
             expected.append(checked)
     assert sum(c.status == "match" for c in expected) >= 25
+    assert any(c.probe == "tool_call_and_result" and c.status == "match" for c in expected)
     for checked, go in zip(expected, go_oracle.run(cases), strict=True):
         assert not go.failed, (checked.probe, go.error, go.parse_error)
         assert go.output == checked.actual, checked.probe

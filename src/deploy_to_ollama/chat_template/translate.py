@@ -18,6 +18,7 @@ from ..errors import TemplateRenderError, TemplateTranslationError
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .source import TemplateSource
 from .stops import infer_stops
+from .tools import SENTINEL_TOOL, ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class TemplateShape:
     trims: tuple[tuple[str, str, str], ...] = ()
     """Per role (role, left, right): which whitespace the Jinja template strips from content:
     ``""`` none, ``"nl"`` newlines only (``lstrip('\\n')``), ``"ws"`` all (``strip()``)."""
+    tool_turn: tuple[str, str, str] | None = None
+    """(prefix, suffix, suffix when last) of a tool result message, where one was observed."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""
@@ -115,8 +118,12 @@ def translate_template(
             f"the chat template raises on every probe conversation ({first})", hint=hint
         )
     warnings: list[str] = []
+    tools = analyse_tools(source)
     try:
         shape = infer_shape(source)
+        if tools.mode == "ignored":
+            # Tool definitions change nothing, so tool results are the only tool text to carry.
+            shape = replace(shape, tool_turn=_tool_turn(_Renderer(source), shape))
     except TemplateTranslationError as err:
         logger.info("shape inference failed: %s", err)
         shape = None
@@ -137,6 +144,7 @@ def translate_template(
             warnings=tuple(warnings + _bos_warnings(source, shape)),
         )
         if report.verified:
+            result = _with_tool_probes(source, result, refs, tools)
             _log(result)
             return result
         if best is None or _score(report) > _score(best.report):
@@ -145,8 +153,27 @@ def translate_template(
     if len(best.report.probes) < len(refs):
         full = verify_template(source, best.template, system=best.system, references=refs)
         best = replace(best, report=full)
+    best = _with_tool_probes(source, best, refs, tools)
     _log(best)
     return best
+
+
+def _with_tool_probes(
+    source: TemplateSource,
+    result: TranslatedTemplate,
+    refs: Mapping[str, Any],
+    tools: ToolAnalysis,
+) -> TranslatedTemplate:
+    """Run the tool probes where the Jinja template ignores tools; else say why they skip."""
+    report = verify_tool_probes(
+        source,
+        result.template,
+        result.report,
+        system=result.system,
+        references=refs,
+        analysis=tools,
+    )
+    return replace(result, report=report)
 
 
 def _log(result: TranslatedTemplate) -> None:
@@ -193,13 +220,41 @@ class _Renderer:
         try:
             return render_hf(
                 self.source.template,
-                [{"role": role, "content": content} for role, content in messages],
+                [_message(role, content) for role, content in messages],
                 tokens=self.tokens,
                 add_generation_prompt=gen,
                 continue_final_message=cont,
             )
         except TemplateRenderError:
             return None
+
+
+TOOL_RESULT = "Zqtoolresult"
+TOOL_NAME = SENTINEL_TOOL["function"]["name"]
+
+
+def _message(role: str, content: str) -> dict[str, Any]:
+    """A sentinel message; tool results carry a name and call id as real ones do."""
+    if role == "tool":
+        return {"role": role, "content": content, "name": TOOL_NAME, "tool_call_id": "call_1"}
+    return {"role": role, "content": content}
+
+
+def _tool_turn(render: _Renderer, shape: TemplateShape) -> tuple[str, str, str] | None:
+    """Wrapper of a tool result between an assistant turn and a user turn (None if unseen)."""
+    conv = [("user", U1), ("assistant", A1), ("tool", TOOL_RESULT)]
+    text = render([*conv, ("user", U2)], gen=False)
+    split = _between(text, A1, TOOL_RESULT, U2) if text else None
+    if split is None:
+        return None
+    pre, post = split[1], split[2]
+    if not pre.startswith(shape.assistant_suffix) or not post.endswith(shape.user_prefix):
+        return None
+    suffix = post[: len(post) - len(shape.user_prefix)]
+    last = render(conv, gen=True)
+    split_last = _between(last, A1, TOOL_RESULT) if last else None
+    suffix_last = split_last[2] if split_last and split_last[1] == pre else suffix
+    return pre[len(shape.assistant_suffix) :], suffix, suffix_last
 
 
 def _between(text: str, *marks: str) -> list[str] | None:
@@ -503,7 +558,26 @@ def _assistant(shape: TemplateShape) -> list[Piece]:
     pieces += _content(".Content", shape.trim("assistant"), "a")
     if shape.assistant_suffix:
         pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
+    if shape.tool_turn is not None:
+        prefix, suffix, suffix_last = shape.tool_turn
+        pieces += [Act('else if eq .Role "tool"'), *_named(prefix), Act(".Content")]
+        if suffix_last == suffix:
+            pieces += _named(suffix)
+        else:
+            pieces += [Act("if $last"), *_named(suffix_last), Act("else"), *_named(suffix)]
+            pieces += [Act("end")]
     pieces += [Act("end"), Act("end")]
+    return pieces
+
+
+def _named(text: str) -> list[Piece]:
+    """Literal text in which the sentinel tool name becomes ``.ToolName``."""
+    pieces: list[Piece] = []
+    for n, part in enumerate(text.split(TOOL_NAME)):
+        if n:
+            pieces.append(Act(".ToolName"))
+        if part:
+            pieces.append(Lit(part))
     return pieces
 
 

@@ -166,7 +166,7 @@ def _check(
     if isinstance(expected, Exception):
         return skipped(f"the Jinja template raises: {expected}")
     try:
-        actual = _ollama_side(go_template, probe, system)
+        actual = _ollama_side(go_template, probe, system, tools=tools)
     except DeployError as err:
         return ProbeResult(
             probe=probe.id,
@@ -178,12 +178,14 @@ def _check(
     return _compare(source, probe, expected, actual, encode)
 
 
-def _ollama_side(go_template: str, probe: Probe, system: str | None) -> str:
+def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: bool) -> str:
     from .ollama_prompt import render_ollama_prompt
 
+    # A TEMPLATE that claims tools gets the request's tools, as Ollama's /api/chat passes them.
+    offered = [dict(t) for t in probe.tools] if tools and probe.tools else None
     return str(
         render_ollama_prompt(
-            go_template, [dict(m) for m in probe.messages], system=system, tools=None
+            go_template, [dict(m) for m in probe.messages], system=system, tools=offered
         )
     )
 
