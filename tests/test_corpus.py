@@ -103,9 +103,8 @@ def test_no_false_verified_claim_go_oracle(
                 "messages": to_ollama_api_messages(list(probe.messages)),
                 "system": result.system or "",
             }
-            if probe.needs_tools:
-                tool_claims += 1
-                case["tools"] = [dict(t) for t in probe.tools]
+            # Tools are not sent: Ollama refuses them for a TEMPLATE without .Tools.
+            tool_claims += probe.needs_tools
             cases.append(case)
             checks.append((record["_file"], checked, record.get("bos_token") or "<s>"))
     false_claims = []

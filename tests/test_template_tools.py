@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
-from deploy_to_ollama.chat_template.tools import UNTRANSLATED_CALLS, analyse_tools
+from deploy_to_ollama.chat_template.tools import NO_TOOLS, UNTRANSLATED_CALLS, analyse_tools
 from deploy_to_ollama.chat_template.verify import verify_template
 
 # ChatML that knows nothing about tools: a tool result is one more role turn.
@@ -58,11 +58,15 @@ def _tool_results(result: Any) -> dict[str, Any]:
     return {p.probe: p for p in result.report.probes if p.probe.startswith("tool")}
 
 
-def test_template_ignoring_tools_verifies_tool_probes_with_a_tool_turn() -> None:
+def test_template_ignoring_tools_verifies_tool_results_with_a_tool_turn() -> None:
     result = translate_template(_source(PLAIN_CHATML))
     tools = _tool_results(result)
     assert result.verified
-    assert {p.status for p in tools.values()} == {"match"}
+    assert tools["tool_call_and_result"].status == "match"
+    # Ollama would refuse the tools of a TEMPLATE without .Tools: no claim on tool definitions.
+    assert tools["tools_available"].status == "skipped"
+    assert tools["tools_available"].reason == NO_TOOLS
+    assert ".Tools" not in result.template
     assert 'eq .Role "tool"' in result.template
     call = tools["tool_call_and_result"]
     assert '<|im_start|>tool\n{"temperature": 21' in (call.expected or "")
@@ -110,6 +114,5 @@ def test_untranslated_tool_calls_stay_skipped_never_counted() -> None:
     result = translate_template(_source(CALLS_AS_TEXT))
     tools = _tool_results(result)
     assert result.verified
-    assert tools["tools_available"].status == "match"
     assert tools["tool_call_and_result"].status == "skipped"
     assert tools["tool_call_and_result"].reason == UNTRANSLATED_CALLS

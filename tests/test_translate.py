@@ -199,8 +199,6 @@ def test_real_go_renders_our_templates_like_transformers(go_oracle: Any) -> None
                 "messages": to_ollama_api_messages(list(probe.messages)),
                 "system": result.system or "",
             }
-            if probe.needs_tools:
-                case["tools"] = [dict(t) for t in probe.tools]
             cases.append(case)
             expected.append(checked)
     assert sum(c.status == "match" for c in expected) >= 25

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..errors import TemplateRenderError
-from .probes import load_probes
+from .probes import Probe, load_probes
 from .source import TemplateSource
 from .verify import ProbeResult, VerificationReport, verify_template
 
@@ -97,6 +97,12 @@ def analyse_tools(source: TemplateSource) -> ToolAnalysis:
     )
 
 
+#: Why a probe that only offers tools is skipped when the Jinja template ignores tools.
+NO_TOOLS = (
+    "the Jinja template ignores tool definitions, and Ollama refuses tools for a TEMPLATE "
+    "without .Tools (no tools capability): nothing to compare"
+)
+
 #: Why a tool probe stays skipped when tools are ignored but calls or results still differ.
 UNTRANSLATED_CALLS = (
     "the Jinja template ignores tool definitions but renders tool calls or tool results, "
@@ -115,9 +121,10 @@ def verify_tool_probes(
 ) -> VerificationReport:
     """Run the tool probes where that is sound, else give their skips the precise reason.
 
-    Where the Jinja template ignores tool definitions, each tool probe is rendered with the
-    tools on both sides; a probe that matches counts, one that differs stays skipped (the
-    TEMPLATE makes no tool claim) with the reason. No probe that differs is ever counted.
+    Where the Jinja template ignores tool definitions, each tool probe with tool calls or
+    results is rendered (Ollama side without the tools it would refuse); a probe that matches
+    counts, one that differs stays skipped (the TEMPLATE makes no tool claim) with the reason.
+    No probe that differs is ever counted as a match.
 
     Args:
         source: the Jinja template and tokens.
@@ -137,9 +144,12 @@ def verify_tool_probes(
         return report
     updated: dict[str, ProbeResult] = {}
     if analysis.mode == "ignored":
-        suite = [p for p in load_probes() if p.id in tool_ids]
+        # Ollama refuses a request's tools when the TEMPLATE never names .Tools, so the Ollama
+        # side gets the messages alone; the Jinja side ignores the tools it is given anyway.
+        suite = [replace(p, tools=()) for p in load_probes() if p.id in tool_ids]
+        runnable = [p for p in suite if _has_tool_turns(p)]
         ran = verify_template(
-            source, go_template, system=system, tools=True, references=references, probes=suite
+            source, go_template, system=system, tools=True, references=references, probes=runnable
         )
         for result in ran.probes:
             updated[result.probe] = (
@@ -147,6 +157,9 @@ def verify_tool_probes(
                 if result.status != "differs"
                 else ProbeResult(result.probe, "skipped", result.public, reason=UNTRANSLATED_CALLS)
             )
+        for probe in suite:
+            if not _has_tool_turns(probe):
+                updated[probe.id] = ProbeResult(probe.id, "skipped", probe.public, reason=NO_TOOLS)
     else:
         for probe_id in tool_ids:
             old = next(p for p in report.probes if p.probe == probe_id)
@@ -154,7 +167,12 @@ def verify_tool_probes(
     return replace(report, probes=tuple(updated.get(p.probe, p) for p in report.probes))
 
 
+def _has_tool_turns(probe: Probe) -> bool:
+    return any(m.get("role") == "tool" or m.get("tool_calls") for m in probe.messages)
+
+
 __all__ = [
+    "NO_TOOLS",
     "SENTINEL_TOOL",
     "UNTRANSLATED_CALLS",
     "ToolAnalysis",
