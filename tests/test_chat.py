@@ -177,3 +177,61 @@ def test_cli_prompt_on_the_taught_model_answers_banana(
     assert exit_.value.code == 0, out.err
     assert out.out == "banana\n"
     assert "tokens/s]" in out.err
+
+
+@pytest.mark.ollama
+def test_interactive_terminal_session(ollama_server: OllamaServer, chat_model: str) -> None:
+    """A real terminal (pty): prompt, streamed answers, /system, /reset, /exit."""
+    import os
+    import pty
+    import re
+    import select
+    import subprocess
+    import sys
+    import time
+
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "OLLAMA_HOST": ollama_server.host}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy_to_ollama", "chat", chat_model],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=env,
+        close_fds=True,
+    )
+    os.close(terminal)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in re.sub(rb"\x1b\[[0-9;]*m", b"", seen) and time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                seen += os.read(controller, 4096)
+            except OSError:
+                break
+        plain = re.sub(rb"\x1b\[[0-9;]*m", b"", seen)  # rich styles the notices on a tty
+        assert marker in plain, plain.decode(errors="replace")
+
+    try:
+        ollama_server.mark_log()
+        read_until(b">>> ")
+        os.write(controller, b"/system Be brief.\n")
+        read_until(b"system prompt set")
+        os.write(controller, b"Hello\n")
+        read_until(b"tokens/s]")
+        os.write(controller, b"/exit\n")
+        read_until(b"bye")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(controller)
+    assert ollama_server.prompts() == [
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ]

@@ -69,7 +69,8 @@ def _stream_answer(events: Iterator[Any]) -> None:
             sys.stdout.flush()
             speed = event.stats.tokens_per_second
             rate = f", {speed:.1f} tokens/s" if speed is not None else ""
-            console.print(f"[{event.stats.eval_count} tokens{rate}]", style="dim", markup=False)
+            stats = f"[{event.stats.eval_count} tokens{rate}]"
+            console.print(stats, style="dim", markup=False, highlight=False)
         elif isinstance(event, ChatNotice):
             console.print(event.message, style="dim", markup=False, highlight=False)
 
@@ -104,7 +105,9 @@ def chat_command(
         return
     interactive = sys.stdin.isatty()
     if interactive:
-        console.print("Type /help for commands, /exit to leave.", style="dim", markup=False)
+        console.print(
+            "Type /help for commands, /exit to leave.", style="dim", markup=False, highlight=False
+        )
     for line in _lines(interactive):
         try:
             _stream_answer(session.handle(line))
