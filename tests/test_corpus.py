@@ -22,6 +22,9 @@ from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 #: Verified templates reached so far (of 319); raise it when the engine improves, never lower it.
 RATCHET = 293
 
+#: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
+TOOL_RESULT_RATCHET = 108
+
 
 def _translate_all() -> list[tuple[dict[str, Any], Any]]:
     results = []
@@ -63,6 +66,15 @@ def test_verified_share_never_drops(corpus_results: list[tuple[dict[str, Any], A
     print(f"{'ALL':24} {verified}/{len(corpus_results)} = {verified / len(corpus_results):.1%}")
     assert len(corpus_results) == 319
     assert verified >= RATCHET
+    tool_results = sum(
+        _verified(result)
+        and any(
+            p.probe == "tool_call_and_result" and p.status == "match" for p in result.report.probes
+        )
+        for _, result in corpus_results
+    )
+    print(f"tool results verified too: {tool_results}")
+    assert tool_results >= TOOL_RESULT_RATCHET
 
 
 @pytest.mark.slow
