@@ -103,7 +103,9 @@ def test_cli_export_k_quants_json_modelfile_and_force(
     assert modelfile.template and ".Messages" in modelfile.template
     assert "<|eot_id|>" in modelfile.parameter_values("stop")
     assert gguf_fields(out / "mini.Q4_K_M.gguf", llama_cpp_toolchain)["general.name"] == "mini"
-    again = _export(*args, "--name", "mini")
+    same = _export(*args, "--name", "mini", "--json")  # identical inputs: reused (resume)
+    assert same.exit_code == 0 and json.loads(same.stdout)["reused"] is True, same.output
+    again = _export(*args[:3], "--quant", "q8_0", "--name", "mini")  # other options
     assert isinstance(again.exception, OutputExistsError)
     assert "--force" in (again.exception.hint or "")
     assert _export(*args, "--name", "mini", "--force").exit_code == 0

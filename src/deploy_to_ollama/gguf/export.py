@@ -18,6 +18,7 @@ from typing import Any, Literal
 from .._fs import check_disk_space
 from ..errors import InputError, OutputExistsError, UsageError
 from ..progress import NullProgress, ProgressReporter
+from ._stamp import fingerprint_inputs, read_matching_stamp, write_stamp
 from .llama_cpp import (
     ConvertFacts,
     quantize_gguf,
@@ -75,6 +76,8 @@ class ExportResult:
     base_dir: Path | None = None
     """The base model an adapter was merged into (None for merged or GGUF inputs)."""
     notes: tuple[str, ...] = field(default=())
+    reused: bool = False
+    """True when an identical earlier export (same input bytes and options) was kept."""
 
     @property
     def path(self) -> Path:
@@ -218,7 +221,13 @@ def run_export(
             f"--mode adapter needs a LoRA adapter, got a {resolved.kind} input",
             hint="drop --mode adapter",
         )
-    _check_outputs(plan_files(request, quants, stem), force=request.force)
+    planned = plan_files(request, quants, stem)
+    fingerprint = _fingerprint(request, resolved, quants, stem, toolchain)
+    if not request.force and all(p.exists() for p in planned):
+        kept = _reuse(request, stem, fingerprint, planned)
+        if kept is not None:
+            return kept
+    _check_outputs(planned, force=request.force)
     if request.save_merged is not None:
         _check_outputs([request.save_merged], force=request.force)
     n_params = count_parameters(weights_dir) if resolved.kind != "gguf" else 0
@@ -227,12 +236,85 @@ def run_export(
     request.out_dir.mkdir(parents=True, exist_ok=True)
 
     if resolved.kind == "gguf":
-        return _requantize(request, resolved, quants, stem, toolchain, reporter)
-    if request.mode == "adapter":
+        result = _requantize(request, resolved, quants, stem, toolchain, reporter)
+    elif request.mode == "adapter":
         from .adapter import export_adapter
 
-        return export_adapter(request, resolved, quants, stem, toolchain, reporter)
-    return _export_merged(request, resolved, quants, stem, toolchain, reporter)
+        result = export_adapter(request, resolved, quants, stem, toolchain, reporter)
+    else:
+        result = _export_merged(request, resolved, quants, stem, toolchain, reporter)
+    write_stamp(
+        request.out_dir, stem, fingerprint, [f.path for f in result.files], _stamped(result)
+    )
+    return result
+
+
+def _fingerprint(
+    request: ExportRequest,
+    resolved: Any,
+    quants: Sequence[QuantType],
+    stem: str,
+    toolchain: Toolchain,
+) -> str:
+    """Content hash of every input plus the options and versions that shape the output bytes."""
+    from .. import __version__
+    from .toolchain import LLAMA_CPP_COMMIT
+
+    roots = [Path(resolved.path)]
+    if resolved.kind == "adapter":
+        roots.append(Path(resolved.base_dir))
+    if resolved.kind != "gguf":
+        roots.append(_tokenizer_dir(resolved))
+    options = {
+        "quants": [q.name for q in quants],
+        "mode": request.mode,
+        "name": request.name or stem,
+        "save_merged": str(request.save_merged) if request.save_merged else None,
+        "deploy_to_ollama": __version__,
+        "llama_cpp": LLAMA_CPP_COMMIT,
+        "toolchain": str(toolchain.root),
+    }
+    return fingerprint_inputs(roots, options, exclude=request.out_dir)
+
+
+def _stamped(result: ExportResult) -> dict[str, Any]:
+    return {
+        "files": [{"name": f.path.name, "quant": f.quant, "role": f.role} for f in result.files],
+        "name": result.name,
+        "input_kind": result.input_kind,
+        "chat_template": result.chat_template,
+        "merged_dir": str(result.merged_dir) if result.merged_dir else None,
+        "pretokenizer_detected": result.pretokenizer_detected,
+        "max_buffered_tensors": result.max_buffered_tensors,
+        "base_dir": str(result.base_dir) if result.base_dir else None,
+    }
+
+
+def _reuse(
+    request: ExportRequest, stem: str, fingerprint: str, planned: Sequence[Path]
+) -> ExportResult | None:
+    """The earlier export of identical inputs, when its stamp and outputs are intact."""
+    stamped = read_matching_stamp(request.out_dir, stem, fingerprint, planned)
+    if stamped is None:
+        return None
+    merged = stamped.get("merged_dir")
+    if request.save_merged is not None and not (merged and Path(merged).is_dir()):
+        return None
+    logger.info("reusing the export in %s: same inputs and options", request.out_dir)
+    base_dir = stamped.get("base_dir")
+    return ExportResult(
+        files=tuple(
+            _gguf(request.out_dir / f["name"], f["quant"], f["role"]) for f in stamped["files"]
+        ),
+        name=stamped["name"],
+        input_kind=stamped["input_kind"],
+        chat_template=stamped.get("chat_template"),
+        merged_dir=Path(merged) if merged else None,
+        pretokenizer_detected=stamped.get("pretokenizer_detected"),
+        max_buffered_tensors=int(stamped.get("max_buffered_tensors") or 0),
+        base_dir=Path(base_dir) if base_dir else None,
+        reused=True,
+    )
 
 
 def _default_stem(source: Path, resolved: Any) -> str:
