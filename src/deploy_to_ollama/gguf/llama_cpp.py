@@ -7,7 +7,6 @@ renamed at the end, so an interrupted export never leaves a file under the final
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .._fs import atomic_path
-from .._subprocess import STDERR_TAIL_LINES
+from .._subprocess import STDERR_TAIL_LINES, kill_with_parent, run_tool
 from ..errors import ConversionError
 from .quants import QuantType
 from .toolchain import Toolchain
@@ -288,7 +287,7 @@ def run_converter(
             capture_output=True,
             text=True,
             check=False,
-            preexec_fn=die_with_parent,
+            preexec_fn=kill_with_parent,
         )
         if result.returncode != 0:
             raise _worker_failure(spec_path, command, result)
@@ -298,17 +297,6 @@ def run_converter(
         pretokenizer_detected=facts.get("pretokenizer_detected"),
         max_buffered_tensors=int(facts.get("max_buffered_tensors", 0)),
     )
-
-
-def die_with_parent() -> None:
-    """In a child: get SIGKILL when our process dies, so a killed export stops its workers."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        with contextlib.suppress(OSError):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _worker_failure(
@@ -340,21 +328,21 @@ def quantize_gguf(toolchain: Toolchain, source: Path, target: Path, quant: Quant
         ConversionError: llama-quantize failed (last stderr lines in the error).
     """
     threads = str(max(1, os.cpu_count() or 1))
-    command = [toolchain.quantize, *quant.quantize_args, source, "TMP", quant.llama_name, threads]
+    command: list[str | Path] = [
+        toolchain.quantize,
+        *quant.quantize_args,
+        source,
+        "TMP",
+        quant.llama_name,
+        threads,
+    ]
     with atomic_path(target) as tmp:
         command[command.index("TMP")] = tmp
-        argv = [str(part) for part in command]
-        result = subprocess.run(
-            argv, capture_output=True, text=True, check=False, preexec_fn=die_with_parent
+        run_tool(
+            command,
+            what=f"llama-quantize to {quant.name}",
+            hint="check free disk space, or rerun `deploy-to-ollama setup --force`",
+            die_with_parent=True,
         )
-        if result.returncode != 0:
-            tail = "\n".join(result.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
-            last = tail.splitlines()[-1] if tail else f"exit code {result.returncode}"
-            raise ConversionError(
-                f"llama-quantize to {quant.name} failed: {last}",
-                hint="check free disk space, or rerun `deploy-to-ollama setup --force`",
-                command=argv,
-                stderr_tail=tail,
-            )
         os.chmod(tmp, 0o644)
     return target
