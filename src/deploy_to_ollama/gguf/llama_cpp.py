@@ -23,6 +23,7 @@ from typing import Any
 from .._fs import atomic_path
 from .._subprocess import STDERR_TAIL_LINES, kill_with_parent, run_tool
 from ..errors import ConversionError
+from ..merge import TOKENIZER_FILES
 from .quants import QuantType
 from .toolchain import Toolchain
 
@@ -30,17 +31,6 @@ logger = logging.getLogger(__name__)
 
 #: Files the converter reads besides the weights (config, tokenizer, generation defaults).
 MODEL_SIDE_FILES: tuple[str, ...] = ("config.json", "generation_config.json")
-TOKENIZER_FILES: tuple[str, ...] = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 _SAFETENSORS_DTYPES: Mapping[str, str] = {
     "F32": "float32",
     "F16": "float16",
