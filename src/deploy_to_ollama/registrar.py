@@ -179,12 +179,19 @@ def model_exists(name: str, host: str | None = None) -> bool:
     return show_model(name, host) is not None
 
 
-def show_model(name: str, host: str | None = None) -> dict[str, Any] | None:
-    """The ``/api/show`` document of ``name``, or None when the server has no such model."""
+def show_model(
+    name: str, host: str | None = None, *, verbose: bool = False, timeout: float = 60
+) -> dict[str, Any] | None:
+    """The ``/api/show`` document of ``name``, or None when the server has no such model.
+
+    ``verbose`` asks for the full ``model_info`` (token lists), which the doctor needs and
+    which can take a while on large vocabularies, hence the ``timeout``.
+    """
     url = normalize_host(host)
+    payload: dict[str, Any] = {"model": name, "verbose": True} if verbose else {"model": name}
     try:
-        with _http(url, timeout=60) as http:
-            response = http.post("/api/show", json={"model": name})
+        with _http(url, timeout=timeout) as http:
+            response = http.post("/api/show", json=payload)
     except httpx.HTTPError as err:
         raise _unavailable(url, err) from err
     if response.status_code == 404:

@@ -13,10 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-
-from ..errors import InputError, InputNotFoundError, ModelfileError, OllamaUnavailableError
+from ..errors import InputError, InputNotFoundError, ModelfileError
 from ..modelfile import Modelfile, parse_modelfile
+from ..registrar import show_model
 from ..settings import normalize_host
 
 logger = logging.getLogger(__name__)
@@ -214,32 +213,6 @@ def _merge_parameters(
 # --------------------------------------------------------------------------- Ollama
 
 
-def show_verbose(name: str, host: str) -> dict[str, Any] | None:
-    """``/api/show`` with ``verbose`` (so model_info holds the token list); None when absent.
-
-    Raises:
-        OllamaUnavailableError: the server does not answer.
-    """
-    try:
-        with httpx.Client(base_url=host, timeout=httpx.Timeout(120, connect=5.0)) as http:
-            response = http.post("/api/show", json={"model": name, "verbose": True})
-    except httpx.HTTPError as err:
-        raise OllamaUnavailableError(
-            f"cannot reach the Ollama server at {host} ({type(err).__name__})",
-            host=host,
-            hint="start it with `ollama serve`, or point --host / OLLAMA_HOST at a running server",
-        ) from err
-    if response.status_code == 404:
-        return None
-    if response.status_code != 200:
-        raise InputError(
-            f"/api/show {name} answered {response.status_code}: {response.text[:200]}",
-            hint="check the model name with `ollama list`",
-        )
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def load_ollama_target(name: str, *, host: str | None = None) -> Target:
     """An Ollama model as the server reports it.
 
@@ -248,7 +221,7 @@ def load_ollama_target(name: str, *, host: str | None = None) -> Target:
         InputNotFoundError: the server has no such model.
     """
     url = normalize_host(host)
-    shown = show_verbose(name, url)
+    shown = show_model(name, url, verbose=True, timeout=120)
     if shown is None:
         raise InputNotFoundError(
             f"Ollama at {url} has no model {name!r}",
