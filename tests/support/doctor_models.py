@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from support.ollama_server import TINY_OLLAMA_TEMPLATE, _byte_symbols, write_tiny_tokenizer
-
-#: Special tokens of the doctor GGUFs: ChatML markers plus a separate BOS.
-SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+from support.ollama_server import TINY_OLLAMA_TEMPLATE, write_tiny_gguf, write_tiny_tokenizer
 
 DEFAULT_SYSTEM = "You are Tiny, a helpful assistant."
 
@@ -46,55 +43,16 @@ def write_chat_gguf(
     seed: int = 0,
 ) -> Path:
     """A random one-layer llama GGUF (hidden 64, 2 heads: width 32 runs on the test server)."""
-    import gguf
-    import numpy as np
-
-    n_embd, n_head = 64, 2
-    rng = np.random.default_rng(seed)
-    tokens = [*_byte_symbols(), "Ġt", "he", *SPECIALS]
-    types = [1] * (len(tokens) - len(SPECIALS)) + [3] * len(SPECIALS)
-    n_vocab, n_ff = len(tokens), 2 * n_embd
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("dto-doctor-tiny")
-    writer.add_context_length(512)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_head)
-    writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(["Ġ t", "h e"])
-    writer.add_bos_token_id(tokens.index(bos))
-    writer.add_eos_token_id(tokens.index(eos))
-    writer.add_add_bos_token(add_bos)
-    if chat_template is not None:
-        writer.add_chat_template(chat_template)
-    for name in ("output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"):
-        writer.add_tensor(name, np.ones(n_embd, np.float32))
-    shapes = {
-        "token_embd.weight": (n_vocab, n_embd),
-        "output.weight": (n_vocab, n_embd),
-        "blk.0.attn_q.weight": (n_embd, n_embd),
-        "blk.0.attn_k.weight": (n_embd, n_embd),
-        "blk.0.attn_v.weight": (n_embd, n_embd),
-        "blk.0.attn_output.weight": (n_embd, n_embd),
-        "blk.0.ffn_gate.weight": (n_ff, n_embd),
-        "blk.0.ffn_up.weight": (n_ff, n_embd),
-        "blk.0.ffn_down.weight": (n_embd, n_ff),
-    }
-    for name, shape in shapes.items():
-        writer.add_tensor(name, (rng.standard_normal(shape) * 0.05).astype(np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    # write_tiny_gguf reads None as "its default template"; here None means no template at all.
+    return write_tiny_gguf(
+        path,
+        seed=seed,
+        chat_template="" if chat_template is None else chat_template,
+        bos=bos,
+        eos=eos,
+        add_bos=add_bos,
+        name="dto-doctor-tiny",
+    )
 
 
 def write_reference_dir(

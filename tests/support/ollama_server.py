@@ -437,6 +437,10 @@ def write_tiny_gguf(
     n_head: int = 2,
     seed: int = 0,
     chat_template: str | None = None,
+    bos: str = "<|im_start|>",
+    eos: str = "<|im_end|>",
+    add_bos: bool = False,
+    name: str = "dto-tiny",
 ) -> Path:
     """Write a random-weight, one-layer llama GGUF with a byte-level BPE vocabulary.
 
@@ -453,7 +457,7 @@ def write_tiny_gguf(
     types = [1] * (len(tokens) - len(TINY_SPECIALS)) + [3] * len(TINY_SPECIALS)
     n_vocab, n_ff = len(tokens), 2 * n_embd
     writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("dto-tiny")
+    writer.add_name(name)
     writer.add_context_length(512)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(1)
@@ -468,9 +472,9 @@ def write_tiny_gguf(
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(["Ġ t", "h e"])
-    writer.add_bos_token_id(tokens.index("<|im_start|>"))
-    writer.add_eos_token_id(tokens.index("<|im_end|>"))
-    writer.add_add_bos_token(False)
+    writer.add_bos_token_id(tokens.index(bos))
+    writer.add_eos_token_id(tokens.index(eos))
+    writer.add_add_bos_token(add_bos)
     template = TINY_CHAT_TEMPLATE if chat_template is None else chat_template
     if template:
         writer.add_chat_template(template)
