@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import traceback
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import click
@@ -14,7 +16,7 @@ from rich.logging import RichHandler
 
 from .. import __version__
 from ..errors import DeployError
-from ..progress import console
+from ..progress import ProgressReporter, RichProgress, console
 from ..settings import Settings
 
 app = typer.Typer(
@@ -67,6 +69,23 @@ def print_result_json(payload: dict[str, Any]) -> None:
     """Write one JSON document to stdout."""
     sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def reporting(reporter: ProgressReporter, *, json_out: bool) -> Iterator[None]:
+    """Show rich progress while a command runs; with ``--json`` an error is a JSON document too."""
+    try:
+        if isinstance(reporter, RichProgress):
+            with reporter:
+                yield
+        else:
+            yield
+    except DeployError as err:
+        if json_out:
+            print_result_json(
+                {"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}
+            )
+        raise
 
 
 def print_error(message: str, *, hint: str | None) -> None:

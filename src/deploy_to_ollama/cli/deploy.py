@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..errors import DeployError, InputNotFoundError, UsageError
+from ..errors import InputNotFoundError, UsageError
 from ..progress import NullProgress, ProgressReporter, RichProgress, console
 from ..settings import Settings
-from ._common import ForceOpt, HostOpt, JsonOpt, app, print_result_json
+from ._common import ForceOpt, HostOpt, JsonOpt, app, print_result_json, reporting
 
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only the model name on success.")
@@ -114,7 +112,7 @@ def deploy_command(
 
     settings = Settings.from_env()
     reporter = _reporter(json_out=json_out, quiet=quiet)
-    with _running(reporter, json_out=json_out):
+    with reporting(reporter, json_out=json_out):
         report = deploy(
             source,
             name=name,
@@ -164,7 +162,7 @@ def register_command(
         )
     parsed = parse_modelfile(modelfile.read_text(encoding="utf-8"))
     reporter = _reporter(json_out=json_out, quiet=quiet)
-    with _running(reporter, json_out=json_out):
+    with reporting(reporter, json_out=json_out):
         registration = register_model(
             name,
             parsed,
@@ -210,7 +208,7 @@ def check_command(
             f"--source {source} does not exist", path=source, hint="pass the fine-tune's folder"
         )
     reporter = _reporter(json_out=json_out, quiet=False)
-    with _running(reporter, json_out=json_out):
+    with reporting(reporter, json_out=json_out):
         report = check_round_trip(
             name,
             host=host or Settings.from_env().ollama_host,
@@ -227,20 +225,3 @@ def check_command(
             console.print(line, markup=False, highlight=False)
     if not report.passed:
         raise typer.Exit(3)
-
-
-@contextlib.contextmanager
-def _running(reporter: ProgressReporter, *, json_out: bool) -> Iterator[None]:
-    """Show rich progress while the command runs; with ``--json`` report errors as JSON too."""
-    try:
-        if isinstance(reporter, RichProgress):
-            with reporter:
-                yield
-        else:
-            yield
-    except DeployError as err:
-        if json_out:
-            print_result_json(
-                {"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}
-            )
-        raise
