@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
+from .chat_template.verify import first_difference
 from .errors import OllamaUnavailableError, RoundTripError
 from .progress import NullProgress, ProgressReporter
 from .registrar import server_version, show_model
@@ -328,15 +329,6 @@ def render_with_go_renderer(template: str, system: str | None, messages: Sequenc
 # --------------------------------------------------------------------------- checks
 
 
-def _first_difference(a: str, b: str) -> int | None:
-    if a == b:
-        return None
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
-
-
 def compare_probe(name: str, reference: Reference, expected: str, actual: str) -> ProbeCheck:
     """Compare transformers' rendering with Ollama's at token level (text equality reported)."""
     expected_ids = reference.tokenize(expected)
@@ -347,7 +339,7 @@ def compare_probe(name: str, reference: Reference, expected: str, actual: str) -
         exact_text=expected == actual,
         expected=expected,
         actual=actual,
-        first_difference=_first_difference(expected, actual),
+        first_difference=first_difference(expected, actual),
     )
 
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ..chat_template.verify import first_difference
 from ..errors import DeployError
 from .reference import ReferenceTemplate
 from .targets import Target
@@ -36,20 +37,6 @@ DOCTOR_PROBES: tuple[tuple[str, tuple[Message, ...]], ...] = (
 
 
 MARKER_RE = re.compile(r"<\|[^|<>\s]+\|>|\[\|[^|\s]+\|\]|<[a-z_]+>|\[/?INST\]|</?s>")
-
-
-def first_difference(a: str, b: str) -> int | None:
-    """Index of the first differing character, None when equal.
-
-    >>> first_difference("abc", "abd"), first_difference("ab", "abc"), first_difference("a", "a")
-    (2, 2, None)
-    """
-    if a == b:
-        return None
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
 
 
 def show_text(text: str, limit: int = 40) -> str:
