@@ -14,7 +14,7 @@ from typing import Literal
 
 import jinja2
 
-from ._resources import templates_dir
+from ._resources import template_environment
 
 PushKind = Literal["gguf", "merged", "adapter"]
 
@@ -120,14 +120,7 @@ def _yaml_front_matter(data: ModelCardData) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    env = template_environment()
     env.filters["size"] = format_size
     env.filters["fence"] = code_fence
     env.filters["quant_use"] = quant_use

@@ -15,7 +15,7 @@ from enum import Enum
 
 import jinja2
 
-from ._resources import templates_dir
+from ._resources import template_environment
 from .errors import ModelfileError
 
 #: Roles a ``MESSAGE`` line may carry (parser.go ``isValidMessageRole``).
@@ -491,15 +491,7 @@ def _checked_command(name: str) -> str:
 
 
 def _jinja_template() -> jinja2.Template:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    return env.get_template("Modelfile.j2")
+    return template_environment().get_template("Modelfile.j2")
 
 
 # --------------------------------------------------------------------------- parameters
