@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import DiskSpaceError
 
@@ -54,3 +56,16 @@ def check_disk_space(directory: Path, needed_bytes: int) -> None:
             f"have {free / 1e9:.1f} GB",
             hint="free some space or choose another output directory",
         )
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or ``{}`` when it is missing, unreadable or not an object.
+
+    For optional side files (generation_config.json, tokenizer_config.json) whose absence
+    just means "no defaults".
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

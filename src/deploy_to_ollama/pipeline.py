@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from ._fs import write_text_atomic
+from ._fs import read_json_object, write_text_atomic
 from .errors import InputError, InputNotFoundError, OutputExistsError
 from .modelfile import (
     Modelfile,
@@ -193,23 +193,15 @@ def _tokenizer_dir(folder: Path) -> Path | None:
     return folder if any((folder / n).exists() for n in names) else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def model_parameters(folder: Path, base_dir: Path | None) -> tuple[tuple[str, str], ...]:
     """Sampling parameters from generation_config.json and num_ctx from the training length."""
     params: list[tuple[str, str]] = []
     for candidate in (folder, base_dir):
         if candidate is not None and (candidate / "generation_config.json").is_file():
-            config = _read_json(candidate / "generation_config.json")
+            config = read_json_object(candidate / "generation_config.json")
             params += parameters_from_generation_config(config)
             break
-    max_length = _read_json(folder / "tokenizer_config.json").get("model_max_length")
+    max_length = read_json_object(folder / "tokenizer_config.json").get("model_max_length")
     if isinstance(max_length, int | float) and 0 < max_length <= MAX_SENSIBLE_CONTEXT:
         params.append(num_ctx_parameter(int(max_length)))
     return tuple(params)
