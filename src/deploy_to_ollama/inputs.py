@@ -157,7 +157,7 @@ def _resolve_merged(path: Path) -> ResolvedInput:
     return ResolvedInput(
         kind="merged",
         path=path,
-        tokenizer_dir=path if _has_tokenizer(path) else None,
+        tokenizer_dir=path if has_tokenizer(path) else None,
         architecture=_architecture(config),
         config=config,
     )
@@ -182,7 +182,7 @@ def _resolve_adapter(path: Path, base: Path | None) -> ResolvedInput:
         path=path,
         base_dir=base_dir,
         adapter_config=adapter_config,
-        tokenizer_dir=path if _has_tokenizer(path) else base_dir,
+        tokenizer_dir=path if has_tokenizer(path) else base_dir,
         architecture=_architecture(config),
         config=config,
         base_id=adapter_config.base_model_name_or_path,
@@ -308,7 +308,8 @@ def _architecture(config: Mapping[str, Any]) -> str | None:
     return str(archs[0]) if archs else None
 
 
-def _has_tokenizer(folder: Path) -> bool:
+def has_tokenizer(folder: Path) -> bool:
+    """Whether ``folder`` holds a tokenizer of its own (else the base model's is used)."""
     return any((folder / name).exists() for name in TOKENIZER_FILES)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
 from .errors import InputError, InputNotFoundError, OutputExistsError
+from .inputs import has_tokenizer
 from .modelfile import (
     Modelfile,
     num_ctx_parameter,
@@ -189,8 +190,7 @@ def _materialised(source: str | Path | tuple[Any, Any]) -> Iterator[Path]:
 
 
 def _tokenizer_dir(folder: Path) -> Path | None:
-    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-    return folder if any((folder / n).exists() for n in names) else None
+    return folder if has_tokenizer(folder) else None
 
 
 def model_parameters(folder: Path, base_dir: Path | None) -> tuple[tuple[str, str], ...]:
