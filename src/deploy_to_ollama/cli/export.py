@@ -32,6 +32,11 @@ EXPORT_EXAMPLES = """Examples:
   deploy-to-ollama export ./lora --out ./gguf --mode adapter    # base GGUF + GGUF LoRA
 
   deploy-to-ollama export ./lora --list-quants                  # sizes of every quant
+
+  deploy-to-ollama export ./lora --out ./gguf --push-to-hub alice/bot-GGUF --private
+
+  deploy-to-ollama export ./lora --out ./gguf --backend unsloth --load-in-4bit \\
+      --save-merged-4bit ./merged4                              # Unsloth on a CUDA GPU
 """
 
 LlamaCppOpt = Annotated[
