@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._fs import read_json_object
 from .errors import HubError, HubUnavailableError, InputError, InputNotFoundError, UsageError
+from .merge import TOKENIZER_FILES as MERGED_TOKENIZER_FILES
 from .model_card import CardFile, ModelCardData, PushKind, hub_base_model, render_model_card
 from .progress import NullProgress, ProgressReporter
 
@@ -27,18 +29,7 @@ logger = logging.getLogger(__name__)
 PUSH_KINDS: tuple[PushKind, ...] = ("gguf", "merged", "adapter")
 
 #: Tokenizer and chat-template files that travel with a merged model or an adapter.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-)
+TOKENIZER_FILES = (*MERGED_TOKENIZER_FILES, "generation_config.json")
 #: Which top-level files of the folder each kind uploads (README.md is always ours).
 UPLOAD_PATTERNS: Mapping[PushKind, tuple[str, ...]] = {
     "gguf": ("*.gguf", "Modelfile", "LICENSE*"),
@@ -170,14 +161,6 @@ def quant_tag(filename: str) -> str | None:
 # --------------------------------------------------------------------------- generated files
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _gguf_base_model(path: Path) -> str | None:
     """``general.base_model.0.*`` of a GGUF, as a Hub id when the converter recorded one."""
     try:
@@ -204,10 +187,10 @@ def _gguf_base_model(path: Path) -> str | None:
 def detect_base_model(folder: Path, what: PushKind, files: list[Path]) -> str | None:
     """The base model recorded in the folder's own files, if any."""
     if what == "adapter":
-        value = _read_json(folder / "adapter_config.json").get("base_model_name_or_path")
+        value = read_json_object(folder / "adapter_config.json").get("base_model_name_or_path")
         return str(value) if value else None
     if what == "merged":
-        value = _read_json(folder / "config.json").get("_name_or_path")
+        value = read_json_object(folder / "config.json").get("_name_or_path")
         return hub_base_model(str(value)) if value else None
     ggufs = [f for f in files if f.suffix == ".gguf"]
     return _gguf_base_model(ggufs[0]) if ggufs else None

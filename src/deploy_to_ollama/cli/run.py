@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import DeployError
 from ..progress import NullProgress, ProgressReporter, RichProgress, console
 from ..settings import Settings
-from ._common import HostOpt, JsonOpt, app, print_result_json
+from ._common import HostOpt, JsonOpt, app, print_result_json, reporting
 
 CHAT_EXAMPLES = """
 Examples:
@@ -34,23 +32,6 @@ Examples:
 """
 
 SystemOpt = Annotated[str | None, typer.Option("--system", help="System prompt.")]
-
-
-@contextlib.contextmanager
-def _reporting(reporter: ProgressReporter, *, json_out: bool) -> Iterator[None]:
-    """Rich progress while running; with ``--json`` an error is a JSON document too."""
-    try:
-        if isinstance(reporter, RichProgress):
-            with reporter:
-                yield
-        else:
-            yield
-    except DeployError as err:
-        if json_out:
-            print_result_json(
-                {"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}
-            )
-        raise
 
 
 # --------------------------------------------------------------------------- chat
@@ -149,7 +130,7 @@ def compare_command(
     from ..compare import DEFAULT_PROMPTS, compare_model
 
     reporter: ProgressReporter = NullProgress() if json_out else RichProgress(transient=True)
-    with _reporting(reporter, json_out=json_out):
+    with reporting(reporter, json_out=json_out):
         report = compare_model(
             source,
             name,
@@ -193,7 +174,7 @@ def push_command(
 
         disable_progress_bars()
     reporter: ProgressReporter = NullProgress() if json_out else RichProgress(transient=True)
-    with _reporting(reporter, json_out=json_out):
+    with reporting(reporter, json_out=json_out):
         result = push_to_hub(folder, repo, what=kind, private=private, progress=reporter)
     if json_out:
         print_result_json({"ok": True, **result.to_dict()})
