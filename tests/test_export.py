@@ -150,26 +150,46 @@ def test_adapter_mode_refuses_full_embedding_weights(
     assert not list(tmp_path.glob("*.gguf"))
 
 
+def _blocking_toolchain(real_root: Path, where: Path, started: Path) -> Path:
+    """A toolchain whose ``llama-quantize`` marks that it started, then blocks until killed.
+
+    The export is then interrupted at a known point (converter output written, quantization
+    under way) instead of at whatever moment a poll happens to catch.
+    """
+    where.mkdir()
+    for entry in real_root.iterdir():
+        if entry.name != "llama-quantize":
+            (where / entry.name).symlink_to(entry)
+    script = where / "llama-quantize"
+    script.write_text(f"#!/bin/sh\ntouch '{started}'\nexec sleep 600\n", encoding="utf-8")
+    script.chmod(0o755)
+    return where
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_export_leaves_no_final_file_and_rerun_succeeds(
     sig: signal.Signals, llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, "DTO_LLAMA_CPP_DIR": str(llama_cpp_toolchain.root)}
+    started = tmp_path / "quantize-started"
+    blocking = _blocking_toolchain(llama_cpp_toolchain.root, tmp_path / "toolchain", started)
     command = [
         sys.executable, "-m", "deploy_to_ollama", "export", str(llama256.adapter_dir),
         "--out", str(out), "--quant", "q4_k_m", "--name", "m", "--backend", "llama.cpp",
     ]  # fmt: skip
+    env = {**os.environ, "DTO_LLAMA_CPP_DIR": str(blocking)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(out.glob(".*.partial")):
-        time.sleep(0.2)
-    assert list(out.glob(".*.partial")), "the export never started writing"
+    deadline = time.monotonic() + 300
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists(), f"quantization never started: {proc.communicate()[1][-2000:]!r}"
     proc.send_signal(sig)
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert not (out / "m.Q4_K_M.gguf").exists()
+    assert not list(out.glob("*.gguf")), "an interrupted export left a GGUF under a final name"
+    env["DTO_LLAMA_CPP_DIR"] = str(llama_cpp_toolchain.root)
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "m.Q4_K_M.gguf").stat().st_size > 0
