@@ -4,7 +4,7 @@
 # Both folders are listed in .git/info/exclude and named in the device call's `carry`.
 set -euo pipefail
 PY="${PY:-.venv/bin/python}"
-SDIST="${SDIST:-$HOME/.cache/dto-src/llama_cpp_python-0.3.36.tar.gz}"
+SDIST="${SDIST:-$HOME/.cache/deploy-to-ollama-tests/toolchain/src/llama_cpp_python-0.3.36.tar.gz}"
 PLAT=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
   --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any)

@@ -18,8 +18,7 @@ from support.policy import skip_or_fail, test_cache_dir
 def _sdist_available() -> bool:
     from deploy_to_ollama.gguf.toolchain import SDIST_NAME
 
-    cached = Path.home() / ".cache" / "dto-src" / SDIST_NAME
-    return cached.exists() or (test_cache_dir() / "toolchain" / "src" / SDIST_NAME).exists()
+    return (test_cache_dir() / "toolchain" / "src" / SDIST_NAME).exists()
 
 
 @pytest.fixture(scope="session")

@@ -60,8 +60,6 @@ int ggml_backend_score(void) { return 0; }
 """
 
 #: The lead's head-start install; reused when it holds exactly PIP_SPECS.
-HEAD_START_VENV = Path.home() / ".cache" / "dto-ollama" / "venv"
-
 START_TIMEOUT_S = 60.0
 _PROMPT_RE = re.compile(r'msg="completion request".*? prompt=("(?:[^"\\]|\\.)*")')
 
@@ -126,7 +124,7 @@ def _install_venv(venv: Path) -> None:
 
 def _ollama_venv(root: Path) -> Path:
     override = os.environ.get("DTO_TEST_OLLAMA_VENV")
-    candidates = [Path(override)] if override else [root / "venv", HEAD_START_VENV]
+    candidates = [Path(override)] if override else [root / "venv"]
     for venv in candidates:
         if _has_specs(venv):
             return venv

@@ -168,9 +168,9 @@ def _obtain_sdist(cache_dir: Path, sdist: Path | None) -> Path:
     """Return the pinned sdist: given, cached, or fetched once with ``pip download``."""
     if sdist is not None:
         return sdist
-    for candidate in (cache_dir / "src" / SDIST_NAME, Path.home() / ".cache/dto-src" / SDIST_NAME):
-        if candidate.exists():
-            return candidate
+    cached = cache_dir / "src" / SDIST_NAME
+    if cached.exists():
+        return cached
     dest = cache_dir / "src"
     dest.mkdir(parents=True, exist_ok=True)
     command = [
