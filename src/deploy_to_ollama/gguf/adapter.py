@@ -16,7 +16,7 @@ from .._fs import atomic_path
 from .._subprocess import run_tool
 from ..errors import UsageError
 from ..progress import ProgressReporter
-from .llama_cpp import read_chat_template, read_safetensors_header, run_converter, special_token_ids
+from .llama_cpp import read_chat_template, read_safetensors_header, special_token_ids
 from .quants import QuantType
 from .toolchain import Toolchain
 
@@ -75,7 +75,13 @@ def export_adapter(
     reporter: ProgressReporter,
 ) -> ExportResult:
     """Base GGUF(s) at each quant plus one f16 GGUF LoRA, for ``FROM`` + ``ADAPTER``."""
-    from .export import ExportResult, GgufFile, _convert_and_quantize, gguf_filename
+    from .export import (
+        ExportResult,
+        GgufFile,
+        _convert_and_quantize,
+        converter_step,
+        gguf_filename,
+    )
 
     adapter_dir, base_dir = Path(resolved.path), Path(resolved.base_dir)
     lora_target = request.out_dir / f"{stem}-lora.F16.gguf"
@@ -87,19 +93,15 @@ def export_adapter(
     token_ids = special_token_ids(base_dir, tokenizer_dir, chat_template)
     name = request.name or stem
 
-    def convert(outtype: str, target: Path) -> Any:
-        reporter.start(f"convert-{outtype}", f"convert base → {outtype}", total=None)
-        facts = run_converter(
-            toolchain,
-            model_dir=base_dir,
-            outfile=target,
-            outtype=outtype,
-            name=name,
-            chat_template=chat_template,
-            token_ids=token_ids,
-        )
-        reporter.done(f"convert-{outtype}", f"wrote {target.name}")
-        return facts
+    convert = converter_step(
+        toolchain,
+        reporter,
+        model_dir=base_dir,
+        name=name,
+        chat_template=chat_template,
+        token_ids=token_ids,
+        label="convert base",
+    )
 
     with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work:
         files, facts = _convert_and_quantize(

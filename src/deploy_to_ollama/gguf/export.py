@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +21,7 @@ from ..progress import NullProgress, ProgressReporter
 from ._stamp import fingerprint_inputs, read_matching_stamp, write_stamp
 from .llama_cpp import (
     ConvertFacts,
+    TokenIds,
     quantize_gguf,
     read_chat_template,
     run_converter,
@@ -346,23 +347,17 @@ def _export_merged(
         token_ids = special_token_ids(model_dir, tokenizer_dir, chat_template)
         name = request.name or stem
 
-        def convert(outtype: str, target: Path) -> ConvertFacts:
-            key = f"convert-{outtype}"
-            what = "merge + convert" if merge_input else "convert"
-            reporter.start(key, f"{what} → {outtype}", total=None)
-            facts = run_converter(
-                toolchain,
-                model_dir=model_dir,
-                outfile=target,
-                outtype=outtype,
-                name=name,
-                chat_template=chat_template,
-                token_ids=token_ids,
-                merge_input=merge_input,
-                merge_base=request.base if merge_input else None,
-            )
-            reporter.done(key, f"wrote {target.name}")
-            return facts
+        convert = converter_step(
+            toolchain,
+            reporter,
+            model_dir=model_dir,
+            name=name,
+            chat_template=chat_template,
+            token_ids=token_ids,
+            label="merge + convert" if merge_input else "convert",
+            merge_input=merge_input,
+            merge_base=request.base if merge_input else None,
+        )
 
         files, facts = _convert_and_quantize(
             request, quants, stem, model_dir, work, convert, toolchain, reporter
@@ -379,13 +374,47 @@ def _export_merged(
     )
 
 
+def converter_step(
+    toolchain: Toolchain,
+    reporter: ProgressReporter,
+    *,
+    model_dir: Path,
+    name: str,
+    chat_template: str | None,
+    token_ids: TokenIds,
+    label: str = "convert",
+    merge_input: Path | None = None,
+    merge_base: Path | None = None,
+) -> Callable[[str, Path], ConvertFacts]:
+    """One converter run per output type, reported as its own progress stage."""
+
+    def convert(outtype: str, target: Path) -> ConvertFacts:
+        key = f"convert-{outtype}"
+        reporter.start(key, f"{label} → {outtype}", total=None)
+        facts = run_converter(
+            toolchain,
+            model_dir=model_dir,
+            outfile=target,
+            outtype=outtype,
+            name=name,
+            chat_template=chat_template,
+            token_ids=token_ids,
+            merge_input=merge_input,
+            merge_base=merge_base,
+        )
+        reporter.done(key, f"wrote {target.name}")
+        return facts
+
+    return convert
+
+
 def _convert_and_quantize(
     request: ExportRequest,
     quants: list[QuantType],
     stem: str,
     model_dir: Path,
     work: Path,
-    convert: Any,
+    convert: Callable[[str, Path], ConvertFacts],
     toolchain: Toolchain,
     reporter: ProgressReporter,
 ) -> tuple[list[GgufFile], ConvertFacts | None]:
