@@ -38,3 +38,20 @@ def test_errors_map_to_documented_exit_codes(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     assert "Error: down" in err
     assert "Hint: run `ollama serve`" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["export", "./lora", "--bogus"],
+        ["template", "show", "x.jinja", "--no-such-flag"],
+        ["export", "./lora", "--out", "d", "--mode", "sideways"],
+    ],
+)
+def test_usage_errors_are_one_line_not_a_traceback(argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy_to_ollama", *argv], capture_output=True, text=True
+    )
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr
+    assert "Error:" in result.stderr

@@ -10,7 +10,6 @@ import traceback
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.logging import RichHandler
 
@@ -95,6 +94,15 @@ def print_error(message: str, *, hint: str | None) -> None:
         console.print(f"Hint: {hint}", style="yellow", markup=False, highlight=False)
 
 
+def _is_usage_error(err: BaseException) -> bool:
+    """A command-line usage error (unknown option, bad value) from click or typer's own copy.
+
+    typer >= 0.2x raises errors of its vendored click, which are not ``click.ClickException``;
+    both kinds carry ``show()`` and ``exit_code``, so they are recognised by those.
+    """
+    return callable(getattr(err, "show", None)) and isinstance(getattr(err, "exit_code", None), int)
+
+
 def handle_exception(err: BaseException) -> int:
     """Render ``err`` for the user and return the exit code."""
     if isinstance(err, DeployError):
@@ -102,11 +110,11 @@ def handle_exception(err: BaseException) -> int:
         if Settings.from_env().debug:
             traceback.print_exception(err)
         return err.exit_code
-    if isinstance(err, click.exceptions.Abort):
+    if isinstance(err, typer.Abort):
         print_error("aborted", hint=None)
         return 130
-    if isinstance(err, click.ClickException):
-        err.show(file=sys.stderr)
-        return err.exit_code
+    if _is_usage_error(err):
+        err.show(file=sys.stderr)  # type: ignore[attr-defined]
+        return int(err.exit_code)  # type: ignore[attr-defined]
     traceback.print_exception(err)
     return 1
