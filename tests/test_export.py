@@ -178,7 +178,8 @@ def test_interrupted_export_leaves_no_final_file_and_rerun_succeeds(
         sys.executable, "-m", "deploy_to_ollama", "export", str(llama256.adapter_dir),
         "--out", str(out), "--quant", "q4_k_m", "--name", "m", "--backend", "llama.cpp",
     ]  # fmt: skip
-    env = {**os.environ, "DTO_LLAMA_CPP_DIR": str(blocking)}
+    # The two-step route, where llama-quantize runs as its own process we can hold still.
+    env = {**os.environ, "DTO_LLAMA_CPP_DIR": str(blocking), "DTO_QUANTIZER": "llama-quantize"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -190,6 +191,7 @@ def test_interrupted_export_leaves_no_final_file_and_rerun_succeeds(
     assert not (out / "m.Q4_K_M.gguf").exists()
     assert not list(out.glob("*.gguf")), "an interrupted export left a GGUF under a final name"
     env["DTO_LLAMA_CPP_DIR"] = str(llama_cpp_toolchain.root)
+    del env["DTO_QUANTIZER"]  # the rerun takes the default, in-process route
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert (out / "m.Q4_K_M.gguf").stat().st_size > 0

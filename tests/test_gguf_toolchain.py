@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from deploy_to_ollama.cli import app
 from deploy_to_ollama.errors import DependencyMissingError
+from deploy_to_ollama.gguf.quantizer import CXX_SYMBOLS
 from deploy_to_ollama.gguf.toolchain import (
     MARKER_FILE,
-    REQUIRED_FILES,
+    PROVISIONED_FILES,
+    QUANT_LIBRARY,
     find_toolchain,
     provision_toolchain,
 )
@@ -38,7 +40,7 @@ def test_external_llama_cpp_missing_parts_are_named(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_provisioned_layout(llama_cpp_toolchain: Any) -> None:
     root = Path(llama_cpp_toolchain.root)
-    for rel in (*REQUIRED_FILES, "conversion/__init__.py", MARKER_FILE):
+    for rel in (*PROVISIONED_FILES, "conversion/__init__.py", MARKER_FILE):
         assert (root / rel).exists(), rel
     marker = json.loads((root / MARKER_FILE).read_text())
     assert marker["commit"] == "0c1e570"
@@ -47,6 +49,10 @@ def test_provisioned_layout(llama_cpp_toolchain: Any) -> None:
     # Static: the same binary runs on the GPU machine (Unsloth backend).
     ldd = subprocess.run(["ldd", root / "llama-quantize"], capture_output=True, text=True)
     assert "not a dynamic executable" in (ldd.stdout + ldd.stderr)
+    # The in-process quantizer library exports llama.cpp's type selection and ggml's quantizer.
+    nm = subprocess.run(["nm", "-D", "--defined-only", root / QUANT_LIBRARY], capture_output=True)
+    for symbol in (*CXX_SYMBOLS.values(), "ggml_quantize_chunk"):
+        assert f" T {symbol}\n".encode() in nm.stdout, symbol
 
 
 @pytest.mark.slow

@@ -10,7 +10,12 @@ import pytest
 
 from deploy_to_ollama.errors import OutputExistsError
 from deploy_to_ollama.inputs import resolve_input
-from deploy_to_ollama.merge import iter_merged_tensors, merged_config, save_merged
+from deploy_to_ollama.merge import (
+    MergedTensors,
+    iter_merged_tensors,
+    merged_config,
+    save_merged,
+)
 from support.models import LoraFixture
 
 
@@ -142,3 +147,16 @@ def test_gguf_input_has_nothing_to_merge(tmp_path: Path) -> None:
     gguf.write_bytes(b"GGUF" + bytes(20))
     with pytest.raises(InputError, match="already a GGUF"):
         list(iter_merged_tensors(resolve_input(gguf)))
+
+
+@pytest.mark.slow
+def test_random_access_equals_the_stream_in_any_order(tiny_llama: LoraFixture) -> None:
+    resolved = resolve_input(tiny_llama.adapter_dir)
+    streamed = dict(iter_merged_tensors(resolved))
+    with MergedTensors(resolved) as merged:
+        names = merged.names()
+        assert names == list(streamed)
+        for name in reversed(names):  # the GGUF writer asks in llama.cpp's order, not file order
+            assert merged[name].equal(streamed[name]), name
+        with pytest.raises(KeyError):
+            merged["model.no_such.weight"]

@@ -333,6 +333,15 @@ def read_safetensors_header(file: Path) -> dict[str, Any]:
 
     A truncated download or an interrupted save is caught here, not halfway through a merge.
     """
+    return read_safetensors_layout(file)[1]
+
+
+def read_safetensors_layout(file: Path) -> tuple[int, dict[str, Any]]:
+    """The file offset where tensor data starts, and the header (``data_offsets`` count from it).
+
+    Raises:
+        InputError: the file is unreadable, or shorter than its header says.
+    """
     try:
         with file.open("rb") as fh:
             (length,) = struct.unpack("<Q", fh.read(8))
@@ -352,7 +361,7 @@ def read_safetensors_header(file: Path) -> dict[str, Any]:
             f"{file} is truncated ({size} of {8 + length + end} bytes)",
             hint="re-save or re-download it",
         )
-    return tensors
+    return 8 + length, tensors
 
 
 def safetensors_shapes(model_dir: Path) -> dict[str, tuple[list[int], str]]:

@@ -24,6 +24,7 @@ from .inputs import (
     ResolvedInput,
     base_tensor_for,
     classify_adapter_key,
+    read_safetensors_layout,
     safetensors_shapes,
     weight_files,
 )
@@ -79,43 +80,129 @@ def iter_merged_tensors(
         MergeError: a base tensor cannot be read or the adapter does not fit it.
     """
     progress = progress or NullProgress()
-    if resolved.kind == "gguf":
-        raise InputError(
-            f"{resolved.path} is already a GGUF file: there is nothing to merge",
-            hint="pass the adapter or HF model dir instead",
-        )
-    model_dir = resolved.model_dir
-    assert model_dir is not None  # adapters and merged models always have one
-    shapes = safetensors_shapes(model_dir)
-    patches = _load_patches(resolved, shapes) if resolved.kind == "adapter" else {}
-    extra = _untied_extras(resolved, shapes, patches)
-    progress.start("merge", "Merging LoRA" if patches else "Reading weights", total=len(shapes))
-    for file in weight_files(model_dir):
-        yield from _merge_file(file, patches, resolved.adapter_config, progress)
-    yield from extra
-    progress.done("merge")
-
-
-def _merge_file(
-    file: Path,
-    patches: dict[str, _ModulePatch],
-    cfg: AdapterConfig | None,
-    progress: ProgressReporter,
-) -> Iterator[tuple[str, torch.Tensor]]:
-    from safetensors import safe_open
-
-    try:
-        handle = safe_open(str(file), framework="pt")
-    except Exception as err:  # safetensors raises its own SafetensorError
-        raise MergeError(f"cannot read {file}: {err}", hint="re-save or re-download it") from err
-    with handle as reader:
-        for name in reader.keys():  # noqa: SIM118 (safe_open has no __iter__)
-            tensor = reader.get_tensor(name)
-            patch = patches.get(name)
-            if patch is not None and cfg is not None:
-                tensor = _apply(tensor, patch, cfg)
-            yield name, tensor
+    with MergedTensors(resolved) as merged:
+        names = merged.names()
+        progress.start("merge", "Merging LoRA" if merged.has_patches else "Reading weights",
+                       total=len(names))  # fmt: skip
+        for name in names:
+            yield name, merged[name]
             progress.advance("merge")
+        progress.done("merge")
+
+
+class MergedTensors:
+    """Random access to the merged model: any tensor by name, merged when it is asked for.
+
+    Why random access: a consumer may need tensors in its own order (llama.cpp writes them sorted
+    by layer) without anyone buffering the tensors in between. Only the asked-for base tensor and
+    the (small) adapter are in memory; the safetensors files stay open until ``close``.
+    """
+
+    def __init__(self, resolved: ResolvedInput) -> None:
+        if resolved.kind == "gguf":
+            raise InputError(
+                f"{resolved.path} is already a GGUF file: there is nothing to merge",
+                hint="pass the adapter or HF model dir instead",
+            )
+        model_dir = resolved.model_dir
+        assert model_dir is not None  # adapters and merged models always have one
+        shapes = safetensors_shapes(model_dir)
+        self._cfg = resolved.adapter_config
+        self._patches = _load_patches(resolved, shapes) if resolved.kind == "adapter" else {}
+        self._extra = dict(_untied_extras(resolved, shapes, self._patches))
+        self._where: dict[str, tuple[Path, int, dict[str, Any]]] = {}
+        for file in weight_files(model_dir):
+            data_start, header = read_safetensors_layout(file)
+            for name in sorted(header):
+                self._where[name] = (file, data_start, header[name])
+        self._handles: dict[Path, int] = {}
+
+    @property
+    def has_patches(self) -> bool:
+        """True when the adapter changes at least one tensor."""
+        return bool(self._patches or self._extra)
+
+    def names(self) -> list[str]:
+        """Every tensor of the merged model, in file order (then tensors the merge adds)."""
+        return [*self._where, *(n for n in self._extra if n not in self._where)]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self._extra:
+            return self._extra[name]
+        if name not in self._where:
+            raise KeyError(name)
+        tensor = self._read(name)
+        patch = self._patches.get(name)
+        if patch is not None and self._cfg is not None:
+            tensor = _apply(tensor, patch, self._cfg)
+        return tensor
+
+    def _read(self, name: str) -> torch.Tensor:
+        """Read one base tensor with ``pread`` into memory we own.
+
+        Why not safetensors' ``safe_open``: it memory-maps the file, and every page it touches
+        stays resident in this process until the map closes, so a streaming merge of a 2 GB
+        model would still show 2 GB of RSS.
+        """
+        import torch
+
+        file, data_start, info = self._where[name]
+        begin, end = (int(x) for x in info["data_offsets"])
+        dtype = _safetensors_torch_dtype(info["dtype"])
+        if dtype is None:
+            raise MergeError(
+                f"{file}: tensor {name} has unsupported dtype {info['dtype']}",
+                hint="convert the checkpoint to float16, bfloat16 or float32",
+            )
+        buffer = bytearray(end - begin)
+        try:
+            if file not in self._handles:
+                self._handles[file] = os.open(file, os.O_RDONLY)
+            got = os.preadv(self._handles[file], [buffer], data_start + begin)
+        except OSError as err:
+            raise MergeError(
+                f"cannot read {file}: {err}", hint="re-save or re-download it"
+            ) from err
+        if got != len(buffer):
+            raise MergeError(f"{file} is truncated at {name}", hint="re-save or re-download it")
+        shape = [int(d) for d in info["shape"]]
+        if not buffer:
+            return torch.empty(shape, dtype=dtype)
+        return torch.frombuffer(buffer, dtype=dtype).reshape(shape)
+
+    def close(self) -> None:
+        """Close the safetensors files."""
+        for handle in self._handles.values():
+            os.close(handle)
+        self._handles.clear()
+
+    def __enter__(self) -> MergedTensors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SAFETENSORS_TORCH_NAMES = {
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F64": "float64",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def _safetensors_torch_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype of a safetensors dtype name; None for one we do not read."""
+    import torch
+
+    attr = _SAFETENSORS_TORCH_NAMES.get(name)
+    return getattr(torch, attr) if attr else None
 
 
 def _apply(base: torch.Tensor, patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:

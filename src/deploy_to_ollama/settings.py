@@ -59,6 +59,9 @@ class Settings:
     ollama_host: str
     debug: bool
     log_level: str
+    quantizer: str = "auto"
+    """``auto``: quantize in-process when the toolchain has the library; ``llama-quantize``:
+    always convert to a 16-bit GGUF first and run the llama-quantize binary on it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,4 +75,5 @@ class Settings:
             ollama_host=normalize_host(env.get("OLLAMA_HOST")),
             debug=is_true(env.get("DTO_DEBUG")),
             log_level=env.get("DTO_LOG_LEVEL", "WARNING").upper(),
+            quantizer=env.get("DTO_QUANTIZER", "auto").strip().lower() or "auto",
         )

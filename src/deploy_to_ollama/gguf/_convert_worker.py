@@ -15,17 +15,25 @@ JSON in ``SPEC.error.json`` and exit code 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 logger = logging.getLogger("deploy_to_ollama.gguf.convert")
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+#: Config keys the converter needs → the names newer transformers save them under.
+HPARAM_ALIASES: dict[str, tuple[str, ...]] = {"n_ctx": ("n_positions", "max_position_embeddings")}
+#: Values per row chunk of a streamed tensor (4 MiB of float32).
+CHUNK_VALUES = 1 << 20
 
 
 class WorkerError(Exception):
@@ -36,31 +44,74 @@ class WorkerError(Exception):
         self.hint = hint
 
 
-class _TensorCursor:
-    """Hand out tensors of a one-pass iterator by name, buffering ones asked for out of order."""
+class _MergedSource:
+    """The merged model by name (``merge.MergedTensors``), counting what is alive at once."""
 
-    def __init__(self, source: Iterator[tuple[str, Any]]) -> None:
-        self._source = source
-        self._buffer: dict[str, Any] = {}
-        self.max_buffered = 0
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from deploy_to_ollama.inputs import resolve_input
+        from deploy_to_ollama.merge import MergedTensors
 
-    def take(self, name: str) -> Any:
-        while name not in self._buffer:
-            try:
-                got, tensor = next(self._source)
-            except StopIteration:
-                raise WorkerError(
-                    f"the merge produced no tensor {name!r}",
-                    "the adapter and base disagree on tensor names; check --base",
-                ) from None
-            self._buffer[got] = tensor
-            self.max_buffered = max(self.max_buffered, len(self._buffer))
-        return self._buffer.pop(name)
+        base = Path(spec["base"]) if spec.get("base") else None
+        self.resolved = resolve_input(Path(spec["input"]), base=base)
+        self._merged = MergedTensors(self.resolved)
+        self.requested: set[str] = set()
+        self._alive = 0
+        self.max_alive = 0
 
-    def leftover(self) -> list[str]:
-        rest = list(self._buffer)
-        rest.extend(name for name, _ in self._source)
-        return rest
+    def names(self) -> list[str]:
+        return self._merged.names()
+
+    def load(self, name: str, shape: tuple[int, ...]) -> Any:
+        """One merged tensor, checked against the shape the converter was promised."""
+        tensor = self._merged[name]
+        if tuple(tensor.shape) != shape:
+            raise WorkerError(
+                f"merged tensor {name} has shape {tuple(tensor.shape)}, expected {shape}",
+                "the adapter does not fit this base model; check --base",
+            )
+        self.requested.add(name)
+        self._alive += 1
+        self.max_alive = max(self.max_alive, self._alive)
+        weakref.finalize(tensor, self._released)
+        return tensor
+
+    def _released(self) -> None:
+        self._alive -= 1
+
+    def row_chunks(self, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+        """A 2-D tensor as float32 row chunks, loaded when the writer reaches it.
+
+        Why: the converter turns a whole tensor into float32 and then into its output type, so a
+        32000x2048 embedding briefly costs over 1 GB; chunks of ~4 MiB cost a few.
+        """
+        import torch
+
+        from deploy_to_ollama.gguf._fused_writer import SourceChunks, gguf
+
+        rows_per_chunk = max(1, CHUNK_VALUES // max(1, shape[1]))
+        held: dict[str, Any] = {}
+
+        def chunk(first: int) -> Any:
+            if "tensor" not in held:
+                held["tensor"] = self.load(name, shape)
+            rows = held["tensor"][first : first + rows_per_chunk]
+            values = rows.to(torch.float32).numpy()
+            if first + rows_per_chunk >= shape[0]:
+                held.clear()
+            return values
+
+        chunks = SourceChunks(
+            functools.partial(chunk, first) for first in range(0, shape[0], rows_per_chunk)
+        )
+        chunks.exact_in = {
+            torch.bfloat16: gguf.GGMLQuantizationType.BF16,
+            torch.float16: gguf.GGMLQuantizationType.F16,
+            torch.float32: gguf.GGMLQuantizationType.F32,
+        }.get(dtype)
+        return gguf.LazyChunkedTensor(chunks, shape, np.float32)
+
+    def close(self) -> None:
+        self._merged.close()
 
 
 def _import_converter(root: Path) -> Any:
@@ -72,42 +123,36 @@ def _import_converter(root: Path) -> Any:
 
 
 def _merged_index(
-    spec: dict[str, Any], conversion: Any, filter_tensors: Callable[..., Any]
-) -> tuple[dict[str, Callable[[], Any]], _TensorCursor]:
-    """Index the merged model's tensors as lazy tensors that pull from the streaming merge."""
+    source: _MergedSource, conversion: Any, filter_tensors: Callable[..., Any]
+) -> dict[str, Callable[[], Any]]:
+    """Index the merged model's tensors as lazy tensors that merge when they are evaluated."""
     import torch
 
     from deploy_to_ollama.gguf.llama_cpp import merged_tensor_specs
-    from deploy_to_ollama.inputs import resolve_input
-    from deploy_to_ollama.merge import iter_merged_tensors
 
-    base = Path(spec["base"]) if spec.get("base") else None
-    resolved = resolve_input(Path(spec["input"]), base=base)
-    cursor = _TensorCursor(iter(iter_merged_tensors(resolved)))
     lazy_cls = conversion.LazyTorchTensor
     index: dict[str, Callable[[], Any]] = {}
-    for name, (shape, dtype_name) in merged_tensor_specs(resolved).items():
+    for name, (shape, dtype_name) in merged_tensor_specs(source.resolved).items():
         dtype = getattr(torch, dtype_name)
 
         def load(_: object, name: str = name, shape: tuple[int, ...] = shape) -> Any:
-            tensor = cursor.take(name)
-            if tuple(tensor.shape) != shape:
-                raise WorkerError(
-                    f"merged tensor {name} has shape {tuple(tensor.shape)}, expected {shape}",
-                    "the adapter does not fit this base model; check --base",
-                )
-            return tensor.contiguous()
+            return source.load(name, shape).contiguous()
 
         def gen(
-            shape: tuple[int, ...] = shape, dtype: Any = dtype, load: Callable[..., Any] = load
+            shape: tuple[int, ...] = shape,
+            dtype: Any = dtype,
+            load: Callable[..., Any] = load,
+            name: str = name,
         ) -> Any:
             # Defaults bind this iteration's values: the converter calls gen() after the loop.
             meta = lazy_cls.meta_with_dtype_and_shape(dtype, shape)
-            return lazy_cls(meta=meta, args=(None,), func=load)
+            tensor = lazy_cls(meta=meta, args=(None,), func=load)
+            tensor.dto_source = (name, shape, dtype)
+            return tensor
 
         if item := filter_tensors((name, gen)):
             index[item[0]] = item[1]
-    return index, cursor
+    return index
 
 
 def _model_class(spec: dict[str, Any], conversion: Any) -> type[Any]:
@@ -131,8 +176,25 @@ def _model_class(spec: dict[str, Any], conversion: Any) -> type[Any]:
         def index_tensors(self, remote_hf_model_id: str | None = None) -> Any:
             if spec.get("input") is None:
                 return super().index_tensors(remote_hf_model_id)
-            index, state["cursor"] = _merged_index(spec, conversion, self.filter_tensors)
-            return index
+            state["source"] = _MergedSource(spec)
+            return _merged_index(state["source"], conversion, self.filter_tensors)
+
+        def get_tensors(self) -> Any:
+            for name, tensor in super().get_tensors():
+                state["last"] = tensor
+                yield name, tensor
+
+        def modify_tensors(self, data_torch: Any, name: str, bid: int | None) -> Any:
+            outputs = list(super().modify_tensors(data_torch, name, bid))
+            source: _MergedSource | None = state.get("source")
+            origin = _passthrough_origin(state.get("last"), data_torch)
+            if source is None or origin is None or len(outputs) != 1:
+                return outputs
+            (new_name, result), (hf_name, shape, dtype) = outputs[0], origin
+            if result is not data_torch or len(shape) != 2:
+                return outputs
+            # Passed through unchanged: stream it in row chunks instead of one float32 copy.
+            return [(new_name, source.row_chunks(hf_name, shape, dtype))]
 
         def get_vocab_base_pre(self, tokenizer: Any) -> str:
             try:
@@ -149,6 +211,8 @@ def _model_class(spec: dict[str, Any], conversion: Any) -> type[Any]:
             self.prepare_tensors()
             self.prepare_metadata(vocab_only=False)
             _apply_metadata(self.gguf_writer, spec)
+            if spec.get("quantize"):
+                state["types"] = _plan_quantization(self.gguf_writer, spec["quantize"])
             self.gguf_writer.write_header_to_file(path=self.fname_out)
             self.gguf_writer.write_kv_data_to_file()
             self.gguf_writer.write_tensors_to_file(progress=False)
@@ -157,6 +221,57 @@ def _model_class(spec: dict[str, Any], conversion: Any) -> type[Any]:
     Model.__name__ = base_cls.__name__
     Model._dto_state = state
     return Model
+
+
+def _passthrough_origin(last: Any, data_torch: Any) -> tuple[str, tuple[int, ...], Any] | None:
+    """(hf name, shape, dtype) of the merged tensor ``data_torch`` holds, unchanged; else None.
+
+    ``last`` is the tensor ``get_tensors`` yielded last. The pinned converter's prepare_tensors
+    hands modify_tensors either that tensor or its float32 upcast (for bf16 and other dtypes).
+    """
+    import torch
+
+    origin = getattr(last, "dto_source", None)
+    if origin is None or data_torch is last:
+        return origin
+    upcast = (
+        last.dtype not in (torch.float16, torch.float32)
+        and data_torch.dtype == torch.float32
+        and tuple(data_torch.shape) == tuple(last.shape)
+    )
+    return origin if upcast else None
+
+
+def _plan_quantization(writer: Any, request: dict[str, Any]) -> dict[str, int]:
+    """Re-plan the writer to emit the quantized GGUF (see ``_fused_writer``)."""
+    import gguf
+
+    from deploy_to_ollama.gguf._fused_writer import QuantPlan, plan_quantized_write
+    from deploy_to_ollama.gguf.quantizer import QuantLibrary
+
+    def ggml_type(name: str | None) -> int | None:
+        return int(gguf.GGMLQuantizationType[name.upper()]) if name else None
+
+    plan = QuantPlan(
+        ftype=int(gguf.LlamaFileType["MOSTLY_" + request["type"].upper()]),
+        output_type=ggml_type(request.get("output_type")),
+        token_embedding_type=ggml_type(request.get("token_embedding_type")),
+        threads=int(request.get("threads") or 0),
+    )
+    return plan_quantized_write(writer, plan, QuantLibrary(Path(request["library"])))
+
+
+def _fill_renamed_hparams(hparams: dict[str, Any]) -> None:
+    """Add config keys the converter reads under names transformers no longer saves.
+
+    transformers 5 writes GPT-2's context length only as ``n_positions``; the pinned converter
+    reads ``n_ctx`` and would fail with a bare KeyError.
+    """
+    for key, aliases in HPARAM_ALIASES.items():
+        if key not in hparams:
+            found = next((hparams[a] for a in aliases if a in hparams), None)
+            if found is not None:
+                hparams[key] = found
 
 
 def _apply_metadata(writer: Any, spec: dict[str, Any]) -> None:
@@ -192,17 +307,21 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             Path(spec["outfile"]),
             model_name=spec.get("name"),
         )
+        _fill_renamed_hparams(model.hparams)
         model.write()
     state = model_cls._dto_state
-    cursor: _TensorCursor | None = state.get("cursor")
-    if cursor is not None and (rest := cursor.leftover()):
-        raise WorkerError(
-            f"the converter did not use merged tensors {rest[:3]}",
-            "this architecture's converter skips tensors the merge produced; use --save-merged",
-        )
+    source: _MergedSource | None = state.get("source")
+    if source is not None:
+        source.close()
+        if rest := [n for n in source.names() if n not in source.requested]:
+            raise WorkerError(
+                f"the converter did not use merged tensors {rest[:3]}",
+                "this architecture's converter skips tensors the merge produced; use --save-merged",
+            )
     return {
         "pretokenizer_detected": state.get("pretokenizer"),
-        "max_buffered_tensors": cursor.max_buffered if cursor else 0,
+        "max_buffered_tensors": source.max_alive if source else 0,
+        "tensor_types": state.get("types"),
     }
 
 

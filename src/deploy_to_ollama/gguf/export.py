@@ -34,6 +34,8 @@ from .toolchain import Toolchain
 logger = logging.getLogger(__name__)
 
 Mode = Literal["merged", "adapter"]
+#: ``convert(outtype, target, quant=None)``: one converter run (quantizing in-process if asked).
+Converter = Callable[..., ConvertFacts]
 #: Headroom on top of the estimated output (temp intermediates, metadata).
 DISK_MARGIN = 1.15
 
@@ -338,12 +340,13 @@ def _export_merged(
         work = Path(work_str)
         if resolved.kind == "adapter" and request.save_merged is not None:
             merged_dir = _save_merged(request, resolved, reporter)
-            model_dir, merge_input = merged_dir, None
+            model_dir = merge_input = merged_dir
         elif resolved.kind == "adapter":
             model_dir = _stage_adapter(resolved, work / "model")
             merge_input = Path(resolved.path)
         else:
-            model_dir, merge_input = Path(resolved.path), None
+            # A merged model streams through the same reader: row chunks, no memory map.
+            model_dir = merge_input = Path(resolved.path)
         token_ids = special_token_ids(model_dir, tokenizer_dir, chat_template)
         name = request.name or stem
 
@@ -354,9 +357,9 @@ def _export_merged(
             name=name,
             chat_template=chat_template,
             token_ids=token_ids,
-            label="merge + convert" if merge_input else "convert",
+            label="merge + convert" if resolved.kind == "adapter" else "convert",
             merge_input=merge_input,
-            merge_base=request.base if merge_input else None,
+            merge_base=request.base if resolved.kind == "adapter" and not merged_dir else None,
         )
 
         files, facts = _convert_and_quantize(
@@ -385,12 +388,14 @@ def converter_step(
     label: str = "convert",
     merge_input: Path | None = None,
     merge_base: Path | None = None,
-) -> Callable[[str, Path], ConvertFacts]:
+) -> Converter:
     """One converter run per output type, reported as its own progress stage."""
 
-    def convert(outtype: str, target: Path) -> ConvertFacts:
-        key = f"convert-{outtype}"
-        reporter.start(key, f"{label} → {outtype}", total=None)
+    def convert(outtype: str, target: Path, quant: QuantType | None = None) -> ConvertFacts:
+        final = quant.name if quant else outtype
+        key = f"convert-{final}"
+        stage = f"{label} + quantize" if quant else label
+        reporter.start(key, f"{stage} → {final}", total=None)
         facts = run_converter(
             toolchain,
             model_dir=model_dir,
@@ -401,6 +406,7 @@ def converter_step(
             token_ids=token_ids,
             merge_input=merge_input,
             merge_base=merge_base,
+            quantize=quant,
         )
         reporter.done(key, f"wrote {target.name}")
         return facts
@@ -414,11 +420,12 @@ def _convert_and_quantize(
     stem: str,
     model_dir: Path,
     work: Path,
-    convert: Callable[[str, Path], ConvertFacts],
+    convert: Converter,
     toolchain: Toolchain,
     reporter: ProgressReporter,
 ) -> tuple[list[GgufFile], ConvertFacts | None]:
-    """Converter types straight from the converter; the rest from one lossless intermediate."""
+    """Converter types straight from the converter; the rest quantized in-process when the
+    toolchain can, else from one lossless intermediate GGUF with llama-quantize."""
     files: list[GgufFile] = []
     facts: ConvertFacts | None = None
     direct = [q for q in quants if q.producer == "convert"]
@@ -431,6 +438,12 @@ def _convert_and_quantize(
         files.append(_gguf(target, quant.name))
         if quant.name == middle_type:
             middle = target
+    if via_quantize and in_process_quantization(toolchain):
+        for quant in via_quantize:
+            target = request.out_dir / gguf_filename(stem, quant.name)
+            facts = convert(middle_type, target, quant)
+            files.append(_gguf(target, quant.name))
+        return files, facts
     if via_quantize:
         if middle is None:
             middle = work / gguf_filename(stem, middle_type)
@@ -442,6 +455,14 @@ def _convert_and_quantize(
             reporter.done(f"quantize-{quant.name}", f"wrote {target.name}")
             files.append(_gguf(target, quant.name))
     return files, facts
+
+
+def in_process_quantization(toolchain: Toolchain) -> bool:
+    """Quantize inside the converter (one pass, no 16-bit GGUF on disk) rather than with
+    llama-quantize: when the toolchain has the library and DTO_QUANTIZER does not say no."""
+    from ..settings import Settings
+
+    return toolchain.quant_library is not None and Settings.from_env().quantizer != "llama-quantize"
 
 
 def _gguf(path: Path, quant: str, role: Literal["model", "base", "adapter"] = "model") -> GgufFile:

@@ -70,6 +70,8 @@ class ConvertFacts:
     """The pre-tokenizer we named when llama.cpp's hash check rejected the tokenizer."""
     max_buffered_tensors: int
     """Most merged tensors held at once while streaming (1 means a pure stream)."""
+    tensor_types: Mapping[str, int] | None = None
+    """Tensors per GGML type when the converter also quantized (in-process quantization)."""
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -111,8 +113,7 @@ def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]
     base_dtype = "bfloat16"
     from ..inputs import weight_files
 
-    # Same file order as merge.iter_merged_tensors, so the stream rarely needs buffering.
-    for file in weight_files(Path(resolved.base_dir)):
+    for file in weight_files(Path(resolved.model_dir)):
         for name, info in sorted(read_safetensors_header(file).items()):
             dtype = _SAFETENSORS_DTYPES.get(info["dtype"], "float32")
             specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
@@ -238,8 +239,13 @@ def run_converter(
     token_ids: TokenIds,
     merge_input: Path | None = None,
     merge_base: Path | None = None,
+    quantize: QuantType | None = None,
 ) -> ConvertFacts:
     """Convert to a GGUF of ``outtype`` (f32/f16/bf16/q8_0) at ``outfile``, atomically.
+
+    With ``quantize`` (and a toolchain with ``quant_library``), ``outtype`` is the 16-bit type
+    the tensors pass through and the file written is already quantized, as llama-quantize would
+    have made it from that 16-bit GGUF (see ``_fused_writer``).
 
     Args:
         toolchain: the llama.cpp toolchain whose converter we import.
@@ -251,6 +257,7 @@ def run_converter(
         token_ids: eos/eot ids written explicitly.
         merge_input: an adapter dir: stream the merged tensors from it instead of files.
         merge_base: the base dir for ``merge_input`` (as ``--base``).
+        quantize: a llama-quantize type to write instead of ``outtype``.
 
     Raises:
         ConversionError: the converter refused or failed (message and hint from the worker).
@@ -268,6 +275,7 @@ def run_converter(
             "eot_token_id": token_ids.eot,
             "input": str(merge_input) if merge_input else None,
             "base": str(merge_base) if merge_base else None,
+            "quantize": _quantize_request(toolchain, quantize) if quantize else None,
         }
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         command = [sys.executable, "-m", "deploy_to_ollama.gguf._convert_worker", str(spec_path)]
@@ -286,7 +294,25 @@ def run_converter(
     return ConvertFacts(
         pretokenizer_detected=facts.get("pretokenizer_detected"),
         max_buffered_tensors=int(facts.get("max_buffered_tensors", 0)),
+        tensor_types=facts.get("tensor_types"),
     )
+
+
+def _quantize_request(toolchain: Toolchain, quant: QuantType) -> dict[str, Any]:
+    """The worker's in-process quantization order: type, per-role overrides, library."""
+    library = toolchain.quant_library
+    if library is None:
+        raise ConversionError(
+            f"{toolchain.root} has no quantizer library", hint="rerun `deploy-to-ollama setup`"
+        )
+    flags = dict(zip(quant.quantize_args[::2], quant.quantize_args[1::2], strict=True))
+    return {
+        "type": quant.llama_name,
+        "output_type": flags.get("--output-tensor-type"),
+        "token_embedding_type": flags.get("--token-embedding-type"),
+        "library": str(library),
+        "threads": max(1, os.cpu_count() or 1),
+    }
 
 
 def _worker_failure(

@@ -30,6 +30,16 @@ LLAMA_CPP_COMMIT = "0c1e570"
 SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
 TOOLCHAIN_DIRNAME = f"llama.cpp-{LLAMA_CPP_COMMIT}"
 MARKER_FILE = ".dto-toolchain.json"
+#: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
+#: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
+QUANT_LIBRARY = "libdto-llama.so"
+#: The static archives that make up the library, as the cmake build lays them out.
+_ARCHIVES: tuple[str, ...] = (
+    "src/libllama.a",
+    "ggml/src/libggml.a",
+    "ggml/src/libggml-cpu.a",
+    "ggml/src/libggml-base.a",
+)
 
 #: Files the exporter (and Unsloth) need at the toolchain root.
 REQUIRED_FILES: tuple[str, ...] = (
@@ -38,6 +48,8 @@ REQUIRED_FILES: tuple[str, ...] = (
     "convert_lora_to_gguf.py",
     "gguf-py/gguf/__init__.py",
 )
+#: What a toolchain we provision has besides (a user's llama.cpp may lack the library).
+PROVISIONED_FILES: tuple[str, ...] = (*REQUIRED_FILES, QUANT_LIBRARY)
 #: Python parts copied from the vendored tree (``conversion/`` exists from late-2026 llama.cpp).
 PYTHON_PARTS: tuple[str, ...] = (
     "convert_hf_to_gguf.py",
@@ -51,6 +63,8 @@ CMAKE_FLAGS: tuple[str, ...] = (
     "-DLLAMA_OPENSSL=OFF",
     "-DLLAMA_CURL=OFF",
     "-DBUILD_SHARED_LIBS=OFF",
+    # Position-independent archives, so they also link into the shared QUANT_LIBRARY.
+    "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
     "-DGGML_BLAS=OFF",
     "-DGGML_OPENMP=OFF",
     "-DLLAMA_BUILD_TESTS=OFF",
@@ -72,6 +86,12 @@ class Toolchain:
     def quantize(self) -> Path:
         """The ``llama-quantize`` binary."""
         return self.root / "llama-quantize"
+
+    @property
+    def quant_library(self) -> Path | None:
+        """The in-process quantizer library, when this toolchain has one (ours always does)."""
+        path = self.root / QUANT_LIBRARY
+        return path if path.is_file() else None
 
     @property
     def convert_hf(self) -> Path:
@@ -111,9 +131,9 @@ class SetupResult:
     seconds: float
 
 
-def missing_parts(root: Path) -> list[str]:
+def missing_parts(root: Path, required: tuple[str, ...] = REQUIRED_FILES) -> list[str]:
     """Return the required toolchain files absent under ``root``."""
-    return [rel for rel in REQUIRED_FILES if not (root / rel).exists()]
+    return [rel for rel in required if not (root / rel).exists()]
 
 
 def _check_usable(root: Path, *, source: str) -> Toolchain:
@@ -157,9 +177,10 @@ def find_toolchain(cache_dir: Path, llama_cpp_dir: Path | None = None) -> Toolch
     if llama_cpp_dir is not None:
         return _check_usable(_external_root(llama_cpp_dir), source="DTO_LLAMA_CPP_DIR/--llama-cpp")
     root = toolchain_dir(cache_dir)
-    if not (root / MARKER_FILE).exists():
+    if not (root / MARKER_FILE).exists() or missing_parts(root, PROVISIONED_FILES):
         raise DependencyMissingError(
-            f"llama.cpp toolchain not provisioned in {root}", hint=SETUP_HINT
+            f"llama.cpp toolchain not provisioned (or from an older version) in {root}",
+            hint=SETUP_HINT,
         )
     return _check_usable(root, source="provisioned")
 
@@ -219,6 +240,29 @@ def _build_quantize(src: Path, build: Path, jobs: int) -> Path:
     return binary
 
 
+def _link_quant_library(build: Path, dest: Path) -> None:
+    """Link llama.cpp's static archives into one shared library with every symbol exported.
+
+    Why not a second, shared cmake build: that compiles all of llama.cpp twice; the archives of
+    the llama-quantize build are position-independent and already hold everything.
+    """
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        raise DependencyMissingError(
+            "no C++ compiler found to link the quantizer library",
+            hint="install g++ (apt-get install g++)",
+        )
+    archives = [build / rel for rel in _ARCHIVES]
+    if missing := [str(a) for a in archives if not a.is_file()]:
+        raise ConversionError(f"the build produced no {missing[0]}", hint="rerun with -vv")
+    command: list[str | Path] = [
+        compiler, "-shared", "-o", dest,
+        "-Wl,--whole-archive", *archives, "-Wl,--no-whole-archive",
+        "-pthread", "-ldl", "-lm",
+    ]  # fmt: skip
+    run_tool(command, what="linking the quantizer library")
+
+
 def provision_toolchain(
     cache_dir: Path,
     *,
@@ -253,7 +297,7 @@ def provision_toolchain(
         tool = _check_usable(_external_root(llama_cpp_dir), source="--llama-cpp/DTO_LLAMA_CPP_DIR")
         return SetupResult(tool, "external", time.monotonic() - started)
     final = toolchain_dir(cache_dir)
-    if (final / MARKER_FILE).exists() and not force and not missing_parts(final):
+    if (final / MARKER_FILE).exists() and not force and not missing_parts(final, PROVISIONED_FILES):
         return SetupResult(Toolchain(final), "reused", time.monotonic() - started)
     reporter.start("setup", "llama.cpp: fetching sources", total=3)
     source = _obtain_sdist(cache_dir, sdist)
@@ -271,6 +315,7 @@ def provision_toolchain(
                 shutil.copy2(src / part, staged / part)
         binary = _build_quantize(src, work / "build", jobs or os.cpu_count() or 2)
         shutil.copy2(binary, staged / "llama-quantize")
+        _link_quant_library(work / "build", staged / QUANT_LIBRARY)
         reporter.advance("setup")
         marker = {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "commit": LLAMA_CPP_COMMIT}
         (staged / MARKER_FILE).write_text(json.dumps(marker) + "\n", encoding="utf-8")

@@ -1,0 +1,139 @@
+"""In-process quantization writes, byte for byte, what convert → llama-quantize writes.
+
+The oracle is the real ``llama-quantize`` of the pinned toolchain, run on the 16-bit GGUF our
+converter writes (``DTO_QUANTIZER=llama-quantize`` selects that route). Identity covers the type
+llama.cpp picks for every tensor, the tensor order, the metadata and every quantized byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_to_ollama.gguf.export import export_gguf, in_process_quantization
+from deploy_to_ollama.gguf.quantizer import ModelShape, QuantLibrary, TensorSpec
+from support.llama_cpp import gguf_fields, gguf_greedy, hf_greedy, peft_merged
+
+
+def _both_routes(
+    source: Path, quant: str, toolchain: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, Path]:
+    assert in_process_quantization(toolchain)
+    fused = export_gguf(source, out_dir=tmp_path / "fused", quant=quant, toolchain=toolchain)
+    monkeypatch.setenv("DTO_QUANTIZER", "llama-quantize")
+    assert not in_process_quantization(toolchain)
+    two_step = export_gguf(source, out_dir=tmp_path / "two", quant=quant, toolchain=toolchain)
+    monkeypatch.delenv("DTO_QUANTIZER")
+    return fused.path, two_step.path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quant", ["q4_k_m", "q5_k_m", "q3_k_m", "q6_k", "q4_0", "q2_k_l"])
+def test_fused_quantization_equals_llama_quantize(
+    quant: str,
+    llama_cpp_toolchain: Any,
+    llama256: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fused, two_step = _both_routes(
+        llama256.adapter_dir, quant, llama_cpp_toolchain, tmp_path, monkeypatch
+    )
+    assert fused.read_bytes() == two_step.read_bytes()
+    types = gguf_fields(fused, llama_cpp_toolchain)["_tensor_types"]
+    assert isinstance(types, dict) and len(set(types.values())) > 1  # a real mixture was planned
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fixture", ["tiny_qwen2", "tiny_gpt2"])
+def test_fused_fallback_types_match_on_rows_k_quants_cannot_hold(
+    fixture: str,
+    llama_cpp_toolchain: Any,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hidden size 64 is no multiple of 256: llama.cpp falls back per tensor; so must we."""
+    lora = request.getfixturevalue(fixture)
+    fused, two_step = _both_routes(
+        lora.adapter_dir, "q4_k_m", llama_cpp_toolchain, tmp_path, monkeypatch
+    )
+    assert fused.read_bytes() == two_step.read_bytes()
+    # And llama.cpp loads it and agrees with transformers on the merged model's next token
+    # (GPT-2 exports once failed: transformers 5 saves n_positions, the converter reads n_ctx).
+    from transformers import AutoTokenizer
+
+    merged = peft_merged(lora.base_dir, lora.adapter_dir, tmp_path / "peft")
+    prompt = AutoTokenizer.from_pretrained(merged)("hello world the answer")["input_ids"]
+    f16 = export_gguf(lora.adapter_dir, out_dir=tmp_path / "f16", quant="f16",
+                      toolchain=llama_cpp_toolchain)  # fmt: skip
+    assert gguf_greedy(f16.path, prompt)[0][0] == hf_greedy(merged, prompt)[0][0]
+    assert gguf_greedy(fused, prompt, steps=1)[0]
+
+
+@pytest.mark.slow
+def test_merged_model_dir_streams_and_matches(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    merged = export_gguf(
+        llama256.adapter_dir,
+        out_dir=tmp_path / "m",
+        quant="bf16",
+        save_merged=tmp_path / "merged",
+        toolchain=llama_cpp_toolchain,
+    )
+    assert merged.merged_dir is not None
+    fused, two_step = _both_routes(
+        merged.merged_dir, "q4_k_m", llama_cpp_toolchain, tmp_path, monkeypatch
+    )
+    assert fused.read_bytes() == two_step.read_bytes()
+
+
+def _library(toolchain: Any) -> QuantLibrary:
+    path = toolchain.quant_library
+    assert path is not None, "the provisioned toolchain has no quantizer library"
+    return QuantLibrary(path)
+
+
+@pytest.mark.slow
+def test_type_plan_follows_llama_cpp_rules(llama_cpp_toolchain: Any) -> None:
+    """Q4_K_M: 6-bit output and half the attn_v/ffn_down layers, 4-bit elsewhere, norms kept."""
+    library = _library(llama_cpp_toolchain)
+    shape = ModelShape("llama", n_embd=256, n_ff=512, n_layer=8, n_head=8, n_head_kv=8)
+    f32, bf16, q4_k, q6_k = 0, 30, 12, 14
+    specs = [TensorSpec("output.weight", (256, 1000), bf16)]
+    specs.append(TensorSpec("token_embd.weight", (256, 1000), bf16))
+    for layer in range(8):
+        specs += [
+            TensorSpec(f"blk.{layer}.attn_norm.weight", (256,), f32),
+            TensorSpec(f"blk.{layer}.attn_v.weight", (256, 256), bf16),
+            TensorSpec(f"blk.{layer}.ffn_down.weight", (512, 256), bf16),
+            TensorSpec(f"blk.{layer}.ffn_up.weight", (256, 512), bf16),
+        ]
+    q4_k_m = 15
+    types = dict(zip((s.name for s in specs), library.plan(shape, specs, q4_k_m), strict=True))
+    assert types["output.weight"] == q6_k
+    assert types["token_embd.weight"] == q4_k
+    assert all(types[f"blk.{i}.attn_norm.weight"] == f32 for i in range(8))
+    assert all(types[f"blk.{i}.ffn_up.weight"] == q4_k for i in range(8))
+    more_bits = [i for i in range(8) if types[f"blk.{i}.attn_v.weight"] == q6_k]
+    # llama.cpp's use_more_bits(i, n): i < n/8, i >= 7n/8, or (i - n/8) % 3 == 2.
+    assert more_bits == [0, 3, 6, 7]
+    assert [i for i in range(8) if types[f"blk.{i}.ffn_down.weight"] == q6_k] == more_bits
+
+
+@pytest.mark.slow
+def test_quantizer_rejects_nan_weights(llama_cpp_toolchain: Any) -> None:
+    import numpy as np
+
+    from deploy_to_ollama.errors import ConversionError
+
+    library = _library(llama_cpp_toolchain)
+    rows = np.ones((2, 256), dtype=np.float32)
+    out = np.empty(2 * library.row_size(8, 256), dtype=np.uint8)  # q8_0
+    library.quantize_rows(8, rows, out)
+    rows[1, 7] = np.inf
+    with pytest.raises(ConversionError, match="NaN or inf"):
+        library.quantize_rows(8, rows, out)
