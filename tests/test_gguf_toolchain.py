@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from deploy_to_ollama.cli import app
 from deploy_to_ollama.errors import DependencyMissingError
 from deploy_to_ollama.gguf.quantizer import CXX_SYMBOLS
 from deploy_to_ollama.gguf.toolchain import (
+    KERNEL_LIBRARY,
     MARKER_FILE,
     PROVISIONED_FILES,
     QUANT_LIBRARY,
@@ -53,6 +55,8 @@ def test_provisioned_layout(llama_cpp_toolchain: Any) -> None:
     nm = subprocess.run(["nm", "-D", "--defined-only", root / QUANT_LIBRARY], capture_output=True)
     for symbol in (*CXX_SYMBOLS.values(), "ggml_quantize_chunk"):
         assert f" T {symbol}\n".encode() in nm.stdout, symbol
+    if platform.machine() == "x86_64":  # the AVX2 Q4_K kernel is compiled where it can run
+        assert (root / KERNEL_LIBRARY).is_file()
 
 
 @pytest.mark.slow

@@ -258,7 +258,8 @@ def _plan_quantization(writer: Any, request: dict[str, Any]) -> dict[str, int]:
         token_embedding_type=ggml_type(request.get("token_embedding_type")),
         threads=int(request.get("threads") or 0),
     )
-    return plan_quantized_write(writer, plan, QuantLibrary(Path(request["library"])))
+    kernel = Path(request["kernel"]) if request.get("kernel") else None
+    return plan_quantized_write(writer, plan, QuantLibrary(Path(request["library"]), kernel))
 
 
 def _fill_renamed_hparams(hparams: dict[str, Any]) -> None:

@@ -311,6 +311,7 @@ def _quantize_request(toolchain: Toolchain, quant: QuantType) -> dict[str, Any]:
         "output_type": flags.get("--output-tensor-type"),
         "token_embedding_type": flags.get("--token-embedding-type"),
         "library": str(library),
+        "kernel": str(toolchain.kernel_library) if toolchain.kernel_library else None,
         "threads": max(1, os.cpu_count() or 1),
     }
 

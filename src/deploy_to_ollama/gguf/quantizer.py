@@ -22,8 +22,9 @@ from typing import Any
 
 from ..errors import ConversionError
 
-#: llama-quantize's ``nthread`` default is the CPU count; so is ours.
 _MAX_DIMS = 4
+#: ggml's type id of Q4_K (``enum ggml_type``), the type our kernel computes.
+GGML_TYPE_Q4_K = 12
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class QuantLibrary:
     quantize different rows of a tensor at once, as llama-quantize's worker threads do.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kernel: Path | None = None) -> None:
         try:
             self._lib = SimpleNamespace(**_declare(ctypes.CDLL(str(path))))
         except (OSError, AttributeError) as err:
@@ -163,6 +164,12 @@ class QuantLibrary:
                 hint="rerun `deploy-to-ollama setup --force`",
             ) from err
         self.path = path
+        self._q4_k = _load_kernel(kernel) if kernel else None
+
+    @property
+    def has_kernel(self) -> bool:
+        """True when Q4_K goes through our AVX2 kernel instead of ggml's scalar code."""
+        return self._q4_k is not None
 
     def row_size(self, ggml_type: int, n_per_row: int) -> int:
         """Bytes of one quantized row of ``n_per_row`` values."""
@@ -239,11 +246,14 @@ class QuantLibrary:
             ConversionError: the result failed ggml's validation (NaN or inf in the weights).
         """
         nrows, n_per_row = rows.shape
-        size = int(
-            self._lib.ggml_quantize_chunk(
-                ggml_type, rows.ctypes.data, out.ctypes.data, 0, nrows, n_per_row, None
+        if ggml_type == GGML_TYPE_Q4_K and self._q4_k is not None and n_per_row % 256 == 0:
+            size = int(self._q4_k(rows.ctypes.data, out.ctypes.data, rows.size))
+        else:
+            size = int(
+                self._lib.ggml_quantize_chunk(
+                    ggml_type, rows.ctypes.data, out.ctypes.data, 0, nrows, n_per_row, None
+                )
             )
-        )
         if size != out.nbytes or not self._lib.ggml_validate_row_data(
             ggml_type, out.ctypes.data, size
         ):
@@ -251,6 +261,21 @@ class QuantLibrary:
                 "quantized data failed validation (the weights hold NaN or inf)",
                 hint="check the fine-tune for diverged weights",
             )
+
+
+def _load_kernel(path: Path) -> Any | None:
+    """The kernel's quantize function, or None when it cannot run on this CPU."""
+    try:
+        kernel = ctypes.CDLL(str(path))
+    except OSError:
+        return None
+    kernel.dto_q4_k_supported.restype = ctypes.c_int
+    if not kernel.dto_q4_k_supported():
+        return None
+    function = kernel.dto_quantize_q4_k
+    function.restype = ctypes.c_size_t
+    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    return function
 
 
 def llama_cpp_order(names: Sequence[str]) -> list[str]:

@@ -33,6 +33,14 @@ MARKER_FILE = ".dto-toolchain.json"
 #: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
 #: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
 QUANT_LIBRARY = "libdto-llama.so"
+#: Our AVX2 Q4_K kernel (``kquants_avx2.c``), bit-identical to ggml's and several times faster;
+#: optional: absent where it cannot be compiled (no x86-64), and then ggml's own code is used.
+KERNEL_LIBRARY = "libdto-kquants.so"
+KERNEL_SOURCE = Path(__file__).with_name("kquants_avx2.c")
+#: No -mfma and no contraction: a fused multiply-add rounds differently from ggml's code.
+KERNEL_FLAGS: tuple[str, ...] = (
+    "-O2", "-mavx2", "-mf16c", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
+)  # fmt: skip
 #: The static archives that make up the library, as the cmake build lays them out.
 _ARCHIVES: tuple[str, ...] = (
     "src/libllama.a",
@@ -91,6 +99,12 @@ class Toolchain:
     def quant_library(self) -> Path | None:
         """The in-process quantizer library, when this toolchain has one (ours always does)."""
         path = self.root / QUANT_LIBRARY
+        return path if path.is_file() else None
+
+    @property
+    def kernel_library(self) -> Path | None:
+        """The AVX2 Q4_K kernel, when it was compiled for this machine."""
+        path = self.root / KERNEL_LIBRARY
         return path if path.is_file() else None
 
     @property
@@ -263,6 +277,35 @@ def _link_quant_library(build: Path, dest: Path) -> None:
     run_tool(command, what="linking the quantizer library")
 
 
+def _compile_kernel(dest: Path) -> bool:
+    """Compile the AVX2 Q4_K kernel to ``dest`` unless it is there and newer than its source.
+
+    Best effort: without a C compiler or off x86-64 there is no kernel and ggml's quantizer is
+    used, which is slower and writes the same bytes.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(KERNEL_SOURCE.read_bytes()).hexdigest()
+    stamp = dest.with_name(dest.name + ".sha256")
+    if dest.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == digest:
+        return True
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or not os.access(dest.parent, os.W_OK):
+        return False
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    command: list[str | Path] = [compiler, *KERNEL_FLAGS, "-o", tmp, KERNEL_SOURCE]
+    try:
+        run_tool(command, what="compiling the Q4_K kernel")
+        os.replace(tmp, dest)
+        stamp.write_text(digest, encoding="utf-8")
+    except ConversionError as err:
+        logger.info("no AVX2 Q4_K kernel (%s); ggml's quantizer will be used", err.message)
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
 def provision_toolchain(
     cache_dir: Path,
     *,
@@ -298,6 +341,7 @@ def provision_toolchain(
         return SetupResult(tool, "external", time.monotonic() - started)
     final = toolchain_dir(cache_dir)
     if (final / MARKER_FILE).exists() and not force and not missing_parts(final, PROVISIONED_FILES):
+        _compile_kernel(final / KERNEL_LIBRARY)  # toolchains from before the kernel get it now
         return SetupResult(Toolchain(final), "reused", time.monotonic() - started)
     reporter.start("setup", "llama.cpp: fetching sources", total=3)
     source = _obtain_sdist(cache_dir, sdist)
@@ -316,6 +360,7 @@ def provision_toolchain(
         binary = _build_quantize(src, work / "build", jobs or os.cpu_count() or 2)
         shutil.copy2(binary, staged / "llama-quantize")
         _link_quant_library(work / "build", staged / QUANT_LIBRARY)
+        _compile_kernel(staged / KERNEL_LIBRARY)
         reporter.advance("setup")
         marker = {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "commit": LLAMA_CPP_COMMIT}
         (staged / MARKER_FILE).write_text(json.dumps(marker) + "\n", encoding="utf-8")

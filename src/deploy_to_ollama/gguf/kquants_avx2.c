@@ -1,0 +1,226 @@
+/*
+ * Q4_K quantization with AVX2, bit-identical to ggml's reference quantizer (no importance matrix).
+ *
+ * Why: Q4_K is most of a q4_k_m file and ggml quantizes it one 32-value sub-block at a time with
+ * scalar code; an export spends most of its time there. A Q4_K super-block holds 8 sub-blocks
+ * that are searched independently, so here the 8 sub-blocks are the 8 lanes of a vector: every
+ * lane performs exactly the scalar sequence of IEEE single-precision operations, in the same
+ * order, so the bytes equal ggml's. Built without FMA (-mavx2 -mf16c only, -ffp-contract=off):
+ * a fused multiply-add would round differently. tests/test_kquants.py compares against ggml.
+ *
+ * Layout of one block (144 bytes per 256 values): fp16 d, fp16 dmin, 12 bytes of 6-bit scales
+ * and mins, 128 bytes of 4-bit values.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SUPER 256
+#define SUB 32
+#define LANES 8
+#define BLOCK_BYTES 144
+#define NSTEP 20
+
+/* Round to nearest via the 1.5 * 2^23 trick, as a lane-wise integer. */
+static inline __m256i round_lanes(__m256 v) {
+    const __m256 magic = _mm256_set1_ps(12582912.f);
+    __m256i bits = _mm256_castps_si256(_mm256_add_ps(v, magic));
+    bits = _mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff));
+    return _mm256_sub_epi32(bits, _mm256_set1_epi32(0x00400000));
+}
+
+static inline int round_scalar(float v) {
+    float shifted = v + 12582912.f;
+    int32_t bits;
+    memcpy(&bits, &shifted, sizeof bits);
+    return (bits & 0x007fffff) - 0x00400000;
+}
+
+static inline __m256i clamp_lanes(__m256i v, int top) {
+    return _mm256_max_epi32(_mm256_setzero_si256(), _mm256_min_epi32(_mm256_set1_epi32(top), v));
+}
+
+static inline uint16_t to_half(float v) {
+    return (uint16_t)_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT);
+}
+
+static inline float from_half(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+/*
+ * Search scale and min of the 8 sub-blocks of one super-block at once (lanes = sub-blocks).
+ * xt[i] holds value i of every sub-block; levels[i] receives its 4-bit level.
+ */
+static void search_sub_blocks(const __m256 xt[SUB], __m256i levels[SUB], float scales[LANES],
+                              float mins[LANES]) {
+    __m256 weight[SUB];
+    __m256 sq = _mm256_setzero_ps();
+    for (int i = 0; i < SUB; ++i) sq = _mm256_add_ps(sq, _mm256_mul_ps(xt[i], xt[i]));
+    const __m256 average = _mm256_sqrt_ps(_mm256_div_ps(sq, _mm256_set1_ps(32.f)));
+    const __m256 sign_mask = _mm256_set1_ps(-0.f);
+    for (int i = 0; i < SUB; ++i) weight[i] = _mm256_add_ps(average, _mm256_andnot_ps(sign_mask, xt[i]));
+
+    __m256 lo = xt[0], hi = xt[0];
+    __m256 sum_w = weight[0];
+    __m256 sum_x = _mm256_mul_ps(sum_w, xt[0]);
+    for (int i = 1; i < SUB; ++i) {
+        lo = _mm256_min_ps(xt[i], lo);
+        hi = _mm256_max_ps(xt[i], hi);
+        sum_w = _mm256_add_ps(sum_w, weight[i]);
+        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(weight[i], xt[i]));
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    lo = _mm256_blendv_ps(lo, zero, _mm256_cmp_ps(lo, zero, _CMP_GT_OQ));
+    const __m256 flat = _mm256_cmp_ps(hi, lo, _CMP_EQ_OQ);
+    const __m256 flat_lo = lo;
+
+    __m256 inv = _mm256_div_ps(_mm256_set1_ps(15.f), _mm256_sub_ps(hi, lo));
+    __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.f), inv);
+    __m256 best = zero;
+    for (int i = 0; i < SUB; ++i) {
+        __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), 15);
+        levels[i] = l;
+        __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), lo), xt[i]);
+        best = _mm256_add_ps(best, _mm256_mul_ps(weight[i], _mm256_mul_ps(diff, diff)));
+    }
+    /* As in ggml, an accepted candidate's min is used by every later step (range included). */
+    for (int step = 0; step <= NSTEP; ++step) {
+        const float numerator = -1.f + 0.1f * (float)step + 15.f;
+        inv = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_sub_ps(hi, lo));
+        __m256i trial[SUB];
+        __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
+        for (int i = 0; i < SUB; ++i) {
+            __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), 15);
+            trial[i] = l;
+            __m256 wl = _mm256_mul_ps(weight[i], _mm256_cvtepi32_ps(l));
+            sum_l = _mm256_add_ps(sum_l, wl);
+            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, _mm256_cvtepi32_ps(l)));
+            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xt[i]));
+        }
+        __m256 det = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+        __m256 this_scale = _mm256_div_ps(
+            _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), det);
+        __m256 this_min = _mm256_div_ps(
+            _mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), det);
+        const __m256 positive_min = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
+        this_min = _mm256_blendv_ps(this_min, zero, positive_min);
+        this_scale = _mm256_blendv_ps(this_scale, _mm256_div_ps(sum_xl, sum_l2), positive_min);
+        __m256 error = zero;
+        for (int i = 0; i < SUB; ++i) {
+            __m256 diff = _mm256_sub_ps(
+                _mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(trial[i])), this_min), xt[i]);
+            error = _mm256_add_ps(error, _mm256_mul_ps(weight[i], _mm256_mul_ps(diff, diff)));
+        }
+        const __m256 better = _mm256_andnot_ps(
+            flat, _mm256_and_ps(_mm256_cmp_ps(det, zero, _CMP_GT_OQ),
+                                _mm256_cmp_ps(error, best, _CMP_LT_OQ)));
+        const __m256i take = _mm256_castps_si256(better);
+        for (int i = 0; i < SUB; ++i) levels[i] = _mm256_blendv_epi8(levels[i], trial[i], take);
+        best = _mm256_blendv_ps(best, error, better);
+        scale = _mm256_blendv_ps(scale, this_scale, better);
+        lo = _mm256_blendv_ps(lo, this_min, better);
+    }
+    /* A flat sub-block (max == min after clamping min to <= 0): levels 0, scale 0, min -lo. */
+    const __m256i flat_i = _mm256_castps_si256(flat);
+    for (int i = 0; i < SUB; ++i) levels[i] = _mm256_andnot_si256(flat_i, levels[i]);
+    scale = _mm256_blendv_ps(scale, zero, flat);
+    lo = _mm256_blendv_ps(lo, flat_lo, flat);
+    _mm256_storeu_ps(scales, scale);
+    _mm256_storeu_ps(mins, _mm256_xor_ps(lo, sign_mask)); /* -min, as ggml negates */
+}
+
+static void pack_scales(const float scales[LANES], const float mins[LANES], uint8_t packed[12],
+                        float *max_scale_out, float *max_min_out) {
+    float max_scale = 0.f, max_min = 0.f;
+    for (int j = 0; j < LANES; ++j) {
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+    const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+    memset(packed, 0, 12);
+    for (int j = 0; j < LANES; ++j) {
+        uint8_t ls = (uint8_t)round_scalar(inv_scale * scales[j]);
+        uint8_t lm = (uint8_t)round_scalar(inv_min * mins[j]);
+        if (ls > 63) ls = 63;
+        if (lm > 63) lm = 63;
+        if (j < 4) {
+            packed[j] = ls;
+            packed[j + 4] = lm;
+        } else {
+            packed[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+            packed[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            packed[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    *max_scale_out = max_scale;
+    *max_min_out = max_min;
+}
+
+static void unpack_scale(int j, const uint8_t packed[12], int *sc, int *m) {
+    if (j < 4) {
+        *sc = packed[j] & 63;
+        *m = packed[j + 4] & 63;
+    } else {
+        *sc = (packed[j + 4] & 0xF) | ((packed[j - 4] >> 6) << 4);
+        *m = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
+    }
+}
+
+static void quantize_super_block(const float *x, uint8_t *out) {
+    __m256 xt[SUB];
+    __m256i levels_v[SUB];
+    float scales[LANES], mins[LANES];
+    for (int i = 0; i < SUB; ++i) {
+        xt[i] = _mm256_setr_ps(x[i], x[SUB + i], x[2 * SUB + i], x[3 * SUB + i], x[4 * SUB + i],
+                               x[5 * SUB + i], x[6 * SUB + i], x[7 * SUB + i]);
+    }
+    search_sub_blocks(xt, levels_v, scales, mins);
+    int32_t lanes[SUB][LANES];
+    for (int i = 0; i < SUB; ++i) _mm256_storeu_si256((__m256i *)lanes[i], levels_v[i]);
+    uint8_t level[SUPER];
+    for (int j = 0; j < LANES; ++j)
+        for (int i = 0; i < SUB; ++i) level[SUB * j + i] = (uint8_t)lanes[i][j];
+
+    uint8_t packed[12];
+    float max_scale, max_min;
+    pack_scales(scales, mins, packed, &max_scale, &max_min);
+    const uint16_t d = to_half(max_scale / 63.f);
+    const uint16_t dmin = to_half(max_min / 63.f);
+    for (int j = 0; j < LANES; ++j) {
+        int sc, m;
+        unpack_scale(j, packed, &sc, &m);
+        const float step = from_half(d) * (float)sc;
+        if (step == 0.f) continue; /* keep the levels of the search */
+        const float offset = from_half(dmin) * (float)m;
+        for (int i = 0; i < SUB; ++i) {
+            int l = round_scalar((x[SUB * j + i] + offset) / step);
+            level[SUB * j + i] = (uint8_t)(l < 0 ? 0 : l > 15 ? 15 : l);
+        }
+    }
+    memcpy(out, &d, 2);
+    memcpy(out + 2, &dmin, 2);
+    memcpy(out + 4, packed, 12);
+    uint8_t *q = out + 16;
+    for (int base = 0; base < SUPER; base += 64) {
+        for (int i = 0; i < SUB; ++i) q[i] = (uint8_t)(level[base + i] | (level[base + SUB + i] << 4));
+        q += SUB;
+    }
+}
+
+/* 1 when this CPU runs the kernel (AVX2 and F16C); callers fall back to ggml otherwise. */
+int dto_q4_k_supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+}
+
+/* Quantize n values (a multiple of 256) of src into Q4_K blocks at dst; returns bytes written. */
+size_t dto_quantize_q4_k(const float *src, void *dst, int64_t n) {
+    uint8_t *out = (uint8_t *)dst;
+    for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
+        quantize_super_block(src + first, out);
+        out += BLOCK_BYTES;
+    }
+    return (size_t)(out - (uint8_t *)dst);
+}
