@@ -137,8 +137,24 @@ class MergedTensors:
             tensor = _apply(tensor, patch, self._cfg)
         return tensor
 
-    def _read(self, name: str) -> torch.Tensor:
-        """Read one base tensor with ``pread`` into memory we own.
+    def is_unchanged(self, name: str) -> bool:
+        """True when the merge leaves ``name`` as the base has it (rows can then be read alone)."""
+        return name in self._where and name not in self._patches and name not in self._extra
+
+    def rows(self, name: str, first: int, count: int) -> torch.Tensor:
+        """Rows ``first .. first + count`` of an unchanged tensor, reading only those bytes."""
+        if not self.is_unchanged(name):
+            return self[name][first : first + count]
+        _, _, info = self._where[name]
+        shape = [int(d) for d in info["shape"]]
+        row_bytes = (int(info["data_offsets"][1]) - int(info["data_offsets"][0])) // max(
+            1, shape[0]
+        )
+        count = max(0, min(count, shape[0] - first))
+        return self._read(name, first * row_bytes, count * row_bytes).reshape([count, *shape[1:]])
+
+    def _read(self, name: str, skip: int = 0, size: int | None = None) -> torch.Tensor:
+        """Read one base tensor (or ``size`` bytes of it) with ``pread`` into memory we own.
 
         Why not safetensors' ``safe_open``: it memory-maps the file, and every page it touches
         stays resident in this process until the map closes, so a streaming merge of a 2 GB
@@ -154,17 +170,19 @@ class MergedTensors:
                 f"{file}: tensor {name} has unsupported dtype {info['dtype']}",
                 hint="convert the checkpoint to float16, bfloat16 or float32",
             )
-        buffer = bytearray(end - begin)
+        buffer = bytearray(end - begin - skip if size is None else size)
         try:
             if file not in self._handles:
                 self._handles[file] = os.open(file, os.O_RDONLY)
-            got = os.preadv(self._handles[file], [buffer], data_start + begin)
+            got = os.preadv(self._handles[file], [buffer], data_start + begin + skip)
         except OSError as err:
             raise MergeError(
                 f"cannot read {file}: {err}", hint="re-save or re-download it"
             ) from err
         if got != len(buffer):
             raise MergeError(f"{file} is truncated at {name}", hint="re-save or re-download it")
+        if size is not None:
+            return torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
         shape = [int(d) for d in info["shape"]]
         if not buffer:
             return torch.empty(shape, dtype=dtype)
@@ -220,7 +238,8 @@ def _apply(base: torch.Tensor, patch: _ModulePatch, cfg: AdapterConfig) -> torch
             f"LoRA delta for {patch.module} has shape {list(delta.shape)}, base {list(base.shape)}",
             hint="pass --base with the exact model the adapter was trained on",
         )
-    return (base.float() + delta).to(dtype)
+    # In place (the sum is exactly base.float() + delta): one fp32 copy fewer per tensor.
+    return delta.add_(base).to(dtype)
 
 
 def _delta(patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
@@ -228,10 +247,10 @@ def _delta(patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
     scaling = cfg.scaling(patch.module)
     if "lora_embedding_A" in patch.lora:
         a, b = patch.lora["lora_embedding_A"].float(), patch.lora["lora_embedding_B"].float()
-        return (b @ a).T * scaling
+        return (b @ a).T.mul_(scaling)
     a, b = patch.lora["lora_A"].float(), patch.lora["lora_B"].float()
     product = b @ a
-    return (product.T if cfg.fan_in_fan_out else product) * scaling
+    return (product.T if cfg.fan_in_fan_out else product).mul_(scaling)
 
 
 def _load_patches(

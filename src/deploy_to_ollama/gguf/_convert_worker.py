@@ -90,15 +90,20 @@ class _MergedSource:
 
         rows_per_chunk = max(1, CHUNK_VALUES // max(1, shape[1]))
         held: dict[str, Any] = {}
+        unchanged = self._merged.is_unchanged(name)
 
         def chunk(first: int) -> Any:
-            if "tensor" not in held:
-                held["tensor"] = self.load(name, shape)
-            rows = held["tensor"][first : first + rows_per_chunk]
-            values = rows.to(torch.float32).numpy()
-            if first + rows_per_chunk >= shape[0]:
-                held.clear()
-            return values
+            if unchanged:  # read just these rows: the whole tensor is never in memory
+                if first == 0:
+                    self.requested.add(name)
+                rows = self._merged.rows(name, first, rows_per_chunk)
+            else:
+                if "tensor" not in held:
+                    held["tensor"] = self.load(name, shape)
+                rows = held["tensor"][first : first + rows_per_chunk]
+                if first + rows_per_chunk >= shape[0]:
+                    held.clear()
+            return rows.to(torch.float32).numpy()
 
         chunks = SourceChunks(
             functools.partial(chunk, first) for first in range(0, shape[0], rows_per_chunk)
