@@ -137,3 +137,24 @@ def test_quantizer_rejects_nan_weights(llama_cpp_toolchain: Any) -> None:
     rows[1, 7] = np.inf
     with pytest.raises(ConversionError, match="NaN or inf"):
         library.quantize_rows(8, rows, out)
+
+
+@pytest.mark.slow
+def test_adapter_mode_base_is_quantized_in_process_identically(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--mode adapter: the base GGUF comes from the converter's own reader, not our merge."""
+
+    def export(out: str) -> dict[str, bytes]:
+        result = export_gguf(
+            llama256.adapter_dir,
+            out_dir=tmp_path / out,
+            quant="q4_k_m",
+            mode="adapter",
+            toolchain=llama_cpp_toolchain,
+        )
+        return {f.role: f.path.read_bytes() for f in result.files}
+
+    fused = export("fused")
+    monkeypatch.setenv("DTO_QUANTIZER", "llama-quantize")
+    assert export("two") == fused
