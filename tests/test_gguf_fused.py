@@ -158,3 +158,37 @@ def test_adapter_mode_base_is_quantized_in_process_identically(
     fused = export("fused")
     monkeypatch.setenv("DTO_QUANTIZER", "llama-quantize")
     assert export("two") == fused
+
+
+class _Recorder:
+    """A ProgressReporter that remembers what each stage was told."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[float]] = {}
+
+    def start(self, key: str, description: str, total: float | None = None) -> None:
+        self.events[key] = []
+
+    def advance(self, key: str, amount: float = 1, *, completed: float | None = None) -> None:
+        self.events[key].append(completed if completed is not None else amount)
+
+    def done(self, key: str, message: str | None = None) -> None:
+        self.events[key].append(-1)
+
+
+@pytest.mark.slow
+def test_export_reports_progress_tensor_by_tensor(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path
+) -> None:
+    recorder = _Recorder()
+    export_gguf(
+        llama256.adapter_dir,
+        out_dir=tmp_path,
+        quant="q4_k_m",
+        toolchain=llama_cpp_toolchain,
+        progress=recorder,
+    )
+    steps = recorder.events["convert-q4_k_m"]
+    assert steps[-1] == -1  # done
+    percents = steps[:-1]
+    assert len(percents) > 10 and percents == sorted(percents) and percents[-1] == 100

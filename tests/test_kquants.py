@@ -1,4 +1,4 @@
-"""Our AVX2 Q4_K kernel writes exactly the bytes of ggml's quantizer, on every kind of weight.
+"""Our AVX2 Q4_K/Q5_K kernels write exactly the bytes of ggml's quantizer, on all kinds of weights.
 
 The oracle is ``ggml_quantize_chunk`` of the pinned llama.cpp (the function llama-quantize
 calls), through the same ``QuantLibrary``, with the kernel switched off.
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy_to_ollama.gguf.quantizer import GGML_TYPE_Q4_K, QuantLibrary
+from deploy_to_ollama.gguf.quantizer import GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, QuantLibrary
 
 _RNG = np.random.default_rng(20261127)
 
@@ -50,27 +50,33 @@ def _libraries(toolchain: Any) -> tuple[QuantLibrary, QuantLibrary]:
     return fast, QuantLibrary(toolchain.quant_library)
 
 
-def _quantize(library: QuantLibrary, rows: np.ndarray) -> bytes:
+def _quantize(library: QuantLibrary, ggml_type: int, rows: np.ndarray) -> bytes:
     rows = np.ascontiguousarray(rows, dtype=np.float32)
-    out = np.empty(rows.shape[0] * library.row_size(GGML_TYPE_Q4_K, rows.shape[1]), np.uint8)
-    library.quantize_rows(GGML_TYPE_Q4_K, rows, out)
+    out = np.empty(rows.shape[0] * library.row_size(ggml_type, rows.shape[1]), np.uint8)
+    library.quantize_rows(ggml_type, rows, out)
     return out.tobytes()
 
 
+KINDS = {"q4_K": GGML_TYPE_Q4_K, "q5_K": GGML_TYPE_Q5_K}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("case", sorted(_cases()))
-def test_kernel_equals_ggml(case: str, llama_cpp_toolchain: Any) -> None:
+def test_kernel_equals_ggml(case: str, kind: str, llama_cpp_toolchain: Any) -> None:
     fast, reference = _libraries(llama_cpp_toolchain)
     rows = _cases()[case]
-    assert _quantize(fast, rows) == _quantize(reference, rows)
+    assert _quantize(fast, KINDS[kind], rows) == _quantize(reference, KINDS[kind], rows)
 
 
 @pytest.mark.slow
-def test_kernel_equals_ggml_on_random_scales(llama_cpp_toolchain: Any) -> None:
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_kernel_equals_ggml_on_random_scales(kind: str, llama_cpp_toolchain: Any) -> None:
     """Many small tensors with per-block scales drawn over ten orders of magnitude."""
     fast, reference = _libraries(llama_cpp_toolchain)
     for seed in range(40):
         rng = np.random.default_rng(seed)
         blocks = rng.standard_normal((8, 2048)) * 10.0 ** rng.uniform(-6, 4, (8, 1))
         blocks += rng.uniform(-1, 1, (8, 1)) * np.abs(blocks).max() * rng.uniform()
-        assert _quantize(fast, blocks) == _quantize(reference, blocks), f"seed {seed}"
+        got = _quantize(fast, KINDS[kind], blocks)
+        assert got == _quantize(reference, KINDS[kind], blocks), f"seed {seed}"

@@ -32,6 +32,8 @@ logger = logging.getLogger("deploy_to_ollama.gguf.convert")
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 #: Config keys the converter needs → the names newer transformers save them under.
 HPARAM_ALIASES: dict[str, tuple[str, ...]] = {"n_ctx": ("n_positions", "max_position_embeddings")}
+#: Stdout lines starting with this carry ``DONE TOTAL`` tensors written (other output is ignored).
+PROGRESS_PREFIX = "@@dto-progress "
 #: Values per row chunk of a streamed tensor (4 MiB of float32).
 CHUNK_VALUES = 1 << 20
 
@@ -218,6 +220,7 @@ def _model_class(spec: dict[str, Any], conversion: Any) -> type[Any]:
             _apply_metadata(self.gguf_writer, spec)
             if spec.get("quantize"):
                 state["types"] = _plan_quantization(self.gguf_writer, spec["quantize"])
+            _report_progress(self.gguf_writer)
             self.gguf_writer.write_header_to_file(path=self.fname_out)
             self.gguf_writer.write_kv_data_to_file()
             self.gguf_writer.write_tensors_to_file(progress=False)
@@ -265,6 +268,28 @@ def _plan_quantization(writer: Any, request: dict[str, Any]) -> dict[str, int]:
     )
     kernel = Path(request["kernel"]) if request.get("kernel") else None
     return plan_quantized_write(writer, plan, QuantLibrary(Path(request["library"]), kernel))
+
+
+class _Reported:
+    """Wraps a tensor of the writer: writes it, then tells the parent how far the file is."""
+
+    def __init__(self, tensor: Any, index: int, total: int) -> None:
+        self._tensor = tensor
+        self._index = index
+        self._total = total
+        self.nbytes = tensor.nbytes
+
+    def tofile(self, fout: Any) -> None:
+        self._tensor.tofile(fout)
+        self._tensor = None
+        print(f"{PROGRESS_PREFIX}{self._index} {self._total}", flush=True)
+
+
+def _report_progress(writer: Any) -> None:
+    """Make every tensor the writer writes report its position on stdout (see run_converter)."""
+    tensors = [info for shard in writer.tensors for info in shard.values()]
+    for index, info in enumerate(tensors, start=1):
+        info.tensor = _Reported(info.tensor, index, len(tensors))
 
 
 def _fill_renamed_hparams(hparams: dict[str, Any]) -> None:

@@ -395,7 +395,11 @@ def converter_step(
         final = quant.name if quant else outtype
         key = f"convert-{final}"
         stage = f"{label} + quantize" if quant else label
-        reporter.start(key, f"{stage} → {final}", total=None)
+        reporter.start(key, f"{stage} → {final}", total=100)
+
+        def on_progress(done: int, total: int) -> None:
+            reporter.advance(key, completed=100 * done / max(1, total))
+
         facts = run_converter(
             toolchain,
             model_dir=model_dir,
@@ -407,6 +411,7 @@ def converter_step(
             merge_input=merge_input,
             merge_base=merge_base,
             quantize=quant,
+            on_progress=on_progress,
         )
         reporter.done(key, f"wrote {target.name}")
         return facts

@@ -1,15 +1,17 @@
 /*
- * Q4_K quantization with AVX2, bit-identical to ggml's reference quantizer (no importance matrix).
+ * Q4_K and Q5_K quantization with AVX2, bit-identical to ggml's reference quantizers (no
+ * importance matrix).
  *
- * Why: Q4_K is most of a q4_k_m file and ggml quantizes it one 32-value sub-block at a time with
- * scalar code; an export spends most of its time there. A Q4_K super-block holds 8 sub-blocks
+ * Why: Q4_K (Q5_K) is most of a q4_k_m (q5_k_m) file and ggml quantizes it one 32-value
+ * sub-block at a time with scalar code; an export spends most of its time there. A super-block
+ * holds 8 sub-blocks
  * that are searched independently, so here the 8 sub-blocks are the 8 lanes of a vector: every
  * lane performs exactly the scalar sequence of IEEE single-precision operations, in the same
  * order, so the bytes equal ggml's. Built without FMA (-mavx2 -mf16c only, -ffp-contract=off):
  * a fused multiply-add would round differently. tests/test_kquants.py compares against ggml.
  *
- * Layout of one block (144 bytes per 256 values): fp16 d, fp16 dmin, 12 bytes of 6-bit scales
- * and mins, 128 bytes of 4-bit values.
+ * Layout of one block per 256 values: fp16 d, fp16 dmin, 12 bytes of 6-bit scales and mins,
+ * then for Q5_K 32 bytes of fifth bits, then 128 bytes of 4-bit values (144 / 176 bytes).
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -18,8 +20,16 @@
 #define SUPER 256
 #define SUB 32
 #define LANES 8
-#define BLOCK_BYTES 144
-#define NSTEP 20
+
+/* The search parameters ggml uses per type (make_qkx2_quants arguments). */
+struct kquant {
+    int nmax;     /* highest level: 15 (4 bits) or 31 (5 bits) */
+    float rmin;   /* first trial offset of the scale search */
+    int nstep;    /* trial steps of 0.1 after it */
+    int bytes;    /* block size */
+};
+static const struct kquant Q4_K = {15, -1.f, 20, 144};
+static const struct kquant Q5_K = {31, -0.5f, 15, 176};
 
 /* Round to nearest via the 1.5 * 2^23 trick, as a lane-wise integer. */
 static inline __m256i round_lanes(__m256 v) {
@@ -52,8 +62,9 @@ static inline float from_half(uint16_t h) {
  * Search scale and min of the 8 sub-blocks of one super-block at once (lanes = sub-blocks).
  * xt[i] holds value i of every sub-block; levels[i] receives its 4-bit level.
  */
-static void search_sub_blocks(const __m256 xt[SUB], __m256i levels[SUB], float scales[LANES],
-                              float mins[LANES]) {
+static void search_sub_blocks(const struct kquant *kind, const __m256 xt[SUB],
+                              __m256i levels[SUB], float scales[LANES], float mins[LANES]) {
+    const int nmax = kind->nmax;
     __m256 weight[SUB];
     __m256 sq = _mm256_setzero_ps();
     for (int i = 0; i < SUB; ++i) sq = _mm256_add_ps(sq, _mm256_mul_ps(xt[i], xt[i]));
@@ -75,23 +86,23 @@ static void search_sub_blocks(const __m256 xt[SUB], __m256i levels[SUB], float s
     const __m256 flat = _mm256_cmp_ps(hi, lo, _CMP_EQ_OQ);
     const __m256 flat_lo = lo;
 
-    __m256 inv = _mm256_div_ps(_mm256_set1_ps(15.f), _mm256_sub_ps(hi, lo));
+    __m256 inv = _mm256_div_ps(_mm256_set1_ps((float)nmax), _mm256_sub_ps(hi, lo));
     __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.f), inv);
     __m256 best = zero;
     for (int i = 0; i < SUB; ++i) {
-        __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), 15);
+        __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), nmax);
         levels[i] = l;
         __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), lo), xt[i]);
         best = _mm256_add_ps(best, _mm256_mul_ps(weight[i], _mm256_mul_ps(diff, diff)));
     }
     /* As in ggml, an accepted candidate's min is used by every later step (range included). */
-    for (int step = 0; step <= NSTEP; ++step) {
-        const float numerator = -1.f + 0.1f * (float)step + 15.f;
+    for (int step = 0; step <= kind->nstep; ++step) {
+        const float numerator = kind->rmin + 0.1f * (float)step + (float)nmax;
         inv = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_sub_ps(hi, lo));
         __m256i trial[SUB];
         __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
         for (int i = 0; i < SUB; ++i) {
-            __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), 15);
+            __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), nmax);
             trial[i] = l;
             __m256 wl = _mm256_mul_ps(weight[i], _mm256_cvtepi32_ps(l));
             sum_l = _mm256_add_ps(sum_l, wl);
@@ -168,7 +179,7 @@ static void unpack_scale(int j, const uint8_t packed[12], int *sc, int *m) {
     }
 }
 
-static void quantize_super_block(const float *x, uint8_t *out) {
+static void quantize_super_block(const struct kquant *kind, const float *x, uint8_t *out) {
     __m256 xt[SUB];
     __m256i levels_v[SUB];
     float scales[LANES], mins[LANES];
@@ -176,7 +187,7 @@ static void quantize_super_block(const float *x, uint8_t *out) {
         xt[i] = _mm256_setr_ps(x[i], x[SUB + i], x[2 * SUB + i], x[3 * SUB + i], x[4 * SUB + i],
                                x[5 * SUB + i], x[6 * SUB + i], x[7 * SUB + i]);
     }
-    search_sub_blocks(xt, levels_v, scales, mins);
+    search_sub_blocks(kind, xt, levels_v, scales, mins);
     int32_t lanes[SUB][LANES];
     for (int i = 0; i < SUB; ++i) _mm256_storeu_si256((__m256i *)lanes[i], levels_v[i]);
     uint8_t level[SUPER];
@@ -196,31 +207,43 @@ static void quantize_super_block(const float *x, uint8_t *out) {
         const float offset = from_half(dmin) * (float)m;
         for (int i = 0; i < SUB; ++i) {
             int l = round_scalar((x[SUB * j + i] + offset) / step);
-            level[SUB * j + i] = (uint8_t)(l < 0 ? 0 : l > 15 ? 15 : l);
+            level[SUB * j + i] = (uint8_t)(l < 0 ? 0 : l > kind->nmax ? kind->nmax : l);
         }
     }
     memcpy(out, &d, 2);
     memcpy(out + 2, &dmin, 2);
     memcpy(out + 4, packed, 12);
-    uint8_t *q = out + 16;
-    for (int base = 0; base < SUPER; base += 64) {
-        for (int i = 0; i < SUB; ++i) q[i] = (uint8_t)(level[base + i] | (level[base + SUB + i] << 4));
+    uint8_t *high = out + 16;
+    uint8_t *q = kind->nmax > 15 ? high + SUB : high;
+    if (kind->nmax > 15) memset(high, 0, SUB);
+    /* Pairs of sub-blocks share bytes: low nibble from the first, high from the second; for
+       Q5_K the fifth bits of pair p go to bits 2p and 2p+1 of high[i]. */
+    for (int pair = 0; pair < LANES / 2; ++pair) {
+        for (int i = 0; i < SUB; ++i) {
+            int a = level[64 * pair + i], b = level[64 * pair + SUB + i];
+            if (a > 15) { a -= 16; high[i] |= (uint8_t)(1 << (2 * pair)); }
+            if (b > 15) { b -= 16; high[i] |= (uint8_t)(2 << (2 * pair)); }
+            q[i] = (uint8_t)(a | (b << 4));
+        }
         q += SUB;
     }
 }
 
-/* 1 when this CPU runs the kernel (AVX2 and F16C); callers fall back to ggml otherwise. */
-int dto_q4_k_supported(void) {
+/* 1 when this CPU runs the kernels (AVX2 and F16C); callers fall back to ggml otherwise. */
+int dto_kquants_supported(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
 }
 
-/* Quantize n values (a multiple of 256) of src into Q4_K blocks at dst; returns bytes written. */
-size_t dto_quantize_q4_k(const float *src, void *dst, int64_t n) {
+static size_t quantize(const struct kquant *kind, const float *src, void *dst, int64_t n) {
     uint8_t *out = (uint8_t *)dst;
     for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
-        quantize_super_block(src + first, out);
-        out += BLOCK_BYTES;
+        quantize_super_block(kind, src + first, out);
+        out += kind->bytes;
     }
     return (size_t)(out - (uint8_t *)dst);
 }
+
+/* Quantize n values (a multiple of 256) of src into blocks at dst; return the bytes written. */
+size_t dto_quantize_q4_k(const float *src, void *dst, int64_t n) { return quantize(&Q4_K, src, dst, n); }
+size_t dto_quantize_q5_k(const float *src, void *dst, int64_t n) { return quantize(&Q5_K, src, dst, n); }

@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,7 @@ def run_converter(
     merge_input: Path | None = None,
     merge_base: Path | None = None,
     quantize: QuantType | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> ConvertFacts:
     """Convert to a GGUF of ``outtype`` (f32/f16/bf16/q8_0) at ``outfile``, atomically.
 
@@ -258,6 +259,7 @@ def run_converter(
         merge_input: an adapter dir: stream the merged tensors from it instead of files.
         merge_base: the base dir for ``merge_input`` (as ``--base``).
         quantize: a llama-quantize type to write instead of ``outtype``.
+        on_progress: called with (tensors written, tensors in the file) as the file grows.
 
     Raises:
         ConversionError: the converter refused or failed (message and hint from the worker).
@@ -279,14 +281,7 @@ def run_converter(
         }
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         command = [sys.executable, "-m", "deploy_to_ollama.gguf._convert_worker", str(spec_path)]
-        result = subprocess.run(
-            command,
-            env=_worker_env(toolchain),
-            capture_output=True,
-            text=True,
-            check=False,
-            preexec_fn=kill_with_parent,
-        )
+        result = _run_worker(command, _worker_env(toolchain), on_progress)
         if result.returncode != 0:
             raise _worker_failure(spec_path, command, result)
         os.chmod(tmp, 0o644)
@@ -296,6 +291,31 @@ def run_converter(
         max_buffered_tensors=int(facts.get("max_buffered_tensors", 0)),
         tensor_types=facts.get("tensor_types"),
     )
+
+
+def _run_worker(
+    command: list[str], env: dict[str, str], on_progress: Callable[[int, int], None] | None
+) -> subprocess.CompletedProcess[str]:
+    """Run the worker, passing its progress lines on; stderr is kept for error messages."""
+    from ._convert_worker import PROGRESS_PREFIX
+
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as stderr:
+        proc = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            preexec_fn=kill_with_parent,
+        )
+        assert proc.stdout is not None
+        with proc:
+            for line in proc.stdout:
+                if on_progress is not None and line.startswith(PROGRESS_PREFIX):
+                    done, total = line.removeprefix(PROGRESS_PREFIX).split()
+                    on_progress(int(done), int(total))
+        stderr.seek(0)
+        return subprocess.CompletedProcess(command, proc.returncode, "", stderr.read())
 
 
 def _quantize_request(toolchain: Toolchain, quant: QuantType) -> dict[str, Any]:
@@ -312,8 +332,15 @@ def _quantize_request(toolchain: Toolchain, quant: QuantType) -> dict[str, Any]:
         "token_embedding_type": flags.get("--token-embedding-type"),
         "library": str(library),
         "kernel": str(toolchain.kernel_library) if toolchain.kernel_library else None,
-        "threads": max(1, os.cpu_count() or 1),
+        "threads": usable_cpus(),
     }
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (a container's affinity mask, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _worker_failure(

@@ -23,8 +23,9 @@ from typing import Any
 from ..errors import ConversionError
 
 _MAX_DIMS = 4
-#: ggml's type id of Q4_K (``enum ggml_type``), the type our kernel computes.
+#: ggml's type ids (``enum ggml_type``) of the types our AVX2 kernels compute.
 GGML_TYPE_Q4_K = 12
+GGML_TYPE_Q5_K = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +165,12 @@ class QuantLibrary:
                 hint="rerun `deploy-to-ollama setup --force`",
             ) from err
         self.path = path
-        self._q4_k = _load_kernel(kernel) if kernel else None
+        self._kernels = _load_kernels(kernel) if kernel else {}
 
     @property
     def has_kernel(self) -> bool:
-        """True when Q4_K goes through our AVX2 kernel instead of ggml's scalar code."""
-        return self._q4_k is not None
+        """True when Q4_K and Q5_K go through our AVX2 kernels instead of ggml's scalar code."""
+        return bool(self._kernels)
 
     def row_size(self, ggml_type: int, n_per_row: int) -> int:
         """Bytes of one quantized row of ``n_per_row`` values."""
@@ -246,8 +247,9 @@ class QuantLibrary:
             ConversionError: the result failed ggml's validation (NaN or inf in the weights).
         """
         nrows, n_per_row = rows.shape
-        if ggml_type == GGML_TYPE_Q4_K and self._q4_k is not None and n_per_row % 256 == 0:
-            size = int(self._q4_k(rows.ctypes.data, out.ctypes.data, rows.size))
+        kernel = self._kernels.get(ggml_type)
+        if kernel is not None and n_per_row % 256 == 0:
+            size = int(kernel(rows.ctypes.data, out.ctypes.data, rows.size))
         else:
             size = int(
                 self._lib.ggml_quantize_chunk(
@@ -263,19 +265,25 @@ class QuantLibrary:
             )
 
 
-def _load_kernel(path: Path) -> Any | None:
-    """The kernel's quantize function, or None when it cannot run on this CPU."""
+def _load_kernels(path: Path) -> dict[int, Any]:
+    """GGML type → our kernel's quantize function; empty when they cannot run on this CPU."""
     try:
-        kernel = ctypes.CDLL(str(path))
+        library = ctypes.CDLL(str(path))
     except OSError:
-        return None
-    kernel.dto_q4_k_supported.restype = ctypes.c_int
-    if not kernel.dto_q4_k_supported():
-        return None
-    function = kernel.dto_quantize_q4_k
-    function.restype = ctypes.c_size_t
-    function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    return function
+        return {}
+    library.dto_kquants_supported.restype = ctypes.c_int
+    if not library.dto_kquants_supported():
+        return {}
+    kernels: dict[int, Any] = {}
+    for ggml_type, name in (
+        (GGML_TYPE_Q4_K, "dto_quantize_q4_k"),
+        (GGML_TYPE_Q5_K, "dto_quantize_q5_k"),
+    ):
+        function = getattr(library, name)
+        function.restype = ctypes.c_size_t
+        function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        kernels[ggml_type] = function
+    return kernels
 
 
 def llama_cpp_order(names: Sequence[str]) -> list[str]:

@@ -33,8 +33,8 @@ MARKER_FILE = ".dto-toolchain.json"
 #: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
 #: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
 QUANT_LIBRARY = "libdto-llama.so"
-#: Our AVX2 Q4_K kernel (``kquants_avx2.c``), bit-identical to ggml's and several times faster;
-#: optional: absent where it cannot be compiled (no x86-64), and then ggml's own code is used.
+#: Our AVX2 Q4_K/Q5_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several times
+#: faster; optional: absent where they cannot be compiled (no x86-64), and then ggml's code is used.
 KERNEL_LIBRARY = "libdto-kquants.so"
 KERNEL_SOURCE = Path(__file__).with_name("kquants_avx2.c")
 #: No -mfma and no contraction: a fused multiply-add rounds differently from ggml's code.
