@@ -328,6 +328,21 @@ def weight_files(model_dir: Path) -> list[Path]:
     return files
 
 
+#: safetensors dtype names → torch dtype attribute names.
+SAFETENSORS_TORCH_DTYPES: dict[str, str] = {
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F64": "float64",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
 def read_safetensors_header(file: Path) -> dict[str, Any]:
     """Parse a safetensors header and check the file is as long as the header says.
 

@@ -20,6 +20,7 @@ from ._fs import check_disk_space, write_text_atomic
 from .errors import InputError, MergeError, OutputExistsError
 from .inputs import (
     ADAPTER_WEIGHTS,
+    SAFETENSORS_TORCH_DTYPES,
     AdapterConfig,
     ResolvedInput,
     base_tensor_for,
@@ -201,25 +202,11 @@ class MergedTensors:
         self.close()
 
 
-_SAFETENSORS_TORCH_NAMES = {
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F64": "float64",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-
-
 def _safetensors_torch_dtype(name: str) -> torch.dtype | None:
     """The torch dtype of a safetensors dtype name; None for one we do not read."""
     import torch
 
-    attr = _SAFETENSORS_TORCH_NAMES.get(name)
+    attr = SAFETENSORS_TORCH_DTYPES.get(name)
     return getattr(torch, attr) if attr else None
 
 

@@ -31,18 +31,6 @@ logger = logging.getLogger(__name__)
 
 #: Files the converter reads besides the weights (config, tokenizer, generation defaults).
 MODEL_SIDE_FILES: tuple[str, ...] = ("config.json", "generation_config.json")
-_SAFETENSORS_DTYPES: Mapping[str, str] = {
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F64": "float64",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
 #: Tokens that end a turn in common chat formats; used for ``tokenizer.ggml.eot_token_id``.
 END_OF_TURN_TOKENS: tuple[str, ...] = (
     "<|eot_id|>",
@@ -111,11 +99,11 @@ def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]
     """
     specs: dict[str, tuple[tuple[int, ...], str]] = {}
     base_dtype = "bfloat16"
-    from ..inputs import weight_files
+    from ..inputs import SAFETENSORS_TORCH_DTYPES, weight_files
 
     for file in weight_files(Path(resolved.model_dir)):
         for name, info in sorted(read_safetensors_header(file).items()):
-            dtype = _SAFETENSORS_DTYPES.get(info["dtype"], "float32")
+            dtype = SAFETENSORS_TORCH_DTYPES.get(info["dtype"], "float32")
             specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
             if dtype in ("bfloat16", "float16", "float32"):
                 base_dtype = dtype
