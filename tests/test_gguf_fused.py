@@ -192,3 +192,51 @@ def test_export_reports_progress_tensor_by_tensor(
     assert steps[-1] == -1  # done
     percents = steps[:-1]
     assert len(percents) > 10 and percents == sorted(percents) and percents[-1] == 100
+
+
+@pytest.mark.slow
+def test_a_broken_quantizer_library_falls_back_to_llama_quantize(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the in-process route itself breaks, the export still succeeds, the classic way."""
+    from deploy_to_ollama.gguf.toolchain import QUANT_LIBRARY, Toolchain
+
+    broken = tmp_path / "toolchain"
+    broken.mkdir()
+    for entry in Path(llama_cpp_toolchain.root).iterdir():
+        if entry.name != QUANT_LIBRARY:
+            (broken / entry.name).symlink_to(entry)
+    (broken / QUANT_LIBRARY).write_bytes(b"not a shared library")
+    toolchain = Toolchain(broken)
+    assert in_process_quantization(toolchain)
+    result = export_gguf(llama256.adapter_dir, out_dir=tmp_path / "out", quant="q4_k_m",
+                         toolchain=toolchain)  # fmt: skip
+    assert "quantizing with llama-quantize instead" in caplog.text
+    reference = export_gguf(llama256.adapter_dir, out_dir=tmp_path / "ref", quant="q4_k_m",
+                            toolchain=llama_cpp_toolchain)  # fmt: skip
+    assert result.path.read_bytes() == reference.path.read_bytes()
+
+
+@pytest.mark.slow
+def test_nan_weights_fail_once_without_a_second_try(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bad weights are the model's problem: one clear error, no retry with llama-quantize."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from deploy_to_ollama.errors import ConversionError
+
+    base = tmp_path / "base"
+    shutil.copytree(llama256.base_dir, base)
+    weights = load_file(str(base / "model.safetensors"))
+    name = next(n for n in weights if n.endswith("mlp.up_proj.weight"))
+    weights[name][0, 0] = torch.inf
+    save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ConversionError, match="NaN or inf") as info:
+        export_gguf(base, out_dir=tmp_path / "out", quant="q4_k_m", toolchain=llama_cpp_toolchain)
+    assert not info.value.in_process_quantization
+    assert "llama-quantize instead" not in caplog.text
+    assert not list((tmp_path / "out").glob("*.gguf"))

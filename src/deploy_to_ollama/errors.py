@@ -65,6 +65,12 @@ class ConversionError(DeployError):
         super().__init__(message, hint=hint)
         self.command = command or []
         self.stderr_tail = stderr_tail
+        self.in_process_quantization = False
+        """True when in-process quantization broke (not the weights): llama-quantize may work."""
+
+
+class InvalidWeightsError(ConversionError):
+    """The weights cannot be quantized (NaN or inf): no quantizer will do better."""
 
 
 class DiskSpaceError(DeployError, OSError):

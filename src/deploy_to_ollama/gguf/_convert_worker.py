@@ -34,6 +34,9 @@ OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 HPARAM_ALIASES: dict[str, tuple[str, ...]] = {"n_ctx": ("n_positions", "max_position_embeddings")}
 #: Stdout lines starting with this carry ``DONE TOTAL`` tensors written (other output is ignored).
 PROGRESS_PREFIX = "@@dto-progress "
+#: Stdout lines starting with this name the stage the worker entered.
+STAGE_PREFIX = "@@dto-stage "
+_STAGE = {"name": "convert"}
 #: Values per row chunk of a streamed tensor (4 MiB of float32).
 CHUNK_VALUES = 1 << 20
 
@@ -252,6 +255,10 @@ def _passthrough_origin(last: Any, data_torch: Any) -> tuple[str, tuple[int, ...
 
 def _plan_quantization(writer: Any, request: dict[str, Any]) -> dict[str, int]:
     """Re-plan the writer to emit the quantized GGUF (see ``_fused_writer``)."""
+    # From here on a failure (or a crash in the library) may be ours, not the model's: the
+    # parent then retries with llama-quantize (see llama_cpp.run_converter).
+    print(f"{STAGE_PREFIX}quantize", flush=True)
+    _STAGE["name"] = "quantize"
     import gguf
 
     from deploy_to_ollama.gguf._fused_writer import QuantPlan, plan_quantized_write
@@ -356,6 +363,19 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _may_be_ours(err: Exception) -> bool:
+    """Whether a failure during in-process quantization may be this route's fault.
+
+    Not for a model or input problem (bad weights, an adapter that does not fit, unreadable
+    files): llama-quantize would fail on those too.
+    """
+    from deploy_to_ollama.errors import ConversionError, DeployError, InvalidWeightsError
+
+    if isinstance(err, WorkerError | InvalidWeightsError):
+        return False
+    return isinstance(err, ConversionError) or not isinstance(err, DeployError)
+
+
 def main(argv: list[str]) -> int:
     """Entry point: read the spec, convert, write ``.result.json`` or ``.error.json``."""
     spec_path = Path(argv[0])
@@ -369,9 +389,9 @@ def main(argv: list[str]) -> int:
         if not isinstance(err, WorkerError) and type(err).__name__ != "ConversionError":
             traceback.print_exc()
             message = f"{type(err).__name__}: {message}"
-        spec_path.with_suffix(".error.json").write_text(
-            json.dumps({"message": message, "hint": hint}), encoding="utf-8"
-        )
+        retry = _STAGE["name"] == "quantize" and _may_be_ours(err)
+        report = {"message": message, "hint": hint, "in_process_quantization": retry}
+        spec_path.with_suffix(".error.json").write_text(json.dumps(report), encoding="utf-8")
         return 2
     spec_path.with_suffix(".result.json").write_text(json.dumps(facts), encoding="utf-8")
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._fs import check_disk_space
-from ..errors import InputError, OutputExistsError, UsageError
+from ..errors import ConversionError, InputError, OutputExistsError, UsageError
 from ..progress import NullProgress, ProgressReporter
 from ._stamp import fingerprint_inputs, read_matching_stamp, write_stamp
 from .llama_cpp import (
@@ -444,11 +444,19 @@ def _convert_and_quantize(
         if quant.name == middle_type:
             middle = target
     if via_quantize and in_process_quantization(toolchain):
-        for quant in via_quantize:
-            target = request.out_dir / gguf_filename(stem, quant.name)
-            facts = convert(middle_type, target, quant)
-            files.append(_gguf(target, quant.name))
-        return files, facts
+        try:
+            for quant in list(via_quantize):
+                target = request.out_dir / gguf_filename(stem, quant.name)
+                facts = convert(middle_type, target, quant)
+                files.append(_gguf(target, quant.name))
+                via_quantize.remove(quant)
+        except ConversionError as err:
+            if not err.in_process_quantization:
+                raise
+            # Our in-process route broke, not the model: the classic route still works.
+            logger.warning("%s; quantizing with llama-quantize instead", err.message)
+        if not via_quantize:
+            return files, facts
     if via_quantize:
         if middle is None:
             middle = work / gguf_filename(stem, middle_type)

@@ -269,9 +269,9 @@ def run_converter(
         }
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         command = [sys.executable, "-m", "deploy_to_ollama.gguf._convert_worker", str(spec_path)]
-        result = _run_worker(command, _worker_env(toolchain), on_progress)
+        result, stage = _run_worker(command, _worker_env(toolchain), on_progress)
         if result.returncode != 0:
-            raise _worker_failure(spec_path, command, result)
+            raise _worker_failure(spec_path, command, result, stage)
         os.chmod(tmp, 0o644)
         facts = json.loads(spec_path.with_suffix(".result.json").read_text(encoding="utf-8"))
     return ConvertFacts(
@@ -283,10 +283,14 @@ def run_converter(
 
 def _run_worker(
     command: list[str], env: dict[str, str], on_progress: Callable[[int, int], None] | None
-) -> subprocess.CompletedProcess[str]:
-    """Run the worker, passing its progress lines on; stderr is kept for error messages."""
-    from ._convert_worker import PROGRESS_PREFIX
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run the worker, passing its progress lines on; stderr is kept for error messages.
 
+    Returns the finished process and the last stage the worker announced.
+    """
+    from ._convert_worker import PROGRESS_PREFIX, STAGE_PREFIX
+
+    stage = "convert"
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as stderr:
         proc = subprocess.Popen(
             command,
@@ -299,11 +303,13 @@ def _run_worker(
         assert proc.stdout is not None
         with proc:
             for line in proc.stdout:
-                if on_progress is not None and line.startswith(PROGRESS_PREFIX):
+                if line.startswith(STAGE_PREFIX):
+                    stage = line.removeprefix(STAGE_PREFIX).strip()
+                elif on_progress is not None and line.startswith(PROGRESS_PREFIX):
                     done, total = line.removeprefix(PROGRESS_PREFIX).split()
                     on_progress(int(done), int(total))
         stderr.seek(0)
-        return subprocess.CompletedProcess(command, proc.returncode, "", stderr.read())
+        return subprocess.CompletedProcess(command, proc.returncode, "", stderr.read()), stage
 
 
 def _quantize_request(toolchain: Toolchain, quant: QuantType) -> dict[str, Any]:
@@ -332,25 +338,29 @@ def usable_cpus() -> int:
 
 
 def _worker_failure(
-    spec_path: Path, command: list[str], result: subprocess.CompletedProcess[str]
+    spec_path: Path, command: list[str], result: subprocess.CompletedProcess[str], stage: str
 ) -> ConversionError:
     tail = "\n".join(result.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
     error_file = spec_path.with_suffix(".error.json")
     if error_file.is_file():
         info = json.loads(error_file.read_text(encoding="utf-8"))
-        return ConversionError(
+        error = ConversionError(
             f"GGUF conversion failed: {info['message']}",
             hint=info.get("hint"),
             command=command,
             stderr_tail=tail,
         )
+        error.in_process_quantization = bool(info.get("in_process_quantization"))
+        return error
     last = tail.splitlines()[-1] if tail else f"exit code {result.returncode}"
-    return ConversionError(
+    error = ConversionError(
         f"GGUF conversion failed: {last}",
         hint="rerun with -vv to see the converter's output",
         command=command,
         stderr_tail=tail,
     )
+    error.in_process_quantization = stage == "quantize"  # crashed inside the library
+    return error
 
 
 def quantize_gguf(toolchain: Toolchain, source: Path, target: Path, quant: QuantType) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..errors import ConversionError
+from ..errors import ConversionError, InvalidWeightsError
 
 _MAX_DIMS = 4
 #: ggml's type ids (``enum ggml_type``) of the types our AVX2 kernels compute.
@@ -259,7 +259,7 @@ class QuantLibrary:
         if size != out.nbytes or not self._lib.ggml_validate_row_data(
             ggml_type, out.ctypes.data, size
         ):
-            raise ConversionError(
+            raise InvalidWeightsError(
                 "quantized data failed validation (the weights hold NaN or inf)",
                 hint="check the fine-tune for diverged weights",
             )
