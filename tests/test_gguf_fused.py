@@ -240,3 +240,31 @@ def test_nan_weights_fail_once_without_a_second_try(
     assert not info.value.in_process_quantization
     assert "llama-quantize instead" not in caplog.text
     assert not list((tmp_path / "out").glob("*.gguf"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_fused_matches_for_fp32_and_fp16_models(
+    dtype: str,
+    llama_cpp_toolchain: Any,
+    llama256: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Non-bf16 models pass through an f16 intermediate: the rounding to it must match too."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model = tmp_path / dtype
+    shutil.copytree(llama256.base_dir, model)
+    weights = load_file(str(model / "model.safetensors"))
+    converted = {name: t.to(getattr(torch, dtype)) * 1.7 for name, t in weights.items()}
+    save_file(converted, str(model / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((model / "config.json").read_text())
+    config["torch_dtype"] = dtype
+    (model / "config.json").write_text(json.dumps(config))
+    fused, two_step = _both_routes(model, "q4_k_m", llama_cpp_toolchain, tmp_path, monkeypatch)
+    assert fused.read_bytes() == two_step.read_bytes()
