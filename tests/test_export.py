@@ -94,6 +94,8 @@ def test_cli_export_k_quants_json_modelfile_and_force(
     for f in files.values():
         assert Path(f["path"]).stat().st_size == f["bytes"]
     assert files["q4_k_m"]["bytes"] < files["q8_0"]["bytes"]
+    # The mixture llama.cpp's rules chose, as quantized in-process.
+    assert set(files["q4_k_m"]["tensor_types"]) == {"Q4_K", "Q6_K", "F32"}
     assert sorted(p.name for p in out.glob("*.gguf")) == ["mini.Q4_K_M.gguf", "mini.Q8_0.gguf"]
     from deploy_to_ollama.modelfile import parse_modelfile
 

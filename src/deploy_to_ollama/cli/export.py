@@ -473,7 +473,13 @@ def _report(
     quiet: bool,
 ) -> None:
     files = [
-        {"path": str(f.path), "quant": f.quant, "bytes": f.size_bytes, "role": f.role}
+        {
+            "path": str(f.path),
+            "quant": f.quant,
+            "bytes": f.size_bytes,
+            "role": f.role,
+            "tensor_types": dict(getattr(f, "tensor_types", None) or {}) or None,
+        }
         for f in result.files
     ]
     unsloth = isinstance(result, UnslothSummary)
@@ -498,7 +504,10 @@ def _report(
         if getattr(result, "reused", False):
             console.print("reused the existing export (same inputs)", markup=False)
         for f in result.files:
-            console.print(f"{f.role:8} {f.quant:8} {f.size_bytes / 1e6:10.1f} MB  {f.path}")
+            line = f"{f.role:8} {f.quant:8} {f.size_bytes / 1e6:10.1f} MB  {f.path}"
+            if mixture := getattr(f, "tensor_types", None):
+                line += "  (" + ", ".join(f"{n} {t}" for t, n in sorted(mixture.items())) + ")"
+            console.print(line, markup=False)
         console.print(f"Modelfile: {modelfile} (template {template_status})", markup=False)
         if unsloth:
             console.print(f"{result.name}: general.name was written by Unsloth", markup=False)

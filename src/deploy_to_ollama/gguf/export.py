@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +63,8 @@ class GgufFile:
     """Lower-case quant name (``q4_k_m``, ``f16``); ``lora-f16`` for a LoRA GGUF."""
     size_bytes: int
     role: Literal["model", "base", "adapter"] = "model"
+    tensor_types: Mapping[str, int] | None = None
+    """Tensors per GGML type (``{"Q4_K": 109, "Q6_K": 19, "F32": 37}``) when we quantized."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,7 +450,7 @@ def _convert_and_quantize(
             for quant in list(via_quantize):
                 target = request.out_dir / gguf_filename(stem, quant.name)
                 facts = convert(middle_type, target, quant)
-                files.append(_gguf(target, quant.name))
+                files.append(_gguf(target, quant.name, types=facts.tensor_types))
                 via_quantize.remove(quant)
         except ConversionError as err:
             if not err.in_process_quantization:
@@ -478,8 +480,16 @@ def in_process_quantization(toolchain: Toolchain) -> bool:
     return toolchain.quant_library is not None and Settings.from_env().quantizer != "llama-quantize"
 
 
-def _gguf(path: Path, quant: str, role: Literal["model", "base", "adapter"] = "model") -> GgufFile:
-    return GgufFile(path=path, quant=quant, size_bytes=path.stat().st_size, role=role)
+def _gguf(
+    path: Path,
+    quant: str,
+    role: Literal["model", "base", "adapter"] = "model",
+    *,
+    types: Mapping[str, int] | None = None,
+) -> GgufFile:
+    return GgufFile(
+        path=path, quant=quant, size_bytes=path.stat().st_size, role=role, tensor_types=types
+    )
 
 
 def _stage_adapter(resolved: Any, dest: Path) -> Path:
