@@ -7,6 +7,7 @@ it fetches the base config from the Hub, so we always pass the local base dir.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -101,13 +102,14 @@ def export_adapter(
         chat_template=chat_template,
         token_ids=token_ids,
         label="convert base",
+        merge_input=base_dir,  # streamed in row chunks through our reader, like a merge
     )
 
     with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work:
         files, facts = _convert_and_quantize(
             request, quants, f"{stem}-base", base_dir, Path(work), convert, toolchain, reporter
         )
-    base_files = [GgufFile(f.path, f.quant, f.size_bytes, role="base") for f in files]
+    base_files = [dataclasses.replace(f, role="base") for f in files]
     lora = GgufFile(lora_target, "lora-f16", lora_target.stat().st_size, role="adapter")
     assert all(f.path.name == gguf_filename(f"{stem}-base", f.quant) for f in base_files)
     return ExportResult(
