@@ -199,6 +199,76 @@ def test_interrupted_export_leaves_no_final_file_and_rerun_succeeds(
     assert (out / "m.Q4_K_M.gguf").stat().st_size > 0
 
 
+def _processes_with_env(entry: str) -> list[int]:
+    """PIDs of live processes whose environment holds ``entry`` (our export's children)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _blocking_kernel_toolchain(real_root: Path, where: Path, started: Path) -> Path:
+    """A toolchain whose Q4_K kernel marks that it started, then blocks: the in-process route
+    is then interrupted mid-quantization, at a known point."""
+    import shutil as _shutil
+
+    from deploy_to_ollama.gguf.toolchain import KERNEL_LIBRARY
+
+    compiler = _shutil.which("cc") or _shutil.which("gcc")
+    if compiler is None:
+        pytest.fail("a C compiler is needed to build the blocking kernel")
+    where.mkdir()
+    for entry in real_root.iterdir():
+        if entry.name != KERNEL_LIBRARY:
+            (where / entry.name).symlink_to(entry)
+    source = where.parent / "blocking_kernel.c"
+    source.write_text(
+        "#include <stdio.h>\n#include <stdint.h>\n#include <stddef.h>\n#include <unistd.h>\n"
+        "int dto_kquants_supported(void) { return 1; }\n"
+        "size_t dto_quantize_q4_k(const float *s, void *d, int64_t n) {\n"
+        f'  FILE *f = fopen("{started}", "w"); if (f) fclose(f);\n'
+        "  for (;;) pause();\n  return 0;\n}\n"
+        "size_t dto_quantize_q5_k(const float *s, void *d, int64_t n) { return 0; }\n",
+        encoding="utf-8",
+    )
+    command = [compiler, "-shared", "-fPIC", "-o", str(where / KERNEL_LIBRARY), str(source)]
+    subprocess.run(command, check=True)
+    return where
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_in_process_quantization_leaves_no_final_file(
+    sig: signal.Signals, llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path
+) -> None:
+    """The default route: a signal to the CLI mid-quantization stops the worker too, promptly,
+    and leaves nothing under the final name."""
+    out = tmp_path / "out"
+    started = tmp_path / "kernel-started"
+    blocking = _blocking_kernel_toolchain(llama_cpp_toolchain.root, tmp_path / "tc", started)
+    command = [
+        sys.executable, "-m", "deploy_to_ollama", "export", str(llama256.adapter_dir),
+        "--out", str(out), "--quant", "q4_k_m", "--name", "m", "--backend", "llama.cpp",
+    ]  # fmt: skip
+    env = {**os.environ, "DTO_LLAMA_CPP_DIR": str(blocking)}
+    env.pop("DTO_QUANTIZER", None)
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists(), f"quantization never started: {proc.communicate()[1][-2000:]!r}"
+    proc.send_signal(sig)
+    proc.wait(timeout=60)  # the worker is stopped too; nobody waits for it to finish
+    assert proc.returncode != 0
+    assert not list(out.glob("*.gguf")), "an interrupted export left a GGUF under a final name"
+    time.sleep(0.5)  # SIGKILL: the worker dies of the parent-death signal, asynchronously
+    assert not _processes_with_env(f"DTO_LLAMA_CPP_DIR={blocking}"), "the worker outlived it"
+
+
 @pytest.mark.slow
 def test_save_merged_writes_hf_model_and_gguf_from_it(
     llama_cpp_toolchain: Any, tiny_llama: Any, tmp_path: Path

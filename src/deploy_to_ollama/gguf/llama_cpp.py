@@ -302,12 +302,18 @@ def _run_worker(
         )
         assert proc.stdout is not None
         with proc:
-            for line in proc.stdout:
-                if line.startswith(STAGE_PREFIX):
-                    stage = line.removeprefix(STAGE_PREFIX).strip()
-                elif on_progress is not None and line.startswith(PROGRESS_PREFIX):
-                    done, total = line.removeprefix(PROGRESS_PREFIX).split()
-                    on_progress(int(done), int(total))
+            try:
+                for line in proc.stdout:
+                    if line.startswith(STAGE_PREFIX):
+                        stage = line.removeprefix(STAGE_PREFIX).strip()
+                    elif on_progress is not None and line.startswith(PROGRESS_PREFIX):
+                        done, total = line.removeprefix(PROGRESS_PREFIX).split()
+                        on_progress(int(done), int(total))
+            except BaseException:
+                # Ctrl-C (or any error) here: stop the worker now, as subprocess.run would,
+                # instead of waiting for it to finish a conversion nobody will use.
+                proc.kill()
+                raise
         stderr.seek(0)
         return subprocess.CompletedProcess(command, proc.returncode, "", stderr.read()), stage
 
