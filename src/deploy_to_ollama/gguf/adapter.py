@@ -76,13 +76,8 @@ def export_adapter(
     reporter: ProgressReporter,
 ) -> ExportResult:
     """Base GGUF(s) at each quant plus one f16 GGUF LoRA, for ``FROM`` + ``ADAPTER``."""
-    from .export import (
-        ExportResult,
-        GgufFile,
-        _convert_and_quantize,
-        converter_step,
-        gguf_filename,
-    )
+    from .export import ExportResult
+    from .steps import GgufFile, convert_and_quantize, converter_step, gguf_filename
 
     adapter_dir, base_dir = Path(resolved.path), Path(resolved.base_dir)
     lora_target = request.out_dir / f"{stem}-lora.F16.gguf"
@@ -106,8 +101,15 @@ def export_adapter(
     )
 
     with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work:
-        files, facts = _convert_and_quantize(
-            request, quants, f"{stem}-base", base_dir, Path(work), convert, toolchain, reporter
+        files, facts = convert_and_quantize(
+            request.out_dir,
+            quants,
+            f"{stem}-base",
+            base_dir,
+            Path(work),
+            convert,
+            toolchain,
+            reporter,
         )
     base_files = [dataclasses.replace(f, role="base") for f in files]
     lora = GgufFile(lora_target, "lora-f16", lora_target.stat().st_size, role="adapter")

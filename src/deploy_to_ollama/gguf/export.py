@@ -10,32 +10,36 @@ import dataclasses
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from .._fs import check_disk_space
-from ..errors import ConversionError, InputError, OutputExistsError, UsageError
+from ..errors import InputError, OutputExistsError, UsageError
 from ..progress import NullProgress, ProgressReporter
 from ._stamp import fingerprint_inputs, read_matching_stamp, write_stamp
 from .llama_cpp import (
-    ConvertFacts,
-    TokenIds,
     quantize_gguf,
     read_chat_template,
-    run_converter,
     special_token_ids,
     stage_model_dir,
 )
 from .quants import QuantType, count_parameters, parse_quant_list
+from .steps import (
+    GgufFile,
+    convert_and_quantize,
+    converter_step,
+    gguf_file,
+    gguf_filename,
+    in_process_quantization,
+    model_dtype,
+)
 from .toolchain import Toolchain
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["merged", "adapter"]
-#: ``convert(outtype, target, quant=None)``: one converter run (quantizing in-process if asked).
-Converter = Callable[..., ConvertFacts]
 #: Headroom on top of the estimated output (temp intermediates, metadata).
 DISK_MARGIN = 1.15
 
@@ -52,19 +56,6 @@ class ExportRequest:
     save_merged: Path | None = None
     name: str | None = None
     force: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class GgufFile:
-    """One GGUF written by the export."""
-
-    path: Path
-    quant: str
-    """Lower-case quant name (``q4_k_m``, ``f16``); ``lora-f16`` for a LoRA GGUF."""
-    size_bytes: int
-    role: Literal["model", "base", "adapter"] = "model"
-    tensor_types: Mapping[str, int] | None = None
-    """Tensors per GGML type (``{"Q4_K": 109, "Q6_K": 19, "F32": 37}``) when we quantized."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,30 +79,6 @@ class ExportResult:
     def path(self) -> Path:
         """The first model GGUF (the one to put after ``FROM``)."""
         return next(f.path for f in self.files if f.role in ("model", "base"))
-
-
-def gguf_filename(stem: str, quant: str) -> str:
-    """Unsloth's naming: ``<stem>.<QUANT>.gguf``.
-
-    >>> gguf_filename("mymodel", "q4_k_m")
-    'mymodel.Q4_K_M.gguf'
-    """
-    return f"{stem}.{quant.upper()}.gguf"
-
-
-def _model_dtype(model_dir: Path) -> str:
-    import json
-
-    config_path = model_dir / "config.json"
-    if not config_path.is_file():
-        return "bfloat16"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    return str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
-
-
-def _intermediate_type(dtype: str) -> str:
-    """The lossless converter type llama-quantize starts from: bf16 for bf16 models, else f16."""
-    return "bf16" if dtype == "bfloat16" else "f16"
 
 
 def _check_outputs(targets: Sequence[Path], *, force: bool) -> None:
@@ -219,7 +186,7 @@ def run_export(
     if resolved.kind == "gguf":
         quants = parse_quant_list(list(request.quants))
     else:
-        quants = parse_quant_list(list(request.quants), model_dtype=_model_dtype(weights_dir))
+        quants = parse_quant_list(list(request.quants), model_dtype=model_dtype(weights_dir))
     stem = request.name or _default_stem(request.source, resolved)
     if request.mode == "adapter" and resolved.kind != "adapter":
         raise UsageError(
@@ -309,7 +276,7 @@ def _reuse(
     base_dir = stamped.get("base_dir")
     return ExportResult(
         files=tuple(
-            _gguf(request.out_dir / f["name"], f["quant"], f["role"]) for f in stamped["files"]
+            gguf_file(request.out_dir / f["name"], f["quant"], f["role"]) for f in stamped["files"]
         ),
         name=stamped["name"],
         input_kind=stamped["input_kind"],
@@ -364,8 +331,8 @@ def _export_merged(
             merge_base=request.base if resolved.kind == "adapter" and not merged_dir else None,
         )
 
-        files, facts = _convert_and_quantize(
-            request, quants, stem, model_dir, work, convert, toolchain, reporter
+        files, facts = convert_and_quantize(
+            request.out_dir, quants, stem, model_dir, work, convert, toolchain, reporter
         )
     return ExportResult(
         files=tuple(files),
@@ -376,119 +343,6 @@ def _export_merged(
         base_dir=Path(resolved.base_dir) if resolved.kind == "adapter" else None,
         pretokenizer_detected=facts.pretokenizer_detected if facts else None,
         max_buffered_tensors=facts.max_buffered_tensors if facts else 0,
-    )
-
-
-def converter_step(
-    toolchain: Toolchain,
-    reporter: ProgressReporter,
-    *,
-    model_dir: Path,
-    name: str,
-    chat_template: str | None,
-    token_ids: TokenIds,
-    label: str = "convert",
-    merge_input: Path | None = None,
-    merge_base: Path | None = None,
-) -> Converter:
-    """One converter run per output type, reported as its own progress stage."""
-
-    def convert(outtype: str, target: Path, quant: QuantType | None = None) -> ConvertFacts:
-        final = quant.name if quant else outtype
-        key = f"convert-{final}"
-        stage = f"{label} + quantize" if quant else label
-        reporter.start(key, f"{stage} → {final}", total=100)
-
-        def on_progress(done: int, total: int) -> None:
-            reporter.advance(key, completed=100 * done / max(1, total))
-
-        facts = run_converter(
-            toolchain,
-            model_dir=model_dir,
-            outfile=target,
-            outtype=outtype,
-            name=name,
-            chat_template=chat_template,
-            token_ids=token_ids,
-            merge_input=merge_input,
-            merge_base=merge_base,
-            quantize=quant,
-            on_progress=on_progress,
-        )
-        reporter.done(key, f"wrote {target.name}")
-        return facts
-
-    return convert
-
-
-def _convert_and_quantize(
-    request: ExportRequest,
-    quants: list[QuantType],
-    stem: str,
-    model_dir: Path,
-    work: Path,
-    convert: Converter,
-    toolchain: Toolchain,
-    reporter: ProgressReporter,
-) -> tuple[list[GgufFile], ConvertFacts | None]:
-    """Converter types straight from the converter; the rest quantized in-process when the
-    toolchain can, else from one lossless intermediate GGUF with llama-quantize."""
-    files: list[GgufFile] = []
-    facts: ConvertFacts | None = None
-    direct = [q for q in quants if q.producer == "convert"]
-    via_quantize = [q for q in quants if q.producer == "quantize"]
-    middle_type = _intermediate_type(_model_dtype(model_dir))
-    middle: Path | None = None
-    for quant in direct:
-        target = request.out_dir / gguf_filename(stem, quant.name)
-        facts = convert(quant.name, target)
-        files.append(_gguf(target, quant.name))
-        if quant.name == middle_type:
-            middle = target
-    if via_quantize and in_process_quantization(toolchain):
-        try:
-            for quant in list(via_quantize):
-                target = request.out_dir / gguf_filename(stem, quant.name)
-                facts = convert(middle_type, target, quant)
-                files.append(_gguf(target, quant.name, types=facts.tensor_types))
-                via_quantize.remove(quant)
-        except ConversionError as err:
-            if not err.in_process_quantization:
-                raise
-            # Our in-process route broke, not the model: the classic route still works.
-            logger.warning("%s; quantizing with llama-quantize instead", err.message)
-        if not via_quantize:
-            return files, facts
-    if via_quantize:
-        if middle is None:
-            middle = work / gguf_filename(stem, middle_type)
-            facts = convert(middle_type, middle)
-        for quant in via_quantize:
-            target = request.out_dir / gguf_filename(stem, quant.name)
-            reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
-            quantize_gguf(toolchain, middle, target, quant)
-            reporter.done(f"quantize-{quant.name}", f"wrote {target.name}")
-            files.append(_gguf(target, quant.name))
-    return files, facts
-
-
-def in_process_quantization(toolchain: Toolchain) -> bool:
-    """Quantize inside the converter (one pass, no 16-bit GGUF on disk) rather than with
-    llama-quantize: when the toolchain has the library and DTO_QUANTIZER does not say no."""
-    from ..settings import Settings
-
-    return toolchain.quant_library is not None and Settings.from_env().quantizer != "llama-quantize"
-
-
-def _gguf(
-    path: Path,
-    quant: str,
-    role: Literal["model", "base", "adapter"] = "model",
-    *,
-    types: Mapping[str, int] | None = None,
-) -> GgufFile:
-    return GgufFile(
-        path=path, quant=quant, size_bytes=path.stat().st_size, role=role, tensor_types=types
     )
 
 
@@ -544,5 +398,17 @@ def _requantize(
         reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
         quantize_gguf(toolchain, source, target, requant)
         reporter.done(f"quantize-{quant.name}")
-        files.append(_gguf(target, quant.name))
+        files.append(gguf_file(target, quant.name))
     return ExportResult(files=tuple(files), name=stem, input_kind="gguf", chat_template=None)
+
+
+__all__ = [
+    "ExportRequest",
+    "ExportResult",
+    "GgufFile",
+    "export_gguf",
+    "gguf_filename",
+    "in_process_quantization",
+    "plan_files",
+    "run_export",
+]

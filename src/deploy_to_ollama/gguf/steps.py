@@ -1,0 +1,175 @@
+"""The convert → quantize steps of an export, and the GGUF files they write.
+
+One converter run per output type. Types llama-quantize makes are quantized inside the
+converter run when the toolchain has the quantizer library (one pass, no 16-bit file), else
+from one lossless 16-bit GGUF with the llama-quantize binary; both write the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..errors import ConversionError
+from ..progress import ProgressReporter
+from .llama_cpp import ConvertFacts, TokenIds, quantize_gguf, run_converter
+from .quants import QuantType
+from .toolchain import Toolchain
+
+logger = logging.getLogger(__name__)
+
+#: ``convert(outtype, target, quant=None)``: one converter run (quantizing in-process if asked).
+Converter = Callable[..., ConvertFacts]
+
+
+@dataclass(frozen=True, slots=True)
+class GgufFile:
+    """One GGUF written by the export."""
+
+    path: Path
+    quant: str
+    """Lower-case quant name (``q4_k_m``, ``f16``); ``lora-f16`` for a LoRA GGUF."""
+    size_bytes: int
+    role: Literal["model", "base", "adapter"] = "model"
+    tensor_types: Mapping[str, int] | None = None
+    """Tensors per GGML type (``{"Q4_K": 109, "Q6_K": 19, "F32": 37}``) when we quantized."""
+
+
+def gguf_filename(stem: str, quant: str) -> str:
+    """Unsloth's naming: ``<stem>.<QUANT>.gguf``.
+
+    >>> gguf_filename("mymodel", "q4_k_m")
+    'mymodel.Q4_K_M.gguf'
+    """
+    return f"{stem}.{quant.upper()}.gguf"
+
+
+def model_dtype(model_dir: Path) -> str:
+    """The torch dtype a model's config declares (bf16 when it declares none)."""
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        return "bfloat16"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    return str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+
+
+def intermediate_type(dtype: str) -> str:
+    """The lossless converter type llama-quantize starts from: bf16 for bf16 models, else f16."""
+    return "bf16" if dtype == "bfloat16" else "f16"
+
+
+def converter_step(
+    toolchain: Toolchain,
+    reporter: ProgressReporter,
+    *,
+    model_dir: Path,
+    name: str,
+    chat_template: str | None,
+    token_ids: TokenIds,
+    label: str = "convert",
+    merge_input: Path | None = None,
+    merge_base: Path | None = None,
+) -> Converter:
+    """One converter run per output type, reported as its own progress stage."""
+
+    def convert(outtype: str, target: Path, quant: QuantType | None = None) -> ConvertFacts:
+        final = quant.name if quant else outtype
+        key = f"convert-{final}"
+        stage = f"{label} + quantize" if quant else label
+        reporter.start(key, f"{stage} → {final}", total=100)
+
+        def on_progress(done: int, total: int) -> None:
+            reporter.advance(key, completed=100 * done / max(1, total))
+
+        facts = run_converter(
+            toolchain,
+            model_dir=model_dir,
+            outfile=target,
+            outtype=outtype,
+            name=name,
+            chat_template=chat_template,
+            token_ids=token_ids,
+            merge_input=merge_input,
+            merge_base=merge_base,
+            quantize=quant,
+            on_progress=on_progress,
+        )
+        reporter.done(key, f"wrote {target.name}")
+        return facts
+
+    return convert
+
+
+def convert_and_quantize(
+    out_dir: Path,
+    quants: list[QuantType],
+    stem: str,
+    model_dir: Path,
+    work: Path,
+    convert: Converter,
+    toolchain: Toolchain,
+    reporter: ProgressReporter,
+) -> tuple[list[GgufFile], ConvertFacts | None]:
+    """Converter types straight from the converter; the rest quantized in-process when the
+    toolchain can, else from one lossless intermediate GGUF with llama-quantize."""
+    files: list[GgufFile] = []
+    facts: ConvertFacts | None = None
+    direct = [q for q in quants if q.producer == "convert"]
+    via_quantize = [q for q in quants if q.producer == "quantize"]
+    middle_type = intermediate_type(model_dtype(model_dir))
+    middle: Path | None = None
+    for quant in direct:
+        target = out_dir / gguf_filename(stem, quant.name)
+        facts = convert(quant.name, target)
+        files.append(gguf_file(target, quant.name))
+        if quant.name == middle_type:
+            middle = target
+    if via_quantize and in_process_quantization(toolchain):
+        try:
+            for quant in list(via_quantize):
+                target = out_dir / gguf_filename(stem, quant.name)
+                facts = convert(middle_type, target, quant)
+                files.append(gguf_file(target, quant.name, types=facts.tensor_types))
+                via_quantize.remove(quant)
+        except ConversionError as err:
+            if not err.in_process_quantization:
+                raise
+            # Our in-process route broke, not the model: the classic route still works.
+            logger.warning("%s; quantizing with llama-quantize instead", err.message)
+        if not via_quantize:
+            return files, facts
+    if via_quantize:
+        if middle is None:
+            middle = work / gguf_filename(stem, middle_type)
+            facts = convert(middle_type, middle)
+        for quant in via_quantize:
+            target = out_dir / gguf_filename(stem, quant.name)
+            reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
+            quantize_gguf(toolchain, middle, target, quant)
+            reporter.done(f"quantize-{quant.name}", f"wrote {target.name}")
+            files.append(gguf_file(target, quant.name))
+    return files, facts
+
+
+def in_process_quantization(toolchain: Toolchain) -> bool:
+    """Quantize inside the converter (one pass, no 16-bit GGUF on disk) rather than with
+    llama-quantize: when the toolchain has the library and DTO_QUANTIZER does not say no."""
+    from ..settings import Settings
+
+    return toolchain.quant_library is not None and Settings.from_env().quantizer != "llama-quantize"
+
+
+def gguf_file(
+    path: Path,
+    quant: str,
+    role: Literal["model", "base", "adapter"] = "model",
+    *,
+    types: Mapping[str, int] | None = None,
+) -> GgufFile:
+    return GgufFile(
+        path=path, quant=quant, size_bytes=path.stat().st_size, role=role, tensor_types=types
+    )
