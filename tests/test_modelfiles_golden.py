@@ -6,6 +6,7 @@ Regenerated from the corpus in ../shared on every run and compared byte for byte
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
@@ -33,6 +34,25 @@ REFERENCES = {
         "deepseek__deepseek-ai-deepseek-r1-distill-qwen-32b__tokenizer_config.json"
     ),
 }
+
+
+#: Templates that print today's date (Llama 3.x: "Today Date: ...") bake it into the
+#: reference Modelfile; goldens are rendered on this fixed day so they do not go stale at midnight.
+GOLDEN_DAY = datetime.datetime(2026, 11, 27, 12, 0, 0)
+
+
+class _FrozenDatetime(datetime.datetime):
+    @classmethod
+    def now(cls, tz: datetime.tzinfo | None = None) -> _FrozenDatetime:
+        return cls.fromtimestamp(GOLDEN_DAY.timestamp(), tz)
+
+
+@pytest.fixture(autouse=True)
+def _frozen_today(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers' ``strftime_now`` reads ``datetime.now()`` from its module global."""
+    from transformers.utils import chat_template_utils
+
+    monkeypatch.setattr(chat_template_utils, "datetime", _FrozenDatetime)
 
 
 def _translate(record_file: str) -> tuple[dict[str, object], TranslatedTemplate]:
