@@ -136,12 +136,13 @@ def test_check_with_source_compares_the_rendering(
 
 
 @pytest.mark.ollama
-def test_check_unknown_model_exits_3(
+def test_check_unknown_model_exits_1(
     ollama_server: OllamaServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Issue 10: a missing model is bad input (exit 1), not a failed verification (exit 3).
     code, _, err = _cli(["check", "nope-model", "--host", ollama_server.host], capsys)
-    assert code == 3, err
-    assert "does not exist" in err
+    assert code == 1, err
+    assert "no model 'nope-model'" in err and "ollama list" in err
 
 
 def test_deploy_checks_name_and_server_before_any_work(
@@ -186,6 +187,7 @@ def test_deploy_a_gguf_source_then_rerun_reuses_the_registration(
         "keep": tmp_path / "keep",
         "parameters": (("num_thread", "1"),),
         "num_predict": 4,
+        "keep_failed": True,  # the check fails (random weights); keep it to test the reuse
     }
     report = deploy_to_ollama.deploy(tiny_gguf, **kwargs)  # type: ignore[attr-defined]
     stages = dict(report.stages)
@@ -203,7 +205,9 @@ def test_deploy_a_gguf_source_then_rerun_reuses_the_registration(
     assert written.parameter_values("stop") == ["<|im_end|>"]
     assert written.parameter_values("num_thread") == ["1"]
     assert report.round_trip is not None
-    assert report.round_trip.render_method == "not_run"  # no tokenizer folder beside a GGUF
+    # Issue 11: no tokenizer beside a GGUF, so its embedded chat template is the reference.
+    assert report.round_trip.render_method == "go_renderer"
+    assert report.round_trip.render_verified and "tiny.gguf" in str(report.round_trip.reference)
     assert not report.passed  # random weights: the answer hits the 4-token cap
 
     again = deploy_to_ollama.deploy(tiny_gguf, **kwargs)  # type: ignore[attr-defined]

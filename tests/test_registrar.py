@@ -16,14 +16,13 @@ from deploy_to_ollama.errors import (
     UsageError,
 )
 from deploy_to_ollama.modelfile import Modelfile
-from deploy_to_ollama.registrar import (
+from deploy_to_ollama.ollama_client import (
     api_parameters,
     model_exists,
-    register_model,
     server_version,
     show_model,
-    validate_model_name,
 )
+from deploy_to_ollama.registrar import register_model, validate_model_name
 from support.ollama_server import OllamaServer, free_port, start_server, write_tiny_gguf
 
 TEMPLATE = (
@@ -130,7 +129,7 @@ def model_dir(tmp_path: Path, tiny_gguf: Path) -> Path:
     return tmp_path
 
 
-def _shown(server: OllamaServer, name: str) -> dict[str, Any]:
+def _shown(server: OllamaServer, name: str) -> Any:
     shown = show_model(name, server.host)
     assert shown is not None
     return shown

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy_to_ollama.errors import OllamaUnavailableError, RoundTripError
+from deploy_to_ollama.errors import ModelNotFoundError, OllamaUnavailableError, RoundTripError
 from deploy_to_ollama.modelfile import Modelfile
 from deploy_to_ollama.registrar import register_model
 from deploy_to_ollama.roundtrip import (
@@ -240,9 +240,11 @@ def test_generation_check_on_the_real_server(
 
 
 @pytest.mark.ollama
-def test_missing_model_is_a_round_trip_error(ollama_server: OllamaServer) -> None:
-    with pytest.raises(RoundTripError, match="does not exist"):
+def test_missing_model_is_bad_input_not_a_failed_verification(ollama_server: OllamaServer) -> None:
+    # Issue 10: a model that does not exist was a RoundTripError (exit 3, "verification failed").
+    with pytest.raises(ModelNotFoundError, match="no model 'no-such-model'") as info:
         check_round_trip("no-such-model", host=ollama_server.host)
+    assert info.value.exit_code == 1 and not isinstance(info.value, RoundTripError)
 
 
 @pytest.mark.ollama
@@ -267,7 +269,7 @@ def test_go_renderer_fallback_equals_the_prompt_ollama_0_9_3_logs(
     ollama_server: OllamaServer, tiny_model: str
 ) -> None:
     """The fallback is only as good as its agreement with the server: compare with its log."""
-    from deploy_to_ollama.registrar import show_model
+    from deploy_to_ollama.ollama_client import show_model
     from deploy_to_ollama.roundtrip import render_with_go_renderer
 
     shown = show_model(tiny_model, ollama_server.host)

@@ -11,8 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import DeployError, InputError, OllamaUnavailableError
-from .settings import normalize_host
+from .ollama_client import ChatResponse, OllamaClient
 
 logger = logging.getLogger(__name__)
 
@@ -70,31 +69,6 @@ class ChatNotice:
 ChatEvent = ChatChunk | ChatDone | ChatNotice
 
 
-def _unavailable(host: str, err: BaseException) -> OllamaUnavailableError:
-    return OllamaUnavailableError(
-        f"cannot reach Ollama at {host}: {err.__class__.__name__}",
-        host=host,
-        hint="start it with `ollama serve`, or point --host / OLLAMA_HOST at a running server",
-    )
-
-
-def ollama_error(err: BaseException, *, model: str, host: str) -> DeployError:
-    """Translate an ``ollama`` client error for ``model`` into one of ours."""
-    import ollama
-
-    if isinstance(err, ollama.ResponseError):
-        if err.status_code == 404:
-            return InputError(
-                f"model {model!r} not found on {host}",
-                hint=f"deploy it first (deploy-to-ollama SOURCE --name {model}); see `ollama list`",
-            )
-        return DeployError(
-            f"Ollama answered {err.status_code} for {model!r}: {err.error}",
-            hint="check the server log (OLLAMA_DEBUG=1 ollama serve)",
-        )
-    return _unavailable(host, err)
-
-
 @dataclass
 class ChatSession:
     """A conversation with one Ollama model.
@@ -104,23 +78,21 @@ class ChatSession:
         host: server URL (``OLLAMA_HOST`` form); default ``127.0.0.1:11434``.
         system: system prompt; None keeps the model's own SYSTEM.
         options: Ollama options for every answer (``temperature``, ``seed``, ``num_predict``).
-        client: an ``ollama.Client`` to reuse (tests, custom headers).
+
+    Raises:
+        InvalidHostError: ``host`` is not an address (exit 2).
     """
 
     model: str
     host: str | None = None
     system: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
-    client: Any = None
     history: list[dict[str, str]] = field(default_factory=list)
     finished: bool = False
 
     def __post_init__(self) -> None:
-        self.host = normalize_host(self.host)
-        if self.client is None:
-            import ollama
-
-            self.client = ollama.Client(host=self.host)
+        self.client = OllamaClient(self.host)
+        self.host = self.client.host
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -139,14 +111,14 @@ class ChatSession:
         interrupted answer (Ctrl-C, dropped server) leaves the history as it was.
 
         Raises:
-            InputError: the model does not exist on the server.
+            ModelNotFoundError: the model does not exist on the server (exit 1).
             OllamaUnavailableError: the server cannot be reached.
             DeployError: the server answered with another error.
         """
         messages = [*self.messages, {"role": "user", "content": text}]
         parts: list[str] = []
-        final: Any = None
-        for part in self._stream(messages):
+        final: ChatResponse | None = None
+        for part in self.client.chat_stream(self.model, messages, options=self.options):
             piece = part.message.content or ""
             if piece:
                 parts.append(piece)
@@ -159,21 +131,6 @@ class ChatSession:
             {"role": "assistant", "content": answer},
         ]
         yield ChatDone(answer=answer, stats=_stats(final))
-
-    def _stream(self, messages: list[dict[str, str]]) -> Iterator[Any]:
-        import ollama
-
-        assert self.host is not None
-        try:
-            yield from self.client.chat(
-                model=self.model, messages=messages, stream=True, options=dict(self.options)
-            )
-        except (ollama.ResponseError, ConnectionError) as err:
-            raise ollama_error(err, model=self.model, host=self.host) from err
-        except Exception as err:
-            if _is_transport_error(err):
-                raise _unavailable(self.host, err) from err
-            raise
 
     def handle(self, line: str) -> Iterator[ChatEvent]:
         """Act on one line typed by the user: a slash command or a chat turn."""
@@ -201,7 +158,7 @@ class ChatSession:
             yield ChatNotice("unknown", f"unknown command {command}; /help lists them")
 
 
-def _stats(final: Any) -> ChatStats:
+def _stats(final: ChatResponse | None) -> ChatStats:
     if final is None:
         return ChatStats(0, 0, 0, None)
     return ChatStats(
@@ -210,22 +167,3 @@ def _stats(final: Any) -> ChatStats:
         prompt_eval_count=int(final.prompt_eval_count or 0),
         done_reason=final.done_reason,
     )
-
-
-def _is_transport_error(err: BaseException) -> bool:
-    import httpx
-
-    return isinstance(err, httpx.TransportError)
-
-
-def chat_once(
-    model: str,
-    prompt: str,
-    *,
-    host: str | None = None,
-    system: str | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> Iterator[ChatChunk | ChatDone]:
-    """Stream one answer to ``prompt`` (``chat --prompt``): a one-turn ``ChatSession``."""
-    session = ChatSession(model, host=host, system=system, options=dict(options or {}))
-    yield from session.ask(prompt)

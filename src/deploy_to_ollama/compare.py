@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chat import ollama_error
 from .errors import InputError, InputNotFoundError, MergeError
+from .ollama_client import OllamaClient
 from .progress import NullProgress, ProgressReporter
-from .settings import normalize_host
 
 logger = logging.getLogger(__name__)
 
@@ -218,11 +217,9 @@ def count_agreeing(
 
 
 def ollama_greedy(
-    client: Any, model: str, messages: Sequence[dict[str, str]], max_tokens: int, host: str
+    client: OllamaClient, model: str, messages: Sequence[dict[str, str]], max_tokens: int
 ) -> tuple[str, str | None]:
     """Ollama's answer at temperature 0 and a fixed seed, with its ``done_reason``."""
-    import ollama
-
     options = {
         "temperature": 0,
         "seed": SEED,
@@ -230,10 +227,7 @@ def ollama_greedy(
         "top_k": 1,
         "repeat_penalty": 1.0,
     }
-    try:
-        response = client.chat(model=model, messages=list(messages), options=options, stream=False)
-    except (ollama.ResponseError, ConnectionError) as err:
-        raise ollama_error(err, model=model, host=host) from err
+    response = client.chat(model, messages, options=options)
     return response.message.content or "", response.done_reason
 
 
@@ -249,7 +243,6 @@ def compare_model(
     host: str | None = None,
     system: str | None = None,
     base: Path | None = None,
-    client: Any = None,
     dtype: str = "float32",
     progress: ProgressReporter | None = None,
 ) -> CompareReport:
@@ -263,7 +256,6 @@ def compare_model(
         host: Ollama server (``OLLAMA_HOST`` form).
         system: system prompt sent on both sides.
         base: base model folder for an adapter (else ``base_model_name_or_path``).
-        client: an ``ollama.Client`` to reuse.
         dtype: transformers dtype on CPU; float32 (default) adds no rounding of its own,
             ``bfloat16``/``auto`` halve the memory of large models.
         progress: stage reporter.
@@ -272,8 +264,9 @@ def compare_model(
         The report; ``passed`` is false on an early divergence (the CLI exits 3).
 
     Raises:
-        InputError: bad source or prompts; the model is missing on the server.
-        OllamaUnavailableError: the server cannot be reached.
+        InputError: bad source or prompts.
+        ModelNotFoundError: the model is missing on the server (exit 1).
+        OllamaUnavailableError: the server cannot be reached (exit 4).
         MergeError: the merged model cannot be loaded.
     """
     if max_tokens < 1:
@@ -282,13 +275,10 @@ def compare_model(
         raise InputError("no prompt to compare", hint="pass --prompt TEXT")
     if dtype not in DTYPES:
         raise InputError(f"unknown --dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
-    import ollama
-
     reporter = progress or NullProgress()
-    url = normalize_host(host)
-    client = client or ollama.Client(host=url)
+    client = OllamaClient(host)
     head = [{"role": "system", "content": system}] if system else []
-    _check_model(client, model, url)
+    client.require(model)  # fail before loading transformers when the model is missing
     results: list[PromptComparison] = []
     with merged_model_dir(source, base=base) as folder:
         reporter.start("load", "transformers: loading the merged model")
@@ -297,37 +287,24 @@ def compare_model(
         reporter.start("compare", "comparing answers", total=len(prompts))
         for prompt in prompts:
             messages = [*head, {"role": "user", "content": prompt}]
-            results.append(
-                _compare_one(hf_model, tokenizer, client, model, messages, max_tokens, url)
-            )
+            results.append(_compare_one(hf_model, tokenizer, client, model, messages, max_tokens))
             reporter.advance("compare")
         reporter.done("compare")
     return CompareReport(
-        source=source, model=model, host=url, max_tokens=max_tokens, results=tuple(results)
+        source=source, model=model, host=client.host, max_tokens=max_tokens, results=tuple(results)
     )
-
-
-def _check_model(client: Any, model: str, host: str) -> None:
-    """Fail before loading transformers when the server or the model is missing."""
-    import ollama
-
-    try:
-        client.show(model)
-    except (ollama.ResponseError, ConnectionError) as err:
-        raise ollama_error(err, model=model, host=host) from err
 
 
 def _compare_one(
     hf_model: Any,
     tokenizer: Any,
-    client: Any,
+    client: OllamaClient,
     model: str,
     messages: list[dict[str, str]],
     max_tokens: int,
-    host: str,
 ) -> PromptComparison:
     ids, stopped = generate_greedy(hf_model, tokenizer, messages, max_tokens)
-    answer, reason = ollama_greedy(client, model, messages, max_tokens, host)
+    answer, reason = ollama_greedy(client, model, messages, max_tokens)
     body = ids[:-1] if stopped else ids
     agreed = count_agreeing(
         tokenizer, ids, stopped=stopped, other=answer, other_stopped=reason == "stop"

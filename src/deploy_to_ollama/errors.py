@@ -39,6 +39,23 @@ class UsageError(InputError):
     """Flags that contradict each other or name unknown values."""
 
 
+class InvalidHostError(UsageError):
+    """``--host`` / ``OLLAMA_HOST`` is not an address (a usage error, exit 2)."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(InputError, LookupError):
+    """The Ollama server has no model of that name (bad input, exit 1; not a failed check)."""
+
+    def __init__(
+        self, message: str, *, model: str, host: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.model = model
+        self.host = host
+
+
 class OutputExistsError(InputError, FileExistsError):
     """The output already exists and ``--force`` was not given."""
 
@@ -137,6 +154,10 @@ class OllamaUnavailableError(DeployError, ConnectionError):
     def __init__(self, message: str, *, host: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.host = host
+
+
+class NotOllamaServerError(OllamaUnavailableError):
+    """Something answers HTTP at the host, but it is not an Ollama server."""
 
 
 class RegistrationError(DeployError):

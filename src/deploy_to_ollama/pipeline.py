@@ -20,8 +20,13 @@ from typing import Any
 
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
-from .errors import InputError, InputNotFoundError, OutputExistsError
-from .inputs import has_tokenizer
+from .errors import (
+    DeployError,
+    InputError,
+    InputNotFoundError,
+    OllamaUnavailableError,
+    OutputExistsError,
+)
 from .modelfile import (
     Modelfile,
     num_ctx_parameter,
@@ -29,16 +34,16 @@ from .modelfile import (
     render_modelfile,
     stop_parameters,
 )
+from .ollama_client import Method, OllamaClient, file_digest
 from .progress import NullProgress, ProgressReporter
 from .registrar import (
-    Method,
-    file_digest,
+    Registration,
     register_model,
-    server_version,
-    show_model,
+    settle_registration,
+    undo_registration,
     validate_model_name,
 )
-from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference
+from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference_for
 from .settings import Settings, normalize_host
 
 logger = logging.getLogger(__name__)
@@ -76,6 +81,8 @@ class DeployReport:
     """``(stage, "done" | "skipped" | "reused")`` in order."""
     round_trip: RoundTripReport | None
     warnings: tuple[str, ...] = field(default=())
+    failed_model: str | None = None
+    """What became of the model when its round trip failed: removed, restored or kept."""
 
     @property
     def passed(self) -> bool:
@@ -98,6 +105,7 @@ class DeployReport:
             "stages": [{"stage": s, "status": st} for s, st in self.stages],
             "round_trip": self.round_trip.to_dict() if self.round_trip else None,
             "warnings": list(self.warnings),
+            "failed_model": self.failed_model,
             "run": self.run_command,
         }
 
@@ -112,9 +120,11 @@ class DeployReport:
         if rt is None:
             lines.append("check    skipped")
         else:
-            lines.append(f"check    {'passed' if rt.passed else 'FAILED'}")
+            lines.append(f"check    {rt.verdict}")
             lines += ["  " + line for line in rt.summary_lines()[1:]]
         lines += [f"warning  {w}" for w in self.warnings]
+        if self.failed_model:
+            lines.append(f"model    {self.failed_model}")
         lines.append(f"run      {self.run_command}")
         return lines
 
@@ -187,10 +197,6 @@ def _materialised(source: str | Path | tuple[Any, Any]) -> Iterator[Path]:
             hint="pass a LoRA adapter folder, a merged model folder or a .gguf file",
         )
     yield path
-
-
-def _tokenizer_dir(folder: Path) -> Path | None:
-    return folder if has_tokenizer(folder) else None
 
 
 def model_parameters(folder: Path, base_dir: Path | None) -> tuple[tuple[str, str], ...]:
@@ -280,6 +286,8 @@ def deploy(
     num_predict: int = 64,
     method: Method = "auto",
     check: bool = True,
+    verify: bool = True,
+    keep_failed: bool = False,
     cache_dir: Path | None = None,
     progress: ProgressReporter | None = None,
 ) -> DeployReport:
@@ -300,6 +308,10 @@ def deploy(
         num_predict: token cap of the generation check.
         method: registration path (``auto``, ``cli``, ``api``).
         check: run the round-trip check.
+        verify: a render check with nothing to compare with fails the check (``--no-verify``
+            turns this off; the report then says "NOT verified").
+        keep_failed: keep a model that failed its round trip; by default it is removed, or the
+            model it replaced is restored, so a failed deploy leaves the server as it was.
         cache_dir: cache root (default ``DTO_CACHE_DIR``).
         progress: stage reporter.
 
@@ -324,9 +336,11 @@ def deploy(
         method=method,
         force=force,
         check=check,
+        verify=verify,
+        keep_failed=keep_failed,
         progress=progress or NullProgress(),
     )
-    server_version(plan.host)  # fail fast (exit 4) before any heavy work
+    OllamaClient(plan.host).version()  # fail fast (exit 4) before any heavy work
     with _materialised(source) as path:
         ensure_source_kind(path)
         return _run(plan, path)
@@ -349,6 +363,8 @@ class _Plan:
     method: Method
     force: bool
     check: bool
+    verify: bool
+    keep_failed: bool
     progress: ProgressReporter
 
 
@@ -368,8 +384,9 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     modelfile_path = work / MODELFILE_NAME
     write_text_atomic(modelfile_path, render_modelfile(modelfile))
     stages.append(("modelfile", "done"))
-    stages.append(("register", _run_register(plan, modelfile, work, gguf, state)))
-    round_trip = _run_check(plan, path) if plan.check else None
+    status, registration = _run_register(plan, modelfile, work, gguf, state)
+    stages.append(("register", status))
+    round_trip, failed_model = _run_check(plan, path, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
     warnings = [] if template.verified else [f"template not verified: {template.note or ''}"]
@@ -384,21 +401,65 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
         stages=tuple(stages),
         round_trip=round_trip,
         warnings=tuple(warnings),
+        failed_model=failed_model,
     )
 
 
-def _run_check(plan: _Plan, path: Path) -> RoundTripReport:
-    tokenizer_dir = _tokenizer_dir(path) if path.is_dir() else None
-    reference = load_reference(tokenizer_dir) if tokenizer_dir else None
-    return check_round_trip(
-        plan.name,
-        host=plan.host,
-        reference=reference,
-        question=plan.question,
-        expected_answer=plan.expected_answer,
-        num_predict=plan.num_predict,
-        progress=plan.progress,
-    )
+def _run_check(
+    plan: _Plan, path: Path, gguf: Path, registration: Registration | None
+) -> tuple[RoundTripReport | None, str | None]:
+    """Round trip against the reference the stages used; undo a fresh registration that fails.
+
+    The reference is the tokenizer of the adapter, else of its base (``resolve_input``), else
+    the chat template embedded in the GGUF. A model this run registered and that fails is
+    removed (or the model it replaced restored) unless ``keep_failed``; a registration reused
+    from an earlier run is left alone, since the user had it before.
+    """
+    if not plan.check:
+        if registration is not None:
+            settle_registration(registration)
+        return None, None
+    from .inputs import resolve_input
+
+    tokenizer_dir = resolve_input(path, base=plan.base).tokenizer_dir if path.is_dir() else None
+    try:
+        reference = load_reference_for(tokenizer_dir, gguf)
+        report = check_round_trip(
+            plan.name,
+            host=plan.host,
+            reference=reference,
+            question=plan.question,
+            expected_answer=plan.expected_answer,
+            num_predict=plan.num_predict,
+            verify=plan.verify,
+            progress=plan.progress,
+        )
+    except DeployError:
+        if registration is not None and not plan.keep_failed:
+            _undo(registration)
+        raise
+    if registration is None:
+        return report, None
+    if report.passed or plan.keep_failed:
+        settle_registration(registration)
+        kept = f"{plan.name} kept although its round trip failed (--keep-failed)"
+        return report, None if report.passed else kept
+    return report, _undo(registration)
+
+
+def _undo(registration: Registration) -> str:
+    """Remove a failed registration (or restore what it replaced); say which happened."""
+    try:
+        done = undo_registration(registration)
+    except OllamaUnavailableError:
+        logger.warning("could not remove %s: the server went away", registration.name)
+        return f"{registration.name} may still be registered (the server went away)"
+    if done == "restored":
+        return (
+            f"{registration.name} failed its round trip; the model it replaced is restored "
+            "(--keep-failed keeps the new one)"
+        )
+    return f"{registration.name} failed its round trip and was removed (--keep-failed keeps it)"
 
 
 def _work_dir(keep: Path | None, cache: Path, input_key: str, *, force: bool) -> Path:
@@ -498,26 +559,30 @@ def _build_modelfile(
     )
 
 
-def _run_register(plan: _Plan, modelfile: Modelfile, work: Path, gguf: Path, state: _State) -> str:
+def _run_register(
+    plan: _Plan, modelfile: Modelfile, work: Path, gguf: Path, state: _State
+) -> tuple[str, Registration | None]:
+    """Register unless the server already has this exact model; None when reused."""
     digest = _gguf_digest(gguf, state, plan.progress)
     key = _hash(digest, render_modelfile(modelfile), plan.name, plan.host)
     if state.get("register", key) and _registered_same(plan.name, plan.host, digest, modelfile):
         plan.progress.start("register", f"register: {plan.name} is already up to date")
         plan.progress.done("register")
-        return "reused"
+        return "reused", None
     plan.progress.start("register", f"register: {plan.name}")
-    register_model(
+    registration = register_model(
         plan.name,
         modelfile,
         base_dir=work,
         host=plan.host,
         force=plan.force,
         method=plan.method,
+        keep_replaced=plan.check and not plan.keep_failed,
         progress=plan.progress,
     )
     plan.progress.done("register")
     state.put("register", key, name=plan.name, host=plan.host, digest=digest)
-    return "done"
+    return "done", registration
 
 
 def _gguf_digest(gguf: Path, state: _State, progress: ProgressReporter) -> str:
@@ -533,14 +598,14 @@ def _gguf_digest(gguf: Path, state: _State, progress: ProgressReporter) -> str:
 
 def _registered_same(name: str, host: str, digest: str, modelfile: Modelfile) -> bool:
     """The server already has ``name`` built from this GGUF with this template and system."""
-    shown = show_model(name, host)
+    shown = OllamaClient(host).show(name)
     if shown is None:
         return False
     blob = digest.replace(":", "-")
     return (
-        blob in str(shown.get("modelfile") or "")
-        and (shown.get("template") or "") == (modelfile.template or "")
-        and (shown.get("system") or "") == (modelfile.system or "")
+        blob in (shown.modelfile or "")
+        and (shown.template or "") == (modelfile.template or "")
+        and (shown.system or "") == (modelfile.system or "")
     )
 
 

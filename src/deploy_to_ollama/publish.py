@@ -217,7 +217,7 @@ def ollama_repo_files(modelfile_path: Path) -> tuple[dict[str, bytes], ModelCard
         The files, and a partial card (template, system, parameters, verification, FROM).
     """
     from .modelfile import parse_modelfile
-    from .registrar import api_parameters
+    from .ollama_client import api_parameters
 
     modelfile = parse_modelfile(modelfile_path.read_text(encoding="utf-8"))
     files: dict[str, bytes] = {}

@@ -35,6 +35,14 @@ QuestionOpt = Annotated[
 NumPredictOpt = Annotated[
     int, typer.Option("--num-predict", help="Token cap of the generation check [default: 64].")
 ]
+NoVerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-verify",
+        help="Accept a render check that cannot run (no tokenizer or chat template to compare "
+        "with): report NOT verified instead of exiting 3.",
+    ),
+]
 
 DEPLOY_EXAMPLES = """
 Examples:
@@ -103,6 +111,15 @@ def deploy_command(
     no_check: Annotated[
         bool, typer.Option("--no-check", help="Skip the round-trip check.")
     ] = False,
+    no_verify: NoVerifyOpt = False,
+    keep_failed: Annotated[
+        bool,
+        typer.Option(
+            "--keep-failed",
+            help="Keep a model that failed its round trip (default: remove it, or restore the "
+            "model it replaced).",
+        ),
+    ] = False,
     method: MethodOpt = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -127,6 +144,8 @@ def deploy_command(
             num_predict=num_predict,
             method=_method(method),
             check=not no_check,
+            verify=not no_verify,
+            keep_failed=keep_failed,
             cache_dir=settings.cache_dir,
             progress=reporter,
         )
@@ -198,6 +217,7 @@ def check_command(
     expect: ExpectOpt = None,
     question: QuestionOpt = None,
     num_predict: NumPredictOpt = 64,
+    no_verify: NoVerifyOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a registered model: prompt rendering and one greedy answer (exit 3 on failure)."""
@@ -216,6 +236,7 @@ def check_command(
             question=question or DEFAULT_QUESTION,
             expected_answer=expect,
             num_predict=num_predict,
+            verify=not no_verify,
             progress=reporter,
         )
     if json_out:

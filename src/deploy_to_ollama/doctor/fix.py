@@ -8,21 +8,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from .._fs import write_text_atomic
 from ..errors import (
-    OllamaUnavailableError,
     OutputExistsError,
     RegistrationError,
     TemplateTranslationError,
     UsageError,
 )
 from ..modelfile import Modelfile, render_modelfile
-from ..registrar import api_parameters, model_exists, register_model, validate_model_name
-from ..settings import normalize_host
+from ..ollama_client import OllamaClient, api_parameters
+from ..ollama_client.create import relay_create_progress
+from ..progress import NullProgress
+from ..registrar import register_model, validate_model_name
 from .diagnoses import _OLLAMA_PARAM, UNSLOTH_SAMPLING, Diagnosis
 from .reference import ReferenceTemplate
 from .targets import Target
@@ -208,41 +206,27 @@ def recreate_from_blobs(
     Raises:
         OutputExistsError: ``name`` exists (and is not the target itself) without ``force``.
     """
-    import ollama
-
-    url = normalize_host(host or target.host)
+    client = OllamaClient(host or target.host)
     if target.weights_digest is None:
         raise RegistrationError(
             f"cannot find the weights blob of {target.label} in `ollama show`",
             hint="re-create it from the GGUF: `deploy-to-ollama doctor model.gguf --fix --name`",
         )
-    if model_exists(name, url) and not force:
+    if client.exists(name) and not force:
         raise OutputExistsError(
-            f"model {name} already exists on {url}", hint="pass --force, or another --name"
+            f"model {name} already exists on {client.host}",
+            hint="pass --force, or another --name",
         )
     adapters = {f"adapter{i}.gguf": d for i, d in enumerate(target.adapter_digests)}
-    kwargs: dict[str, Any] = {
-        "model": name,
-        "files": {"model.gguf": target.weights_digest},
-        "adapters": adapters or None,
-        "template": modelfile.template,
-        "system": modelfile.system,
-        "parameters": api_parameters(modelfile.parameters) or None,
-        "stream": False,
-    }
-    try:
-        ollama.Client(host=url).create(**kwargs)
-    except (ConnectionError, httpx.HTTPError) as err:
-        raise OllamaUnavailableError(
-            f"lost the Ollama server at {url} while re-creating {name}",
-            host=url,
-            hint="check that `ollama serve` is running, then rerun doctor --fix",
-        ) from err
-    except ollama.ResponseError as err:
-        raise RegistrationError(
-            f"Ollama refused to re-create {name}: {err.error}",
-            hint="check the server log; the original model is unchanged unless the name matched",
-        ) from err
+    stream = client.create(
+        name,
+        files={"model.gguf": target.weights_digest},
+        adapters=adapters,
+        template=modelfile.template,
+        system=modelfile.system,
+        parameters=api_parameters(modelfile.parameters),
+    )
+    relay_create_progress(stream, NullProgress())
 
 
 __all__ = ["FixPlan", "FixResult", "apply_fix", "plan_fix", "recreate_from_blobs"]

@@ -15,8 +15,7 @@ from typing import Any, Literal
 
 from ..errors import InputError, InputNotFoundError, ModelfileError
 from ..modelfile import Modelfile, parse_modelfile
-from ..registrar import show_model
-from ..settings import normalize_host
+from ..ollama_client import OllamaClient, ShownModel
 
 logger = logging.getLogger(__name__)
 
@@ -218,21 +217,16 @@ def load_ollama_target(name: str, *, host: str | None = None) -> Target:
 
     Raises:
         OllamaUnavailableError: the server does not answer (exit 4).
-        InputNotFoundError: the server has no such model.
+        ModelNotFoundError: the server has no such model (exit 1).
     """
-    url = normalize_host(host)
-    shown = show_model(name, url, verbose=True, timeout=120)
-    if shown is None:
-        raise InputNotFoundError(
-            f"Ollama at {url} has no model {name!r}",
-            hint="check the name with `ollama list`, or pass a GGUF file or Modelfile path",
-        )
-    return ollama_target_from_show(name, shown, host=url)
+    client = OllamaClient(host)
+    shown = client.require(name, verbose=True, timeout=120)
+    return ollama_target_from_show(name, shown, host=client.host)
 
 
-def ollama_target_from_show(name: str, shown: Mapping[str, Any], *, host: str) -> Target:
-    """Turn an ``/api/show`` document into a ``Target``."""
-    info = gguf_info_from_metadata(shown.get("model_info") or {})
+def ollama_target_from_show(name: str, shown: ShownModel, *, host: str) -> Target:
+    """Turn an ``/api/show`` reply into a ``Target``."""
+    info = gguf_info_from_metadata(shown.modelinfo or {})
     blob = _weights_blob(shown)
     if blob is not None and info.chat_template is None:
         # /api/show leaves the embedded Jinja out of model_info; a local blob still has it.
@@ -240,14 +234,13 @@ def ollama_target_from_show(name: str, shown: Mapping[str, Any], *, host: str) -
             info = read_gguf_info(blob)
         except InputError:
             logger.info("could not read the weights blob %s", blob)
-    template = shown.get("template")
-    digests = blob_digests(str(shown.get("modelfile") or ""))
+    digests = blob_digests(shown.modelfile or "")
     return Target(
         "ollama",
         name,
-        str(template) if template is not None else None,
-        str(shown["system"]) if shown.get("system") else None,
-        parse_show_parameters(str(shown.get("parameters") or "")),
+        shown.template,
+        shown.system or None,
+        parse_show_parameters(shown.parameters or ""),
         info,
         name,
         host=host,
@@ -271,8 +264,8 @@ def blob_digests(modelfile: str) -> dict[str, list[str]]:
     return out
 
 
-def _weights_blob(shown: Mapping[str, Any]) -> Path | None:
-    for line in str(shown.get("modelfile") or "").splitlines():
+def _weights_blob(shown: ShownModel) -> Path | None:
+    for line in (shown.modelfile or "").splitlines():
         if line.startswith("FROM "):
             path = Path(line[5:].strip())
             return path if path.is_file() else None

@@ -1,0 +1,140 @@
+"""The reference side of the round trip: how the fine-tune renders (and tokenizes) a chat.
+
+From a tokenizer folder, transformers renders and tokenizes, so probes compare token ids. From a
+chat template alone (a ``.gguf`` source carries one in ``tokenizer.chat_template``) the probes
+compare text, with the BOS llama.cpp adds itself taken off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..chat_template.source import TemplateSource
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """How the fine-tune renders and tokenizes a conversation."""
+
+    render: Callable[[Sequence[Message]], str]
+    tokenize: Callable[[str], list[int]] | None
+    """transformers' tokenizer; None when only the template is known (text-level checks)."""
+    bos_token: str | None
+    adds_bos: bool
+    """The tokenizer prepends BOS itself, so llama.cpp will too (and the TEMPLATE omits it)."""
+    bos_token_id: int | None
+    special_tokens: tuple[str, ...]
+    origin: str = "transformers"
+    """Where the reference came from, for the report."""
+
+    def ollama_token_ids(self, prompt: str) -> list[int]:
+        """Token ids llama.cpp feeds the model for ``prompt`` (BOS added like the tokenizer)."""
+        if self.tokenize is None:
+            raise ValueError("this reference has no tokenizer")
+        ids = self.tokenize(prompt)
+        if self.adds_bos and self.bos_token_id is not None and ids[:1] != [self.bos_token_id]:
+            ids = [self.bos_token_id, *ids]
+        return ids
+
+    def prompt_text(self, rendered: str) -> str:
+        """``rendered`` as Ollama should send it: without the BOS llama.cpp adds itself."""
+        if self.adds_bos and self.bos_token and rendered.startswith(self.bos_token):
+            return rendered[len(self.bos_token) :]
+        return rendered
+
+
+def load_reference(source: Path) -> Reference:
+    """Load the fine-tune's tokenizer and chat template with transformers.
+
+    Raises:
+        InputError: the folder has no tokenizer or chat template transformers can load.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source))
+    except (OSError, ValueError) as err:
+        raise InputError(
+            f"cannot load a tokenizer from {source}: {err}".splitlines()[0],
+            hint="pass --source a folder with tokenizer files (the adapter or model dir)",
+        ) from err
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(
+            f"{source} has no chat template", hint="pass --source the fine-tune's folder"
+        )
+
+    def render(messages: Sequence[Message]) -> str:
+        text = tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+        return str(text)
+
+    def tokenize(text: str) -> list[int]:
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    bos_id = tokenizer.bos_token_id
+    probe_ids = list(tokenizer("a")["input_ids"])
+    adds_bos = bos_id is not None and probe_ids[:1] == [bos_id]
+    specials = tuple(
+        t for t in dict.fromkeys(tokenizer.all_special_tokens + _added_specials(tokenizer)) if t
+    )
+    return Reference(
+        render, tokenize, tokenizer.bos_token, adds_bos, bos_id, specials, f"tokenizer in {source}"
+    )
+
+
+def _added_specials(tokenizer: Any) -> list[str]:
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return [str(tok.content) for tok in decoder.values() if getattr(tok, "special", False)]
+
+
+def reference_from_template(source: TemplateSource) -> Reference:
+    """A text-level reference from a chat template and its tokens (e.g. a GGUF's own).
+
+    Rendering is transformers' (``render_hf``); there is no tokenizer, so probes compare text.
+    """
+    from ..chat_template.hf_render import render_hf
+
+    variables = source.template_variables()
+
+    def render(messages: Sequence[Message]) -> str:
+        return render_hf(source.template, messages, tokens=variables, add_generation_prompt=True)
+
+    specials = tuple(dict.fromkeys((*source.added_tokens, *source.stop_tokens)))
+    return Reference(
+        render=render,
+        tokenize=None,
+        bos_token=source.bos_token,
+        adds_bos=bool(source.add_bos_token),
+        bos_token_id=None,
+        special_tokens=specials,
+        origin=f"chat template in {source.origin} (text only, no tokenizer)",
+    )
+
+
+def load_reference_for(tokenizer_dir: Path | None, gguf: Path | None) -> Reference | None:
+    """The best reference available: transformers on ``tokenizer_dir``, else the GGUF's own
+    chat template, else None (nothing to compare with: the render check cannot run).
+    """
+    if tokenizer_dir is not None:
+        return load_reference(tokenizer_dir)
+    if gguf is not None:
+        from ..chat_template.source import load_template_source
+        from ..errors import TemplateNotFoundError
+
+        try:
+            return reference_from_template(load_template_source(gguf))
+        except TemplateNotFoundError:
+            return None
+    return None
+
+
+__all__ = ["Reference", "load_reference", "load_reference_for", "reference_from_template"]
