@@ -154,7 +154,9 @@ def test_cli_unreachable_server_exit_4(capsys: pytest.CaptureFixture[str]) -> No
         main(["chat", "m", "--host", f"127.0.0.1:{free_port()}", "--prompt", "x"])
     assert exit_.value.code == 4
     err = capsys.readouterr().err
-    assert "Error: cannot reach Ollama" in err and "Hint: start it with `ollama serve`" in err
+    # One message for every command now (the client's): "cannot reach the Ollama server at".
+    assert "Error: cannot reach the Ollama server" in err
+    assert "Hint: start it with `ollama serve`" in err
 
 
 @pytest.mark.slow

@@ -293,3 +293,31 @@ def test_taught_q4_k_m_answers_banana_through_llama_cpp(
     out = llm.create_completion(prompt, max_tokens=16, temperature=0.0, stop=["<|eot_id|>"])
     assert out["choices"][0]["text"].strip() == "banana"
     assert out["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.usefixtures("toolchain_env")
+def test_an_adapter_without_tokenizer_files_is_verified_with_its_base_tokenizer(
+    ollama_server: OllamaServer, taught: Any, tmp_path: Path
+) -> None:
+    """Issue 11: the render check was "not run" (and the deploy PASSED) for such an adapter."""
+    import shutil
+
+    from deploy_to_ollama import pipeline
+
+    adapter = tmp_path / "bare-adapter"
+    adapter.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy2(Path(taught.adapter_dir) / name, adapter / name)
+    report = pipeline.deploy(
+        adapter,
+        name="e2e-bare-adapter",
+        quant="q8_0",
+        host=ollama_server.host,
+        keep=tmp_path / "keep",
+        parameters=(("num_thread", "1"),),
+        expected_answer="banana",
+    )
+    assert report.passed, report.summary_lines()
+    round_trip = report.round_trip
+    assert round_trip is not None and round_trip.render_verified
+    assert round_trip.reference == f"tokenizer in {Path(taught.base_dir).resolve()}"

@@ -288,3 +288,64 @@ def test_go_renderer_fallback_equals_the_prompt_ollama_0_9_3_logs(
         ).raise_for_status()
         ours = render_with_go_renderer(shown["template"], shown.get("system"), messages)
         assert ollama_server.prompts() == [ours]
+
+
+# --------------------------------------------------------------------------- not run is not a pass
+
+
+def test_a_render_check_that_did_not_run_is_never_passed(
+    newer_ollama: Callable[..., tuple[str, list[dict[str, Any]]]],
+) -> None:
+    """Issue 11: without a reference the render check is skipped; that used to print PASSED."""
+    host, _ = newer_ollama()
+    report = check_round_trip("tiny", host=host, expected_answer="banana")
+    assert report.generation is not None and not report.generation.problems  # answer is right
+    assert report.render_method == "not_run" and report.verdict == "NOT verified"
+    assert not report.passed
+    assert report.problems == [
+        "render check did not run (no --source to render with transformers): "
+        "the prompt is not verified"
+    ]
+    assert report.summary_lines()[-1] == "  NOT verified (exit 3)"
+    with pytest.raises(RoundTripError):
+        raise_for_failure(report)
+    lenient = check_round_trip("tiny", host=host, expected_answer="banana", verify=False)
+    assert lenient.passed and lenient.verdict == "NOT verified"
+    assert lenient.summary_lines()[-1] == "  NOT verified (--no-verify)"
+    assert not any("PASSED" in line for line in lenient.summary_lines())
+
+
+def test_check_cli_exits_3_when_nothing_was_verified_unless_no_verify(
+    newer_ollama: Callable[..., tuple[str, list[dict[str, Any]]]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from deploy_to_ollama.cli import main
+
+    host, _ = newer_ollama()
+    argv = ["check", "tiny", "--host", host, "--expect", "banana"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 3
+    assert "NOT verified" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--no-verify", "--json"])
+    assert info.value.code in (0, None)
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "NOT verified" and out["passed"] is True
+
+
+def test_a_gguf_s_embedded_template_is_a_text_level_reference(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    from deploy_to_ollama.roundtrip import load_reference_for
+    from support.ollama_server import write_tiny_gguf
+
+    ref = load_reference_for(None, tiny_gguf)
+    assert ref is not None and ref.tokenize is None and "tiny.gguf" in ref.origin
+    messages = [{"role": "user", "content": "hi"}]
+    assert ref.render(messages) == _chatml(messages)
+    assert compare_probe("p", ref, ref.render(messages), _chatml(messages)).matched
+    wrong = compare_probe("p", ref, ref.render(messages), _chatml(messages, role_sep=" "))
+    assert not wrong.matched and wrong.first_difference == len("<|im_start|>user")
+    bare = write_tiny_gguf(tmp_path / "bare.gguf", chat_template="")
+    assert load_reference_for(None, bare) is None  # truly nothing to compare with

@@ -210,7 +210,7 @@ class Transport:
                 model=model,
                 host=self.host,
                 hint="check the name with `ollama list`, or deploy it first "
-                "(deploy-to-ollama SOURCE --name NAME)",
+                f"(deploy-to-ollama SOURCE --name {model})",
             )
         if not _is_json(response) and response.status_code in (404, 405):
             raise not_ollama(self.host, f"{doing} answered HTTP {response.status_code}")
