@@ -20,13 +20,7 @@ from typing import Any
 
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
-from .errors import (
-    DeployError,
-    InputError,
-    InputNotFoundError,
-    OllamaUnavailableError,
-    OutputExistsError,
-)
+from .errors import DeployError, InputError, InputNotFoundError, OutputExistsError
 from .modelfile import (
     Modelfile,
     num_ctx_parameter,
@@ -38,9 +32,9 @@ from .ollama_client import Method, OllamaClient, file_digest
 from .progress import NullProgress, ProgressReporter
 from .registrar import (
     Registration,
+    discard_registration,
     register_model,
     settle_registration,
-    undo_registration,
     validate_model_name,
 )
 from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference_for
@@ -434,9 +428,9 @@ def _run_check(
             verify=plan.verify,
             progress=plan.progress,
         )
-    except DeployError:
+    except (DeployError, KeyboardInterrupt):
         if registration is not None and not plan.keep_failed:
-            _undo(registration)
+            discard_registration(registration)
         raise
     if registration is None:
         return report, None
@@ -444,22 +438,7 @@ def _run_check(
         settle_registration(registration)
         kept = f"{plan.name} kept although its round trip failed (--keep-failed)"
         return report, None if report.passed else kept
-    return report, _undo(registration)
-
-
-def _undo(registration: Registration) -> str:
-    """Remove a failed registration (or restore what it replaced); say which happened."""
-    try:
-        done = undo_registration(registration)
-    except OllamaUnavailableError:
-        logger.warning("could not remove %s: the server went away", registration.name)
-        return f"{registration.name} may still be registered (the server went away)"
-    if done == "restored":
-        return (
-            f"{registration.name} failed its round trip; the model it replaced is restored "
-            "(--keep-failed keeps the new one)"
-        )
-    return f"{registration.name} failed its round trip and was removed (--keep-failed keeps it)"
+    return report, discard_registration(registration)
 
 
 def _work_dir(keep: Path | None, cache: Path, input_key: str, *, force: bool) -> Path:

@@ -200,6 +200,21 @@ def undo_registration(registration: Registration) -> Undo:
     return "restored"
 
 
+def discard_registration(registration: Registration) -> str:
+    """Undo a registration whose round trip failed; return one line saying what happened."""
+    try:
+        done = undo_registration(registration)
+    except OllamaUnavailableError:
+        logger.warning("could not remove %s: the server went away", registration.name)
+        return f"{registration.name} may still be registered (the server went away)"
+    if done == "restored":
+        return (
+            f"{registration.name} failed its round trip; the model it replaced is restored "
+            "(--keep-failed keeps the new one)"
+        )
+    return f"{registration.name} failed its round trip and was removed (--keep-failed keeps it)"
+
+
 def _drop(client: OllamaClient, name: str) -> None:
     try:
         client.delete(name)
@@ -210,6 +225,7 @@ def _drop(client: OllamaClient, name: str) -> None:
 __all__ = [
     "Registration",
     "backup_name",
+    "discard_registration",
     "register_model",
     "settle_registration",
     "undo_registration",
