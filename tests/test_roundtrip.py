@@ -349,3 +349,13 @@ def test_a_gguf_s_embedded_template_is_a_text_level_reference(
     assert not wrong.matched and wrong.first_difference == len("<|im_start|>user")
     bare = write_tiny_gguf(tmp_path / "bare.gguf", chat_template="")
     assert load_reference_for(None, bare) is None  # truly nothing to compare with
+
+
+def test_a_folder_without_tokenizer_is_bad_input_not_a_failed_check(tmp_path: Path) -> None:
+    """Issue 10: a missing tokenizer raised RoundTripError (exit 3, "verification failed")."""
+    from deploy_to_ollama.errors import InputError
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="cannot load a tokenizer") as info:
+        load_reference(tmp_path)
+    assert info.value.exit_code == 1 and not isinstance(info.value, RoundTripError)
