@@ -30,7 +30,7 @@ def _say(message: str) -> None:
 def _user_ollama() -> str | None:
     """The user's Ollama host when one answers at OLLAMA_HOST, else None."""
     from deploy_to_ollama.errors import OllamaUnavailableError
-    from deploy_to_ollama.registrar import server_version
+    from deploy_to_ollama.ollama_client import server_version
     from deploy_to_ollama.settings import normalize_host
 
     host = normalize_host(os.environ.get("OLLAMA_HOST"))
