@@ -101,3 +101,30 @@ def test_cli_exits_3_and_says_the_model_was_removed(
     assert info.value.code == 3
     assert "kept although its round trip failed (--keep-failed)" in capsys.readouterr().err
     assert OllamaClient(ollama_server.host).exists("fail-cli")
+
+
+def test_a_settled_registration_drops_the_copy_of_what_it_replaced(
+    ollama_server: OllamaServer, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    """The passing side: the replaced model's copy goes away, the new model stays."""
+    from deploy_to_ollama.registrar import settle_registration
+
+    (tmp_path / "tiny.gguf").symlink_to(tiny_gguf)
+    client = OllamaClient(ollama_server.host)
+    first = Modelfile(from_="./tiny.gguf", template=TINY_OLLAMA_TEMPLATE, system="first")
+    register_model("settle", first, base_dir=tmp_path, host=ollama_server.host, force=True)
+    second = Modelfile(from_="./tiny.gguf", template=TINY_OLLAMA_TEMPLATE, system="second")
+    reg = register_model(
+        "settle",
+        second,
+        base_dir=tmp_path,
+        host=ollama_server.host,
+        force=True,
+        keep_replaced=True,
+    )
+    assert reg.replaced and reg.backup == "settle-dto-replaced:latest"
+    backup = client.require(reg.backup)
+    assert backup.system == "first"
+    settle_registration(reg)
+    assert client.show(reg.backup) is None
+    assert client.require("settle").system == "second"
