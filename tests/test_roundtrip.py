@@ -334,19 +334,36 @@ def test_check_cli_exits_3_when_nothing_was_verified_unless_no_verify(
     assert out["verdict"] == "NOT verified" and out["passed"] is True
 
 
-def test_a_gguf_s_embedded_template_is_a_text_level_reference(
-    tiny_gguf: Path, tmp_path: Path
-) -> None:
+def test_a_gguf_carries_its_own_reference(tiny_gguf: Path, reference: Reference) -> None:
+    """Issue 11: a .gguf source had its render check "not run"; its template and vocabulary
+    are the reference (token level when transformers reads the vocabulary)."""
     from deploy_to_ollama.roundtrip import load_reference_for
-    from support.ollama_server import write_tiny_gguf
 
     ref = load_reference_for(None, tiny_gguf)
-    assert ref is not None and ref.tokenize is None and "tiny.gguf" in ref.origin
+    assert ref is not None and ref.tokenize is not None and "tiny.gguf" in ref.origin
+    messages = [{"role": "user", "content": "hello there"}]
+    assert ref.render(messages) == _chatml(messages)
+    # The same ids as the matching HF tokenizer (and llama.cpp, measured on the test server).
+    assert ref.tokenize(ref.render(messages)) == reference.tokenize(reference.render(messages))
+    assert not compare_probe(
+        "p", ref, ref.render(messages), _chatml(messages, role_sep=" ")
+    ).matched
+
+
+def test_text_level_reference_from_a_template_alone(tiny_gguf: Path, tmp_path: Path) -> None:
+    from deploy_to_ollama.chat_template.source import load_template_source
+    from deploy_to_ollama.roundtrip import load_reference_for, reference_from_template
+    from support.ollama_server import write_tiny_gguf
+
+    ref = reference_from_template(load_template_source(tiny_gguf))
+    assert ref.tokenize is None and "text only" in ref.origin
     messages = [{"role": "user", "content": "hi"}]
     assert ref.render(messages) == _chatml(messages)
     assert compare_probe("p", ref, ref.render(messages), _chatml(messages)).matched
     wrong = compare_probe("p", ref, ref.render(messages), _chatml(messages, role_sep=" "))
     assert not wrong.matched and wrong.first_difference == len("<|im_start|>user")
+    bos = Reference(ref.render, None, "<|im_start|>", True, None, ())
+    assert compare_probe("bos", bos, "<|im_start|>x", "x").matched  # llama.cpp adds BOS itself
     bare = write_tiny_gguf(tmp_path / "bare.gguf", chat_template="")
     assert load_reference_for(None, bare) is None  # truly nothing to compare with
 

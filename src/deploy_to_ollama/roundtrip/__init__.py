@@ -18,7 +18,13 @@ from .check import (
     run_generation_check,
     stops_from_show,
 )
-from .reference import Reference, load_reference, load_reference_for, reference_from_template
+from .reference import (
+    Reference,
+    load_reference,
+    load_reference_for,
+    reference_from_gguf,
+    reference_from_template,
+)
 from .report import (
     GenerationCheck,
     ProbeCheck,
@@ -44,6 +50,7 @@ __all__ = [
     "load_reference",
     "load_reference_for",
     "raise_for_failure",
+    "reference_from_gguf",
     "reference_from_template",
     "render_with_debug_endpoint",
     "render_with_go_renderer",

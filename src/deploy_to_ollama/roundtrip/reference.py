@@ -1,18 +1,21 @@
 """The reference side of the round trip: how the fine-tune renders (and tokenizes) a chat.
 
-From a tokenizer folder, transformers renders and tokenizes, so probes compare token ids. From a
-chat template alone (a ``.gguf`` source carries one in ``tokenizer.chat_template``) the probes
-compare text, with the BOS llama.cpp adds itself taken off.
+From a tokenizer folder (or a GGUF whose vocabulary transformers can read), transformers renders
+and tokenizes, so probes compare token ids. From a chat template alone (a ``.gguf`` carries one
+in ``tokenizer.chat_template``) the probes compare text, without the BOS llama.cpp adds itself.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..chat_template.source import TemplateSource
@@ -70,7 +73,10 @@ def load_reference(source: Path) -> Reference:
         raise InputError(
             f"{source} has no chat template", hint="pass --source the fine-tune's folder"
         )
+    return _from_tokenizer(tokenizer, f"tokenizer in {source}")
 
+
+def _from_tokenizer(tokenizer: Any, origin: str, *, adds_bos: bool | None = None) -> Reference:
     def render(messages: Sequence[Message]) -> str:
         text = tokenizer.apply_chat_template(
             [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
@@ -81,14 +87,13 @@ def load_reference(source: Path) -> Reference:
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     bos_id = tokenizer.bos_token_id
-    probe_ids = list(tokenizer("a")["input_ids"])
-    adds_bos = bos_id is not None and probe_ids[:1] == [bos_id]
+    if adds_bos is None:
+        probe_ids = list(tokenizer("a")["input_ids"])
+        adds_bos = bos_id is not None and probe_ids[:1] == [bos_id]
     specials = tuple(
         t for t in dict.fromkeys(tokenizer.all_special_tokens + _added_specials(tokenizer)) if t
     )
-    return Reference(
-        render, tokenize, tokenizer.bos_token, adds_bos, bos_id, specials, f"tokenizer in {source}"
-    )
+    return Reference(render, tokenize, tokenizer.bos_token, adds_bos, bos_id, specials, origin)
 
 
 def _added_specials(tokenizer: Any) -> list[str]:
@@ -120,21 +125,48 @@ def reference_from_template(source: TemplateSource) -> Reference:
     )
 
 
+def reference_from_gguf(path: Path) -> Reference | None:
+    """The reference a GGUF carries: its chat template, with its own tokenizer when
+    transformers can read it (``gguf_file=``), else at text level; None without a template.
+
+    llama.cpp decides BOS by ``tokenizer.ggml.add_bos_token``, so that key wins over what the
+    converted tokenizer does.
+    """
+    from ..chat_template.source import load_template_source
+    from ..errors import TemplateNotFoundError
+
+    try:
+        source = load_template_source(path)
+    except TemplateNotFoundError:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as err:  # transformers converts only some GGUF vocabularies
+        logger.info("transformers cannot read the tokenizer of %s (%s)", path, err)
+        return reference_from_template(source)
+    tokenizer.chat_template = source.template
+    return _from_tokenizer(
+        tokenizer, f"chat template and tokenizer in {path}", adds_bos=source.add_bos_token
+    )
+
+
 def load_reference_for(tokenizer_dir: Path | None, gguf: Path | None) -> Reference | None:
-    """The best reference available: transformers on ``tokenizer_dir``, else the GGUF's own
-    chat template, else None (nothing to compare with: the render check cannot run).
+    """The best reference available: transformers on ``tokenizer_dir``, else what the GGUF
+    carries (``reference_from_gguf``), else None (nothing to compare with: not verified).
     """
     if tokenizer_dir is not None:
         return load_reference(tokenizer_dir)
     if gguf is not None:
-        from ..chat_template.source import load_template_source
-        from ..errors import TemplateNotFoundError
-
-        try:
-            return reference_from_template(load_template_source(gguf))
-        except TemplateNotFoundError:
-            return None
+        return reference_from_gguf(gguf)
     return None
 
 
-__all__ = ["Reference", "load_reference", "load_reference_for", "reference_from_template"]
+__all__ = [
+    "Reference",
+    "load_reference",
+    "load_reference_for",
+    "reference_from_gguf",
+    "reference_from_template",
+]
