@@ -27,7 +27,7 @@ from deploy_to_ollama.errors import (
     RoundTripError,
 )
 from deploy_to_ollama.modelfile import Modelfile, render_modelfile
-from deploy_to_ollama.ollama_client import OllamaClient, parse_host
+from deploy_to_ollama.ollama_client import OllamaClient, check_local_files, parse_host
 from deploy_to_ollama.registrar import register_model
 from support.ollama_server import TINY_OLLAMA_TEMPLATE, OllamaServer, free_port
 
@@ -225,8 +225,18 @@ def test_register_names_a_missing_from_file(
     assert "FROM ./weights/missing-q8_0.gguf" in err and "does not exist" in err
     assert "invalid model name" not in err
     with pytest.raises(InputNotFoundError) as info:
-        register_model("x", Modelfile(from_="~/nope.gguf"), base_dir=tmp_path)
+        check_local_files(Modelfile(from_="~/nope.gguf"), tmp_path)
     assert info.value.path == Path("~/nope.gguf").expanduser()
+    check_local_files(Modelfile(from_="llama3.2:1b"), tmp_path)  # a model name, not a file
+
+
+@pytest.mark.ollama
+def test_register_model_names_a_missing_adapter_file(
+    ollama_server: OllamaServer, modelfile_path: Path
+) -> None:
+    modelfile = Modelfile(from_="./tiny.gguf", adapters=("./lora.gguf",))
+    with pytest.raises(InputNotFoundError, match=r"ADAPTER \./lora\.gguf: the file .* does not"):
+        register_model("x", modelfile, base_dir=modelfile_path.parent, host=ollama_server.host)
 
 
 # --------------------------------------------------------------------------- real server

@@ -16,7 +16,7 @@ from typing import Literal
 
 from .errors import OllamaUnavailableError, OutputExistsError, RegistrationError, UsageError
 from .modelfile import Modelfile
-from .ollama_client import Method, OllamaClient, check_local_files, create_model
+from .ollama_client import Method, OllamaClient, create_model
 from .progress import NullProgress, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,6 @@ def register_model(
         RegistrationError: Ollama refused the model (its message is included).
     """
     full_name = validate_model_name(name)
-    check_local_files(modelfile, base_dir)  # bad input first, then the server
     client = OllamaClient(host)
     reporter = progress or NullProgress()
     version = client.version()

@@ -173,6 +173,7 @@ def register_command(
 ) -> None:
     """Register an existing Modelfile with Ollama (``ollama create`` or the HTTP API)."""
     from ..modelfile import parse_modelfile
+    from ..ollama_client import check_local_files
     from ..registrar import register_model
 
     if not modelfile.is_file():
@@ -180,6 +181,7 @@ def register_command(
             f"no Modelfile at {modelfile}", path=modelfile, hint="pass the path of a Modelfile"
         )
     parsed = parse_modelfile(modelfile.read_text(encoding="utf-8"))
+    check_local_files(parsed, modelfile.resolve().parent)  # bad input before the server
     reporter = _reporter(json_out=json_out, quiet=quiet)
     with reporting(reporter, json_out=json_out):
         registration = register_model(
