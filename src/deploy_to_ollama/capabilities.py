@@ -22,12 +22,14 @@ __all__ = [
     "COMPLETION",
     "EMBEDDING",
     "INSERT",
+    "LOST_CODE",
     "ORDER",
     "TEMPLATE_CAPABILITIES",
     "THINKING",
     "TOOLS",
     "VISION",
     "CapabilityParity",
+    "capability_warnings",
     "compare_capabilities",
     "go_template_capabilities",
     "go_template_has_tool_round_trip",
@@ -47,6 +49,9 @@ VISION = "vision"
 EMBEDDING = "embedding"
 THINKING = "thinking"
 AUDIO = "audio"
+
+#: The code of a capability the TEMPLATE lost (doctor diagnosis, deploy warning prefix).
+LOST_CODE = "capabilities_lost"
 
 #: Ollama's order of ``model.Capability`` constants, used to print lists stably.
 ORDER: tuple[str, ...] = (COMPLETION, TOOLS, INSERT, VISION, EMBEDDING, THINKING, AUDIO)
@@ -280,3 +285,16 @@ def compare_capabilities(jinja: str | None, template: str | None) -> CapabilityP
         jinja_tool_round_trip=bool(jinja) and jinja_has_tool_round_trip(jinja or ""),
         template_tool_round_trip=go_template_has_tool_round_trip(template),
     )
+
+
+def capability_warnings(jinja: str | None, template: str | None) -> list[str]:
+    """``capabilities_lost: …`` lines for a deploy report; empty when nothing is lost.
+
+    Only losses warn: a TEMPLATE claiming more than the Jinja is the doctor's business.
+
+    >>> capability_warnings("{% if tools %}{{ tools }}{% endif %}", "{{ .Prompt }}")
+    ['capabilities_lost: the TEMPLATE lacks tools that the Jinja chat template has']
+    """
+    parity = compare_capabilities(jinja, template)
+    lines = [line for line in parity.problems() if "claims" not in line]
+    return [f"{LOST_CODE}: {line}" for line in lines]
