@@ -327,3 +327,25 @@ def test_create_attaches_a_library_template_only_without_a_modelfile_template() 
     # What the attached template means on 0.30+: its capabilities against the GGUF's Jinja.
     decision = select_route(ModelFacts(template=template, jinja=near), NEW)
     assert decision.source in ("go_template", "gguf_chat_template")
+
+
+def test_corpus_parity_keeps_the_go_route_on_current_ollama() -> None:
+    """Over the corpus's Jinja/Ollama-TEMPLATE pairs: a pair at capability parity is never
+    moved to the native path, and the pairs that are moved are pinned (19 of 139)."""
+    from deploy_to_ollama.capabilities import compare_capabilities
+
+    pairs = [r for r in corpus_records() if r.get("ollama_template")]
+    if not pairs:
+        pytest.skip("../shared/chat_templates is absent")
+    native = []
+    for record in pairs:
+        facts = ModelFacts(template=record["ollama_template"], jinja=record["jinja"])
+        decision = select_route(facts, NEW)
+        assert select_route(facts, OLD).path == "rendered"
+        if decision.path == "native":
+            native.append(record["_file"])
+            assert not compare_capabilities(record["jinja"], record["ollama_template"]).parity
+            assert set(decision.capabilities) >= {"completion", "tools"} or (
+                "thinking" in decision.capabilities
+            )
+    assert (len(pairs), len(native)) == (139, 19)
