@@ -18,7 +18,9 @@ from deploy_to_ollama.ollama_route import (
     detect_library_template,
     go_template_env,
     levenshtein_below,
+    merge_for_version,
     parse_server_version,
+    prompt_rules,
     select_route,
     should_prefer_chat_template,
 )
@@ -349,3 +351,36 @@ def test_corpus_parity_keeps_the_go_route_on_current_ollama() -> None:
                 "thinking" in decision.capabilities
             )
     assert (len(pairs), len(native)) == (139, 19)
+
+
+@pytest.mark.parametrize(
+    ("text", "merge", "level", "omit"),
+    [
+        ("0.9.3", True, False, False),
+        ("0.9.5", True, False, False),
+        ("0.9.6", False, False, False),
+        ("0.11.0", False, True, False),
+        ("0.12.10", False, True, False),
+        ("0.12.11", False, True, True),
+        ("junk", False, True, True),
+    ],
+)
+def test_prompt_rules_by_version(text: str, *, merge: bool, level: bool, omit: bool) -> None:
+    rules = prompt_rules(parse_server_version(text)[0])
+    assert (rules.merge_tool_messages, rules.think_level, rules.required_omitted_when_empty) == (
+        merge,
+        level,
+        omit,
+    )
+
+
+def test_merge_for_version_joins_only_consecutive_tool_results() -> None:
+    old, new = (prompt_rules(parse_server_version(v)[0]) for v in (OLD, NEW))
+    messages = [
+        {"role": "tool", "content": "a"},
+        {"role": "tool", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "tool", "content": "d"},
+    ]
+    assert [m["content"] for m in merge_for_version(messages, old)] == ["a\n\nb", "c", "d"]
+    assert merge_for_version(messages, new) == messages

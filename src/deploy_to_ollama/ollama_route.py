@@ -13,9 +13,9 @@ path (llama-server renders the Jinja) arrived in v0.30.0. Pure logic: no server 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .capabilities import (
     COMPLETION,
@@ -35,13 +35,16 @@ __all__ = [
     "NATIVE_SINCE",
     "LibraryTemplate",
     "ModelFacts",
+    "PromptRules",
     "RouteDecision",
     "ServerVersion",
     "attach_library_template",
     "detect_library_template",
     "go_template_env",
     "levenshtein_below",
+    "merge_for_version",
     "parse_server_version",
+    "prompt_rules",
     "select_route",
     "should_prefer_chat_template",
 ]
@@ -114,6 +117,64 @@ def go_template_env(value: str | None) -> bool | None:
     if value is None or value == "":
         return None
     return value not in ("0", "f", "F", "false", "FALSE", "False")
+
+
+# --------------------------------------------------------------------------- prompt building
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRules:
+    """Where the Go path's prompt building differs between Ollama versions (template/
+    template.go ``collate``/``Values``, api/types.go tool JSON), read from the release tags."""
+
+    merge_tool_messages: bool
+    """Consecutive ``tool`` messages are joined into one (``"\\n\\n"``) like other roles:
+    up to v0.9.5; from v0.9.6 each tool result stays its own message."""
+    think_level: bool
+    """``.ThinkLevel`` exists (v0.11.0 and later)."""
+    required_omitted_when_empty: bool
+    """A tool's ``parameters.required`` is left out when empty (v0.12.11 and later); before,
+    Go's ``json`` printed ``"required":null``."""
+
+
+def prompt_rules(version: ServerVersion) -> PromptRules:
+    """The prompt-building rules of ``version`` (newest for an unreadable one).
+
+    >>> prompt_rules(parse_server_version("0.9.3")[0]).merge_tool_messages
+    True
+    >>> prompt_rules(parse_server_version("0.33.0")[0]).merge_tool_messages
+    False
+    """
+    parts = (99, 0, 0) if version.newest else version.parts
+    return PromptRules(
+        merge_tool_messages=parts < (0, 9, 6),
+        think_level=parts >= (0, 11, 0),
+        required_omitted_when_empty=parts >= (0, 12, 11),
+    )
+
+
+def merge_for_version(
+    messages: Sequence[Mapping[str, Any]], rules: PromptRules
+) -> list[dict[str, Any]]:
+    """``messages`` as the server's ``collate`` hands them to a TEMPLATE that renders with the
+    newest rules: on servers that merge tool results, consecutive ones become one message.
+
+    >>> rules = prompt_rules(parse_server_version("0.9.3")[0])
+    >>> results = [{"role": "tool", "content": "a"}, {"role": "tool", "content": "b"}]
+    >>> merge_for_version(results, rules)
+    [{'role': 'tool', 'content': 'a\\n\\nb'}]
+    """
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if rules.merge_tool_messages and out and message["role"] == "tool" == out[-1]["role"]:
+            previous = out[-1]
+            out[-1] = {
+                **previous,
+                "content": f"{previous.get('content') or ''}\n\n{message.get('content') or ''}",
+            }
+        else:
+            out.append(dict(message))
+    return out
 
 
 # --------------------------------------------------------------------------- the model
