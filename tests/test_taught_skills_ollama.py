@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from deploy_to_ollama.capabilities import LOST_CODE, compare_capabilities, go_template_capabilities
-from deploy_to_ollama.ollama_route import ModelFacts, select_route
+from deploy_to_ollama.chat_template.ollama_prompt import render_ollama_prompt
+from deploy_to_ollama.ollama_route import (
+    ModelFacts,
+    merge_for_version,
+    parse_server_version,
+    prompt_rules,
+    select_route,
+)
 from support.ollama_server import OllamaServer
 from support.taught_skills_ollama import (
     DeployedSkills,
@@ -32,10 +39,12 @@ from support.taught_skills_ollama import (
 from support.taught_tools import (
     THINK_JINJA,
     THINK_QA,
+    TOOLS_GO_TEMPLATE,
     TOOLS_JINJA,
     WEATHER_TOOL,
     final_answer,
     taught_skills,  # noqa: F401  (session fixture)
+    tool_call_message,
     tool_result,
     weather_question,
 )
@@ -133,6 +142,38 @@ def test_fixture_refused_without_the_capability(
     assert response.status_code == 400
     assert "does not support tools" in response.text
     assert "tools" not in show(skills_gguf.host, skills_gguf.thinking_name)["capabilities"]
+
+
+def test_fixture_server_prompt_follows_its_version_rules(
+    skills_gguf: SkillsOnServer,  # noqa: F811
+    ollama_server: OllamaServer,
+) -> None:
+    """Two tool results in a row: the prompt the server really sent equals our renderer's
+    after the version's collate rule (0.9.3 still joins them), and differs without it."""
+    question = {"role": "user", "content": weather_question("Paris")}
+    messages = [
+        question,
+        tool_call_message("Paris"),
+        {"role": "tool", "content": tool_result(7)},
+        {"role": "tool", "content": tool_result(21)},
+    ]
+    ollama_server.mark_log()
+    chat(
+        skills_gguf.host,
+        skills_gguf.tools_name,
+        messages,
+        tools=[WEATHER_TOOL],
+        options={"num_predict": 4},
+    )
+    sent = ollama_server.prompts()[-1]
+    version, _ = parse_server_version(ollama_server.version())
+    rules = prompt_rules(version)
+    expected = render_ollama_prompt(
+        TOOLS_GO_TEMPLATE, merge_for_version(messages, rules), tools=[WEATHER_TOOL]
+    )
+    assert sent == expected
+    newest = render_ollama_prompt(TOOLS_GO_TEMPLATE, messages, tools=[WEATHER_TOOL])
+    assert (sent == newest) is not rules.merge_tool_messages
 
 
 # ---------------------------------------------------------------- through deploy
