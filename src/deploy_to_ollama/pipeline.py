@@ -58,6 +58,8 @@ class TemplateResult:
     system: str | None
     verified: bool
     note: str | None = None
+    capabilities_lost: tuple[str, ...] = ()
+    """``capabilities_lost: …`` lines: what Ollama derives from the Jinja but not the TEMPLATE."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +246,7 @@ def _template_stage(source: Path, base_dir: Path | None) -> TemplateResult:
     An adapter folder normally carries the tokenizer (Unsloth and PEFT save it there); when it
     does not, the base model's chat template is the one the fine-tune was trained with.
     """
+    from .capabilities import capability_warnings
     from .chat_template import load_template_source, translate_template
     from .errors import TemplateNotFoundError
 
@@ -262,6 +265,7 @@ def _template_stage(source: Path, base_dir: Path | None) -> TemplateResult:
         system=translated.system,
         verified=translated.verified,
         note=note or "; ".join(translated.warnings) or None,
+        capabilities_lost=tuple(capability_warnings(template_source.template, translated.template)),
     )
 
 
@@ -384,6 +388,7 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     if round_trip is not None:
         stages.append(("check", "done"))
     warnings = [] if template.verified else [f"template not verified: {template.note or ''}"]
+    warnings += template.capabilities_lost
     return DeployReport(
         name=plan.name,
         host=plan.host,
@@ -502,6 +507,7 @@ def _run_template(
     if done:
         values = {k: v for k, v in done.items() if k != "key"}
         values["stops"] = tuple(values.get("stops") or ())
+        values["capabilities_lost"] = tuple(values.get("capabilities_lost") or ())
         return TemplateResult(**values), "reused"
     progress.start("template", "template: translating the chat template")
     result = _template_stage(path, base_dir)

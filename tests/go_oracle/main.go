@@ -7,6 +7,7 @@
 //   - "ollama": build the /api/chat prompt from Ollama-API-shaped messages the way Ollama's
 //     server does (our own re-implementation of template/template.go and server/prompt.go,
 //     written against the standard library only).
+//   - "capabilities": what Ollama derives capabilities from (Vars, thinking tags), as JSON.
 package main
 
 import (
@@ -67,6 +68,8 @@ func run(req request) (res result) {
 		return runGeneric(req)
 	case "ollama":
 		return runOllama(req)
+	case "capabilities":
+		return runCapabilities(req)
 	}
 	return result{Error: "unknown kind " + req.Kind}
 }

@@ -217,11 +217,17 @@ def _corpus(seed: int) -> list[str]:
 
 
 def build_tokenizer(
-    family: Family, out_dir: Path, *, vocab_size: int = 400, extra_tokens: tuple[str, ...] = ()
+    family: Family,
+    out_dir: Path,
+    *,
+    vocab_size: int = 400,
+    extra_tokens: tuple[str, ...] = (),
+    corpus: list[str] | None = None,
 ) -> int:
     """Train a byte-level BPE with the family's regex and specials; save it with its template.
 
     Special tokens are appended after the merges, as in the real Llama 3 and Qwen2 vocabularies.
+    ``corpus`` replaces the default training lines (a fixture with its own texts).
     Returns the tokenizer length (the model's vocab size).
     """
     from tokenizers import (
@@ -237,7 +243,7 @@ def build_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    if family is QWEN2:
+    if family.name == QWEN2.name:
         tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -251,7 +257,7 @@ def build_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(seed=0), trainer=trainer)
+    tok.train_from_iterator(corpus or _corpus(seed=0), trainer=trainer)
     tok.add_special_tokens(list(family.specials))
     if family.bos is not None:
         bos_id = tok.token_to_id(family.bos)
@@ -322,7 +328,9 @@ class ModelSpec:
     vocab_size: int = 400
 
 
-def build_base(spec: ModelSpec, out_dir: Path, *, seed: int = 0) -> Path:
+def build_base(
+    spec: ModelSpec, out_dir: Path, *, seed: int = 0, corpus: list[str] | None = None
+) -> Path:
     """Write a random tiny model (config, safetensors, tokenizer, generation config)."""
     import torch
     from transformers import (
@@ -334,7 +342,7 @@ def build_base(spec: ModelSpec, out_dir: Path, *, seed: int = 0) -> Path:
     )
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    vocab = build_tokenizer(spec.family, out_dir, vocab_size=spec.vocab_size)
+    vocab = build_tokenizer(spec.family, out_dir, vocab_size=spec.vocab_size, corpus=corpus)
     eos_id = _token_id(out_dir, spec.family.eos)
     eot_ids = sorted({eos_id, _token_id(out_dir, spec.family.end_of_text)})
     bos_id = _token_id(out_dir, spec.family.bos) if spec.family.bos else None
@@ -352,7 +360,7 @@ def build_base(spec: ModelSpec, out_dir: Path, *, seed: int = 0) -> Path:
         "initializer_range": 0.1,
     }
     torch.manual_seed(seed)
-    if spec.family is QWEN2:
+    if spec.family.name == QWEN2.name:
         model: Any = Qwen2ForCausalLM(Qwen2Config(**common))
     else:
         model = LlamaForCausalLM(LlamaConfig(**common))

@@ -2,7 +2,8 @@
 
 ``show`` prints the Modelfile fragment (TEMPLATE, PARAMETER stop, SYSTEM); ``--json`` prints
 ``{"template": str, "stop": [str], "system": str|null, "verified": bool, "probes": [...],
-"warnings": [str]}``. ``diff`` renders every probe through transformers and through a given
+"warnings": [str], "capabilities": {"jinja": [str], "template": [str], "lost": [str],
+"parity": bool}}``. ``diff`` renders every probe through transformers and through a given
 Modelfile or TEMPLATE file and shows both with the first difference highlighted.
 Exit codes: 0 verified, 3 not verified (the best template is still printed), 1 bad input.
 """
@@ -68,13 +69,14 @@ def show_command(
     from ..chat_template import load_template_source, translate_template
 
     try:
-        result = translate_template(load_template_source(source, bos=bos, eos=eos))
+        loaded = load_template_source(source, bos=bos, eos=eos)
+        result = translate_template(loaded)
     except DeployError as err:
         _fail_json(err, json_out=json_out)
         raise
     # Warnings (double BOS, not verified) reach stderr through the log handler.
     if json_out:
-        print_result_json(translation_json(result))
+        print_result_json(translation_json(result, jinja=loaded.template))
     else:
         sys.stdout.write(modelfile_fragment(result))
         _summary(result.report)
@@ -82,8 +84,14 @@ def show_command(
         raise typer.Exit(3)
 
 
-def translation_json(result: TranslatedTemplate) -> dict[str, Any]:
-    """The ``--json`` document of ``template show``."""
+def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) -> dict[str, Any]:
+    """The ``--json`` document of ``template show`` (``capabilities`` when ``jinja`` is given:
+    what Ollama derives from the Jinja and from the TEMPLATE, see ``capabilities.py``)."""
+    extra: dict[str, Any] = {}
+    if jinja is not None:
+        from ..capabilities import compare_capabilities
+
+        extra["capabilities"] = compare_capabilities(jinja, result.template).to_json()
     return {
         "template": result.template,
         "stop": list(result.stop),
@@ -91,7 +99,7 @@ def translation_json(result: TranslatedTemplate) -> dict[str, Any]:
         "verified": result.verified,
         "probes": [p.to_json() for p in result.report.probes],
         "warnings": list(result.warnings),
-    }
+    } | extra
 
 
 def modelfile_fragment(result: TranslatedTemplate) -> str:

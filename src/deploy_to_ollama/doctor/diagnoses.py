@@ -429,6 +429,40 @@ def check_tools(ctx: DoctorContext) -> list[Diagnosis]:
     ]
 
 
+def check_capabilities(ctx: DoctorContext) -> list[Diagnosis]:
+    """Capabilities Ollama derives from the reference Jinja but not from the TEMPLATE
+    (ollama/ollama server/images.go rules, reproduced in ``capabilities.py``)."""
+    from ..capabilities import LOST_CODE, compare_capabilities
+
+    ref = ctx.reference
+    if ref is None or not ctx.has_template:
+        return []
+    parity = compare_capabilities(ref.template, ctx.target.template)
+    # A TEMPLATE without .Tools is already `tools_missing`: one problem, one diagnosis.
+    covered = {"tools"} if any(d.code == "tools_missing" for d in check_tools(ctx)) else set()
+    missing = [c for c in parity.lost if c not in covered]
+    if not missing and not (parity.round_trip_lost and not covered):
+        return []
+    lost = ", ".join(missing) or "the tool round trip"
+    return [
+        Diagnosis(
+            LOST_CODE,
+            "warning",
+            f"the TEMPLATE loses {lost} that the fine-tune's chat template has",
+            'Clients that send tools or think get "model does not support …" from Ollama; '
+            "Ollama 0.30+ may drop this TEMPLATE for the GGUF's Jinja.",
+            (
+                f"Ollama derives {list(parity.jinja)} from the reference Jinja and "
+                f"{list(parity.template)} from the TEMPLATE",
+                *[line for line in parity.problems() if "claims" not in line],
+            ),
+            "`doctor --fix` writes the translated TEMPLATE; where the translator cannot carry "
+            "the capability, serve the GGUF's Jinja (Ollama 0.30+, OLLAMA_GO_TEMPLATE=0)",
+            fixable=True,
+        )
+    ]
+
+
 def check_sampling(ctx: DoctorContext) -> list[Diagnosis]:
     """Sampling parameters that fight the fine-tune (a warning, never an error)."""
     params = dict(ctx.target.parameters)
@@ -507,6 +541,7 @@ CHECKS = (
     check_eot_stop,
     check_stops_in_answers,
     check_tools,
+    check_capabilities,
     check_sampling,
 )
 
