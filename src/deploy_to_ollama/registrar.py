@@ -23,6 +23,7 @@ import httpx
 
 from ._fs import write_text_atomic
 from .errors import (
+    InvalidModelNameError,
     ModelfileError,
     OllamaUnavailableError,
     OutputExistsError,
@@ -103,14 +104,14 @@ def validate_model_name(name: str) -> str:
     (ollama/ollama ``types/model/name.go``).
 
     Raises:
-        UsageError: the name is not one Ollama would accept.
+        InvalidModelNameError: the name is not one Ollama would accept (exit 1).
 
     >>> validate_model_name("my-model"), validate_model_name("me/tiny:q8_0")
     ('my-model:latest', 'me/tiny:q8_0')
     """
     problem = _name_problem(name)
     if problem:
-        raise UsageError(
+        raise InvalidModelNameError(
             f"invalid model name {name!r}: {problem}",
             hint="use [namespace/]name[:tag] with letters, digits, '_', '-' and '.', "
             "e.g. my-model:q8_0",
