@@ -135,7 +135,8 @@ def check_doctor_flags(
         if given
     ]
     if needs_fix and not fix:
-        raise UsageError(f"{' and '.join(needs_fix)} need --fix", hint="add --fix, or drop them")
+        verb = "needs" if len(needs_fix) == 1 else "need"
+        raise UsageError(f"{' and '.join(needs_fix)} {verb} --fix", hint="add --fix, or drop them")
 
 
 def _run(

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import DeployError, UsageError
+from ..errors import DeployError, InputNotFoundError, UsageError
 from ..progress import RichProgress, console
 from ..settings import Settings
 from ._common import ForceOpt, JsonOpt, app, print_result_json
@@ -278,6 +278,8 @@ def export_command(
 
     parse_quant_list(quant)  # validate before any heavy work
     check_mode(mode, source)
+    if not source.exists():  # before the toolchain (minutes on a fresh machine) is provisioned
+        raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
     flags = {"load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit}
     _check_unsloth_flags(backend, save_merged_4bit=save_merged_4bit, **flags)
     push = check_hub_push(
