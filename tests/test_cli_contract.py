@@ -322,6 +322,12 @@ def test_deploy_exit_codes_before_any_work(
         [str(folders["adapter"]), "--name", "x", "-p", "x", "--host", host], capsys
     )
     assert code == 2
+    missing = folders["adapter"].parent / "missing"
+    code, _, err = _main([str(missing), "--name", "x", "--host", host], capsys)
+    assert code == 1 and f"source {missing} does not exist" in err
+    argv = [str(folders["adapter"]), "--name", "x", "--base", str(missing), "--host", host]
+    code, _, err = _main(argv, capsys)
+    assert code == 1 and f"--base {missing} does not exist" in err
     assert not _contacted(listener)
 
 

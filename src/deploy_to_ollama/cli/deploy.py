@@ -115,6 +115,16 @@ def check_numbers(**values: int) -> None:
             raise UsageError(f"{name} must be at least 1, got {value}", hint=f"e.g. {name} 64")
 
 
+def check_paths(**paths: Path | None) -> None:
+    """Named paths exist (exit 1 at once, not after the server and the toolchain were asked)."""
+    for flag, path in paths.items():
+        if path is not None and not path.exists():
+            what = "source" if flag == "source" else f"--{flag}"
+            raise InputNotFoundError(
+                f"{what} {path} does not exist", path=path, hint="check the path"
+            )
+
+
 def round_trip_failed(report: RoundTripReport) -> RoundTripError:
     """The exit-3 error of a failed round trip, its first problem in the message."""
     problems = report.problems
@@ -171,6 +181,7 @@ def deploy_command(
             "--expect and --question set up the round-trip check, which --no-check skips",
             hint="drop --no-check, or drop --expect/--question",
         )
+    check_paths(source=Path(source), base=base)
     settings = Settings.from_env()
     reporter = _reporter(json_out=json_out, quiet=quiet)
     with reporting(reporter, json_out=json_out):
