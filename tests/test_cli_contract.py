@@ -429,3 +429,36 @@ def test_ctrl_c_is_one_line_and_exit_130(as_json: bool, listener: socket.socket)
         assert doc["error_type"] == "RunInterruptedError"
     else:
         assert out == ""
+
+
+# --------------------------------------------------------------------------- hints that work
+
+
+@pytest.mark.ollama
+def test_the_triple_quote_hint_names_a_way_that_works(
+    ollama_server: OllamaServer, tiny_gguf: Path
+) -> None:
+    """No Modelfile quoting carries '\"\"\"' + newline; the HTTP API the hint names does."""
+    import hashlib
+
+    import httpx
+
+    from deploy_to_ollama.errors import ModelfileError
+    from deploy_to_ollama.modelfile import quote_value
+
+    text = 'Say """\n{{ .Prompt }}'
+    with pytest.raises(ModelfileError) as info:
+        quote_value(text, what="TEMPLATE", prefer_block=True)
+    assert "POST /api/create" in (info.value.hint or "")
+
+    data = tiny_gguf.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with httpx.Client(base_url=ollama_server.host, timeout=120) as client:
+        assert client.post(f"/api/blobs/{digest}", content=data).status_code in (200, 201)
+        created = client.post(
+            "/api/create",
+            json={"model": "triple-quote", "files": {"tiny.gguf": digest}, "template": text},
+        )
+        assert created.status_code == 200, created.text
+        shown = client.post("/api/show", json={"model": "triple-quote"}).json()
+    assert shown["template"] == text
