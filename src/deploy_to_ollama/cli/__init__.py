@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = exit_.exit_code
     except (Exception, KeyboardInterrupt) as err:  # one handler for every failure
         code = _common.handle_exception(err, json_requested=json_requested)
-    if code == 130 and not _common.interrupt_reported():
+    if code == 130 and not _common.error_reported():
         # typer turns a Ctrl-C outside any command (while parsing) into a silent Exit(130).
         code = _common.handle_exception(KeyboardInterrupt(), json_requested=json_requested)
     sys.exit(code if isinstance(code, int) else 0)

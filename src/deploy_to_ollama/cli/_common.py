@@ -51,8 +51,8 @@ def reset_invocation(*, json_requested: bool = False) -> None:
     _RUN.reported = False
 
 
-def interrupt_reported() -> bool:
-    """Whether an error (an interrupt included) was already rendered for this invocation."""
+def error_reported() -> bool:
+    """Whether an error (an interrupt included) was rendered in this invocation."""
     return _RUN.reported
 
 
