@@ -294,6 +294,10 @@ def test_export_exit_codes_before_the_toolchain(
     out = tmp_path / "out"
     code, _, err = _main(["export", str(tmp_path / "missing"), "--out", str(out)], capsys)
     assert code == 1 and "does not exist" in err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, _, err = _main(["export", str(folders["merged"]), "--out", str(a_file)], capsys)
+    assert code == 1 and f"--out {a_file} is a file" in err
     code, _, err = _main(
         ["export", str(folders["adapter"]), "--out", str(out), "--quant", "q9"], capsys
     )
@@ -328,6 +332,10 @@ def test_deploy_exit_codes_before_any_work(
     argv = [str(folders["adapter"]), "--name", "x", "--base", str(missing), "--host", host]
     code, _, err = _main(argv, capsys)
     assert code == 1 and f"--base {missing} does not exist" in err
+    a_file = folders["adapter"] / "adapter_config.json"
+    argv = [str(folders["adapter"]), "--name", "x", "--keep", str(a_file), "--host", host]
+    code, _, err = _main(argv, capsys)
+    assert code == 1 and f"--keep {a_file} is a file" in err
     assert not _contacted(listener)
 
 

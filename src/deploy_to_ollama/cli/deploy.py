@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import InputNotFoundError, RegistrationError, RoundTripError, UsageError
+from ..errors import (
+    InputError,
+    InputNotFoundError,
+    RegistrationError,
+    RoundTripError,
+    UsageError,
+)
 from ..progress import NullProgress, ProgressReporter, RichProgress
 from ..settings import Settings
 from ._common import ForceOpt, HostOpt, JsonOpt, app, fail, print_line, print_result_json, reporting
@@ -182,6 +188,10 @@ def deploy_command(
             hint="drop --no-check, or drop --expect/--question",
         )
     check_paths(source=Path(source), base=base)
+    if keep is not None and keep.exists() and not keep.is_dir():
+        raise InputError(
+            f"--keep {keep} is a file", hint="pass a folder (it is created if missing)"
+        )
     settings = Settings.from_env()
     reporter = _reporter(json_out=json_out, quiet=quiet)
     with reporting(reporter, json_out=json_out):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import DeployError, InputNotFoundError, UsageError
+from ..errors import DeployError, InputError, InputNotFoundError, UsageError
 from ..progress import RichProgress, console
 from ..settings import Settings
 from ._common import ForceOpt, JsonOpt, app, print_result_json
@@ -280,6 +280,8 @@ def export_command(
     check_mode(mode, source)
     if not source.exists():  # before the toolchain (minutes on a fresh machine) is provisioned
         raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file", hint="pass a folder (it is created if missing)")
     flags = {"load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit}
     _check_unsloth_flags(backend, save_merged_4bit=save_merged_4bit, **flags)
     push = check_hub_push(
