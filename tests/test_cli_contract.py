@@ -339,6 +339,21 @@ def test_deploy_exit_codes_before_any_work(
     assert not _contacted(listener)
 
 
+def test_doctor_exit_codes_before_any_work(
+    tmp_path: Path, listener: socket.socket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = ["--host", _host(listener)]
+    code, _, err = _main(["doctor", "my-model", "--name", "new", *host], capsys)
+    assert code == 2 and "--name needs --fix" in err
+    code, _, err = _main(["doctor", "my-model", "--fix", "--name", "bad name!", *host], capsys)
+    assert code == 1 and "invalid model name 'bad name!'" in err
+    code, _, err = _main(["doctor", "my-model", "--source", str(tmp_path / "nope"), *host], capsys)
+    assert code == 1 and "does not exist" in err
+    code, _, err = _main(["doctor", "my-model", "--fix", *host], capsys)
+    assert code == 1 and "--force" in err  # replacing a model needs --force or --name
+    assert not _contacted(listener)
+
+
 @pytest.mark.ollama
 def test_deploy_failed_round_trip_is_exit_3_with_one_json_document(
     ollama_server: OllamaServer,

@@ -137,6 +137,10 @@ def check_doctor_flags(
     if needs_fix and not fix:
         verb = "needs" if len(needs_fix) == 1 else "need"
         raise UsageError(f"{' and '.join(needs_fix)} {verb} --fix", hint="add --fix, or drop them")
+    if name is not None:
+        from ..registrar import validate_model_name
+
+        validate_model_name(name)  # exit 1 now, not after the examination
 
 
 def _run(
