@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.logging import RichHandler
@@ -169,7 +169,7 @@ def write_json_failure(err: BaseException, payload: dict[str, Any] | None = None
         print_result_json({**(payload or {}), **error_fields(err)})
 
 
-def fail(err: DeployError, payload: dict[str, Any] | None = None) -> None:
+def fail(err: DeployError, payload: dict[str, Any] | None = None) -> NoReturn:
     """Raise ``err`` after writing ``payload`` (the command's report) with its failure keys.
 
     Verification failures (exit 3) go through here: the report is the reason, so the JSON
