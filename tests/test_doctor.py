@@ -289,7 +289,6 @@ def test_cli_bad_input_is_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
         ["doctor", str(junk)],
         ["doctor", str(tmp_path / "nope.gguf")],
         ["doctor", str(tmp_path), "--json"],
-        ["doctor", str(junk), "--name", "x"],
         ["doctor", str(write_reference_dir(tmp_path / "bare"))],
     ):
         with pytest.raises(SystemExit) as info:

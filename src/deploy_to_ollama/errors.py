@@ -36,7 +36,18 @@ class InputNotFoundError(InputError, FileNotFoundError):
 
 
 class UsageError(InputError):
-    """Flags that contradict each other or name unknown values."""
+    """Flags that contradict each other or name unknown values (exit 2, as for click's own)."""
+
+    exit_code = 2
+
+
+class InvalidModelNameError(UsageError):
+    """A model name Ollama would refuse: a bad input value (exit 1), not a flag mistake.
+
+    It stays a ``UsageError`` for callers that caught it as one before the classes split.
+    """
+
+    exit_code = 1
 
 
 class InvalidHostError(UsageError):
@@ -58,6 +69,15 @@ class ModelNotFoundError(InputError, LookupError):
 
 class OutputExistsError(InputError, FileExistsError):
     """The output already exists and ``--force`` was not given."""
+
+
+class ReplaceRefusedError(UsageError, OutputExistsError):
+    """An existing Ollama model would be replaced and neither ``--force`` nor a new name was given.
+
+    Exit 1 like every other "already exists" refusal; also a ``UsageError`` for older callers.
+    """
+
+    exit_code = 1
 
 
 class BaseModelNotFoundError(InputError):
@@ -168,6 +188,15 @@ class RoundTripError(DeployError):
     """The registered model failed its round-trip check."""
 
     exit_code = 3
+
+
+class RunInterruptedError(DeployError):
+    """The user pressed Ctrl-C; the CLI raises it so the interrupt is reported like any error.
+
+    Outputs are written to temp names and moved into place, so nothing half-written remains.
+    """
+
+    exit_code = 130
 
 
 class HubError(DeployError):

@@ -393,7 +393,8 @@ def quote_value(value: str, *, what: str = "value", prefer_block: bool = False) 
     raise ModelfileError(
         f"the {what} has three double quotes followed by a line break, which no Modelfile "
         "quoting can carry",
-        hint="register through the API (no Modelfile), which takes the text as JSON",
+        hint="change the text (e.g. a space after the quotes), or create the model with "
+        "Ollama's HTTP API (POST /api/create takes the text as JSON; no Modelfile)",
     )
 
 

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import OllamaUnavailableError, OutputExistsError, RegistrationError, UsageError
+from .errors import (
+    InvalidModelNameError,
+    OllamaUnavailableError,
+    OutputExistsError,
+    RegistrationError,
+)
 from .modelfile import Modelfile
 from .ollama_client import Method, OllamaClient, create_model
 from .progress import NullProgress, ProgressReporter
@@ -56,14 +61,14 @@ def validate_model_name(name: str) -> str:
     (ollama/ollama ``types/model/name.go``).
 
     Raises:
-        UsageError: the name is not one Ollama would accept.
+        InvalidModelNameError: the name is not one Ollama would accept (exit 1).
 
     >>> validate_model_name("my-model"), validate_model_name("me/tiny:q8_0")
     ('my-model:latest', 'me/tiny:q8_0')
     """
     problem = _name_problem(name)
     if problem:
-        raise UsageError(
+        raise InvalidModelNameError(
             f"invalid model name {name!r}: {problem}",
             hint="use [namespace/]name[:tag] with letters, digits, '_', '-' and '.', "
             "e.g. my-model:q8_0",

@@ -69,22 +69,26 @@ def rewrite_default_commands(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point: run the app and map our errors to exit codes."""
+    """Console-script entry point: run the app; every failure leaves through ``handle_exception``.
+
+    Commands never choose exit codes: they raise (``TemplateMismatchError``, ``RoundTripError``
+    for exit 3, ``UsageError`` for 2, ...) and ``_common.exit_code_for`` maps the error.
+    """
     args = rewrite_default_commands(sys.argv[1:] if argv is None else argv)
+    json_requested = "--json" in args
+    _common.reset_invocation(json_requested=json_requested)
     try:
-        # With standalone_mode=False click *returns* the code of a `typer.Exit` raised inside a
-        # command (e.g. exit 3 for a failed check) instead of raising it.
+        # With standalone_mode=False click returns the code of a `typer.Exit` (--version, ...)
+        # and lets usage errors and our own errors propagate to the handler below.
         code = app(args=args, prog_name="deploy-to-ollama", standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
     except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except KeyboardInterrupt:
-        _common.print_error("interrupted", hint=None)
-        sys.exit(130)
-    except Exception as err:
-        sys.exit(_common.handle_exception(err))
-    sys.exit(0)
+        code = exit_.exit_code
+    except (Exception, KeyboardInterrupt) as err:  # one handler for every failure
+        code = _common.handle_exception(err, json_requested=json_requested)
+    if code == 130 and not _common.error_reported():
+        # typer turns a Ctrl-C outside any command (while parsing) into a silent Exit(130).
+        code = _common.handle_exception(KeyboardInterrupt(), json_requested=json_requested)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main", "rewrite_default_commands"]

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import InputNotFoundError, UsageError
-from ..progress import NullProgress, ProgressReporter, RichProgress, console
+from ..errors import (
+    InputError,
+    InputNotFoundError,
+    RegistrationError,
+    RoundTripError,
+    UsageError,
+)
+from ..progress import NullProgress, ProgressReporter, RichProgress
 from ..settings import Settings
-from ._common import ForceOpt, HostOpt, JsonOpt, app, print_result_json, reporting
+from ._common import ForceOpt, HostOpt, JsonOpt, app, fail, print_line, print_result_json, reporting
+
+if TYPE_CHECKING:
+    from ..roundtrip import RoundTripReport
 
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only the model name on success.")
@@ -66,22 +75,80 @@ def _reporter(*, json_out: bool, quiet: bool) -> ProgressReporter:
     return NullProgress() if json_out or quiet else RichProgress()
 
 
-def _parameters(values: list[str]) -> list[tuple[str, str]]:
+def parse_parameters(values: list[str]) -> list[tuple[str, str]]:
+    """``-p KEY=VALUE`` flags, each checked against Ollama's parameter names and types.
+
+    >>> parse_parameters(["num_thread=4", "stop=</s>"])
+    [('num_thread', '4'), ('stop', '</s>')]
+
+    Raises:
+        UsageError: not KEY=VALUE, an unknown parameter, or a value of the wrong type.
+    """
+    from ..ollama_client.parameters import api_parameters
+
     pairs = []
     for value in values:
         key, sep, val = value.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UsageError(
                 f"--parameter {value!r} is not KEY=VALUE", hint="e.g. --parameter num_thread=4"
             )
-        pairs.append((key.strip(), val))
+        try:
+            api_parameters(((key, val),))  # the registrar's table of Ollama's typed options
+        except RegistrationError as err:
+            raise UsageError(f"--parameter {value!r}: {err.message}", hint=err.hint) from err
+        pairs.append((key, val))
     return pairs
 
 
-def _method(value: str) -> Any:
+def check_method(value: str) -> Any:
+    """``--method`` is one of auto, cli, api."""
     if value not in ("auto", "cli", "api"):
         raise UsageError(f"unknown --method {value!r}", hint="use one of auto, cli, api")
     return value
+
+
+def check_deploy_quant(quant: str) -> None:
+    """``deploy`` builds one GGUF: exactly one known quant name (aliases allowed)."""
+    from ..gguf.quants import parse_quant_list
+
+    quants = parse_quant_list(quant)
+    if len(quants) > 1:
+        raise UsageError(
+            f"deploy takes one --quant, got {quant!r}",
+            hint="pick one; `deploy-to-ollama export --quant a,b` writes several GGUFs",
+        )
+
+
+def check_numbers(**values: int) -> None:
+    """Counts such as ``--num-predict`` must be positive."""
+    for flag, value in values.items():
+        if value < 1:
+            name = "--" + flag.replace("_", "-")
+            raise UsageError(f"{name} must be at least 1, got {value}", hint=f"e.g. {name} 64")
+
+
+def check_paths(**paths: Path | None) -> None:
+    """Named paths exist (exit 1 at once, not after the server and the toolchain were asked)."""
+    for flag, path in paths.items():
+        if path is not None and not path.exists():
+            what = "source" if flag == "source" else f"--{flag}"
+            raise InputNotFoundError(
+                f"{what} {path} does not exist", path=path, hint="check the path"
+            )
+
+
+def round_trip_failed(report: RoundTripReport) -> RoundTripError:
+    """The exit-3 error of a failed round trip, its first problem in the message."""
+    problems = report.problems
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return RoundTripError(
+        f"{report.model} failed its round-trip check: {problems[0] if problems else 'failed'}"
+        + more,
+        hint=f"`deploy-to-ollama doctor {report.model} --source SOURCE` explains template "
+        "problems and can fix them",
+    )
 
 
 @app.command("deploy", epilog=DEPLOY_EXAMPLES)
@@ -127,6 +194,21 @@ def deploy_command(
     """Export, register and verify a fine-tune in Ollama (the default command)."""
     from ..pipeline import deploy
 
+    # Flags first (exit 2), before the server, the source or the toolchain are touched.
+    check_deploy_quant(quant)
+    pairs = parse_parameters(parameter or [])
+    chosen_method = check_method(method)
+    check_numbers(num_predict=num_predict)
+    if no_check and (expect is not None or question is not None):
+        raise UsageError(
+            "--expect and --question set up the round-trip check, which --no-check skips",
+            hint="drop --no-check, or drop --expect/--question",
+        )
+    check_paths(source=Path(source), base=base)
+    if keep is not None and keep.exists() and not keep.is_dir():
+        raise InputError(
+            f"--keep {keep} is a file", hint="pass a folder (it is created if missing)"
+        )
     settings = Settings.from_env()
     reporter = _reporter(json_out=json_out, quiet=quiet)
     with reporting(reporter, json_out=json_out):
@@ -138,27 +220,26 @@ def deploy_command(
             force=force,
             keep=keep,
             base=base,
-            parameters=_parameters(parameter or []),
+            parameters=pairs,
             expected_answer=expect,
             question=question,
             num_predict=num_predict,
-            method=_method(method),
+            method=chosen_method,
             check=not no_check,
             verify=not no_verify,
             keep_failed=keep_failed,
             cache_dir=settings.cache_dir,
             progress=reporter,
         )
+    if not quiet and not json_out:
+        for line in report.summary_lines():
+            print_line(line)
+    if not report.passed and report.round_trip is not None:
+        fail(round_trip_failed(report.round_trip), report.to_dict())
     if json_out:
         print_result_json(report.to_dict())
-    elif quiet:
-        typer.echo(report.name)
     else:
-        for line in report.summary_lines():
-            console.print(line, markup=False, highlight=False)
         typer.echo(report.name)
-    if not report.passed:
-        raise typer.Exit(3)
 
 
 @app.command("register", epilog=REGISTER_EXAMPLES)
@@ -176,6 +257,7 @@ def register_command(
     from ..ollama_client import check_local_files
     from ..registrar import register_model
 
+    chosen_method = check_method(method)
     if not modelfile.is_file():
         raise InputNotFoundError(
             f"no Modelfile at {modelfile}", path=modelfile, hint="pass the path of a Modelfile"
@@ -190,7 +272,7 @@ def register_command(
             base_dir=modelfile.resolve().parent,
             host=host or Settings.from_env().ollama_host,
             force=force,
-            method=_method(method),
+            method=chosen_method,
             progress=reporter,
         )
     if json_out:
@@ -225,6 +307,7 @@ def check_command(
     """Check a registered model: prompt rendering and one greedy answer (exit 3 on failure)."""
     from ..roundtrip import DEFAULT_QUESTION, check_round_trip
 
+    check_numbers(num_predict=num_predict)
     if source is not None and not source.exists():
         raise InputNotFoundError(
             f"--source {source} does not exist", path=source, hint="pass the fine-tune's folder"
@@ -241,10 +324,10 @@ def check_command(
             verify=not no_verify,
             progress=reporter,
         )
+    if not json_out:
+        for line in report.summary_lines():
+            print_line(line)
+    if not report.passed:
+        fail(round_trip_failed(report), report.to_dict())
     if json_out:
         print_result_json(report.to_dict())
-    else:
-        for line in report.summary_lines():
-            console.print(line, markup=False, highlight=False)
-    if not report.passed:
-        raise typer.Exit(3)

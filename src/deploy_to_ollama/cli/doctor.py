@@ -1,12 +1,13 @@
 """``deploy-to-ollama doctor``: explain (and with ``--fix`` repair) chat-template problems.
 
 Exit codes: 0 healthy (no errors; warnings may be shown), 3 problems found (or still present
-after ``--fix``), 1 bad input, 4 Ollama unreachable.
+after ``--fix``; ``TemplateMismatchError``, or ``RoundTripError`` when the fixed model fails its
+round trip), 1 bad input, 2 usage error, 4 Ollama unreachable.
 
 ``--json`` prints one document on stdout. Schema (``schema_version`` 1; keys are only added)::
 
     {
-      "ok": true,                      # false only when the command failed (then: error, hint)
+      "ok": true,                      # false when exit_code != 0 (then: error, error_type, hint)
       "schema_version": 1,
       "exit_code": 0 | 3,
       "target": {"kind": "ollama"|"gguf"|"modelfile"|"hf", "name": str,
@@ -28,7 +29,9 @@ after ``--fix``), 1 bad input, 4 Ollama unreachable.
 Diagnosis codes: no_template, template_mismatch, generation_prompt_missing, double_bos,
 default_system_lost, system_duplicated, eot_not_stop, stop_in_answers, tools_missing,
 tools_extra, sampling_conflict, reference_disagreement, no_reference.
-On failure: ``{"ok": false, "error": str, "hint": str|null, "exit_code": int}``.
+With exit 3 the document above also carries ``"ok": false``, ``error``, ``error_type`` and
+``hint``. On other failures: ``{"ok": false, "error": str, "error_type": str, "hint": str|null,
+"exit_code": int}``.
 """
 
 from __future__ import annotations
@@ -41,9 +44,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
-from ..errors import DeployError, InputNotFoundError, UsageError
+from ..errors import (
+    DeployError,
+    InputError,
+    InputNotFoundError,
+    ReplaceRefusedError,
+    RoundTripError,
+    TemplateMismatchError,
+    UsageError,
+)
 from ..settings import Settings
-from ._common import ForceOpt, HostOpt, JsonOpt, app, print_result_json
+from ._common import ForceOpt, HostOpt, JsonOpt, app, fail, print_result_json
 
 if TYPE_CHECKING:
     from ..doctor import Diagnosis, DoctorReport, FixResult
@@ -92,28 +103,44 @@ def doctor_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Explain why a model misbehaves in Ollama (template, stops, BOS, system, sampling)."""
-    try:
-        code, payload = _run(
-            target,
-            source,
-            fix=fix,
-            name=name,
-            out=out,
-            generate=not skip_generation,
-            force=force,
-            host=host or Settings.from_env().ollama_host,
-            json_out=json_out,
-        )
-    except DeployError as err:
-        if json_out:
-            print_result_json(
-                {"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}
-            )
-        raise
+    check_doctor_flags(fix=fix, name=name, out=out, skip_generation=skip_generation)
+    failure, payload = _run(
+        target,
+        source,
+        fix=fix,
+        name=name,
+        out=out,
+        generate=not skip_generation,
+        force=force,
+        host=host or Settings.from_env().ollama_host,
+        json_out=json_out,
+    )
+    if failure is not None:
+        fail(failure, payload)
     if json_out:
         print_result_json(payload)
-    if code:
-        raise typer.Exit(code)
+
+
+def check_doctor_flags(
+    *, fix: bool, name: str | None, out: Path | None, skip_generation: bool
+) -> None:
+    """Flags that only mean something with ``--fix`` (exit 2 before anything is read)."""
+    needs_fix = [
+        flag
+        for flag, given in (
+            ("--name", name is not None),
+            ("--out", out is not None),
+            ("--skip-generation", skip_generation),
+        )
+        if given
+    ]
+    if needs_fix and not fix:
+        verb = "needs" if len(needs_fix) == 1 else "need"
+        raise UsageError(f"{' and '.join(needs_fix)} {verb} --fix", hint="add --fix, or drop them")
+    if name is not None:
+        from ..registrar import validate_model_name
+
+        validate_model_name(name)  # exit 1 now, not after the examination
 
 
 def _run(
@@ -127,18 +154,16 @@ def _run(
     force: bool,
     host: str,
     json_out: bool,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[DeployError | None, dict[str, Any]]:
     from ..doctor import examine
 
     if source is not None and not source.exists():
         raise InputNotFoundError(
             f"--source {source} does not exist", path=source, hint="pass the fine-tune's folder"
         )
-    if not fix and (name or out):
-        raise UsageError("--name and --out need --fix", hint="add --fix, or drop them")
     if fix and name is None and not force and not Path(target).expanduser().exists():
         # Checked before any work: an Ollama model is only replaced when the user says so.
-        raise UsageError(
+        raise ReplaceRefusedError(
             f"--fix would replace the Ollama model {target}",
             hint="pass --force to re-create it under the same name, or --name NEW",
         )
@@ -147,15 +172,27 @@ def _run(
     stdout = Console(width=REPORT_WIDTH, highlight=False, soft_wrap=False)
     if not json_out:
         render_report(stdout, report)
-    code = 0 if report.healthy else 3
+    failure: DeployError | None = None if report.healthy else problems_found(report)
     if fix and any(d.fixable for d in report.diagnoses):
-        code, payload["fix"] = _fix(
+        failure, payload["fix"] = _fix(
             report, source, name, out, generate, force, host, stdout, json_out
         )
     elif fix and not json_out:
         stdout.print("Nothing to fix.")
-    payload["exit_code"] = code
-    return code, payload
+    payload["exit_code"] = failure.exit_code if failure is not None else 0
+    return failure, payload
+
+
+def problems_found(report: DoctorReport, *, after_fix: bool = False) -> TemplateMismatchError:
+    """The exit-3 error of an unhealthy examination, naming the diagnoses."""
+    codes = [d.code for d in report.diagnoses if d.severity == "error"]
+    state = "still has" if after_fix else "has"
+    return TemplateMismatchError(
+        f"{report.target.label} {state} {len(codes)} problem(s): {', '.join(codes) or 'see above'}",
+        hint="run with --fix (and --source DIR) to repair them"
+        if not after_fix
+        else "see the re-check above; `deploy-to-ollama template diff` shows the prompts",
+    )
 
 
 def _fix(
@@ -168,12 +205,12 @@ def _fix(
     host: str,
     stdout: Console,
     json_out: bool,
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[DeployError | None, dict[str, Any]]:
     from ..doctor import apply_fix, plan_fix, reexamine
 
     ref = report.choice.reference
     if ref is None:
-        raise UsageError(
+        raise InputError(
             "--fix needs a reference template and none was found",
             hint="pass --source the fine-tune's folder (tokenizer files with a chat template)",
         )
@@ -194,8 +231,20 @@ def _fix(
             generate=generate,
             verify=source is not None,
         )
-    healthy = after.healthy if after is not None else plan.translation_verified
-    passed = round_trip.passed if round_trip is not None else True
+    failure: DeployError | None = None
+    if after is not None and not after.healthy:
+        failure = problems_found(after, after_fix=True)
+    elif after is None and not plan.translation_verified:
+        failure = TemplateMismatchError(
+            "the fixed TEMPLATE is not verified on the template engine's probes",
+            hint="`deploy-to-ollama template diff SOURCE --against MODELFILE` shows the prompts",
+        )
+    elif round_trip is not None and not round_trip.passed:
+        failure = RoundTripError(
+            f"{result.registered} failed its round-trip check after the fix: "
+            + "; ".join(round_trip.problems[:1]),
+            hint="the report above lists every problem",
+        )
     if not json_out:
         render_fix(stdout, result, after, round_trip)
     data = {
@@ -208,7 +257,7 @@ def _fix(
         else None,
         "round_trip": round_trip.to_dict() if round_trip is not None else None,
     }
-    return (0 if healthy and passed else 3), data
+    return failure, data
 
 
 # --------------------------------------------------------------------------- human report
@@ -272,7 +321,9 @@ def render_fix(
     """Print what --fix changed and whether the re-check passed."""
     console.print("[bold]Fix applied[/]")
     verified = (
-        "yes" if result.plan.translation_verified else "[yellow]no[/] (see `template verify`)"
+        "yes"
+        if result.plan.translation_verified
+        else "[yellow]no[/] (see `deploy-to-ollama template diff`)"
     )
     console.print(f"  translated TEMPLATE verified on the template engine's probes: {verified}")
     for change in result.plan.changes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import DeployError, UsageError
+from ..errors import DeployError, InputError, InputNotFoundError, UsageError
 from ..progress import RichProgress, console
 from ..settings import Settings
 from ._common import ForceOpt, JsonOpt, app, print_result_json
@@ -48,6 +47,7 @@ LlamaCppOpt = Annotated[
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the GGUF paths.")]
+BACKENDS = ("auto", "llama.cpp", "unsloth")
 
 
 @app.command("setup", epilog=SETUP_EXAMPLES)
@@ -62,6 +62,8 @@ def setup_command(
     """Provision the pinned llama.cpp toolchain (offline after the first run; idempotent)."""
     from ..gguf.toolchain import LLAMA_CPP_COMMIT, provision_toolchain
 
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {jobs}", hint="e.g. --jobs 4")
     settings = Settings.from_env()
     with RichProgress(transient=True) as progress:
         result = provision_toolchain(
@@ -118,13 +120,26 @@ def _list_quants(source: Path | None, base: Path | None, json_out: bool) -> None
 
 
 def _pick_backend(backend: str) -> str:
-    if backend not in ("auto", "llama.cpp", "unsloth"):
+    if backend not in BACKENDS:
         raise UsageError(f"unknown backend {backend!r}", hint="use auto, llama.cpp or unsloth")
     if backend != "auto":
         return backend
     from ..gguf.unsloth import unsloth_availability
 
     return "unsloth" if unsloth_availability().available else "llama.cpp"
+
+
+def check_mode(mode: str, source: Path) -> None:
+    """``--mode adapter`` needs a LoRA adapter SOURCE: say so before the toolchain is built.
+
+    Only the folder's marker file is looked at; a missing SOURCE is left to the export (exit 1).
+    """
+    if mode == "adapter" and source.exists() and not (source / "adapter_config.json").is_file():
+        kind = "GGUF file" if source.suffix.lower() == ".gguf" else "merged model"
+        raise UsageError(
+            f"--mode adapter needs a LoRA adapter, {source} is a {kind}",
+            hint="drop --mode adapter (a merged model or GGUF is exported as it is)",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +267,8 @@ def export_command(
         raise UsageError("export needs SOURCE and --out", hint="e.g. export ./lora --out ./gguf")
     if mode not in ("merged", "adapter"):
         raise UsageError(f"unknown mode {mode!r}", hint="use --mode merged or --mode adapter")
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}", hint="use auto, llama.cpp or unsloth")
     if save_merged is not None and save_merged_4bit is not None:
         raise UsageError(
             "--save-merged and --save-merged-4bit exclude each other",
@@ -260,6 +277,11 @@ def export_command(
     from ..gguf.quants import parse_quant_list
 
     parse_quant_list(quant)  # validate before any heavy work
+    check_mode(mode, source)
+    if not source.exists():  # before the toolchain (minutes on a fresh machine) is provisioned
+        raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file", hint="pass a folder (it is created if missing)")
     flags = {"load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit}
     _check_unsloth_flags(backend, save_merged_4bit=save_merged_4bit, **flags)
     push = check_hub_push(
@@ -430,7 +452,11 @@ def _push(
 
 
 def _write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tuple[Path, str]:
-    """Modelfile beside the GGUFs: TEMPLATE and stops from the template engine when available."""
+    """Modelfile beside the GGUFs: TEMPLATE and stops from the template engine.
+
+    A source whose chat template cannot be read or translated still gets a Modelfile (without
+    TEMPLATE) and says why; a broken engine (ImportError, AttributeError) is a bug and shows.
+    """
     from .._fs import write_text_atomic
     from ..errors import OutputExistsError
     from ..modelfile import Modelfile, render_modelfile, stop_parameters
@@ -438,15 +464,14 @@ def _write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tu
     target = out / "Modelfile"
     if target.exists() and not force:
         raise OutputExistsError(f"{target} already exists", hint="pass --force to replace it")
+    from ..chat_template import load_template_source, translate_template
+
     template = stops = system = None
     status = "not translated"
     try:
-        engine = importlib.import_module("deploy_to_ollama.chat_template")
-        translated = engine.translate_template(engine.load_template_source(source))
+        translated = translate_template(load_template_source(source))
         template, stops, system = translated.template, translated.stop, translated.system
         status = "verified" if translated.verified else "unverified"
-    except (ImportError, AttributeError):
-        status = "template engine unavailable"
     except DeployError as err:
         logger.warning("chat template not translated: %s", err.message)
         status = f"failed: {err.message}"

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import RoundTripError, UsageError
 from ..progress import NullProgress, ProgressReporter, RichProgress, console
 from ..settings import Settings
-from ._common import HostOpt, JsonOpt, app, print_result_json, reporting
+from ._common import HostOpt, JsonOpt, app, fail, print_result_json, reporting
 
 CHAT_EXAMPLES = """
 Examples:
@@ -127,8 +128,14 @@ def compare_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Greedy answers from transformers vs Ollama; exit 3 when they diverge early."""
-    from ..compare import DEFAULT_PROMPTS, compare_model
+    from ..compare import DEFAULT_PROMPTS, DTYPES, compare_model
 
+    if max_tokens < 1:
+        raise UsageError(f"--max-tokens must be at least 1, got {max_tokens}", hint="e.g. 32")
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype {dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
+    if prompt is not None and not all(p.strip() for p in prompt):
+        raise UsageError("--prompt is empty", hint='e.g. --prompt "What is 2+2?"')
     reporter: ProgressReporter = NullProgress() if json_out else RichProgress(transient=True)
     with reporting(reporter, json_out=json_out):
         report = compare_model(
@@ -142,13 +149,23 @@ def compare_command(
             dtype=dtype,
             progress=reporter,
         )
-    if json_out:
-        print_result_json(report.to_dict())
-    else:
+    if not json_out:
         for line in report.summary_lines():
             typer.echo(line)
     if not report.passed:
-        raise typer.Exit(3)
+        diverged = [r for r in report.results if (r.diverged_at or 0) < report.max_tokens]
+        first = next((r for r in diverged if r.diverged_at is not None), None)
+        where = f"{first.prompt!r} diverges at token {first.diverged_at}" if first else "diverged"
+        fail(
+            RoundTripError(
+                f"{name} answers differently from transformers: {where} "
+                f"(cap {report.max_tokens} tokens)",
+                hint=f"`deploy-to-ollama doctor {name} --source {source}` checks the template",
+            ),
+            report.to_dict(),
+        )
+    if json_out:
+        print_result_json(report.to_dict())
 
 
 # --------------------------------------------------------------------------- push

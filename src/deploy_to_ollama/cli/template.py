@@ -5,7 +5,9 @@
 "warnings": [str], "capabilities": {"jinja": [str], "template": [str], "lost": [str],
 "parity": bool}}``. ``diff`` renders every probe through transformers and through a given
 Modelfile or TEMPLATE file and shows both with the first difference highlighted.
-Exit codes: 0 verified, 3 not verified (the best template is still printed), 1 bad input.
+Exit codes: 0 verified, 3 not verified (``TemplateMismatchError``; the best template is still
+printed, and under ``--json`` the document carries ``ok: false``, ``error`` and ``hint``), 1 bad
+input, 2 usage error.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import DeployError, InputError, InputNotFoundError
-from ._common import JsonOpt, app, print_result_json
+from ..errors import InputError, InputNotFoundError, TemplateMismatchError
+from ._common import JsonOpt, app, fail, print_line, print_result_json
 
 if TYPE_CHECKING:
     from ..chat_template import ProbeResult, TranslatedTemplate, VerificationReport
@@ -51,11 +53,14 @@ EosOpt = Annotated[
 ]
 
 
-def _fail_json(err: DeployError, *, json_out: bool) -> None:
-    if json_out:
-        print_result_json(
-            {"ok": False, "error": err.message, "hint": err.hint, "exit_code": err.exit_code}
-        )
+def not_verified(report: VerificationReport, source: Path) -> TemplateMismatchError:
+    """The exit-3 error of a translation that does not reproduce the Jinja template."""
+    return TemplateMismatchError(
+        "the Ollama TEMPLATE does not reproduce the chat template of "
+        f"{source}: {_first_difference(report)}",
+        hint="save the printed fragment as a Modelfile and run "
+        f"`deploy-to-ollama template diff {source} --against Modelfile` to see both prompts",
+    )
 
 
 @template_app.command("show", epilog=TEMPLATE_EXAMPLES)
@@ -68,20 +73,16 @@ def show_command(
     """Print the Ollama TEMPLATE, stops and SYSTEM for SOURCE's chat template."""
     from ..chat_template import load_template_source, translate_template
 
-    try:
-        loaded = load_template_source(source, bos=bos, eos=eos)
-        result = translate_template(loaded)
-    except DeployError as err:
-        _fail_json(err, json_out=json_out)
-        raise
+    loaded = load_template_source(source, bos=bos, eos=eos)
+    result = translate_template(loaded)
     # Warnings (double BOS, not verified) reach stderr through the log handler.
-    if json_out:
-        print_result_json(translation_json(result, jinja=loaded.template))
-    else:
+    if not json_out:
         sys.stdout.write(modelfile_fragment(result))
         _summary(result.report)
     if not result.verified:
-        raise typer.Exit(3)
+        fail(not_verified(result.report, source), translation_json(result, jinja=loaded.template))
+    if json_out:
+        print_result_json(translation_json(result, jinja=loaded.template))
 
 
 def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) -> dict[str, Any]:
@@ -113,24 +114,25 @@ def modelfile_fragment(result: TranslatedTemplate) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _summary(report: VerificationReport) -> None:
-    from ..progress import console
+def _first_difference(report: VerificationReport) -> str:
+    failure = report.first_failure()
+    if failure is None:
+        return "no probe could be compared"
+    return f"probe {failure.probe} differs at character {failure.position}"
 
+
+def _summary(report: VerificationReport) -> None:
     ran = [p for p in report.probes if p.status != "skipped"]
     matched = sum(p.status == "match" for p in ran)
     verdict = "verified" if report.verified else "NOT verified"
-    console.print(
-        f"{verdict}: {matched}/{len(ran)} probes match, {len(report.probes) - len(ran)} skipped",
-        markup=False,
-        highlight=False,
+    print_line(
+        f"{verdict}: {matched}/{len(ran)} probes match, {len(report.probes) - len(ran)} skipped"
     )
     failure = report.first_failure()
     if failure is not None:
-        console.print(
+        print_line(
             f"first difference: probe {failure.probe} at character {failure.position}; "
-            "run `deploy-to-ollama template diff` to see it",
-            markup=False,
-            highlight=False,
+            "run `deploy-to-ollama template diff` to see it"
         )
 
 
@@ -148,29 +150,32 @@ def diff_command(
     """Show, per probe, transformers' and Ollama's prompt with the first difference marked."""
     from ..chat_template import load_template_source, verify_template
 
-    try:
-        template, system = read_against(against)
-        report = verify_template(
-            load_template_source(source, bos=bos, eos=eos), template, system=system
-        )
-    except DeployError as err:
-        _fail_json(err, json_out=json_out)
-        raise
-    if json_out:
-        print_result_json(
-            {
-                "verified": report.verified,
-                "probes": [
-                    p.to_json() | {"expected_text": p.expected, "actual_text": p.actual}
-                    for p in report.probes
-                ],
-            }
-        )
-    else:
+    template, system = read_against(against)
+    report = verify_template(
+        load_template_source(source, bos=bos, eos=eos), template, system=system
+    )
+    payload = {
+        "verified": report.verified,
+        "probes": [
+            p.to_json() | {"expected_text": p.expected, "actual_text": p.actual}
+            for p in report.probes
+        ],
+    }
+    if not json_out:
         _print_diff(report)
         _summary(report)
     if not report.verified:
-        raise typer.Exit(3)
+        fail(
+            TemplateMismatchError(
+                f"{against} does not reproduce the chat template of {source}: "
+                + _first_difference(report),
+                hint="fix the TEMPLATE, or take the one `deploy-to-ollama template "
+                f"{source}` prints",
+            ),
+            payload,
+        )
+    if json_out:
+        print_result_json(payload)
 
 
 def read_against(path: Path) -> tuple[str, str | None]:

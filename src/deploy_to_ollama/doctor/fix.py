@@ -13,8 +13,8 @@ from .._fs import write_text_atomic
 from ..errors import (
     OutputExistsError,
     RegistrationError,
+    ReplaceRefusedError,
     TemplateTranslationError,
-    UsageError,
 )
 from ..modelfile import Modelfile, render_modelfile
 from ..ollama_client import OllamaClient, api_parameters
@@ -132,7 +132,7 @@ def apply_fix(
     An Ollama model is re-created from its existing blobs by digest, so nothing is uploaded.
 
     Raises:
-        UsageError: an Ollama model would be replaced without ``force`` and no ``name`` given.
+        ReplaceRefusedError: an Ollama model would be replaced without ``force`` or ``name``.
         OutputExistsError: ``name`` exists and ``force`` is false, or the Modelfile exists.
         OllamaUnavailableError / RegistrationError: registering failed.
     """
@@ -187,7 +187,7 @@ def _modelfile_path(target: Target) -> Path:
 def _ollama_fix_name(target: Target, name: str | None, *, force: bool) -> str:
     if name is None:
         if not force:
-            raise UsageError(
+            raise ReplaceRefusedError(
                 f"--fix would replace the Ollama model {target.label}",
                 hint="pass --force to re-create it under the same name, or --name NEW",
             )

@@ -83,8 +83,9 @@ QUANT_TYPES: Mapping[str, QuantType] = {
     )
 }
 
-#: Unsloth's aliases (unsloth/save.py ``save_to_gguf``). ``not_quantized`` means the model's own
-#: 16-bit dtype, resolved once the dtype is known (see ``resolve_quant``).
+#: The one alias table of ``--quant`` (both backends read it): Unsloth's aliases (unsloth/save.py
+#: ``save_to_gguf``) and llama-quantize's short k-quant names. ``not_quantized`` means the model's
+#: own 16-bit dtype, resolved once the dtype is known (see ``resolve_quant``).
 QUANT_ALIASES: Mapping[str, str | None] = {
     "not_quantized": None,
     "fast_quantized": "q8_0",

@@ -30,26 +30,20 @@ from ..errors import (
     UsageError,
 )
 from ..progress import NullProgress, ProgressReporter
+from .quants import QUANT_ALIASES
 
 logger = logging.getLogger(__name__)
 
 #: Quant types Unsloth's ``save_to_gguf`` accepts without an importance matrix
-#: (unsloth/save.py ``ALLOWED_QUANTS``, 2026.10.9), minus its three aliases.
+#: (unsloth/save.py ``ALLOWED_QUANTS``, 2026.10.9), minus the names ``QUANT_ALIASES`` resolves
+#: first (Unsloth's three aliases and llama-quantize's ``q4_k``/``q5_k``).
 UNSLOTH_QUANTS: frozenset[str] = frozenset(
     {
         "f32", "bf16", "f16", "q8_0", "q4_k_m", "q5_k_m", "q2_k", "q2_k_l", "q3_k_l",
-        "q3_k_m", "q3_k_s", "q4_0", "q4_1", "q4_k_s", "q4_k", "q5_k", "q5_0", "q5_1",
-        "q5_k_s", "q6_k", "q3_k_xs",
+        "q3_k_m", "q3_k_s", "q4_0", "q4_1", "q4_k_s", "q5_0", "q5_1", "q5_k_s", "q6_k",
+        "q3_k_xs",
     }
 )  # fmt: skip
-
-#: Unsloth's aliases, resolved the way ``save_to_gguf`` resolves them. ``not_quantized`` means
-#: "the model's own 16-bit dtype", which is only known after loading, hence ``None``.
-UNSLOTH_QUANT_ALIASES: Mapping[str, str | None] = {
-    "not_quantized": None,
-    "fast_quantized": "q8_0",
-    "quantized": "q4_k_m",
-}
 
 #: What Unsloth needs in its llama.cpp dir (unsloth_zoo/llama_cpp.py ``check_llama_cpp`` and
 #: ``_CONVERTER_STAGE_REQUIRED``): a runnable quantizer, the converter and its packages.
@@ -112,9 +106,10 @@ def unsloth_availability() -> UnslothAvailability:
 def resolve_unsloth_quants(names: Sequence[str]) -> tuple[str | None, ...]:
     """Normalise quant names for Unsloth: case-insensitive, aliases resolved, duplicates dropped.
 
+    Aliases come from ``quants.QUANT_ALIASES``, the table the llama.cpp backend reads too.
     ``None`` in the result stands for ``not_quantized`` (the model's own 16-bit dtype).
 
-    >>> resolve_unsloth_quants(["Q4_K_M", "quantized", "fast_quantized"])
+    >>> resolve_unsloth_quants(["Q4_K_M", "quantized", "fast_quantized", "q4_k"])
     ('q4_k_m', 'q8_0')
 
     Raises:
@@ -125,12 +120,12 @@ def resolve_unsloth_quants(names: Sequence[str]) -> tuple[str | None, ...]:
     resolved: list[str | None] = []
     for raw in names:
         name = raw.strip().lower()
-        if name in UNSLOTH_QUANT_ALIASES:
-            value = UNSLOTH_QUANT_ALIASES[name]
+        if name in QUANT_ALIASES:  # the one alias table, shared with the llama.cpp backend
+            value = QUANT_ALIASES[name]
         elif name in UNSLOTH_QUANTS:
             value = name
         else:
-            valid = ", ".join(sorted(UNSLOTH_QUANTS | UNSLOTH_QUANT_ALIASES.keys()))
+            valid = ", ".join(sorted(UNSLOTH_QUANTS | QUANT_ALIASES.keys()))
             raise UsageError(
                 f"unknown quant type for the unsloth backend: {raw!r}",
                 hint=f"choose one of: {valid}",
