@@ -63,22 +63,32 @@ def setup_command(
     from ..gguf.toolchain import LLAMA_CPP_COMMIT, provision_toolchain
 
     settings = Settings.from_env()
-    with RichProgress(transient=True) as progress:
+    with RichProgress(transient=True, lines_when_not_tty=not json_out) as progress:
         result = provision_toolchain(
-            settings.cache_dir, llama_cpp_dir=llama_cpp, jobs=jobs, force=force, progress=progress
-        )
+            settings.cache_dir, llama_cpp_dir=llama_cpp, jobs=jobs, force=force,
+            with_server=True, progress=progress,
+        )  # fmt: skip
+    server = result.toolchain.server
     payload = {
         "action": result.action,
         "llama_cpp_dir": str(result.toolchain.root),
         "llama_quantize": str(result.toolchain.quantize),
+        "llama_server": str(server) if server else None,
+        "llama_server_error": result.server_error,
         "commit": LLAMA_CPP_COMMIT if result.action != "external" else None,
         "seconds": round(result.seconds, 1),
+        "step_seconds": result.step_seconds,
+        "waited": result.waited,
     }
     if json_out:
         print_result_json(payload)
         return
-    verb = {"built": "built", "reused": "already provisioned", "external": "using your"}
+    verb = {"built": "built", "installed": "installed", "reused": "already provisioned",
+            "external": "using your"}  # fmt: skip
     console.print(f"llama.cpp {verb[result.action]}: {result.toolchain.root}", markup=False)
+    if server is None and result.action != "external":
+        console.print(f"Warning: no llama-server: {result.server_error or 'not built'} "
+                      "(deploy works without it)", markup=False)  # fmt: skip
     typer.echo(str(result.toolchain.root))
 
 
