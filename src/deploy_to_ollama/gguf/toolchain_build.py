@@ -196,6 +196,7 @@ def run_logged(
             assert proc.stdout is not None
             for line in proc.stdout:
                 sink.write(line)
+                sink.flush()  # so that `tail -f` on the log follows a long build
                 tail = [*tail[-19:], line.rstrip()]
                 percent = build_progress(line)
                 if percent is not None and on_progress is not None:

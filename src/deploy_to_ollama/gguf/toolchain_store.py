@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -88,7 +89,7 @@ def current_version(final: Path) -> Path | None:
 def new_version_name(final: Path) -> Path:
     """A fresh, unique version dir path beside ``final`` (not created)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    return final.with_name(f"{final.name}.{stamp}-{os.getpid()}")
+    return final.with_name(f"{final.name}.{stamp}-{secrets.token_hex(3)}")
 
 
 def install_version(staged: Path, final: Path) -> Path:
