@@ -336,3 +336,58 @@ def test_output_is_quiet_and_has_no_source_paths_unless_verbose(verbosity: int) 
     for line in ("building llama-quantize ...", "building llama-quantize: 20%",
                  "building llama-quantize: 60%", "llama.cpp provisioned"):  # fmt: skip
         assert line in err, err
+
+
+# ------------------------------------------------------------------ llama-server (issue 13)
+
+
+@pytest.mark.slow
+def test_setup_builds_a_static_llama_server_beside_llama_quantize(
+    llama_server_binary: Path,
+) -> None:
+    root = llama_server_binary.parent
+    marker = json.loads((root / MARKER_FILE).read_text())
+    assert (marker["server"], marker["server_error"]) == (True, None)
+    assert (root / "llama-quantize").is_file()  # the same build tree, one toolchain
+    ldd = subprocess.run(["ldd", llama_server_binary], capture_output=True, text=True)
+    assert "not a dynamic executable" in (ldd.stdout + ldd.stderr)
+    version = subprocess.run([llama_server_binary, "--version"], capture_output=True, text=True)
+    assert version.returncode == 0, version.stderr
+
+
+@pytest.mark.slow
+def test_llama_server_renders_the_gguf_chat_template(tiny_llama_server: Any) -> None:
+    assert tiny_llama_server.get_json("/health") == {"status": "ok"}
+    prompt = tiny_llama_server.apply_template([{"role": "user", "content": "Hi there"}])
+    # TINY_CHAT_TEMPLATE (ChatML) rendered by llama.cpp's Jinja engine, generation prompt on.
+    assert prompt == "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.slow
+def test_llama_server_takes_another_port_when_its_port_is_taken_and_stops(
+    llama_server_binary: Path, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from support import llama_server
+    from support.ollama_server import free_port
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = int(taken.getsockname()[1])
+    ports = iter([busy])
+    monkeypatch.setattr(llama_server, "free_port", lambda: next(ports, None) or free_port())
+    server = llama_server.start_llama_server(llama_server_binary, tiny_gguf, tmp_path)
+    try:
+        assert not server.url.endswith(f":{busy}")
+        assert server.get_json("/health") == {"status": "ok"}
+        assert "couldn't bind" in (tmp_path / f"llama-server-{busy}.log").read_text()
+    finally:
+        server.stop()
+        taken.close()
+    assert server.process.returncode is not None
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(server.url + "/health", timeout=5)
