@@ -107,7 +107,7 @@ def say(line):
 class Reporter:
     def start(self, key, description, total=None):
         say(f"start {key} {description}")
-        if key == "install" and mode == "install-and-hold":
+        if key == "toolchain-install" and mode == "install-and-hold":
             sys.stdin.readline()
     def advance(self, key, amount=1, *, completed=None):
         pass
@@ -167,10 +167,10 @@ def _release(proc: subprocess.Popen[str]) -> tuple[str, str]:
 def test_a_second_setup_waits_for_the_first_and_reuses_its_toolchain(tmp_path: Path) -> None:
     cache, prebuilt = tmp_path / "cache", _fake_toolchain(tmp_path / "built")
     first = _child("install-and-hold", cache, prebuilt)
-    assert _next_event(first).startswith("start install")  # holds the build lock now
+    assert _next_event(first).startswith("start toolchain-install")  # holds the build lock now
     second = _child("install", cache, prebuilt)
     waiting = _next_event(second)
-    assert waiting.startswith("start wait waiting for process"), waiting
+    assert waiting.startswith("start toolchain-wait waiting for process"), waiting
     assert str(first.pid) in waiting
     first_result, _ = _release(first)
     second_result, second_err = _release(second)

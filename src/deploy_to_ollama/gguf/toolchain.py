@@ -35,6 +35,7 @@ from .toolchain_build import (
     TOOLCHAIN_DIRNAME,
     build_toolchain,
     compile_kernel,
+    progress_key,
     read_marker,
 )
 
@@ -274,7 +275,7 @@ def provision_toolchain(
         return SetupResult(found, "reused", time.monotonic() - started)
     with store.build_lock(final, on_wait=lambda who: _say_waiting(reporter, who, final)) as waited:
         if waited:
-            reporter.done("wait")
+            reporter.done(progress_key("wait"))
         # Whoever we waited for has just built it: a second build, even forced, would be waste.
         if (not force or waited) and (found := _provisioned(final, with_server=with_server)):
             return SetupResult(found, "reused", time.monotonic() - started, waited=waited)
@@ -305,7 +306,7 @@ def provision_toolchain(
 def _say_waiting(reporter: ProgressReporter, who: str, final: Path) -> None:
     message = f"waiting for {who} to finish building llama.cpp in {final.parent}"
     logger.warning("%s", message)
-    reporter.start("wait", message, total=None)
+    reporter.start(progress_key("wait"), message, total=None)
 
 
 def _copy_prebuilt(prebuilt: Path, work: Path, reporter: ProgressReporter) -> Path:
@@ -315,9 +316,9 @@ def _copy_prebuilt(prebuilt: Path, work: Path, reporter: ProgressReporter) -> Pa
         raise DependencyMissingError(
             f"{prebuilt} is not a finished llama.cpp toolchain (lacks {lacks})", hint=SETUP_HINT
         )
-    reporter.start("install", f"llama.cpp: copying the toolchain from {prebuilt}", total=None)
+    reporter.start(progress_key("install"), f"llama.cpp: copying {prebuilt}", total=None)
     staged = work / "toolchain"
     shutil.copytree(prebuilt, staged, symlinks=True,
                     ignore=shutil.ignore_patterns(store.IN_USE_FILE))  # fmt: skip
-    reporter.done("install")
+    reporter.done(progress_key("install"))
     return staged

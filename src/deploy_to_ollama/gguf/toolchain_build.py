@@ -99,16 +99,21 @@ class BuildReport:
     server_error: str | None = None
 
 
+def progress_key(step: str) -> str:
+    """The reporter key of a toolchain step (apart from the keys of the stages that follow)."""
+    return f"toolchain-{step}"
+
+
 @contextmanager
 def _step(
     report: BuildReport, reporter: ProgressReporter, key: str, what: str, total: float | None
 ) -> Iterator[None]:
     """One reported, timed build step (``key`` in the report, ``what`` on the progress line)."""
     started = time.monotonic()
-    reporter.start(key, what, total=total)
+    reporter.start(progress_key(key), what, total=total)
     yield
     report.seconds[key] = round(time.monotonic() - started, 1)
-    reporter.done(key)
+    reporter.done(progress_key(key))
     logger.info("%s: %.0f s", what, report.seconds[key])
 
 
@@ -234,7 +239,7 @@ def _build_target(
         [_cmake(), "--build", build, "--target", target, "-j", str(jobs)],
         what=f"building {target}",
         log=log,
-        on_progress=lambda percent: reporter.advance(key, completed=percent),
+        on_progress=lambda percent: reporter.advance(progress_key(key), completed=percent),
     )
     binary = build / "bin" / target
     if not binary.exists():
@@ -328,7 +333,8 @@ def build_toolchain(
     with _step(report, reporter, "fetch", "llama.cpp: getting the sources (77 MB, once)", None):
         source = obtain_sdist(cache_dir, sdist)
     with _step(report, reporter, "extract", "llama.cpp: unpacking the sources", None):
-        src = _extract_vendor(source, work / "src", lambda n: reporter.advance("extract", n))
+        key = progress_key("extract")
+        src = _extract_vendor(source, work / "src", lambda n: reporter.advance(key, n))
     staged = work / "toolchain"
     staged.mkdir()
     for part in PYTHON_PARTS:
