@@ -224,6 +224,27 @@ def test_a_toolchain_from_before_versions_is_reused_then_replaced_atomically(
     release(replaced.toolchain.root)
 
 
+def test_setup_upgrades_a_toolchain_from_before_llama_server_and_deploys_keep_it(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    old = _fake_toolchain(tmp_path / "old", "old")
+    (old / MARKER_FILE).write_text(json.dumps({"commit": "0c1e570"}))  # format 1: no server
+    provision_toolchain(cache, prebuilt=old)
+    for_deploy = provision_toolchain(cache)  # deploys need no server: no rebuild for them
+    assert for_deploy.action == "reused"
+    with pytest.raises(DependencyMissingError, match="predates llama-server") as info:
+        for_deploy.toolchain.require_server()
+    assert "setup --force" in (info.value.hint or "")
+    for_setup = provision_toolchain(
+        cache, with_server=True, prebuilt=_fake_toolchain(tmp_path / "new")
+    )
+    assert for_setup.action == "installed"
+    assert provision_toolchain(cache, with_server=True).action == "reused"
+    for root in {for_deploy.toolchain.root, for_setup.toolchain.root}:
+        release(root)
+
+
 def test_prebuilt_must_be_a_finished_toolchain(tmp_path: Path) -> None:
     half = tmp_path / "half"
     (half / "gguf-py").mkdir(parents=True)

@@ -204,7 +204,7 @@ def _provisioned(final: Path, *, with_server: bool) -> Toolchain | None:
         marker = read_marker(version) if version is not None else None
         if version is None or marker is None or missing_parts(version, PROVISIONED_FILES):
             return None
-        if with_server and int(str(marker.get("format", 1))) < MARKER_FORMAT:
+        if with_server and marker.get("format", 1) != MARKER_FORMAT:
             return None
         if store.mark_in_use(version):
             return Toolchain(version)
