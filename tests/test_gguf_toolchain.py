@@ -206,6 +206,36 @@ def test_a_rebuild_never_removes_a_toolchain_in_use(tmp_path: Path) -> None:
         release(root)
 
 
+def test_during_a_rebuild_the_toolchain_name_still_names_a_whole_toolchain(
+    tmp_path: Path,
+) -> None:
+    """Even reached through a symlinked cache dir (the store must not mistake the current one)."""
+    (tmp_path / "real").mkdir()
+    cache = tmp_path / "cache"
+    cache.symlink_to(tmp_path / "real")
+    first = provision_toolchain(cache, prebuilt=_fake_toolchain(tmp_path / "a", "a"))
+    release(first.toolchain.root)  # unused now: only being current protects it
+    seen: list[list[str]] = []
+
+    class Watch:
+        def start(self, key: str, description: str, total: float | None = None) -> None:
+            seen.append(missing_parts(toolchain_dir(cache), PROVISIONED_FILES))
+
+        def advance(self, key: str, amount: float = 1, *, completed: float | None = None) -> None:
+            return None
+
+        def done(self, key: str, message: str | None = None) -> None:
+            seen.append(missing_parts(toolchain_dir(cache), PROVISIONED_FILES))
+
+    second = provision_toolchain(
+        cache, prebuilt=_fake_toolchain(tmp_path / "b", "b"), force=True, progress=Watch()
+    )
+    assert seen == [[], []]  # whole before and after the copy, while the lock is held
+    assert (toolchain_dir(cache) / "llama-quantize").read_text().endswith("echo b\n")
+    assert not first.toolchain.root.exists()  # retired and unused: removed after the switch
+    release(second.toolchain.root)
+
+
 def test_a_toolchain_from_before_versions_is_reused_then_replaced_atomically(
     tmp_path: Path,
 ) -> None:

@@ -81,7 +81,9 @@ def _holder(path: Path) -> str:
 def current_version(final: Path) -> Path | None:
     """The toolchain dir ``final`` stands for: the pointer's target, or ``final`` if a real dir."""
     if final.is_symlink():
-        target = final.resolve()
+        # Not resolve(): the version keeps the cache dir's own spelling, so that it compares
+        # equal to the siblings ``collect_garbage`` lists even under a symlinked cache dir.
+        target = final.parent / os.readlink(final)
         return target if target.is_dir() else None
     return final if final.is_dir() else None
 
@@ -153,7 +155,11 @@ def collect_garbage(final: Path) -> list[Path]:
         shutil.rmtree(work, ignore_errors=True)
         removed.append(work)
     for version in final.parent.glob(f"{final.name}.*"):
-        if version == current or version.is_symlink() or not version.is_dir():
+        if (
+            (current and version.name == current.name)
+            or version.is_symlink()
+            or not version.is_dir()
+        ):
             continue
         if _remove_if_unused(version):
             removed.append(version)
