@@ -50,6 +50,8 @@ REQUIRED_FILES: tuple[str, ...] = (
 )
 #: What a toolchain we provision has besides (a user's llama.cpp may lack the library).
 PROVISIONED_FILES: tuple[str, ...] = (*REQUIRED_FILES, QUANT_LIBRARY)
+#: What a cold build costs, as measured (README, "Set up"); said when a build starts.
+BUILD_TIME_NOTE = "about 10 min on 2 cores"
 __all__ = [
     "CMAKE_FLAGS", "KERNEL_LIBRARY", "LLAMA_CPP_COMMIT", "LLAMA_CPP_PYTHON_VERSION", "MARKER_FILE",
     "PROVISIONED_FILES", "QUANT_LIBRARY", "REQUIRED_FILES", "SDIST_NAME", "SERVER_BINARY",
@@ -287,6 +289,11 @@ def provision_toolchain(
             else:
                 log = final.with_name(final.name + ".build.log")
                 log.write_text("", encoding="utf-8")
+                # Visible at the default level even where no progress bar can be drawn.
+                logger.warning(
+                    "building llama.cpp %s into %s, once per machine (%s); log: %s",
+                    LLAMA_CPP_COMMIT, final, BUILD_TIME_NOTE, log,
+                )  # fmt: skip
                 staged, report = build_toolchain(
                     cache_dir, work, sdist=sdist, jobs=jobs or os.cpu_count() or 2, log=log,
                     reporter=reporter,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -96,7 +97,15 @@ class BuildReport:
     """What a build did: seconds per step and, when llama-server failed, why."""
 
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU time of the step's tools: unlike wall time, it does not depend on how busy the
+    machine was (wall time on an idle machine is about this divided by the build jobs)."""
     server_error: str | None = None
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def progress_key(step: str) -> str:
@@ -109,10 +118,11 @@ def _step(
     report: BuildReport, reporter: ProgressReporter, key: str, what: str, total: float | None
 ) -> Iterator[None]:
     """One reported, timed build step (``key`` in the report, ``what`` on the progress line)."""
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _children_cpu()
     reporter.start(progress_key(key), what, total=total)
     yield
     report.seconds[key] = round(time.monotonic() - started, 1)
+    report.cpu_seconds[key] = round(_children_cpu() - cpu, 1)
     reporter.done(progress_key(key))
     logger.info("%s: %.0f s", what, report.seconds[key])
 
@@ -367,6 +377,7 @@ def write_marker(staged: Path, report: BuildReport) -> None:
         "server": (staged / SERVER_BINARY).is_file(),
         "server_error": report.server_error,
         "build_seconds": report.seconds,
+        "build_cpu_seconds": report.cpu_seconds,
     }
     (staged / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
