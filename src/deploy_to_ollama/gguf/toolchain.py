@@ -51,7 +51,7 @@ REQUIRED_FILES: tuple[str, ...] = (
 #: What a toolchain we provision has besides (a user's llama.cpp may lack the library).
 PROVISIONED_FILES: tuple[str, ...] = (*REQUIRED_FILES, QUANT_LIBRARY)
 #: What a cold build costs, as measured (README, "Set up"); said when a build starts.
-BUILD_TIME_NOTE = "about 10 min on 2 cores"
+BUILD_TIME_NOTE = "about 8 min on 2 idle cores, longer on a busy machine"
 __all__ = [
     "CMAKE_FLAGS", "KERNEL_LIBRARY", "LLAMA_CPP_COMMIT", "LLAMA_CPP_PYTHON_VERSION", "MARKER_FILE",
     "PROVISIONED_FILES", "QUANT_LIBRARY", "REQUIRED_FILES", "SDIST_NAME", "SERVER_BINARY",
