@@ -92,13 +92,13 @@ def _provision_toolchain() -> None:
     The same place and key as ``deploy-to-ollama setup`` and the tests' fixture: one build per
     machine, whichever of the three comes first.
     """
-    from deploy_to_ollama.gguf.toolchain import provision_toolchain
+    from deploy_to_ollama.gguf.toolchain import BUILD_TIME_NOTE, provision_toolchain
     from deploy_to_ollama.progress import RichProgress
     from deploy_to_ollama.settings import Settings
 
     settings = Settings.from_env()
     if settings.llama_cpp_dir is None:
-        _say(f"llama.cpp toolchain in {settings.cache_dir} (first run: ~10 min on 2 cores)")
+        _say(f"llama.cpp toolchain in {settings.cache_dir} (built on first use: {BUILD_TIME_NOTE})")
     with RichProgress(lines_when_not_tty=True) as progress:
         result = provision_toolchain(
             settings.cache_dir, llama_cpp_dir=settings.llama_cpp_dir, progress=progress
