@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 SETUP_EXAMPLES = """Examples:
 
-  deploy-to-ollama setup                       # build the pinned llama.cpp once (~4 min)
+  deploy-to-ollama setup                       # build the pinned llama.cpp once (~8 min, 2 cores)
 
   deploy-to-ollama setup --llama-cpp ~/llama.cpp   # check and use your own checkout
 """
