@@ -442,3 +442,20 @@ def test_llama_server_takes_another_port_when_its_port_is_taken_and_stops(
     assert server.process.returncode is not None
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(server.url + "/health", timeout=5)
+
+
+@pytest.mark.slow
+def test_setup_cli_reports_its_llama_server(
+    llama_server_binary: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.llama_cpp import shared_cache_dir
+
+    monkeypatch.setenv("DTO_CACHE_DIR", str(shared_cache_dir()))
+    result = CliRunner().invoke(app, ["setup", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    import os
+
+    expected = "external" if os.environ.get("DTO_LLAMA_CPP_DIR") else "reused"
+    assert (payload["action"], payload["llama_server_error"]) == (expected, None)
+    assert payload["llama_server"] == str(llama_server_binary)
