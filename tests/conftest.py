@@ -9,6 +9,7 @@ import pytest
 pytest_plugins: list[str] = [
     "support.ollama_server",
     "support.llama_cpp",
+    "support.llama_server",
     "support.go_oracle",
     "support.doctor_models",
     "support.models",

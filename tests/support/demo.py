@@ -86,25 +86,33 @@ def _ask(host: str, model: str) -> dict[str, object]:
     return result
 
 
-def _reuse_test_toolchain() -> None:
-    """Use the llama.cpp the tests already built (saves a ~3.5 min build on this machine)."""
-    from support.policy import test_cache_dir
+def _provision_toolchain() -> None:
+    """Build (first run) or find the llama.cpp toolchain, showing each step while it builds.
 
-    if os.environ.get("DTO_LLAMA_CPP_DIR"):
-        return
-    for root in sorted((test_cache_dir() / "toolchain").glob("llama.cpp-*")):
-        if (root / "llama-quantize").exists() and (root / "convert_hf_to_gguf.py").exists():
-            os.environ["DTO_LLAMA_CPP_DIR"] = str(root)
-            _say(f"reusing the test suite's llama.cpp at {root}")
-            return
+    The same place and key as ``deploy-to-ollama setup`` and the tests' fixture: one build per
+    machine, whichever of the three comes first.
+    """
+    from deploy_to_ollama.gguf.toolchain import BUILD_TIME_NOTE, provision_toolchain
+    from deploy_to_ollama.progress import RichProgress
+    from deploy_to_ollama.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.llama_cpp_dir is None:
+        _say(f"llama.cpp toolchain in {settings.cache_dir} (built on first use: {BUILD_TIME_NOTE})")
+    with RichProgress(lines_when_not_tty=True) as progress:
+        result = provision_toolchain(
+            settings.cache_dir, llama_cpp_dir=settings.llama_cpp_dir, progress=progress
+        )
+    _say(f"llama.cpp toolchain {result.action}: {result.toolchain.root}")
 
 
 def main() -> int:
     from deploy_to_ollama.pipeline import deploy
-    from deploy_to_ollama.progress import RichProgress
+    from deploy_to_ollama.progress import RichProgress, configure_output
 
-    _reuse_test_toolchain()
+    configure_output(0)  # our lines only: no third-party deprecations or shard bars
     adapter = _build_adapter()
+    _provision_toolchain()
     user_host = _user_ollama()
     host = user_host or _test_server()
     # The test server shares 2 busy cores: one thread is ~100x faster there than two.

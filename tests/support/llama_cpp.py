@@ -1,7 +1,10 @@
-"""Session fixture: the pinned llama.cpp toolchain, provisioned once into the test cache.
+"""Session fixture: the pinned llama.cpp toolchain, in the same place the product keeps it.
 
-The cache is persistent (``test_cache_dir()``), so the ~3.5 min ``llama-quantize`` build happens
-once per machine, and CI on the same machine reuses it. ``DTO_LLAMA_CPP_DIR`` overrides it.
+One cache key for the same pinned inputs: the tests use the toolchain ``deploy-to-ollama
+setup`` and ``make demo`` provision (``$XDG_CACHE_HOME/deploy-to-ollama``, or the user's
+``DTO_CACHE_DIR`` as it was when pytest started), so ``make test`` after ``make demo`` builds
+nothing. The per-test ``DTO_CACHE_DIR`` (tmp) still isolates every other cached artefact, and
+the product's build lock lets parallel runs share the one build. ``DTO_LLAMA_CPP_DIR`` overrides.
 """
 
 from __future__ import annotations
@@ -12,36 +15,46 @@ from pathlib import Path
 
 import pytest
 
-from support.policy import skip_or_fail, test_cache_dir
+from support.policy import skip_or_fail
+
+#: The environment as pytest started, before ``_isolated_env`` points DTO_CACHE_DIR at tmp.
+_START_ENV = dict(os.environ)
+
+
+def shared_cache_dir() -> Path:
+    """The user's deploy-to-ollama cache dir: setup, the demo and the tests share llama.cpp."""
+    from deploy_to_ollama.settings import Settings
+
+    return Settings.from_env(_START_ENV).cache_dir
 
 
 def _sdist_available() -> bool:
     from deploy_to_ollama.gguf.toolchain import SDIST_NAME
 
-    return (test_cache_dir() / "toolchain" / "src" / SDIST_NAME).exists()
+    return (shared_cache_dir() / "src" / SDIST_NAME).exists()
+
+
+def provision_shared(*, with_server: bool) -> object:
+    """The shared toolchain (built on first use, minutes; see ``provision_toolchain``)."""
+    from deploy_to_ollama.errors import DeployError
+    from deploy_to_ollama.gguf.toolchain import provision_toolchain
+
+    external = _START_ENV.get("DTO_LLAMA_CPP_DIR")
+    if external:
+        return provision_toolchain(shared_cache_dir(), llama_cpp_dir=Path(external)).toolchain
+    if shutil.which("cmake") is None and not _sdist_available():
+        skip_or_fail("cmake and the llama-cpp-python sdist are needed to build llama.cpp")
+    try:
+        return provision_toolchain(shared_cache_dir(), jobs=2, with_server=with_server).toolchain
+    except DeployError as err:
+        skip_or_fail(f"llama.cpp toolchain unavailable: {err}")
+        raise
 
 
 @pytest.fixture(scope="session")
 def llama_cpp_toolchain() -> object:
     """A usable ``Toolchain`` (provisioned on first use; the build takes minutes)."""
-    from filelock import FileLock
-
-    from deploy_to_ollama.errors import DeployError
-    from deploy_to_ollama.gguf.toolchain import provision_toolchain
-
-    external = os.environ.get("DTO_LLAMA_CPP_DIR")
-    if external:
-        return provision_toolchain(test_cache_dir(), llama_cpp_dir=Path(external)).toolchain
-    if shutil.which("cmake") is None and not _sdist_available():
-        skip_or_fail("cmake and the llama-cpp-python sdist are needed to build llama.cpp")
-    cache = test_cache_dir() / "toolchain"
-    cache.mkdir(parents=True, exist_ok=True)
-    try:
-        with FileLock(str(cache / ".lock")):
-            return provision_toolchain(cache, jobs=2).toolchain
-    except DeployError as err:
-        skip_or_fail(f"llama.cpp toolchain unavailable: {err}")
-        raise
+    return provision_shared(with_server=False)
 
 
 # --------------------------------------------------------------- GGUF check (item 7) helpers

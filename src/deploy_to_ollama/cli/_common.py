@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 import traceback
 from collections.abc import Iterator
@@ -18,12 +17,11 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.logging import RichHandler
 from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DeployError, RoundTripError, RunInterruptedError, TemplateMismatchError
-from ..progress import ProgressReporter, RichProgress, console
+from ..progress import ProgressReporter, RichProgress, configure_output, console
 from ..settings import Settings
 
 #: What the user reads on Ctrl-C (writes go to temp names first, so the claim holds).
@@ -130,14 +128,7 @@ def _root(
     ] = 0,
 ) -> None:
     """Deploy fine-tuned models to Ollama and prove they work."""
-    settings = Settings.from_env()
-    level = {0: settings.log_level, 1: "INFO"}.get(verbose, "DEBUG")
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-        force=True,
-    )
+    configure_output(verbose, Settings.from_env().log_level)
 
 
 def print_result_json(payload: dict[str, Any]) -> None:

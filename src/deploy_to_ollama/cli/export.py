@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 SETUP_EXAMPLES = """Examples:
 
-  deploy-to-ollama setup                       # build the pinned llama.cpp once (~4 min)
+  deploy-to-ollama setup                       # build the pinned llama.cpp once (~8 min, 2 cores)
 
   deploy-to-ollama setup --llama-cpp ~/llama.cpp   # check and use your own checkout
 """
@@ -65,22 +65,32 @@ def setup_command(
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}", hint="e.g. --jobs 4")
     settings = Settings.from_env()
-    with RichProgress(transient=True) as progress:
+    with RichProgress(transient=True, lines_when_not_tty=not json_out) as progress:
         result = provision_toolchain(
-            settings.cache_dir, llama_cpp_dir=llama_cpp, jobs=jobs, force=force, progress=progress
-        )
+            settings.cache_dir, llama_cpp_dir=llama_cpp, jobs=jobs, force=force,
+            with_server=True, progress=progress,
+        )  # fmt: skip
+    server = result.toolchain.server
     payload = {
         "action": result.action,
         "llama_cpp_dir": str(result.toolchain.root),
         "llama_quantize": str(result.toolchain.quantize),
+        "llama_server": str(server) if server else None,
+        "llama_server_error": result.server_error,
         "commit": LLAMA_CPP_COMMIT if result.action != "external" else None,
         "seconds": round(result.seconds, 1),
+        "step_seconds": result.step_seconds,
+        "waited": result.waited,
     }
     if json_out:
         print_result_json(payload)
         return
-    verb = {"built": "built", "reused": "already provisioned", "external": "using your"}
+    verb = {"built": "built", "installed": "installed", "reused": "already provisioned",
+            "external": "using your"}  # fmt: skip
     console.print(f"llama.cpp {verb[result.action]}: {result.toolchain.root}", markup=False)
+    if server is None and result.action != "external":
+        console.print(f"Warning: no llama-server: {result.server_error or 'not built'} "
+                      "(deploy works without it)", markup=False)  # fmt: skip
     typer.echo(str(result.toolchain.root))
 
 

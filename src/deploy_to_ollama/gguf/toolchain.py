@@ -2,52 +2,44 @@
 
 The toolchain dir is laid out the way Unsloth expects (``llama-quantize``,
 ``convert_hf_to_gguf.py``, ``convert_lora_to_gguf.py``, ``conversion/``, ``gguf-py/`` at its root),
-so the Unsloth backend can point ``UNSLOTH_LLAMA_CPP_PATH`` at it.
+so the Unsloth backend can point ``UNSLOTH_LLAMA_CPP_PATH`` at it. How it is built lives in
+``toolchain_build``; how finished toolchains are stored, locked and replaced in ``toolchain_store``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
-import sys
-import tarfile
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._subprocess import run_tool
-from ..errors import ConversionError, DependencyMissingError
+from ..errors import DependencyMissingError
 from ..progress import NullProgress, ProgressReporter
+from . import toolchain_store as store
+from .toolchain_build import (
+    BUILD_LOG,
+    CMAKE_FLAGS,
+    KERNEL_LIBRARY,
+    LLAMA_CPP_COMMIT,
+    LLAMA_CPP_PYTHON_VERSION,
+    MARKER_FILE,
+    MARKER_FORMAT,
+    QUANT_LIBRARY,
+    SDIST_NAME,
+    SERVER_BINARY,
+    SETUP_HINT,
+    TOOLCHAIN_DIRNAME,
+    build_toolchain,
+    compile_kernel,
+    progress_key,
+    read_marker,
+)
 
 logger = logging.getLogger(__name__)
-
-#: llama-cpp-python release whose sdist vendors the llama.cpp we pin (commit 0c1e570).
-LLAMA_CPP_PYTHON_VERSION = "0.3.36"
-LLAMA_CPP_COMMIT = "0c1e570"
-SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
-TOOLCHAIN_DIRNAME = f"llama.cpp-{LLAMA_CPP_COMMIT}"
-MARKER_FILE = ".dto-toolchain.json"
-#: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
-#: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
-QUANT_LIBRARY = "libdto-llama.so"
-#: Our AVX2 Q4_K/Q5_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several times
-#: faster; optional: absent where they cannot be compiled (no x86-64), and then ggml's code is used.
-KERNEL_LIBRARY = "libdto-kquants.so"
-KERNEL_SOURCE = Path(__file__).with_name("kquants_avx2.c")
-#: No -mfma and no contraction: a fused multiply-add rounds differently from ggml's code.
-KERNEL_FLAGS: tuple[str, ...] = (
-    "-O2", "-mavx2", "-mf16c", "-ffp-contract=off", "-fno-fast-math", "-fPIC", "-shared",
-)  # fmt: skip
-#: The static archives that make up the library, as the cmake build lays them out.
-_ARCHIVES: tuple[str, ...] = (
-    "src/libllama.a",
-    "ggml/src/libggml.a",
-    "ggml/src/libggml-cpu.a",
-    "ggml/src/libggml-base.a",
-)
 
 #: Files the exporter (and Unsloth) need at the toolchain root.
 REQUIRED_FILES: tuple[str, ...] = (
@@ -58,30 +50,14 @@ REQUIRED_FILES: tuple[str, ...] = (
 )
 #: What a toolchain we provision has besides (a user's llama.cpp may lack the library).
 PROVISIONED_FILES: tuple[str, ...] = (*REQUIRED_FILES, QUANT_LIBRARY)
-#: Python parts copied from the vendored tree (``conversion/`` exists from late-2026 llama.cpp).
-PYTHON_PARTS: tuple[str, ...] = (
-    "convert_hf_to_gguf.py",
-    "convert_lora_to_gguf.py",
-    "conversion",
-    "gguf-py",
-)
-CMAKE_FLAGS: tuple[str, ...] = (
-    "-DCMAKE_BUILD_TYPE=Release",
-    "-DGGML_NATIVE=OFF",
-    "-DLLAMA_OPENSSL=OFF",
-    "-DLLAMA_CURL=OFF",
-    "-DBUILD_SHARED_LIBS=OFF",
-    # Position-independent archives, so they also link into the shared QUANT_LIBRARY.
-    "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
-    "-DGGML_BLAS=OFF",
-    "-DGGML_OPENMP=OFF",
-    "-DLLAMA_BUILD_TESTS=OFF",
-    "-DLLAMA_BUILD_EXAMPLES=OFF",
-    "-DLLAMA_BUILD_SERVER=OFF",
-    # Fully static so the same binary runs on the GPU machine too.
-    "-DCMAKE_EXE_LINKER_FLAGS=-static",
-)
-SETUP_HINT = "run `deploy-to-ollama setup` (or set DTO_LLAMA_CPP_DIR to a llama.cpp checkout)"
+#: What a cold build costs, as measured (README, "Set up"); said when a build starts.
+BUILD_TIME_NOTE = "about 8 min on 2 idle cores, longer on a busy machine"
+__all__ = [
+    "CMAKE_FLAGS", "KERNEL_LIBRARY", "LLAMA_CPP_COMMIT", "LLAMA_CPP_PYTHON_VERSION", "MARKER_FILE",
+    "PROVISIONED_FILES", "QUANT_LIBRARY", "REQUIRED_FILES", "SDIST_NAME", "SERVER_BINARY",
+    "SETUP_HINT", "TOOLCHAIN_DIRNAME", "SetupResult", "Toolchain", "find_toolchain",
+    "missing_parts", "provision_toolchain", "toolchain_dir",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +82,34 @@ class Toolchain:
         """The AVX2 Q4_K kernel, when it was compiled for this machine."""
         path = self.root / KERNEL_LIBRARY
         return path if path.is_file() else None
+
+    @property
+    def server(self) -> Path | None:
+        """The ``llama-server`` binary built by ``setup``, or None (see ``require_server``)."""
+        path = self.root / SERVER_BINARY
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+
+    def require_server(self) -> Path:
+        """Return ``llama-server``; raise with the reason when this toolchain has none.
+
+        Raises:
+            DependencyMissingError: it failed to build (the message names the build log), was
+                never built (a toolchain from before ``setup`` built it), or is not in the
+                user's llama.cpp.
+        """
+        if self.server is not None:
+            return self.server
+        marker = read_marker(self.root)
+        if marker is None:
+            message = f"no {SERVER_BINARY} in your llama.cpp at {self.root}"
+            hint = "build its llama-server target, or unset DTO_LLAMA_CPP_DIR and run setup"
+        elif marker.get("server_error"):
+            message = f"{SERVER_BINARY} failed to build: {marker['server_error']}"
+            hint = f"see {self.root / BUILD_LOG}; deploys work without it"
+        else:
+            message = f"the llama.cpp toolchain in {self.root} predates {SERVER_BINARY}"
+            hint = "run `deploy-to-ollama setup --force` to rebuild it with llama-server"
+        raise DependencyMissingError(message, hint=hint)
 
     @property
     def convert_hf(self) -> Path:
@@ -141,8 +145,16 @@ class SetupResult:
 
     toolchain: Toolchain
     action: str
-    """``reused`` (already there), ``external`` (user's llama.cpp) or ``built``."""
+    """``reused`` (already there), ``external`` (user's llama.cpp), ``built`` or ``installed``
+    (copied from ``prebuilt``)."""
     seconds: float
+    waited: bool = False
+    """Another process held the build lock and we waited for it."""
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds per build step (``fetch``, ``extract``, ``configure``, ``quantize``, ``library``,
+    ``server``) when this call built the toolchain."""
+    server_error: str | None = None
+    """Why ``llama-server`` did not build, when it did not (the toolchain is usable anyway)."""
 
 
 def missing_parts(root: Path, required: tuple[str, ...] = REQUIRED_FILES) -> list[str]:
@@ -178,8 +190,27 @@ def _external_root(path: Path) -> Path:
 
 
 def toolchain_dir(cache_dir: Path) -> Path:
-    """Where ``setup`` provisions the pinned toolchain inside ``cache_dir``."""
+    """Where ``setup`` provisions the pinned toolchain inside ``cache_dir`` (a pointer to the
+    current version; see ``toolchain_store``)."""
     return cache_dir / TOOLCHAIN_DIRNAME
+
+
+def _provisioned(final: Path, *, with_server: bool) -> Toolchain | None:
+    """The finished toolchain ``final`` points at, marked in use by this process; else None.
+
+    ``with_server``: a toolchain from before ``setup`` tried to build llama-server does not
+    count (one whose server build failed does: retrying would fail the same way).
+    """
+    for _ in range(3):  # a rebuild may retire the version between our look and our lock
+        version = store.current_version(final)
+        marker = read_marker(version) if version is not None else None
+        if version is None or marker is None or missing_parts(version, PROVISIONED_FILES):
+            return None
+        if with_server and marker.get("format", 1) != MARKER_FORMAT:
+            return None
+        if store.mark_in_use(version):
+            return Toolchain(version)
+    return None
 
 
 def find_toolchain(cache_dir: Path, llama_cpp_dir: Path | None = None) -> Toolchain:
@@ -191,119 +222,13 @@ def find_toolchain(cache_dir: Path, llama_cpp_dir: Path | None = None) -> Toolch
     if llama_cpp_dir is not None:
         return _check_usable(_external_root(llama_cpp_dir), source="DTO_LLAMA_CPP_DIR/--llama-cpp")
     root = toolchain_dir(cache_dir)
-    if not (root / MARKER_FILE).exists() or missing_parts(root, PROVISIONED_FILES):
+    found = _provisioned(root, with_server=False)
+    if found is None:
         raise DependencyMissingError(
             f"llama.cpp toolchain not provisioned (or from an older version) in {root}",
             hint=SETUP_HINT,
         )
-    return _check_usable(root, source="provisioned")
-
-
-def _obtain_sdist(cache_dir: Path, sdist: Path | None) -> Path:
-    """Return the pinned sdist: given, cached, or fetched once with ``pip download``."""
-    if sdist is not None:
-        return sdist
-    cached = cache_dir / "src" / SDIST_NAME
-    if cached.exists():
-        return cached
-    dest = cache_dir / "src"
-    dest.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-        "--dest", str(dest), f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
-    ]  # fmt: skip
-    hint = f"put {SDIST_NAME} into {dest} when offline"
-    try:
-        run_tool(command, what="pip download llama-cpp-python sources", hint=hint)
-    except ConversionError as err:
-        raise DependencyMissingError(err.message, hint=hint) from err
-    return dest / SDIST_NAME
-
-
-def _extract_vendor(sdist: Path, dest: Path) -> Path:
-    """Extract ``vendor/llama.cpp`` of the sdist into ``dest``; return its path."""
-    prefix = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
-    with tarfile.open(sdist) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix)]
-        if not members:
-            raise DependencyMissingError(
-                f"{sdist} holds no vendor/llama.cpp", hint=f"delete it and {SETUP_HINT}"
-            )
-        tar.extractall(dest, members=members, filter="data")
-    return dest / prefix
-
-
-def _build_quantize(src: Path, build: Path, jobs: int) -> Path:
-    """Configure and build only the ``llama-quantize`` target (static, portable CPU)."""
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise DependencyMissingError(
-            "cmake is not installed; building llama-quantize needs it",
-            hint="install cmake and a C++ compiler (apt-get install cmake g++)",
-        )
-    run_tool([cmake, "-S", src, "-B", build, *CMAKE_FLAGS], what="configuring llama.cpp (cmake)")
-    run_tool(
-        [cmake, "--build", build, "--target", "llama-quantize", "-j", str(jobs)],
-        what="building llama-quantize",
-    )
-    binary = build / "bin" / "llama-quantize"
-    if not binary.exists():
-        raise ConversionError(
-            f"the build produced no {binary}", hint="rerun with -vv and report it"
-        )
-    return binary
-
-
-def _link_quant_library(build: Path, dest: Path) -> None:
-    """Link llama.cpp's static archives into one shared library with every symbol exported.
-
-    Why not a second, shared cmake build: that compiles all of llama.cpp twice; the archives of
-    the llama-quantize build are position-independent and already hold everything.
-    """
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        raise DependencyMissingError(
-            "no C++ compiler found to link the quantizer library",
-            hint="install g++ (apt-get install g++)",
-        )
-    archives = [build / rel for rel in _ARCHIVES]
-    if missing := [str(a) for a in archives if not a.is_file()]:
-        raise ConversionError(f"the build produced no {missing[0]}", hint="rerun with -vv")
-    command: list[str | Path] = [
-        compiler, "-shared", "-o", dest,
-        "-Wl,--whole-archive", *archives, "-Wl,--no-whole-archive",
-        "-pthread", "-ldl", "-lm",
-    ]  # fmt: skip
-    run_tool(command, what="linking the quantizer library")
-
-
-def _compile_kernel(dest: Path) -> bool:
-    """Compile the AVX2 Q4_K kernel to ``dest`` unless it is there and newer than its source.
-
-    Best effort: without a C compiler or off x86-64 there is no kernel and ggml's quantizer is
-    used, which is slower and writes the same bytes.
-    """
-    import hashlib
-
-    digest = hashlib.sha256(KERNEL_SOURCE.read_bytes()).hexdigest()
-    stamp = dest.with_name(dest.name + ".sha256")
-    if dest.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == digest:
-        return True
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None or not os.access(dest.parent, os.W_OK):
-        return False
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    command: list[str | Path] = [compiler, *KERNEL_FLAGS, "-o", tmp, KERNEL_SOURCE]
-    try:
-        run_tool(command, what="compiling the Q4_K kernel")
-        os.replace(tmp, dest)
-        stamp.write_text(digest, encoding="utf-8")
-    except ConversionError as err:
-        logger.info("no AVX2 Q4_K kernel (%s); ggml's quantizer will be used", err.message)
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    return True
+    return _check_usable(found.root, source="provisioned")
 
 
 def provision_toolchain(
@@ -313,12 +238,17 @@ def provision_toolchain(
     sdist: Path | None = None,
     jobs: int | None = None,
     force: bool = False,
+    with_server: bool = False,
+    prebuilt: Path | None = None,
     progress: ProgressReporter | None = None,
 ) -> SetupResult:
     """Provision the pinned llama.cpp toolchain once; reuse it (or the user's) afterwards.
 
-    The build happens in a temp dir beside the final one and is renamed into place at the end,
-    so an interrupted setup leaves nothing half-built under the final name.
+    One process builds at a time (a file lock in the cache); another one waits, says so through
+    ``progress`` and the log, and then reuses what the first built. The build happens in a work
+    dir and becomes a new version that the toolchain pointer is switched to atomically, so an
+    interrupted setup leaves nothing half-built under the final name and a rebuild never removes
+    a toolchain another process is using (see ``toolchain_store``).
 
     Args:
         cache_dir: our cache dir (``DTO_CACHE_DIR``).
@@ -326,50 +256,76 @@ def provision_toolchain(
         sdist: a local llama-cpp-python sdist to take the sources from.
         jobs: parallel build jobs (default: CPU count).
         force: rebuild even when a provisioned toolchain exists.
+        with_server: a toolchain from before ``setup`` built llama-server is rebuilt
+            (``setup`` asks for this; deploys, which need no server, do not).
+        prebuilt: install this finished toolchain (same pinned commit, e.g. from another cache)
+            instead of building; it goes through the same lock and switch.
         progress: stage reporter.
 
     Raises:
         DependencyMissingError: cmake/compiler missing, or the sources cannot be obtained.
-        ConversionError: the build failed.
+        ConversionError: the build of llama-quantize failed (the message names the log).
     """
-    import time
-
     reporter = progress or NullProgress()
     started = time.monotonic()
     if llama_cpp_dir is not None:
         tool = _check_usable(_external_root(llama_cpp_dir), source="--llama-cpp/DTO_LLAMA_CPP_DIR")
         return SetupResult(tool, "external", time.monotonic() - started)
     final = toolchain_dir(cache_dir)
-    if (final / MARKER_FILE).exists() and not force and not missing_parts(final, PROVISIONED_FILES):
-        _compile_kernel(final / KERNEL_LIBRARY)  # toolchains from before the kernel get it now
-        return SetupResult(Toolchain(final), "reused", time.monotonic() - started)
-    reporter.start("setup", "llama.cpp: fetching sources", total=3)
-    source = _obtain_sdist(cache_dir, sdist)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{TOOLCHAIN_DIRNAME}.", dir=cache_dir))
-    try:
-        src = _extract_vendor(source, work / "src")
-        reporter.advance("setup")
-        staged = work / "toolchain"
-        staged.mkdir()
-        for part in PYTHON_PARTS:
-            if (src / part).is_dir():
-                shutil.copytree(src / part, staged / part)
-            elif (src / part).exists():
-                shutil.copy2(src / part, staged / part)
-        binary = _build_quantize(src, work / "build", jobs or os.cpu_count() or 2)
-        shutil.copy2(binary, staged / "llama-quantize")
-        _link_quant_library(work / "build", staged / QUANT_LIBRARY)
-        _compile_kernel(staged / KERNEL_LIBRARY)
-        reporter.advance("setup")
-        marker = {"llama_cpp_python": LLAMA_CPP_PYTHON_VERSION, "commit": LLAMA_CPP_COMMIT}
-        (staged / MARKER_FILE).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staged, final)
-        reporter.done("setup", f"llama.cpp {LLAMA_CPP_COMMIT} provisioned in {final}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return SetupResult(
-        _check_usable(final, source="provisioned"), "built", time.monotonic() - started
-    )
+    if not force and (found := _provisioned(final, with_server=with_server)) is not None:
+        compile_kernel(found.root / KERNEL_LIBRARY)  # toolchains from before the kernel get it now
+        return SetupResult(found, "reused", time.monotonic() - started)
+    with store.build_lock(final, on_wait=lambda who: _say_waiting(reporter, who, final)) as waited:
+        if waited:
+            reporter.done(progress_key("wait"))
+        # Whoever we waited for has just built it: a second build, even forced, would be waste.
+        if (not force or waited) and (found := _provisioned(final, with_server=with_server)):
+            return SetupResult(found, "reused", time.monotonic() - started, waited=waited)
+        store.collect_garbage(final)
+        work = Path(tempfile.mkdtemp(prefix=store.work_prefix(final), dir=cache_dir))
+        try:
+            if prebuilt is not None:
+                staged, steps, server_error = _copy_prebuilt(prebuilt, work, reporter), {}, None
+            else:
+                log = final.with_name(final.name + ".build.log")
+                log.write_text("", encoding="utf-8")
+                # Visible at the default level even where no progress bar can be drawn.
+                logger.warning(
+                    "building llama.cpp %s into %s, once per machine (%s); log: %s",
+                    LLAMA_CPP_COMMIT, final, BUILD_TIME_NOTE, log,
+                )  # fmt: skip
+                staged, report = build_toolchain(
+                    cache_dir, work, sdist=sdist, jobs=jobs or os.cpu_count() or 2, log=log,
+                    reporter=reporter,
+                )  # fmt: skip
+                steps, server_error = report.seconds, report.server_error
+            version = store.install_version(staged, final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        store.collect_garbage(final)
+    tool = _check_usable(version, source="provisioned")
+    store.mark_in_use(version)
+    logger.info("llama.cpp %s provisioned in %s", LLAMA_CPP_COMMIT, final)
+    action = "installed" if prebuilt is not None else "built"
+    return SetupResult(tool, action, time.monotonic() - started, waited, dict(steps), server_error)
+
+
+def _say_waiting(reporter: ProgressReporter, who: str, final: Path) -> None:
+    message = f"waiting for {who} to finish building llama.cpp in {final.parent}"
+    logger.warning("%s", message)
+    reporter.start(progress_key("wait"), message, total=None)
+
+
+def _copy_prebuilt(prebuilt: Path, work: Path, reporter: ProgressReporter) -> Path:
+    """Stage a copy of a finished toolchain (checked first: marker and every provisioned file)."""
+    lacks = ", ".join(missing_parts(prebuilt, (*PROVISIONED_FILES, MARKER_FILE)))
+    if lacks:
+        raise DependencyMissingError(
+            f"{prebuilt} is not a finished llama.cpp toolchain (lacks {lacks})", hint=SETUP_HINT
+        )
+    reporter.start(progress_key("install"), f"llama.cpp: copying {prebuilt}", total=None)
+    staged = work / "toolchain"
+    shutil.copytree(prebuilt, staged, symlinks=True,
+                    ignore=shutil.ignore_patterns(store.IN_USE_FILE))  # fmt: skip
+    reporter.done(progress_key("install"))
+    return staged
