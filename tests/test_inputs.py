@@ -76,9 +76,13 @@ def _fake_hub_cache(hf_home: Path, repo_id: str, model_dir: Path) -> None:
 def test_hub_id_resolves_offline_from_cache_and_maps_bnb_4bit(
     tiny_llama: LoraFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from huggingface_hub import constants
+
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub read the variables at import: its constants say where the cache is.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
     _fake_hub_cache(hf_home, "unsloth/tiny-llama", tiny_llama.base_dir)
     adapter = _copy_adapter(
         tiny_llama.adapter_dir, tmp_path / "a", base="unsloth/tiny-llama-bnb-4bit"

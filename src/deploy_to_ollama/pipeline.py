@@ -20,8 +20,8 @@ from typing import Any
 
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
-from .errors import InputError, InputNotFoundError, OutputExistsError
-from .inputs import has_tokenizer
+from .errors import InputNotFoundError, OutputExistsError
+from .inputs import ResolvedInput, check_source, has_tokenizer, source_kind
 from .modelfile import (
     Modelfile,
     num_ctx_parameter,
@@ -328,8 +328,10 @@ def deploy(
     )
     server_version(plan.host)  # fail fast (exit 4) before any heavy work
     with _materialised(source) as path:
-        ensure_source_kind(path)
-        return _run(plan, path)
+        # Config, tensors against config and base, chat template (JSON, headers, one render):
+        # refused here, before the toolchain or an export is touched.
+        resolved = check_source(path, base=base)
+        return _run(plan, path, resolved)
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,7 @@ class _Plan:
     progress: ProgressReporter
 
 
-def _run(plan: _Plan, path: Path) -> DeployReport:
+def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     stages: list[tuple[str, str]] = []
     plan.progress.start("resolve", f"resolve: hashing {path.name}")
     input_key = _hash(hash_tree(path), str(plan.base) if plan.base else None, __version__)
@@ -369,7 +371,7 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     write_text_atomic(modelfile_path, render_modelfile(modelfile))
     stages.append(("modelfile", "done"))
     stages.append(("register", _run_register(plan, modelfile, work, gguf, state)))
-    round_trip = _run_check(plan, path) if plan.check else None
+    round_trip = _run_check(plan, resolved) if plan.check else None
     if round_trip is not None:
         stages.append(("check", "done"))
     warnings = [] if template.verified else [f"template not verified: {template.note or ''}"]
@@ -387,9 +389,14 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     )
 
 
-def _run_check(plan: _Plan, path: Path) -> RoundTripReport:
-    tokenizer_dir = _tokenizer_dir(path) if path.is_dir() else None
-    reference = load_reference(tokenizer_dir) if tokenizer_dir else None
+def _run_check(plan: _Plan, resolved: ResolvedInput) -> RoundTripReport:
+    # The tokenizer and template the stages used: the adapter's, else its base's.
+    tokenizer_dir = resolved.tokenizer_dir
+    reference = (
+        load_reference(tokenizer_dir, chat_template=resolved.chat_template)
+        if tokenizer_dir
+        else None
+    )
     return check_round_trip(
         plan.name,
         host=plan.host,
@@ -551,16 +558,7 @@ def ensure_source_kind(path: Path) -> None:
         InputError: a file other than ``.gguf``, or a folder without ``adapter_config.json``
             or ``config.json``.
     """
-    hint = "pass a LoRA adapter folder, a merged model folder or a .gguf file"
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise InputError(f"{path} is a file but not a .gguf", hint=hint)
-        return
-    if not any((path / n).is_file() for n in ("adapter_config.json", "config.json")):
-        raise InputError(
-            f"{path} has neither adapter_config.json nor config.json: not a model or adapter",
-            hint=hint,
-        )
+    source_kind(path)
 
 
 __all__ = [

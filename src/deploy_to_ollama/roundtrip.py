@@ -220,8 +220,11 @@ class Reference:
         return ids
 
 
-def load_reference(source: Path) -> Reference:
+def load_reference(source: Path, *, chat_template: str | None = None) -> Reference:
     """Load the fine-tune's tokenizer and chat template with transformers.
+
+    ``chat_template`` (the one reader's choice, ``ResolvedInput.chat_template``) replaces the
+    tokenizer's own, so the reference renders with the template the GGUF and Modelfile carry.
 
     Raises:
         RoundTripError: the source has no tokenizer or chat template transformers can load.
@@ -235,6 +238,8 @@ def load_reference(source: Path) -> Reference:
             f"cannot load a tokenizer from {source}: {err}".splitlines()[0],
             hint="pass --source a folder with tokenizer files (the adapter or model dir)",
         ) from err
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     if not getattr(tokenizer, "chat_template", None):
         raise RoundTripError(
             f"{source} has no chat template", hint="pass --source the fine-tune's folder"

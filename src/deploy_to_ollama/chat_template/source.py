@@ -1,23 +1,32 @@
 """Load a chat template and its special tokens from a model dir, an adapter dir, a GGUF or a .jinja.
 
+Which file holds the template is decided by the one reader, ``template_files`` (its docstring
+gives the order); ``template_source_for`` is the view of a resolved input every stage shares.
+
 The result, :class:`TemplateSource`, is everything the translator and verifier need: the Jinja
 text, the special-token variables transformers passes to it, the eos/eot strings and BOS policy.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, InputNotFoundError, TemplateNotFoundError
+from ..template_files import (
+    TEMPLATE_FILES,
+    find_chat_template,
+    read_json_file,
+    read_template_file,
+    read_text_utf8,
+)
+
+if TYPE_CHECKING:
+    from ..inputs import ResolvedInput
 
 logger = logging.getLogger(__name__)
-
-#: Files looked at in a model or adapter directory, in the order transformers prefers them.
-TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
 
 #: Special-token keys of tokenizer_config.json that transformers exposes to the template.
 SPECIAL_TOKEN_KEYS = (
@@ -110,26 +119,11 @@ def _with_overrides(source: TemplateSource, *, bos: str | None, eos: str | None)
 
 
 def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"{path} is not UTF-8 (byte {err.start})",
-            hint="save the chat template as UTF-8 text",
-        ) from err
+    return read_text_utf8(path)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise InputError(
-            f"{path} is not valid JSON (line {err.lineno}, column {err.colno})",
-            hint="fix or regenerate the file",
-        ) from err
-    if not isinstance(data, dict):
-        raise InputError(f"{path} is not a JSON object", hint="fix or regenerate the file")
-    return data
+    return read_json_file(path)
 
 
 def _token_text(value: Any) -> str | None:
@@ -141,49 +135,56 @@ def _token_text(value: Any) -> str | None:
     return None
 
 
-def _pick_template(value: Any) -> str | None:
-    """``chat_template`` may be a string or a list of named templates (use ``default``)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        named = {item.get("name"): item.get("template") for item in value if isinstance(item, dict)}
-        chosen = named.get("default") or next(iter(named.values()), None)
-        return chosen if isinstance(chosen, str) else None
-    return None
-
-
 def _from_json_file(path: Path, directory: Path) -> TemplateSource:
-    template = _pick_template(_read_json(path).get("chat_template"))
-    if template is None:
+    found = read_template_file(path)
+    if found is None:
         raise TemplateNotFoundError(
             f"{path} has no chat_template",
             path=path,
             hint="pass a file or directory that contains the chat template",
         )
-    base = _tokens_from_directory(directory, template, path)
-    return base
+    return _tokens_from_directory(directory, found.text, path)
 
 
 def _from_directory(directory: Path) -> TemplateSource:
-    template: str | None = None
-    for name in TEMPLATE_FILES:
-        candidate = directory / name
-        if not candidate.is_file():
-            continue
-        if name.endswith(".jinja"):
-            template = _read_text(candidate)
-        else:
-            template = _pick_template(_read_json(candidate).get("chat_template"))
-        if template:
-            break
-    if not template:
+    found = find_chat_template(directory)
+    if found is None:
         looked = ", ".join(TEMPLATE_FILES)
         raise TemplateNotFoundError(
             f"no chat template in {directory} (looked for {looked})",
             path=directory,
             hint="copy the base model's tokenizer files next to the adapter, or pass a .jinja",
         )
-    return _tokens_from_directory(directory, template, directory)
+    return _tokens_from_directory(directory, found.text, directory)
+
+
+def template_source_for(resolved: ResolvedInput) -> TemplateSource:
+    """The template and tokens of a resolved input, as every stage must see them.
+
+    The template is ``resolved.chat_template`` (the one reader's choice: the adapter's files,
+    then its base's); the tokens come from ``resolved.tokenizer_dir``; a GGUF source carries
+    both inside.
+
+    Raises:
+        TemplateNotFoundError: neither the input nor its base has a chat template.
+    """
+    if resolved.kind == "gguf":
+        return _from_gguf(resolved.path)
+    if resolved.chat_template is None or resolved.tokenizer_dir is None:
+        looked = ", ".join(TEMPLATE_FILES)
+        where = (
+            f"{resolved.path} or its base {resolved.base_dir}"
+            if resolved.base_dir
+            else (f"{resolved.path}")
+        )
+        raise TemplateNotFoundError(
+            f"no chat template in {where} (looked for {looked})",
+            path=resolved.path,
+            hint="copy the base model's tokenizer files next to the adapter, or pass a .jinja",
+        )
+    origin = resolved.chat_template_file or resolved.path
+    source = _tokens_from_directory(resolved.tokenizer_dir, resolved.chat_template, origin)
+    return source
 
 
 def _tokens_from_directory(directory: Path, template: str, origin: Path) -> TemplateSource:

@@ -176,6 +176,7 @@ def check_hub_push(
         if what is not None or private:
             raise UsageError("--what and --private need --push-to-hub", hint="add --push-to-hub")
         return None
+    from ..inputs import source_kind
     from ..publish import check_kind, check_repo_id, resolve_token
 
     kind = check_kind(what or "gguf")
@@ -185,7 +186,7 @@ def check_hub_push(
             "--what merged pushes the merged model: it needs --save-merged DIR",
             hint="add --save-merged DIR (or --save-merged-4bit DIR with --backend unsloth)",
         )
-    if kind == "adapter" and not (source / "adapter_config.json").is_file():
+    if kind == "adapter" and source_kind(source) != "adapter":
         raise UsageError(
             f"--what adapter needs a LoRA adapter SOURCE, {source} has no adapter_config.json",
             hint="push --what gguf or --what merged instead",
