@@ -378,7 +378,7 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     return DeployReport(
         name=plan.name,
         host=plan.host,
-        quant=plan.quant,
+        quant=resolved.gguf_quant or plan.quant,  # a GGUF source keeps its own quant type
         gguf=gguf,
         gguf_bytes=gguf.stat().st_size,
         modelfile=modelfile_path,

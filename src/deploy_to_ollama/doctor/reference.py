@@ -83,10 +83,22 @@ class ReferenceChoice:
     """Set when --source and the GGUF carry different templates."""
 
 
-def _from_source_path(path: Path, origin: ReferenceOrigin) -> ReferenceTemplate:
+def _load_source(path: Path) -> TemplateSource:
+    """The template the stages used for ``path``: an adapter's own, else its base's."""
     from ..chat_template.source import load_template_source
+    from ..errors import TemplateNotFoundError
+    from ..inputs import resolve_input, source_kind
 
-    src = load_template_source(path)
+    try:
+        return load_template_source(path)
+    except TemplateNotFoundError:
+        if not path.is_dir() or source_kind(path) != "adapter":
+            raise
+        return resolve_input(path).template_source()
+
+
+def _from_source_path(path: Path, origin: ReferenceOrigin) -> ReferenceTemplate:
+    src = _load_source(path)
     variables = dict(src.special_tokens)
     if src.bos_token is not None:
         variables["bos_token"] = src.bos_token
