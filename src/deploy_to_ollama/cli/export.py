@@ -176,7 +176,6 @@ def check_hub_push(
         if what is not None or private:
             raise UsageError("--what and --private need --push-to-hub", hint="add --push-to-hub")
         return None
-    from ..inputs import source_kind
     from ..publish import check_kind, check_repo_id, resolve_token
 
     kind = check_kind(what or "gguf")
@@ -186,13 +185,23 @@ def check_hub_push(
             "--what merged pushes the merged model: it needs --save-merged DIR",
             hint="add --save-merged DIR (or --save-merged-4bit DIR with --backend unsloth)",
         )
-    if kind == "adapter" and source_kind(source) != "adapter":
+    if kind == "adapter" and not _is_adapter(source):
         raise UsageError(
             f"--what adapter needs a LoRA adapter SOURCE, {source} has no adapter_config.json",
             hint="push --what gguf or --what merged instead",
         )
     resolve_token(None)  # a missing token fails now, not after the export
     return HubPush(repo_id=repo_id, what=kind, private=private)
+
+
+def _is_adapter(source: Path) -> bool:
+    from ..errors import InputError
+    from ..inputs import source_kind
+
+    try:
+        return source_kind(source) == "adapter"
+    except InputError:
+        return False
 
 
 @app.command("export", epilog=EXPORT_EXAMPLES)
