@@ -153,3 +153,6 @@ def test_exported_gguf_carries_the_modelfile_template(
     fields = gguf_fields(result.path, llama_cpp_toolchain)
     assert fields["tokenizer.chat_template"] == load_template_source(model_copy).template
     assert fields["tokenizer.chat_template"] == expected
+    # The exported file, given back as a source, reports what llama.cpp wrote.
+    assert resolve_input(result.path).gguf_quant == "q8_0"
+    assert resolve_input(result.path).chat_template == expected

@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
 from .errors import InputNotFoundError, OutputExistsError
-from .inputs import ResolvedInput, check_source, has_tokenizer, source_kind
+from .inputs import ResolvedInput, check_source, source_kind
 from .modelfile import (
     Modelfile,
     num_ctx_parameter,
@@ -187,10 +187,6 @@ def _materialised(source: str | Path | tuple[Any, Any]) -> Iterator[Path]:
             hint="pass a LoRA adapter folder, a merged model folder or a .gguf file",
         )
     yield path
-
-
-def _tokenizer_dir(folder: Path) -> Path | None:
-    return folder if has_tokenizer(folder) else None
 
 
 def model_parameters(folder: Path, base_dir: Path | None) -> tuple[tuple[str, str], ...]:
