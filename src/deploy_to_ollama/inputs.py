@@ -9,7 +9,6 @@ PEFT tensor names in ``peft_keys``, the adapter config and its checks in ``lora_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -55,17 +54,6 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-#: Files of a model or adapter folder the stages read, besides ``*.safetensors``: what the
-#: content key covers (a README or an earlier export in the folder does not change it).
-CONTENT_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors.index.json",
-    "adapter_config.json",
-    *TOKENIZER_FILES,
-)
-#: Bump when what the content key covers changes.
-CONTENT_KEY_FORMAT = 1
 #: Suffixes Unsloth gives pre-quantized uploads; stripping them names the 16-bit original
 #: (unslothai/unsloth: unsloth/models/mapper.py maps e.g. unsloth/llama-3-8b-bnb-4bit ->
 #: unsloth/llama-3-8b).
@@ -74,7 +62,6 @@ BNB_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
 BNB_TENSOR_MARKERS = (".absmax", ".quant_map", ".quant_state.bitsandbytes__nf4", ".SCB")
 GGUF_MAGIC = b"GGUF"
 _SOURCE_HINT = "pass a LoRA adapter folder, a merged model folder or a .gguf file"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +116,8 @@ class ResolvedInput:
         ``*.safetensors`` (the GGUF file itself for a GGUF source), by name, size and bytes.
         """
         if not self._key:
+            from .content_key import compute_content_key
+
             self._key.append(compute_content_key(self))
         return self._key[0]
 
@@ -411,36 +400,6 @@ def _gguf_quant(reader: Any, gguf: Any) -> str | None:
     return max(counts, key=lambda k: counts[k]).lower() if counts else None
 
 
-# --------------------------------------------------------------------------- content key
-
-
-def content_files(resolved: ResolvedInput) -> list[tuple[str, Path]]:
-    """``(label, file)`` of every file the content key covers, in a stable order."""
-    roots: list[tuple[str, Path]] = [("input", resolved.path)]
-    if resolved.base_dir is not None:
-        roots.append(("base", resolved.base_dir))
-    files: list[tuple[str, Path]] = []
-    for label, root in roots:
-        if root.is_file():
-            files.append((f"{label}/{root.name}", root))
-            continue
-        for file in sorted(root.iterdir()):
-            if file.is_file() and (file.name in CONTENT_FILES or file.suffix == ".safetensors"):
-                files.append((f"{label}/{file.name}", file))
-    return files
-
-
-def compute_content_key(resolved: ResolvedInput) -> str:
-    """Hash what ``ResolvedInput.content_key`` covers (call the property: it keeps the result)."""
-    digest = hashlib.sha256(f"dto-input\0{CONTENT_KEY_FORMAT}\0{resolved.kind}".encode())
-    for label, file in content_files(resolved):
-        digest.update(f"\0{label}\0{file.stat().st_size}\0".encode())
-        with file.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- early checks
 
 
@@ -495,7 +454,6 @@ def check_source(path: Path, *, base: Path | None = None) -> ResolvedInput:
 __all__ = [
     "ADAPTER_WEIGHTS",
     "BNB_SUFFIXES",
-    "CONTENT_FILES",
     "SAFETENSORS_TORCH_DTYPES",
     "TOKENIZER_CORE_FILES",
     "TOKENIZER_FILES",
@@ -508,8 +466,6 @@ __all__ = [
     "check_compatible",
     "check_source",
     "classify_adapter_key",
-    "compute_content_key",
-    "content_files",
     "find_base",
     "has_tokenizer",
     "locate_tokenizer",
