@@ -68,6 +68,19 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def token_text(value: Any) -> str | None:
+    """A token as tokenizer_config.json stores it: a string, or an AddedToken dict.
+
+    >>> token_text("<s>"), token_text({"content": "</s>", "special": True}), token_text(3)
+    ('<s>', '</s>', None)
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    return None
+
+
 def pick_template(value: Any) -> tuple[str, str | None] | None:
     """The template of a ``chat_template`` value, and the list entry's name it came from.
 
@@ -136,4 +149,5 @@ __all__ = [
     "read_json_file",
     "read_template_file",
     "read_text_utf8",
+    "token_text",
 ]

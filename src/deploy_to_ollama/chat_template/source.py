@@ -21,6 +21,7 @@ from ..template_files import (
     read_json_file,
     read_template_file,
     read_text_utf8,
+    token_text,
 )
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def load_template_source(
     elif path.suffix == ".json":
         source = _from_json_file(path, path.parent)
     else:
-        source = TemplateSource(template=_read_text(path), origin=path, kind="jinja")
+        source = TemplateSource(template=read_text_utf8(path), origin=path, kind="jinja")
     return _with_overrides(source, bos=bos, eos=eos)
 
 
@@ -116,23 +117,6 @@ def _with_overrides(source: TemplateSource, *, bos: str | None, eos: str | None)
         if eos not in source.stop_tokens:
             changes["stop_tokens"] = (eos, *source.stop_tokens)
     return replace(source, **changes) if changes else source
-
-
-def _read_text(path: Path) -> str:
-    return read_text_utf8(path)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_json_file(path)
-
-
-def _token_text(value: Any) -> str | None:
-    """tokenizer_config.json stores tokens as strings or as AddedToken dicts."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return str(value["content"])
-    return None
 
 
 def _from_json_file(path: Path, directory: Path) -> TemplateSource:
@@ -189,8 +173,8 @@ def template_source_for(resolved: ResolvedInput) -> TemplateSource:
 
 def _tokens_from_directory(directory: Path, template: str, origin: Path) -> TemplateSource:
     config_path = directory / "tokenizer_config.json"
-    config = _read_json(config_path) if config_path.is_file() else {}
-    tokens = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
+    config = read_json_file(config_path) if config_path.is_file() else {}
+    tokens = {key: token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
     id_to_token = _added_tokens(directory, config)
     stops = [tok for tok in (tokens["eos_token"],) if tok]
     stops += _generation_config_eos(directory, id_to_token)
@@ -219,12 +203,12 @@ def _added_tokens(directory: Path, config: dict[str, Any]) -> dict[int, str]:
     """Special token ids -> strings from tokenizer_config.json and tokenizer.json."""
     found: dict[int, str] = {}
     for key, value in (config.get("added_tokens_decoder") or {}).items():
-        text = _token_text(value)
+        text = token_text(value)
         if text is not None and str(key).isdigit():
             found[int(key)] = text
     tokenizer_json = directory / "tokenizer.json"
     if not found and tokenizer_json.is_file():
-        for item in _read_json(tokenizer_json).get("added_tokens") or []:
+        for item in read_json_file(tokenizer_json).get("added_tokens") or []:
             if isinstance(item, dict) and isinstance(item.get("id"), int):
                 found[item["id"]] = str(item.get("content", ""))
     return found
@@ -234,7 +218,7 @@ def _generation_config_eos(directory: Path, id_to_token: dict[int, str]) -> list
     path = directory / "generation_config.json"
     if not path.is_file():
         return []
-    raw = _read_json(path).get("eos_token_id")
+    raw = read_json_file(path).get("eos_token_id")
     ids = raw if isinstance(raw, list) else [raw]
     tokens: list[str] = []
     for token_id in ids:

@@ -101,14 +101,6 @@ def _tokenizer_vocab(tokenizer_dir: Path) -> dict[str, int]:
     return vocab
 
 
-def _token_text(value: object) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
-        return str(value["content"])
-    return None
-
-
 def special_token_ids(model_dir: Path, tokenizer_dir: Path, chat_template: str | None) -> TokenIds:
     """Find the eos and end-of-turn ids a chat fine-tune actually stops on.
 
@@ -116,10 +108,12 @@ def special_token_ids(model_dir: Path, tokenizer_dir: Path, chat_template: str |
     marker the chat template emits (``<|eot_id|>``, ``<|im_end|>`` ...), falling back to another id
     from ``generation_config.json``'s ``eos_token_id`` list.
     """
+    from ..template_files import token_text
+
     vocab = _tokenizer_vocab(tokenizer_dir)
     config_path = tokenizer_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    eos_text = _token_text(config.get("eos_token"))
+    eos_text = token_text(config.get("eos_token"))
     eos = vocab.get(eos_text) if eos_text else None
     eot: int | None = None
     if chat_template:
