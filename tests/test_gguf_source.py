@@ -53,3 +53,27 @@ def test_deploy_report_names_the_quant_of_a_gguf_source(
     )  # fmt: skip
     assert report.quant == "f32"  # not the q4_k_m flag: a GGUF source is not requantized
     assert report.to_dict()["quant"] == "f32"
+
+
+def test_every_stage_agrees_on_what_a_source_is(tmp_path: Path) -> None:
+    """One function decides the kind: a GGUF named ``.bin`` is a GGUF everywhere, a text file
+    named ``.gguf`` is refused everywhere (deploy's pre-check and resolve_input used to differ).
+    """
+    import shutil
+
+    from deploy_to_ollama.compare import merged_model_dir
+    from deploy_to_ollama.errors import InputError
+    from deploy_to_ollama.inputs import source_kind
+    from deploy_to_ollama.pipeline import ensure_source_kind
+
+    renamed = Path(shutil.copy(write_tiny_gguf(tmp_path / "t.gguf"), tmp_path / "model.bin"))
+    assert source_kind(renamed) == "gguf"
+    ensure_source_kind(renamed)
+    assert resolve_input(renamed).kind == "gguf"
+    with pytest.raises(InputError, match="GGUF"), merged_model_dir(renamed):
+        pass
+    fake = tmp_path / "fake.gguf"
+    fake.write_text("not a model\n")
+    for check in (source_kind, ensure_source_kind, resolve_input):
+        with pytest.raises(InputError, match="not a GGUF file"):
+            check(fake)
