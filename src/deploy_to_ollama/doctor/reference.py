@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..chat_template.source import TemplateSource
-from ..errors import TemplateError
+from ..errors import DeployError, TemplateError
 from .targets import Target
 
 logger = logging.getLogger(__name__)
@@ -91,10 +91,14 @@ def _load_source(path: Path) -> TemplateSource:
 
     try:
         return load_template_source(path)
-    except TemplateNotFoundError:
+    except TemplateNotFoundError as missing:
         if not path.is_dir() or source_kind(path) != "adapter":
             raise
-        return resolve_input(path).template_source()
+        try:
+            return resolve_input(path).template_source()
+        except DeployError as err:  # base not found, or it has no template either
+            logger.info("no base template for %s: %s", path, err)
+            raise missing from err
 
 
 def _from_source_path(path: Path, origin: ReferenceOrigin) -> ReferenceTemplate:
