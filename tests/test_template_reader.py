@@ -156,3 +156,29 @@ def test_exported_gguf_carries_the_modelfile_template(
     # The exported file, given back as a source, reports what llama.cpp wrote.
     assert resolve_input(result.path).gguf_quant == "q8_0"
     assert resolve_input(result.path).chat_template == expected
+
+
+@pytest.mark.slow
+def test_export_of_an_adapter_without_tokenizer_writes_its_base_template_twice(
+    tiny_llama: LoraFixture, tmp_path: Path, llama_cpp_toolchain: Any
+) -> None:
+    """GGUF and Modelfile of ``export`` both carry the base's template when the adapter has none."""
+    from typer.testing import CliRunner
+
+    from deploy_to_ollama.cli import app
+    from deploy_to_ollama.modelfile import parse_modelfile
+    from support.llama_cpp import gguf_fields
+
+    adapter = Path(shutil.copytree(tiny_llama.adapter_dir, tmp_path / "adapter"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (adapter / name).unlink()
+    out = tmp_path / "out"
+    args = ["export", str(adapter), "--out", str(out), "--quant", "q8_0", "--backend", "llama.cpp"]
+    args += ["--base", str(tiny_llama.base_dir), "--llama-cpp", str(llama_cpp_toolchain.root)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    base_template = load_template_source(tiny_llama.base_dir).template
+    gguf = next(out.glob("*.gguf"))
+    assert gguf_fields(gguf, llama_cpp_toolchain)["tokenizer.chat_template"] == base_template
+    modelfile = parse_modelfile((out / "Modelfile").read_text())
+    assert modelfile.template, "the Modelfile lost the template the GGUF carries"

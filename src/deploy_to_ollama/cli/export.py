@@ -452,7 +452,7 @@ def _write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tu
     status = "not translated"
     try:
         engine = importlib.import_module("deploy_to_ollama.chat_template")
-        translated = engine.translate_template(engine.load_template_source(source))
+        translated = engine.translate_template(_template_source(engine, source, result))
         template, stops, system = translated.template, translated.stop, translated.system
         status = "verified" if translated.verified else "unverified"
     except (ImportError, AttributeError):
@@ -471,6 +471,19 @@ def _write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tu
     )
     write_text_atomic(target, render_modelfile(modelfile))
     return target, status
+
+
+def _template_source(engine: Any, source: Path, result: Any) -> Any:
+    """The adapter's own template, else its base's: the one the GGUF carries."""
+    from ..errors import TemplateNotFoundError
+
+    try:
+        return engine.load_template_source(source)
+    except TemplateNotFoundError:
+        base = getattr(result, "base_dir", None)
+        if base is None:
+            raise
+        return engine.load_template_source(base)
 
 
 def _report(
