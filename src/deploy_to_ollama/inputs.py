@@ -24,7 +24,13 @@ from .lora_adapter import (
     check_compatible,
     read_adapter_config,
 )
-from .peft_keys import ADAPTER_WEIGHTS, base_tensor_for, classify_adapter_key, strip_peft_prefix
+from .peft_keys import (
+    ADAPTER_WEIGHTS,
+    AdapterRole,
+    base_tensor_for,
+    classify_adapter_key,
+    strip_peft_prefix,
+)
 from .safetensors_io import (
     SAFETENSORS_TORCH_DTYPES,
     read_safetensors_header,
@@ -458,6 +464,7 @@ __all__ = [
     "TOKENIZER_CORE_FILES",
     "TOKENIZER_FILES",
     "AdapterConfig",
+    "AdapterRole",
     "InputKind",
     "ResolvedInput",
     "adapter_tensor_shapes",
