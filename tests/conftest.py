@@ -42,3 +42,14 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    _isolate_hf_constants(monkeypatch, tmp_path / "hf_home")
+
+
+def _isolate_hf_constants(monkeypatch: pytest.MonkeyPatch, hf_home: Path) -> None:
+    """huggingface_hub reads HF_HOME / HF_HUB_OFFLINE once, at import; point its constants at
+    the same places as the variables above (as huggingface_hub's own tests patch them)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HOME", str(hf_home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)

@@ -76,9 +76,13 @@ def _fake_hub_cache(hf_home: Path, repo_id: str, model_dir: Path) -> None:
 def test_hub_id_resolves_offline_from_cache_and_maps_bnb_4bit(
     tiny_llama: LoraFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from huggingface_hub import constants
+
     hf_home = tmp_path / "hf"
     monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub read the variables at import: its constants say where the cache is.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
     _fake_hub_cache(hf_home, "unsloth/tiny-llama", tiny_llama.base_dir)
     adapter = _copy_adapter(
         tiny_llama.adapter_dir, tmp_path / "a", base="unsloth/tiny-llama-bnb-4bit"
@@ -138,3 +142,22 @@ def test_adapter_for_another_architecture(tiny_llama: LoraFixture, tiny_gpt2: Lo
 def test_adapter_for_another_size(tiny_llama: LoraFixture, llama256: LoraFixture) -> None:
     with pytest.raises(InputError, match="shape mismatches"):
         resolve_input(tiny_llama.adapter_dir, base=llama256.base_dir)
+
+
+def test_content_key_covers_input_and_base_bytes_once(
+    tiny_llama: LoraFixture, tmp_path: Path
+) -> None:
+    base = Path(shutil.copytree(tiny_llama.base_dir, tmp_path / "base"))
+    adapter = _copy_adapter(tiny_llama.adapter_dir, tmp_path / "a", base=str(base))
+    first = resolve_input(adapter)
+    key = first.content_key
+    copy = _copy_adapter(adapter, tmp_path / "copy")
+    assert resolve_input(copy).content_key == key  # bytes, not paths or timestamps
+    (adapter / "README.md").write_text("notes the stages never read")
+    assert resolve_input(adapter).content_key == key
+    weights = base / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert first.content_key == key  # computed once per resolution, then kept
+    assert resolve_input(adapter).content_key != key  # one byte of the base changes it

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, InputNotFoundError, MergeError
+from .errors import InputError, MergeError
 from .ollama_client import OllamaClient
 from .progress import NullProgress, ProgressReporter
 
@@ -114,18 +114,17 @@ def merged_model_dir(source: Path, *, base: Path | None = None) -> Iterator[Path
     The merge is the exporter's own (``merge.save_merged``), so transformers sees exactly the
     weights that went into the GGUF.
     """
-    if not source.exists():
-        raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
-    if (source / "config.json").is_file() and not (source / "adapter_config.json").is_file():
+    from .inputs import resolve_input, source_kind
+
+    kind = source_kind(source)
+    if kind == "merged":
         yield source
         return
-    if not (source / "adapter_config.json").is_file():
+    if kind == "gguf":
         raise InputError(
-            f"{source} is neither a merged model nor a LoRA adapter folder",
-            hint="pass the fine-tune folder (config.json or adapter_config.json); "
-            "a .gguf has no transformers reference",
+            f"{source} is a GGUF: it has no transformers reference",
+            hint="pass the fine-tune folder (config.json or adapter_config.json)",
         )
-    from .inputs import resolve_input
     from .merge import save_merged
 
     resolved = resolve_input(source, base=base)

@@ -1,83 +1,82 @@
-"""Input resolution: turn a user path into a checked adapter, merged model or GGUF.
+"""Input resolution: turn a user path into one checked, frozen description every stage reads.
 
-Reads only JSON files and safetensors headers, so every compatibility problem (missing base,
-bitsandbytes weights, another architecture, wrong shapes or vocab) surfaces before heavy work.
+``resolve_input`` decides what the source is (``source_kind``, the only place that decides),
+finds the base, the tokenizer and the chat template (each located once, here), and checks the
+adapter against its config and base like peft, reading only JSON files and safetensors headers,
+so every problem surfaces before heavy work. Safetensors headers are read in ``safetensors_io``,
+PEFT tensor names in ``peft_keys``, the adapter config and its checks in ``lora_adapter``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import re
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from .errors import BaseModelNotFoundError, InputError, InputNotFoundError, TemplateError
+from .lora_adapter import (
+    AdapterConfig,
+    adapter_tensor_shapes,
+    check_adapter,
+    check_compatible,
+    read_adapter_config,
+)
+from .peft_keys import (
+    ADAPTER_WEIGHTS,
+    AdapterRole,
+    base_tensor_for,
+    classify_adapter_key,
+    strip_peft_prefix,
+)
+from .safetensors_io import (
+    SAFETENSORS_TORCH_DTYPES,
+    read_safetensors_header,
+    read_safetensors_layout,
+    safetensors_shapes,
+    weight_files,
+)
+from .template_files import find_chat_template
 
-from .errors import BaseModelNotFoundError, InputError, InputNotFoundError, MergeError
+if TYPE_CHECKING:
+    from .chat_template.source import TemplateSource
 
 logger = logging.getLogger(__name__)
 
 InputKind = Literal["adapter", "merged", "gguf"]
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+#: Files whose presence means a folder has its own tokenizer (else the base model's is used).
+TOKENIZER_CORE_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+#: Every tokenizer-side file a model folder may carry (copied beside merged weights, staged for
+#: the converter, pushed to the Hub): the core files, their companions and the chat template.
+TOKENIZER_FILES = (
+    *TOKENIZER_CORE_FILES,
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 #: Suffixes Unsloth gives pre-quantized uploads; stripping them names the 16-bit original
 #: (unslothai/unsloth: unsloth/models/mapper.py maps e.g. unsloth/llama-3-8b-bnb-4bit ->
 #: unsloth/llama-3-8b).
 BNB_SUFFIXES = ("-unsloth-bnb-4bit", "-bnb-4bit")
 #: Tensor-name endings bitsandbytes writes beside its packed weights.
 BNB_TENSOR_MARKERS = (".absmax", ".quant_map", ".quant_state.bitsandbytes__nf4", ".SCB")
-_PEFT_PREFIX = "base_model.model."
-
-
-class AdapterConfig(BaseModel):
-    """The fields of PEFT's ``adapter_config.json`` that decide how a merge is done."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    peft_type: str = "LORA"
-    base_model_name_or_path: str | None = None
-    r: int = 8
-    lora_alpha: float = 8
-    use_rslora: bool = False
-    use_dora: bool = False
-    fan_in_fan_out: bool = False
-    rank_pattern: dict[str, int] = {}
-    alpha_pattern: dict[str, float] = {}
-    modules_to_save: list[str] | None = None
-    lora_bias: bool = False
-    bias: str = "none"
-
-    def scaling(self, module: str) -> float:
-        """PEFT's scaling for ``module`` (full dotted name): alpha/r, or alpha/sqrt(r) for rsLoRA.
-
-        Patterns match like peft.utils.other.get_pattern_key: the first key whose regex
-        ``(.*\\.)?KEY$`` matches the module name wins.
-
-        >>> AdapterConfig(r=8, lora_alpha=16, rank_pattern={"q_proj": 4}).scaling("m.0.q_proj")
-        4.0
-        """
-        r = self.rank_pattern.get(_pattern_key(self.rank_pattern, module), self.r)
-        alpha = self.alpha_pattern.get(_pattern_key(self.alpha_pattern, module), self.lora_alpha)
-        return float(alpha / math.sqrt(r) if self.use_rslora else alpha / r)
-
-
-def _pattern_key(patterns: Mapping[str, object], module: str) -> str:
-    for key in patterns:
-        if re.match(rf"(.*\.)?({key})$", module):
-            return key
-    return module
+GGUF_MAGIC = b"GGUF"
+_SOURCE_HINT = "pass a LoRA adapter folder, a merged model folder or a .gguf file"
 
 
 @dataclass(frozen=True, slots=True)
 class ResolvedInput:
-    """A checked input: what it is, where its weights, base and tokenizer live."""
+    """A checked input: what it is, where its weights, base, tokenizer and template live.
+
+    Built once by ``resolve_input`` and passed to every stage, so no stage looks at the
+    source path again to decide any of these.
+    """
 
     kind: InputKind
     path: Path
@@ -85,13 +84,23 @@ class ResolvedInput:
     """The base model dir of an adapter (None for merged models and GGUFs)."""
     adapter_config: AdapterConfig | None = None
     tokenizer_dir: Path | None = None
-    """Where tokenizer files and the chat template come from (the adapter's own win)."""
+    """The one tokenizer location: the adapter dir when it has tokenizer files, else its base;
+    the model dir of a merged model; None for a GGUF (its tokenizer is inside)."""
     architecture: str | None = None
     """``architectures[0]`` of the model config, e.g. ``LlamaForCausalLM``."""
     config: dict[str, Any] = field(default_factory=dict)
     """The model's ``config.json`` (the base's for an adapter)."""
     base_id: str | None = None
     """``base_model_name_or_path`` as the adapter names it."""
+    chat_template: str | None = None
+    """The Jinja chat template every stage uses (see ``template_files`` for the order); for a
+    GGUF the one embedded in it. None when there is none anywhere."""
+    chat_template_file: Path | None = None
+    """The file ``chat_template`` was read from (the ``.gguf`` itself for a GGUF source)."""
+    gguf_quant: str | None = None
+    """A GGUF source's quant type as llama.cpp names it, lower-case (``q4_k_m``, ``f16``), read
+    from ``general.file_type`` (else its most common weight type); None for other inputs."""
+    _key: list[str] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def model_dir(self) -> Path | None:
@@ -103,6 +112,68 @@ class ResolvedInput:
             if self.kind == "merged"
             else None
         )
+
+    @property
+    def content_key(self) -> str:
+        """SHA-256 over the bytes of every file the stages read (input, base, tokenizer).
+
+        Computed on first use and kept, so deploy's work folder and export's stamp share one
+        hash of the input instead of reading the weights twice. Covers ``CONTENT_FILES`` and
+        ``*.safetensors`` (the GGUF file itself for a GGUF source), by name, size and bytes.
+        """
+        if not self._key:
+            from .content_key import compute_content_key
+
+            self._key.append(compute_content_key(self))
+        return self._key[0]
+
+    def template_source(self) -> TemplateSource:
+        """The chat template with the special tokens it renders with (see ``template_source_for``).
+
+        Raises:
+            TemplateNotFoundError: neither the input nor its base has a chat template.
+        """
+        from .chat_template.source import template_source_for
+
+        return template_source_for(self)
+
+
+def source_kind(path: Path) -> InputKind:
+    """What kind of source ``path`` is; the one place that decides it.
+
+    A file is a GGUF when it starts with the GGUF magic; a folder is an adapter when it has
+    ``adapter_config.json``, else a model when it has ``config.json``.
+
+    Raises:
+        InputNotFoundError: ``path`` does not exist.
+        InputError: a file that is no GGUF, or a folder that is neither adapter nor model.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputNotFoundError(f"input not found: {path}", path=path, hint=_SOURCE_HINT)
+    if path.is_file():
+        try:
+            with path.open("rb") as fh:
+                magic = fh.read(len(GGUF_MAGIC))
+        except OSError as err:
+            raise InputError(f"cannot read {path}: {err}", hint=_SOURCE_HINT) from err
+        if magic == GGUF_MAGIC:
+            return "gguf"
+        if path.suffix.lower() != ".gguf":
+            raise InputError(f"{path} is a file but not a .gguf", hint=_SOURCE_HINT)
+        raise InputError(
+            f"{path} is not a GGUF file (it does not start with the GGUF magic)",
+            hint="re-export or re-download it",
+        )
+    if (path / "adapter_config.json").is_file():
+        return "adapter"
+    if (path / "config.json").is_file():
+        return "merged"
+    raise InputError(
+        f"{path} is neither a LoRA adapter nor a model: it has neither adapter_config.json nor "
+        "config.json",
+        hint="point at the folder save_pretrained() wrote",
+    )
 
 
 def resolve_input(path: Path, *, base: Path | None = None) -> ResolvedInput:
@@ -116,55 +187,51 @@ def resolve_input(path: Path, *, base: Path | None = None) -> ResolvedInput:
         The resolved input.
 
     Raises:
-        InputNotFoundError: ``path`` or ``base`` does not exist.
+        InputNotFoundError: ``path`` or ``base`` does not exist, or the adapter has no weights.
         BaseModelNotFoundError: the base is neither a local dir nor in the HF cache.
-        InputError: the input is not a model, holds bitsandbytes weights, or does not fit its base.
+        InputError: the input is not a model, holds bitsandbytes weights, its config disagrees
+            with its tensors (rank, target_modules) or it does not fit its base.
         MergeError: the adapter type (DoRA, non-LoRA) is not supported.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise InputNotFoundError(
-            f"input not found: {path}",
-            path=path,
-            hint="pass a LoRA adapter dir, model dir or .gguf",
-        )
-    if path.is_file():
+    kind = source_kind(path)
+    if kind == "gguf":
         return _resolve_gguf(path)
-    if (path / "adapter_config.json").exists():
+    if kind == "adapter":
         return _resolve_adapter(path, base)
-    if (path / "config.json").exists():
-        return _resolve_merged(path)
-    raise InputError(
-        f"{path} is neither a LoRA adapter (adapter_config.json) nor a model (config.json)",
-        hint="point at the folder save_pretrained() wrote",
-    )
+    return _resolve_merged(path)
 
 
 def _resolve_gguf(path: Path) -> ResolvedInput:
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic != b"GGUF":
-        raise InputError(
-            f"{path} is not a GGUF file", hint="pass a .gguf, adapter dir or model dir"
-        )
-    return ResolvedInput(kind="gguf", path=path)
+    quant, template = read_gguf_facts(path)
+    return ResolvedInput(
+        kind="gguf",
+        path=path,
+        chat_template=template,
+        chat_template_file=path if template else None,
+        gguf_quant=quant,
+    )
 
 
 def _resolve_merged(path: Path) -> ResolvedInput:
     config = read_config(path)
     shapes = safetensors_shapes(path)
     _refuse_bitsandbytes(path, config, shapes)
+    found = find_chat_template(path)
     return ResolvedInput(
         kind="merged",
         path=path,
-        tokenizer_dir=path if has_tokenizer(path) else None,
+        tokenizer_dir=path,
         architecture=_architecture(config),
         config=config,
+        chat_template=found.text if found else None,
+        chat_template_file=found.file if found else None,
     )
 
 
 def _resolve_adapter(path: Path, base: Path | None) -> ResolvedInput:
     adapter_config = read_adapter_config(path)
+    adapter_shapes = adapter_tensor_shapes(path)
     base_dir = Path(base).expanduser() if base is not None else find_base(adapter_config)
     if not (base_dir / "config.json").exists():
         raise InputNotFoundError(
@@ -175,55 +242,36 @@ def _resolve_adapter(path: Path, base: Path | None) -> ResolvedInput:
     config = read_config(base_dir)
     base_shapes = safetensors_shapes(base_dir)
     _refuse_bitsandbytes(base_dir, config, base_shapes)
-    adapter_shapes = adapter_tensor_shapes(path)
-    check_compatible(adapter_config, adapter_shapes, base_shapes, config, adapter_dir=path)
+    check_adapter(adapter_config, adapter_shapes, base_shapes, config, adapter_dir=path)
+    found = find_chat_template(path, base_dir)
     return ResolvedInput(
         kind="adapter",
         path=path,
         base_dir=base_dir,
         adapter_config=adapter_config,
-        tokenizer_dir=path if has_tokenizer(path) else base_dir,
+        tokenizer_dir=locate_tokenizer(path, base_dir),
         architecture=_architecture(config),
         config=config,
         base_id=adapter_config.base_model_name_or_path,
+        chat_template=found.text if found else None,
+        chat_template_file=found.file if found else None,
     )
 
 
-def read_adapter_config(adapter_dir: Path) -> AdapterConfig:
-    """Parse ``adapter_config.json`` and refuse adapter types we cannot merge exactly."""
-    cfg_path = adapter_dir / "adapter_config.json"
-    try:
-        cfg = AdapterConfig.model_validate_json(cfg_path.read_bytes())
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise InputError(
-            f"{cfg_path} is invalid: {'.'.join(map(str, first['loc']))}: {first['msg']}",
-            hint="re-save the adapter with peft's save_pretrained()",
-        ) from err
-    if cfg.peft_type.upper() != "LORA":
-        raise MergeError(
-            f"adapter type {cfg.peft_type} is not supported (only LoRA)",
-            hint="merge it with peft's merge_and_unload() and pass the merged model dir",
-        )
-    if cfg.use_dora:
-        raise MergeError(
-            "DoRA adapters (use_dora=true) are not supported",
-            hint="merge it with peft's merge_and_unload() and pass the merged model dir",
-        )
-    if cfg.lora_bias or cfg.bias != "none":
-        raise MergeError(
-            "LoRA adapters with trained biases are not supported",
-            hint="merge it with peft's merge_and_unload() and pass the merged model dir",
-        )
-    return cfg
+def locate_tokenizer(adapter_dir: Path, base_dir: Path) -> Path:
+    """The one tokenizer locator: the adapter's own tokenizer if it has one, else the base's."""
+    return adapter_dir if has_tokenizer(adapter_dir) else base_dir
 
 
 def find_base(cfg: AdapterConfig) -> Path:
     """Find the base model: a local dir, or a Hugging Face id in the cache or the Hub.
 
     Unsloth ``-bnb-4bit`` ids are mapped to their 16-bit originals first, because merging into
-    4-bit weights loses the fine-tune. Offline (``HF_HUB_OFFLINE=1``) only the cache is used.
+    4-bit weights loses the fine-tune. Where the cache is and whether the Hub may be asked
+    (``HF_HOME``, ``HF_HUB_CACHE``, ``HF_HUB_OFFLINE``) is left to huggingface_hub.
     """
+    from huggingface_hub import constants
+
     name = cfg.base_model_name_or_path
     if not name:
         raise BaseModelNotFoundError(
@@ -234,15 +282,16 @@ def find_base(cfg: AdapterConfig) -> Path:
     if local.is_dir():
         return local
     candidates = _hub_candidates(name)
-    offline = _is_true(os.environ.get("HF_HUB_OFFLINE"))
     for repo_id in candidates:
-        found = _snapshot(repo_id, offline=offline)
+        found = _snapshot(repo_id)
         if found is not None:
             if repo_id != name:
                 logger.info("using %s, the 16-bit original of %s", repo_id, name)
             return found
     where = (
-        "in the local Hugging Face cache (HF_HUB_OFFLINE=1)" if offline else "locally or on the Hub"
+        "in the local Hugging Face cache (HF_HUB_OFFLINE=1)"
+        if constants.is_offline_mode()
+        else "locally or on the Hub"
     )
     raise BaseModelNotFoundError(
         f"base model {' or '.join(candidates)} not found {where}",
@@ -257,20 +306,7 @@ def _hub_candidates(name: str) -> list[str]:
     return [name]
 
 
-def _is_true(value: str | None) -> bool:
-    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-def _hub_cache_dir() -> str | None:
-    # huggingface_hub reads HF_HOME at import; read it per call so a changed env is honoured.
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]) / "hub")
-    return None
-
-
-def _snapshot(repo_id: str, *, offline: bool) -> Path | None:
+def _snapshot(repo_id: str) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         HFValidationError,
@@ -279,10 +315,9 @@ def _snapshot(repo_id: str, *, offline: bool) -> Path | None:
     )
 
     try:
+        # Offline (HF_HUB_OFFLINE) huggingface_hub answers from its cache by itself.
         folder = snapshot_download(
             repo_id,
-            cache_dir=_hub_cache_dir(),
-            local_files_only=offline,
             allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.jinja", "*.model"],
         )
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HFValidationError, OSError) as err:
@@ -310,104 +345,7 @@ def _architecture(config: Mapping[str, Any]) -> str | None:
 
 def has_tokenizer(folder: Path) -> bool:
     """Whether ``folder`` holds a tokenizer of its own (else the base model's is used)."""
-    return any((folder / name).exists() for name in TOKENIZER_FILES)
-
-
-def weight_files(model_dir: Path) -> list[Path]:
-    """The safetensors files of a model dir, in index order when an index exists."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return [model_dir / name for name in dict.fromkeys(weight_map.values())]
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise InputError(
-            f"no *.safetensors weights in {model_dir}",
-            hint="re-save the model with save_pretrained(safe_serialization=True)",
-        )
-    return files
-
-
-#: safetensors dtype names → torch dtype attribute names.
-SAFETENSORS_TORCH_DTYPES: dict[str, str] = {
-    "F32": "float32",
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F64": "float64",
-    "I64": "int64",
-    "I32": "int32",
-    "I16": "int16",
-    "I8": "int8",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-
-
-def read_safetensors_header(file: Path) -> dict[str, Any]:
-    """Parse a safetensors header and check the file is as long as the header says.
-
-    A truncated download or an interrupted save is caught here, not halfway through a merge.
-    """
-    return read_safetensors_layout(file)[1]
-
-
-def read_safetensors_layout(file: Path) -> tuple[int, dict[str, Any]]:
-    """The file offset where tensor data starts, and the header (``data_offsets`` count from it).
-
-    Raises:
-        InputError: the file is unreadable, or shorter than its header says.
-    """
-    try:
-        with file.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > 100_000_000:
-                raise ValueError("header length is implausible")
-            header = json.loads(fh.read(length))
-        size = file.stat().st_size
-    except (OSError, ValueError, struct.error) as err:
-        raise InputError(
-            f"{file} is not a readable safetensors file ({err})",
-            hint="re-save or re-download it",
-        ) from err
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    end = max((int(v["data_offsets"][1]) for v in tensors.values()), default=0)
-    if 8 + length + end > size:
-        raise InputError(
-            f"{file} is truncated ({size} of {8 + length + end} bytes)",
-            hint="re-save or re-download it",
-        )
-    return 8 + length, tensors
-
-
-def safetensors_shapes(model_dir: Path) -> dict[str, tuple[list[int], str]]:
-    """Name → (shape, dtype) of every tensor in a model dir's safetensors."""
-    shapes: dict[str, tuple[list[int], str]] = {}
-    for file in weight_files(model_dir):
-        for name, info in read_safetensors_header(file).items():
-            shapes[name] = (list(info["shape"]), str(info["dtype"]))
-    return shapes
-
-
-def adapter_tensor_shapes(adapter_dir: Path) -> dict[str, list[int]]:
-    """Name → shape of the adapter's tensors, with the PEFT prefix removed."""
-    file = adapter_dir / ADAPTER_WEIGHTS
-    if not file.exists():
-        legacy = adapter_dir / "adapter_model.bin"
-        extra = " (only adapter_model.bin, a pickle we do not load)" if legacy.exists() else ""
-        raise InputNotFoundError(
-            f"missing {file}{extra}",
-            path=file,
-            hint="save the adapter with save_pretrained(safe_serialization=True)",
-        )
-    return {
-        strip_peft_prefix(name): list(info["shape"])
-        for name, info in read_safetensors_header(file).items()
-    }
-
-
-def strip_peft_prefix(name: str) -> str:
-    """``base_model.model.model.layers.0.q_proj.lora_A.weight`` → ``model.layers.0.q_proj...``."""
-    return name[len(_PEFT_PREFIX) :] if name.startswith(_PEFT_PREFIX) else name
+    return any((folder / name).exists() for name in TOKENIZER_CORE_FILES)
 
 
 def _refuse_bitsandbytes(
@@ -424,121 +362,128 @@ def _refuse_bitsandbytes(
         )
 
 
-def base_tensor_for(module: str, base_shapes: Mapping[str, object]) -> str | None:
-    """The base tensor a LoRA module adapts (``module.weight``), tolerating a missing prefix."""
-    candidates = [f"{module}.weight"]
-    if "." in module:
-        candidates.append(f"{module.split('.', 1)[1]}.weight")
-    return next((name for name in candidates if name in base_shapes), None)
+# --------------------------------------------------------------------------- GGUF facts
 
 
-def check_compatible(
-    cfg: AdapterConfig,
-    adapter_shapes: Mapping[str, list[int]],
-    base_shapes: Mapping[str, tuple[list[int], str]],
-    base_config: Mapping[str, Any],
-    *,
-    adapter_dir: Path,
-) -> None:
-    """Check every adapter tensor targets a base tensor of the right shape; collect all problems.
+def read_gguf_facts(path: Path) -> tuple[str | None, str | None]:
+    """A GGUF's quant type (lower-case llama.cpp name) and embedded chat template.
+
+    The quant is ``general.file_type`` (``MOSTLY_Q4_K_M`` → ``q4_k_m``); files without it
+    report the most common type of their 2-D weights. A file the ``gguf`` reader cannot parse
+    reports neither (the export stage names the problem when it reads the tensors).
+    """
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as err:  # the reader raises plain ValueError/IndexError on a bad file
+        logger.info("cannot read the GGUF metadata of %s: %s", path, err)
+        return None, None
+    template_field = reader.fields.get("tokenizer.chat_template")
+    template = (
+        bytes(template_field.parts[template_field.data[0]]).decode("utf-8", errors="replace")
+        if template_field is not None and template_field.data
+        else None
+    )
+    return _gguf_quant(reader, gguf), template or None
+
+
+def _gguf_quant(reader: Any, gguf: Any) -> str | None:
+    file_type = reader.fields.get("general.file_type")
+    if file_type is not None and file_type.data:
+        value = int(file_type.parts[file_type.data[0]][0])
+        try:
+            name = str(gguf.LlamaFileType(value).name)
+        except ValueError:
+            name = ""
+        if name and name != "GUESSED":
+            return name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
+    counts: dict[str, int] = {}
+    for tensor in reader.tensors:
+        if len(tensor.shape) >= 2:
+            type_name = str(tensor.tensor_type.name)
+            counts[type_name] = counts.get(type_name, 0) + 1
+    return max(counts, key=lambda k: counts[k]).lower() if counts else None
+
+
+# --------------------------------------------------------------------------- early checks
+
+
+def check_chat_template(resolved: ResolvedInput) -> None:
+    """Check the chat template parses and renders one probe conversation.
+
+    Cheap (one Jinja parse and render), so ``deploy`` and ``export`` call it before any export
+    work and a Jinja syntax error is reported before a GGUF is built. An input without any chat
+    template passes (the template stage reports that on its own terms).
 
     Raises:
-        InputError: the adapter belongs to another architecture or size, or its vocab differs.
+        TemplateSyntaxError: the template is not valid Jinja (line, column, the line's text).
+        TemplateRenderError: it raises on a single user turn, which every chat template takes.
     """
-    problems: list[str] = []
-    missing: list[str] = []
-    for name, shape in adapter_shapes.items():
-        role, module = classify_adapter_key(name)
-        if role == "original":
-            continue
-        target = base_tensor_for(module, base_shapes)
-        if target is None:
-            missing.append(module)
-            continue
-        base_shape = base_shapes[target][0]
-        if role in {"replace", "base_layer"}:
-            if base_shape != shape and not _is_vocab_resize(target, shape, base_shape):
-                problems.append(f"{name} {shape} vs base {base_shape}")
-            continue
-        out_dim, in_dim = _lora_dims(role, shape)
-        expected = base_shape[::-1] if cfg.fan_in_fan_out or "embedding" in role else base_shape
-        if "embedding" in role and in_dim is not None:
-            in_dim = None  # the vocab side may be resized; base_layer/replace rows are checked
-        if (out_dim is not None and out_dim != expected[0]) or (
-            in_dim is not None and in_dim != expected[1]
-        ):
-            problems.append(f"{name} {shape} vs base {target} {base_shape}")
-    if missing:
-        arch = _architecture(base_config) or "the base"
-        raise InputError(
-            f"adapter {adapter_dir} targets modules {arch} does not have "
-            f"(e.g. {missing[0]}): it was trained for another architecture",
-            hint="pass --base with the model the adapter was trained on",
+    if resolved.chat_template is None:
+        return
+    from .chat_template.hf_render import check_syntax, render_hf
+
+    where = resolved.chat_template_file or resolved.path
+    try:
+        check_syntax(resolved.chat_template)
+        tokens = resolved.template_source().template_variables()
+        render_hf(
+            resolved.chat_template,
+            PROBE_CONVERSATION,
+            tokens=tokens,
+            add_generation_prompt=True,
+            continue_final_message=False,
         )
-    if problems:
-        raise InputError(
-            f"adapter {adapter_dir} does not fit its base: {len(problems)} shape mismatches, "
-            f"e.g. {problems[0]}",
-            hint="pass --base with the exact model (size, vocab) the adapter was trained on",
-        )
+    except TemplateError as err:
+        err.message = f"chat template of {where}: {err.message}"
+        raise
 
 
-AdapterRole = Literal[
-    "lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "replace", "base_layer", "original"
+#: The one conversation ``check_chat_template`` renders: a single user turn, which every chat
+#: template must accept (some refuse a system turn, or an assistant turn first).
+PROBE_CONVERSATION: tuple[dict[str, str], ...] = ({"role": "user", "content": "Hi"},)
+
+
+def check_source(path: Path, *, base: Path | None = None) -> ResolvedInput:
+    """Everything about the source that can be checked before heavy work, in one call.
+
+    ``resolve_input`` (kind, config, tensors against config and base) and
+    ``check_chat_template``; cheap (JSON, headers, one Jinja render), so ``deploy`` and
+    ``export`` call it before the toolchain or the server is touched.
+    """
+    resolved = resolve_input(path, base=base)
+    check_chat_template(resolved)
+    return resolved
+
+
+__all__ = [
+    "ADAPTER_WEIGHTS",
+    "BNB_SUFFIXES",
+    "SAFETENSORS_TORCH_DTYPES",
+    "TOKENIZER_CORE_FILES",
+    "TOKENIZER_FILES",
+    "AdapterConfig",
+    "AdapterRole",
+    "InputKind",
+    "ResolvedInput",
+    "adapter_tensor_shapes",
+    "base_tensor_for",
+    "check_chat_template",
+    "check_compatible",
+    "check_source",
+    "classify_adapter_key",
+    "find_base",
+    "has_tokenizer",
+    "locate_tokenizer",
+    "read_adapter_config",
+    "read_config",
+    "read_gguf_facts",
+    "read_safetensors_header",
+    "read_safetensors_layout",
+    "resolve_input",
+    "safetensors_shapes",
+    "source_kind",
+    "strip_peft_prefix",
+    "weight_files",
 ]
-_ROLE_KEY = re.compile(
-    r"^(?P<module>.+?)\.(?:(?P<lora>lora_A|lora_B)\.weight|(?P<emb>lora_embedding_[AB])"
-    r"|(?P<wrap>modules_to_save|base_layer|original_module)\.weight|weight)$"
-)
-
-
-_FACTOR_ROLES: dict[str, AdapterRole] = {
-    "lora_A": "lora_A",
-    "lora_B": "lora_B",
-    "lora_embedding_A": "lora_embedding_A",
-    "lora_embedding_B": "lora_embedding_B",
-}
-
-
-def classify_adapter_key(name: str) -> tuple[AdapterRole, str]:
-    """What an adapter tensor is for, and the base module it belongs to.
-
-    PEFT stores LoRA factors, full replacements (``modules_to_save``, or the whole embedding
-    when the vocab was resized: ``X.weight``/``X.modules_to_save.weight``), the possibly resized
-    base of a LoRA-wrapped embedding (``X.base_layer.weight``) and copies of the untouched
-    original (``X.original_module.weight``).
-
-    >>> classify_adapter_key("base_model.model.lm_head.modules_to_save.weight")
-    ('replace', 'lm_head')
-    >>> classify_adapter_key("base_model.model.model.embed_tokens.lora_embedding_A")
-    ('lora_embedding_A', 'model.embed_tokens')
-    """
-    match = _ROLE_KEY.match(strip_peft_prefix(name))
-    if match is None:
-        raise InputError(
-            f"unexpected tensor {name} in {ADAPTER_WEIGHTS}",
-            hint="only LoRA adapters saved by peft are supported",
-        )
-    module = str(match["module"])
-    factor = match["lora"] or match["emb"]
-    if factor is not None:
-        return _FACTOR_ROLES[factor], module
-    wrap = match["wrap"]
-    if wrap == "base_layer":
-        return "base_layer", module
-    if wrap == "original_module":
-        return "original", module
-    return "replace", module
-
-
-def _lora_dims(role: str, shape: list[int]) -> tuple[int | None, int | None]:
-    """(out, in) of the adapted weight that one LoRA factor pins down; None where it doesn't."""
-    if role in {"lora_A", "lora_embedding_A"}:
-        return None, shape[1]
-    return shape[0], None
-
-
-def _is_vocab_resize(target: str, shape: list[int], base_shape: list[int]) -> bool:
-    """Embeddings may grow (added tokens): same width, more rows, is a resize, not a mismatch."""
-    is_embedding = target.endswith(("embed_tokens.weight", "lm_head.weight", "wte.weight"))
-    return is_embedding and shape[1:] == base_shape[1:] and shape[0] >= base_shape[0]

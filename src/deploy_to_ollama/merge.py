@@ -18,18 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from ._fs import check_disk_space, write_text_atomic
 from .errors import InputError, MergeError, OutputExistsError
-from .inputs import (
-    ADAPTER_WEIGHTS,
+from .inputs import TOKENIZER_FILES, ResolvedInput
+from .lora_adapter import AdapterConfig, adapter_tensor_shapes
+from .peft_keys import ADAPTER_WEIGHTS, base_tensor_for, classify_adapter_key
+from .progress import NullProgress, ProgressReporter
+from .safetensors_io import (
     SAFETENSORS_TORCH_DTYPES,
-    AdapterConfig,
-    ResolvedInput,
-    base_tensor_for,
-    classify_adapter_key,
     read_safetensors_layout,
     safetensors_shapes,
     weight_files,
 )
-from .progress import NullProgress, ProgressReporter
 
 if TYPE_CHECKING:
     import torch
@@ -38,18 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: Same default shard size as transformers' save_pretrained.
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
-#: Files copied beside the merged weights so the folder loads and converts on its own.
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "tokenizer.model",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 
 
 @dataclass(slots=True)
@@ -337,8 +323,6 @@ def merged_config(resolved: ResolvedInput) -> dict[str, Any]:
     config = dict(resolved.config)
     if resolved.kind != "adapter":
         return config
-    from .inputs import adapter_tensor_shapes
-
     for name, shape in adapter_tensor_shapes(resolved.path).items():
         role, module = classify_adapter_key(name)
         if role in {"replace", "base_layer"} and module.endswith(("embed_tokens", "wte")):

@@ -20,7 +20,8 @@ from typing import Any
 
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
-from .errors import DeployError, InputError, InputNotFoundError, OutputExistsError
+from .errors import DeployError, InputNotFoundError, OutputExistsError
+from .inputs import ResolvedInput, check_source, source_kind
 from .modelfile import (
     Modelfile,
     num_ctx_parameter,
@@ -340,8 +341,10 @@ def deploy(
     )
     OllamaClient(plan.host).version()  # fail fast (exit 4) before any heavy work
     with _materialised(source) as path:
-        ensure_source_kind(path)
-        return _run(plan, path)
+        # Config, tensors against config and base, chat template (JSON, headers, one render):
+        # refused here, before the toolchain or an export is touched.
+        resolved = check_source(path, base=base)
+        return _run(plan, path, resolved)
 
 
 @dataclass(frozen=True)
@@ -366,7 +369,7 @@ class _Plan:
     progress: ProgressReporter
 
 
-def _run(plan: _Plan, path: Path) -> DeployReport:
+def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     stages: list[tuple[str, str]] = []
     plan.progress.start("resolve", f"resolve: hashing {path.name}")
     input_key = _hash(hash_tree(path), str(plan.base) if plan.base else None, __version__)
@@ -384,7 +387,7 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     stages.append(("modelfile", "done"))
     status, registration = _run_register(plan, modelfile, work, gguf, state)
     stages.append(("register", status))
-    round_trip, failed_model = _run_check(plan, path, gguf, registration)
+    round_trip, failed_model = _run_check(plan, resolved, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
     warnings = [] if template.verified else [f"template not verified: {template.note or ''}"]
@@ -392,7 +395,7 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     return DeployReport(
         name=plan.name,
         host=plan.host,
-        quant=plan.quant,
+        quant=resolved.gguf_quant or plan.quant,  # a GGUF source keeps its own quant type
         gguf=gguf,
         gguf_bytes=gguf.stat().st_size,
         modelfile=modelfile_path,
@@ -405,11 +408,11 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
 
 
 def _run_check(
-    plan: _Plan, path: Path, gguf: Path, registration: Registration | None
+    plan: _Plan, resolved: ResolvedInput, gguf: Path, registration: Registration | None
 ) -> tuple[RoundTripReport | None, str | None]:
     """Round trip against the reference the stages used; undo a fresh registration that fails.
 
-    The reference is the tokenizer of the adapter, else of its base (``resolve_input``), else
+    The reference is the tokenizer of the adapter, else of its base (``ResolvedInput``), else
     the chat template embedded in the GGUF. A model this run registered and that fails is
     removed (or the model it replaced restored) unless ``keep_failed``; a registration reused
     from an earlier run is left alone, since the user had it before.
@@ -418,11 +421,12 @@ def _run_check(
         if registration is not None:
             settle_registration(registration)
         return None, None
-    from .inputs import resolve_input
-
-    tokenizer_dir = resolve_input(path, base=plan.base).tokenizer_dir if path.is_dir() else None
     try:
-        reference = load_reference_for(tokenizer_dir, gguf)
+        reference = load_reference_for(
+            resolved.tokenizer_dir,
+            gguf,
+            chat_template=resolved.chat_template if resolved.tokenizer_dir else None,
+        )
         report = check_round_trip(
             plan.name,
             host=plan.host,
@@ -601,16 +605,7 @@ def ensure_source_kind(path: Path) -> None:
         InputError: a file other than ``.gguf``, or a folder without ``adapter_config.json``
             or ``config.json``.
     """
-    hint = "pass a LoRA adapter folder, a merged model folder or a .gguf file"
-    if path.is_file():
-        if path.suffix.lower() != ".gguf":
-            raise InputError(f"{path} is a file but not a .gguf", hint=hint)
-        return
-    if not any((path / n).is_file() for n in ("adapter_config.json", "config.json")):
-        raise InputError(
-            f"{path} has neither adapter_config.json nor config.json: not a model or adapter",
-            hint=hint,
-        )
+    source_kind(path)
 
 
 __all__ = [

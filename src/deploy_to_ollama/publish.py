@@ -20,7 +20,7 @@ from typing import Any
 from . import __version__
 from ._fs import read_json_object
 from .errors import HubError, HubUnavailableError, InputError, InputNotFoundError, UsageError
-from .merge import TOKENIZER_FILES as MERGED_TOKENIZER_FILES
+from .inputs import TOKENIZER_FILES as MERGED_TOKENIZER_FILES
 from .model_card import CardFile, ModelCardData, PushKind, hub_base_model, render_model_card
 from .progress import NullProgress, ProgressReporter
 

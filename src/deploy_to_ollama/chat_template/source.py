@@ -1,23 +1,33 @@
 """Load a chat template and its special tokens from a model dir, an adapter dir, a GGUF or a .jinja.
 
+Which file holds the template is decided by the one reader, ``template_files`` (its docstring
+gives the order); ``template_source_for`` is the view of a resolved input every stage shares.
+
 The result, :class:`TemplateSource`, is everything the translator and verifier need: the Jinja
 text, the special-token variables transformers passes to it, the eos/eot strings and BOS policy.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, InputNotFoundError, TemplateNotFoundError
+from ..template_files import (
+    TEMPLATE_FILES,
+    find_chat_template,
+    read_json_file,
+    read_template_file,
+    read_text_utf8,
+    token_text,
+)
+
+if TYPE_CHECKING:
+    from ..inputs import ResolvedInput
 
 logger = logging.getLogger(__name__)
-
-#: Files looked at in a model or adapter directory, in the order transformers prefers them.
-TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
 
 #: Special-token keys of tokenizer_config.json that transformers exposes to the template.
 SPECIAL_TOKEN_KEYS = (
@@ -92,7 +102,7 @@ def load_template_source(
     elif path.suffix == ".json":
         source = _from_json_file(path, path.parent)
     else:
-        source = TemplateSource(template=_read_text(path), origin=path, kind="jinja")
+        source = TemplateSource(template=read_text_utf8(path), origin=path, kind="jinja")
     return _with_overrides(source, bos=bos, eos=eos)
 
 
@@ -109,87 +119,62 @@ def _with_overrides(source: TemplateSource, *, bos: str | None, eos: str | None)
     return replace(source, **changes) if changes else source
 
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"{path} is not UTF-8 (byte {err.start})",
-            hint="save the chat template as UTF-8 text",
-        ) from err
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as err:
-        raise InputError(
-            f"{path} is not valid JSON (line {err.lineno}, column {err.colno})",
-            hint="fix or regenerate the file",
-        ) from err
-    if not isinstance(data, dict):
-        raise InputError(f"{path} is not a JSON object", hint="fix or regenerate the file")
-    return data
-
-
-def _token_text(value: Any) -> str | None:
-    """tokenizer_config.json stores tokens as strings or as AddedToken dicts."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str):
-        return str(value["content"])
-    return None
-
-
-def _pick_template(value: Any) -> str | None:
-    """``chat_template`` may be a string or a list of named templates (use ``default``)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        named = {item.get("name"): item.get("template") for item in value if isinstance(item, dict)}
-        chosen = named.get("default") or next(iter(named.values()), None)
-        return chosen if isinstance(chosen, str) else None
-    return None
-
-
 def _from_json_file(path: Path, directory: Path) -> TemplateSource:
-    template = _pick_template(_read_json(path).get("chat_template"))
-    if template is None:
+    found = read_template_file(path)
+    if found is None:
         raise TemplateNotFoundError(
             f"{path} has no chat_template",
             path=path,
             hint="pass a file or directory that contains the chat template",
         )
-    base = _tokens_from_directory(directory, template, path)
-    return base
+    return _tokens_from_directory(directory, found.text, path)
 
 
 def _from_directory(directory: Path) -> TemplateSource:
-    template: str | None = None
-    for name in TEMPLATE_FILES:
-        candidate = directory / name
-        if not candidate.is_file():
-            continue
-        if name.endswith(".jinja"):
-            template = _read_text(candidate)
-        else:
-            template = _pick_template(_read_json(candidate).get("chat_template"))
-        if template:
-            break
-    if not template:
+    found = find_chat_template(directory)
+    if found is None:
         looked = ", ".join(TEMPLATE_FILES)
         raise TemplateNotFoundError(
             f"no chat template in {directory} (looked for {looked})",
             path=directory,
             hint="copy the base model's tokenizer files next to the adapter, or pass a .jinja",
         )
-    return _tokens_from_directory(directory, template, directory)
+    return _tokens_from_directory(directory, found.text, directory)
+
+
+def template_source_for(resolved: ResolvedInput) -> TemplateSource:
+    """The template and tokens of a resolved input, as every stage must see them.
+
+    The template is ``resolved.chat_template`` (the one reader's choice: the adapter's files,
+    then its base's); the tokens come from ``resolved.tokenizer_dir``; a GGUF source carries
+    both inside.
+
+    Raises:
+        TemplateNotFoundError: neither the input nor its base has a chat template.
+    """
+    if resolved.kind == "gguf":
+        return _from_gguf(resolved.path)
+    if resolved.chat_template is None or resolved.tokenizer_dir is None:
+        looked = ", ".join(TEMPLATE_FILES)
+        where = (
+            f"{resolved.path} or its base {resolved.base_dir}"
+            if resolved.base_dir
+            else (f"{resolved.path}")
+        )
+        raise TemplateNotFoundError(
+            f"no chat template in {where} (looked for {looked})",
+            path=resolved.path,
+            hint="copy the base model's tokenizer files next to the adapter, or pass a .jinja",
+        )
+    origin = resolved.chat_template_file or resolved.path
+    source = _tokens_from_directory(resolved.tokenizer_dir, resolved.chat_template, origin)
+    return source
 
 
 def _tokens_from_directory(directory: Path, template: str, origin: Path) -> TemplateSource:
     config_path = directory / "tokenizer_config.json"
-    config = _read_json(config_path) if config_path.is_file() else {}
-    tokens = {key: _token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
+    config = read_json_file(config_path) if config_path.is_file() else {}
+    tokens = {key: token_text(config.get(key)) for key in SPECIAL_TOKEN_KEYS}
     id_to_token = _added_tokens(directory, config)
     stops = [tok for tok in (tokens["eos_token"],) if tok]
     stops += _generation_config_eos(directory, id_to_token)
@@ -218,12 +203,12 @@ def _added_tokens(directory: Path, config: dict[str, Any]) -> dict[int, str]:
     """Special token ids -> strings from tokenizer_config.json and tokenizer.json."""
     found: dict[int, str] = {}
     for key, value in (config.get("added_tokens_decoder") or {}).items():
-        text = _token_text(value)
+        text = token_text(value)
         if text is not None and str(key).isdigit():
             found[int(key)] = text
     tokenizer_json = directory / "tokenizer.json"
     if not found and tokenizer_json.is_file():
-        for item in _read_json(tokenizer_json).get("added_tokens") or []:
+        for item in read_json_file(tokenizer_json).get("added_tokens") or []:
             if isinstance(item, dict) and isinstance(item.get("id"), int):
                 found[item["id"]] = str(item.get("content", ""))
     return found
@@ -233,7 +218,7 @@ def _generation_config_eos(directory: Path, id_to_token: dict[int, str]) -> list
     path = directory / "generation_config.json"
     if not path.is_file():
         return []
-    raw = _read_json(path).get("eos_token_id")
+    raw = read_json_file(path).get("eos_token_id")
     ids = raw if isinstance(raw, list) else [raw]
     tokens: list[str] = []
     for token_id in ids:

@@ -210,13 +210,23 @@ def check_hub_push(
             "--what merged pushes the merged model: it needs --save-merged DIR",
             hint="add --save-merged DIR (or --save-merged-4bit DIR with --backend unsloth)",
         )
-    if kind == "adapter" and not (source / "adapter_config.json").is_file():
+    if kind == "adapter" and not _is_adapter(source):
         raise UsageError(
             f"--what adapter needs a LoRA adapter SOURCE, {source} has no adapter_config.json",
             hint="push --what gguf or --what merged instead",
         )
     resolve_token(None)  # a missing token fails now, not after the export
     return HubPush(repo_id=repo_id, what=kind, private=private)
+
+
+def _is_adapter(source: Path) -> bool:
+    from ..errors import InputError
+    from ..inputs import source_kind
+
+    try:
+        return source_kind(source) == "adapter"
+    except InputError:
+        return False
 
 
 @app.command("export", epilog=EXPORT_EXAMPLES)
@@ -474,12 +484,12 @@ def _write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tu
     target = out / "Modelfile"
     if target.exists() and not force:
         raise OutputExistsError(f"{target} already exists", hint="pass --force to replace it")
-    from ..chat_template import load_template_source, translate_template
+    from ..chat_template import translate_template
 
     template = stops = system = None
     status = "not translated"
     try:
-        translated = translate_template(load_template_source(source))
+        translated = translate_template(_template_source(source, result))
         template, stops, system = translated.template, translated.stop, translated.system
         status = "verified" if translated.verified else "unverified"
     except DeployError as err:
@@ -496,6 +506,20 @@ def _write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tu
     )
     write_text_atomic(target, render_modelfile(modelfile))
     return target, status
+
+
+def _template_source(source: Path, result: Any) -> Any:
+    """The adapter's own template, else its base's: the one the GGUF carries."""
+    from ..chat_template import load_template_source
+    from ..errors import TemplateNotFoundError
+
+    try:
+        return load_template_source(source)
+    except TemplateNotFoundError:
+        base = getattr(result, "base_dir", None)
+        if base is None:
+            raise
+        return load_template_source(base)
 
 
 def _report(

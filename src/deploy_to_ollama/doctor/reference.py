@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..chat_template.source import TemplateSource
-from ..errors import TemplateError
+from ..errors import DeployError, TemplateError
 from .targets import Target
 
 logger = logging.getLogger(__name__)
@@ -83,10 +83,26 @@ class ReferenceChoice:
     """Set when --source and the GGUF carry different templates."""
 
 
-def _from_source_path(path: Path, origin: ReferenceOrigin) -> ReferenceTemplate:
+def _load_source(path: Path) -> TemplateSource:
+    """The template the stages used for ``path``: an adapter's own, else its base's."""
     from ..chat_template.source import load_template_source
+    from ..errors import TemplateNotFoundError
+    from ..inputs import resolve_input, source_kind
 
-    src = load_template_source(path)
+    try:
+        return load_template_source(path)
+    except TemplateNotFoundError as missing:
+        if not path.is_dir() or source_kind(path) != "adapter":
+            raise
+        try:
+            return resolve_input(path).template_source()
+        except DeployError as err:  # base not found, or it has no template either
+            logger.info("no base template for %s: %s", path, err)
+            raise missing from err
+
+
+def _from_source_path(path: Path, origin: ReferenceOrigin) -> ReferenceTemplate:
+    src = _load_source(path)
     variables = dict(src.special_tokens)
     if src.bos_token is not None:
         variables["bos_token"] = src.bos_token

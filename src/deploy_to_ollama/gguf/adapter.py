@@ -17,7 +17,7 @@ from .._fs import atomic_path
 from .._subprocess import run_tool
 from ..errors import UsageError
 from ..progress import ProgressReporter
-from .llama_cpp import read_chat_template, read_safetensors_header, special_token_ids
+from .llama_cpp import special_token_ids
 from .quants import QuantType
 from .toolchain import Toolchain
 
@@ -27,10 +27,17 @@ if TYPE_CHECKING:
 
 def full_weights_in_adapter(adapter_dir: Path) -> list[str]:
     """Names of full (non-LoRA) tensors an adapter carries: modules_to_save, resized embeddings."""
-    path = adapter_dir / "adapter_model.safetensors"
+    from ..peft_keys import ADAPTER_WEIGHTS, FACTOR_ROLES, classify_adapter_key
+    from ..safetensors_io import read_safetensors_header
+
+    path = adapter_dir / ADAPTER_WEIGHTS
     if not path.is_file():
         return []
-    return [key for key in read_safetensors_header(path) if "lora_" not in key]
+    return [
+        key
+        for key in read_safetensors_header(path)
+        if classify_adapter_key(key)[0] not in FACTOR_ROLES
+    ]
 
 
 def convert_lora(toolchain: Toolchain, adapter_dir: Path, base_dir: Path, target: Path) -> Path:
@@ -85,7 +92,7 @@ def export_adapter(
     convert_lora(toolchain, adapter_dir, base_dir, lora_target)
     reporter.done("lora", f"wrote {lora_target.name}")
     tokenizer_dir = Path(resolved.tokenizer_dir or base_dir)
-    chat_template = read_chat_template(tokenizer_dir)
+    chat_template = resolved.chat_template
     token_ids = special_token_ids(base_dir, tokenizer_dir, chat_template)
     name = request.name or stem
 

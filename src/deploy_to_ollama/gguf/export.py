@@ -21,7 +21,6 @@ from ..progress import NullProgress, ProgressReporter
 from ._stamp import fingerprint_inputs, read_matching_stamp, write_stamp
 from .llama_cpp import (
     quantize_gguf,
-    read_chat_template,
     special_token_ids,
     stage_model_dir,
 )
@@ -152,11 +151,14 @@ def export_gguf(
         name=name,
         force=force,
     )
-    return run_export(
-        request,
-        toolchain or _toolchain(cache_dir, llama_cpp_dir, progress),
-        progress=progress,
-    )
+    if toolchain is None:
+        from ..inputs import check_source
+
+        # The source is checked (config, tensors, chat template) before the toolchain is built.
+        parse_quant_list(list(request.quants))
+        check_source(request.source, base=request.base)
+        toolchain = _toolchain(cache_dir, llama_cpp_dir, progress)
+    return run_export(request, toolchain, progress=progress)
 
 
 def _toolchain(
@@ -303,7 +305,7 @@ def _export_merged(
     reporter: ProgressReporter,
 ) -> ExportResult:
     tokenizer_dir = _tokenizer_dir(resolved)
-    chat_template = read_chat_template(tokenizer_dir)
+    chat_template = resolved.chat_template  # the one reader's choice: adapter, then base
     merged_dir: Path | None = None
     with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work_str:
         work = Path(work_str)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from typing import Any
 from .._fs import atomic_path
 from .._subprocess import STDERR_TAIL_LINES, kill_with_parent, run_tool
 from ..errors import ConversionError
-from ..merge import TOKENIZER_FILES
+from ..inputs import TOKENIZER_FILES
 from .quants import QuantType
 from .toolchain import Toolchain
 
@@ -62,44 +61,17 @@ class ConvertFacts:
     """Tensors per GGML type when the converter also quantized (in-process quantization)."""
 
 
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """Return the JSON header of a safetensors file (names, dtypes, shapes), no tensor data."""
-    with path.open("rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise ConversionError(f"{path} is truncated", hint="re-save or re-download the file")
-        (length,) = struct.unpack("<Q", raw)
-        try:
-            header: dict[str, Any] = json.loads(fh.read(length))
-        except ValueError as err:
-            raise ConversionError(f"{path} has a corrupt header", hint="re-save the file") from err
-    header.pop("__metadata__", None)
-    return header
-
-
-def _adapter_key_to_model(key: str) -> str | None:
-    """Map a saved PEFT key of a full weight to the model's key; None for a key to ignore.
-
-    PEFT saves ``modules_to_save`` as ``<m>.modules_to_save[.default].weight`` (plus the untouched
-    ``original_module``) and resized embeddings as ``<m>.base_layer.weight`` or ``<m>.weight``.
-    """
-    if ".original_module." in key:
-        return None
-    key = key.removeprefix("base_model.model.")
-    for marker in (".modules_to_save.default.", ".modules_to_save.", ".base_layer."):
-        key = key.replace(marker, ".")
-    return key
-
-
 def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     """Name → (shape, torch dtype name) of every tensor the merge will produce, in file order.
 
     Read from safetensors headers only: base shapes, replaced by the full weights an adapter
     carries (``modules_to_save``, resized embeddings), written in the base dtype.
     """
+    from ..peft_keys import ADAPTER_WEIGHTS, full_weight_target
+    from ..safetensors_io import SAFETENSORS_TORCH_DTYPES, read_safetensors_header, weight_files
+
     specs: dict[str, tuple[tuple[int, ...], str]] = {}
     base_dtype = "bfloat16"
-    from ..inputs import SAFETENSORS_TORCH_DTYPES, weight_files
 
     for file in weight_files(Path(resolved.model_dir)):
         for name, info in sorted(read_safetensors_header(file).items()):
@@ -107,12 +79,10 @@ def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]
             specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
             if dtype in ("bfloat16", "float16", "float32"):
                 base_dtype = dtype
-    adapter_file = Path(resolved.path) / "adapter_model.safetensors"
+    adapter_file = Path(resolved.path) / ADAPTER_WEIGHTS
     if resolved.kind == "adapter" and adapter_file.is_file():
         for key, info in sorted(read_safetensors_header(adapter_file).items()):
-            if "lora_" in key or "lora_magnitude" in key:
-                continue
-            target = _adapter_key_to_model(key)
+            target = full_weight_target(key)
             if target is None:
                 continue
             dtype = specs[target][1] if target in specs else base_dtype
@@ -131,14 +101,6 @@ def _tokenizer_vocab(tokenizer_dir: Path) -> dict[str, int]:
     return vocab
 
 
-def _token_text(value: object) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and isinstance(value.get("content"), str):
-        return str(value["content"])
-    return None
-
-
 def special_token_ids(model_dir: Path, tokenizer_dir: Path, chat_template: str | None) -> TokenIds:
     """Find the eos and end-of-turn ids a chat fine-tune actually stops on.
 
@@ -146,10 +108,12 @@ def special_token_ids(model_dir: Path, tokenizer_dir: Path, chat_template: str |
     marker the chat template emits (``<|eot_id|>``, ``<|im_end|>`` ...), falling back to another id
     from ``generation_config.json``'s ``eos_token_id`` list.
     """
+    from ..template_files import token_text
+
     vocab = _tokenizer_vocab(tokenizer_dir)
     config_path = tokenizer_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    eos_text = _token_text(config.get("eos_token"))
+    eos_text = token_text(config.get("eos_token"))
     eos = vocab.get(eos_text) if eos_text else None
     eot: int | None = None
     if chat_template:
@@ -168,21 +132,17 @@ def special_token_ids(model_dir: Path, tokenizer_dir: Path, chat_template: str |
     return TokenIds(eos=eos, eot=eot)
 
 
-def read_chat_template(tokenizer_dir: Path) -> str | None:
-    """Return the Jinja chat template shipped with a tokenizer (file or tokenizer_config)."""
-    jinja = tokenizer_dir / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    config_path = tokenizer_dir / "tokenizer_config.json"
-    if config_path.is_file():
-        template = json.loads(config_path.read_text(encoding="utf-8")).get("chat_template")
-        if isinstance(template, str):
-            return template
-        if isinstance(template, list):
-            for item in template:
-                if isinstance(item, Mapping) and item.get("name") == "default":
-                    return str(item.get("template"))
-    return None
+def read_chat_template(*folders: Path | None) -> str | None:
+    """The Jinja chat template of the first folder that has one (adapter, then base).
+
+    The one reader's rule (``template_files``): ``chat_template.jinja``, ``chat_template.json``,
+    ``tokenizer_config.json`` (the ``default`` of a named list, else its first entry). It is
+    written over whatever the converter read itself, which prefers tokenizer_config.json.
+    """
+    from ..template_files import find_chat_template
+
+    found = find_chat_template(*folders)
+    return found.text if found else None
 
 
 def stage_model_dir(

@@ -6,8 +6,6 @@ into bits per weight so ``--list-quants`` can estimate the file size of any mode
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,16 +149,6 @@ def parse_quant_list(value: str | Iterable[str], *, model_dtype: str = "bf16") -
 
 def count_parameters(model_dir: Path) -> int:
     """Count the weights of an HF model dir from safetensors headers, without loading tensors."""
-    total = 0
-    for file in sorted(model_dir.glob("*.safetensors")):
-        with file.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
-        for key, info in header.items():
-            if key == "__metadata__":
-                continue
-            numel = 1
-            for dim in info["shape"]:
-                numel *= int(dim)
-            total += numel
-    return total
+    from ..safetensors_io import count_elements, safetensors_shapes
+
+    return count_elements(safetensors_shapes(model_dir))

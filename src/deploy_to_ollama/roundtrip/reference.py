@@ -54,8 +54,11 @@ class Reference:
         return rendered
 
 
-def load_reference(source: Path) -> Reference:
+def load_reference(source: Path, *, chat_template: str | None = None) -> Reference:
     """Load the fine-tune's tokenizer and chat template with transformers.
+
+    ``chat_template`` (the one reader's choice, ``ResolvedInput.chat_template``) replaces the
+    tokenizer's own, so the reference renders with the template the GGUF and Modelfile carry.
 
     Raises:
         InputError: the folder has no tokenizer or chat template transformers can load.
@@ -69,6 +72,8 @@ def load_reference(source: Path) -> Reference:
             f"cannot load a tokenizer from {source}: {err}".splitlines()[0],
             hint="pass --source a folder with tokenizer files (the adapter or model dir)",
         ) from err
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     if not getattr(tokenizer, "chat_template", None):
         raise InputError(
             f"{source} has no chat template", hint="pass --source the fine-tune's folder"
@@ -152,12 +157,14 @@ def reference_from_gguf(path: Path) -> Reference | None:
     )
 
 
-def load_reference_for(tokenizer_dir: Path | None, gguf: Path | None) -> Reference | None:
+def load_reference_for(
+    tokenizer_dir: Path | None, gguf: Path | None, *, chat_template: str | None = None
+) -> Reference | None:
     """The best reference available: transformers on ``tokenizer_dir``, else what the GGUF
     carries (``reference_from_gguf``), else None (nothing to compare with: not verified).
     """
     if tokenizer_dir is not None:
-        return load_reference(tokenizer_dir)
+        return load_reference(tokenizer_dir, chat_template=chat_template)
     if gguf is not None:
         return reference_from_gguf(gguf)
     return None

@@ -1,0 +1,59 @@
+"""The content key of a resolved input: one hash of every file the stages read.
+
+Deploy's work folder and export's reuse stamp are keyed by it, so the input is hashed once per
+run (``ResolvedInput.content_key`` keeps the result), not once per stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .inputs import TOKENIZER_FILES
+
+if TYPE_CHECKING:
+    from .inputs import ResolvedInput
+
+#: Files of a model or adapter folder the stages read, besides ``*.safetensors``: what the
+#: content key covers (a README or an earlier export in the folder does not change it).
+CONTENT_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors.index.json",
+    "adapter_config.json",
+    *TOKENIZER_FILES,
+)
+#: Bump when what the content key covers changes.
+CONTENT_KEY_FORMAT = 1
+_CHUNK = 1 << 20
+
+
+def content_files(resolved: ResolvedInput) -> list[tuple[str, Path]]:
+    """``(label, file)`` of every file the content key covers, in a stable order."""
+    roots: list[tuple[str, Path]] = [("input", resolved.path)]
+    if resolved.base_dir is not None:
+        roots.append(("base", resolved.base_dir))
+    files: list[tuple[str, Path]] = []
+    for label, root in roots:
+        if root.is_file():  # a GGUF: its bytes, not its name
+            files.append((f"{label}/file", root))
+            continue
+        for file in sorted(root.iterdir()):
+            if file.is_file() and (file.name in CONTENT_FILES or file.suffix == ".safetensors"):
+                files.append((f"{label}/{file.name}", file))
+    return files
+
+
+def compute_content_key(resolved: ResolvedInput) -> str:
+    """Hash what ``ResolvedInput.content_key`` covers (call the property: it keeps the result)."""
+    digest = hashlib.sha256(f"dto-input\0{CONTENT_KEY_FORMAT}\0{resolved.kind}".encode())
+    for label, file in content_files(resolved):
+        digest.update(f"\0{label}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+__all__ = ["CONTENT_FILES", "CONTENT_KEY_FORMAT", "compute_content_key", "content_files"]
