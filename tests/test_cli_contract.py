@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -288,6 +289,20 @@ def test_template_diff_exit_codes(
     assert "does not reproduce" in err.splitlines()[0]
 
 
+def _tiny_merged_model(folder: Path, tokenizer_dir: Path) -> Path:
+    """A merged model folder with one real safetensors tensor and a chat template."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    save_file(
+        {"model.embed_tokens.weight": np.zeros((4, 4), np.float32)}, folder / "model.safetensors"
+    )
+    shutil.copy(tokenizer_dir / "tokenizer_config.json", folder / "tokenizer_config.json")
+    return folder
+
+
 def test_export_exit_codes_before_the_toolchain(
     folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -304,9 +319,11 @@ def test_export_exit_codes_before_the_toolchain(
     assert code == 2
     empty = tmp_path / "not-llama-cpp"
     empty.mkdir()
+    # A source that passes its own checks (weights, chat template), so the toolchain comes next.
+    valid = _tiny_merged_model(tmp_path / "valid-merged", folders["chatml"])
     code, out_text, err = _main(
         [
-            "export", str(folders["merged"]), "--out", str(out), "--backend", "llama.cpp",
+            "export", str(valid), "--out", str(out), "--backend", "llama.cpp",
             "--llama-cpp", str(empty), "--json",
         ],
         capsys,

@@ -150,7 +150,7 @@ def configure_output(verbosity: int, default_level: str = "WARNING") -> None:
 def _set_library_bars(*, enabled: bool) -> None:
     """Switch the bars of libraries imported already (their env variables were read then)."""
     if "huggingface_hub" in sys.modules:
-        import huggingface_hub
+        import huggingface_hub.utils
 
         hub_utils: Any = huggingface_hub.utils
         (hub_utils.enable_progress_bars if enabled else hub_utils.disable_progress_bars)()
