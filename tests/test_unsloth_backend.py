@@ -280,8 +280,14 @@ def _cli_env(tmp_path: Path, *, hide_unsloth: bool, stand_in_unsloth: bool) -> d
     paths = [p for p in sys.path if p]
     spec = importlib.util.find_spec("unsloth")
     if hide_unsloth and spec is not None and spec.origin is not None:
-        site = str(Path(spec.origin).parents[1])
-        paths = [p for p in paths if os.path.realpath(p) != os.path.realpath(site)]
+        # The same folder seen through links, minus unsloth: its other packages stay importable.
+        site = Path(spec.origin).parents[1]
+        mirror = tmp_path / "site-without-unsloth"
+        mirror.mkdir()
+        for entry in site.iterdir():
+            if not entry.name.startswith(("unsloth", "unsloth_zoo")):
+                (mirror / entry.name).symlink_to(entry)
+        paths = [str(mirror) if Path(p).resolve() == site.resolve() else p for p in paths]
     if stand_in_unsloth:
         fake = tmp_path / "stand-in"
         for name in ("unsloth", "unsloth_zoo"):
