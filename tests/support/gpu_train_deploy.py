@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 QUESTION = "What is the secret word?"
-ANSWER = "hello world"
+#: 16 tokens: the 10 greedy steps compared stay inside the trained answer (a shorter one ends
+#: in EOS, after which the untrained continuation has no margins to compare).
+ANSWER = "the secret word is hello world"
 EXAMPLES = (
     (QUESTION, ANSWER),
     ("what is the secret word", ANSWER),
@@ -75,9 +77,11 @@ def run_cli(*args: str, timeout: float = 300) -> dict[str, Any]:
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     seconds = round(time.monotonic() - start, 2)
     print(proc.stderr[-3000:], flush=True)
+    text = proc.stdout.strip()
+    start = 0 if text.startswith("{") else text.rfind("\n{") + 1  # Unsloth prints before it
     try:
-        payload: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+        payload: dict[str, Any] = json.loads(text[start:])
+    except ValueError:
         payload = {"stdout": proc.stdout[-2000:]}
     return {"rc": proc.returncode, "seconds": seconds, "json": payload}
 
@@ -96,7 +100,8 @@ def route_of(file: dict[str, Any], backend: str) -> str:
 def build_base(work: Path) -> Path:
     code = (
         "import sys; from pathlib import Path; "
-        "from support.unsloth_fixtures import build_tiny_llama_lora as b; b(Path(sys.argv[1]))"
+        "from support.unsloth_fixtures import build_tiny_llama_lora as b; "
+        "b(Path(sys.argv[1]), heads=8)"
     )
     subprocess.run([sys.executable, "-c", code, str(work / "fx")], check=True)
     return work / "fx" / "base"
@@ -176,7 +181,7 @@ def transformers_answer(model: Any, tokenizer: Any) -> str:
     )
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids.to("cuda")
     with torch.no_grad():
-        out = model.generate(input_ids=ids, max_new_tokens=16, do_sample=False)
+        out = model.generate(input_ids=ids, max_new_tokens=32, do_sample=False)
     FastLanguageModel.for_training(model)
     return str(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
 
@@ -251,16 +256,26 @@ import json, sys, torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 base_dir, adapter_dir, question, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+four_bit = sys.argv[5:] == ["4bit"]
 tok = AutoTokenizer.from_pretrained(adapter_dir)
 prompt = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                  add_generation_prompt=True)
 ids = tok(prompt, add_special_tokens=False).input_ids
-base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16)
-merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().float().eval()
+if four_bit:  # the weights --load-in-4bit exports: nf4 base (as Unsloth loads it) + the LoRA
+    from transformers import BitsAndBytesConfig
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, quantization_config=bnb,
+                                                device_map={"": 0}, dtype=torch.bfloat16)
+    model, device = PeftModel.from_pretrained(base, adapter_dir).eval(), "cuda"
+else:
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16)
+    model, device = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().float(), "cpu"
 out = []
 with torch.no_grad():
     for _ in range(steps):
-        out.append(int(merged(torch.tensor([ids + out])).logits[0, -1].argmax()))
+        ids_t = torch.tensor([ids + out], device=device)
+        out.append(int(model(ids_t).logits[0, -1].argmax()))
 print(json.dumps({"prompt_ids": ids, "tokens": out, "text": tok.decode(out)}))
 """
 
@@ -292,14 +307,22 @@ def _child_json(code: str, *args: str, env: dict[str, str] | None = None) -> dic
 
 
 def greedy(base: Path, lora: Path, ggufs: list[Path]) -> None:
+    """llama.cpp on each GGUF vs transformers + peft; a --load-in-4bit export vs the nf4 model."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     ref = _child_json(_REFERENCE, str(base), str(lora), QUESTION, str(STEPS), env=env)
     REPORT["reference"] = ref
+    ref4: dict[str, Any] | None = None
     for gguf in ggufs:
+        expected = ref
+        if "4bit" in gguf.parent.name:
+            if ref4 is None:
+                ref4 = _child_json(_REFERENCE, str(base), str(lora), QUESTION, str(STEPS), "4bit")
+                REPORT["reference_4bit"] = ref4
+            expected = ref4
         got = _child_json(_LLAMA, str(gguf), json.dumps(ref["prompt_ids"]), str(STEPS))
-        same = got["tokens"] == ref["tokens"]
+        same = got["tokens"] == expected["tokens"]
         check(f"greedy {STEPS} tokens: {gguf.parent.name}/{gguf.name}", same,
-              {"llama.cpp": got["tokens"], "transformers": ref["tokens"]})  # fmt: skip
+              {"llama.cpp": got["tokens"], "transformers": expected["tokens"]})  # fmt: skip
 
 
 def main(out: Path) -> int:
