@@ -122,6 +122,13 @@ stage_train() {
     | tee "$OUT/r/train.log"
 }
 
+stage_verify4bit() {  # the --load-in-4bit exports of a carried trained adapter (.gpu_carry/lora_model)
+  [ -f "$TOOLCHAIN/libdto-llama.so" ] || stage_setup || return 1
+  [ -n "${LLAMA_CPP_LIB_PATH:-}" ] || pick_libllama
+  timed verify-4bit 420 "python3 tests/support/gpu_train_deploy.py $OUT/r/v4 --4bit \
+    $ROOT/.gpu_carry/lora_model" 2>&1 | tee "$OUT/r/v4.log"
+}
+
 t0=$(date +%s)
 for stage in "$@"; do
   echo "=== stage $stage ($(date -u +%T))"

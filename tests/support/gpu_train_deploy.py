@@ -325,6 +325,40 @@ def greedy(base: Path, lora: Path, ggufs: list[Path]) -> None:
               {"llama.cpp": got["tokens"], "transformers": expected["tokens"]})  # fmt: skip
 
 
+def main_4bit(out: Path, lora: Path) -> int:
+    """--load-in-4bit exports of a trained adapter (with and without --save-merged-4bit) vs the
+    nf4 model in transformers; the base is rebuilt where the adapter's config names it."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((lora / "adapter_config.json").read_text())
+    base = Path(config["base_model_name_or_path"])
+    with step("base"):
+        build_base(base.parents[1])
+    cases = [
+        ("4bit-gguf-only", ["--quant", "q8_0", "--load-in-4bit"]),
+        ("4bit-merged-4bit", ["--quant", "q8_0", "--load-in-4bit", "--save-merged-4bit",
+                              str(out / "merged4")]),
+    ]  # fmt: skip
+    for label, extra in cases:
+        with step(label):
+            result = run_cli("export", str(lora), "--out", str(out / label), "--backend",
+                             "unsloth", *extra)  # fmt: skip
+            REPORT[label] = result
+            check(f"{label}: exit 0", result["rc"] == 0, result["json"].get("error"))
+    with step("greedy-4bit"):
+        ref4 = _child_json(_REFERENCE, str(base), str(lora), QUESTION, str(STEPS), "4bit")
+        REPORT["reference_4bit"] = ref4
+        for gguf in sorted(out.glob("4bit-*/*.gguf")):
+            got = _child_json(_LLAMA, str(gguf), json.dumps(ref4["prompt_ids"]), str(STEPS))
+            check(f"greedy {STEPS} tokens vs nf4 model: {gguf.parent.name}",
+                  got["tokens"] == ref4["tokens"],
+                  {"llama.cpp": got["tokens"], "transformers": ref4["tokens"]})  # fmt: skip
+    shutil.rmtree(out / "merged4", ignore_errors=True)
+    failed = [k for k, v in REPORT["checks"].items() if not v["ok"]]
+    (out / "report-4bit.json").write_text(json.dumps(REPORT, indent=2, default=str))
+    print(json.dumps({"steps": REPORT["steps"], "failed": failed, "errors": REPORT["errors"]}))
+    return 1 if failed or REPORT["errors"] else 0
+
+
 def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ["DTO_CACHE_DIR"])
@@ -373,4 +407,6 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[2:3] == ["--4bit"]:
+        sys.exit(main_4bit(Path(sys.argv[1]), Path(sys.argv[3])))
     sys.exit(main(Path(sys.argv[1])))

@@ -458,9 +458,14 @@ def export_with_unsloth(
             ) from err
         progress.done("load")
         merged_dir = None
-        if save_merged is not None:
+        if save_merged is not None and merged_method == "merged_16bit":
             merged_dir = _save_merged(model, tokenizer, save_merged, work, merged_method, progress)
         outputs = _save_gguf(model, tokenizer, work, wanted, progress)
+        if save_merged is not None and merged_method == "merged_4bit_forced":
+            # After: merged_4bit_forced merges the LoRA into the loaded 4-bit layers in place, so
+            # a GGUF made after it carries the LoRA twice (measured on an H200: greedy tokens
+            # unrelated to the nf4 model's); merged_16bit leaves the model as it was.
+            merged_dir = _save_merged(model, tokenizer, save_merged, work, merged_method, progress)
         targets = _final_names(outputs, out_dir, force=force)
         ggufs = []
         for (src, quant), target in zip(outputs, targets, strict=True):
