@@ -27,8 +27,13 @@ def replay(train_dir: Path, host: str) -> dict[str, Any]:
     expected = str(report["transformers_answer"]).strip()
     reference = load_reference(train_dir / "lora_model")
     results: dict[str, Any] = {"host": host, "server": server_version(host), "expected": expected}
-    for folder in sorted(train_dir.glob("deploy-*")):
+    for folder in sorted(train_dir.glob("*deploy*")):  # deploy() and the deploy CLI
         name = f"gpu-{folder.name}"
+        if any(folder.glob("*.Q4_K*.gguf")):
+            # Known limit of the test server (see test_deploy_e2e): Intel's build aborts on
+            # Q4_K weights. Not a pass: recorded as not run.
+            results[folder.name] = {"passed": None, "not_run": "test server aborts on Q4_K"}
+            continue
         modelfile = parse_modelfile((folder / "Modelfile").read_text(encoding="utf-8"))
         # The test server's Intel build aborts in ggml_get_n_tasks with more than one thread
         # (the repo's Ollama tests all pass num_thread 1); the Modelfile is otherwise as written.
@@ -51,8 +56,8 @@ def main(argv: list[str]) -> int:
     host = argv[1] if len(argv) > 1 else "http://127.0.0.1:11434"
     results = replay(Path(argv[0]), host)
     print(json.dumps(results, indent=2, default=str))
-    passed = [v.get("passed") for k, v in results.items() if k.startswith("deploy-")]
-    return 0 if passed and all(passed) else 1
+    ran = [v["passed"] for k, v in results.items() if "deploy" in k and "not_run" not in v]
+    return 0 if ran and all(ran) else 1
 
 
 if __name__ == "__main__":
