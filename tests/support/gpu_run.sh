@@ -6,6 +6,10 @@
 #        (llama-quantize, libdto-llama.so, libdto-kquants.so, converter, gguf-py)
 # tests  pytest -m gpu on tests/test_unsloth_backend.py (+ the CLI's bad-input contract)
 # train  tests/support/gpu_train_deploy.py: Unsloth fine-tune, deploy((model, tokenizer)), CLI
+# verify4bit  --load-in-4bit exports of a trained adapter carried as .gpu_carry/lora_model
+#        (the bundle's train/lora_model), with and without --save-merged-4bit, vs the nf4 model
+# Afterwards, on the CPU machine: tests/support/gpu_replay.py registers the bundle's deploy
+# folders on the real test Ollama and runs the round trip.
 # Each stage redoes what it needs from an earlier one when the machine is fresh, and appends its
 # wall time to $OUT/times.tsv. Carried beside the tree (tests/support/gpu_prepare.sh makes them):
 #   .whl/        unsloth, unsloth_zoo, trl, datasets, bitsandbytes, ollama ... (py3.12, x86-64)

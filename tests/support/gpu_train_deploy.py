@@ -88,8 +88,8 @@ def run_cli(*args: str, timeout: float = 300) -> dict[str, Any]:
 
 def route_of(file: dict[str, Any], backend: str) -> str:
     """Which route wrote a GGUF, from what the export reported."""
-    if backend == "unsloth":
-        return "unsloth save_pretrained_gguf: its converter + our llama-quantize binary"
+    if backend == "unsloth":  # Unsloth's log says which of its two ways it took
+        return "unsloth save_pretrained_gguf (converter; our llama-quantize from its BF16 GGUF)"
     if file.get("tensor_types"):
         return "llama.cpp backend: in-process quantizer (libdto-llama.so)"
     if file["quant"] in ("f16", "bf16", "f32", "q8_0"):
