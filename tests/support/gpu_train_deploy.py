@@ -17,6 +17,15 @@ The steps, each timed:
 4. cli: ``deploy-to-ollama export`` on lora_model with both backends (and --load-in-4bit
    --save-merged-4bit), and ``deploy-to-ollama deploy`` on it.
 5. greedy: every GGUF through llama.cpp vs transformers + peft (fp32, CPU) for 10 tokens.
+
+Measured 2026-12-03 on a lent H200 (unsloth/unsloth_zoo 2026.10.9, torch 2.11.0+cu130,
+transformers 5.17.0, peft 0.21.0, trl 1.15.0), wall seconds: toolchain provisioned 63-86,
+base 24, Unsloth load + 60 SFTTrainer steps 66 (loss 7.46 -> 0.041), deploy q8_0 18.8 and
+q4_k_m 17.8 (in-process quantizer), CLI export llama.cpp q8_0+q4_k_m 37.7, unsloth q8_0+q4_k_m
+63.2, unsloth --load-in-4bit --save-merged-4bit 59.6, CLI deploy 20.9. All GGUFs gave the same
+10 greedy tokens as transformers; the 4-bit one matched the nf4 model only once the merged 4-bit
+save moved after the GGUF (export_with_unsloth). Replayed on the CPU test Ollama 0.9.3: the q8_0
+deploys answered exactly "the secret word is hello world" (q4_k_m: that server aborts on Q4_K).
 """
 
 from __future__ import annotations
