@@ -270,6 +270,71 @@ def test_export_without_cuda_or_unsloth_says_use_llama_cpp(tmp_path: Path) -> No
     assert "unsloth" not in sys.modules
 
 
+def _cli_env(tmp_path: Path, *, hide_unsloth: bool, stand_in_unsloth: bool) -> dict[str, str]:
+    """Environment for a CLI child on an empty cache, where pip cannot fetch anything.
+
+    ``stand_in_unsloth`` puts importable ``unsloth``/``unsloth_zoo`` packages on the path whose
+    import exits 99: the availability check must find them without importing them.
+    ``hide_unsloth`` drops the folder a real unsloth is installed in (the GPU machine's).
+    """
+    paths = [p for p in sys.path if p]
+    spec = importlib.util.find_spec("unsloth")
+    if hide_unsloth and spec is not None and spec.origin is not None:
+        # The same folder seen through links, minus unsloth: its other packages stay importable.
+        site = Path(spec.origin).parents[1]
+        mirror = tmp_path / "site-without-unsloth"
+        mirror.mkdir()
+        for entry in site.iterdir():
+            if not entry.name.startswith(("unsloth", "unsloth_zoo")):
+                (mirror / entry.name).symlink_to(entry)
+        paths = [str(mirror) if Path(p).resolve() == site.resolve() else p for p in paths]
+    if stand_in_unsloth:
+        fake = tmp_path / "stand-in"
+        for name in ("unsloth", "unsloth_zoo"):
+            (fake / name).mkdir(parents=True)
+            (fake / name / "__init__.py").write_text("raise SystemExit(99)\n")
+        paths.insert(0, str(fake))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DTO_", "UNSLOTH_"))}
+    env.update(
+        PYTHONPATH=os.pathsep.join(paths),
+        DTO_CACHE_DIR=str(tmp_path / "cache"),
+        PIP_NO_INDEX="1",  # were the toolchain provisioned first, pip would fail fast here
+        PIP_FIND_LINKS="",
+    )
+    if stand_in_unsloth:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("unsloth without CUDA", "no CUDA GPU is visible to torch"),
+        ("CUDA (where present) without unsloth", "python package 'unsloth' is missing"),
+    ],
+)
+def test_cli_unsloth_backend_that_cannot_run_is_one_line_exit_4(
+    tmp_path: Path, case: str, reason: str
+) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"task_type": "CAUSAL_LM"}))
+    stand_in = case.startswith("unsloth without")
+    env = _cli_env(tmp_path, hide_unsloth=not stand_in, stand_in_unsloth=stand_in)
+    command = [sys.executable, "-m", "deploy_to_ollama", "export", str(adapter)]
+    command += ["--out", str(tmp_path / "out"), "--backend", "unsloth", "--quant", "q8_0"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 4, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert errors == [f"Error: the unsloth backend cannot run: {reason}"], proc.stderr
+    assert any(line.startswith("Hint:") and "--backend llama.cpp" in line for line in lines)
+    assert "Traceback" not in proc.stderr
+    # Refused before any heavy work: no llama.cpp provisioned, no output folder.
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    assert not (tmp_path / "out").exists()
+
+
 # --- GPU: a real export through Unsloth -------------------------------------------------
 
 #: GGUF general.file_type values (llama.cpp LLAMA_FTYPE_*).

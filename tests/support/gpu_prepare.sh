@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare, on this machine, what tests/support/gpu_run.sh needs carried to the GPU machine:
-# .whl/ (wheels the CUDA image lacks) and .gpu_carry/ (trimmed llama.cpp source + bindings).
+# .whl/ (wheels the CUDA image lacks) and .gpu_carry/ (the pinned sdist, trimmed, + bindings).
 # Both folders are listed in .git/info/exclude and named in the device call's `carry`.
+# Run from the repository root: PY=/path/to/venv/python bash tests/support/gpu_prepare.sh
 set -euo pipefail
 PY="${PY:-.venv/bin/python}"
 SDIST="${SDIST:-$HOME/.cache/deploy-to-ollama-tests/toolchain/src/llama_cpp_python-0.3.36.tar.gz}"
@@ -14,22 +15,22 @@ mkdir -p .whl .gpu_carry
   unsloth==2026.10.9 unsloth_zoo==2026.10.9 "datasets<5" "trl<=1.15.0" dill multiprocess tyro \
   docstring_parser shtab typeguard msgspec hf_transfer cut_cross_entropy torchao pydantic \
   pydantic_core==2.50.5 annotated_types typing_inspection json5 nest_asyncio structlog bitsandbytes \
-  diskcache
+  diskcache ollama==0.6.3 gguf==0.19.0
 # 64 MiB carry limit: drop Unsloth Studio/CLI and bitsandbytes' CUDA 11/12 kernels (image: cu130).
 "$PY" tests/support/gpu_strip_wheel.py .whl/unsloth-*.whl studio/ unsloth_cli/
 "$PY" tests/support/gpu_strip_wheel.py .whl/bitsandbytes-*.whl \
   bitsandbytes/libbitsandbytes_cuda11 bitsandbytes/libbitsandbytes_cuda12
-# llama.cpp source without docs/models/tests and non-CPU backends (4.5 MB instead of 176 MB).
-tmp=$(mktemp -d); tar xzf "$SDIST" -C "$tmp" --strip-components=3 \
-  llama_cpp_python-0.3.36/vendor/llama.cpp
-mv "$tmp" "$tmp.d"; mkdir "$tmp"; mv "$tmp.d" "$tmp/llama.cpp"
-tar cJf .gpu_carry/llama.cpp-src.tar.xz -C "$tmp" \
-  --exclude='llama.cpp/docs' --exclude='llama.cpp/models' --exclude='llama.cpp/media' \
-  --exclude='llama.cpp/tests' --exclude='llama.cpp/benches' --exclude='llama.cpp/.git*' \
-  --exclude='llama.cpp/tools/ui' --exclude='llama.cpp/examples' \
-  --exclude='llama.cpp/ggml/src/ggml-'{sycl,vulkan,opencl,hexagon,metal,cuda,et} llama.cpp
+# The pinned sdist in its own layout (llama_cpp_python-0.3.36/vendor/llama.cpp/...), so that the
+# device runs our provision_toolchain(sdist=...) exactly as `setup` does; without docs, models,
+# tests, examples and the non-CPU backends (about 5 MB instead of 176 MB).
+V=llama_cpp_python-0.3.36; L=$V/vendor/llama.cpp
+tmp=$(mktemp -d); tar xzf "$SDIST" -C "$tmp" "$L"
+tar cJf .gpu_carry/$V.tar.xz -C "$tmp" \
+  --exclude="$L/docs" --exclude="$L/models" --exclude="$L/media" --exclude="$L/tests" \
+  --exclude="$L/benches" --exclude="$L/.git*" --exclude="$L/tools/ui" --exclude="$L/examples" \
+  --exclude="$L/ggml/src/ggml-"{sycl,vulkan,opencl,hexagon,metal,cuda,et} "$L"
 rm -rf "$tmp"
-# llama-cpp-python's bindings only: gpu_run.sh points LLAMA_CPP_LIB_PATH at the libllama it builds.
+# llama-cpp-python's bindings only; gpu_run.sh points LLAMA_CPP_LIB_PATH at llama_libs/ below.
 site=$("$PY" -c 'import llama_cpp, os; print(os.path.dirname(llama_cpp.__file__))')
 rm -rf .gpu_carry/llama_cpp && cp -r "$site" .gpu_carry/llama_cpp
 rm -rf .gpu_carry/llama_cpp/lib .gpu_carry/llama_cpp/server .gpu_carry/llama_cpp/__pycache__

@@ -71,11 +71,15 @@ def build_tokenizer(out_dir: Path) -> int:
     return len(vocab)
 
 
-def build_tiny_llama_lora(root: Path, *, seed: int = 0) -> TinyLoraFixture:
+def build_tiny_llama_lora(
+    root: Path, *, seed: int = 0, heads: int = 4, kv_heads: int = 2
+) -> TinyLoraFixture:
     """Build a random tiny Llama (hidden 256, 2 layers) and an r=8 LoRA with non-zero B.
 
     Weights use a wide init so greedy tokens have clear margins, which keeps a q8_0 vs
-    transformers greedy comparison meaningful on random weights.
+    transformers greedy comparison meaningful on random weights. ``heads=8`` (head size 32) is
+    what the test Ollama server can run: its Intel build aborts in ggml_get_n_tasks on head
+    size 64, measured with this fixture's F16 GGUF.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -89,8 +93,8 @@ def build_tiny_llama_lora(root: Path, *, seed: int = 0) -> TinyLoraFixture:
         hidden_size=256,
         intermediate_size=512,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=512,
         initializer_range=0.2,
         bos_token_id=1,

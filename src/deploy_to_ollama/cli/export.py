@@ -419,8 +419,9 @@ class UnslothSummary:
 def _export_unsloth(request: UnslothRequest, llama_cpp: Path | None) -> UnslothSummary:
     from ..gguf.export import GgufFile
     from ..gguf.toolchain import provision_toolchain
-    from ..gguf.unsloth import export_with_unsloth
+    from ..gguf.unsloth import export_with_unsloth, require_unsloth
 
+    require_unsloth()  # before provisioning: a CPU machine must not build llama.cpp first
     settings = Settings.from_env()
     toolchain = provision_toolchain(
         settings.cache_dir, llama_cpp_dir=llama_cpp or settings.llama_cpp_dir

@@ -103,6 +103,20 @@ def unsloth_availability() -> UnslothAvailability:
     return UnslothAvailability(available=True, reason="unsloth and a CUDA GPU are available")
 
 
+def require_unsloth() -> None:
+    """Refuse the unsloth backend, before any heavy work, where it cannot run.
+
+    Raises:
+        DependencyMissingError: unsloth (or unsloth_zoo, torch) is missing, or no CUDA GPU.
+    """
+    availability = unsloth_availability()
+    if not availability.available:
+        raise DependencyMissingError(
+            f"the unsloth backend cannot run: {availability.reason}",
+            hint="use --backend llama.cpp (CPU), or install unsloth on a CUDA machine",
+        )
+
+
 def resolve_unsloth_quants(names: Sequence[str]) -> tuple[str | None, ...]:
     """Normalise quant names for Unsloth: case-insensitive, aliases resolved, duplicates dropped.
 
@@ -421,14 +435,9 @@ def export_with_unsloth(
     )
     if save_merged is not None and save_merged.exists() and not force:
         raise OutputExistsError(f"{save_merged} already exists", hint="pass --force to overwrite")
+    require_unsloth()
     check_llama_cpp_dir(llama_cpp_dir)
     check_adapter_task_type(source)
-    availability = unsloth_availability()
-    if not availability.available:
-        raise DependencyMissingError(
-            f"the unsloth backend cannot run: {availability.reason}",
-            hint="use --backend llama.cpp (CPU), or install unsloth on a CUDA machine",
-        )
     started = time.monotonic()
     with _workdir(out_dir) as work:
         staged = stage_llama_cpp_dir(llama_cpp_dir, cache_dir)
@@ -444,9 +453,14 @@ def export_with_unsloth(
             ) from err
         progress.done("load")
         merged_dir = None
-        if save_merged is not None:
+        if save_merged is not None and merged_method == "merged_16bit":
             merged_dir = _save_merged(model, tokenizer, save_merged, work, merged_method, progress)
         outputs = _save_gguf(model, tokenizer, work, wanted, progress)
+        if save_merged is not None and merged_method == "merged_4bit_forced":
+            # After: merged_4bit_forced merges the LoRA into the loaded 4-bit layers in place, so
+            # a GGUF made after it carries the LoRA twice (measured on an H200: greedy tokens
+            # unrelated to the nf4 model's); merged_16bit leaves the model as it was.
+            merged_dir = _save_merged(model, tokenizer, save_merged, work, merged_method, progress)
         targets = _final_names(outputs, out_dir, force=force)
         ggufs = []
         for (src, quant), target in zip(outputs, targets, strict=True):
