@@ -17,6 +17,7 @@ from .._fs import atomic_path
 from .._subprocess import run_tool
 from ..errors import UsageError
 from ..progress import ProgressReporter
+from ..resume import pid_tag
 from .llama_cpp import read_chat_template, read_safetensors_header, special_token_ids
 from .quants import QuantType
 from .toolchain import Toolchain
@@ -100,7 +101,8 @@ def export_adapter(
         merge_input=base_dir,  # streamed in row chunks through our reader, like a merge
     )
 
-    with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work:
+    prefix = f".dto-export-{pid_tag()}-"  # a dead run's leftover is recognised by its PID
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=request.out_dir) as work:
         files, facts = convert_and_quantize(
             request.out_dir,
             quants,
@@ -110,6 +112,7 @@ def export_adapter(
             convert,
             toolchain,
             reporter,
+            quantizer=request.quantizer,
         )
     base_files = [dataclasses.replace(f, role="base") for f in files]
     lora = GgufFile(lora_target, "lora-f16", lora_target.stat().st_size, role="adapter")
