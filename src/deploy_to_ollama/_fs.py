@@ -109,8 +109,7 @@ def raise_for_os_error(err: OSError, target: Path, *, what: str) -> None:
     """Turn a full disk or a read-only target met while writing into our one-line errors."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         raise DiskSpaceError(
-            f"no space left on {_mount_point(_existing_ancestor(target))} while writing "
-            f"{target}",
+            f"no space left on {_mount_point(_existing_ancestor(target))} while writing {target}",
             hint="free some space and rerun: finished files are kept, nothing half-written is",
         ) from err
     if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):

@@ -264,9 +264,7 @@ def export_command(
     settings = Settings.from_env()
     with RichProgress() as progress:
         push_progress = NullProgress() if quiet or json_out else progress
-        report = export(
-            options, settings=settings, progress=progress, push_progress=push_progress
-        )
+        report = export(options, settings=settings, progress=progress, push_progress=push_progress)
     if json_out:
         print_result_json(report.to_dict())
         return

@@ -116,8 +116,6 @@ def stop_parameters(stops: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple(("stop", stop) for stop in dict.fromkeys(s for s in stops if s))
 
 
-
-
 def model_parameters(folder: Path, base_dir: Path | None) -> tuple[tuple[str, str], ...]:
     """Sampling parameters from generation_config.json and num_ctx from the training length.
 
