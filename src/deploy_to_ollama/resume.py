@@ -23,6 +23,7 @@ from typing import Any
 
 from ._fs import write_text_atomic
 from ._version import __version__
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +228,16 @@ def holding(folder: Path) -> Iterator[None]:
 
     The mark is advisory (a PID in a file): a crashed run leaves a dead PID, which counts as
     free. Our own earlier mark is kept (nested use).
+
+    Raises:
+        InputError: another live process holds ``folder``.
     """
+    holder = lock_holder(folder)
+    if holder is not None:
+        raise InputError(
+            f"{folder} is in use by another deploy-to-ollama run (PID {holder})",
+            hint="wait for that run to finish, or use another --keep folder",
+        )
     lock = folder / LOCK_FILE
     folder.mkdir(parents=True, exist_ok=True)
     mine = str(os.getpid())
