@@ -176,7 +176,7 @@ class _Plan:
     force: bool
     check: bool
     progress: ProgressReporter
-    settings: Settings | None = None
+    settings: Settings
 
     @property
     def stem(self) -> str:
@@ -350,7 +350,7 @@ def _export_stage(
     """One GGUF for ``path`` in the work folder, through the exporter (which resumes itself)."""
     from .gguf.export import export_gguf
 
-    settings = plan.settings or Settings.from_env()
+    settings = plan.settings
     kwargs: dict[str, Any] = {
         "out_dir": work,
         "quant": quant,

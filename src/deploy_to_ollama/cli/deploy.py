@@ -129,6 +129,7 @@ def deploy_command(
             check=not no_check,
             cache_dir=settings.cache_dir,
             progress=reporter,
+            settings=settings,
         )
     if json_out:
         print_result_json(report.to_dict())
