@@ -325,7 +325,7 @@ def _run_export(
         plan.progress.start("export", "export: reusing the GGUF of an earlier run")
         gguf = _named_for_this_deploy(work / done["gguf"], expected)
         if gguf.name != done["gguf"]:
-            state.put("export", key, **{**done, "gguf": gguf.name})
+            state.put("export", key, gguf=gguf.name)
         plan.progress.done("export")
         return gguf, "reused"
     plan.progress.start("export", f"export: {path.name} -> GGUF {quant}")

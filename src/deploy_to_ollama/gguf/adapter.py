@@ -23,7 +23,7 @@ from .quants import QuantType
 from .toolchain import Toolchain
 
 if TYPE_CHECKING:
-    from .export import ExportRequest, ExportResult
+    from .request import ExportRequest, ExportResult
 
 
 def full_weights_in_adapter(adapter_dir: Path) -> list[str]:
@@ -77,7 +77,7 @@ def export_adapter(
     reporter: ProgressReporter,
 ) -> ExportResult:
     """Base GGUF(s) at each quant plus one f16 GGUF LoRA, for ``FROM`` + ``ADAPTER``."""
-    from .export import ExportResult
+    from .request import ExportResult
     from .steps import GgufFile, convert_and_quantize, converter_step, gguf_filename
 
     adapter_dir, base_dir = Path(resolved.path), Path(resolved.base_dir)

@@ -8,87 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from .._fs import check_disk_space, check_writable_dir
-from ..errors import InputError, OutputExistsError, UsageError
+from .._fs import check_disk_space, check_writable_dir, raise_for_os_error
+from ..errors import ConversionError, DiskSpaceError, OutputExistsError, UsageError
 from ..progress import NullProgress, ProgressReporter
-from ..resume import content_key, pid_tag, remove_stale_temps, stable_hash
+from ..resume import content_key, remove_stale_temps, stable_hash
 from ..settings import Settings
 from ._stamp import ExportStamp
-from .llama_cpp import (
-    quantize_gguf,
-    read_chat_template,
-    special_token_ids,
-    stage_model_dir,
-)
 from .quants import QuantType, count_parameters, parse_quant_list
-from .steps import (
-    GgufFile,
-    convert_and_quantize,
-    converter_step,
-    gguf_file,
-    gguf_filename,
-    in_process_quantization,
-    model_dtype,
-)
+from .request import ExportRequest, ExportResult, Mode
+from .routes import export_merged, requantize
+from .steps import GgufFile, gguf_file, gguf_filename, in_process_quantization, model_dtype
 from .toolchain import Toolchain
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["merged", "adapter"]
 #: Headroom on top of the estimated output (temp intermediates, metadata).
 DISK_MARGIN = 1.15
-
-
-@dataclass(frozen=True, slots=True)
-class ExportRequest:
-    """Everything ``export_gguf`` needs, validated by the CLI or the pipeline."""
-
-    source: Path
-    out_dir: Path
-    quants: tuple[str, ...] = ("q4_k_m",)
-    base: Path | None = None
-    mode: Mode = "merged"
-    save_merged: Path | None = None
-    name: str | None = None
-    force: bool = False
-    quantizer: str = "auto"
-    """``Settings.quantizer``: ``llama-quantize`` forces the two-step route."""
-    content_key: str | None = None
-    """The input's content key when the caller computed it (``resume.content_key``)."""
-    disk_reserve_bytes: int = 0
-    """Free space to leave on the output's filesystem (``Settings.disk_reserve_bytes``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExportResult:
-    """What the export wrote and learned."""
-
-    files: tuple[GgufFile, ...]
-    name: str
-    input_kind: str
-    chat_template: str | None
-    merged_dir: Path | None = None
-    pretokenizer_detected: str | None = None
-    max_buffered_tensors: int = 0
-    base_dir: Path | None = None
-    """The base model an adapter was merged into (None for merged or GGUF inputs)."""
-    notes: tuple[str, ...] = field(default=())
-    reused: bool = False
-    """True when an identical earlier export (same input bytes and options) was kept."""
-    resumed: tuple[Path, ...] = ()
-    """Files an interrupted run of the same export had finished, kept rather than remade."""
-
-    @property
-    def path(self) -> Path:
-        """The first model GGUF (the one to put after ``FROM``)."""
-        return next(f.path for f in self.files if f.role in ("model", "base"))
 
 
 def _check_outputs(targets: Sequence[Path], *, force: bool) -> None:
@@ -249,7 +188,18 @@ def run_export(
     located = toolchain if isinstance(toolchain, Toolchain) else toolchain()
     if done:
         logger.info("continuing the export: %s already done", ", ".join(p.name for p in done))
-    result = _produce(request, resolved, todo, stem, located, reporter, stamp)
+    try:
+        result = _produce(request, resolved, todo, stem, located, reporter, stamp)
+    except ConversionError as err:
+        if "No space left on device" in f"{err.message}\n{err.stderr_tail}":
+            raise DiskSpaceError(
+                f"no space left on the disk of {request.out_dir} while converting",
+                hint="free some space and rerun: finished GGUFs are kept, nothing half-written is",
+            ) from err
+        raise
+    except OSError as err:
+        raise_for_os_error(err, request.out_dir, what="--out")
+        raise
     if done:
         result = _with_resumed(result, quants, planned, done)
     stamp.record_result([f.path for f in result.files], _stamped(result))
@@ -289,12 +239,12 @@ def _produce(
         stamp.record_file(file.path)
 
     if resolved.kind == "gguf":
-        return _requantize(request, resolved, quants, stem, toolchain, reporter, on_file)
+        return requantize(request, resolved, quants, stem, toolchain, reporter, on_file)
     if request.mode == "adapter":
         from .adapter import export_adapter
 
         return export_adapter(request, resolved, quants, stem, toolchain, reporter)
-    return _export_merged(request, resolved, quants, stem, toolchain, reporter, on_file)
+    return export_merged(request, resolved, quants, stem, toolchain, reporter, on_file)
 
 
 def _with_resumed(
@@ -378,128 +328,6 @@ def _reuse(
 def _default_stem(source: Path) -> str:
     name = source.resolve().name if source.is_dir() else source.stem
     return name or "model"
-
-
-def _export_merged(
-    request: ExportRequest,
-    resolved: Any,
-    quants: list[QuantType],
-    stem: str,
-    toolchain: Toolchain,
-    reporter: ProgressReporter,
-    on_file: Callable[[GgufFile], None] | None = None,
-) -> ExportResult:
-    tokenizer_dir = _tokenizer_dir(resolved)
-    chat_template = read_chat_template(tokenizer_dir)
-    merged_dir: Path | None = None
-    prefix = f".dto-export-{pid_tag()}-"  # a dead run's leftover is recognised by its PID
-    with tempfile.TemporaryDirectory(prefix=prefix, dir=request.out_dir) as work_str:
-        work = Path(work_str)
-        if resolved.kind == "adapter" and request.save_merged is not None:
-            merged_dir = _save_merged(request, resolved, reporter)
-            model_dir = merge_input = merged_dir
-        elif resolved.kind == "adapter":
-            model_dir = _stage_adapter(resolved, work / "model")
-            merge_input = Path(resolved.path)
-        else:
-            # A merged model streams through the same reader: row chunks, no memory map.
-            model_dir = merge_input = Path(resolved.path)
-        token_ids = special_token_ids(model_dir, tokenizer_dir, chat_template)
-        name = request.name or stem
-
-        convert = converter_step(
-            toolchain,
-            reporter,
-            model_dir=model_dir,
-            name=name,
-            chat_template=chat_template,
-            token_ids=token_ids,
-            label="merge + convert" if resolved.kind == "adapter" else "convert",
-            merge_input=merge_input,
-            merge_base=request.base if resolved.kind == "adapter" and not merged_dir else None,
-        )
-
-        files, facts = convert_and_quantize(
-            request.out_dir,
-            quants,
-            stem,
-            model_dir,
-            work,
-            convert,
-            toolchain,
-            reporter,
-            quantizer=request.quantizer,
-            on_file=on_file,
-        )
-    return ExportResult(
-        files=tuple(files),
-        name=name,
-        input_kind=str(resolved.kind),
-        chat_template=chat_template,
-        merged_dir=merged_dir,
-        base_dir=Path(resolved.base_dir) if resolved.kind == "adapter" else None,
-        pretokenizer_detected=facts.pretokenizer_detected if facts else None,
-        max_buffered_tensors=facts.max_buffered_tensors if facts else 0,
-    )
-
-
-def _stage_adapter(resolved: Any, dest: Path) -> Path:
-    """Config + tokenizer dir for streaming an adapter merge (vocab resized if the adapter did)."""
-    from ..merge import merged_config
-
-    return stage_model_dir(
-        Path(resolved.base_dir), _tokenizer_dir(resolved), dest, config=merged_config(resolved)
-    )
-
-
-def _tokenizer_dir(resolved: Any) -> Path:
-    """Where the tokenizer lives: the adapter's own if it has one, else the base / model dir."""
-    if resolved.tokenizer_dir is not None:
-        return Path(resolved.tokenizer_dir)
-    return Path(resolved.base_dir if resolved.kind == "adapter" else resolved.path)
-
-
-def _save_merged(request: ExportRequest, resolved: Any, reporter: ProgressReporter) -> Path:
-    from ..merge import save_merged
-
-    assert request.save_merged is not None
-    target = request.save_merged
-    if target.exists():
-        if not request.force:
-            raise OutputExistsError(f"{target} already exists", hint="pass --force to replace it")
-        shutil.rmtree(target)
-    reporter.start("merge", "merge → safetensors", total=None)
-    save_merged(resolved, target)
-    reporter.done("merge", f"merged model saved in {target}")
-    return target
-
-
-def _requantize(
-    request: ExportRequest,
-    resolved: Any,
-    quants: list[QuantType],
-    stem: str,
-    toolchain: Toolchain,
-    reporter: ProgressReporter,
-    on_file: Callable[[GgufFile], None] | None = None,
-) -> ExportResult:
-    """A GGUF input: quantize it to each requested type (llama-quantize --allow-requantize)."""
-    source = Path(resolved.path)
-    files: list[GgufFile] = []
-    for quant in quants:
-        target = request.out_dir / gguf_filename(stem, quant.name)
-        if target.resolve() == source.resolve():
-            raise InputError(f"{source} would overwrite itself", hint="choose another --out")
-        requant = dataclasses.replace(
-            quant, quantize_args=("--allow-requantize", *quant.quantize_args)
-        )
-        reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
-        quantize_gguf(toolchain, source, target, requant)
-        reporter.done(f"quantize-{quant.name}")
-        files.append(gguf_file(target, quant.name))
-        if on_file is not None:
-            on_file(files[-1])
-    return ExportResult(files=tuple(files), name=stem, input_kind="gguf", chat_template=None)
 
 
 __all__ = [
