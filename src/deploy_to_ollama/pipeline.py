@@ -194,8 +194,9 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     input_key = _input_key(path, resolved, base_dir)
     if plan.keep is None:
         check_writable_dir(plan.cache, what="the cache (DTO_CACHE_DIR)")
-    work = _work_dir(plan.keep, plan.cache, input_key, force=plan.force)
-    with holding(work):
+    # Held before its state is read or reset: a concurrent run of the same input is refused.
+    with holding(plan.keep or plan.cache / "deploy" / input_key[:16]):
+        work = _work_dir(plan.keep, plan.cache, input_key, force=plan.force)
         remove_stale_temps(work)
         state = _State.load(work)
         plan.progress.done("resolve")
