@@ -309,3 +309,21 @@ def test_quant_alias_is_reported_resolved(tiny_llama: Any) -> None:
     resolved = resolve_input(tiny_llama.adapter_dir)
     assert real_quant("quantized", resolved) == "q4_k_m"
     assert real_quant("Q8_0", resolved) == "q8_0"
+
+
+def test_a_broken_adapter_config_fails_before_the_toolchain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Today's order was toolchain first (a 10-minute build on a fresh machine), then the input;
+    the toolchain named here does not exist, so reaching it would be a DependencyMissingError."""
+    from deploy_to_ollama.gguf.export import export_gguf
+    from deploy_to_ollama.settings import Settings
+
+    source = tmp_path / "lora"
+    source.mkdir()
+    (source / "adapter_config.json").write_text("{not json")
+    monkeypatch.setenv("DTO_LLAMA_CPP_DIR", str(tmp_path / "no-toolchain-here"))
+    with pytest.raises(InputError) as info:
+        export_gguf(source, out_dir=tmp_path / "out", settings=Settings.from_env())
+    assert "adapter_config.json" in str(info.value)
+    assert not (tmp_path / "out").exists()
