@@ -327,3 +327,21 @@ def test_a_broken_adapter_config_fails_before_the_toolchain(
         export_gguf(source, out_dir=tmp_path / "out", settings=Settings.from_env())
     assert "adapter_config.json" in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.ollama
+def test_a_read_only_cache_is_one_line_before_the_export(
+    ollama_server: Any, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    with _read_only_dir(tmp_path / "ro") as ro:
+        with pytest.raises(InputError) as info:
+            deploy(tiny_gguf, name="ro-cache", host=ollama_server.host, cache_dir=ro / "cache")
+        assert "the cache (DTO_CACHE_DIR)" in str(info.value) and "not writable" in str(info.value)
+        assert "\n" not in str(info.value) and info.value.hint
+        assert not (ro / "cache").exists()
+    # Rerun with a writable cache: it deploys (no round trip needed to show it).
+    report = deploy(
+        tiny_gguf, name="ro-cache", host=ollama_server.host, cache_dir=tmp_path / "c", check=False
+    )
+    assert report.modelfile.is_file() and dict(report.stages)["register"] == "done"
+    assert report.quant == "f32"  # the GGUF source's own type, not the --quant default
