@@ -145,14 +145,17 @@ def test_check_unknown_model_exits_1(
     assert "no model 'nope-model'" in err and "ollama list" in err
 
 
-def test_deploy_checks_name_and_server_before_any_work(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_deploy_checks_name_source_then_server_before_any_work(
+    tmp_path: Path, tiny_gguf: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     closed = f"127.0.0.1:{free_port()}"
     (tmp_path / "empty").mkdir()
     code, _, err = _cli([str(tmp_path / "empty"), "--name", "bad name", "--host", closed], capsys)
     assert code == 1 and "invalid model name" in err
+    # The source is checked before the server is asked (issue: flags, source, toolchain, server).
     code, _, err = _cli([str(tmp_path / "empty"), "--name", "x", "--host", closed], capsys)
+    assert code == 1 and "neither adapter_config.json nor config.json" in err
+    code, _, err = _cli([str(tiny_gguf), "--name", "x", "--host", closed], capsys)
     assert code == 4 and "ollama serve" in err
 
 

@@ -29,6 +29,7 @@ from deploy_to_ollama.errors import (
     UsageError,
 )
 from deploy_to_ollama.gguf.export import GgufFile, export_gguf
+from deploy_to_ollama.modelfile import parse_modelfile
 
 
 def _export(*args: str) -> Any:
@@ -160,7 +161,9 @@ def test_unsloth_modelfile_template_comes_from_the_source(tiny_llama: Any, tmp_p
     modelfile, status = _write_modelfile(summary, tiny_llama.adapter_dir, out, force=False)
     expected = translate_template(load_template_source(tiny_llama.adapter_dir))
     text = modelfile.read_text()
-    assert text.startswith("FROM ./base.Q8_0.gguf")
+    # The header comment comes first (the same Modelfile deploy writes); then FROM.
+    assert parse_modelfile(text).from_ == "./base.Q8_0.gguf"
+    assert text.lstrip("#").lstrip().startswith("Written by deploy-to-ollama")
     assert str(expected.template) in text
     assert status == ("verified" if expected.verified else "unverified")
     for stop in expected.stop:

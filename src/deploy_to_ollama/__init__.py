@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .chat_template.translate import translate_template
     from .chat_template.verify import verify_template
     from .doctor import examine
+    from .exporting import ExportOptions, export
     from .gguf.export import export_gguf
     from .inputs import resolve_input
     from .merge import iter_merged_tensors, save_merged
@@ -33,6 +34,8 @@ __version__ = "0.1.0"
 _LAZY: dict[str, str] = {
     "deploy": ".pipeline",
     "export_gguf": ".gguf.export",
+    "export": ".exporting",
+    "ExportOptions": ".exporting",
     "translate_template": ".chat_template.translate",
     "verify_template": ".chat_template.verify",
     "load_template_source": ".chat_template.source",
@@ -52,11 +55,13 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "DeployError",
+    "ExportOptions",
     "Modelfile",
     "__version__",
     "check_round_trip",
     "deploy",
     "examine",
+    "export",
     "export_gguf",
     "iter_merged_tensors",
     "load_template_source",

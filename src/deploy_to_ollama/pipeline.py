@@ -1,34 +1,27 @@
-"""``deploy``: resolve -> export -> template -> Modelfile -> register -> check, resumably.
+"""``deploy``: resolve -> template -> export -> Modelfile -> register -> check, resumably.
 
-Each stage's output lives in one work folder (``--keep`` or the cache) with a state file that
-records the content hash of the stage's inputs, so a rerun skips what is already done for the
-same inputs: the GGUF export, the template translation and the registration.
+Each stage's output lives in one work folder (``--keep`` or the cache) with a state file
+(``resume.StateFile``) keyed by the input's content key, so a rerun skips what is already done
+for the same inputs: the template translation, the GGUF export and the registration. Reports
+live in ``reports``, resume state in ``resume``, the Modelfile in ``stages``/``modelfile``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import logging
-import shutil
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from ._fs import read_json_object, write_text_atomic
+from ._fs import check_writable_dir, write_text_atomic
 from .errors import DeployError, InputNotFoundError, OutputExistsError
 from .inputs import ResolvedInput, check_source, source_kind
-from .modelfile import (
-    Modelfile,
-    num_ctx_parameter,
-    parameters_from_generation_config,
-    render_modelfile,
-    stop_parameters,
-)
+from .modelfile import Modelfile, TemplateResult, model_parameters, render_modelfile
+from .modelfile.assembly import relative_from
 from .ollama_client import Method, OllamaClient, file_digest
 from .progress import NullProgress, ProgressReporter
 from .registrar import (
@@ -38,149 +31,37 @@ from .registrar import (
     settle_registration,
     validate_model_name,
 )
+from .reports import DeployReport
+from .resume import (
+    LOCK_FILE,
+    STATE_FILE,
+    StateFile,
+    hash_tree,
+    holding,
+    pid_tag,
+    remove_stale_temps,
+    stable_hash,
+)
 from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference_for
 from .settings import Settings, normalize_host
+from .stages import MODELFILE_NAME, build_modelfile, check_parameters, translate_stage
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "deploy-state.json"
-MODELFILE_NAME = "Modelfile"
-#: tokenizer_config ``model_max_length`` above this is transformers' "unset" sentinel, not a
-#: training length (Unsloth writes the real ``max_seq_length`` there).
-MAX_SENSIBLE_CONTEXT = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateResult:
-    """What the template stage produced for the Modelfile."""
-
-    template: str
-    stops: tuple[str, ...]
-    system: str | None
-    verified: bool
-    note: str | None = None
-    capabilities_lost: tuple[str, ...] = ()
-    """``capabilities_lost: …`` lines: what Ollama derives from the Jinja but not the TEMPLATE."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeployReport:
-    """The outcome of one ``deploy`` run (``--json`` prints ``to_dict()``)."""
-
-    name: str
-    host: str
-    quant: str
-    gguf: Path
-    gguf_bytes: int
-    modelfile: Path
-    template_verified: bool
-    stages: tuple[tuple[str, str], ...]
-    """``(stage, "done" | "skipped" | "reused")`` in order."""
-    round_trip: RoundTripReport | None
-    warnings: tuple[str, ...] = field(default=())
-    failed_model: str | None = None
-    """What became of the model when its round trip failed: removed, restored or kept."""
-
-    @property
-    def passed(self) -> bool:
-        return self.round_trip is None or self.round_trip.passed
-
-    @property
-    def run_command(self) -> str:
-        return f"ollama run {self.name}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.passed,
-            "name": self.name,
-            "host": self.host,
-            "quant": self.quant,
-            "gguf": str(self.gguf),
-            "gguf_bytes": self.gguf_bytes,
-            "modelfile": str(self.modelfile),
-            "template_verified": self.template_verified,
-            "stages": [{"stage": s, "status": st} for s, st in self.stages],
-            "round_trip": self.round_trip.to_dict() if self.round_trip else None,
-            "warnings": list(self.warnings),
-            "failed_model": self.failed_model,
-            "run": self.run_command,
-        }
-
-    def summary_lines(self) -> list[str]:
-        size = f"{self.gguf_bytes / 1e6:.1f} MB"
-        lines = [
-            f"model    {self.name} on {self.host}",
-            f"quant    {self.quant} ({size}, {self.gguf})",
-            f"template {'verified' if self.template_verified else 'NOT verified'}",
-        ]
-        rt = self.round_trip
-        if rt is None:
-            lines.append("check    skipped")
-        else:
-            lines.append(f"check    {rt.verdict}")
-            lines += ["  " + line for line in rt.summary_lines()[1:]]
-        lines += [f"warning  {w}" for w in self.warnings]
-        if self.failed_model:
-            lines.append(f"model    {self.failed_model}")
-        lines.append(f"run      {self.run_command}")
-        return lines
-
-
-# --------------------------------------------------------------------------- state
-
-
-@dataclass
-class _State:
-    path: Path
-    data: dict[str, Any]
-
-    @classmethod
-    def load(cls, folder: Path) -> _State:
-        path = folder / STATE_FILE
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = {}
-        return cls(path, data if isinstance(data, dict) else {})
-
-    def get(self, stage: str, key: str) -> dict[str, Any] | None:
-        entry = self.data.get(stage)
-        return entry if isinstance(entry, dict) and entry.get("key") == key else None
-
-    def put(self, stage: str, key: str, **values: Any) -> None:
-        self.data[stage] = {"key": key, **values}
-        write_text_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
-
-
-def _hash(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def hash_tree(path: Path) -> str:
-    """Content hash of a file or of every file under a folder (names and bytes)."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        rel = file.name if path.is_file() else file.relative_to(path).as_posix()
-        if rel.startswith(".") or STATE_FILE in rel:
-            continue
-        digest.update(rel.encode() + b"\0")
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
+#: The work folder's resume record (kept under its old private name for callers and tests).
+_State = StateFile
+_hash = stable_hash
 
 
 # --------------------------------------------------------------------------- sources
 
 
-@contextmanager
+@contextlib.contextmanager
 def _materialised(source: str | Path | tuple[Any, Any]) -> Iterator[Path]:
     """A folder or GGUF path for ``source``; an in-memory (model, tokenizer) is saved first."""
     if isinstance(source, tuple):
         model, tokenizer = source
-        with tempfile.TemporaryDirectory(prefix="dto-inmemory-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"dto-inmemory-{pid_tag()}-") as tmp:
             folder = Path(tmp) / "adapter"
             model.save_pretrained(str(folder))
             tokenizer.save_pretrained(str(folder))
@@ -194,80 +75,6 @@ def _materialised(source: str | Path | tuple[Any, Any]) -> Iterator[Path]:
             hint="pass a LoRA adapter folder, a merged model folder or a .gguf file",
         )
     yield path
-
-
-def model_parameters(folder: Path, base_dir: Path | None) -> tuple[tuple[str, str], ...]:
-    """Sampling parameters from generation_config.json and num_ctx from the training length."""
-    params: list[tuple[str, str]] = []
-    for candidate in (folder, base_dir):
-        if candidate is not None and (candidate / "generation_config.json").is_file():
-            config = read_json_object(candidate / "generation_config.json")
-            params += parameters_from_generation_config(config)
-            break
-    max_length = read_json_object(folder / "tokenizer_config.json").get("model_max_length")
-    if isinstance(max_length, int | float) and 0 < max_length <= MAX_SENSIBLE_CONTEXT:
-        params.append(num_ctx_parameter(int(max_length)))
-    return tuple(params)
-
-
-# --------------------------------------------------------------------------- stages
-
-
-def _export_stage(
-    source: Path,
-    *,
-    quant: str,
-    base: Path | None,
-    name: str,
-    work: Path,
-    cache_dir: Path,
-    progress: ProgressReporter,
-) -> tuple[Path, Path | None]:
-    """One GGUF for ``source`` through the exporter; returns it and the base it merged into."""
-    from .gguf.export import export_gguf
-
-    result = export_gguf(
-        source,
-        out_dir=work,
-        quant=quant,
-        base=base,
-        name=name.rpartition("/")[2].partition(":")[0],
-        force=True,  # the state file said the work folder's GGUF is stale or missing
-        cache_dir=cache_dir,
-        llama_cpp_dir=Settings.from_env().llama_cpp_dir,
-        progress=progress,
-    )
-    model = next(f for f in result.files if f.role == "model")
-    return model.path, result.base_dir
-
-
-def _template_stage(source: Path, base_dir: Path | None) -> TemplateResult:
-    """Ollama TEMPLATE, stops and SYSTEM translated from the fine-tune's chat template.
-
-    An adapter folder normally carries the tokenizer (Unsloth and PEFT save it there); when it
-    does not, the base model's chat template is the one the fine-tune was trained with.
-    """
-    from .capabilities import capability_warnings
-    from .chat_template import load_template_source, translate_template
-    from .errors import TemplateNotFoundError
-
-    try:
-        template_source = load_template_source(source)
-    except TemplateNotFoundError:
-        if base_dir is None:
-            raise
-        template_source = load_template_source(base_dir)
-    translated = translate_template(template_source)
-    failure = translated.report.first_failure()
-    note = f"probe {failure.probe} differs at {failure.position}" if failure else None
-    return TemplateResult(
-        template=translated.template,
-        stops=tuple(translated.stop),
-        system=translated.system,
-        verified=translated.verified,
-        note=note or "; ".join(translated.warnings) or None,
-        capabilities_lost=tuple(capability_warnings(template_source.template, translated.template)),
-    )
 
 
 def deploy(
@@ -289,6 +96,7 @@ def deploy(
     keep_failed: bool = False,
     cache_dir: Path | None = None,
     progress: ProgressReporter | None = None,
+    settings: Settings | None = None,
 ) -> DeployReport:
     """Deploy a fine-tune to Ollama and prove it works.
 
@@ -297,7 +105,7 @@ def deploy(
             ``(model, tokenizer)`` of a just-finished Unsloth/PEFT run (saved to a temp folder).
         name: the Ollama model name.
         quant: GGUF quant type (``q4_k_m``, ``q8_0``, ...; ignored for a ``.gguf`` source).
-        host: Ollama server (``OLLAMA_HOST`` form); default from the environment.
+        host: Ollama server (``OLLAMA_HOST`` form); default ``settings.ollama_host``.
         force: replace an existing model or kept files of a different input.
         keep: folder for the GGUF, Modelfile and state; default a folder in the cache.
         base: base model folder for an adapter (else ``base_model_name_or_path``).
@@ -311,16 +119,21 @@ def deploy(
             turns this off; the report then says "NOT verified").
         keep_failed: keep a model that failed its round trip; by default it is removed, or the
             model it replaced is restored, so a failed deploy leaves the server as it was.
-        cache_dir: cache root (default ``DTO_CACHE_DIR``).
+        cache_dir: cache root (default ``settings.cache_dir``).
         progress: stage reporter.
+        settings: configuration read once at the entry point (default: the environment).
 
     Returns:
         The report; ``passed`` is false when the round trip failed (the CLI exits 3).
 
     Raises:
+        UsageError: a ``parameters`` pair Ollama would refuse, or an unknown quant.
         DeployError: a stage failed (subclass and exit code say which).
     """
-    settings = Settings.from_env()
+    from .gguf.quants import parse_quant_list
+
+    settings = settings or Settings.from_env()
+    parse_quant_list(quant)  # a bad quant is a usage error before any work
     plan = _Plan(
         name=validate_model_name(name),
         host=normalize_host(host or settings.ollama_host),
@@ -328,7 +141,7 @@ def deploy(
         base=base,
         keep=keep,
         cache=cache_dir or settings.cache_dir,
-        parameters=tuple(parameters),
+        parameters=check_parameters(tuple(parameters)),
         expected_answer=expected_answer,
         question=question or DEFAULT_QUESTION,
         num_predict=num_predict,
@@ -338,12 +151,15 @@ def deploy(
         verify=verify,
         keep_failed=keep_failed,
         progress=progress or NullProgress(),
+        settings=settings,
     )
-    OllamaClient(plan.host).version()  # fail fast (exit 4) before any heavy work
+    if keep is not None:
+        check_writable_dir(keep, what="--keep")
     with _materialised(source) as path:
         # Config, tensors against config and base, chat template (JSON, headers, one render):
-        # refused here, before the toolchain or an export is touched.
+        # refused here, before the server, the toolchain or an export is touched.
         resolved = check_source(path, base=base)
+        OllamaClient(plan.host).version()  # then the server (exit 4), still before heavy work
         return _run(plan, path, resolved)
 
 
@@ -367,26 +183,42 @@ class _Plan:
     verify: bool
     keep_failed: bool
     progress: ProgressReporter
+    settings: Settings
+
+    @property
+    def stem(self) -> str:
+        """The GGUF file stem: the model part of the name (``me/bot:q8`` -> ``bot``)."""
+        return self.name.rpartition("/")[2].partition(":")[0]
 
 
 def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     stages: list[tuple[str, str]] = []
     plan.progress.start("resolve", f"resolve: hashing {path.name}")
-    input_key = _hash(hash_tree(path), str(plan.base) if plan.base else None, __version__)
-    work = _work_dir(plan.keep, plan.cache, input_key, force=plan.force)
-    state = _State.load(work)
-    plan.progress.done("resolve")
-    stages.append(("resolve", "done"))
-    gguf, base_used, status = _run_export(plan, path, work, state, input_key)
-    stages.append(("export", status))
-    template, status = _run_template(path, base_used, state, input_key, plan.progress)
-    stages.append(("template", status))
-    modelfile = _build_modelfile(gguf, work, template, path, base_used, plan.parameters)
-    modelfile_path = work / MODELFILE_NAME
-    write_text_atomic(modelfile_path, render_modelfile(modelfile))
-    stages.append(("modelfile", "done"))
-    status, registration = _run_register(plan, modelfile, work, gguf, state)
-    stages.append(("register", status))
+    base_dir = resolved.base_dir if resolved.kind == "adapter" else None
+    input_key = _input_key(path, resolved, base_dir)
+    if plan.keep is None:
+        check_writable_dir(plan.cache, what="the cache (DTO_CACHE_DIR)")
+    # Held before its state is read or reset: a concurrent run of the same input is refused.
+    with holding(plan.keep or plan.cache / "deploy" / input_key[:16]):
+        work = _work_dir(plan.keep, plan.cache, input_key, force=plan.force)
+        remove_stale_temps(work)
+        state = _State.load(work)
+        plan.progress.done("resolve")
+        stages.append(("resolve", "done"))
+        # The template first: a bad chat template fails before minutes of export.
+        template, template_status = _run_template(path, base_dir, state, input_key, plan.progress)
+        quant = real_quant(plan.quant, resolved)
+        planned = path if resolved.kind == "gguf" else work / _gguf_name(plan.stem, quant)
+        modelfile = _build_modelfile(planned, work, template, path, base_dir, plan.parameters)
+        text = render_modelfile(modelfile)  # content Ollama cannot read fails before the export
+        gguf, status = _run_export(plan, path, resolved, work, state, input_key, quant)
+        stages.append(("export", status))
+        stages.append(("template", template_status))
+        modelfile_path = work / MODELFILE_NAME
+        write_text_atomic(modelfile_path, text)
+        stages.append(("modelfile", "done"))
+        status, registration = _run_register(plan, modelfile, work, gguf, state)
+        stages.append(("register", status))
     round_trip, failed_model = _run_check(plan, resolved, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
@@ -395,7 +227,7 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     return DeployReport(
         name=plan.name,
         host=plan.host,
-        quant=resolved.gguf_quant or plan.quant,  # a GGUF source keeps its own quant type
+        quant=quant,
         gguf=gguf,
         gguf_bytes=gguf.stat().st_size,
         modelfile=modelfile_path,
@@ -405,6 +237,49 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         warnings=tuple(warnings),
         failed_model=failed_model,
     )
+
+
+def _input_key(path: Path, resolved: ResolvedInput, base_dir: Path | None) -> str:
+    """The input's content key, computed once (``ResolvedInput.content_key``)."""
+    return resolved.content_key
+
+
+def _gguf_name(stem: str, quant: str) -> str:
+    from .gguf.steps import gguf_filename
+
+    return gguf_filename(stem, quant)
+
+
+def real_quant(quant: str, resolved: Any) -> str:
+    """The quant type the deployed GGUF really has: an alias resolved (``q4_k`` -> ``q4_k_m``,
+    ``not_quantized`` -> ``f16``/``bf16`` by the model's dtype), a GGUF source's own type.
+    """
+    from .gguf.quants import parse_quant_list
+    from .gguf.steps import model_dtype
+
+    if resolved.kind == "gguf":
+        known = resolved.gguf_quant
+        return str(known) if known else gguf_file_type(Path(resolved.path))
+    weights = Path(resolved.base_dir if resolved.kind == "adapter" else resolved.path)
+    return parse_quant_list(quant, model_dtype=model_dtype(weights))[0].name
+
+
+def gguf_file_type(path: Path) -> str:
+    """A GGUF's ``general.file_type`` as our quant name (``q8_0``, ``f16``), else ``unknown``.
+
+    Until ``ResolvedInput.gguf_quant`` carries it, read with gguf-py (llama.cpp's reader).
+    """
+    try:
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        field = reader.get_field(gguf.Keys.General.FILE_TYPE)
+        if field is None:
+            return "unknown"
+        name = gguf.LlamaFileType(int(field.contents())).name
+    except (ImportError, OSError, ValueError, KeyError, IndexError, TypeError):
+        return "unknown"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
 
 
 def _run_check(
@@ -455,52 +330,84 @@ def _work_dir(keep: Path | None, cache: Path, input_key: str, *, force: bool) ->
     work = keep if keep is not None else cache / "deploy" / input_key[:16]
     state = _State.load(work)
     if state.data.get("input") != input_key:
-        if keep is not None and keep.is_dir() and any(keep.iterdir()) and not force:
+        if keep is not None and keep.is_dir() and _holds_files(keep) and not force:
             raise OutputExistsError(
                 f"--keep folder {keep} holds files of another deployment",
                 hint="pass --force to overwrite it, or choose an empty folder",
             )
         work.mkdir(parents=True, exist_ok=True)
-        state.data = {"input": input_key}
-        write_text_atomic(state.path, json.dumps(state.data, indent=2) + "\n")
+        state.reset(input=input_key)
     return work
 
 
+def _holds_files(folder: Path) -> bool:
+    return any(entry.name not in (STATE_FILE, LOCK_FILE) for entry in folder.iterdir())
+
+
 def _run_export(
-    plan: _Plan, path: Path, work: Path, state: _State, input_key: str
-) -> tuple[Path, Path | None, str]:
-    if path.is_file():
-        return path, None, "skipped"  # already a GGUF
-    key = _hash(input_key, plan.quant.lower(), "export")
+    plan: _Plan,
+    path: Path,
+    resolved: Any,
+    work: Path,
+    state: _State,
+    input_key: str,
+    quant: str,
+) -> tuple[Path, str]:
+    if resolved.kind == "gguf":
+        return path, "skipped"  # already a GGUF
+    key = _hash(input_key, quant, "export")
+    expected = work / _gguf_name(plan.stem, quant)
     done = state.get("export", key)
     if done and (work / done["gguf"]).is_file():
         plan.progress.start("export", "export: reusing the GGUF of an earlier run")
+        gguf = _named_for_this_deploy(work / done["gguf"], expected)
+        if gguf.name != done["gguf"]:
+            state.put("export", key, gguf=gguf.name)
         plan.progress.done("export")
-        base_dir = Path(done["base"]) if done.get("base") else None
-        return work / done["gguf"], base_dir, "reused"
-    plan.progress.start("export", f"export: {path.name} -> GGUF {plan.quant}")
-    gguf, base_used = _export_stage(
-        path,
-        quant=plan.quant,
-        base=plan.base,
-        name=plan.name,
-        work=work,
-        cache_dir=plan.cache,
-        progress=plan.progress,
-    )
+        return gguf, "reused"
+    plan.progress.start("export", f"export: {path.name} -> GGUF {quant}")
+    gguf, reused = _export_stage(plan, path, resolved, work, input_key, quant)
     plan.progress.done("export")
-    gguf = _inside(gguf, work)
-    state.put("export", key, gguf=gguf.name, base=str(base_used) if base_used else None)
-    return gguf, base_used, "done"
+    state.put("export", key, gguf=gguf.name)
+    return gguf, "reused" if reused else "done"
 
 
-def _inside(gguf: Path, work: Path) -> Path:
-    """Keep the GGUF beside the Modelfile so ``FROM ./name.gguf`` resolves."""
-    if gguf.parent.resolve() == work.resolve():
+def _named_for_this_deploy(gguf: Path, expected: Path) -> Path:
+    """A GGUF reused from an earlier deploy of the same input takes this deploy's name."""
+    if gguf == expected:
         return gguf
-    target = work / gguf.name
-    shutil.copy2(gguf, target)
-    return target
+    os.replace(gguf, expected)
+    logger.info("renamed the reused %s to %s", gguf.name, expected.name)
+    return expected
+
+
+def _export_stage(
+    plan: _Plan, path: Path, resolved: Any, work: Path, input_key: str, quant: str
+) -> tuple[Path, bool]:
+    """One GGUF for ``path`` in the work folder, through the exporter (which resumes itself)."""
+    from .gguf.export import export_gguf
+
+    settings = plan.settings
+    kwargs: dict[str, Any] = {
+        "out_dir": work,
+        "quant": quant,
+        "base": plan.base,
+        "name": plan.stem,
+        "cache_dir": plan.cache,
+        "llama_cpp_dir": settings.llama_cpp_dir,
+        "progress": plan.progress,
+        "settings": settings,
+        "content_key": input_key,
+        "resolved": resolved,
+    }
+    try:
+        result = export_gguf(path, force=False, **kwargs)
+    except OutputExistsError:
+        # The work folder belongs to this input: a GGUF there without a matching stamp is a
+        # leftover of an older layout or a changed option, safe to replace.
+        result = export_gguf(path, force=True, **kwargs)
+    model = next(f for f in result.files if f.role == "model")
+    return model.path, result.reused
 
 
 def _run_template(
@@ -514,7 +421,7 @@ def _run_template(
         values["capabilities_lost"] = tuple(values.get("capabilities_lost") or ())
         return TemplateResult(**values), "reused"
     progress.start("template", "template: translating the chat template")
-    result = _template_stage(path, base_dir)
+    result = translate_stage(path, base_dir)
     progress.done("template")
     state.put("template", key, **asdict(result))
     return result, "done"
@@ -528,23 +435,13 @@ def _build_modelfile(
     base_dir: Path | None,
     extra: Sequence[tuple[str, str]],
 ) -> Modelfile:
-    params = list(stop_parameters(template.stops))
-    if source.is_dir():
-        params += model_parameters(source, base_dir)
-    overridden = {k for k, _ in extra}
-    params = [(k, v) for k, v in params if k not in overridden or k == "stop"]
-    params += list(extra)
-    rel = gguf.relative_to(work) if gguf.is_relative_to(work) else gguf
-    return Modelfile(
-        from_=f"./{rel.as_posix()}" if not rel.is_absolute() else str(rel),
-        template=template.template,
-        system=template.system,
-        parameters=tuple(params),
-        header_comment=(
-            f"Written by deploy-to-ollama {__version__} from {source.name}.\n"
-            f"Template {'verified' if template.verified else 'NOT verified'} against "
-            "transformers' rendering."
-        ),
+    """The Modelfile ``deploy`` registers (``stages.build_modelfile``, FROM beside it)."""
+    return build_modelfile(
+        from_=relative_from(gguf, work),
+        source=source,
+        template=template,
+        base_dir=base_dir,
+        extra=extra,
     )
 
 
@@ -602,8 +499,7 @@ def ensure_source_kind(path: Path) -> None:
     """Refuse a source that is neither an adapter, a model folder nor a GGUF, before heavy work.
 
     Raises:
-        InputError: a file other than ``.gguf``, or a folder without ``adapter_config.json``
-            or ``config.json``.
+        InputError: not a GGUF, and a folder without ``adapter_config.json`` or ``config.json``.
     """
     source_kind(path)
 
@@ -613,6 +509,8 @@ __all__ = [
     "TemplateResult",
     "deploy",
     "ensure_source_kind",
+    "gguf_file_type",
     "hash_tree",
     "model_parameters",
+    "real_quant",
 ]

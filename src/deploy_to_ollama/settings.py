@@ -62,6 +62,9 @@ class Settings:
     quantizer: str = "auto"
     """``auto``: quantize in-process when the toolchain has the library; ``llama-quantize``:
     always convert to a 16-bit GGUF first and run the llama-quantize binary on it."""
+    disk_reserve_bytes: int = 0
+    """``DTO_DISK_RESERVE_MB``: free space an export or merge must leave on its filesystem
+    (on top of its own estimate); 0 by default."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -76,4 +79,17 @@ class Settings:
             debug=is_true(env.get("DTO_DEBUG")),
             log_level=env.get("DTO_LOG_LEVEL", "WARNING").upper(),
             quantizer=env.get("DTO_QUANTIZER", "auto").strip().lower() or "auto",
+            disk_reserve_bytes=_megabytes(env.get("DTO_DISK_RESERVE_MB")),
         )
+
+
+def _megabytes(value: str | None) -> int:
+    """A whole number of MB from the environment, in bytes (0 when unset or not a number).
+
+    >>> _megabytes("2"), _megabytes(None), _megabytes("lots")
+    (2000000, 0, 0)
+    """
+    try:
+        return max(0, int((value or "0").strip())) * 1_000_000
+    except ValueError:
+        return 0

@@ -20,6 +20,7 @@ from . import export as _export  # noqa: F401  isort: skip
 from . import deploy as _deploy  # noqa: F401  isort: skip
 from . import doctor as _doctor  # noqa: F401  isort: skip
 from . import run as _run  # noqa: F401  isort: skip
+from . import cache as _cache  # noqa: F401  isort: skip
 
 #: Command groups whose first positional argument selects a default sub-command.
 DEFAULT_SUBCOMMANDS = {"template": "show"}

@@ -10,7 +10,6 @@ import typer
 from ..errors import (
     InputError,
     InputNotFoundError,
-    RegistrationError,
     RoundTripError,
     UsageError,
 )
@@ -84,7 +83,7 @@ def parse_parameters(values: list[str]) -> list[tuple[str, str]]:
     Raises:
         UsageError: not KEY=VALUE, an unknown parameter, or a value of the wrong type.
     """
-    from ..ollama_client.parameters import api_parameters
+    from ..stages import check_parameters
 
     pairs = []
     for value in values:
@@ -94,12 +93,8 @@ def parse_parameters(values: list[str]) -> list[tuple[str, str]]:
             raise UsageError(
                 f"--parameter {value!r} is not KEY=VALUE", hint="e.g. --parameter num_thread=4"
             )
-        try:
-            api_parameters(((key, val),))  # the registrar's table of Ollama's typed options
-        except RegistrationError as err:
-            raise UsageError(f"--parameter {value!r}: {err.message}", hint=err.hint) from err
         pairs.append((key, val))
-    return pairs
+    return list(check_parameters(pairs))  # the one check of names, types and Modelfile form
 
 
 def check_method(value: str) -> Any:
@@ -230,6 +225,7 @@ def deploy_command(
             keep_failed=keep_failed,
             cache_dir=settings.cache_dir,
             progress=reporter,
+            settings=settings,
         )
     if not quiet and not json_out:
         for line in report.summary_lines():

@@ -1,16 +1,28 @@
-"""CLI commands of the export stage: ``setup`` (llama.cpp toolchain) and ``export``."""
+"""CLI commands of the export stage: ``setup`` (llama.cpp toolchain) and ``export``.
+
+Thin: parse and validate the flags, call ``exporting.export``, render its report.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..errors import DeployError, InputError, InputNotFoundError, UsageError
-from ..progress import RichProgress, console
+from ..errors import InputError, InputNotFoundError, UsageError
+from ..exporting import (
+    ExportOptions,
+    HubPush,
+    UnslothRequest,
+    UnslothSummary,
+    check_hub_push,
+    export,
+    unsloth_call_kwargs,
+)
+from ..exporting import write_modelfile as _write_modelfile
+from ..progress import NullProgress, RichProgress, console
 from ..settings import Settings
 from ._common import ForceOpt, JsonOpt, app, print_result_json
 
@@ -152,15 +164,6 @@ def check_mode(mode: str, source: Path) -> None:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class HubPush:
-    """A validated ``--push-to-hub`` request."""
-
-    repo_id: str
-    what: str
-    private: bool
-
-
 def _check_unsloth_flags(
     backend: str, *, load_in_4bit: bool, load_in_8bit: bool, save_merged_4bit: Path | None
 ) -> None:
@@ -183,50 +186,6 @@ def _check_unsloth_flags(
             f"{', '.join(wanted)} need the unsloth backend",
             hint="add --backend unsloth (CUDA + unsloth), or drop the flag",
         )
-
-
-def check_hub_push(
-    repo_id: str | None,
-    *,
-    what: str | None,
-    private: bool,
-    source: Path,
-    merged_dir: Path | None,
-) -> HubPush | None:
-    """Validate ``--push-to-hub`` before any heavy work (a failed push after an export is slow).
-
-    Returns None when no push was asked for.
-    """
-    if repo_id is None:
-        if what is not None or private:
-            raise UsageError("--what and --private need --push-to-hub", hint="add --push-to-hub")
-        return None
-    from ..publish import check_kind, check_repo_id, resolve_token
-
-    kind = check_kind(what or "gguf")
-    check_repo_id(repo_id)
-    if kind == "merged" and merged_dir is None:
-        raise UsageError(
-            "--what merged pushes the merged model: it needs --save-merged DIR",
-            hint="add --save-merged DIR (or --save-merged-4bit DIR with --backend unsloth)",
-        )
-    if kind == "adapter" and not _is_adapter(source):
-        raise UsageError(
-            f"--what adapter needs a LoRA adapter SOURCE, {source} has no adapter_config.json",
-            hint="push --what gguf or --what merged instead",
-        )
-    resolve_token(None)  # a missing token fails now, not after the export
-    return HubPush(repo_id=repo_id, what=kind, private=private)
-
-
-def _is_adapter(source: Path) -> bool:
-    from ..errors import InputError
-    from ..inputs import source_kind
-
-    try:
-        return source_kind(source) == "adapter"
-    except InputError:
-        return False
 
 
 @app.command("export", epilog=EXPORT_EXAMPLES)
@@ -319,259 +278,41 @@ def export_command(
             "--mode adapter and --base need the llama.cpp backend",
             hint="add --backend llama.cpp",
         )
-    if chosen == "unsloth":
-        request = UnslothRequest(
-            source=source,
-            out=out,
-            quants=tuple(q.strip() for q in quant.split(",") if q.strip()),
-            save_merged=save_merged or save_merged_4bit,
-            merged_method="merged_4bit_forced" if save_merged_4bit else "merged_16bit",
-            name=name,
-            force=force,
-            **flags,
-        )
-        result: Any = _export_unsloth(request, llama_cpp)
-    else:
-        result = _export_llama_cpp(
-            source, out, quant, base, mode, save_merged, name, force, llama_cpp
-        )
-    modelfile, template_status = _write_modelfile(
-        result, source, out, force=force or bool(getattr(result, "reused", False))
+    options = ExportOptions(
+        source=source,
+        out=out,
+        quants=tuple(q.strip() for q in quant.split(",") if q.strip()),
+        base=base,
+        backend="unsloth" if chosen == "unsloth" else "llama.cpp",
+        mode="adapter" if mode == "adapter" else "merged",
+        save_merged=save_merged,
+        save_merged_4bit=save_merged_4bit,
+        name=name,
+        force=force,
+        llama_cpp=llama_cpp,
+        push=push,
+        load_in_4bit=load_in_4bit,
+        load_in_8bit=load_in_8bit,
     )
-    hub = _push(push, result, source, out, template_status, quiet=quiet or json_out)
-    _report(result, modelfile, template_status, hub, json_out=json_out, quiet=quiet)
-
-
-def _export_llama_cpp(
-    source: Path,
-    out: Path,
-    quant: str,
-    base: Path | None,
-    mode: str,
-    save_merged: Path | None,
-    name: str | None,
-    force: bool,
-    llama_cpp: Path | None,
-) -> Any:
-    from ..gguf.export import export_gguf
-
     settings = Settings.from_env()
     with RichProgress() as progress:
-        return export_gguf(
-            source,
-            out_dir=out,
-            quant=quant,
-            base=base,
-            mode="adapter" if mode == "adapter" else "merged",
-            save_merged=save_merged,
-            name=name,
-            force=force,
-            cache_dir=settings.cache_dir,
-            llama_cpp_dir=llama_cpp or settings.llama_cpp_dir,
-            progress=progress,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class UnslothRequest:
-    """The ``export --backend unsloth`` flags, validated."""
-
-    source: Path
-    out: Path
-    quants: tuple[str, ...]
-    save_merged: Path | None = None
-    merged_method: str = "merged_16bit"
-    """``merged_16bit`` (--save-merged) or ``merged_4bit_forced`` (--save-merged-4bit)."""
-    name: str | None = None
-    load_in_4bit: bool = False
-    load_in_8bit: bool = False
-    force: bool = False
-
-
-def unsloth_call_kwargs(request: UnslothRequest) -> dict[str, Any]:
-    """Keyword arguments of ``export_with_unsloth`` for a request (toolchain and cache aside).
-
-    >>> kw = unsloth_call_kwargs(UnslothRequest(Path("a"), Path("o"), ("q8_0",), load_in_4bit=True))
-    >>> kw["load_in_4bit"], kw["merged_method"], kw["quants"]
-    (True, 'merged_16bit', ['q8_0'])
-    """
-    return {
-        "quants": list(request.quants),
-        "load_in_4bit": request.load_in_4bit,
-        "load_in_8bit": request.load_in_8bit,
-        "save_merged": request.save_merged,
-        "merged_method": request.merged_method,
-        "force": request.force,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class UnslothSummary:
-    """Unsloth's export in the shape the Modelfile writer and the report read."""
-
-    files: tuple[Any, ...]
-    name: str
-    merged_dir: Path | None
-    input_kind: str = "unsloth"
-    pretokenizer_detected: str | None = None
-
-
-def _export_unsloth(request: UnslothRequest, llama_cpp: Path | None) -> UnslothSummary:
-    from ..gguf.export import GgufFile
-    from ..gguf.toolchain import provision_toolchain
-    from ..gguf.unsloth import export_with_unsloth, require_unsloth
-
-    require_unsloth()  # before provisioning: a CPU machine must not build llama.cpp first
-    settings = Settings.from_env()
-    toolchain = provision_toolchain(
-        settings.cache_dir, llama_cpp_dir=llama_cpp or settings.llama_cpp_dir
-    ).toolchain
-    with RichProgress() as progress:
-        result = export_with_unsloth(
-            request.source,
-            request.out,
-            llama_cpp_dir=toolchain.root,
-            cache_dir=settings.cache_dir,
-            progress=progress,
-            **unsloth_call_kwargs(request),
-        )
-    files = tuple(
-        GgufFile(path=g.path, quant=g.quant, size_bytes=g.size_bytes) for g in result.ggufs
-    )
-    return UnslothSummary(
-        files=files,
-        name=request.name or request.source.resolve().name,
-        merged_dir=result.merged_dir,
-    )
-
-
-def _push(
-    push: HubPush | None,
-    result: Any,
-    source: Path,
-    out: Path,
-    template_status: str,
-    *,
-    quiet: bool,
-) -> dict[str, Any] | None:
-    """Upload what ``--what`` names once the export has succeeded."""
-    if push is None:
-        return None
-    from ..progress import NullProgress
-    from ..publish import push_to_hub
-
-    folder = {"gguf": out, "merged": result.merged_dir, "adapter": source}[push.what]
-    call: dict[str, Any] = {"what": push.what, "private": push.private}
-    if push.what == "gguf":
-        call["template_verified"] = {"verified": True, "unverified": False}.get(template_status)
-    if quiet:
-        pushed = push_to_hub(Path(folder), push.repo_id, progress=NullProgress(), **call)
-    else:
-        with RichProgress(transient=True) as reporter:
-            pushed = push_to_hub(Path(folder), push.repo_id, progress=reporter, **call)
-    return dict(pushed.to_dict())
-
-
-def _write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tuple[Path, str]:
-    """Modelfile beside the GGUFs: TEMPLATE and stops from the template engine.
-
-    A source whose chat template cannot be read or translated still gets a Modelfile (without
-    TEMPLATE) and says why; a broken engine (ImportError, AttributeError) is a bug and shows.
-    """
-    from .._fs import write_text_atomic
-    from ..errors import OutputExistsError
-    from ..modelfile import Modelfile, render_modelfile, stop_parameters
-
-    target = out / "Modelfile"
-    if target.exists() and not force:
-        raise OutputExistsError(f"{target} already exists", hint="pass --force to replace it")
-    from ..chat_template import translate_template
-
-    template = stops = system = None
-    status = "not translated"
-    try:
-        translated = translate_template(_template_source(source, result))
-        template, stops, system = translated.template, translated.stop, translated.system
-        status = "verified" if translated.verified else "unverified"
-    except DeployError as err:
-        logger.warning("chat template not translated: %s", err.message)
-        status = f"failed: {err.message}"
-    model = next(f for f in result.files if f.role in ("model", "base"))
-    adapters = tuple(f"./{f.path.name}" for f in result.files if f.role == "adapter")
-    modelfile = Modelfile(
-        from_=f"./{model.path.name}",
-        adapters=adapters,
-        template=str(template) if template else None,
-        system=system,
-        parameters=stop_parameters(stops or ()),
-    )
-    write_text_atomic(target, render_modelfile(modelfile))
-    return target, status
-
-
-def _template_source(source: Path, result: Any) -> Any:
-    """The adapter's own template, else its base's: the one the GGUF carries."""
-    from ..chat_template import load_template_source
-    from ..errors import TemplateNotFoundError
-
-    try:
-        return load_template_source(source)
-    except TemplateNotFoundError:
-        base = getattr(result, "base_dir", None)
-        if base is None:
-            raise
-        return load_template_source(base)
-
-
-def _report(
-    result: Any,
-    modelfile: Path,
-    template_status: str,
-    hub: dict[str, Any] | None,
-    *,
-    json_out: bool,
-    quiet: bool,
-) -> None:
-    files = [
-        {
-            "path": str(f.path),
-            "quant": f.quant,
-            "bytes": f.size_bytes,
-            "role": f.role,
-            "tensor_types": dict(getattr(f, "tensor_types", None) or {}) or None,
-        }
-        for f in result.files
-    ]
-    unsloth = isinstance(result, UnslothSummary)
+        push_progress = NullProgress() if quiet or json_out else progress
+        report = export(options, settings=settings, progress=progress, push_progress=push_progress)
     if json_out:
-        payload: dict[str, Any] = {
-            "backend": "unsloth" if unsloth else "llama.cpp",
-            "name": result.name,
-            "input_kind": result.input_kind,
-            "files": files,
-            "modelfile": str(modelfile),
-            "template": template_status,
-            "merged_dir": str(result.merged_dir) if result.merged_dir else None,
-            "pretokenizer_detected": result.pretokenizer_detected,
-            "reused": bool(getattr(result, "reused", False)),
-            "hub": hub,
-        }
-        if unsloth:
-            payload["general_name"] = "written by Unsloth (not --name)"
-        print_result_json(payload)
+        print_result_json(report.to_dict())
         return
     if not quiet:
-        if getattr(result, "reused", False):
-            console.print("reused the existing export (same inputs)", markup=False)
-        for f in result.files:
-            line = f"{f.role:8} {f.quant:8} {f.size_bytes / 1e6:10.1f} MB  {f.path}"
-            if mixture := getattr(f, "tensor_types", None):
-                line += "  (" + ", ".join(f"{n} {t}" for t, n in sorted(mixture.items())) + ")"
+        for line in report.summary_lines():
             console.print(line, markup=False)
-        console.print(f"Modelfile: {modelfile} (template {template_status})", markup=False)
-        if unsloth:
-            console.print(f"{result.name}: general.name was written by Unsloth", markup=False)
-        if hub is not None:
-            console.print(f"pushed {len(hub['files'])} files to {hub['repo_url']}", markup=False)
-    for f in result.files:
+    for f in report.files:
         typer.echo(str(f.path))
+
+
+__all__ = [
+    "HubPush",
+    "UnslothRequest",
+    "UnslothSummary",
+    "_write_modelfile",
+    "check_hub_push",
+    "unsloth_call_kwargs",
+]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import DeployError
+from ..modelfile import GENERATION_PARAMETERS
 from .reference import ReferenceChoice, ReferenceTemplate
 from .rendering import (
     DOCTOR_PROBES,
@@ -47,14 +48,8 @@ KNOWN_EOT_MARKERS = (
 #: Unsloth's Modelfile sampling defaults, which override what the fine-tune was trained for.
 UNSLOTH_SAMPLING = {"temperature": 1.5, "min_p": 0.1}
 
-#: generation_config.json key -> Ollama parameter name.
-_OLLAMA_PARAM = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "repetition_penalty": "repeat_penalty",
-}
+#: generation_config.json key -> Ollama parameter name (the one mapping, in modelfile).
+_OLLAMA_PARAM = dict(GENERATION_PARAMETERS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,19 +16,27 @@ from ..errors import (
     ReplaceRefusedError,
     TemplateTranslationError,
 )
-from ..modelfile import Modelfile, render_modelfile
+from ..modelfile import (
+    SAMPLING_PARAMETERS,
+    Modelfile,
+    TemplateResult,
+    assemble_modelfile,
+    header_comment,
+    parameters_from_generation_config,
+    render_modelfile,
+)
 from ..ollama_client import OllamaClient, api_parameters
 from ..ollama_client.create import relay_create_progress
 from ..progress import NullProgress
 from ..registrar import register_model, validate_model_name
-from .diagnoses import _OLLAMA_PARAM, UNSLOTH_SAMPLING, Diagnosis
+from .diagnoses import UNSLOTH_SAMPLING, Diagnosis
 from .reference import ReferenceTemplate
 from .targets import Target
 
 logger = logging.getLogger(__name__)
 
 #: Parameters the fix rewrites; every other parameter of the model is kept as it was.
-_REWRITTEN = frozenset({"stop", *_OLLAMA_PARAM.values()})
+_REWRITTEN = frozenset({"stop", *SAMPLING_PARAMETERS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,16 +72,21 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
             "no template source to translate", hint="pass --source the fine-tune's folder"
         )
     translated = translate_template(reference.source)
-    params = _fixed_parameters(target, reference, translated.stop)
+    verified = bool(getattr(translated.report, "verified", False))
     system = _fixed_system(target, translated.system, found)
-    modelfile = Modelfile(
+    # The one Modelfile assembly deploy and export use: stops, sampling, then the model's own.
+    modelfile = assemble_modelfile(
         from_=target.weights or target.label,
         adapters=target.adapters,
-        template=translated.template,
+        template=TemplateResult(
+            translated.template, tuple(translated.stop), translated.system, verified
+        ),
+        model_params=_fixed_sampling(target, reference),
+        extra=[(k, v) for k, v in target.parameters if k not in _REWRITTEN],
+        header=header_comment(reference.location, verified=verified, by="(doctor --fix)"),
         system=system,
-        parameters=params,
-        header_comment=" Written by `deploy-to-ollama doctor --fix`",
     )
+    params = modelfile.parameters
     changes = [f"TEMPLATE translated from {reference.location}"]
     changes.append(f"stops: {list(translated.stop)}")
     if system != target.system:
@@ -82,25 +95,21 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
     new = {k: v for k, v in params if k in _REWRITTEN and k != "stop"}
     if old != new:
         changes.append(f"sampling: {old} -> {new}")
-    verified = bool(getattr(translated.report, "verified", False))
     return FixPlan(modelfile, verified, tuple(changes))
 
 
-def _fixed_parameters(
-    target: Target, reference: ReferenceTemplate, stops: Sequence[str]
-) -> tuple[tuple[str, str], ...]:
-    kept = [(k, v) for k, v in target.parameters if k not in _REWRITTEN]
-    sampling = {k: v for k, v in target.parameters if k in _REWRITTEN and k != "stop"}
+def _fixed_sampling(target: Target, reference: ReferenceTemplate) -> tuple[tuple[str, str], ...]:
+    """generation_config's sampling when known (the one mapping), else the model's own minus
+    Unsloth's defaults."""
     trained = dict(reference.generation_config)
     if trained:
-        sampling = {_OLLAMA_PARAM[k]: f"{v:g}" for k, v in trained.items()}
-    else:
-        sampling = {
-            k: v
-            for k, v in sampling.items()
-            if not (k in UNSLOTH_SAMPLING and _float(v) == UNSLOTH_SAMPLING[k])
-        }
-    return (*kept, *sampling.items(), *(("stop", s) for s in dict.fromkeys(stops)))
+        return parameters_from_generation_config(trained)
+    return tuple(
+        (k, v)
+        for k, v in target.parameters
+        if k in SAMPLING_PARAMETERS
+        and not (k in UNSLOTH_SAMPLING and _float(v) == UNSLOTH_SAMPLING[k])
+    )
 
 
 def _float(value: str) -> float | None:

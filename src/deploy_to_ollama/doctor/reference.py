@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ..chat_template.source import TemplateSource
 from ..errors import DeployError, TemplateError
+from ..modelfile import GENERATION_PARAMETERS
 from .targets import Target
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ logger = logging.getLogger(__name__)
 ReferenceOrigin = Literal["source", "gguf", "hf_target"]
 
 #: Sampling keys of generation_config.json that Ollama has parameters for.
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+SAMPLING_KEYS = tuple(key for key, _ in GENERATION_PARAMETERS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,26 +1,27 @@
-"""Export stamps: a small JSON beside the GGUFs so an identical rerun reuses them.
+"""Export stamps: the resume record beside the GGUFs (``resume.StateFile`` format).
 
-A pipeline killed after the last rename but before it saved its own state would otherwise meet
-OutputExistsError on the rerun. The stamp is keyed by a content hash of every input file plus
-the quants, mode, name and tool versions; a changed input still needs ``--force``.
+The stamp is keyed by the input's content key plus the quants, mode, name and tool versions.
+Each GGUF is recorded (name, size, mtime) as soon as it is under its final name, so a rerun of
+an interrupted export keeps the finished quants and makes only the rest; once every file is
+written the result is recorded too and an identical rerun reuses the whole export. A changed
+input still needs ``--force``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._fs import write_text_atomic
+from ..resume import StateFile
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the stamp layout or what the fingerprint covers changes.
-STAMP_FORMAT = 1
-_CHUNK = 1 << 20
+STAMP_FORMAT = 2
+_STAGE = "export"
 
 
 def stamp_path(out_dir: Path, stem: str) -> Path:
@@ -32,74 +33,75 @@ def stamp_path(out_dir: Path, stem: str) -> Path:
     return out_dir / f".{stem}.dto-export.json"
 
 
-def _input_files(roots: Iterable[Path], exclude: Path | None) -> list[Path]:
-    files: set[Path] = set()
-    for root in roots:
-        if root.is_file():
-            files.add(root.resolve())
-        elif root.is_dir():
-            files.update(p.resolve() for p in root.rglob("*") if p.is_file())
-    if exclude is not None:  # --out inside the source dir: our own outputs are not inputs
-        skip = exclude.resolve()
-        files = {p for p in files if not p.is_relative_to(skip)}
-    return sorted(files)
+@dataclass
+class ExportStamp:
+    """The resume record of one export (``stem`` in ``out_dir``) for one ``fingerprint``."""
 
+    state: StateFile
+    fingerprint: str
 
-def fingerprint_inputs(
-    roots: Iterable[Path], settings: dict[str, Any], *, exclude: Path | None = None
-) -> str:
-    """SHA-256 over ``settings`` (quants, mode, versions...) and the bytes of every input file.
+    @classmethod
+    def open(cls, out_dir: Path, stem: str, fingerprint: str) -> ExportStamp:
+        state = StateFile.load(out_dir, stamp_path(out_dir, stem).name)
+        return cls(state, fingerprint)
 
-    Only file names and sizes enter besides the bytes: a copied model keeps its key, while one
-    changed byte anywhere changes it.
-    """
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in _input_files(roots, exclude):
-        digest.update(f"\0{path.name}\0{path.stat().st_size}\0".encode())
-        with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_stamp(
-    out_dir: Path, stem: str, fingerprint: str, files: Sequence[Path], result: dict[str, Any]
-) -> None:
-    """Record what an export wrote (names, sizes, mtimes) under its input fingerprint."""
-    outputs = [
-        {"name": p.name, "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files
-    ]
-    payload = {
-        "format": STAMP_FORMAT,
-        "fingerprint": fingerprint,
-        "outputs": outputs,
-        "result": result,
-    }
-    write_text_atomic(stamp_path(out_dir, stem), json.dumps(payload, indent=1, sort_keys=True))
-
-
-def read_matching_stamp(
-    out_dir: Path, stem: str, fingerprint: str, planned: Sequence[Path]
-) -> dict[str, Any] | None:
-    """The stamped result when it matches ``fingerprint`` and the outputs are untouched."""
-    path = stamp_path(out_dir, stem)
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != STAMP_FORMAT:
-        return None
-    if payload.get("fingerprint") != fingerprint:
-        logger.info("%s: inputs changed since the last export", path)
-        return None
-    recorded = {o["name"]: o for o in payload.get("outputs", [])}
-    if sorted(recorded) != sorted(p.name for p in planned):
-        return None
-    for target in planned:
-        stat = target.stat()
-        entry = recorded[target.name]
-        if (stat.st_size, stat.st_mtime_ns) != (entry["size"], entry["mtime_ns"]):
-            logger.info("%s changed since it was exported", target)
+    def _entry(self) -> dict[str, Any] | None:
+        entry = self.state.get(_STAGE, self.fingerprint)
+        if entry is None or entry.get("format") != STAMP_FORMAT:
             return None
-    result = payload.get("result")
-    return result if isinstance(result, dict) else None
+        return entry
+
+    def finished(self, planned: Iterable[Path]) -> set[Path]:
+        """The planned files an earlier run of this export wrote and nobody changed since."""
+        entry = self._entry()
+        if entry is None:
+            return set()
+        recorded = {o["name"]: o for o in entry.get("outputs", []) if isinstance(o, dict)}
+        done: set[Path] = set()
+        for target in planned:
+            mark = recorded.get(target.name)
+            if mark is None or not target.is_file():
+                continue
+            stat = target.stat()
+            if (stat.st_size, stat.st_mtime_ns) == (mark.get("size"), mark.get("mtime_ns")):
+                done.add(target)
+            else:
+                logger.info("%s changed since it was exported", target)
+        return done
+
+    def result(self, planned: Sequence[Path]) -> dict[str, Any] | None:
+        """The recorded result when the whole export is done and its outputs are untouched."""
+        entry = self._entry()
+        if entry is None or not isinstance(entry.get("result"), dict):
+            return None
+        if self.finished(planned) != set(planned):
+            return None
+        recorded = sorted(o.get("name") for o in entry.get("outputs", []))
+        if recorded != sorted(p.name for p in planned):
+            return None
+        result: dict[str, Any] = entry["result"]
+        return result
+
+    def record_file(self, path: Path) -> None:
+        """Note one finished output (called right after it got its final name)."""
+        entry = self._entry() or {"format": STAMP_FORMAT, "outputs": [], "result": None}
+        outputs = [o for o in entry.get("outputs", []) if o.get("name") != path.name]
+        stat = path.stat()
+        outputs.append({"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns})
+        values = {k: v for k, v in entry.items() if k != "key"}
+        values["outputs"] = outputs
+        self.state.put(_STAGE, self.fingerprint, **values)
+
+    def record_result(self, files: Sequence[Path], result: dict[str, Any]) -> None:
+        """Note the whole export as done: exactly ``files``, with ``result``."""
+        for path in files:
+            self.record_file(path)
+        entry = self._entry() or {}
+        names = {p.name for p in files}
+        outputs = [o for o in entry.get("outputs", []) if o.get("name") in names]
+        self.state.put(
+            _STAGE, self.fingerprint, format=STAMP_FORMAT, outputs=outputs, result=result
+        )
+
+
+__all__ = ["STAMP_FORMAT", "ExportStamp", "stamp_path"]

@@ -17,12 +17,13 @@ from .._fs import atomic_path
 from .._subprocess import run_tool
 from ..errors import UsageError
 from ..progress import ProgressReporter
+from ..resume import pid_tag
 from .llama_cpp import special_token_ids
 from .quants import QuantType
 from .toolchain import Toolchain
 
 if TYPE_CHECKING:
-    from .export import ExportRequest, ExportResult
+    from .request import ExportRequest, ExportResult
 
 
 def full_weights_in_adapter(adapter_dir: Path) -> list[str]:
@@ -83,7 +84,7 @@ def export_adapter(
     reporter: ProgressReporter,
 ) -> ExportResult:
     """Base GGUF(s) at each quant plus one f16 GGUF LoRA, for ``FROM`` + ``ADAPTER``."""
-    from .export import ExportResult
+    from .request import ExportResult
     from .steps import GgufFile, convert_and_quantize, converter_step, gguf_filename
 
     adapter_dir, base_dir = Path(resolved.path), Path(resolved.base_dir)
@@ -107,7 +108,8 @@ def export_adapter(
         merge_input=base_dir,  # streamed in row chunks through our reader, like a merge
     )
 
-    with tempfile.TemporaryDirectory(prefix=".dto-export-", dir=request.out_dir) as work:
+    prefix = f".dto-export-{pid_tag()}-"  # a dead run's leftover is recognised by its PID
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=request.out_dir) as work:
         files, facts = convert_and_quantize(
             request.out_dir,
             quants,
@@ -117,6 +119,7 @@ def export_adapter(
             convert,
             toolchain,
             reporter,
+            quantizer=request.quantizer,
         )
     base_files = [dataclasses.replace(f, role="base") for f in files]
     lora = GgufFile(lora_target, "lora-f16", lora_target.stat().st_size, role="adapter")

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: ``convert(outtype, target, quant=None)``: one converter run (quantizing in-process if asked).
 Converter = Callable[..., ConvertFacts]
+#: Called with each GGUF once it is under its final name (the export stamp records it).
+OnFile = Callable[["GgufFile"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +115,21 @@ def convert_and_quantize(
     convert: Converter,
     toolchain: Toolchain,
     reporter: ProgressReporter,
+    *,
+    quantizer: str = "auto",
+    on_file: OnFile | None = None,
 ) -> tuple[list[GgufFile], ConvertFacts | None]:
     """Converter types straight from the converter; the rest quantized in-process when the
-    toolchain can, else from one lossless intermediate GGUF with llama-quantize."""
+    toolchain can (and ``quantizer`` is not ``llama-quantize``), else from one lossless
+    intermediate GGUF with llama-quantize. ``on_file`` hears of each finished file."""
     files: list[GgufFile] = []
     facts: ConvertFacts | None = None
+
+    def finished(file: GgufFile) -> None:
+        files.append(file)
+        if on_file is not None:
+            on_file(file)
+
     direct = [q for q in quants if q.producer == "convert"]
     via_quantize = [q for q in quants if q.producer == "quantize"]
     middle_type = intermediate_type(model_dtype(model_dir))
@@ -125,15 +137,15 @@ def convert_and_quantize(
     for quant in direct:
         target = out_dir / gguf_filename(stem, quant.name)
         facts = convert(quant.name, target)
-        files.append(gguf_file(target, quant.name))
+        finished(gguf_file(target, quant.name))
         if quant.name == middle_type:
             middle = target
-    if via_quantize and in_process_quantization(toolchain):
+    if via_quantize and in_process_quantization(toolchain, quantizer=quantizer):
         try:
             for quant in list(via_quantize):
                 target = out_dir / gguf_filename(stem, quant.name)
                 facts = convert(middle_type, target, quant)
-                files.append(gguf_file(target, quant.name, types=facts.tensor_types))
+                finished(gguf_file(target, quant.name, types=facts.tensor_types))
                 via_quantize.remove(quant)
         except ConversionError as err:
             if not err.in_process_quantization:
@@ -151,16 +163,19 @@ def convert_and_quantize(
             reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
             quantize_gguf(toolchain, middle, target, quant)
             reporter.done(f"quantize-{quant.name}", f"wrote {target.name}")
-            files.append(gguf_file(target, quant.name))
+            finished(gguf_file(target, quant.name))
     return files, facts
 
 
-def in_process_quantization(toolchain: Toolchain) -> bool:
+def in_process_quantization(toolchain: Toolchain, *, quantizer: str | None = None) -> bool:
     """Quantize inside the converter (one pass, no 16-bit GGUF on disk) rather than with
-    llama-quantize: when the toolchain has the library and DTO_QUANTIZER does not say no."""
-    from ..settings import Settings
+    llama-quantize: when the toolchain has the library and ``quantizer`` (``Settings.quantizer``,
+    ``DTO_QUANTIZER``; read from the environment only when not given) does not say no."""
+    if quantizer is None:
+        from ..settings import Settings
 
-    return toolchain.quant_library is not None and Settings.from_env().quantizer != "llama-quantize"
+        quantizer = Settings.from_env().quantizer
+    return toolchain.quant_library is not None and quantizer != "llama-quantize"
 
 
 def gguf_file(

@@ -1,4 +1,4 @@
-"""Write and read Ollama Modelfiles exactly as Ollama's own parser reads them.
+"""Ollama Modelfile syntax: write and read Modelfiles exactly as Ollama's own parser reads them.
 
 ``render_modelfile`` picks, per value, a quoting that Ollama's parser (ollama/ollama
 ``parser/parser.go:ParseFile``) gives back unchanged, and refuses values no quoting can carry.
@@ -7,16 +7,14 @@
 
 from __future__ import annotations
 
-import math
 import unicodedata
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 import jinja2
 
-from ._resources import template_environment
-from .errors import ModelfileError
+from .._resources import template_environment
+from ..errors import ModelfileError
 
 #: Roles a ``MESSAGE`` line may carry (parser.go ``isValidMessageRole``).
 MESSAGE_ROLES = frozenset({"system", "user", "assistant"})
@@ -36,15 +34,6 @@ COMMANDS = frozenset(
         "message",
         "requires",
     }
-)
-
-#: generation_config.json key -> Ollama PARAMETER name, in the order they are written.
-GENERATION_PARAMETERS: tuple[tuple[str, str], ...] = (
-    ("temperature", "temperature"),
-    ("top_p", "top_p"),
-    ("top_k", "top_k"),
-    ("min_p", "min_p"),
-    ("repetition_penalty", "repeat_penalty"),
 )
 
 _SPACES = " \t"
@@ -495,90 +484,12 @@ def _jinja_template() -> jinja2.Template:
     return template_environment().get_template("Modelfile.j2")
 
 
-# --------------------------------------------------------------------------- parameters
-
-
-def format_number(value: float | int) -> str:
-    """Write a number the way Go's ``strconv.ParseFloat``/``Atoi`` reads it back.
-
-    >>> format_number(0.7), format_number(40), format_number(1.0), format_number(1e-05)
-    ('0.7', '40', '1', '1e-05')
-    """
-    if isinstance(value, bool):
-        raise ModelfileError(f"expected a number, got {value!r}", hint="check generation_config")
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    if not math.isfinite(value):
-        raise ModelfileError(f"expected a finite number, got {value!r}", hint="fix the value")
-    return repr(float(value))
-
-
-def parameters_from_generation_config(config: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
-    """Map a ``generation_config.json`` to Ollama sampling parameters.
-
-    Only keys present in the file are written, so Ollama's defaults stay in force for the rest.
-    ``do_sample: false`` means greedy decoding in transformers, so it becomes ``temperature 0``.
-
-    Args:
-        config: the parsed ``generation_config.json``.
-
-    Returns:
-        ``(name, value)`` pairs in a stable order.
-
-    >>> parameters_from_generation_config({"temperature": 0.6, "repetition_penalty": 1.1})
-    (('temperature', '0.6'), ('repeat_penalty', '1.1'))
-    >>> parameters_from_generation_config({"do_sample": False, "temperature": 0.6, "top_k": 20})
-    (('temperature', '0'), ('top_k', '20'))
-    """
-    greedy = config.get("do_sample") is False
-    out: list[tuple[str, str]] = []
-    for key, name in GENERATION_PARAMETERS:
-        if greedy and key == "temperature":
-            out.append((name, "0"))
-            continue
-        value = config.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, int | float):
-            raise ModelfileError(
-                f"generation_config {key} is {value!r}, not a number",
-                hint="fix generation_config.json",
-            )
-        out.append((name, format_number(value)))
-    return tuple(out)
-
-
-def num_ctx_parameter(max_length: int) -> tuple[str, str]:
-    """The ``num_ctx`` parameter for a fine-tune trained up to ``max_length`` tokens.
-
-    >>> num_ctx_parameter(2048)
-    ('num_ctx', '2048')
-    """
-    if max_length <= 0:
-        raise ModelfileError(
-            f"context length must be positive, got {max_length}", hint="pass the training length"
-        )
-    return ("num_ctx", str(int(max_length)))
-
-
-def stop_parameters(stops: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    """One ``stop`` parameter per distinct stop string, in order.
-
-    >>> stop_parameters(["<|im_end|>", "<|endoftext|>", "<|im_end|>"])
-    (('stop', '<|im_end|>'), ('stop', '<|endoftext|>'))
-    """
-    return tuple(("stop", stop) for stop in dict.fromkeys(s for s in stops if s))
-
-
 __all__ = [
-    "GENERATION_PARAMETERS",
+    "COMMANDS",
+    "MESSAGE_ROLES",
     "Modelfile",
-    "format_number",
-    "num_ctx_parameter",
-    "parameters_from_generation_config",
     "parse_modelfile",
     "quote_value",
     "render_modelfile",
     "scan_commands",
-    "stop_parameters",
 ]

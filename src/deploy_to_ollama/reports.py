@@ -1,0 +1,150 @@
+"""What ``deploy`` and ``export`` report: the data ``--json`` prints and the human summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .roundtrip import RoundTripReport
+
+
+@dataclass(frozen=True, slots=True)
+class DeployReport:
+    """The outcome of one ``deploy`` run (``--json`` prints ``to_dict()``)."""
+
+    name: str
+    host: str
+    quant: str
+    """The quant type of the registered GGUF (an alias resolved; a GGUF source's own type)."""
+    gguf: Path
+    gguf_bytes: int
+    modelfile: Path
+    template_verified: bool
+    stages: tuple[tuple[str, str], ...]
+    """``(stage, "done" | "skipped" | "reused")`` in order."""
+    round_trip: RoundTripReport | None
+    warnings: tuple[str, ...] = field(default=())
+    failed_model: str | None = None
+    """What became of the model when its round trip failed: removed, restored or kept."""
+
+    @property
+    def passed(self) -> bool:
+        return self.round_trip is None or self.round_trip.passed
+
+    @property
+    def run_command(self) -> str:
+        return f"ollama run {self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.passed,
+            "name": self.name,
+            "host": self.host,
+            "quant": self.quant,
+            "gguf": str(self.gguf),
+            "gguf_bytes": self.gguf_bytes,
+            "modelfile": str(self.modelfile),
+            "template_verified": self.template_verified,
+            "stages": [{"stage": s, "status": st} for s, st in self.stages],
+            "round_trip": self.round_trip.to_dict() if self.round_trip else None,
+            "warnings": list(self.warnings),
+            "failed_model": self.failed_model,
+            "run": self.run_command,
+        }
+
+    def summary_lines(self) -> list[str]:
+        size = f"{self.gguf_bytes / 1e6:.1f} MB"
+        lines = [
+            f"model    {self.name} on {self.host}",
+            f"quant    {self.quant} ({size}, {self.gguf})",
+            f"template {'verified' if self.template_verified else 'NOT verified'}",
+        ]
+        rt = self.round_trip
+        if rt is None:
+            lines.append("check    skipped")
+        else:
+            lines.append(f"check    {rt.verdict}")
+            lines += ["  " + line for line in rt.summary_lines()[1:]]
+        lines += [f"warning  {w}" for w in self.warnings]
+        if self.failed_model:
+            lines.append(f"model    {self.failed_model}")
+        lines.append(f"run      {self.run_command}")
+        return lines
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    """The outcome of one ``export`` run (``--json`` prints ``to_dict()``)."""
+
+    backend: str
+    result: Any
+    """``gguf.export.ExportResult`` (llama.cpp) or ``exporting.UnslothSummary``."""
+    modelfile: Path
+    template_status: str
+    """``verified``, ``unverified`` or ``failed: <why>``."""
+    hub: dict[str, Any] | None = None
+
+    @property
+    def reused(self) -> bool:
+        return bool(getattr(self.result, "reused", False))
+
+    @property
+    def resumed(self) -> tuple[Path, ...]:
+        return tuple(getattr(self.result, "resumed", ()) or ())
+
+    @property
+    def files(self) -> tuple[Any, ...]:
+        return tuple(self.result.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        files = [
+            {
+                "path": str(f.path),
+                "quant": f.quant,
+                "bytes": f.size_bytes,
+                "role": f.role,
+                "tensor_types": dict(getattr(f, "tensor_types", None) or {}) or None,
+            }
+            for f in self.files
+        ]
+        result = self.result
+        payload: dict[str, Any] = {
+            "backend": self.backend,
+            "name": result.name,
+            "input_kind": result.input_kind,
+            "files": files,
+            "modelfile": str(self.modelfile),
+            "template": self.template_status,
+            "merged_dir": str(result.merged_dir) if result.merged_dir else None,
+            "pretokenizer_detected": result.pretokenizer_detected,
+            "reused": self.reused,
+            "resumed": [str(p) for p in self.resumed],
+            "hub": self.hub,
+        }
+        if self.backend == "unsloth":
+            payload["general_name"] = "written by Unsloth (not --name)"
+        return payload
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        if self.reused:
+            lines.append("reused the existing export (same inputs)")
+        elif self.resumed:
+            names = ", ".join(p.name for p in self.resumed)
+            lines.append(f"continued an interrupted export (kept {names})")
+        for f in self.files:
+            line = f"{f.role:8} {f.quant:8} {f.size_bytes / 1e6:10.1f} MB  {f.path}"
+            if mixture := getattr(f, "tensor_types", None):
+                line += "  (" + ", ".join(f"{n} {t}" for t, n in sorted(mixture.items())) + ")"
+            lines.append(line)
+        lines.append(f"Modelfile: {self.modelfile} (template {self.template_status})")
+        if self.backend == "unsloth":
+            lines.append(f"{self.result.name}: general.name was written by Unsloth")
+        if self.hub is not None:
+            lines.append(f"pushed {len(self.hub['files'])} files to {self.hub['repo_url']}")
+        return lines
+
+
+__all__ = ["DeployReport", "ExportReport"]
