@@ -1,0 +1,218 @@
+"""Emit candidate Ollama ``.Messages`` TEMPLATEs for an inferred :class:`TemplateShape`.
+
+Each candidate is one reading of what the Jinja template does with cases the sentinel renders
+leave open (an empty system message, a default system prompt, a copied lead-in); the search in
+``translate.py`` keeps the first that verifies.
+"""
+
+from __future__ import annotations
+
+from .gotext import Act, Lit, Piece, join_pieces
+from .shape import TOOL_NAME, TemplateShape
+from .source import TemplateSource
+
+
+def _strip_bos(source: TemplateSource, preamble: str) -> str:
+    """Leave BOS to the tokenizer unless we know it does not add one."""
+    bos = source.bos_token
+    if bos and preamble.startswith(bos) and source.add_bos_token is not False:
+        return preamble[len(bos) :]
+    return preamble
+
+
+def candidates(source: TemplateSource, shape: TemplateShape | None) -> list[tuple[str, str | None]]:
+    """Candidate (TEMPLATE, SYSTEM) pairs, most likely first."""
+    if shape is None:
+        return [("{{ range .Messages }}{{ .Content }}{{ end }}", None)]
+    found: list[tuple[str, str | None]] = []
+    modes = ["render", "skip"] + (["default"] if shape.default_system else [])
+    for empty_system in modes:
+        text = join_pieces(_emit(source, shape, empty_system=empty_system))
+        pair = (text, shape.default_system)
+        if pair not in found:
+            found.append(pair)
+    if shape.head_system is not None:
+        for empty_system in ("skip", "render", "inline"):
+            if empty_system == "inline" and shape.mid_system is None:
+                continue
+            found.append((join_pieces(_emit_header(source, shape, empty_system)), None))
+    return found
+
+
+def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str) -> list[Piece]:
+    """A template whose whole lead-in (default system, preambles) is copied from observation.
+
+    For templates that put the system prompt inside the first user turn, swap a default system
+    for the given one, or drop a preamble with it: text before the first user content is
+    either the no-system lead-in or (prefix, system, suffix) as observed. ``empty_system``:
+    an empty leading system message is absent (``skip``), present (``render``), or absent from
+    the lead-in but rendered as an ordinary system turn (``inline``, Command-A does this).
+    """
+    assert shape.head_system is not None
+    before, after = shape.head_system
+    has = "$hasSystem" if empty_system == "render" else "$sys0"
+    pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""')]
+    pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
+    pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
+    pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
+    pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
+    pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
+    pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
+    pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
+    pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
+    pieces += [Act("else"), *_content(".Content", shape.trim("user"), "g"), Act("end")]
+    pieces += [Act("else"), Lit(shape.user_prefix), *_content(".Content", shape.trim("user"), "u")]
+    pieces += [Act("end"), *_user_tail(shape)]
+    if shape.mid_system is not None:
+        prefix, suffix = shape.mid_system
+        cond = "or (gt $i 0) (not .Content)" if empty_system == "inline" else "gt $i 0"
+        pieces += [Act(f'else if and (eq .Role "system") ({cond})'), Lit(prefix)]
+        pieces += [*_content(".Content", shape.trim("system"), "m"), Lit(suffix)]
+    pieces += _assistant(shape)
+    return pieces
+
+
+def _assistant(shape: TemplateShape) -> list[Piece]:
+    """The assistant branch and the two closing ``end``s of the message loop."""
+    pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
+    if shape.assistant_prefix_last != shape.assistant_prefix:
+        pieces += [
+            Act("if $last"),
+            Lit(shape.assistant_prefix_last),
+            Act("else"),
+            Lit(shape.assistant_prefix),
+            Act("end"),
+        ]
+    else:
+        pieces += [Lit(shape.assistant_prefix)]
+    pieces += _content(".Content", shape.trim("assistant"), "a")
+    if shape.assistant_suffix:
+        pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
+    if shape.tool_turn is not None:
+        prefix, suffix, suffix_last = shape.tool_turn
+        pieces += [Act('else if eq .Role "tool"'), *_named(prefix), Act(".Content")]
+        if suffix_last == suffix:
+            pieces += _named(suffix)
+        else:
+            pieces += [Act("if $last"), *_named(suffix_last), Act("else"), *_named(suffix)]
+            pieces += [Act("end")]
+    pieces += [Act("end"), Act("end")]
+    return pieces
+
+
+def _named(text: str) -> list[Piece]:
+    """Literal text in which the sentinel tool name becomes ``.ToolName``."""
+    pieces: list[Piece] = []
+    for n, part in enumerate(text.split(TOOL_NAME)):
+        if n:
+            pieces.append(Act(".ToolName"))
+        if part:
+            pieces.append(Lit(part))
+    return pieces
+
+
+def _emit(source: TemplateSource, shape: TemplateShape, *, empty_system: str) -> list[Piece]:
+    """Pieces of a ``.Messages`` template for ``shape``.
+
+    ``empty_system``: what an empty system message does: ``render`` its wrapper, ``skip`` it,
+    or stand for the ``default`` system prompt (templates that test the content's truth).
+    """
+    pieces: list[Piece] = [Lit(_strip_bos(source, shape.preamble))]
+    inside_user = shape.system_mode in ("first_user", "last_user")
+    if inside_user:
+        pieces += _system_slot_scan(shape.system_mode)
+    pieces += [
+        Act("range $i, $_ := .Messages"),
+        Act("$last := eq (len (slice $.Messages $i)) 1"),
+    ]
+    if shape.system_mode == "block":
+        pieces += [Act('if eq .Role "system"')]
+        body = [Lit(shape.system_prefix), *_content(".Content", shape.trim("system"), "s")]
+        body += [Lit(shape.system_suffix)]
+        if empty_system == "skip":
+            body = [Act("if .Content"), *body, Act("end")]
+        elif empty_system == "default":
+            default = [
+                Lit(shape.system_prefix + (shape.default_system or "") + shape.system_suffix)
+            ]
+            body = [Act("if .Content"), *body, Act("else"), *default, Act("end")]
+        pieces += body
+        pieces += [Act('else if eq .Role "user"')]
+    else:
+        pieces += [Act('if eq .Role "user"')]
+    pieces += [Lit(shape.user_prefix)]
+    if inside_user:
+        has = "$hasSystem" if empty_system == "render" else "$.System"
+        cond = f"and {has} (eq $i $sysAt)"
+        pieces += [
+            Act(f"if {cond}"),
+            Lit(shape.system_prefix),
+            *_content("$.System", shape.trim("system"), "s"),
+            Lit(shape.system_suffix),
+            Act("end"),
+        ]
+    pieces += _content(".Content", shape.trim("user"), "u")
+    pieces += _user_tail(shape)
+    return pieces + _assistant(shape)
+
+
+_CHARS = {"nl": (10,), "ws": (32, 9, 10, 13, 11, 12)}
+
+
+def _is_in(var: str, kind: str) -> str:
+    tests = " ".join(f"(eq {var} {code})" for code in _CHARS[kind])
+    return f"or {tests}" if len(_CHARS[kind]) > 1 else tests[1:-1]
+
+
+def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
+    """Print ``expr``, stripping whitespace as the Jinja template does.
+
+    Ollama gives templates no trim function and no arithmetic, so this scans bytes with
+    ``range`` over an int (Go >= 1.22), ``index`` and ``break``, from the front for the left
+    edge and from the back for the right: ``len (slice $s $k)`` is ``len - k`` and
+    ``len (slice $s 1 (len (slice $s $k)))`` is ``len - 1 - k``.
+    """
+    left, right = trim
+    if not left and not right:
+        return [Act(expr)]
+    s, a, b, c = f"$s{tag}", f"$a{tag}", f"$b{tag}", f"$c{tag}"
+    body: list[Piece] = [Act(f"{s} := {expr}"), Act(f"{a} := {f'len {s}' if left else 0}")]
+    body += [Act(f"{b} := {0 if right else f'len {s}'}")]
+    if left:
+        body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} $k")]
+        body += [Act(f"if not ({_is_in(c, left)})"), Act(f"{a} = $k"), Act("break")]
+        body += [Act("end"), Act("end")]
+    if right:
+        back = f"len (slice {s} 1 (len (slice {s} $k)))"
+        body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} ({back})")]
+        body += [Act(f"if not ({_is_in(c, right)})"), Act(f"{b} = len (slice {s} $k)")]
+        body += [Act("break"), Act("end"), Act("end")]
+    body += [Act(f"if lt {a} {b}"), Act(f"slice {s} {a} {b}"), Act("end")]
+    return body
+
+
+def _user_tail(shape: TemplateShape) -> list[Piece]:
+    last = shape.user_suffix_last + shape.generation_prompt
+    if last == shape.user_suffix:
+        return [Lit(shape.user_suffix)]
+    return [Act("if $last"), Lit(last), Act("else"), Lit(shape.user_suffix), Act("end")]
+
+
+def _system_slot_scan(mode: str) -> list[Piece]:
+    """Find the user message that carries the system prompt (first or last user turn)."""
+    assign = "$sysAt = $i" if mode == "last_user" else "if lt $sysAt 0 }}{{ $sysAt = $i }}{{ end"
+    return [
+        Act("$sysAt := -1"),
+        Act("$hasSystem := false"),
+        Act("range $i, $m := .Messages"),
+        Act('if eq $m.Role "user"'),
+        Act(assign),
+        Act("end"),
+        Act('if and (eq $m.Role "system") (eq $i 0)'),
+        Act("$hasSystem = true"),
+        Act("end"),
+        Act("end"),
+    ]
+
+
+__all__ = ["candidates"]
