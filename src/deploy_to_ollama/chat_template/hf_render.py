@@ -6,7 +6,8 @@ We call transformers' own ``render_jinja_template``: the same sandboxed Jinja en
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateSyntaxError
@@ -20,6 +21,8 @@ def render_hf(
     tools: Sequence[Mapping[str, Any]] | None = None,
     add_generation_prompt: bool | None = None,
     continue_final_message: bool | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    mark_json: bool = False,
 ) -> str:
     """Render ``messages`` through ``template`` like ``apply_chat_template(tokenize=False)``.
 
@@ -30,6 +33,10 @@ def render_hf(
         tools: tool JSON schemas, passed as ``tools``.
         add_generation_prompt: default: true unless the last message is the assistant's.
         continue_final_message: default: true when the last message is the assistant's (prefill).
+        kwargs: extra template variables a caller passes to ``apply_chat_template``
+            (``enable_thinking``).
+        mark_json: wrap every ``tojson`` output in :data:`JSON_OPEN`/:data:`JSON_CLOSE`, so a
+            verifier knows which spans are JSON values (see :func:`split_marked`).
 
     Returns:
         The prompt text.
@@ -49,16 +56,17 @@ def render_hf(
     if continue_final_message is None:
         continue_final_message = last_is_assistant
     # transformers passes the tokenizer's special tokens as extra template variables.
-    variables: dict[str, Any] = dict(tokens or {})
+    variables: dict[str, Any] = {**(kwargs or {}), **(tokens or {})}
     try:
-        rendered: Any = render_jinja_template(
-            conversations=[[dict(m) for m in messages]],
-            tools=[dict(t) for t in tools] if tools else None,
-            chat_template=template,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message,
-            **variables,
-        )[0]
+        with _marked_tojson(template, enabled=mark_json):
+            rendered: Any = render_jinja_template(
+                conversations=[[dict(m) for m in messages]],
+                tools=[dict(t) for t in tools] if tools else None,
+                chat_template=template,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                **variables,
+            )[0]
     except jinja2.TemplateSyntaxError as err:
         raise TemplateSyntaxError(
             f"Jinja syntax error at line {err.lineno}: {err.message}",
@@ -77,6 +85,62 @@ def render_hf(
             hint="the template rejects this conversation",
         ) from err
     return str(rendered[0])
+
+
+#: Private-use characters around each ``tojson`` output in a marked rendering.
+JSON_OPEN = "\ue000"
+JSON_CLOSE = "\ue001"
+
+
+@contextmanager
+def _marked_tojson(template: str, *, enabled: bool) -> Iterator[None]:
+    """Swap the ``tojson`` filter of transformers' cached environment for one that marks.
+
+    Compiled Jinja looks filters up in its environment at render time, and transformers keeps
+    one environment per template string, so the swap is local to this template and undone.
+    """
+    if not enabled:
+        yield
+        return
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    env = _compile_jinja_template(template).environment
+    original = env.filters["tojson"]
+
+    def marked(*args: Any, **kw: Any) -> str:
+        return JSON_OPEN + str(original(*args, **kw)) + JSON_CLOSE
+
+    env.filters["tojson"] = marked
+    try:
+        yield
+    finally:
+        env.filters["tojson"] = original
+
+
+def split_marked(text: str) -> list[tuple[bool, str]] | None:
+    """Cut a marked rendering into (is_json, text) pieces; None when markers do not pair up.
+
+    >>> split_marked("a\ue000{}\ue001b")
+    [(False, 'a'), (True, '{}'), (False, 'b')]
+    >>> split_marked("a\ue000{") is None
+    True
+    """
+    pieces: list[tuple[bool, str]] = []
+    pos = 0
+    while True:
+        start = text.find(JSON_OPEN, pos)
+        if start < 0:
+            break
+        end = text.find(JSON_CLOSE, start)
+        inner = text[start + 1 : end] if end >= 0 else ""
+        if end < 0 or JSON_OPEN in inner or JSON_CLOSE in text[pos:start]:
+            return None
+        pieces += [(False, text[pos:start]), (True, inner)]
+        pos = end + 1
+    if JSON_CLOSE in text[pos:]:
+        return None
+    pieces.append((False, text[pos:]))
+    return [piece for piece in pieces if piece[0] or piece[1]]
 
 
 def check_syntax(template: str) -> None:
