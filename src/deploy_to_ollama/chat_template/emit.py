@@ -7,9 +7,13 @@ leave open (an empty system message, a default system prompt, a copied lead-in);
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .gotext import Act, Lit, Piece, join_pieces
+from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
+from .tool_shape import Loop, ToolShape
 
 
 def _strip_bos(source: TemplateSource, preamble: str) -> str:
@@ -20,26 +24,102 @@ def _strip_bos(source: TemplateSource, preamble: str) -> str:
     return preamble
 
 
-def candidates(source: TemplateSource, shape: TemplateShape | None) -> list[tuple[str, str | None]]:
-    """Candidate (TEMPLATE, SYSTEM) pairs, most likely first."""
+def candidates(
+    source: TemplateSource, shape: TemplateShape | None, tools: ToolShape | None = None
+) -> list[tuple[str, str | None]]:
+    """Candidate (TEMPLATE, SYSTEM) pairs, most likely first.
+
+    With ``tools``, assistant turns print their tool calls and tool results get their
+    wrappers; the candidates keep their order, so index ``n`` is the same reading either way.
+    """
+    return [
+        (join_pieces(pieces), system) for pieces, system in _candidate_pieces(source, shape, tools)
+    ]
+
+
+def _candidate_pieces(
+    source: TemplateSource, shape: TemplateShape | None, tools: ToolShape | None
+) -> list[tuple[list[Piece], str | None]]:
     if shape is None:
-        return [("{{ range .Messages }}{{ .Content }}{{ end }}", None)]
-    found: list[tuple[str, str | None]] = []
+        return [([Act("range .Messages"), Act(".Content"), Act("end")], None)]
+    found: list[tuple[list[Piece], str | None]] = []
     modes = ["render", "skip"] + (["default"] if shape.default_system else [])
     for empty_system in modes:
-        text = join_pieces(_emit(source, shape, empty_system=empty_system))
-        pair = (text, shape.default_system)
+        pair = (_emit(source, shape, empty_system=empty_system, tools=tools), shape.default_system)
         if pair not in found:
             found.append(pair)
     if shape.head_system is not None:
         for empty_system in ("skip", "render", "inline"):
             if empty_system == "inline" and shape.mid_system is None:
                 continue
-            found.append((join_pieces(_emit_header(source, shape, empty_system)), None))
+            found.append((_emit_header(source, shape, empty_system, tools), None))
     return found
 
 
-def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str) -> list[Piece]:
+def tool_candidates(
+    source: TemplateSource,
+    shape: TemplateShape,
+    tools: ToolShape,
+    lead: tuple[str, tuple[str, str] | None],
+    plain: str,
+) -> list[str]:
+    """TEMPLATEs that print tool definitions: ``{{ if .Tools }}`` a lead-in observed with
+    tools offered (the tool list as a ``range $.Tools`` loop) ``{{ else }}`` ``plain``.
+
+    Args:
+        source: for the BOS handling.
+        shape: the plain shape (turn wrappers after the lead-in).
+        tools: with ``definitions`` set.
+        lead: (head, head_system) rendered with one sentinel tool offered.
+        plain: the TEMPLATE for requests without tools.
+    """
+    assert tools.definitions is not None
+    head, head_system = lead
+    with_tools = replace(shape, head=head, head_system=head_system)
+    if head_system is None:
+        return []
+    found: list[str] = []
+    for empty_system in ("skip", "render", "inline"):
+        if empty_system == "inline" and shape.mid_system is None:
+            continue
+        pieces = _emit_header(source, with_tools, empty_system, tools)
+        expanded = _expand_definitions(pieces, tools.definitions)
+        if expanded is None:
+            return []
+        body = join_pieces(expanded)
+        found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
+    return found
+
+
+def _expand_definitions(pieces: list[Piece], loop: Loop) -> list[Piece] | None:
+    """Replace the sentinel tool's text in literals by a ``range $.Tools`` loop."""
+    out: list[Piece] = []
+    rng = [Act("range $k, $t := $.Tools"), Act("if $k"), Lit(_plain(loop.glue)), Act("end")]
+    rng += [*loop.item, Act("end")]
+    seen = False
+    for piece in pieces:
+        if isinstance(piece, Lit) and loop.item_text in piece.text:
+            parts = piece.text.split(loop.item_text)
+            for n, part in enumerate(parts):
+                if n:
+                    out += rng
+                out.append(Lit(_plain(part)))
+            seen = True
+        else:
+            out.append(piece)
+    if not seen or any(isinstance(p, Lit) and "Zq" in p.text for p in out):
+        return None
+    return out
+
+
+def _plain(text: str) -> str:
+    """Literal text without the JSON marks of a marked rendering."""
+    return text.replace(JSON_OPEN, "").replace(JSON_CLOSE, "")
+
+
+def _emit_header(
+    source: TemplateSource, shape: TemplateShape, empty_system: str, tools: ToolShape | None
+) -> list[Piece]:
     """A template whose whole lead-in (default system, preambles) is copied from observation.
 
     For templates that put the system prompt inside the first user turn, swap a default system
@@ -57,6 +137,7 @@ def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str
     pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
     pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
+    pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
     pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
@@ -68,12 +149,12 @@ def _emit_header(source: TemplateSource, shape: TemplateShape, empty_system: str
         cond = "or (gt $i 0) (not .Content)" if empty_system == "inline" else "gt $i 0"
         pieces += [Act(f'else if and (eq .Role "system") ({cond})'), Lit(prefix)]
         pieces += [*_content(".Content", shape.trim("system"), "m"), Lit(suffix)]
-    pieces += _assistant(shape)
+    pieces += _assistant(shape, tools)
     return pieces
 
 
-def _assistant(shape: TemplateShape) -> list[Piece]:
-    """The assistant branch and the two closing ``end``s of the message loop."""
+def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
+    """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
     if shape.assistant_prefix_last != shape.assistant_prefix:
         pieces += [
@@ -85,9 +166,15 @@ def _assistant(shape: TemplateShape) -> list[Piece]:
         ]
     else:
         pieces += [Lit(shape.assistant_prefix)]
-    pieces += _content(".Content", shape.trim("assistant"), "a")
-    if shape.assistant_suffix:
-        pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
+    if tools is not None and tools.calls is not None:
+        pieces += _calls(shape, tools, tools.calls)
+    else:
+        pieces += _content(".Content", shape.trim("assistant"), "a")
+        if shape.assistant_suffix:
+            pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
+    if tools is not None and tools.results:
+        pieces += _results(tools)
+        return [*pieces, Act("end"), Act("$prevRole = .Role"), Act("end")]
     if shape.tool_turn is not None:
         prefix, suffix, suffix_last = shape.tool_turn
         pieces += [Act('else if eq .Role "tool"'), *_named(prefix), Act(".Content")]
@@ -98,6 +185,37 @@ def _assistant(shape: TemplateShape) -> list[Piece]:
             pieces += [Act("end")]
     pieces += [Act("end"), Act("end")]
     return pieces
+
+
+def _calls(shape: TemplateShape, tools: ToolShape, calls: Loop) -> list[Piece]:
+    """Content and tool calls of an assistant turn.
+
+    The ``{{ if .ToolCalls }}`` block starts with the text before the first call: Ollama reads
+    its tool-call tag from there (ollama/ollama ``tools/template.go``), so no other
+    ``.ToolCalls`` test may come first (``$tc`` is a variable, which Ollama's search skips).
+    """
+    content = _content(".Content", shape.trim("assistant"), "a")
+    pieces: list[Piece] = [Act("$tc := .ToolCalls"), Act("if and $tc .Content")]
+    pieces += [Lit(_plain(tools.content_pre)), *content, Lit(_plain(tools.content_post))]
+    pieces += [Act("else if not $tc"), *content, Act("end")]
+    pieces += [Act("if .ToolCalls"), Lit(_plain(calls.before))]
+    pieces += [Act("range $k, $c := .ToolCalls"), Act("if $k"), Lit(_plain(calls.glue))]
+    pieces += [Act("end"), *calls.item, Act("end")]
+    end = tools.calls_end if tools.results else calls.after
+    pieces += [Lit(_plain(end))]
+    if shape.assistant_suffix:
+        pieces += [Act("else if not $last"), Lit(shape.assistant_suffix)]
+    return [*pieces, Act("end")]
+
+
+def _results(tools: ToolShape) -> list[Piece]:
+    """A tool result; consecutive results share the opening and closing the Jinja prints."""
+    pieces: list[Piece] = [Act('else if eq .Role "tool"'), Act('if ne $prevRole "tool"')]
+    pieces += [Lit(_plain(tools.result_open)), Act("end"), *tools.result, Act("if $last")]
+    pieces += [Lit(_plain(tools.result_close_last))]
+    pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "tool"')]
+    pieces += [Lit(_plain(tools.result_glue)), Act("else"), Lit(_plain(tools.result_close))]
+    return [*pieces, Act("end")]
 
 
 def _named(text: str) -> list[Piece]:
@@ -111,7 +229,9 @@ def _named(text: str) -> list[Piece]:
     return pieces
 
 
-def _emit(source: TemplateSource, shape: TemplateShape, *, empty_system: str) -> list[Piece]:
+def _emit(
+    source: TemplateSource, shape: TemplateShape, *, empty_system: str, tools: ToolShape | None
+) -> list[Piece]:
     """Pieces of a ``.Messages`` template for ``shape``.
 
     ``empty_system``: what an empty system message does: ``render`` its wrapper, ``skip`` it,
@@ -121,6 +241,7 @@ def _emit(source: TemplateSource, shape: TemplateShape, *, empty_system: str) ->
     inside_user = shape.system_mode in ("first_user", "last_user")
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
+    pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
     pieces += [
         Act("range $i, $_ := .Messages"),
         Act("$last := eq (len (slice $.Messages $i)) 1"),
@@ -153,7 +274,7 @@ def _emit(source: TemplateSource, shape: TemplateShape, *, empty_system: str) ->
         ]
     pieces += _content(".Content", shape.trim("user"), "u")
     pieces += _user_tail(shape)
-    return pieces + _assistant(shape)
+    return pieces + _assistant(shape, tools)
 
 
 _CHARS = {"nl": (10,), "ws": (32, 9, 10, 13, 11, 12)}
@@ -215,4 +336,4 @@ def _system_slot_scan(mode: str) -> list[Piece]:
     ]
 
 
-__all__ = ["candidates"]
+__all__ = ["candidates", "tool_candidates"]

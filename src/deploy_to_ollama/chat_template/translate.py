@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateTranslationError
-from .emit import candidates
+from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .shape import TemplateShape, infer_shape, tool_turn
+from .tool_shape import definitions_loop, infer_tool_shape, tool_lead
 from .source import TemplateSource
 from .stops import infer_stops
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
@@ -97,7 +98,10 @@ def translate_template(
             warnings=tuple(warnings + _bos_warnings(source, shape)),
         )
         if report.verified:
-            result = _with_tool_probes(source, result, refs, tools)
+            assert shape is not None or n == 0
+            translated = _with_tools(source, shape, n, result, refs, tools) if shape else None
+            result = translated or _with_tool_probes(source, result, refs, tools)
+            result = _require_tools(result, tools)
             _log(result)
             return result
         if best is None or _score(report) > _score(best.report):
@@ -106,9 +110,57 @@ def translate_template(
     if len(best.report.probes) < len(refs):
         full = verify_template(source, best.template, system=best.system, references=refs)
         best = replace(best, report=full)
-    best = _with_tool_probes(source, best, refs, tools)
+    best = _require_tools(_with_tool_probes(source, best, refs, tools), tools)
     _log(best)
     return best
+
+
+def _require_tools(result: TranslatedTemplate, tools: ToolAnalysis) -> TranslatedTemplate:
+    """Where the Jinja template prints tool definitions, ``verified`` needs the tool probes."""
+    if tools.mode not in ("python_json", "text"):
+        return result
+    reason = "the Jinja template renders tool definitions"
+    return replace(result, report=replace(result.report, tools_required=reason))
+
+
+def _with_tools(
+    source: TemplateSource,
+    shape: TemplateShape,
+    index: int,
+    result: TranslatedTemplate,
+    refs: Mapping[str, Any],
+    analysis: ToolAnalysis,
+) -> TranslatedTemplate | None:
+    """The verified plain TEMPLATE extended with tool calls, results and definitions, when
+    one such extension verifies on every probe, tool probes included; else None."""
+    tool_shape = infer_tool_shape(source, shape)
+    if tool_shape.calls is None:
+        logger.info("tool calls not translated: %s", tool_shape.reason)
+        return None
+    plain, system = candidates(source, shape, tool_shape)[index]
+    if analysis.mode == "ignored":
+        # Ollama refuses tools for a TEMPLATE without .Tools: tool turns are all to prove.
+        report = verify_tool_probes(
+            source, plain, result.report, system=system, references=refs, analysis=analysis
+        )
+        if _tool_turns_verified(report):
+            return replace(result, template=plain, report=report)
+        return None
+    loop, lead = definitions_loop(source), tool_lead(source)
+    if loop is None or lead is None:
+        logger.info("tool definitions not translated: no loop of sentinel tools found")
+        return None
+    with_defs = replace(tool_shape, definitions=loop)
+    for template in tool_candidates(source, shape, with_defs, lead, plain):
+        report = verify_template(source, template, system=system, tools=True, references=refs)
+        if report.verified and report.tools_verified:
+            return replace(result, template=template, report=report)
+    return None
+
+
+def _tool_turns_verified(report: VerificationReport) -> bool:
+    ran = [p for p in report.probes if p.status != "skipped"]
+    return report.verified and any(p.probe.startswith("tool") for p in ran)
 
 
 def _with_tool_probes(

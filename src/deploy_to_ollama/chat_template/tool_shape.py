@@ -1,0 +1,460 @@
+"""Infer how a Jinja template prints tool definitions, tool calls and tool results, as loops.
+
+We render sentinel tools, calls and results one and two at a time with ``tojson`` output
+marked, and read each list off as a loop: the text before the first item, the item (its
+sentinels replaced by Go expressions, its JSON values by Ollama's ``json``), the glue between
+items and the text after. No family table: a layout never seen before goes through the same
+inference, and what it yields still has to verify.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import TemplateRenderError
+from .gotext import Act, Lit, Piece
+from .hf_render import JSON_CLOSE, JSON_OPEN, split_marked
+from .shape import SYS, U1, U2, TemplateShape
+from .source import TemplateSource
+
+#: Sentinel tools: names must not be prefixes of one another.
+TOOLS = tuple(
+    {
+        "type": "function",
+        "function": {
+            "name": f"Zqtool{tag}name",
+            "description": f"Zqtool{tag}desc",
+            "parameters": {
+                "type": "object",
+                "properties": {f"zqarg{tag}": {"type": "string", "description": f"Zqarg{tag}doc"}},
+                "required": [f"zqarg{tag}"],
+            },
+        },
+    }
+    for tag in "ab"
+)
+#: Sentinel calls; ids are 9 alphanumerics (Mistral templates reject anything else).
+CALLS = tuple(
+    {
+        "id": f"Zqcallid{tag}",
+        "type": "function",
+        "function": {"name": f"Zqcall{tag}name", "arguments": {f"zqkey{tag}": f"Zqcallval{tag}"}},
+    }
+    for tag in "ab"
+)
+#: Sentinel results answering ``CALLS``.
+RESULTS = tuple(
+    {
+        "role": "tool",
+        "content": f"Zqresult{tag}",
+        "name": f"Zqresname{tag}",
+        "tool_call_id": f"Zqresid{tag}0",
+    }
+    for tag in "ab"
+)
+CONTENT = "Zqcallcontent"
+#: Anything left over that starts like this is a sentinel the Go side cannot reproduce.
+SENTINEL_PREFIXES = ("Zq", "zq")
+
+#: Go expression for each sentinel string of tool ``k``.
+_TOOL_TEXT = {"name": ".Function.Name", "description": ".Function.Description"}
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    """One list as the Jinja template prints it."""
+
+    before: str
+    item: tuple[Piece, ...]
+    """The item, with the loop variable's expressions in it."""
+    glue: str
+    after: str
+    item_text: str
+    """The first item's rendered text (with JSON marks), to find it inside a wrapper."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolShape:
+    """Tool text the Go template must print, each part None where it was not inferred."""
+
+    definitions: Loop | None = None
+    calls: Loop | None = None
+    content_pre: str = ""
+    """Before an assistant's content when the turn also has tool calls."""
+    content_post: str = ""
+    """Between that content and the first call's wrapper."""
+    calls_end: str = ""
+    """The end of an assistant turn with tool calls (after the last call)."""
+    result_open: str = ""
+    """Before the first of consecutive tool results."""
+    result: tuple[Piece, ...] = ()
+    result_glue: str = ""
+    result_close: str = ""
+    """After the last of consecutive tool results, before the next turn."""
+    result_close_last: str = ""
+    """After a tool result that ends the conversation (includes the generation prompt)."""
+    reason: str = ""
+    """Why some part was not inferred (empty when all were)."""
+
+    @property
+    def results(self) -> bool:
+        """Whether tool results were inferred."""
+        return bool(self.result)
+
+
+def _render(
+    source: TemplateSource,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    gen: bool,
+) -> str | None:
+    from .hf_render import render_hf
+
+    try:
+        return render_hf(
+            source.template,
+            messages,
+            tokens=source.template_variables(),
+            tools=tools,
+            add_generation_prompt=gen,
+            continue_final_message=False,
+            mark_json=True,
+        )
+    except TemplateRenderError:
+        return None
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each marked JSON span, marks included."""
+    spans, pos = [], 0
+    while (start := text.find(JSON_OPEN, pos)) >= 0:
+        end = text.find(JSON_CLOSE, start)
+        if end < 0:
+            break
+        spans.append((start, end + 1))
+        pos = end + 1
+    return spans
+
+
+def _extent(
+    text: str, mentions: Sequence[str], lo: int = 0, hi: int | None = None
+) -> tuple[int, int]:
+    """First and last character of ``text[lo:hi]`` that belong to an item: its sentinels,
+    widened to the JSON span around them. (-1, -1) when none occurs."""
+    hi = len(text) if hi is None else hi
+    found: list[tuple[int, int]] = []
+    for mention in mentions:
+        at = text.find(mention, lo, hi)
+        while at >= 0:
+            found.append((at, at + len(mention)))
+            at = text.find(mention, at + 1, hi)
+    if not found:
+        return -1, -1
+    start, end = min(a for a, _ in found), max(b for _, b in found)
+    for a, b in _spans(text):
+        if a < start < b:
+            start = a
+        if a < end <= b:
+            end = b
+    return start, end
+
+
+def _mentions(item: Mapping[str, Any]) -> list[str]:
+    """The sentinel strings of a tool, call or result."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value.startswith(SENTINEL_PREFIXES):
+            found.append(value)
+        elif isinstance(value, Mapping):
+            for key, sub in value.items():
+                walk(key)
+                walk(sub)
+        elif isinstance(value, list):
+            for sub in value:
+                walk(sub)
+
+    walk(dict(item))
+    return found
+
+
+def generalise(
+    text: str, strings: Mapping[str, str], values: Sequence[tuple[Any, str]]
+) -> list[Piece] | None:
+    """Turn one rendered item into pieces: sentinel ``strings`` become their Go expression, a
+    marked JSON value equal to one of ``values`` becomes ``json <expr>`` (objects are rebuilt
+    key by key). None when a sentinel would be left as literal text."""
+    pieces_in = split_marked(text)
+    if pieces_in is None:
+        return None
+    out: list[Piece] = []
+    for is_json, part in pieces_in:
+        if is_json:
+            try:
+                value = json.loads(part)
+            except ValueError:
+                return None
+            built = _json_pieces(value, strings, values)
+            if built is None:
+                return None
+            out += built
+        else:
+            out += _string_pieces(part, strings)
+    if any(isinstance(p, Lit) and any(s in p.text for s in SENTINEL_PREFIXES) for p in out):
+        return None
+    return out
+
+
+def _string_pieces(text: str, strings: Mapping[str, str]) -> list[Piece]:
+    out: list[Piece] = []
+    pos = 0
+    while pos < len(text):
+        hits = [(text.find(s, pos), s) for s in strings if text.find(s, pos) >= 0]
+        if not hits:
+            break
+        at, sentinel = min(hits, key=lambda hit: (hit[0], -len(hit[1])))
+        if at > pos:
+            out.append(Lit(text[pos:at]))
+        out.append(Act(strings[sentinel]))
+        pos = at + len(sentinel)
+    if pos < len(text):
+        out.append(Lit(text[pos:]))
+    return out
+
+
+def _json_pieces(
+    value: Any, strings: Mapping[str, str], values: Sequence[tuple[Any, str]]
+) -> list[Piece] | None:
+    from .verify import same_json
+
+    for known, expr in values:
+        if same_json(value, known):
+            return [Act(f"json {expr}")]
+    if isinstance(value, str) and value in strings:
+        return [Act(f"json {strings[value]}")]
+    if isinstance(value, dict):
+        out: list[Piece] = [Lit("{")]
+        for n, (key, sub) in enumerate(value.items()):
+            built = _json_pieces(sub, strings, values)
+            if built is None or str(key).startswith(SENTINEL_PREFIXES):
+                return None
+            out += [Lit(("," if n else "") + json.dumps(key) + ":"), *built]
+        return [*out, Lit("}")]
+    if isinstance(value, list):
+        out = [Lit("[")]
+        for n, sub in enumerate(value):
+            built = _json_pieces(sub, strings, values)
+            if built is None:
+                return None
+            out += [*([Lit(",")] if n else []), *built]
+        return [*out, Lit("]")]
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return None if any(s in text for s in SENTINEL_PREFIXES) else [Lit(text)]
+
+
+def infer_loop(
+    one: str,
+    two: str,
+    mentions: Sequence[Sequence[str]],
+    subst: Sequence[tuple[Mapping[str, str], Sequence[tuple[Any, str]]]],
+) -> Loop | None:
+    """A loop from a region rendered with one item and with two.
+
+    Args:
+        one: the region with item 0 only.
+        two: the region with items 0 and 1.
+        mentions: each item's sentinel strings.
+        subst: each item's (strings, values) for :func:`generalise`.
+    """
+    a0, e0 = _extent(one, mentions[0])
+    b0, f0 = _extent(two, mentions[0])
+    a1, e1 = _extent(two, mentions[1])
+    if min(a0, b0, a1) < 0 or not f0 <= a1:
+        return None
+    before, after = one[:a0], one[e0:]
+    if two[:b0] != before or two[e1:] != after:
+        return None
+    first = generalise(one[a0:e0], *subst[0])
+    again = generalise(two[b0:f0], *subst[0])
+    second = generalise(two[a1:e1], *subst[1])
+    if first is None or first != again or first != second:
+        return None
+    return Loop(before, tuple(first), two[f0:a1], after, one[a0:e0])
+
+
+def _tool_subst(tool: Mapping[str, Any], var: str) -> tuple[dict[str, str], list[tuple[Any, str]]]:
+    function = tool["function"]
+    strings = {function[key]: f"{var}{expr}" for key, expr in _TOOL_TEXT.items()}
+    params = function["parameters"]
+    values = [
+        (dict(tool), var),
+        (dict(function), f"{var}.Function"),
+        (params, f"{var}.Function.Parameters"),
+        (params["properties"], f"{var}.Function.Parameters.Properties"),
+    ]
+    return strings, values
+
+
+def _call_subst(call: Mapping[str, Any], var: str) -> tuple[dict[str, str], list[tuple[Any, str]]]:
+    function = call["function"]
+    strings = {function["name"]: f"{var}.Function.Name", call["id"]: f"{var}.ID"}
+    return strings, [(function["arguments"], f"{var}.Function.Arguments")]
+
+
+def _result_subst(result: Mapping[str, Any]) -> tuple[dict[str, str], list[tuple[Any, str]]]:
+    strings = {result["content"]: ".Content", result["name"]: ".ToolName"}
+    strings[result["tool_call_id"]] = ".ToolCallID"
+    return strings, []
+
+
+def definitions_loop(source: TemplateSource) -> Loop | None:
+    """How the tool list prints, learned from whole renderings with one and with two tools."""
+    conv = [{"role": "system", "content": SYS}, {"role": "user", "content": U1}]
+    one = _render(source, conv, tools=TOOLS[:1], gen=True)
+    two = _render(source, conv, tools=TOOLS, gen=True)
+    if one is None or two is None:
+        conv = conv[1:]
+        one = _render(source, conv, tools=TOOLS[:1], gen=True)
+        two = _render(source, conv, tools=TOOLS, gen=True)
+    if one is None or two is None:
+        return None
+    return infer_loop(
+        one,
+        two,
+        [_mentions(t) for t in TOOLS],
+        [_tool_subst(t, "$t") for t in TOOLS],
+    )
+
+
+def tool_lead(source: TemplateSource) -> tuple[str, tuple[str, str] | None] | None:
+    """(head, (before, after) the system content) up to the first user content, rendered with
+    one sentinel tool offered (JSON marked); None when the Jinja template rejects it."""
+    user = {"role": "user", "content": U1}
+    alone = _render(source, [user], tools=TOOLS[:1], gen=False)
+    if alone is None or U1 not in alone:
+        return None
+    with_system = _render(
+        source, [{"role": "system", "content": SYS}, user], tools=TOOLS[:1], gen=False
+    )
+    head_system = None
+    if with_system is not None and SYS in with_system and U1 in with_system:
+        at, end = with_system.find(SYS), with_system.find(U1)
+        if at < end:
+            head_system = (with_system[:at], with_system[at + len(SYS) : end])
+    return alone[: alone.find(U1)], head_system
+
+
+def _call_conv(n: int, *, content: str, results: int | None = None) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": content, "tool_calls": [dict(c) for c in CALLS[:n]]},
+        *[dict(r) for r in RESULTS[: n if results is None else results]],
+        {"role": "user", "content": U2},
+    ]
+
+
+def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
+    """Tool calls and results as the Jinja template prints them between ordinary turns.
+
+    Returns:
+        The inferred parts; ``reason`` says which part could not be read off and why.
+    """
+    lead = shape.user_suffix + shape.assistant_prefix
+    renders = {
+        (n, c): _render(source, _call_conv(n, content=c), gen=True)
+        for n in (1, 2)
+        for c in ("", CONTENT)
+    }
+    if any(text is None for text in renders.values()):
+        return ToolShape(reason="the Jinja template rejects a conversation with tool calls")
+    regions: dict[tuple[int, str], str] = {}
+    for key, text in renders.items():
+        assert text is not None
+        at = text.find(U1)
+        if at < 0 or not text.startswith(lead, at + len(U1)):
+            return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
+        regions[key] = text[at + len(U1) + len(lead) : text.rfind(U2)]
+    call_mentions = [_mentions(c) for c in CALLS]
+    result_mentions = [_mentions(r) for r in RESULTS]
+
+    def cut_calls(region: str, n: int) -> str:
+        start, _ = _extent(region, result_mentions[0])
+        return region[:start] if start >= 0 else region
+
+    calls = infer_loop(
+        cut_calls(regions[1, ""], 1),
+        cut_calls(regions[2, ""], 2),
+        call_mentions,
+        [_call_subst(c, "$c") for c in CALLS],
+    )
+    if calls is None:
+        return ToolShape(reason="the tool calls do not print as a loop of sentinel-only items")
+    with_content = cut_calls(regions[1, CONTENT], 1)
+    at = with_content.find(CONTENT)
+    rest = with_content[at + len(CONTENT) :] if at >= 0 else ""
+    suffix_at = len(rest) - len(calls.before) - len(calls.item_text) - len(calls.after)
+    if at < 0 or suffix_at < 0 or rest[suffix_at:] != calls.before + calls.item_text + calls.after:
+        return ToolShape(calls=calls, reason="content next to tool calls prints unlike a loop")
+    parts = ToolShape(calls=calls, content_pre=with_content[:at], content_post=rest[:suffix_at])
+    return _with_results(source, shape, parts, regions, result_mentions)
+
+
+def _with_results(
+    source: TemplateSource,
+    shape: TemplateShape,
+    parts: ToolShape,
+    regions: Mapping[tuple[int, str], str],
+    result_mentions: Sequence[Sequence[str]],
+) -> ToolShape:
+    """Add the tool results: one wrapper per result, glue between consecutive ones."""
+    from dataclasses import replace
+
+    assert parts.calls is not None
+    head = parts.calls.after
+    one, two = regions[1, ""], regions[2, ""]
+    start_one = _extent(one, result_mentions[0])[0]
+    start_two = _extent(two, result_mentions[0])[0]
+    if start_one < 0 or start_two < 0:
+        return replace(parts, reason="tool results do not show their content")
+    loop = infer_loop(
+        head + one[start_one:],
+        head + two[start_two:],
+        result_mentions,
+        [_result_subst(r) for r in RESULTS],
+    )
+    if loop is None or loop.before != head:
+        return replace(parts, reason="tool results do not print as one wrapper per result")
+    if not loop.after.endswith(shape.user_prefix):
+        return replace(parts, reason="the turn after tool results opens unlike a user turn")
+    last = _render(source, _call_conv(1, content="")[:-1], gen=True)
+    if last is None:
+        return replace(parts, reason="the Jinja template rejects a conversation ending in a result")
+    # The assistant turn ends where an ordinary one does; the rest opens the results.
+    end_at = head.find(shape.assistant_suffix) if shape.assistant_suffix else -1
+    split = end_at + len(shape.assistant_suffix) if end_at >= 0 else len(head)
+    return replace(
+        parts,
+        calls=replace(parts.calls, after=""),
+        calls_end=head[:split],
+        result_open=head[split:],
+        result=loop.item,
+        result_glue=loop.glue,
+        result_close=loop.after[: len(loop.after) - len(shape.user_prefix)],
+        result_close_last=last[_extent(last, result_mentions[0])[1] :],
+    )
+
+
+__all__ = [
+    "CALLS",
+    "RESULTS",
+    "TOOLS",
+    "Loop",
+    "ToolShape",
+    "definitions_loop",
+    "infer_tool_shape",
+    "tool_lead",
+]
