@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .gotext import Act, Lit, Piece, join_pieces
+from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
@@ -62,6 +62,7 @@ def tool_candidates(
     tools: ToolShape,
     lead: tuple[str, tuple[str, str] | None],
     plain: str,
+    system: str | None = None,
 ) -> list[str]:
     """TEMPLATEs that print tool definitions: ``{{ if .Tools }}`` a lead-in observed with
     tools offered (the tool list as a ``range $.Tools`` loop) ``{{ else }}`` ``plain``.
@@ -72,6 +73,7 @@ def tool_candidates(
         tools: with ``definitions`` set.
         lead: (head, head_system) rendered with one sentinel tool offered.
         plain: the TEMPLATE for requests without tools.
+        system: the Modelfile SYSTEM that goes with ``plain``.
     """
     assert tools.definitions is not None
     head, head_system = lead
@@ -82,7 +84,7 @@ def tool_candidates(
     for empty_system in ("skip", "render", "inline"):
         if empty_system == "inline" and shape.mid_system is None:
             continue
-        pieces = _emit_header(source, with_tools, empty_system, tools)
+        pieces = _emit_header(source, with_tools, empty_system, tools, system)
         expanded = _expand_definitions(pieces, tools.definitions)
         if expanded is None:
             return []
@@ -96,6 +98,8 @@ def _expand_definitions(pieces: list[Piece], loop: Loop) -> list[Piece] | None:
     out: list[Piece] = []
     rng = [Act("range $k, $t := $.Tools"), Act("if $k"), Lit(_plain(loop.glue)), Act("end")]
     rng += [*loop.item, Act("end")]
+    if loop.whole:
+        rng = list(loop.item)
     seen = False
     for piece in pieces:
         if isinstance(piece, Lit) and loop.item_text in piece.text:
@@ -118,7 +122,11 @@ def _plain(text: str) -> str:
 
 
 def _emit_header(
-    source: TemplateSource, shape: TemplateShape, empty_system: str, tools: ToolShape | None
+    source: TemplateSource,
+    shape: TemplateShape,
+    empty_system: str,
+    tools: ToolShape | None,
+    default: str | None = None,
 ) -> list[Piece]:
     """A template whose whole lead-in (default system, preambles) is copied from observation.
 
@@ -131,6 +139,10 @@ def _emit_header(
     assert shape.head_system is not None
     before, after = shape.head_system
     has = "$hasSystem" if empty_system == "render" else "$sys0"
+    if default is not None:
+        # Ollama sends the Modelfile SYSTEM (the plain default) as a system message; with
+        # tools the Jinja template prints its own default, as when no system message is given.
+        has = f"(and {has} (ne $sys0 {go_string(default)}))"
     pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""')]
     pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
@@ -166,7 +178,11 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         ]
     else:
         pieces += [Lit(shape.assistant_prefix)]
-    if tools is not None and tools.calls is not None:
+    if tools is not None and tools.content_dropped:
+        content = _content(".Content", shape.trim("assistant"), "a")
+        pieces += [Act("$tc := .ToolCalls"), Act("if not $tc"), *content, Act("end")]
+        pieces += _calls(shape, tools, tools.calls, content=False)
+    elif tools is not None and tools.calls is not None:
         pieces += _calls(shape, tools, tools.calls)
     else:
         pieces += _content(".Content", shape.trim("assistant"), "a")
@@ -187,17 +203,22 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     return pieces
 
 
-def _calls(shape: TemplateShape, tools: ToolShape, calls: Loop) -> list[Piece]:
+def _calls(
+    shape: TemplateShape, tools: ToolShape, calls: Loop | None, *, content: bool = True
+) -> list[Piece]:
     """Content and tool calls of an assistant turn.
 
     The ``{{ if .ToolCalls }}`` block starts with the text before the first call: Ollama reads
     its tool-call tag from there (ollama/ollama ``tools/template.go``), so no other
     ``.ToolCalls`` test may come first (``$tc`` is a variable, which Ollama's search skips).
     """
-    content = _content(".Content", shape.trim("assistant"), "a")
-    pieces: list[Piece] = [Act("$tc := .ToolCalls"), Act("if and $tc .Content")]
-    pieces += [Lit(_plain(tools.content_pre)), *content, Lit(_plain(tools.content_post))]
-    pieces += [Act("else if not $tc"), *content, Act("end")]
+    assert calls is not None
+    text = _content(".Content", shape.trim("assistant"), "a")
+    pieces: list[Piece] = []
+    if content:
+        pieces += [Act("$tc := .ToolCalls"), Act("if and $tc .Content")]
+        pieces += [Lit(_plain(tools.content_pre)), *text, Lit(_plain(tools.content_post))]
+        pieces += [Act("else if not $tc"), *text, Act("end")]
     pieces += [Act("if .ToolCalls"), Lit(_plain(calls.before))]
     pieces += [Act("range $k, $c := .ToolCalls"), Act("if $k"), Lit(_plain(calls.glue))]
     pieces += [Act("end"), *calls.item, Act("end")]

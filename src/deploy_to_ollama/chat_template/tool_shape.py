@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import TemplateRenderError
@@ -56,6 +56,8 @@ RESULTS = tuple(
     for tag in "ab"
 )
 CONTENT = "Zqcallcontent"
+#: The assistant's answer after tool results.
+A2 = "Zqasstfinal"
 #: Anything left over that starts like this is a sentinel the Go side cannot reproduce.
 SENTINEL_PREFIXES = ("Zq", "zq")
 
@@ -74,6 +76,8 @@ class Loop:
     after: str
     item_text: str
     """The first item's rendered text (with JSON marks), to find it inside a wrapper."""
+    whole: bool = False
+    """``item`` prints the whole list (a JSON list rebuilt by its own loop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,10 @@ class ToolShape:
     """After the last of consecutive tool results, before the next turn."""
     result_close_last: str = ""
     """After a tool result that ends the conversation (includes the generation prompt)."""
+    calls_dropped: bool = False
+    """The Jinja template prints an assistant turn with tool calls as an ordinary turn."""
+    content_dropped: bool = False
+    """The Jinja template drops an assistant's content when the turn has tool calls."""
     reason: str = ""
     """Why some part was not inferred (empty when all were)."""
 
@@ -322,12 +330,32 @@ def definitions_loop(source: TemplateSource) -> Loop | None:
         two = _render(source, conv, tools=TOOLS, gen=True)
     if one is None or two is None:
         return None
-    return infer_loop(
-        one,
-        two,
-        [_mentions(t) for t in TOOLS],
-        [_tool_subst(t, "$t") for t in TOOLS],
-    )
+    subst = [_tool_subst(t, "$t") for t in TOOLS]
+    return infer_loop(one, two, [_mentions(t) for t in TOOLS], subst) or _list_loop(one, two, subst)
+
+
+def _list_loop(
+    one: str, two: str, subst: Sequence[tuple[Mapping[str, str], Sequence[tuple[Any, str]]]]
+) -> Loop | None:
+    """The tool list dumped whole (``tools | tojson``): one JSON list, rebuilt by a loop."""
+    spans_one, spans_two = _spans(one), _spans(two)
+    if len(spans_one) != len(spans_two):
+        return None
+    for (a, b), (c, d) in zip(spans_one, spans_two, strict=True):
+        try:
+            first, both = json.loads(one[a + 1 : b - 1]), json.loads(two[c + 1 : d - 1])
+        except ValueError:
+            continue
+        if not (isinstance(first, list) and isinstance(both, list) and len(first) == 1):
+            continue
+        if len(both) != 2 or one[:a] != two[:c] or one[b:] != two[d:]:
+            continue
+        item = _json_pieces(first[0], *subst[0])
+        if item is None or item != _json_pieces(both[1], *subst[1]):
+            continue
+        pieces = (Lit("["), Act("range $k, $t := $.Tools"), Act("if $k"), Lit(","), Act("end"))
+        return Loop("", (*pieces, *item, Act("end"), Lit("]")), "", "", one[a:b], whole=True)
+    return None
 
 
 def tool_lead(source: TemplateSource) -> tuple[str, tuple[str, str] | None] | None:
@@ -348,13 +376,60 @@ def tool_lead(source: TemplateSource) -> tuple[str, tuple[str, str] | None] | No
     return alone[: alone.find(U1)], head_system
 
 
-def _call_conv(n: int, *, content: str, results: int | None = None) -> list[dict[str, Any]]:
-    return [
+def _call_conv(
+    calls: int, *, content: str, results: int, final: bool, end: bool = True
+) -> list[dict[str, Any]]:
+    """A user turn, an assistant turn with ``calls`` calls, ``results`` results, then the final
+    answer (``final``: strictly alternating templates reject a user turn right after results)
+    and a user turn (``end``)."""
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": U1},
-        {"role": "assistant", "content": content, "tool_calls": [dict(c) for c in CALLS[:n]]},
-        *[dict(r) for r in RESULTS[: n if results is None else results]],
-        {"role": "user", "content": U2},
+        {"role": "assistant", "content": content, "tool_calls": [dict(c) for c in CALLS[:calls]]},
+        *[dict(r) for r in RESULTS[:results]],
     ]
+    if final:
+        messages.append({"role": "assistant", "content": A2})
+    return messages + ([{"role": "user", "content": U2}] if end else [])
+
+
+@dataclass(frozen=True, slots=True)
+class _Regions:
+    """The text between the opening of the tool-calling assistant turn and the next turn."""
+
+    calls: dict[tuple[int, str], str]
+    """(number of calls, content) -> region, one result per call."""
+    results_two: str | None
+    """Two results (after two calls, or one call where the template allows one only)."""
+    final: bool
+    next_prefix: str
+
+
+def _regions(source: TemplateSource, shape: TemplateShape) -> _Regions | str:
+    lead = shape.user_suffix + shape.assistant_prefix
+    for final in (True, False):
+        stop, next_prefix = (A2, shape.assistant_prefix) if final else (U2, shape.user_prefix)
+        found: dict[tuple[int, str], str] = {}
+        for n in (1, 2):
+            for content in ("", CONTENT):
+                conv = _call_conv(n, content=content, results=n, final=final)
+                text = _render(source, conv, gen=True)
+                if text is None:
+                    continue
+                at = text.find(U1)
+                if at < 0 or not text.startswith(lead, at + len(U1)):
+                    return "an assistant turn with tool calls opens unlike other turns"
+                found[n, content] = text[at + len(U1) + len(lead) : text.rfind(stop)]
+        if (1, "") not in found:
+            continue
+        two = found.get((2, ""))
+        if two is None:
+            conv = _call_conv(1, content="", results=2, final=final)
+            text = _render(source, conv, gen=True)
+            if text is not None and U1 in text:
+                at = text.find(U1)
+                two = text[at + len(U1) + len(lead) : text.rfind(stop)]
+        return _Regions(found, two, final, next_prefix)
+    return "the Jinja template rejects a conversation with tool calls"
 
 
 def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
@@ -363,74 +438,81 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
     Returns:
         The inferred parts; ``reason`` says which part could not be read off and why.
     """
-    lead = shape.user_suffix + shape.assistant_prefix
-    renders = {
-        (n, c): _render(source, _call_conv(n, content=c), gen=True)
-        for n in (1, 2)
-        for c in ("", CONTENT)
-    }
-    if any(text is None for text in renders.values()):
-        return ToolShape(reason="the Jinja template rejects a conversation with tool calls")
-    regions: dict[tuple[int, str], str] = {}
-    for key, text in renders.items():
-        assert text is not None
-        at = text.find(U1)
-        if at < 0 or not text.startswith(lead, at + len(U1)):
-            return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
-        regions[key] = text[at + len(U1) + len(lead) : text.rfind(U2)]
+    regions = _regions(source, shape)
+    if isinstance(regions, str):
+        return ToolShape(reason=regions)
     call_mentions = [_mentions(c) for c in CALLS]
     result_mentions = [_mentions(r) for r in RESULTS]
 
-    def cut_calls(region: str, n: int) -> str:
+    def cut(region: str) -> str:
         start, _ = _extent(region, result_mentions[0])
         return region[:start] if start >= 0 else region
 
-    calls = infer_loop(
-        cut_calls(regions[1, ""], 1),
-        cut_calls(regions[2, ""], 2),
-        call_mentions,
-        [_call_subst(c, "$c") for c in CALLS],
-    )
+    one = cut(regions.calls[1, ""])
+    if _extent(one, call_mentions[0])[0] < 0:
+        # The Jinja template drops tool calls: the assistant turn prints as an ordinary one.
+        return _with_results(source, shape, ToolShape(calls_dropped=True), one, regions)
+    subst = [_call_subst(c, "$c") for c in CALLS]
+    two = regions.calls.get((2, ""))
+    if two is not None:
+        calls = infer_loop(one, cut(two), call_mentions, subst)
+    else:
+        calls = single_loop(one, call_mentions[0], subst[0])
     if calls is None:
         return ToolShape(reason="the tool calls do not print as a loop of sentinel-only items")
-    with_content = cut_calls(regions[1, CONTENT], 1)
+    parts = ToolShape(calls=calls)
+    with_content = regions.calls.get((1, CONTENT))
+    if with_content is None:
+        return replace(parts, reason="the Jinja template rejects content next to tool calls")
+    with_content = cut(with_content)
     at = with_content.find(CONTENT)
     rest = with_content[at + len(CONTENT) :] if at >= 0 else ""
-    suffix_at = len(rest) - len(calls.before) - len(calls.item_text) - len(calls.after)
-    if at < 0 or suffix_at < 0 or rest[suffix_at:] != calls.before + calls.item_text + calls.after:
-        return ToolShape(calls=calls, reason="content next to tool calls prints unlike a loop")
-    parts = ToolShape(calls=calls, content_pre=with_content[:at], content_post=rest[:suffix_at])
-    return _with_results(source, shape, parts, regions, result_mentions)
+    body = calls.before + calls.item_text + calls.after
+    suffix_at = len(rest) - len(body)
+    if at < 0 and with_content == one:
+        parts = replace(parts, content_dropped=True)
+    elif at < 0 or suffix_at < 0 or rest[suffix_at:] != body:
+        return replace(parts, reason="content next to tool calls prints unlike a loop")
+    else:
+        parts = replace(parts, content_pre=with_content[:at], content_post=rest[:suffix_at])
+    return _with_results(source, shape, parts, calls.after, regions)
+
+
+def single_loop(
+    one: str, mentions: Sequence[str], subst: tuple[Mapping[str, str], Sequence[tuple[Any, str]]]
+) -> Loop | None:
+    """A loop seen with one item only (the template rejects two): no glue is known."""
+    start, end = _extent(one, mentions)
+    item = generalise(one[start:end], *subst) if start >= 0 else None
+    if item is None:
+        return None
+    return Loop(one[:start], tuple(item), "", one[end:], one[start:end])
 
 
 def _with_results(
-    source: TemplateSource,
-    shape: TemplateShape,
-    parts: ToolShape,
-    regions: Mapping[tuple[int, str], str],
-    result_mentions: Sequence[Sequence[str]],
+    source: TemplateSource, shape: TemplateShape, parts: ToolShape, head: str, regions: _Regions
 ) -> ToolShape:
-    """Add the tool results: one wrapper per result, glue between consecutive ones."""
-    from dataclasses import replace
+    """Add the tool results: one wrapper per result, glue between consecutive ones.
 
-    assert parts.calls is not None
-    head = parts.calls.after
-    one, two = regions[1, ""], regions[2, ""]
+    ``head`` is the text from the end of the last call up to the first result.
+    """
+    result_mentions = [_mentions(r) for r in RESULTS]
+    subst = [_result_subst(r) for r in RESULTS]
+    one = regions.calls[1, ""]
     start_one = _extent(one, result_mentions[0])[0]
-    start_two = _extent(two, result_mentions[0])[0]
-    if start_one < 0 or start_two < 0:
+    if start_one < 0:
         return replace(parts, reason="tool results do not show their content")
-    loop = infer_loop(
-        head + one[start_one:],
-        head + two[start_two:],
-        result_mentions,
-        [_result_subst(r) for r in RESULTS],
-    )
+    two = regions.results_two
+    start_two = _extent(two, result_mentions[0])[0] if two is not None else -1
+    if two is not None and start_two >= 0:
+        loop = infer_loop(head + one[start_one:], head + two[start_two:], result_mentions, subst)
+    else:
+        loop = single_loop(head + one[start_one:], result_mentions[0], subst[0])
     if loop is None or loop.before != head:
         return replace(parts, reason="tool results do not print as one wrapper per result")
-    if not loop.after.endswith(shape.user_prefix):
-        return replace(parts, reason="the turn after tool results opens unlike a user turn")
-    last = _render(source, _call_conv(1, content="")[:-1], gen=True)
+    if not loop.after.endswith(regions.next_prefix):
+        return replace(parts, reason="the turn after tool results opens unlike other turns")
+    last = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
     if last is None:
         return replace(parts, reason="the Jinja template rejects a conversation ending in a result")
     # The assistant turn ends where an ordinary one does; the rest opens the results.
@@ -438,12 +520,12 @@ def _with_results(
     split = end_at + len(shape.assistant_suffix) if end_at >= 0 else len(head)
     return replace(
         parts,
-        calls=replace(parts.calls, after=""),
+        calls=replace(parts.calls, after="") if parts.calls is not None else None,
         calls_end=head[:split],
         result_open=head[split:],
         result=loop.item,
         result_glue=loop.glue,
-        result_close=loop.after[: len(loop.after) - len(shape.user_prefix)],
+        result_close=loop.after[: len(loop.after) - len(regions.next_prefix)],
         result_close_last=last[_extent(last, result_mentions[0])[1] :],
     )
 

@@ -17,9 +17,9 @@ from ..errors import TemplateRenderError, TemplateTranslationError
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .shape import TemplateShape, infer_shape, tool_turn
-from .tool_shape import definitions_loop, infer_tool_shape, tool_lead
 from .source import TemplateSource
 from .stops import infer_stops
+from .tool_shape import definitions_loop, infer_tool_shape, tool_lead
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -134,7 +134,7 @@ def _with_tools(
     """The verified plain TEMPLATE extended with tool calls, results and definitions, when
     one such extension verifies on every probe, tool probes included; else None."""
     tool_shape = infer_tool_shape(source, shape)
-    if tool_shape.calls is None:
+    if tool_shape.calls is None and not tool_shape.results:
         logger.info("tool calls not translated: %s", tool_shape.reason)
         return None
     plain, system = candidates(source, shape, tool_shape)[index]
@@ -151,7 +151,7 @@ def _with_tools(
         logger.info("tool definitions not translated: no loop of sentinel tools found")
         return None
     with_defs = replace(tool_shape, definitions=loop)
-    for template in tool_candidates(source, shape, with_defs, lead, plain):
+    for template in tool_candidates(source, shape, with_defs, lead, plain, system):
         report = verify_template(source, template, system=system, tools=True, references=refs)
         if report.verified and report.tools_verified:
             return replace(result, template=template, report=report)
