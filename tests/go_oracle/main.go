@@ -67,6 +67,8 @@ func run(req request) (res result) {
 		return runGeneric(req)
 	case "ollama":
 		return runOllama(req)
+	case "tooltag":
+		return runToolTag(req)
 	}
 	return result{Error: "unknown kind " + req.Kind}
 }

@@ -268,7 +268,7 @@ def _compare(
     exp, act = strip_bos(expected, actual, source.bos_token)
     position = first_difference(exp, act)
     tier: Tier | None = "exact" if position is None else None
-    if tier is None and _json_equivalent(source, probe, expected, act):
+    if tier is None and json_equivalent(source, probe, expected, act):
         tier = "json_equivalent"
     token_match, token_delta = None, None
     if encode is not None and tier is not None:
@@ -309,8 +309,8 @@ def _compare(
     )
 
 
-def _json_equivalent(source: TemplateSource, probe: Probe, expected: str, actual: str) -> bool:
-    """Whether ``actual`` equals ``expected`` outside its ``tojson`` values, and each of those
+def json_equivalent(source: TemplateSource, probe: Probe, expected: str, actual: str) -> bool:
+    """The ``json_equivalent`` tier: whether ``actual`` equals ``expected`` outside its ``tojson`` values, and each of those
     parses to the same JSON as the value ``actual`` holds at that place.
 
     ``actual`` has its BOS allowance applied already; ``expected`` is re-rendered with marked
