@@ -124,7 +124,7 @@ def test_tool_call_tag_is_what_the_fine_tune_emits_in_go_too(go_oracle: Any) -> 
         '{{ if .ToolCalls }}[TOOL_CALLS] [{{ range .ToolCalls }}{"name": 1}{{ end }}]{{ end }}',
         "{{ range .Messages }}{{ if .ToolCalls }}{{ range .ToolCalls }}{{ json .Function }}"
         "{{ end }}{{ end }}{{ end }}",
-        '{{ if .Content }}x{{ end }}{{ $t := .ToolCalls }}{{ if $t }}<no>{{ end }}'
+        "{{ if .Content }}x{{ end }}{{ $t := .ToolCalls }}{{ if $t }}<no>{{ end }}"
         "{{ if .ToolCalls }}\n  <call>\n{{ end }}",
         "{{ .Content }}",
     ]

@@ -63,6 +63,7 @@ def tool_candidates(
     lead: tuple[str, tuple[str, str] | None],
     plain: str,
     system: str | None = None,
+    last_user: tuple[int, str] | None = None,
 ) -> list[str]:
     """TEMPLATEs that print tool definitions: ``{{ if .Tools }}`` a lead-in observed with
     tools offered (the tool list as a ``range $.Tools`` loop) ``{{ else }}`` ``plain``.
@@ -74,13 +75,28 @@ def tool_candidates(
         lead: (head, head_system) rendered with one sentinel tool offered.
         plain: the TEMPLATE for requests without tools.
         system: the Modelfile SYSTEM that goes with ``plain``.
+        last_user: where the definitions go in the last user turn, if the Jinja puts them
+            there (tried before the lead-in readings).
     """
     assert tools.definitions is not None
     head, head_system = lead
     with_tools = replace(shape, head=head, head_system=head_system)
-    if head_system is None:
-        return []
     found: list[str] = []
+    bodies: list[list[Piece]] = []
+    if last_user is not None:
+        modes = ["render", "skip"] + (["default"] if shape.default_system else [])
+        if shape.default_system == system:
+            for mode in modes:
+                bodies.append(
+                    _emit(source, shape, empty_system=mode, tools=tools, last_user=last_user)
+                )
+    for body_pieces in bodies:
+        expanded = _expand_definitions(body_pieces, tools.definitions)
+        if expanded is not None:
+            body = join_pieces(expanded)
+            found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
+    if head_system is None:
+        return found
     for empty_system in ("skip", "render", "inline"):
         if empty_system == "inline" and shape.mid_system is None:
             continue
@@ -96,8 +112,8 @@ def tool_candidates(
 def _expand_definitions(pieces: list[Piece], loop: Loop) -> list[Piece] | None:
     """Replace the sentinel tool's text in literals by a ``range $.Tools`` loop."""
     out: list[Piece] = []
-    rng = [Act("range $k, $t := $.Tools"), Act("if $k"), Lit(_plain(loop.glue)), Act("end")]
-    rng += [*loop.item, Act("end")]
+    rng: list[Piece] = [Act("range $k, $t := $.Tools"), Act("if $k"), Lit(_plain(loop.glue))]
+    rng += [Act("end"), *loop.item, Act("end")]
     if loop.whole:
         rng = list(loop.item)
     seen = False
@@ -251,7 +267,12 @@ def _named(text: str) -> list[Piece]:
 
 
 def _emit(
-    source: TemplateSource, shape: TemplateShape, *, empty_system: str, tools: ToolShape | None
+    source: TemplateSource,
+    shape: TemplateShape,
+    *,
+    empty_system: str,
+    tools: ToolShape | None,
+    last_user: tuple[int, str] | None = None,
 ) -> list[Piece]:
     """Pieces of a ``.Messages`` template for ``shape``.
 
@@ -263,6 +284,9 @@ def _emit(
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    if last_user is not None:
+        pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
+        pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
     pieces += [
         Act("range $i, $_ := .Messages"),
         Act("$last := eq (len (slice $.Messages $i)) 1"),
@@ -282,7 +306,12 @@ def _emit(
         pieces += [Act('else if eq .Role "user"')]
     else:
         pieces += [Act('if eq .Role "user"')]
-    pieces += [Lit(shape.user_prefix)]
+    if last_user is None:
+        pieces += [Lit(shape.user_prefix)]
+    else:
+        at, text = last_user
+        pieces += [Lit(shape.user_prefix[:at]), Act("if eq $i $lastUser"), Lit(text), Act("end")]
+        pieces += [Lit(shape.user_prefix[at:])]
     if inside_user:
         has = "$hasSystem" if empty_system == "render" else "$.System"
         cond = f"and {has} (eq $i $sysAt)"

@@ -58,7 +58,7 @@ def render_hf(
     # transformers passes the tokenizer's special tokens as extra template variables.
     variables: dict[str, Any] = {**(kwargs or {}), **(tokens or {})}
     try:
-        with _marked_tojson(template, enabled=mark_json):
+        with _marked_tojson(template, enabled=mark_json) as outputs:
             rendered: Any = render_jinja_template(
                 conversations=[[dict(m) for m in messages]],
                 tools=[dict(t) for t in tools] if tools else None,
@@ -84,7 +84,12 @@ def render_hf(
             f"the chat template raised: {message}",
             hint="the template rejects this conversation",
         ) from err
-    return str(rendered[0])
+    if mark_json and (JSON_OPEN in rendered[0] or JSON_CLOSE in rendered[0]):
+        raise TemplateRenderError(
+            "the rendering holds the private-use characters that mark JSON values",
+            hint="JSON tiers are unavailable for this conversation",
+        )
+    return mark_json_values(str(rendered[0]), outputs) if mark_json else str(rendered[0])
 
 
 #: Private-use characters around each ``tojson`` output in a marked rendering.
@@ -93,28 +98,65 @@ JSON_CLOSE = "\ue001"
 
 
 @contextmanager
-def _marked_tojson(template: str, *, enabled: bool) -> Iterator[None]:
-    """Swap the ``tojson`` filter of transformers' cached environment for one that marks.
+def _marked_tojson(template: str, *, enabled: bool) -> Iterator[list[str]]:
+    """Record every ``tojson`` output while rendering (transformers' cached environment gets a
+    recording filter for the duration; compiled Jinja looks filters up at render time).
 
-    Compiled Jinja looks filters up in its environment at render time, and transformers keeps
-    one environment per template string, so the swap is local to this template and undone.
+    Recording instead of printing marks keeps the rendering byte-identical, also where the
+    template slices or pastes onto the JSON (``tojson[:-1] + ', "id": ...}'``).
     """
+    outputs: list[str] = []
     if not enabled:
-        yield
+        yield outputs
         return
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
     env = _compile_jinja_template(template).environment
     original = env.filters["tojson"]
 
-    def marked(*args: Any, **kw: Any) -> str:
-        return JSON_OPEN + str(original(*args, **kw)) + JSON_CLOSE
+    def recording(*args: Any, **kw: Any) -> Any:
+        result = original(*args, **kw)
+        outputs.append(str(result))
+        return result
 
-    env.filters["tojson"] = marked
+    env.filters["tojson"] = recording
     try:
-        yield
+        yield outputs
     finally:
         env.filters["tojson"] = original
+
+
+def mark_json_values(text: str, outputs: Sequence[str]) -> str:
+    """Put :data:`JSON_OPEN`/:data:`JSON_CLOSE` around each JSON value the template printed
+    from ``tojson`` output: found in order, widened to the whole JSON value starting there
+    (a template may cut the last brace and paste more keys on).
+
+    >>> mark_json_values('a {"x": 1} b', ['{"x": 1}'])
+    'a \ue000{"x": 1}\ue001 b'
+    >>> mark_json_values('{"x": 1, "id": 2}', ['{"x": 1}'])
+    '\ue000{"x": 1, "id": 2}\ue001'
+    """
+    import json
+
+    decoder = json.JSONDecoder()
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for out in outputs:
+        at, size = text.find(out, pos), len(out)
+        if at < 0 and len(out) > 1:
+            at, size = text.find(out[:-1], pos), len(out) - 1
+        if at < 0:
+            continue
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except ValueError:
+            continue
+        if end >= at + size:
+            spans.append((at, end))
+            pos = end
+    for start, end in reversed(spans):
+        text = text[:start] + JSON_OPEN + text[start:end] + JSON_CLOSE + text[end:]
+    return text
 
 
 def split_marked(text: str) -> list[tuple[bool, str]] | None:

@@ -376,6 +376,34 @@ def tool_lead(source: TemplateSource) -> tuple[str, tuple[str, str] | None] | No
     return alone[: alone.find(U1)], head_system
 
 
+def last_user_insertion(source: TemplateSource, shape: TemplateShape) -> tuple[int, str] | None:
+    """Where tool definitions go when the Jinja template prints them inside the last user
+    turn (Mistral's ``[AVAILABLE_TOOLS]``): (offset into the user prefix, marked text)."""
+    from .shape import A1, MARKER_RE
+
+    conv = [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}]
+    conv.append({"role": "user", "content": U2})
+    plain = _render(source, conv, gen=True)
+    tools = _render(source, conv, tools=TOOLS[:1], gen=True)
+    if plain is None or tools is None or len(tools) <= len(plain):
+        return None
+    at = 0
+    while at < len(plain) and plain[at] == tools[at]:
+        at += 1
+    for match in MARKER_RE.finditer(plain):
+        if match.start() < at < match.end():
+            at = match.start()
+    size = len(tools) - len(plain)
+    inserted = tools[at : at + size]
+    if tools != plain[:at] + inserted + plain[at:]:
+        return None
+    turn = plain.find(A1) + len(A1) + len(shape.assistant_suffix)
+    offset = at - turn
+    if not 0 <= offset <= len(shape.user_prefix) or plain.find(U2) != turn + len(shape.user_prefix):
+        return None
+    return offset, inserted
+
+
 def _call_conv(
     calls: int, *, content: str, results: int, final: bool, end: bool = True
 ) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from .gotext import go_string
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
-from .tool_shape import definitions_loop, infer_tool_shape, tool_lead
+from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -100,7 +100,13 @@ def translate_template(
         if report.verified:
             assert shape is not None or n == 0
             translated = _with_tools(source, shape, n, result, refs, tools) if shape else None
-            result = translated or _with_tool_probes(source, result, refs, tools)
+            if isinstance(translated, TranslatedTemplate):
+                result = translated
+            else:
+                if translated and tools.mode != "ignored":
+                    why = f"{tools.reason}; the tool translation failed: {translated}"
+                    tools = replace(tools, reason=why)
+                result = _with_tool_probes(source, result, refs, tools)
             result = _require_tools(result, tools)
             _log(result)
             return result
@@ -130,13 +136,13 @@ def _with_tools(
     result: TranslatedTemplate,
     refs: Mapping[str, Any],
     analysis: ToolAnalysis,
-) -> TranslatedTemplate | None:
+) -> TranslatedTemplate | str:
     """The verified plain TEMPLATE extended with tool calls, results and definitions, when
-    one such extension verifies on every probe, tool probes included; else None."""
+    one such extension verifies on every probe, tool probes included; else why not."""
     tool_shape = infer_tool_shape(source, shape)
     if tool_shape.calls is None and not tool_shape.results:
         logger.info("tool calls not translated: %s", tool_shape.reason)
-        return None
+        return tool_shape.reason
     plain, system = candidates(source, shape, tool_shape)[index]
     if analysis.mode == "ignored":
         # Ollama refuses tools for a TEMPLATE without .Tools: tool turns are all to prove.
@@ -145,17 +151,23 @@ def _with_tools(
         )
         if _tool_turns_verified(report):
             return replace(result, template=plain, report=report)
-        return None
+        return "tool calls or results differ"
     loop, lead = definitions_loop(source), tool_lead(source)
     if loop is None or lead is None:
         logger.info("tool definitions not translated: no loop of sentinel tools found")
-        return None
+        return "the tool definitions do not print as a loop of sentinel-only items"
     with_defs = replace(tool_shape, definitions=loop)
-    for template in tool_candidates(source, shape, with_defs, lead, plain, system):
+    why = "the tool definitions are not printed before the first user message"
+    last_user = last_user_insertion(source, shape)
+    found = tool_candidates(source, shape, with_defs, lead, plain, system, last_user)
+    for template in found:
         report = verify_template(source, template, system=system, tools=True, references=refs)
         if report.verified and report.tools_verified:
             return replace(result, template=template, report=report)
-    return None
+        failure = report.first_failure()
+        if failure is not None and why.startswith("the tool definitions are not"):
+            why = f"probe {failure.probe} differs at character {failure.position}"
+    return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
 
 
 def _tool_turns_verified(report: VerificationReport) -> bool:

@@ -310,8 +310,8 @@ def _compare(
 
 
 def json_equivalent(source: TemplateSource, probe: Probe, expected: str, actual: str) -> bool:
-    """The ``json_equivalent`` tier: whether ``actual`` equals ``expected`` outside its ``tojson`` values, and each of those
-    parses to the same JSON as the value ``actual`` holds at that place.
+    """The ``json_equivalent`` tier: whether ``actual`` equals ``expected`` outside its
+    ``tojson`` values, and each of those parses to the same JSON as ``actual`` holds there.
 
     ``actual`` has its BOS allowance applied already; ``expected`` is re-rendered with marked
     ``tojson`` output, which must give the same text once the marks are removed.
