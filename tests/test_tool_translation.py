@@ -162,3 +162,59 @@ def test_go_renders_the_tool_probes_as_claimed(go_oracle: Any) -> None:
             assert exp == act, claim.probe
         else:
             assert json_equivalent(source, probes[claim.probe], claim.expected or "", act)
+
+
+def _tiny_tokenizer(path: Path, template: str) -> Path:
+    """A word-level tokenizer trained on the spot: enough to count tokens on both sides."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]"])
+    corpus = [template, " ".join(str(p.messages) for p in load_probes())]
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    tokenizer.save(str(path))
+    return path
+
+
+def test_json_equivalent_probes_report_their_token_count_delta(tmp_path: Path) -> None:
+    source = TemplateSource(
+        template=QWEN_LIKE,
+        origin=Path("t.jinja"),
+        kind="jinja",
+        bos_token="<s>",
+        eos_token="</s>",
+        tokenizer_file=_tiny_tokenizer(tmp_path / "tokenizer.json", QWEN_LIKE),
+    )
+    result = translate_template(source)
+    assert result.report.token_level
+    tools = _tool_probes(result)
+    # Compact Go JSON has fewer spaces: other words, other token counts, all reported.
+    deltas = [p.token_delta for p in tools.values()]
+    assert all(isinstance(d, int) for d in deltas) and any(d != 0 for d in deltas)
+    exact = [p for p in result.report.probes if p.tier == "exact"]
+    assert exact and all(p.token_delta is None and p.token_match for p in exact)
+
+
+def test_template_json_shows_each_probe_tier_and_the_exact_count(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from deploy_to_ollama.cli import app, rewrite_default_commands
+
+    jinja = tmp_path / "chat_template.jinja"
+    jinja.write_text(QWEN_LIKE, encoding="utf-8")
+    args = ["template", "show", str(jinja), "--bos", "<s>", "--eos", "</s>", "--json"]
+    run = CliRunner().invoke(app, rewrite_default_commands(args))
+    assert run.exit_code == 0, run.stderr
+    doc = json.loads(run.stdout)
+    tiers = {p["probe"]: p["tier"] for p in doc["probes"]}
+    assert tiers["tool_call_and_result"] == "json_equivalent"
+    assert tiers["single_user"] == "exact"
+    assert doc["exact_probes"] == sum(t == "exact" for t in tiers.values())
+    assert doc["json_equivalent_probes"] == sum(t == "json_equivalent" for t in tiers.values())
+    summary = CliRunner().invoke(app, rewrite_default_commands(args[:-1]))
+    assert f"{doc['exact_probes']} exact, {doc['json_equivalent_probes']} json_equivalent" in (
+        summary.stderr
+    )
