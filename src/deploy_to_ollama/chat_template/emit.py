@@ -44,10 +44,15 @@ def _candidate_pieces(
         return [([Act("range .Messages"), Act(".Content"), Act("end")], None)]
     found: list[tuple[list[Piece], str | None]] = []
     modes = ["render", "skip"] + (["default"] if shape.default_system else [])
-    for empty_system in modes:
-        pair = (_emit(source, shape, empty_system=empty_system, tools=tools), shape.default_system)
-        if pair not in found:
-            found.append(pair)
+    shapes = [shape]
+    if shape.system_mode == "last_user":
+        shapes.append(replace(shape, system_mode="final_user"))
+    for variant in shapes:
+        for empty_system in modes:
+            pieces = _emit(source, variant, empty_system=empty_system, tools=tools)
+            pair = (pieces, shape.default_system)
+            if pair not in found:
+                found.append(pair)
     if shape.head_system is not None:
         for empty_system in ("skip", "render", "inline"):
             if empty_system == "inline" and shape.mid_system is None:
@@ -85,11 +90,15 @@ def tool_candidates(
     bodies: list[list[Piece]] = []
     if last_user is not None:
         modes = ["render", "skip"] + (["default"] if shape.default_system else [])
+        variants = [shape]
+        if shape.system_mode == "last_user":
+            variants.append(replace(shape, system_mode="final_user"))
         if shape.default_system == system:
-            for mode in modes:
-                bodies.append(
-                    _emit(source, shape, empty_system=mode, tools=tools, last_user=last_user)
-                )
+            for variant in variants:
+                for mode in modes:
+                    bodies.append(
+                        _emit(source, variant, empty_system=mode, tools=tools, last_user=last_user)
+                    )
     for body_pieces in bodies:
         expanded = _expand_definitions(body_pieces, tools.definitions)
         if expanded is not None:
@@ -280,7 +289,7 @@ def _emit(
     or stand for the ``default`` system prompt (templates that test the content's truth).
     """
     pieces: list[Piece] = [Lit(_strip_bos(source, shape.preamble))]
-    inside_user = shape.system_mode in ("first_user", "last_user")
+    inside_user = shape.system_mode in ("first_user", "last_user", "final_user")
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
@@ -314,7 +323,10 @@ def _emit(
         pieces += [Lit(shape.user_prefix[at:])]
     if inside_user:
         has = "$hasSystem" if empty_system == "render" else "$.System"
-        cond = f"and {has} (eq $i $sysAt)"
+        # final_user: only a user message that ends the conversation carries the system prompt
+        # (Mistral Nemo/Small drop it when a prefilled assistant message follows).
+        slot = "$last" if shape.system_mode == "final_user" else "(eq $i $sysAt)"
+        cond = f"and {has} {slot}"
         pieces += [
             Act(f"if {cond}"),
             Lit(shape.system_prefix),

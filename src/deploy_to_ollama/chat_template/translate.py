@@ -82,7 +82,7 @@ def translate_template(
         logger.info("shape inference failed: %s", err)
         shape = None
         warnings.append(f"could not infer the template's structure: {err}")
-    best: TranslatedTemplate | None = None
+    best: tuple[int, TranslatedTemplate] | None = None
     found = candidates(source, shape)
     for n, (template, system) in enumerate(found):
         # Rank candidates fast; only the winner (or the last) gets a full report.
@@ -98,27 +98,40 @@ def translate_template(
             warnings=tuple(warnings + _bos_warnings(source, shape)),
         )
         if report.verified:
-            assert shape is not None or n == 0
-            translated = _with_tools(source, shape, n, result, refs, tools) if shape else None
-            if isinstance(translated, TranslatedTemplate):
-                result = translated
-            else:
-                if translated and tools.mode != "ignored":
-                    why = f"{tools.reason}; the tool translation failed: {translated}"
-                    tools = replace(tools, reason=why)
-                result = _with_tool_probes(source, result, refs, tools)
-            result = _require_tools(result, tools)
+            result = _add_tools(source, shape, n, result, refs, tools)
             _log(result)
             return result
-        if best is None or _score(report) > _score(best.report):
-            best = result
+        if best is None or _score(report) > _score(best[1].report):
+            best = (n, result)
     assert best is not None  # candidates() always yields at least the fallback
-    if len(best.report.probes) < len(refs):
-        full = verify_template(source, best.template, system=best.system, references=refs)
-        best = replace(best, report=full)
-    best = _require_tools(_with_tool_probes(source, best, refs, tools), tools)
-    _log(best)
-    return best
+    n, result = best
+    if len(result.report.probes) < len(refs):
+        full = verify_template(source, result.template, system=result.system, references=refs)
+        result = replace(result, report=full)
+    if result.report.public_verified:
+        result = _add_tools(source, shape, n, result, refs, tools)
+    else:
+        result = _require_tools(_with_tool_probes(source, result, refs, tools), tools)
+    _log(result)
+    return result
+
+
+def _add_tools(
+    source: TemplateSource,
+    shape: TemplateShape | None,
+    index: int,
+    result: TranslatedTemplate,
+    refs: Mapping[str, Any],
+    tools: ToolAnalysis,
+) -> TranslatedTemplate:
+    """The result with tools translated where that holds, else with the tool probes' reasons."""
+    translated = _with_tools(source, shape, index, result, refs, tools) if shape else None
+    if isinstance(translated, TranslatedTemplate):
+        return _require_tools(translated, tools)
+    if translated and tools.mode != "ignored":
+        why = f"{tools.reason}; the tool translation failed: {translated}"
+        tools = replace(tools, reason=why)
+    return _require_tools(_with_tool_probes(source, result, refs, tools), tools)
 
 
 def _require_tools(result: TranslatedTemplate, tools: ToolAnalysis) -> TranslatedTemplate:
@@ -144,12 +157,14 @@ def _with_tools(
         logger.info("tool calls not translated: %s", tool_shape.reason)
         return tool_shape.reason
     plain, system = candidates(source, shape, tool_shape)[index]
+    # Probes the plain TEMPLATE already fails may fail again; no other may start to.
+    allowed = {p.probe for p in result.report.probes if p.status == "differs"}
     if analysis.mode == "ignored":
         # Ollama refuses tools for a TEMPLATE without .Tools: tool turns are all to prove.
         report = verify_tool_probes(
             source, plain, result.report, system=system, references=refs, analysis=analysis
         )
-        if _tool_turns_verified(report):
+        if _tool_turns_verified(report, allowed):
             return replace(result, template=plain, report=report)
         return "tool calls or results differ"
     loop, lead = definitions_loop(source), tool_lead(source)
@@ -162,7 +177,7 @@ def _with_tools(
     found = tool_candidates(source, shape, with_defs, lead, plain, system, last_user)
     for template in found:
         report = verify_template(source, template, system=system, tools=True, references=refs)
-        if report.verified and report.tools_verified:
+        if _holds(report, allowed) and report.tools_verified:
             return replace(result, template=template, report=report)
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
@@ -170,9 +185,15 @@ def _with_tools(
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
 
 
-def _tool_turns_verified(report: VerificationReport) -> bool:
-    ran = [p for p in report.probes if p.status != "skipped"]
-    return report.verified and any(p.probe.startswith("tool") for p in ran)
+def _holds(report: VerificationReport, allowed: set[str]) -> bool:
+    """No probe differs except the ones in ``allowed``, and at least one matched."""
+    differing = {p.probe for p in report.probes if p.status == "differs"}
+    return differing <= allowed and report.matched > 0
+
+
+def _tool_turns_verified(report: VerificationReport, allowed: set[str]) -> bool:
+    ran = [p for p in report.probes if p.status == "match"]
+    return _holds(report, allowed) and any(p.probe.startswith("tool") for p in ran)
 
 
 def _with_tool_probes(
