@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
 from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
@@ -218,3 +220,31 @@ def test_template_json_shows_each_probe_tier_and_the_exact_count(tmp_path: Path)
     assert f"{doc['exact_probes']} exact, {doc['json_equivalent_probes']} json_equivalent" in (
         summary.stderr
     )
+
+
+@pytest.mark.ollama
+def test_ollama_accepts_the_tool_template_and_reports_tools(
+    ollama_server: Any, tmp_path: Path
+) -> None:
+    """The real test server (0.9.3) parses the TEMPLATE and derives the tools capability."""
+    import json
+    import urllib.request
+
+    from deploy_to_ollama.modelfile import Modelfile, render_modelfile
+    from support.ollama_server import write_tiny_gguf
+
+    result = translate_template(_source(QWEN_LIKE))
+    write_tiny_gguf(tmp_path / "tiny.gguf", chat_template="")
+    modelfile = Modelfile(from_="./tiny.gguf", template=result.template, system=result.system)
+    (tmp_path / "Modelfile").write_text(render_modelfile(modelfile), encoding="utf-8")
+    proc = ollama_server.ollama_cli("create", "tools-probe", "-f", str(tmp_path / "Modelfile"))
+    assert proc.returncode == 0, proc.stderr[-500:]
+    request = urllib.request.Request(
+        f"{ollama_server.host}/api/show",
+        data=json.dumps({"model": "tools-probe"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        shown = json.load(resp)
+    assert shown["template"] == result.template
+    assert "tools" in shown.get("capabilities", [])
