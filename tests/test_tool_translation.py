@@ -57,7 +57,7 @@ def _source(template: str) -> TemplateSource:
 
 
 def _tool_probes(result: Any) -> dict[str, Any]:
-    ids = {p.id for p in load_probes() if p.needs_tools}
+    ids = {p.id for p in load_probes() if p.needs_tools and not p.needs_thinking}
     return {p.probe: p for p in result.report.probes if p.probe in ids}
 
 

@@ -175,6 +175,7 @@ def _emit_header(
     pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _last_query(shape)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
     pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
@@ -193,7 +194,12 @@ def _emit_header(
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    if shape.assistant_prefix_last != shape.assistant_prefix:
+    if shape.assistant_prefix_last != shape.assistant_prefix and shape.think is not None:
+        # A prefilled turn with reasoning opens like any turn; without, as observed.
+        pieces += [Act("if $last"), Act(f"if {_thinking_cond(shape)}")]
+        pieces += [Lit(shape.assistant_prefix), Act("else"), Lit(shape.assistant_prefix_last)]
+        pieces += [Act("end"), Act("else"), Lit(shape.assistant_prefix), Act("end")]
+    elif shape.assistant_prefix_last != shape.assistant_prefix:
         pieces += [
             Act("if $last"),
             Lit(shape.assistant_prefix_last),
@@ -203,6 +209,7 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         ]
     else:
         pieces += [Lit(shape.assistant_prefix)]
+    pieces += _reasoning(shape)
     if tools is not None and tools.content_dropped:
         content = _content(".Content", shape.trim("assistant"), "a")
         pieces += [Act("$tc := .ToolCalls"), Act("if not $tc"), *content, Act("end")]
@@ -214,7 +221,7 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         if shape.assistant_suffix:
             pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
     if tools is not None and tools.results:
-        pieces += _results(tools)
+        pieces += _results(shape, tools)
         return [*pieces, Act("end"), Act("$prevRole = .Role"), Act("end")]
     if shape.tool_turn is not None:
         prefix, suffix, suffix_last = shape.tool_turn
@@ -254,11 +261,11 @@ def _calls(
     return [*pieces, Act("end")]
 
 
-def _results(tools: ToolShape) -> list[Piece]:
+def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
     """A tool result; consecutive results share the opening and closing the Jinja prints."""
     pieces: list[Piece] = [Act('else if eq .Role "tool"'), Act('if ne $prevRole "tool"')]
     pieces += [Lit(_plain(tools.result_open)), Act("end"), *tools.result, Act("if $last")]
-    pieces += [Lit(_plain(tools.result_close_last))]
+    pieces += [Lit(_plain(tools.result_close_last)), *_think_switch(shape)]
     pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "tool"')]
     pieces += [Lit(_plain(tools.result_glue)), Act("else"), Lit(_plain(tools.result_close))]
     return [*pieces, Act("end")]
@@ -293,6 +300,7 @@ def _emit(
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _last_query(shape)
     if last_user is not None:
         pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
         pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
@@ -376,9 +384,52 @@ def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
 
 def _user_tail(shape: TemplateShape) -> list[Piece]:
     last = shape.user_suffix_last + shape.generation_prompt
+    if shape.think is not None and shape.think.off:
+        switch = [Lit(last), *_think_switch(shape)]
+        return [Act("if $last"), *switch, Act("else"), Lit(shape.user_suffix), Act("end")]
     if last == shape.user_suffix:
         return [Lit(shape.user_suffix)]
     return [Act("if $last"), Lit(last), Act("else"), Lit(shape.user_suffix), Act("end")]
+
+
+def _think_switch(shape: TemplateShape) -> list[Piece]:
+    """After the generation prompt: what the Jinja adds for ``enable_thinking=false``.
+
+    Ollama gives a thinking TEMPLATE ``.Think`` true when a request leaves ``think`` unset.
+    """
+    if shape.think is None or not shape.think.off:
+        return []
+    return [Act("if not $.Think"), Lit(shape.think.off), Act("end")]
+
+
+def _reasoning(shape: TemplateShape) -> list[Piece]:
+    """An assistant turn's reasoning; ``.Thinking`` inside the messages loop is also where
+    Ollama reads the thinking tags from (ollama/ollama ``thinking/template.go``)."""
+    think = shape.think
+    if think is None:
+        return []
+    cond = _thinking_cond(shape)
+    return [Act(f"if {cond}"), Lit(think.before), Act(".Thinking"), Lit(think.after), Act("end")]
+
+
+def _thinking_cond(shape: TemplateShape) -> str:
+    earlier = shape.think is not None and shape.think.earlier
+    return ".Thinking" if earlier else "and .Thinking (gt $i $lastQuery)"
+
+
+def _last_query(shape: TemplateShape) -> list[Piece]:
+    """``$lastQuery``: index of the last user message, for templates that drop reasoning of
+    the turns before it."""
+    if shape.think is None or shape.think.earlier:
+        return []
+    return [
+        Act("$lastQuery := -1"),
+        Act("range $i, $m := .Messages"),
+        Act('if eq $m.Role "user"'),
+        Act("$lastQuery = $i"),
+        Act("end"),
+        Act("end"),
+    ]
 
 
 def _system_slot_scan(mode: str) -> list[Piece]:

@@ -27,6 +27,21 @@ MARKER_RE = re.compile(r"<\|?[^<>\s]{1,40}\|?>|\[/?[A-Z_]{2,20}\]")
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkShape:
+    """Reasoning as the Jinja template prints it (``reasoning_content``, ``enable_thinking``)."""
+
+    before: str
+    """Before an assistant's reasoning (``<think>\n``)."""
+    after: str
+    """Between the reasoning and the content (``\n</think>\n\n``)."""
+    earlier: bool
+    """Whether reasoning of turns before the last user message is printed too."""
+    off: str
+    """Appended to the generation prompt when thinking is switched off (``enable_thinking``
+    false); empty when the template has no switch."""
+
+
+@dataclass(frozen=True, slots=True)
 class TemplateShape:
     """What the sentinel renders revealed about a chat template."""
 
@@ -56,6 +71,8 @@ class TemplateShape:
     ``""`` none, ``"nl"`` newlines only (``lstrip('\\n')``), ``"ws"`` all (``strip()``)."""
     tool_turn: tuple[str, str, str] | None = None
     """(prefix, suffix, suffix when last) of a tool result message, where one was observed."""
+    think: ThinkShape | None = None
+    """How the template prints reasoning and its thinking switch, where it has them."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""
@@ -336,4 +353,69 @@ def _with_system(render: _Renderer, shape: TemplateShape) -> TemplateShape:
     return shape
 
 
-__all__ = ["MARKER_RE", "TOOL_NAME", "TemplateShape", "infer_shape", "tool_turn"]
+__all__ = [
+    "MARKER_RE",
+    "TOOL_NAME",
+    "TemplateShape",
+    "ThinkShape",
+    "infer_shape",
+    "infer_thinking",
+    "renders_reasoning",
+    "tool_turn",
+]
+
+
+R1 = "Zqreasonone"
+
+
+def infer_thinking(source: TemplateSource, shape: TemplateShape) -> ThinkShape | None:
+    """Reasoning wrappers and the thinking switch, read off sentinel renders (None: the
+    template prints no reasoning, or not in a way this reading covers)."""
+    from .hf_render import render_hf
+
+    tokens = source.template_variables()
+
+    def render(messages: list[dict[str, Any]], **kwargs: Any) -> str | None:
+        try:
+            return render_hf(source.template, messages, tokens=tokens, kwargs=kwargs)
+        except TemplateRenderError:
+            return None
+
+    user = {"role": "user", "content": U1}
+    reasoned = {"role": "assistant", "content": A1, "reasoning_content": R1}
+    prefill = render([user, reasoned])
+    split = _between(prefill, U1, R1, A1) if prefill else None
+    if split is None:
+        return None
+    lead = shape.user_suffix + shape.assistant_prefix
+    if not split[1].startswith(lead) or split[3]:
+        return None
+    earlier_text = render([user, reasoned, {"role": "user", "content": U2}])
+    if earlier_text is None:
+        return None
+    on, off = render([user], enable_thinking=True), render([user], enable_thinking=False)
+    default = render([user])
+    switch = ""
+    if on is not None and off is not None and default == on and off.startswith(on):
+        switch = off[len(on) :]
+    return ThinkShape(split[1][len(lead) :], split[2], R1 in earlier_text, switch)
+
+
+def renders_reasoning(source: TemplateSource) -> bool:
+    """Whether the Jinja template prints a message's reasoning or has a thinking switch."""
+    from .hf_render import render_hf
+
+    tokens = source.template_variables()
+    user = {"role": "user", "content": U1}
+    reasoned = {"role": "assistant", "content": A1, "reasoning_content": R1}
+    texts = []
+    for messages, kwargs in (
+        ([user, reasoned], {}),
+        ([user], {"enable_thinking": True}),
+        ([user], {"enable_thinking": False}),
+    ):
+        try:
+            texts.append(render_hf(source.template, messages, tokens=tokens, kwargs=kwargs))
+        except TemplateRenderError:
+            texts.append("")
+    return R1 in texts[0] or texts[1] != texts[2]

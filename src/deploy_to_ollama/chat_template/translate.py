@@ -16,7 +16,8 @@ from typing import Any
 from ..errors import TemplateRenderError, TemplateTranslationError
 from .emit import candidates, tool_candidates
 from .gotext import go_string
-from .shape import TemplateShape, infer_shape, tool_turn
+from .probes import load_probes
+from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
@@ -124,14 +125,55 @@ def _add_tools(
     refs: Mapping[str, Any],
     tools: ToolAnalysis,
 ) -> TranslatedTemplate:
-    """The result with tools translated where that holds, else with the tool probes' reasons."""
+    """The result with tools (and thinking) translated where that holds, else with the tool
+    probes' reasons."""
     translated = _with_tools(source, shape, index, result, refs, tools) if shape else None
     if isinstance(translated, TranslatedTemplate):
-        return _require_tools(translated, tools)
-    if translated and tools.mode != "ignored":
-        why = f"{tools.reason}; the tool translation failed: {translated}"
-        tools = replace(tools, reason=why)
-    return _require_tools(_with_tool_probes(source, result, refs, tools), tools)
+        extended = _require_tools(translated, tools)
+    else:
+        if translated and tools.mode != "ignored":
+            why = f"{tools.reason}; the tool translation failed: {translated}"
+            tools = replace(tools, reason=why)
+        extended = _require_tools(_with_tool_probes(source, result, refs, tools), tools)
+    think = infer_thinking(source, shape) if shape is not None else None
+    if shape is None or think is None:
+        return extended
+    return _with_thinking(source, replace(shape, think=think), index, extended, refs, tools)
+
+
+def _with_thinking(
+    source: TemplateSource,
+    shape: TemplateShape,
+    index: int,
+    result: TranslatedTemplate,
+    refs: Mapping[str, Any],
+    tools: ToolAnalysis,
+) -> TranslatedTemplate:
+    """``result`` redone with reasoning and the thinking switch in it, when every probe that
+    matched still matches, none starts to differ, and a thinking probe matches; else
+    ``result``."""
+    with_tools = ".Tools" in result.template or ".ToolCalls" in result.template
+    attempt: TranslatedTemplate | str = "not tried"
+    if with_tools:
+        attempt = _with_tools(source, shape, index, result, refs, tools)
+    if not isinstance(attempt, TranslatedTemplate):
+        template, system = candidates(source, shape)[index]
+        report = verify_template(source, template, system=system, references=refs)
+        attempt = replace(result, template=template, system=system, report=report)
+        attempt = _with_tool_probes(source, attempt, refs, tools)
+    attempt = replace(attempt, shape=shape)
+    old, new = result.report.probes, attempt.report.probes
+    matched_before = {p.probe for p in old if p.status == "match"}
+    matched = {p.probe for p in new if p.status == "match"}
+    differing = {p.probe for p in new if p.status == "differs"}
+    thinking = {p.id for p in load_probes() if p.needs_thinking}
+    same = matched_before <= matched and not differing - {
+        p.probe for p in old if p.status == "differs"
+    }
+    if same and matched & thinking:
+        return _require_tools(attempt, tools)
+    logger.info("thinking not translated: a probe would differ")
+    return result
 
 
 def _require_tools(result: TranslatedTemplate, tools: ToolAnalysis) -> TranslatedTemplate:

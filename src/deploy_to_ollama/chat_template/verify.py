@@ -103,6 +103,13 @@ class VerificationReport:
         return bool(ran) and all(p.status == "match" for p in ran)
 
     @property
+    def thinking_verified(self) -> bool:
+        """At least one thinking probe ran and every thinking probe that ran matches."""
+        ids = frozenset(p.id for p in load_probes() if p.needs_thinking)
+        ran = [p for p in self.probes if p.probe in ids and p.status != "skipped"]
+        return bool(ran) and all(p.status == "match" for p in ran)
+
+    @property
     def verified(self) -> bool:
         """Every non-skipped probe matches (and at least one ran); where the Jinja template
         renders tools, tool probes must be among the matches."""
@@ -204,6 +211,8 @@ def _check(
 
     if probe.needs_tools and not tools:
         return skipped("tool calling is not translated: the TEMPLATE ignores tools")
+    if probe.needs_thinking and not _thinks(go_template):
+        return skipped(NO_THINKING)
     if expected is None:
         return skipped("no transformers rendering")
     if isinstance(expected, Exception):
@@ -219,6 +228,22 @@ def _check(
             expected=expected,
         )
     return _compare(source, probe, expected, actual, encode)
+
+
+#: Why thinking probes do not run for a TEMPLATE without the thinking capability.
+NO_THINKING = (
+    "the TEMPLATE has no thinking capability (no .Thinking inside the messages loop), so "
+    "Ollama refuses a request's think: nothing to compare"
+)
+
+
+def _thinks(go_template: str) -> bool:
+    from .ollama_prompt import template_thinks
+
+    try:
+        return template_thinks(go_template)
+    except DeployError:
+        return False
 
 
 def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: bool) -> str:
