@@ -194,21 +194,18 @@ def _emit_header(
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    if shape.assistant_prefix_last != shape.assistant_prefix and shape.think is not None:
-        # A prefilled turn with reasoning opens like any turn; without, as observed.
-        pieces += [Act("if $last"), Act(f"if {_thinking_cond(shape)}")]
-        pieces += [Lit(shape.assistant_prefix), Act("else"), Lit(shape.assistant_prefix_last)]
-        pieces += [Act("end"), Act("else"), Lit(shape.assistant_prefix), Act("end")]
-    elif shape.assistant_prefix_last != shape.assistant_prefix:
-        pieces += [
-            Act("if $last"),
-            Lit(shape.assistant_prefix_last),
-            Act("else"),
-            Lit(shape.assistant_prefix),
-            Act("end"),
-        ]
+    if tools is not None and tools.opening is not None:
+        # A turn with tool calls opens with its own text after a shared part; $tc (a
+        # variable) keeps Ollama's tag search on the later `if .ToolCalls`.
+        rest = replace(
+            shape,
+            assistant_prefix=shape.assistant_prefix[tools.opening :],
+            assistant_prefix_last=shape.assistant_prefix_last[tools.opening :],
+        )
+        pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
+        pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
     else:
-        pieces += [Lit(shape.assistant_prefix)]
+        pieces += _prefix(shape)
     pieces += _reasoning(shape)
     if tools is not None and tools.content_dropped:
         content = _content(".Content", shape.trim("assistant"), "a")
@@ -232,6 +229,27 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
             pieces += [Act("if $last"), *_named(suffix_last), Act("else"), *_named(suffix)]
             pieces += [Act("end")]
     pieces += [Act("end"), Act("end")]
+    return pieces
+
+
+def _prefix(shape: TemplateShape) -> list[Piece]:
+    """The assistant prefix (its own variant when the turn is a prefilled last one)."""
+    pieces: list[Piece] = []
+    if shape.assistant_prefix_last != shape.assistant_prefix and shape.think is not None:
+        # A prefilled turn with reasoning opens like any turn; without, as observed.
+        pieces += [Act("if $last"), Act(f"if {_thinking_cond(shape)}")]
+        pieces += [Lit(shape.assistant_prefix), Act("else"), Lit(shape.assistant_prefix_last)]
+        pieces += [Act("end"), Act("else"), Lit(shape.assistant_prefix), Act("end")]
+    elif shape.assistant_prefix_last != shape.assistant_prefix:
+        pieces += [
+            Act("if $last"),
+            Lit(shape.assistant_prefix_last),
+            Act("else"),
+            Lit(shape.assistant_prefix),
+            Act("end"),
+        ]
+    else:
+        pieces += [Lit(shape.assistant_prefix)]
     return pieces
 
 

@@ -100,6 +100,8 @@ class ToolShape:
     """After the last of consecutive tool results, before the next turn."""
     result_close_last: str = ""
     """After a tool result that ends the conversation (includes the generation prompt)."""
+    opening: int | None = None
+    """Where a turn with tool calls leaves the assistant prefix (None: it keeps all of it)."""
     calls_dropped: bool = False
     """The Jinja template prints an assistant turn with tool calls as an ordinary turn."""
     content_dropped: bool = False
@@ -430,10 +432,39 @@ class _Regions:
     """Two results (after two calls, or one call where the template allows one only)."""
     final: bool
     next_prefix: str
+    shared: int
+    """How much of the assistant prefix opens a turn with tool calls."""
+
+
+def _opening(source: TemplateSource, shape: TemplateShape) -> int | None:
+    """How much of the assistant prefix a turn with tool calls shares (all of it, or up to a
+    marker where it switches to its own opening, as Command-R's ``<|START_ACTION|>``)."""
+    from .shape import MARKER_RE
+
+    text = _render(source, _call_conv(1, content="", results=1, final=True), gen=True)
+    if text is None:
+        text = _render(source, _call_conv(1, content="", results=1, final=False), gen=True)
+    at = text.find(U1) if text is not None else -1
+    if text is None or at < 0 or not text.startswith(shape.user_suffix, at + len(U1)):
+        return None
+    rest = text[at + len(U1) + len(shape.user_suffix) :]
+    prefix = shape.assistant_prefix
+    if rest.startswith(prefix):
+        return len(prefix)
+    shared = 0
+    while shared < len(prefix) and rest[shared] == prefix[shared]:
+        shared += 1
+    for match in MARKER_RE.finditer(prefix):
+        if match.start() < shared < match.end():
+            shared = match.start()
+    return shared
 
 
 def _regions(source: TemplateSource, shape: TemplateShape) -> _Regions | str:
-    lead = shape.user_suffix + shape.assistant_prefix
+    shared = _opening(source, shape)
+    if shared is None:
+        return "an assistant turn with tool calls opens unlike other turns"
+    lead = shape.user_suffix + shape.assistant_prefix[:shared]
     for final in (True, False):
         stop, next_prefix = (A2, shape.assistant_prefix) if final else (U2, shape.user_prefix)
         found: dict[tuple[int, str], str] = {}
@@ -456,7 +487,7 @@ def _regions(source: TemplateSource, shape: TemplateShape) -> _Regions | str:
             if text is not None and U1 in text:
                 at = text.find(U1)
                 two = text[at + len(U1) + len(lead) : text.rfind(stop)]
-        return _Regions(found, two, final, next_prefix)
+        return _Regions(found, two, final, next_prefix, shared)
     return "the Jinja template rejects a conversation with tool calls"
 
 
@@ -469,6 +500,15 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
     regions = _regions(source, shape)
     if isinstance(regions, str):
         return ToolShape(reason=regions)
+    opening = regions.shared if regions.shared < len(shape.assistant_prefix) else None
+    shaped = _tool_parts(source, shape, regions)
+    if opening is not None and shaped.calls is None:
+        return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
+    return replace(shaped, opening=opening)
+
+
+def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions) -> ToolShape:
+    """Calls, content next to them and results, from the regions after the opening."""
     call_mentions = [_mentions(c) for c in CALLS]
     result_mentions = [_mentions(r) for r in RESULTS]
 
