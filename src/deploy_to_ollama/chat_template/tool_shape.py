@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import TemplateRenderError
 from .gotext import Act, Lit, Piece
-from .hf_render import JSON_CLOSE, JSON_OPEN, split_marked
+from .loops import Loop, extent, infer_loop, json_pieces, mentions, single_loop, spans
 from .shape import SYS, U1, U2, TemplateShape
 from .source import TemplateSource
 
@@ -58,26 +58,9 @@ RESULTS = tuple(
 CONTENT = "Zqcallcontent"
 #: The assistant's answer after tool results.
 A2 = "Zqasstfinal"
-#: Anything left over that starts like this is a sentinel the Go side cannot reproduce.
-SENTINEL_PREFIXES = ("Zq", "zq")
 
 #: Go expression for each sentinel string of tool ``k``.
 _TOOL_TEXT = {"name": ".Function.Name", "description": ".Function.Description"}
-
-
-@dataclass(frozen=True, slots=True)
-class Loop:
-    """One list as the Jinja template prints it."""
-
-    before: str
-    item: tuple[Piece, ...]
-    """The item, with the loop variable's expressions in it."""
-    glue: str
-    after: str
-    item_text: str
-    """The first item's rendered text (with JSON marks), to find it inside a wrapper."""
-    whole: bool = False
-    """``item`` prints the whole list (a JSON list rebuilt by its own loop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,164 +121,6 @@ def _render(
         return None
 
 
-def _spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each marked JSON span, marks included."""
-    spans, pos = [], 0
-    while (start := text.find(JSON_OPEN, pos)) >= 0:
-        end = text.find(JSON_CLOSE, start)
-        if end < 0:
-            break
-        spans.append((start, end + 1))
-        pos = end + 1
-    return spans
-
-
-def _extent(
-    text: str, mentions: Sequence[str], lo: int = 0, hi: int | None = None
-) -> tuple[int, int]:
-    """First and last character of ``text[lo:hi]`` that belong to an item: its sentinels,
-    widened to the JSON span around them. (-1, -1) when none occurs."""
-    hi = len(text) if hi is None else hi
-    found: list[tuple[int, int]] = []
-    for mention in mentions:
-        at = text.find(mention, lo, hi)
-        while at >= 0:
-            found.append((at, at + len(mention)))
-            at = text.find(mention, at + 1, hi)
-    if not found:
-        return -1, -1
-    start, end = min(a for a, _ in found), max(b for _, b in found)
-    for a, b in _spans(text):
-        if a < start < b:
-            start = a
-        if a < end <= b:
-            end = b
-    return start, end
-
-
-def _mentions(item: Mapping[str, Any]) -> list[str]:
-    """The sentinel strings of a tool, call or result."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str) and value.startswith(SENTINEL_PREFIXES):
-            found.append(value)
-        elif isinstance(value, Mapping):
-            for key, sub in value.items():
-                walk(key)
-                walk(sub)
-        elif isinstance(value, list):
-            for sub in value:
-                walk(sub)
-
-    walk(dict(item))
-    return found
-
-
-def generalise(
-    text: str, strings: Mapping[str, str], values: Sequence[tuple[Any, str]]
-) -> list[Piece] | None:
-    """Turn one rendered item into pieces: sentinel ``strings`` become their Go expression, a
-    marked JSON value equal to one of ``values`` becomes ``json <expr>`` (objects are rebuilt
-    key by key). None when a sentinel would be left as literal text."""
-    pieces_in = split_marked(text)
-    if pieces_in is None:
-        return None
-    out: list[Piece] = []
-    for is_json, part in pieces_in:
-        if is_json:
-            try:
-                value = json.loads(part)
-            except ValueError:
-                return None
-            built = _json_pieces(value, strings, values)
-            if built is None:
-                return None
-            out += built
-        else:
-            out += _string_pieces(part, strings)
-    if any(isinstance(p, Lit) and any(s in p.text for s in SENTINEL_PREFIXES) for p in out):
-        return None
-    return out
-
-
-def _string_pieces(text: str, strings: Mapping[str, str]) -> list[Piece]:
-    out: list[Piece] = []
-    pos = 0
-    while pos < len(text):
-        hits = [(text.find(s, pos), s) for s in strings if text.find(s, pos) >= 0]
-        if not hits:
-            break
-        at, sentinel = min(hits, key=lambda hit: (hit[0], -len(hit[1])))
-        if at > pos:
-            out.append(Lit(text[pos:at]))
-        out.append(Act(strings[sentinel]))
-        pos = at + len(sentinel)
-    if pos < len(text):
-        out.append(Lit(text[pos:]))
-    return out
-
-
-def _json_pieces(
-    value: Any, strings: Mapping[str, str], values: Sequence[tuple[Any, str]]
-) -> list[Piece] | None:
-    from .verify import same_json
-
-    for known, expr in values:
-        if same_json(value, known):
-            return [Act(f"json {expr}")]
-    if isinstance(value, str) and value in strings:
-        return [Act(f"json {strings[value]}")]
-    if isinstance(value, dict):
-        out: list[Piece] = [Lit("{")]
-        for n, (key, sub) in enumerate(value.items()):
-            built = _json_pieces(sub, strings, values)
-            if built is None or str(key).startswith(SENTINEL_PREFIXES):
-                return None
-            out += [Lit(("," if n else "") + json.dumps(key) + ":"), *built]
-        return [*out, Lit("}")]
-    if isinstance(value, list):
-        out = [Lit("[")]
-        for n, sub in enumerate(value):
-            built = _json_pieces(sub, strings, values)
-            if built is None:
-                return None
-            out += [*([Lit(",")] if n else []), *built]
-        return [*out, Lit("]")]
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return None if any(s in text for s in SENTINEL_PREFIXES) else [Lit(text)]
-
-
-def infer_loop(
-    one: str,
-    two: str,
-    mentions: Sequence[Sequence[str]],
-    subst: Sequence[tuple[Mapping[str, str], Sequence[tuple[Any, str]]]],
-) -> Loop | None:
-    """A loop from a region rendered with one item and with two.
-
-    Args:
-        one: the region with item 0 only.
-        two: the region with items 0 and 1.
-        mentions: each item's sentinel strings.
-        subst: each item's (strings, values) for :func:`generalise`.
-    """
-    a0, e0 = _extent(one, mentions[0])
-    b0, f0 = _extent(two, mentions[0])
-    a1, e1 = _extent(two, mentions[1])
-    if min(a0, b0, a1) < 0 or not f0 <= a1:
-        return None
-    before, after = one[:a0], one[e0:]
-    if two[:b0] != before or two[e1:] != after:
-        return None
-    first = generalise(one[a0:e0], *subst[0])
-    again = generalise(two[b0:f0], *subst[0])
-    second = generalise(two[a1:e1], *subst[1])
-    if first is None or first != again or first != second:
-        return None
-    return Loop(before, tuple(first), two[f0:a1], after, one[a0:e0])
-
-
 def _tool_subst(tool: Mapping[str, Any], var: str) -> tuple[dict[str, str], list[tuple[Any, str]]]:
     function = tool["function"]
     strings = {function[key]: f"{var}{expr}" for key, expr in _TOOL_TEXT.items()}
@@ -333,14 +158,14 @@ def definitions_loop(source: TemplateSource) -> Loop | None:
     if one is None or two is None:
         return None
     subst = [_tool_subst(t, "$t") for t in TOOLS]
-    return infer_loop(one, two, [_mentions(t) for t in TOOLS], subst) or _list_loop(one, two, subst)
+    return infer_loop(one, two, [mentions(t) for t in TOOLS], subst) or _list_loop(one, two, subst)
 
 
 def _list_loop(
     one: str, two: str, subst: Sequence[tuple[Mapping[str, str], Sequence[tuple[Any, str]]]]
 ) -> Loop | None:
     """The tool list dumped whole (``tools | tojson``): one JSON list, rebuilt by a loop."""
-    spans_one, spans_two = _spans(one), _spans(two)
+    spans_one, spans_two = spans(one), spans(two)
     if len(spans_one) != len(spans_two):
         return None
     for (a, b), (c, d) in zip(spans_one, spans_two, strict=True):
@@ -352,8 +177,8 @@ def _list_loop(
             continue
         if len(both) != 2 or one[:a] != two[:c] or one[b:] != two[d:]:
             continue
-        item = _json_pieces(first[0], *subst[0])
-        if item is None or item != _json_pieces(both[1], *subst[1]):
+        item = json_pieces(first[0], *subst[0])
+        if item is None or item != json_pieces(both[1], *subst[1]):
             continue
         pieces = (Lit("["), Act("range $k, $t := $.Tools"), Act("if $k"), Lit(","), Act("end"))
         return Loop("", (*pieces, *item, Act("end"), Lit("]")), "", "", one[a:b], whole=True)
@@ -509,15 +334,15 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
 
 def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions) -> ToolShape:
     """Calls, content next to them and results, from the regions after the opening."""
-    call_mentions = [_mentions(c) for c in CALLS]
-    result_mentions = [_mentions(r) for r in RESULTS]
+    call_mentions = [mentions(c) for c in CALLS]
+    result_mentions = [mentions(r) for r in RESULTS]
 
     def cut(region: str) -> str:
-        start, _ = _extent(region, result_mentions[0])
+        start, _ = extent(region, result_mentions[0])
         return region[:start] if start >= 0 else region
 
     one = cut(regions.calls[1, ""])
-    if _extent(one, call_mentions[0])[0] < 0:
+    if extent(one, call_mentions[0])[0] < 0:
         # The Jinja template drops tool calls: the assistant turn prints as an ordinary one.
         return _with_results(source, shape, ToolShape(calls_dropped=True), one, regions)
     subst = [_call_subst(c, "$c") for c in CALLS]
@@ -546,17 +371,6 @@ def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions)
     return _with_results(source, shape, parts, calls.after, regions)
 
 
-def single_loop(
-    one: str, mentions: Sequence[str], subst: tuple[Mapping[str, str], Sequence[tuple[Any, str]]]
-) -> Loop | None:
-    """A loop seen with one item only (the template rejects two): no glue is known."""
-    start, end = _extent(one, mentions)
-    item = generalise(one[start:end], *subst) if start >= 0 else None
-    if item is None:
-        return None
-    return Loop(one[:start], tuple(item), "", one[end:], one[start:end])
-
-
 def _with_results(
     source: TemplateSource, shape: TemplateShape, parts: ToolShape, head: str, regions: _Regions
 ) -> ToolShape:
@@ -564,14 +378,14 @@ def _with_results(
 
     ``head`` is the text from the end of the last call up to the first result.
     """
-    result_mentions = [_mentions(r) for r in RESULTS]
+    result_mentions = [mentions(r) for r in RESULTS]
     subst = [_result_subst(r) for r in RESULTS]
     one = regions.calls[1, ""]
-    start_one = _extent(one, result_mentions[0])[0]
+    start_one = extent(one, result_mentions[0])[0]
     if start_one < 0:
         return replace(parts, reason="tool results do not show their content")
     two = regions.results_two
-    start_two = _extent(two, result_mentions[0])[0] if two is not None else -1
+    start_two = extent(two, result_mentions[0])[0] if two is not None else -1
     if two is not None and start_two >= 0:
         loop = infer_loop(head + one[start_one:], head + two[start_two:], result_mentions, subst)
     else:
@@ -594,7 +408,7 @@ def _with_results(
         result=loop.item,
         result_glue=loop.glue,
         result_close=loop.after[: len(loop.after) - len(regions.next_prefix)],
-        result_close_last=last[_extent(last, result_mentions[0])[1] :],
+        result_close_last=last[extent(last, result_mentions[0])[1] :],
     )
 
 
