@@ -269,7 +269,7 @@ def _calls(
         pieces += [Act("$tc := .ToolCalls"), Act("if and $tc .Content")]
         pieces += [Lit(_plain(tools.content_pre)), *text, Lit(_plain(tools.content_post))]
         pieces += [Act("else if not $tc"), *text, Act("end")]
-    pieces += [Act("if .ToolCalls"), Lit(_plain(calls.before))]
+    pieces += [Act("if .ToolCalls"), *_tagged(_plain(calls.before))]
     pieces += [Act("range $k, $c := .ToolCalls"), Act("if $k"), Lit(_plain(calls.glue))]
     pieces += [Act("end"), *calls.item, Act("end")]
     end = tools.calls_end if tools.results else calls.after
@@ -277,6 +277,19 @@ def _calls(
     if shape.assistant_suffix:
         pieces += [Act("else if not $last"), Lit(shape.assistant_suffix)]
     return [*pieces, Act("end")]
+
+
+def _tagged(before: str) -> list[Piece]:
+    """The text before the first call, with whitespace that ends its tag printed by an action,
+    so Ollama's tag (first text node, trimmed, cut at ``{``) is ``<tool_call>``, not
+    ``<tool_call>\n``: the same prompt, and the tag still matches if the model drops the
+    newline."""
+    cut = before.find("{")
+    head = before if cut < 0 else before[:cut]
+    tag = head.rstrip()
+    if not tag or tag == head:
+        return [Lit(before)]
+    return [Lit(tag), Act(go_string(head[len(tag) :])), Lit(before[len(head) :])]
 
 
 def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
