@@ -249,3 +249,22 @@ def test_ollama_accepts_the_tool_template_and_reports_tools(
         shown = json.load(resp)
     assert shown["template"] == result.template
     assert "tools" in shown.get("capabilities", [])
+
+
+# Calls as bare JSON objects, nothing before the first one: Ollama must expect bare JSON.
+BARE_JSON_CALLS = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}{% if not loop.first %}, {% endif %}"
+    "{{ c.function | tojson }}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_calls_without_a_tag_give_an_empty_tag_not_the_glue(go_oracle: Any) -> None:
+    result = translate_template(_source(BARE_JSON_CALLS))
+    calls = _tool_probes(result)
+    assert calls["parallel_tool_calls"].status == "match"
+    assert calls["parallel_tool_calls"].tier == "json_equivalent"
+    assert "}, {" in (calls["parallel_tool_calls"].expected or "")
+    (go,) = go_oracle.run([{"kind": "tooltag", "template": result.template}])
+    assert tool_call_tag(result.template) == "" == go.output

@@ -266,7 +266,8 @@ def _calls(
     text = _content(".Content", shape.trim("assistant"), "a")
     pieces: list[Piece] = []
     if content:
-        pieces += [Act("$tc := .ToolCalls"), Act("if and $tc .Content")]
+        cond = "$tc" if tools.content_always else "and $tc .Content"
+        pieces += [Act("$tc := .ToolCalls"), Act(f"if {cond}")]
         pieces += [Lit(_plain(tools.content_pre)), *text, Lit(_plain(tools.content_post))]
         pieces += [Act("else if not $tc"), *text, Act("end")]
     pieces += [Act("if .ToolCalls"), *_tagged(_plain(calls.before))]
@@ -287,6 +288,10 @@ def _tagged(before: str) -> list[Piece]:
     cut = before.find("{")
     head = before if cut < 0 else before[:cut]
     tag = head.rstrip()
+    if not before:
+        # No text before the first call: an action first makes Ollama's tag empty (bare
+        # JSON) instead of taking the glue between calls inside the range.
+        return [Act('""')]
     if not tag or tag == head:
         return [Lit(before)]
     return [Lit(tag), Act(go_string(head[len(tag) :])), Lit(before[len(head) :])]
@@ -294,6 +299,9 @@ def _tagged(before: str) -> list[Piece]:
 
 def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
     """A tool result; consecutive results share the opening and closing the Jinja prints."""
+    if tools.results_dropped:
+        last = [Lit(_plain(tools.result_close_last)), *_think_switch(shape)]
+        return [Act('else if eq .Role "tool"'), Act("if $last"), *last, Act("end")]
     pieces: list[Piece] = [Act('else if eq .Role "tool"'), Act('if ne $prevRole "tool"')]
     pieces += [Lit(_plain(tools.result_open)), Act("end"), *tools.result, Act("if $last")]
     pieces += [Lit(_plain(tools.result_close_last)), *_think_switch(shape)]

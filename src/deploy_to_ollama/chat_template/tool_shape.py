@@ -89,13 +89,17 @@ class ToolShape:
     """The Jinja template prints an assistant turn with tool calls as an ordinary turn."""
     content_dropped: bool = False
     """The Jinja template drops an assistant's content when the turn has tool calls."""
+    content_always: bool = False
+    """``content_pre``/``content_post`` wrap the content of a turn with calls even when empty."""
+    results_dropped: bool = False
+    """The Jinja template prints no tool result (only the generation prompt after a last one)."""
     reason: str = ""
     """Why some part was not inferred (empty when all were)."""
 
     @property
     def results(self) -> bool:
-        """Whether tool results were inferred."""
-        return bool(self.result)
+        """Whether tool results were inferred (printed or dropped)."""
+        return bool(self.result) or self.results_dropped
 
 
 def _render(
@@ -364,11 +368,34 @@ def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions)
     suffix_at = len(rest) - len(body)
     if at < 0 and with_content == one:
         parts = replace(parts, content_dropped=True)
+    elif at >= 0 and with_content.replace(CONTENT, "") == one and one.startswith(with_content[:at]):
+        # Content wrapped even when empty (Llama 4's <|python_start|>...<|python_end|>).
+        # The calls keep the text after the content: Ollama reads their tag from it.
+        calls = replace(calls, before=calls.before[len(with_content[:at]) :])
+        parts = ToolShape(calls=calls, content_pre=with_content[:at], content_always=True)
     elif at < 0 or suffix_at < 0 or rest[suffix_at:] != body:
         return replace(parts, reason="content next to tool calls prints unlike a loop")
     else:
         parts = replace(parts, content_pre=with_content[:at], content_post=rest[:suffix_at])
     return _with_results(source, shape, parts, calls.after, regions)
+
+
+def _results_dropped(
+    source: TemplateSource, shape: TemplateShape, parts: ToolShape, head: str, regions: _Regions
+) -> ToolShape:
+    """The Jinja template prints no tool result at all (Granite 3.0): a tool message prints
+    nothing, except the generation prompt when it ends the conversation."""
+    two = regions.results_two
+    if not parts.calls_dropped or (two is not None and extent(two, mentions(RESULTS[0]))[0] >= 0):
+        return replace(parts, reason="tool results do not show their content")
+    if head != shape.assistant_suffix + regions.next_prefix:
+        return replace(parts, reason="tool results do not show their content")
+    last = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
+    lead = shape.user_suffix + shape.assistant_prefix + shape.assistant_suffix
+    at = last.find(U1) + len(U1) if last is not None else -1
+    if last is None or at < len(U1) or not last.startswith(lead, at):
+        return replace(parts, reason="tool results do not show their content")
+    return replace(parts, results_dropped=True, result_close_last=last[at + len(lead) :])
 
 
 def _with_results(
@@ -383,7 +410,7 @@ def _with_results(
     one = regions.calls[1, ""]
     start_one = extent(one, result_mentions[0])[0]
     if start_one < 0:
-        return replace(parts, reason="tool results do not show their content")
+        return _results_dropped(source, shape, parts, head, regions)
     two = regions.results_two
     start_two = extent(two, result_mentions[0])[0] if two is not None else -1
     if two is not None and start_two >= 0:
