@@ -23,19 +23,35 @@ from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 RATCHET = 293
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
-TOOL_RESULT_RATCHET = 108
+TOOL_RESULT_RATCHET = 148
+
+#: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
+#: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 59 is 56%, short of the 90% the
+#: issue asks for; what is left needs per-argument loops (XML-style calls), tools before the
+#: last user turn (Mistral) and tool-call turns that open differently (Command-R, gpt-oss).
+TOOLS_RATCHET = 59
+
+#: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
+#: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 16 is 34%,
+#: short of the 90% asked: reasoning inside content, <think> opened by the generation prompt
+#: and other switches (/think, thinking=...) are not inferred yet.
+THINKING_RATCHET = 16
+
+
+def _source(record: dict[str, Any]) -> TemplateSource:
+    return TemplateSource(
+        template=record["jinja"],
+        origin=CHAT_TEMPLATES_DIR / record["_file"],
+        kind="jinja",
+        bos_token=record.get("bos_token") or "<s>",
+        eos_token=record.get("eos_token") or "</s>",
+    )
 
 
 def _translate_all() -> list[tuple[dict[str, Any], Any]]:
     results = []
     for record in corpus_records():
-        source = TemplateSource(
-            template=record["jinja"],
-            origin=CHAT_TEMPLATES_DIR / record["_file"],
-            kind="jinja",
-            bos_token=record.get("bos_token") or "<s>",
-            eos_token=record.get("eos_token") or "</s>",
-        )
+        source = _source(record)
         try:
             results.append((record, translate_template(source)))
         except DeployError as err:
@@ -75,6 +91,27 @@ def test_verified_share_never_drops(corpus_results: list[tuple[dict[str, Any], A
     )
     print(f"tool results verified too: {tool_results}")
     assert tool_results >= TOOL_RESULT_RATCHET
+    rendering = [r for _, r in corpus_results if not isinstance(r, DeployError)]
+    rendering = [r for r in rendering if r.report.tools_required]
+    tools = sum(bool(r.report.tools_verified) for r in rendering)
+    exact = sum(r.report.exact_count for _, r in corpus_results if not isinstance(r, DeployError))
+    json_eq = sum(
+        r.report.json_equivalent_count for _, r in corpus_results if not isinstance(r, DeployError)
+    )
+    print(f"tools verified: {tools}/{len(rendering)}; exact {exact}, json_equivalent {json_eq}")
+    assert tools >= TOOLS_RATCHET
+    from deploy_to_ollama.chat_template.shape import renders_reasoning
+
+    reasoning = [
+        r
+        for record, r in corpus_results
+        if not isinstance(r, DeployError) and renders_reasoning(_source(record))
+    ]
+    thinking = sum(bool(r.report.thinking_verified) for r in reasoning)
+    print(f"thinking verified: {thinking}/{len(reasoning)}")
+    assert thinking >= THINKING_RATCHET
+    # A template whose Jinja renders tools is verified only with its tool probes among them.
+    assert all(r.report.tools_verified for r in rendering if r.verified)
 
 
 @pytest.mark.slow
@@ -94,39 +131,76 @@ def test_every_not_verified_template_says_why(
 def test_no_false_verified_claim_go_oracle(
     corpus_results: list[tuple[dict[str, Any], Any]], go_oracle: Any
 ) -> None:
-    """Every verified claim holds when Go itself renders the TEMPLATE."""
-    from deploy_to_ollama.chat_template.verify import strip_bos
+    """Every verified claim holds when Go itself renders the TEMPLATE, at the claimed tier."""
+    from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
     from support.go_oracle import to_ollama_api_messages
 
     probes = {p.id: p for p in load_probes()}
     cases, checks = [], []
-    tool_claims = 0
+    tool_claims = json_claims = think_claims = 0
     for record, result in corpus_results:
         if not _verified(result):
             continue
+        offers_tools = ".Tools" in result.template
         for checked in result.report.probes:
             probe = probes[checked.probe]
-            # Tool probes that now run (the Jinja template ignores tools) are claims too.
-            if checked.status != "match" or not (checked.public or probe.needs_tools):
+            # Tool and thinking probes that ran are claims too.
+            extra = probe.needs_tools or probe.needs_thinking
+            if checked.status != "match" or not (checked.public or extra):
                 continue
             case = {
                 "kind": "ollama",
                 "template": result.template,
                 "messages": to_ollama_api_messages(list(probe.messages)),
                 "system": result.system or "",
+                "think": probe.think,
             }
-            # Tools are not sent: Ollama refuses them for a TEMPLATE without .Tools.
+            # Ollama refuses tools for a TEMPLATE without .Tools; one with it gets them.
+            if offers_tools and probe.tools:
+                case["tools"] = list(probe.tools)
             tool_claims += probe.needs_tools
+            think_claims += probe.needs_thinking
+            json_claims += checked.tier == "json_equivalent"
             cases.append(case)
-            checks.append((record["_file"], checked, record.get("bos_token") or "<s>"))
+            checks.append((record, result, checked, probe))
     false_claims = []
-    for (name, checked, bos), go in zip(checks, go_oracle.run(cases), strict=True):
+    for (record, _result, checked, probe), go in zip(checks, go_oracle.run(cases), strict=True):
+        bos = record.get("bos_token") or "<s>"
         exp, act = strip_bos(checked.expected or "", go.output, bos)
-        if go.failed or exp != act:
-            false_claims.append((name, checked.probe, go.error or go.parse_error))
+        if checked.tier == "exact":
+            holds = exp == act
+        else:
+            source = _source(record)
+            holds = json_equivalent(source, probe, checked.expected or "", act) and exp != act
+        if go.failed or not holds:
+            false_claims.append((record["_file"], checked.probe, go.error or go.parse_error))
     assert len(checks) > 2500
-    assert tool_claims > 0
+    assert tool_claims > 0 and json_claims > 0 and think_claims > 0
     assert false_claims == []
+
+
+@pytest.mark.slow
+def test_tool_call_tag_is_what_go_reads_and_what_the_jinja_prints(
+    corpus_results: list[tuple[dict[str, Any], Any]], go_oracle: Any
+) -> None:
+    """For every TEMPLATE with tool calls, Ollama's tag rule gives the same tag in Python and
+    Go, and the Jinja prints that tag right before a call's JSON (what the fine-tune emits)."""
+    from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
+
+    templates = [
+        (record, result)
+        for record, result in corpus_results
+        if not isinstance(result, DeployError) and "if .ToolCalls" in result.template
+    ]
+    answers = go_oracle.run([{"kind": "tooltag", "template": r.template} for _, r in templates])
+    assert len(templates) >= 30
+    for (record, result), go in zip(templates, answers, strict=True):
+        tag = tool_call_tag(result.template)
+        assert tag is not None and not go.failed, record["_file"]
+        assert tag == go.output, record["_file"]
+        call = next(p for p in result.report.probes if p.probe == "tool_call_and_result")
+        if call.status == "match":
+            assert tag.strip() in (call.expected or ""), record["_file"]
 
 
 def test_corpus_folder_layout_is_what_the_ratchet_expects() -> None:

@@ -71,7 +71,8 @@ def _translate(record_file: str) -> tuple[dict[str, object], TranslatedTemplate]
 
 
 def _header(name: str, record: dict[str, object], result: TranslatedTemplate) -> str:
-    matched = [p.probe for p in result.report.probes if p.status == "match"]
+    matched = [p.probe for p in result.report.probes if p.status == "match" and p.tier == "exact"]
+    json_eq = [p.probe for p in result.report.probes if p.tier == "json_equivalent"]
     skipped = [f"{p.probe} ({p.reason})" for p in result.report.probes if p.status == "skipped"]
     differs = [p.probe for p in result.report.probes if p.status == "differs"]
     lines = [
@@ -83,6 +84,9 @@ def _header(name: str, record: dict[str, object], result: TranslatedTemplate) ->
         "as transformers (modulo one leading BOS, which the tokenizer adds) on these probes:",
         "  " + ", ".join(matched),
     ]
+    if json_eq:
+        lines.append("Equal outside JSON values, each JSON value parsing to the same object:")
+        lines.append("  " + ", ".join(json_eq))
     if differs:
         lines.append("Differs on: " + ", ".join(differs))
     lines += ["Skipped:"] + [f"  {s[:150]}" for s in skipped]

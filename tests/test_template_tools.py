@@ -47,6 +47,13 @@ CALLS_AS_TEXT = PLAIN_CHATML.replace(
     "{{ m.content }}{% for c in m.tool_calls or [] %}CALL {{ c.function.name }}{% endfor %}",
 )
 
+# Prints each argument as key=value: the translator has no per-argument loop (yet).
+CALLS_PER_ARGUMENT = PLAIN_CHATML.replace(
+    "{{ m.content }}",
+    "{{ m.content }}{% for c in m.tool_calls or [] %}{% for k, v in c.function.arguments.items() %}"
+    "{{ k }}={{ v }}{% endfor %}{% endfor %}",
+)
+
 
 def _source(template: str) -> TemplateSource:
     return TemplateSource(
@@ -80,25 +87,30 @@ def test_tool_result_name_becomes_tool_name() -> None:
     assert "tool name=get_weather" in (_tool_results(result)["tool_call_and_result"].actual or "")
 
 
-def test_python_json_tool_definitions_are_skipped_with_the_reason() -> None:
-    for template, layout in ((TOOLS_AS_JSON, "', '/': ' separators"), (TOOLS_INDENTED, "indent=4")):
+def test_python_json_tool_definitions_are_translated_json_equivalent() -> None:
+    """Tool definitions printed as Python JSON now go into the TEMPLATE (``.Tools``); their
+    probes match at the json_equivalent tier, never exact (Go prints compact JSON)."""
+    for template in (TOOLS_AS_JSON, TOOLS_INDENTED):
         result = translate_template(_source(template))
-        assert result.verified
-        for probe in _tool_results(result).values():
-            assert probe.status == "skipped"
-            assert layout in (probe.reason or "") and "compact Go JSON" in (probe.reason or "")
-        assert 'eq .Role "tool"' not in result.template
+        assert result.verified and result.report.tools_verified
+        assert "{{- if .Tools }}" in result.template
+        offered = _tool_results(result)["tools_available"]
+        assert offered.status == "match" and offered.tier == "json_equivalent"
+        assert not offered.exact and offered.expected != offered.actual
 
 
 def test_forcing_tool_probes_on_json_definitions_shows_the_difference() -> None:
-    """The skip is not hiding a match: given tools, the best TEMPLATE does differ."""
+    """The plain TEMPLATE (no .Tools) given tools does differ: tool probes only count for the
+    TEMPLATE that carries the definitions."""
+    from deploy_to_ollama.chat_template.emit import candidates
+    from deploy_to_ollama.chat_template.shape import infer_shape
+
     source = _source(TOOLS_AS_JSON)
-    result = translate_template(source)
+    plain, system = candidates(source, infer_shape(source))[0]
     suite = [p for p in load_probes() if p.needs_tools]
-    forced = verify_template(
-        source, result.template, system=result.system, tools=True, probes=suite
-    )
-    assert {p.status for p in forced.probes} == {"differs"}
+    forced = verify_template(source, plain, system=system, tools=True, probes=suite)
+    assert "differs" in {p.status for p in forced.probes}
+    assert "match" not in {p.status for p in forced.probes if p.probe == "tools_available"}
     assert '{"type": "function"' in (forced.probes[0].expected or "")
 
 
@@ -111,8 +123,15 @@ def test_other_tool_layouts_and_raising_templates_say_why() -> None:
 
 
 def test_untranslated_tool_calls_stay_skipped_never_counted() -> None:
-    result = translate_template(_source(CALLS_AS_TEXT))
+    result = translate_template(_source(CALLS_PER_ARGUMENT))
     tools = _tool_results(result)
     assert result.verified
     assert tools["tool_call_and_result"].status == "skipped"
     assert tools["tool_call_and_result"].reason == UNTRANSLATED_CALLS
+
+
+def test_tool_calls_printed_as_text_are_translated() -> None:
+    result = translate_template(_source(CALLS_AS_TEXT))
+    call = _tool_results(result)["tool_call_and_result"]
+    assert result.verified and call.status == "match" and call.tier == "exact"
+    assert "CALL get_weather" in (call.actual or "") and "$c.Function.Name" in result.template

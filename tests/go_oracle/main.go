@@ -70,6 +70,8 @@ func run(req request) (res result) {
 		return runOllama(req)
 	case "capabilities":
 		return runCapabilities(req)
+	case "tooltag":
+		return runToolTag(req)
 	}
 	return result{Error: "unknown kind " + req.Kind}
 }

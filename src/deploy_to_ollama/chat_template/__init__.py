@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from .hf_render import render_hf
 from .probes import Probe, load_probes
+from .shape import TemplateShape, infer_shape
 from .source import TemplateSource, load_template_source
 from .stops import infer_stops, is_safe_stop
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
-from .translate import TemplateShape, TranslatedTemplate, infer_shape, translate_template
+from .translate import TranslatedTemplate, translate_template
 from .verify import ProbeResult, VerificationReport, reference_renders, verify_template
 
 __all__ = [

@@ -6,7 +6,8 @@ We call transformers' own ``render_jinja_template``: the same sandboxed Jinja en
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateSyntaxError
@@ -20,6 +21,8 @@ def render_hf(
     tools: Sequence[Mapping[str, Any]] | None = None,
     add_generation_prompt: bool | None = None,
     continue_final_message: bool | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    mark_json: bool = False,
 ) -> str:
     """Render ``messages`` through ``template`` like ``apply_chat_template(tokenize=False)``.
 
@@ -30,6 +33,10 @@ def render_hf(
         tools: tool JSON schemas, passed as ``tools``.
         add_generation_prompt: default: true unless the last message is the assistant's.
         continue_final_message: default: true when the last message is the assistant's (prefill).
+        kwargs: extra template variables a caller passes to ``apply_chat_template``
+            (``enable_thinking``).
+        mark_json: wrap every ``tojson`` output in :data:`JSON_OPEN`/:data:`JSON_CLOSE`, so a
+            verifier knows which spans are JSON values (see :func:`split_marked`).
 
     Returns:
         The prompt text.
@@ -49,16 +56,17 @@ def render_hf(
     if continue_final_message is None:
         continue_final_message = last_is_assistant
     # transformers passes the tokenizer's special tokens as extra template variables.
-    variables: dict[str, Any] = dict(tokens or {})
+    variables: dict[str, Any] = {**(kwargs or {}), **(tokens or {})}
     try:
-        rendered: Any = render_jinja_template(
-            conversations=[[dict(m) for m in messages]],
-            tools=[dict(t) for t in tools] if tools else None,
-            chat_template=template,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message,
-            **variables,
-        )[0]
+        with _marked_tojson(template, enabled=mark_json) as outputs:
+            rendered: Any = render_jinja_template(
+                conversations=[[dict(m) for m in messages]],
+                tools=[dict(t) for t in tools] if tools else None,
+                chat_template=template,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                **variables,
+            )[0]
     except jinja2.TemplateSyntaxError as err:
         raise TemplateSyntaxError(
             f"Jinja syntax error at line {err.lineno}: {err.message}",
@@ -76,7 +84,105 @@ def render_hf(
             f"the chat template raised: {message}",
             hint="the template rejects this conversation",
         ) from err
-    return str(rendered[0])
+    if mark_json and (JSON_OPEN in rendered[0] or JSON_CLOSE in rendered[0]):
+        raise TemplateRenderError(
+            "the rendering holds the private-use characters that mark JSON values",
+            hint="JSON tiers are unavailable for this conversation",
+        )
+    return mark_json_values(str(rendered[0]), outputs) if mark_json else str(rendered[0])
+
+
+#: Private-use characters around each ``tojson`` output in a marked rendering.
+JSON_OPEN = "\ue000"
+JSON_CLOSE = "\ue001"
+
+
+@contextmanager
+def _marked_tojson(template: str, *, enabled: bool) -> Iterator[list[str]]:
+    """Record every ``tojson`` output while rendering (transformers' cached environment gets a
+    recording filter for the duration; compiled Jinja looks filters up at render time).
+
+    Recording instead of printing marks keeps the rendering byte-identical, also where the
+    template slices or pastes onto the JSON (``tojson[:-1] + ', "id": ...}'``).
+    """
+    outputs: list[str] = []
+    if not enabled:
+        yield outputs
+        return
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    env = _compile_jinja_template(template).environment
+    original = env.filters["tojson"]
+
+    def recording(*args: Any, **kw: Any) -> Any:
+        result = original(*args, **kw)
+        outputs.append(str(result))
+        return result
+
+    env.filters["tojson"] = recording
+    try:
+        yield outputs
+    finally:
+        env.filters["tojson"] = original
+
+
+def mark_json_values(text: str, outputs: Sequence[str]) -> str:
+    """Put :data:`JSON_OPEN`/:data:`JSON_CLOSE` around each JSON value the template printed
+    from ``tojson`` output: found in order, widened to the whole JSON value starting there
+    (a template may cut the last brace and paste more keys on).
+
+    >>> mark_json_values('a {"x": 1} b', ['{"x": 1}'])
+    'a \ue000{"x": 1}\ue001 b'
+    >>> mark_json_values('{"x": 1, "id": 2}', ['{"x": 1}'])
+    '\ue000{"x": 1, "id": 2}\ue001'
+    """
+    import json
+
+    decoder = json.JSONDecoder()
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for out in outputs:
+        at, size = text.find(out, pos), len(out)
+        if at < 0 and len(out) > 1:
+            at, size = text.find(out[:-1], pos), len(out) - 1
+        if at < 0:
+            continue
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except ValueError:
+            continue
+        if end >= at + size:
+            spans.append((at, end))
+            pos = end
+    for start, end in reversed(spans):
+        text = text[:start] + JSON_OPEN + text[start:end] + JSON_CLOSE + text[end:]
+    return text
+
+
+def split_marked(text: str) -> list[tuple[bool, str]] | None:
+    """Cut a marked rendering into (is_json, text) pieces; None when markers do not pair up.
+
+    >>> split_marked("a\ue000{}\ue001b")
+    [(False, 'a'), (True, '{}'), (False, 'b')]
+    >>> split_marked("a\ue000{") is None
+    True
+    """
+    pieces: list[tuple[bool, str]] = []
+    pos = 0
+    while True:
+        start = text.find(JSON_OPEN, pos)
+        if start < 0:
+            break
+        end = text.find(JSON_CLOSE, start)
+        inner = text[start + 1 : end] if end >= 0 else ""
+        if end < 0 or JSON_OPEN in inner or JSON_CLOSE in text[pos:start]:
+            return None
+        pieces += [(False, text[pos:start]), (True, inner)]
+        pos = end + 1
+    if JSON_CLOSE in text[pos:]:
+        return None
+    pieces.append((False, text[pos:]))
+    return [piece for piece in pieces if piece[0] or piece[1]]
 
 
 def check_syntax(template: str) -> None:

@@ -24,7 +24,13 @@ from deploy_to_ollama.chat_template.go_template.ollama_types import (
 )
 from deploy_to_ollama.errors import InputError
 
-__all__ = ["OllamaMessage", "infer_thinking_tags", "render_ollama_prompt", "to_ollama_messages"]
+__all__ = [
+    "OllamaMessage",
+    "infer_thinking_tags",
+    "render_ollama_prompt",
+    "template_thinks",
+    "to_ollama_messages",
+]
 
 
 @dataclass(slots=True)
@@ -168,6 +174,15 @@ def _template_facts(template: str) -> tuple[frozenset[str], bool]:
     tmpl = parse_template(template)
     names = frozenset(name.lower() for name in tmpl.identifiers())
     return names, all(infer_thinking_tags(tmpl))
+
+
+def template_thinks(template: str) -> bool:
+    """Whether Ollama gives this TEMPLATE the thinking capability (both tags inferred).
+
+    Raises:
+        TemplateSyntaxError: the template does not parse.
+    """
+    return _template_facts(template)[1]
 
 
 def _prepare(template: str) -> tuple[GoTemplate, frozenset[str], bool]:

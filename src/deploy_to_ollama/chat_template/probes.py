@@ -22,6 +22,15 @@ class Probe:
     ollama_limit: str | None = None
     """Why no Ollama TEMPLATE can reproduce this probe, if that is the case."""
     needs_tools: bool = False
+    think: bool | None = None
+    """The request's ``think`` (None: not sent); the Jinja side gets ``enable_thinking``."""
+    needs_thinking: bool = False
+    """A thinking probe: it counts only where the Jinja template renders reasoning."""
+
+    @property
+    def template_kwargs(self) -> dict[str, Any]:
+        """Extra ``apply_chat_template`` variables for the Jinja side."""
+        return {} if self.think is None else {"enable_thinking": self.think}
 
 
 @cache
@@ -41,4 +50,6 @@ def _probe(item: dict[str, Any]) -> Probe:
         public=bool(item.get("public")),
         ollama_limit=item.get("ollama_limit"),
         needs_tools=bool(item.get("needs_tools")),
+        think=item.get("think"),
+        needs_thinking=bool(item.get("needs_thinking")),
     )

@@ -7,11 +7,9 @@ candidate must look like a marker and must not occur in the probes' natural-lang
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .source import TemplateSource
-    from .translate import TemplateShape
+from .shape import TemplateShape
+from .source import TemplateSource
 
 #: Looks like a control marker: ``<|im_end|>``, ``</s>``, ``[INST]``, ``<end_of_turn>``.
 MARKER_RE = re.compile(r"^(<[^<>\s]+>|\[/?[A-Z_]+\]|<\|[^|]+\|>)$")

@@ -1,9 +1,11 @@
 """Decide, by rendering the Jinja template with a sentinel tool, what its tool calling needs.
 
-Ollama's ``json`` prints compact Go JSON (``{"a":1}``) with Go's field order (``required``
-before ``properties``); transformers' ``tojson`` prints Python's ``json.dumps`` (``", "``,
-``": "``, optional indent, keys in request order). No Go template expression turns one into the
-other, so tool probes only run where the Jinja template provably ignores tool definitions.
+Ollama's ``json`` prints compact Go JSON (``{"a":1}``) with Go's field order; transformers'
+``tojson`` prints Python's ``json.dumps`` (``", "``, ``": "``, optional indent, request key
+order). No Go template turns one into the other, so where the Jinja prints tool definitions
+the translator (``tool_shape.py``) emits ``.Tools`` and its probes match at the
+``json_equivalent`` tier at best; this module classifies the layout, gives the reason a tool
+probe stays skipped, and runs the tool probes of templates that ignore tool definitions.
 """
 
 from __future__ import annotations

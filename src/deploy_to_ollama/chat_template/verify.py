@@ -1,11 +1,16 @@
 """Prove an Ollama TEMPLATE renders the same prompt as the Jinja template, probe by probe.
 
 Both sides render every probe: transformers for the Jinja template, our port of Ollama's
-prompt building for the Go template. ``verified`` only when every non-skipped probe matches.
+prompt building for the Go template. A probe matches at one of two tiers: ``exact`` (the same
+bytes, modulo one leading BOS) or ``json_equivalent`` (the same bytes outside the JSON values
+that the Jinja template printed with ``tojson``, and each of those values parses to the same
+object on both sides: Ollama's ``json`` prints compact Go JSON, transformers Python's layout).
+``verified`` only when every non-skipped probe matches at one of them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +26,7 @@ logger = logging.getLogger(__name__)
 SNIPPET = 40
 
 Status = Literal["match", "differs", "skipped"]
+Tier = Literal["exact", "json_equivalent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +48,21 @@ class ProbeResult:
     token_match: bool | None = None
     expected: str | None = None
     actual: str | None = None
+    tier: Tier | None = None
+    """How a match was proven: ``exact`` bytes (modulo one leading BOS) or ``json_equivalent``;
+    None for a probe that differs or was skipped."""
+    token_delta: int | None = None
+    """Ollama's token count minus transformers' for a json_equivalent match (with a tokenizer)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form (without the full renderings)."""
         return {
             "probe": self.probe,
             "status": self.status,
+            "tier": self.tier,
             "public": self.public,
             "exact": self.exact,
+            "token_delta": self.token_delta,
             "position": self.position,
             "expected": self.expected_snippet,
             "actual": self.actual_snippet,
@@ -64,16 +77,45 @@ class VerificationReport:
 
     probes: tuple[ProbeResult, ...]
     token_level: bool = False
+    tools_required: str | None = None
+    """Why tool probes must be among the matches (the Jinja template renders tools); None
+    when it does not."""
 
     @property
     def matched(self) -> int:
-        """Number of matching probes."""
+        """Number of matching probes (either tier)."""
         return sum(p.status == "match" for p in self.probes)
 
     @property
+    def exact_count(self) -> int:
+        """Matches proven byte for byte (modulo one leading BOS)."""
+        return sum(p.status == "match" and p.tier == "exact" for p in self.probes)
+
+    @property
+    def json_equivalent_count(self) -> int:
+        """Matches proven only up to the layout of JSON values."""
+        return sum(p.status == "match" and p.tier == "json_equivalent" for p in self.probes)
+
+    @property
+    def tools_verified(self) -> bool:
+        """At least one tool probe ran and every tool probe that ran matches."""
+        ran = [p for p in self.probes if p.probe in _tool_probe_ids() and p.status != "skipped"]
+        return bool(ran) and all(p.status == "match" for p in ran)
+
+    @property
+    def thinking_verified(self) -> bool:
+        """At least one thinking probe ran and every thinking probe that ran matches."""
+        ids = frozenset(p.id for p in load_probes() if p.needs_thinking)
+        ran = [p for p in self.probes if p.probe in ids and p.status != "skipped"]
+        return bool(ran) and all(p.status == "match" for p in ran)
+
+    @property
     def verified(self) -> bool:
-        """Every non-skipped probe matches (and at least one ran)."""
+        """Every non-skipped probe matches (and at least one ran); where the Jinja template
+        renders tools, tool probes must be among the matches."""
         ran = [p for p in self.probes if p.status != "skipped"]
+        if self.tools_required and not self.tools_verified:
+            return False
         return bool(ran) and all(p.status == "match" for p in ran)
 
     @property
@@ -87,7 +129,13 @@ class VerificationReport:
         return next((p for p in self.probes if p.status == "differs"), None)
 
 
-def _hf_side(source: TemplateSource, probe: Probe) -> str | TemplateRenderError:
+def _tool_probe_ids() -> frozenset[str]:
+    return frozenset(p.id for p in load_probes() if p.needs_tools)
+
+
+def _hf_side(
+    source: TemplateSource, probe: Probe, *, mark_json: bool = False
+) -> str | TemplateRenderError:
     from .hf_render import render_hf
 
     try:
@@ -96,6 +144,8 @@ def _hf_side(source: TemplateSource, probe: Probe) -> str | TemplateRenderError:
             list(probe.messages),
             tokens=source.template_variables(),
             tools=list(probe.tools) or None,
+            kwargs=probe.template_kwargs,
+            mark_json=mark_json,
         )
     except TemplateRenderError as err:
         return err
@@ -161,6 +211,8 @@ def _check(
 
     if probe.needs_tools and not tools:
         return skipped("tool calling is not translated: the TEMPLATE ignores tools")
+    if probe.needs_thinking and not _thinks(go_template):
+        return skipped(NO_THINKING)
     if expected is None:
         return skipped("no transformers rendering")
     if isinstance(expected, Exception):
@@ -178,6 +230,22 @@ def _check(
     return _compare(source, probe, expected, actual, encode)
 
 
+#: Why thinking probes do not run for a TEMPLATE without the thinking capability.
+NO_THINKING = (
+    "the TEMPLATE has no thinking capability (no .Thinking inside the messages loop), so "
+    "Ollama refuses a request's think: nothing to compare"
+)
+
+
+def _thinks(go_template: str) -> bool:
+    from .ollama_prompt import template_thinks
+
+    try:
+        return template_thinks(go_template)
+    except DeployError:
+        return False
+
+
 def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: bool) -> str:
     from .ollama_prompt import render_ollama_prompt
 
@@ -185,7 +253,11 @@ def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: b
     offered = [dict(t) for t in probe.tools] if tools and probe.tools else None
     return str(
         render_ollama_prompt(
-            go_template, [dict(m) for m in probe.messages], system=system, tools=offered
+            go_template,
+            [dict(m) for m in probe.messages],
+            system=system,
+            tools=offered,
+            think=probe.think,
         )
     )
 
@@ -220,10 +292,16 @@ def _compare(
 ) -> ProbeResult:
     exp, act = strip_bos(expected, actual, source.bos_token)
     position = first_difference(exp, act)
-    token_match = None
-    if encode is not None:
-        token_match = encode(exp) == encode(act)
-    if position is None and token_match is not False:
+    tier: Tier | None = "exact" if position is None else None
+    if tier is None and json_equivalent(source, probe, expected, act):
+        tier = "json_equivalent"
+    token_match, token_delta = None, None
+    if encode is not None and tier is not None:
+        exp_ids, act_ids = encode(exp), encode(act)
+        token_match = exp_ids == act_ids
+        if tier == "json_equivalent":
+            token_delta = len(act_ids) - len(exp_ids)
+    if tier == "json_equivalent" or (tier == "exact" and token_match is not False):
         return ProbeResult(
             probe=probe.id,
             status="match",
@@ -232,6 +310,8 @@ def _compare(
             token_match=token_match,
             expected=expected,
             actual=actual,
+            tier=tier,
+            token_delta=token_delta,
         )
     status: Status = "differs"
     reason = None
@@ -252,6 +332,80 @@ def _compare(
         expected=expected,
         actual=actual,
     )
+
+
+def json_equivalent(source: TemplateSource, probe: Probe, expected: str, actual: str) -> bool:
+    """The ``json_equivalent`` tier: whether ``actual`` equals ``expected`` outside its
+    ``tojson`` values, and each of those parses to the same JSON as ``actual`` holds there.
+
+    ``actual`` has its BOS allowance applied already; ``expected`` is re-rendered with marked
+    ``tojson`` output, which must give the same text once the marks are removed.
+    """
+    from .hf_render import JSON_CLOSE, JSON_OPEN, split_marked
+
+    if JSON_OPEN in expected or JSON_CLOSE in expected:
+        return False
+    packaged = {p.id: p for p in load_probes()}.get(probe.id)
+    candidates = [probe] + ([packaged] if packaged is not None and packaged != probe else [])
+    for candidate in candidates:
+        marked = _hf_side(source, candidate, mark_json=True)
+        if isinstance(marked, TemplateRenderError):
+            continue
+        if marked.replace(JSON_OPEN, "").replace(JSON_CLOSE, "") != expected:
+            continue
+        pieces = split_marked(marked)
+        if pieces is None or not any(is_json for is_json, _ in pieces):
+            return False
+        bos = source.bos_token
+        if bos and pieces[0][1].startswith(bos) and not pieces[0][0] and not actual.startswith(bos):
+            pieces[0] = (False, pieces[0][1][len(bos) :])
+        return json_pieces_match(pieces, actual)
+    return False
+
+
+def json_pieces_match(pieces: Sequence[tuple[bool, str]], actual: str) -> bool:
+    """Match ``actual`` against literal and JSON pieces: literals byte for byte, JSON by value.
+
+    >>> json_pieces_match([(False, "a "), (True, '{"x": 1, "y": [true]}'), (False, "!")],
+    ...                   'a {"y":[true],"x":1}!')
+    True
+    >>> json_pieces_match([(True, '{"x": 1}')], '{"x":true}')
+    False
+    """
+    decoder = json.JSONDecoder()
+    pos = 0
+    for is_json, text in pieces:
+        if not is_json:
+            if not actual.startswith(text, pos):
+                return False
+            pos += len(text)
+            continue
+        try:
+            want = json.loads(text)
+            got, end = decoder.raw_decode(actual, pos)
+        except ValueError:
+            return False
+        if not same_json(want, got):
+            return False
+        pos = end
+    return pos == len(actual)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """JSON equality that keeps ``true`` apart from ``1`` (Python's ``==`` does not).
+
+    >>> same_json({"a": [1, 2.0]}, {"a": [1.0, 2]}), same_json([True], [1]), same_json(1, "1")
+    (True, False, False)
+    """
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
 
 
 def _token_encoder(source: TemplateSource) -> Any:

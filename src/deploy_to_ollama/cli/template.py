@@ -99,6 +99,8 @@ def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) ->
         "system": result.system,
         "verified": result.verified,
         "probes": [p.to_json() for p in result.report.probes],
+        "exact_probes": result.report.exact_count,
+        "json_equivalent_probes": result.report.json_equivalent_count,
         "warnings": list(result.warnings),
     } | extra
 
@@ -125,8 +127,10 @@ def _summary(report: VerificationReport) -> None:
     ran = [p for p in report.probes if p.status != "skipped"]
     matched = sum(p.status == "match" for p in ran)
     verdict = "verified" if report.verified else "NOT verified"
+    tiers = f" ({report.exact_count} exact, {report.json_equivalent_count} json_equivalent)"
     print_line(
-        f"{verdict}: {matched}/{len(ran)} probes match, {len(report.probes) - len(ran)} skipped"
+        f"{verdict}: {matched}/{len(ran)} probes match{tiers}, "
+        f"{len(report.probes) - len(ran)} skipped"
     )
     failure = report.first_failure()
     if failure is not None:

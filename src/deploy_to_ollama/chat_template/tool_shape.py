@@ -1,0 +1,451 @@
+"""Infer how a Jinja template prints tool definitions, tool calls and tool results, as loops.
+
+We render sentinel tools, calls and results one and two at a time with ``tojson`` output
+marked, and read each list off as a loop: the text before the first item, the item (its
+sentinels replaced by Go expressions, its JSON values by Ollama's ``json``), the glue between
+items and the text after. No family table: a layout never seen before goes through the same
+inference, and what it yields still has to verify.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..errors import TemplateRenderError
+from .gotext import Act, Lit, Piece
+from .loops import Loop, extent, infer_loop, json_pieces, mentions, single_loop, spans
+from .shape import SYS, U1, U2, TemplateShape
+from .source import TemplateSource
+
+#: Sentinel tools: names must not be prefixes of one another.
+TOOLS = tuple(
+    {
+        "type": "function",
+        "function": {
+            "name": f"Zqtool{tag}name",
+            "description": f"Zqtool{tag}desc",
+            "parameters": {
+                "type": "object",
+                "properties": {f"zqarg{tag}": {"type": "string", "description": f"Zqarg{tag}doc"}},
+                "required": [f"zqarg{tag}"],
+            },
+        },
+    }
+    for tag in "ab"
+)
+#: Sentinel calls; ids are 9 alphanumerics (Mistral templates reject anything else).
+CALLS = tuple(
+    {
+        "id": f"Zqcallid{tag}",
+        "type": "function",
+        "function": {"name": f"Zqcall{tag}name", "arguments": {f"zqkey{tag}": f"Zqcallval{tag}"}},
+    }
+    for tag in "ab"
+)
+#: Sentinel results answering ``CALLS``.
+RESULTS = tuple(
+    {
+        "role": "tool",
+        "content": f"Zqresult{tag}",
+        "name": f"Zqresname{tag}",
+        "tool_call_id": f"Zqresid{tag}0",
+    }
+    for tag in "ab"
+)
+CONTENT = "Zqcallcontent"
+#: The assistant's answer after tool results.
+A2 = "Zqasstfinal"
+
+#: Go expression for each sentinel string of tool ``k``.
+_TOOL_TEXT = {"name": ".Function.Name", "description": ".Function.Description"}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolShape:
+    """Tool text the Go template must print, each part None where it was not inferred."""
+
+    definitions: Loop | None = None
+    calls: Loop | None = None
+    content_pre: str = ""
+    """Before an assistant's content when the turn also has tool calls."""
+    content_post: str = ""
+    """Between that content and the first call's wrapper."""
+    calls_end: str = ""
+    """The end of an assistant turn with tool calls (after the last call)."""
+    result_open: str = ""
+    """Before the first of consecutive tool results."""
+    result: tuple[Piece, ...] = ()
+    result_glue: str = ""
+    result_close: str = ""
+    """After the last of consecutive tool results, before the next turn."""
+    result_close_last: str = ""
+    """After a tool result that ends the conversation (includes the generation prompt)."""
+    opening: int | None = None
+    """Where a turn with tool calls leaves the assistant prefix (None: it keeps all of it)."""
+    calls_dropped: bool = False
+    """The Jinja template prints an assistant turn with tool calls as an ordinary turn."""
+    content_dropped: bool = False
+    """The Jinja template drops an assistant's content when the turn has tool calls."""
+    content_always: bool = False
+    """``content_pre``/``content_post`` wrap the content of a turn with calls even when empty."""
+    results_dropped: bool = False
+    """The Jinja template prints no tool result (only the generation prompt after a last one)."""
+    reason: str = ""
+    """Why some part was not inferred (empty when all were)."""
+
+    @property
+    def results(self) -> bool:
+        """Whether tool results were inferred (printed or dropped)."""
+        return bool(self.result) or self.results_dropped
+
+
+def _render(
+    source: TemplateSource,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    gen: bool,
+) -> str | None:
+    from .hf_render import render_hf
+
+    try:
+        return render_hf(
+            source.template,
+            messages,
+            tokens=source.template_variables(),
+            tools=tools,
+            add_generation_prompt=gen,
+            continue_final_message=False,
+            mark_json=True,
+        )
+    except TemplateRenderError:
+        return None
+
+
+def _tool_subst(tool: Mapping[str, Any], var: str) -> tuple[dict[str, str], list[tuple[Any, str]]]:
+    function = tool["function"]
+    strings = {function[key]: f"{var}{expr}" for key, expr in _TOOL_TEXT.items()}
+    params = function["parameters"]
+    values = [
+        (dict(tool), var),
+        (dict(function), f"{var}.Function"),
+        (params, f"{var}.Function.Parameters"),
+        (params["properties"], f"{var}.Function.Parameters.Properties"),
+    ]
+    return strings, values
+
+
+def _call_subst(call: Mapping[str, Any], var: str) -> tuple[dict[str, str], list[tuple[Any, str]]]:
+    function = call["function"]
+    strings = {function["name"]: f"{var}.Function.Name", call["id"]: f"{var}.ID"}
+    return strings, [(function["arguments"], f"{var}.Function.Arguments")]
+
+
+def _result_subst(result: Mapping[str, Any]) -> tuple[dict[str, str], list[tuple[Any, str]]]:
+    strings = {result["content"]: ".Content", result["name"]: ".ToolName"}
+    strings[result["tool_call_id"]] = ".ToolCallID"
+    return strings, []
+
+
+def definitions_loop(source: TemplateSource) -> Loop | None:
+    """How the tool list prints, learned from whole renderings with one and with two tools."""
+    conv = [{"role": "system", "content": SYS}, {"role": "user", "content": U1}]
+    one = _render(source, conv, tools=TOOLS[:1], gen=True)
+    two = _render(source, conv, tools=TOOLS, gen=True)
+    if one is None or two is None:
+        conv = conv[1:]
+        one = _render(source, conv, tools=TOOLS[:1], gen=True)
+        two = _render(source, conv, tools=TOOLS, gen=True)
+    if one is None or two is None:
+        return None
+    subst = [_tool_subst(t, "$t") for t in TOOLS]
+    return infer_loop(one, two, [mentions(t) for t in TOOLS], subst) or _list_loop(one, two, subst)
+
+
+def _list_loop(
+    one: str, two: str, subst: Sequence[tuple[Mapping[str, str], Sequence[tuple[Any, str]]]]
+) -> Loop | None:
+    """The tool list dumped whole (``tools | tojson``): one JSON list, rebuilt by a loop."""
+    spans_one, spans_two = spans(one), spans(two)
+    if len(spans_one) != len(spans_two):
+        return None
+    for (a, b), (c, d) in zip(spans_one, spans_two, strict=True):
+        try:
+            first, both = json.loads(one[a + 1 : b - 1]), json.loads(two[c + 1 : d - 1])
+        except ValueError:
+            continue
+        if not (isinstance(first, list) and isinstance(both, list) and len(first) == 1):
+            continue
+        if len(both) != 2 or one[:a] != two[:c] or one[b:] != two[d:]:
+            continue
+        item = json_pieces(first[0], *subst[0])
+        if item is None or item != json_pieces(both[1], *subst[1]):
+            continue
+        pieces = (Lit("["), Act("range $k, $t := $.Tools"), Act("if $k"), Lit(","), Act("end"))
+        return Loop("", (*pieces, *item, Act("end"), Lit("]")), "", "", one[a:b], whole=True)
+    return None
+
+
+def tool_lead(source: TemplateSource) -> tuple[str, tuple[str, str] | None] | None:
+    """(head, (before, after) the system content) up to the first user content, rendered with
+    one sentinel tool offered (JSON marked); None when the Jinja template rejects it."""
+    user = {"role": "user", "content": U1}
+    alone = _render(source, [user], tools=TOOLS[:1], gen=False)
+    if alone is None or U1 not in alone:
+        return None
+    with_system = _render(
+        source, [{"role": "system", "content": SYS}, user], tools=TOOLS[:1], gen=False
+    )
+    head_system = None
+    if with_system is not None and SYS in with_system and U1 in with_system:
+        at, end = with_system.find(SYS), with_system.find(U1)
+        if at < end:
+            head_system = (with_system[:at], with_system[at + len(SYS) : end])
+    return alone[: alone.find(U1)], head_system
+
+
+def last_user_insertion(source: TemplateSource, shape: TemplateShape) -> tuple[int, str] | None:
+    """Where tool definitions go when the Jinja template prints them inside the last user
+    turn (Mistral's ``[AVAILABLE_TOOLS]``): (offset into the user prefix, marked text)."""
+    from .shape import A1, MARKER_RE
+
+    conv = [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}]
+    conv.append({"role": "user", "content": U2})
+    plain = _render(source, conv, gen=True)
+    tools = _render(source, conv, tools=TOOLS[:1], gen=True)
+    if plain is None or tools is None or len(tools) <= len(plain):
+        return None
+    at = 0
+    while at < len(plain) and plain[at] == tools[at]:
+        at += 1
+    for match in MARKER_RE.finditer(plain):
+        if match.start() < at < match.end():
+            at = match.start()
+    size = len(tools) - len(plain)
+    inserted = tools[at : at + size]
+    if tools != plain[:at] + inserted + plain[at:]:
+        return None
+    turn = plain.find(A1) + len(A1) + len(shape.assistant_suffix)
+    offset = at - turn
+    if not 0 <= offset <= len(shape.user_prefix) or plain.find(U2) != turn + len(shape.user_prefix):
+        return None
+    return offset, inserted
+
+
+def _call_conv(
+    calls: int, *, content: str, results: int, final: bool, end: bool = True
+) -> list[dict[str, Any]]:
+    """A user turn, an assistant turn with ``calls`` calls, ``results`` results, then the final
+    answer (``final``: strictly alternating templates reject a user turn right after results)
+    and a user turn (``end``)."""
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": content, "tool_calls": [dict(c) for c in CALLS[:calls]]},
+        *[dict(r) for r in RESULTS[:results]],
+    ]
+    if final:
+        messages.append({"role": "assistant", "content": A2})
+    return messages + ([{"role": "user", "content": U2}] if end else [])
+
+
+@dataclass(frozen=True, slots=True)
+class _Regions:
+    """The text between the opening of the tool-calling assistant turn and the next turn."""
+
+    calls: dict[tuple[int, str], str]
+    """(number of calls, content) -> region, one result per call."""
+    results_two: str | None
+    """Two results (after two calls, or one call where the template allows one only)."""
+    final: bool
+    next_prefix: str
+    shared: int
+    """How much of the assistant prefix opens a turn with tool calls."""
+
+
+def _opening(source: TemplateSource, shape: TemplateShape) -> int | None:
+    """How much of the assistant prefix a turn with tool calls shares (all of it, or up to a
+    marker where it switches to its own opening, as Command-R's ``<|START_ACTION|>``)."""
+    from .shape import MARKER_RE
+
+    text = _render(source, _call_conv(1, content="", results=1, final=True), gen=True)
+    if text is None:
+        text = _render(source, _call_conv(1, content="", results=1, final=False), gen=True)
+    at = text.find(U1) if text is not None else -1
+    if text is None or at < 0 or not text.startswith(shape.user_suffix, at + len(U1)):
+        return None
+    rest = text[at + len(U1) + len(shape.user_suffix) :]
+    prefix = shape.assistant_prefix
+    if rest.startswith(prefix):
+        return len(prefix)
+    shared = 0
+    while shared < len(prefix) and rest[shared] == prefix[shared]:
+        shared += 1
+    for match in MARKER_RE.finditer(prefix):
+        if match.start() < shared < match.end():
+            shared = match.start()
+    return shared
+
+
+def _regions(source: TemplateSource, shape: TemplateShape) -> _Regions | str:
+    shared = _opening(source, shape)
+    if shared is None:
+        return "an assistant turn with tool calls opens unlike other turns"
+    lead = shape.user_suffix + shape.assistant_prefix[:shared]
+    for final in (True, False):
+        stop, next_prefix = (A2, shape.assistant_prefix) if final else (U2, shape.user_prefix)
+        found: dict[tuple[int, str], str] = {}
+        for n in (1, 2):
+            for content in ("", CONTENT):
+                conv = _call_conv(n, content=content, results=n, final=final)
+                text = _render(source, conv, gen=True)
+                if text is None:
+                    continue
+                at = text.find(U1)
+                if at < 0 or not text.startswith(lead, at + len(U1)):
+                    return "an assistant turn with tool calls opens unlike other turns"
+                found[n, content] = text[at + len(U1) + len(lead) : text.rfind(stop)]
+        if (1, "") not in found:
+            continue
+        two = found.get((2, ""))
+        if two is None:
+            conv = _call_conv(1, content="", results=2, final=final)
+            text = _render(source, conv, gen=True)
+            if text is not None and U1 in text:
+                at = text.find(U1)
+                two = text[at + len(U1) + len(lead) : text.rfind(stop)]
+        return _Regions(found, two, final, next_prefix, shared)
+    return "the Jinja template rejects a conversation with tool calls"
+
+
+def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
+    """Tool calls and results as the Jinja template prints them between ordinary turns.
+
+    Returns:
+        The inferred parts; ``reason`` says which part could not be read off and why.
+    """
+    regions = _regions(source, shape)
+    if isinstance(regions, str):
+        return ToolShape(reason=regions)
+    opening = regions.shared if regions.shared < len(shape.assistant_prefix) else None
+    shaped = _tool_parts(source, shape, regions)
+    if opening is not None and shaped.calls is None:
+        return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
+    return replace(shaped, opening=opening)
+
+
+def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions) -> ToolShape:
+    """Calls, content next to them and results, from the regions after the opening."""
+    call_mentions = [mentions(c) for c in CALLS]
+    result_mentions = [mentions(r) for r in RESULTS]
+
+    def cut(region: str) -> str:
+        start, _ = extent(region, result_mentions[0])
+        return region[:start] if start >= 0 else region
+
+    one = cut(regions.calls[1, ""])
+    if extent(one, call_mentions[0])[0] < 0:
+        # The Jinja template drops tool calls: the assistant turn prints as an ordinary one.
+        return _with_results(source, shape, ToolShape(calls_dropped=True), one, regions)
+    subst = [_call_subst(c, "$c") for c in CALLS]
+    two = regions.calls.get((2, ""))
+    if two is not None:
+        calls = infer_loop(one, cut(two), call_mentions, subst)
+    else:
+        calls = single_loop(one, call_mentions[0], subst[0])
+    if calls is None:
+        return ToolShape(reason="the tool calls do not print as a loop of sentinel-only items")
+    parts = ToolShape(calls=calls)
+    with_content = regions.calls.get((1, CONTENT))
+    if with_content is None:
+        return replace(parts, reason="the Jinja template rejects content next to tool calls")
+    with_content = cut(with_content)
+    at = with_content.find(CONTENT)
+    rest = with_content[at + len(CONTENT) :] if at >= 0 else ""
+    body = calls.before + calls.item_text + calls.after
+    suffix_at = len(rest) - len(body)
+    if at < 0 and with_content == one:
+        parts = replace(parts, content_dropped=True)
+    elif at >= 0 and with_content.replace(CONTENT, "") == one and one.startswith(with_content[:at]):
+        # Content wrapped even when empty (Llama 4's <|python_start|>...<|python_end|>).
+        # The calls keep the text after the content: Ollama reads their tag from it.
+        calls = replace(calls, before=calls.before[len(with_content[:at]) :])
+        parts = ToolShape(calls=calls, content_pre=with_content[:at], content_always=True)
+    elif at < 0 or suffix_at < 0 or rest[suffix_at:] != body:
+        return replace(parts, reason="content next to tool calls prints unlike a loop")
+    else:
+        parts = replace(parts, content_pre=with_content[:at], content_post=rest[:suffix_at])
+    return _with_results(source, shape, parts, calls.after, regions)
+
+
+def _results_dropped(
+    source: TemplateSource, shape: TemplateShape, parts: ToolShape, head: str, regions: _Regions
+) -> ToolShape:
+    """The Jinja template prints no tool result at all (Granite 3.0): a tool message prints
+    nothing, except the generation prompt when it ends the conversation."""
+    two = regions.results_two
+    if not parts.calls_dropped or (two is not None and extent(two, mentions(RESULTS[0]))[0] >= 0):
+        return replace(parts, reason="tool results do not show their content")
+    if head != shape.assistant_suffix + regions.next_prefix:
+        return replace(parts, reason="tool results do not show their content")
+    last = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
+    lead = shape.user_suffix + shape.assistant_prefix + shape.assistant_suffix
+    at = last.find(U1) + len(U1) if last is not None else -1
+    if last is None or at < len(U1) or not last.startswith(lead, at):
+        return replace(parts, reason="tool results do not show their content")
+    return replace(parts, results_dropped=True, result_close_last=last[at + len(lead) :])
+
+
+def _with_results(
+    source: TemplateSource, shape: TemplateShape, parts: ToolShape, head: str, regions: _Regions
+) -> ToolShape:
+    """Add the tool results: one wrapper per result, glue between consecutive ones.
+
+    ``head`` is the text from the end of the last call up to the first result.
+    """
+    result_mentions = [mentions(r) for r in RESULTS]
+    subst = [_result_subst(r) for r in RESULTS]
+    one = regions.calls[1, ""]
+    start_one = extent(one, result_mentions[0])[0]
+    if start_one < 0:
+        return _results_dropped(source, shape, parts, head, regions)
+    two = regions.results_two
+    start_two = extent(two, result_mentions[0])[0] if two is not None else -1
+    if two is not None and start_two >= 0:
+        loop = infer_loop(head + one[start_one:], head + two[start_two:], result_mentions, subst)
+    else:
+        loop = single_loop(head + one[start_one:], result_mentions[0], subst[0])
+    if loop is None or loop.before != head:
+        return replace(parts, reason="tool results do not print as one wrapper per result")
+    if not loop.after.endswith(regions.next_prefix):
+        return replace(parts, reason="the turn after tool results opens unlike other turns")
+    last = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
+    if last is None:
+        return replace(parts, reason="the Jinja template rejects a conversation ending in a result")
+    # The assistant turn ends where an ordinary one does; the rest opens the results.
+    end_at = head.find(shape.assistant_suffix) if shape.assistant_suffix else -1
+    split = end_at + len(shape.assistant_suffix) if end_at >= 0 else len(head)
+    return replace(
+        parts,
+        calls=replace(parts.calls, after="") if parts.calls is not None else None,
+        calls_end=head[:split],
+        result_open=head[split:],
+        result=loop.item,
+        result_glue=loop.glue,
+        result_close=loop.after[: len(loop.after) - len(regions.next_prefix)],
+        result_close_last=last[extent(last, result_mentions[0])[1] :],
+    )
+
+
+__all__ = [
+    "CALLS",
+    "RESULTS",
+    "TOOLS",
+    "Loop",
+    "ToolShape",
+    "definitions_loop",
+    "infer_tool_shape",
+    "tool_lead",
+]
