@@ -17,7 +17,7 @@ from deploy_to_ollama.cli import app, rewrite_default_commands
 from deploy_to_ollama.doctor.diagnoses import diagnose
 from deploy_to_ollama.doctor.reference import ReferenceChoice, ReferenceTemplate
 from deploy_to_ollama.doctor.targets import Target
-from deploy_to_ollama.pipeline import _template_stage
+from deploy_to_ollama.stages import translate_stage as _template_stage
 from support.taught_tools import THINK_GO_TEMPLATE, THINK_JINJA
 
 CHATML = (

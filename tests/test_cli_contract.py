@@ -104,7 +104,7 @@ USAGE_ERRORS: list[tuple[list[str], str]] = [
     (["deploy", "{adapter}", "--name", "x", "--quant", "q8_0,q4_k_m"], "deploy takes one --quant"),
     (["deploy", "{adapter}", "--name", "x", "-p", "foo"], "--parameter 'foo' is not KEY=VALUE"),
     (["deploy", "{adapter}", "--name", "x", "-p", "bogus=1"], "unknown Ollama parameter 'bogus'"),
-    (["deploy", "{adapter}", "--name", "x", "-p", "num_ctx=lots"], "num_ctx 'lots'"),
+    (["deploy", "{adapter}", "--name", "x", "-p", "num_ctx=lots"], "num_ctx takes a whole number"),
     (["deploy", "{adapter}", "--name", "x", "--method", "pigeon"], "unknown --method 'pigeon'"),
     (["deploy", "{adapter}", "--name", "x", "--num-predict", "0"], "--num-predict must be"),
     (["deploy", "{adapter}", "--name", "x", "--no-check", "--expect", "hi"], "--no-check skips"),

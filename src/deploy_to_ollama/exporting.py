@@ -206,10 +206,11 @@ def _export_llama_cpp(
     from .gguf.export import ExportRequest, export_gguf, plan_files
     from .gguf.quants import parse_quant_list
     from .gguf.steps import model_dtype
-    from .inputs import resolve_input
+    from .inputs import check_source
     from .resume import content_key
 
-    resolved: Any = resolve_input(options.source, base=options.base)
+    # Config, tensors against config and base, a Jinja that parses: before any export work.
+    resolved: Any = check_source(options.source, base=options.base)
     base_dir = Path(resolved.base_dir) if resolved.kind == "adapter" else None
     translation = translate_for_export(options.source, base_dir)
     weights = Path(resolved.base_dir if resolved.kind == "adapter" else resolved.path)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._fs import check_writable_dir
 from ..errors import (
-    InputError,
     InputNotFoundError,
     RoundTripError,
     UsageError,
@@ -200,10 +200,8 @@ def deploy_command(
             hint="drop --no-check, or drop --expect/--question",
         )
     check_paths(source=Path(source), base=base)
-    if keep is not None and keep.exists() and not keep.is_dir():
-        raise InputError(
-            f"--keep {keep} is a file", hint="pass a folder (it is created if missing)"
-        )
+    if keep is not None:
+        check_writable_dir(keep, what="--keep")
     settings = Settings.from_env()
     reporter = _reporter(json_out=json_out, quiet=quiet)
     with reporting(reporter, json_out=json_out):

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import InputError, InputNotFoundError, UsageError
+from .._fs import check_writable_dir
+from ..errors import InputNotFoundError, UsageError
 from ..exporting import (
     ExportOptions,
     HubPush,
@@ -259,8 +260,7 @@ def export_command(
     check_mode(mode, source)
     if not source.exists():  # before the toolchain (minutes on a fresh machine) is provisioned
         raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file", hint="pass a folder (it is created if missing)")
+    check_writable_dir(out, what="--out")
     flags = {"load_in_4bit": load_in_4bit, "load_in_8bit": load_in_8bit}
     _check_unsloth_flags(backend, save_merged_4bit=save_merged_4bit, **flags)
     push = check_hub_push(

@@ -185,8 +185,9 @@ def run_export(
     if request.save_merged is not None:
         _check_outputs([request.save_merged], force=request.force)
     _check_space(request, resolved, todo)
-    request.out_dir.mkdir(parents=True, exist_ok=True)
+    # The toolchain before the output folder: a missing toolchain leaves nothing behind.
     located = toolchain if isinstance(toolchain, Toolchain) else toolchain()
+    request.out_dir.mkdir(parents=True, exist_ok=True)
     if done:
         logger.info("continuing the export: %s already done", ", ".join(p.name for p in done))
     try:
