@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from deploy_to_ollama.chat_template.source import check_chat_template, check_source
 from deploy_to_ollama.cli import main
 from deploy_to_ollama.errors import (
     InputError,
     InputNotFoundError,
     TemplateSyntaxError,
 )
-from deploy_to_ollama.inputs import check_chat_template, check_source, resolve_input
+from deploy_to_ollama.inputs import resolve_input
 from support.models import LoraFixture
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from deploy_to_ollama.chat_template.source import load_template_source
+from deploy_to_ollama.chat_template.source import load_template_source, template_source_for
 from deploy_to_ollama.gguf.llama_cpp import read_chat_template
 from deploy_to_ollama.inputs import resolve_input
 from support.models import LoraFixture
@@ -88,7 +88,7 @@ def test_gguf_and_modelfile_sides_read_the_same_template(layout: str, model_copy
     assert read_chat_template(model_copy) == modelfile_side == expected
     resolved = resolve_input(model_copy)
     assert resolved.chat_template == expected
-    assert resolved.template_source().template == expected
+    assert template_source_for(resolved).template == expected
 
 
 def test_adapter_without_template_uses_its_base(tiny_llama: LoraFixture, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_adapter_without_template_uses_its_base(tiny_llama: LoraFixture, tmp_pat
     assert resolved.chat_template == expected
     assert resolved.chat_template_file == base / "chat_template.json"
     assert read_chat_template(adapter, base) == expected
-    source = resolved.template_source()
+    source = template_source_for(resolved)
     assert source.template == expected and source.eos_token is not None
 
 

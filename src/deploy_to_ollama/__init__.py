@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .registrar import register_model
     from .roundtrip import check_round_trip
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # name -> submodule that owns it; imported on first attribute access.
 _LAZY: dict[str, str] = {

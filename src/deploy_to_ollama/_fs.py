@@ -43,12 +43,6 @@ def write_text_atomic(target: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_bytes_atomic(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically."""
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
-
-
 def _existing_ancestor(directory: Path) -> Path:
     probe = directory
     while not probe.exists() and probe != probe.parent:

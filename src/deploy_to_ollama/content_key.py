@@ -8,32 +8,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .inputs import TOKENIZER_FILES
+from .model_files import CONTENT_FILES
 
-if TYPE_CHECKING:
-    from .inputs import ResolvedInput
-
-#: Files of a model or adapter folder the stages read, besides ``*.safetensors``: what the
-#: content key covers (a README or an earlier export in the folder does not change it).
-CONTENT_FILES = (
-    "config.json",
-    "generation_config.json",
-    "model.safetensors.index.json",
-    "adapter_config.json",
-    *TOKENIZER_FILES,
-)
 #: Bump when what the content key covers changes.
 CONTENT_KEY_FORMAT = 1
 _CHUNK = 1 << 20
 
 
-def content_files(resolved: ResolvedInput) -> list[tuple[str, Path]]:
+def content_files(path: Path, base_dir: Path | None) -> list[tuple[str, Path]]:
     """``(label, file)`` of every file the content key covers, in a stable order."""
-    roots: list[tuple[str, Path]] = [("input", resolved.path)]
-    if resolved.base_dir is not None:
-        roots.append(("base", resolved.base_dir))
+    roots: list[tuple[str, Path]] = [("input", path)]
+    if base_dir is not None:
+        roots.append(("base", base_dir))
     files: list[tuple[str, Path]] = []
     for label, root in roots:
         if root.is_file():  # a GGUF: its bytes, not its name
@@ -45,10 +32,10 @@ def content_files(resolved: ResolvedInput) -> list[tuple[str, Path]]:
     return files
 
 
-def compute_content_key(resolved: ResolvedInput) -> str:
+def compute_content_key(kind: str, path: Path, base_dir: Path | None) -> str:
     """Hash what ``ResolvedInput.content_key`` covers (call the property: it keeps the result)."""
-    digest = hashlib.sha256(f"dto-input\0{CONTENT_KEY_FORMAT}\0{resolved.kind}".encode())
-    for label, file in content_files(resolved):
+    digest = hashlib.sha256(f"dto-input\0{CONTENT_KEY_FORMAT}\0{kind}".encode())
+    for label, file in content_files(path, base_dir):
         digest.update(f"\0{label}\0{file.stat().st_size}\0".encode())
         with file.open("rb") as handle:
             while chunk := handle.read(_CHUNK):

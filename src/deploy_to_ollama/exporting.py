@@ -203,10 +203,10 @@ def export(
 def _export_llama_cpp(
     options: ExportOptions, settings: Settings, reporter: ProgressReporter
 ) -> tuple[Any, _Translation, str]:
+    from .chat_template.source import check_source
     from .gguf.export import ExportRequest, export_gguf, plan_files
     from .gguf.quants import parse_quant_list
     from .gguf.steps import model_dtype
-    from .inputs import check_source
     from .resume import content_key
 
     # Config, tensors against config and base, a Jinja that parses: before any export work.

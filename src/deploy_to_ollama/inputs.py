@@ -14,9 +14,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from .errors import BaseModelNotFoundError, InputError, InputNotFoundError, TemplateError
+from .errors import BaseModelNotFoundError, InputError, InputNotFoundError
 from .lora_adapter import (
     AdapterConfig,
     adapter_tensor_shapes,
@@ -24,6 +24,7 @@ from .lora_adapter import (
     check_compatible,
     read_adapter_config,
 )
+from .model_files import TOKENIZER_CORE_FILES, TOKENIZER_FILES
 from .peft_keys import (
     ADAPTER_WEIGHTS,
     AdapterRole,
@@ -40,26 +41,10 @@ from .safetensors_io import (
 )
 from .template_files import find_chat_template
 
-if TYPE_CHECKING:
-    from .chat_template.source import TemplateSource
-
 logger = logging.getLogger(__name__)
 
 InputKind = Literal["adapter", "merged", "gguf"]
 
-#: Files whose presence means a folder has its own tokenizer (else the base model's is used).
-TOKENIZER_CORE_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-#: Every tokenizer-side file a model folder may carry (copied beside merged weights, staged for
-#: the converter, pushed to the Hub): the core files, their companions and the chat template.
-TOKENIZER_FILES = (
-    *TOKENIZER_CORE_FILES,
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 #: Suffixes Unsloth gives pre-quantized uploads; stripping them names the 16-bit original
 #: (unslothai/unsloth: unsloth/models/mapper.py maps e.g. unsloth/llama-3-8b-bnb-4bit ->
 #: unsloth/llama-3-8b).
@@ -124,18 +109,8 @@ class ResolvedInput:
         if not self._key:
             from .content_key import compute_content_key
 
-            self._key.append(compute_content_key(self))
+            self._key.append(compute_content_key(self.kind, self.path, self.base_dir))
         return self._key[0]
-
-    def template_source(self) -> TemplateSource:
-        """The chat template with the special tokens it renders with (see ``template_source_for``).
-
-        Raises:
-            TemplateNotFoundError: neither the input nor its base has a chat template.
-        """
-        from .chat_template.source import template_source_for
-
-        return template_source_for(self)
 
 
 def source_kind(path: Path) -> InputKind:
@@ -406,57 +381,6 @@ def _gguf_quant(reader: Any, gguf: Any) -> str | None:
     return max(counts, key=lambda k: counts[k]).lower() if counts else None
 
 
-# --------------------------------------------------------------------------- early checks
-
-
-def check_chat_template(resolved: ResolvedInput) -> None:
-    """Check the chat template parses and renders one probe conversation.
-
-    Cheap (one Jinja parse and render), so ``deploy`` and ``export`` call it before any export
-    work and a Jinja syntax error is reported before a GGUF is built. An input without any chat
-    template passes (the template stage reports that on its own terms).
-
-    Raises:
-        TemplateSyntaxError: the template is not valid Jinja (line, column, the line's text).
-        TemplateRenderError: it raises on a single user turn, which every chat template takes.
-    """
-    if resolved.chat_template is None:
-        return
-    from .chat_template.hf_render import check_syntax, render_hf
-
-    where = resolved.chat_template_file or resolved.path
-    try:
-        check_syntax(resolved.chat_template)
-        tokens = resolved.template_source().template_variables()
-        render_hf(
-            resolved.chat_template,
-            PROBE_CONVERSATION,
-            tokens=tokens,
-            add_generation_prompt=True,
-            continue_final_message=False,
-        )
-    except TemplateError as err:
-        err.message = f"chat template of {where}: {err.message}"
-        raise
-
-
-#: The one conversation ``check_chat_template`` renders: a single user turn, which every chat
-#: template must accept (some refuse a system turn, or an assistant turn first).
-PROBE_CONVERSATION: tuple[dict[str, str], ...] = ({"role": "user", "content": "Hi"},)
-
-
-def check_source(path: Path, *, base: Path | None = None) -> ResolvedInput:
-    """Everything about the source that can be checked before heavy work, in one call.
-
-    ``resolve_input`` (kind, config, tensors against config and base) and
-    ``check_chat_template``; cheap (JSON, headers, one Jinja render), so ``deploy`` and
-    ``export`` call it before the toolchain or the server is touched.
-    """
-    resolved = resolve_input(path, base=base)
-    check_chat_template(resolved)
-    return resolved
-
-
 __all__ = [
     "ADAPTER_WEIGHTS",
     "BNB_SUFFIXES",
@@ -469,9 +393,7 @@ __all__ = [
     "ResolvedInput",
     "adapter_tensor_shapes",
     "base_tensor_for",
-    "check_chat_template",
     "check_compatible",
-    "check_source",
     "classify_adapter_key",
     "find_base",
     "has_tokenizer",

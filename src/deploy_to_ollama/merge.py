@@ -438,3 +438,32 @@ def _write_side_files(resolved: ResolvedInput, folder: Path) -> None:
         for name in names if source is not None else ():
             if source is not None and (source / name).exists():
                 shutil.copy2(source / name, folder / name)
+
+
+def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name → (shape, torch dtype name) of every tensor the merge will produce, in file order.
+
+    Read from safetensors headers only: base shapes, replaced by the full weights an adapter
+    carries (``modules_to_save``, resized embeddings), written in the base dtype.
+    """
+    from ..peft_keys import ADAPTER_WEIGHTS, full_weight_target
+    from ..safetensors_io import SAFETENSORS_TORCH_DTYPES, read_safetensors_header, weight_files
+
+    specs: dict[str, tuple[tuple[int, ...], str]] = {}
+    base_dtype = "bfloat16"
+
+    for file in weight_files(Path(resolved.model_dir)):
+        for name, info in sorted(read_safetensors_header(file).items()):
+            dtype = SAFETENSORS_TORCH_DTYPES.get(info["dtype"], "float32")
+            specs[name] = (tuple(int(d) for d in info["shape"]), dtype)
+            if dtype in ("bfloat16", "float16", "float32"):
+                base_dtype = dtype
+    adapter_file = Path(resolved.path) / ADAPTER_WEIGHTS
+    if resolved.kind == "adapter" and adapter_file.is_file():
+        for key, info in sorted(read_safetensors_header(adapter_file).items()):
+            target = full_weight_target(key)
+            if target is None:
+                continue
+            dtype = specs[target][1] if target in specs else base_dtype
+            specs[target] = (tuple(int(d) for d in info["shape"]), dtype)
+    return specs

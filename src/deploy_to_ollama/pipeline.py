@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ._fs import check_writable_dir, write_text_atomic
+from .chat_template.source import check_source
 from .errors import DeployError, InputNotFoundError, OutputExistsError
-from .inputs import ResolvedInput, check_source, source_kind
+from .inputs import ResolvedInput, source_kind
 from .modelfile import Modelfile, TemplateResult, model_parameters, render_modelfile
 from .modelfile.assembly import relative_from
 from .ollama_client import Method, OllamaClient, file_digest

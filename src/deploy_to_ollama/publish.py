@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from ._fs import read_json_object
+from ._version import __version__
 from .errors import HubError, HubUnavailableError, InputError, InputNotFoundError, UsageError
 from .inputs import TOKENIZER_FILES as MERGED_TOKENIZER_FILES
 from .model_card import CardFile, ModelCardData, PushKind, hub_base_model, render_model_card

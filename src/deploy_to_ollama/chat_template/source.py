@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError, InputNotFoundError, TemplateNotFoundError
+from ..errors import InputError, InputNotFoundError, TemplateError, TemplateNotFoundError
 from ..template_files import (
     TEMPLATE_FILES,
     find_chat_template,
@@ -312,3 +312,56 @@ def _gguf_tokens(reader: Any) -> list[str]:
     if field_ is None:
         return []
     return [bytes(field_.parts[i]).decode("utf-8", errors="replace") for i in field_.data]
+
+
+# --------------------------------------------------------------------------- early checks
+
+
+def check_chat_template(resolved: ResolvedInput) -> None:
+    """Check the chat template parses and renders one probe conversation.
+
+    Cheap (one Jinja parse and render), so ``deploy`` and ``export`` call it before any export
+    work and a Jinja syntax error is reported before a GGUF is built. An input without any chat
+    template passes (the template stage reports that on its own terms).
+
+    Raises:
+        TemplateSyntaxError: the template is not valid Jinja (line, column, the line's text).
+        TemplateRenderError: it raises on a single user turn, which every chat template takes.
+    """
+    if resolved.chat_template is None:
+        return
+    from .hf_render import check_syntax, render_hf
+
+    where = resolved.chat_template_file or resolved.path
+    try:
+        check_syntax(resolved.chat_template)
+        tokens = template_source_for(resolved).template_variables()
+        render_hf(
+            resolved.chat_template,
+            PROBE_CONVERSATION,
+            tokens=tokens,
+            add_generation_prompt=True,
+            continue_final_message=False,
+        )
+    except TemplateError as err:
+        err.message = f"chat template of {where}: {err.message}"
+        raise
+
+
+#: The one conversation ``check_chat_template`` renders: a single user turn, which every chat
+#: template must accept (some refuse a system turn, or an assistant turn first).
+PROBE_CONVERSATION: tuple[dict[str, str], ...] = ({"role": "user", "content": "Hi"},)
+
+
+def check_source(path: Path, *, base: Path | None = None) -> ResolvedInput:
+    """Everything about the source that can be checked before heavy work, in one call.
+
+    ``resolve_input`` (kind, config, tensors against config and base) and
+    ``check_chat_template``; cheap (JSON, headers, one Jinja render), so ``deploy`` and
+    ``export`` call it before the toolchain or the server is touched.
+    """
+    from ..inputs import resolve_input
+
+    resolved = resolve_input(path, base=base)
+    check_chat_template(resolved)
+    return resolved

@@ -19,7 +19,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DeployError, RoundTripError, RunInterruptedError, TemplateMismatchError
 from ..progress import ProgressReporter, RichProgress, configure_output, console
 from ..settings import Settings

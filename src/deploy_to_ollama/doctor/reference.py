@@ -86,7 +86,7 @@ class ReferenceChoice:
 
 def _load_source(path: Path) -> TemplateSource:
     """The template the stages used for ``path``: an adapter's own, else its base's."""
-    from ..chat_template.source import load_template_source
+    from ..chat_template.source import load_template_source, template_source_for
     from ..errors import TemplateNotFoundError
     from ..inputs import resolve_input, source_kind
 
@@ -96,7 +96,7 @@ def _load_source(path: Path) -> TemplateSource:
         if not path.is_dir() or source_kind(path) != "adapter":
             raise
         try:
-            return resolve_input(path).template_source()
+            return template_source_for(resolve_input(path))
         except DeployError as err:  # base not found, or it has no template either
             logger.info("no base template for %s: %s", path, err)
             raise missing from err

@@ -29,7 +29,6 @@ import numpy as np
 
 logger = logging.getLogger("deploy_to_ollama.gguf.convert")
 
-OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 #: Config keys the converter needs → the names newer transformers save them under.
 HPARAM_ALIASES: dict[str, tuple[str, ...]] = {"n_ctx": ("n_positions", "max_position_embeddings")}
 #: Stdout lines starting with this carry ``DONE TOTAL`` tensors written (other output is ignored).
@@ -138,7 +137,7 @@ def _merged_index(
     """Index the merged model's tensors as lazy tensors that merge when they are evaluated."""
     import torch
 
-    from deploy_to_ollama.gguf.llama_cpp import merged_tensor_specs
+    from deploy_to_ollama.merge import merged_tensor_specs
 
     lazy_cls = conversion.LazyTorchTensor
     index: dict[str, Callable[[], Any]] = {}

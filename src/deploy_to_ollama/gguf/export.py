@@ -151,14 +151,15 @@ def run_export(
     ``toolchain_id`` then names it in the resume key (a located toolchain is named by its root).
     An interrupted run of the same export is continued: the GGUFs it finished are kept.
     """
-    from ..inputs import check_source
+    from ..inputs import resolve_input
 
     reporter = progress or NullProgress()
     parse_quant_list(list(request.quants))  # names first: fail before any disk access
     check_writable_dir(request.out_dir, what="--out")
     if resolved is None:
-        # Config, tensors against config and base, chat template: before the toolchain.
-        resolved = check_source(request.source, base=request.base)
+        # Config and tensors against config and base, before the toolchain (the callers that
+        # write a Modelfile, ``pipeline`` and ``exporting``, check the chat template first).
+        resolved = resolve_input(request.source, base=request.base)
     quants = _quants(request, resolved)
     stem = request.name or _default_stem(request.source)
     if request.mode == "adapter" and resolved.kind != "adapter":
