@@ -268,3 +268,27 @@ def test_fused_matches_for_fp32_and_fp16_models(
     (model / "config.json").write_text(json.dumps(config))
     fused, two_step = _both_routes(model, "q4_k_m", llama_cpp_toolchain, tmp_path, monkeypatch)
     assert fused.read_bytes() == two_step.read_bytes()
+
+
+@pytest.mark.slow
+def test_several_quants_in_one_pass_equal_each_exported_alone(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path
+) -> None:
+    """One converter run writes every K-quant; each file is the single-type export's bytes."""
+    quants = ["q4_k_m", "q5_k_m", "q3_k_m", "q2_k_l"]
+    recorder = _Recorder()
+    together = export_gguf(llama256.adapter_dir, out_dir=tmp_path / "one", quant=quants,
+                           toolchain=llama_cpp_toolchain, progress=recorder)  # fmt: skip
+    assert list(recorder.events) == ["convert-" + "+".join(quants)]  # one converter run
+    assert [f.quant for f in together.files] == quants
+    for file in together.files:
+        alone = export_gguf(llama256.adapter_dir, out_dir=tmp_path / file.quant,
+                            quant=file.quant, toolchain=llama_cpp_toolchain)  # fmt: skip
+        assert file.path.read_bytes() == alone.path.read_bytes(), file.quant
+        assert file.tensor_types == alone.files[0].tensor_types
+        timings = file.timings
+        assert timings is not None and timings["quantize"] > 0 and timings["write"] > 0
+        assert {"wall", "read", "merge", "convert"} <= set(timings)
+    # The shared stages are the run's: the same numbers on every file it wrote.
+    assert len({(f.timings or {})["wall"] for f in together.files}) == 1
+    assert not list((tmp_path / "one").glob(".*partial"))
