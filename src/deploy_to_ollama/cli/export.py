@@ -479,6 +479,7 @@ def _report(
             "bytes": f.size_bytes,
             "role": f.role,
             "tensor_types": dict(getattr(f, "tensor_types", None) or {}) or None,
+            "timings": dict(getattr(f, "timings", None) or {}) or None,
         }
         for f in result.files
     ]
@@ -508,6 +509,9 @@ def _report(
             if mixture := getattr(f, "tensor_types", None):
                 line += "  (" + ", ".join(f"{n} {t}" for t, n in sorted(mixture.items())) + ")"
             console.print(line, markup=False)
+            if timings := getattr(f, "timings", None):
+                stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in timings.items())
+                console.print(f"{'':8} time: {stages} (busy time; stages overlap)", markup=False)
         console.print(f"Modelfile: {modelfile} (template {template_status})", markup=False)
         if unsloth:
             console.print(f"{result.name}: general.name was written by Unsloth", markup=False)
