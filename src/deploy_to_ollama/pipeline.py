@@ -14,13 +14,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
 from .errors import InputError, InputNotFoundError, OutputExistsError
+from .gguf.loadable import load_warnings
 from .inputs import has_tokenizer
 from .modelfile import (
     Modelfile,
@@ -326,7 +327,10 @@ def deploy(
         check=check,
         progress=progress or NullProgress(),
     )
-    server_version(plan.host)  # fail fast (exit 4) before any heavy work
+    version = server_version(plan.host)  # fail fast (exit 4) before any heavy work
+    plan = replace(plan, load_warnings=tuple(load_warnings([plan.quant], version)))
+    for warning in plan.load_warnings:  # now, not after a long export that then fails to load
+        logger.warning("%s", warning)
     with _materialised(source) as path:
         ensure_source_kind(path)
         return _run(plan, path)
@@ -350,6 +354,8 @@ class _Plan:
     force: bool
     check: bool
     progress: ProgressReporter
+    load_warnings: tuple[str, ...] = ()
+    """The chosen quant is one a known build with the server's version cannot load."""
 
 
 def _run(plan: _Plan, path: Path) -> DeployReport:
@@ -372,7 +378,9 @@ def _run(plan: _Plan, path: Path) -> DeployReport:
     round_trip = _run_check(plan, path) if plan.check else None
     if round_trip is not None:
         stages.append(("check", "done"))
-    warnings = [] if template.verified else [f"template not verified: {template.note or ''}"]
+    warnings = list(plan.load_warnings)
+    if not template.verified:
+        warnings.append(f"template not verified: {template.note or ''}")
     return DeployReport(
         name=plan.name,
         host=plan.host,
