@@ -42,7 +42,8 @@ class GgufFile:
     timings: Mapping[str, float] | None = None
     """Seconds per stage of the converter run that wrote the file (in-process quantization):
     ``wall``, ``read``, ``merge``, ``convert`` of the run (shared by the files it wrote), and
-    ``quantize`` and ``write`` of this file. Busy time per stage: stages overlap."""
+    ``quantize`` and ``write`` of this file. Busy time per stage: stages overlap. A tensor
+    two files of the run hold in the same type is quantized once and counted in both."""
 
 
 def gguf_filename(stem: str, quant: str) -> str:
