@@ -7,6 +7,8 @@ converter (``conversion/`` + ``gguf-py``) of the toolchain and:
   reading safetensors, so an adapter export never writes merged weights to disk first;
 * names the pre-tokenizer from ``tokenizer.json`` when the converter's hash check rejects it;
 * writes ``general.name``, ``tokenizer.chat_template`` and eos/eot ids explicitly.
+* with ``quantize`` (and ``more_outputs``), writes quantized GGUFs instead of the converter's
+  file, all of them in this one run (``_fused_writer``), and reports per-stage timings.
 
 It is a separate process because the converter mutates ``sys.path`` and global logging, and so
 that an interrupted conversion never leaves state behind in the caller. Failures are reported as
