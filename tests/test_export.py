@@ -96,6 +96,8 @@ def test_cli_export_k_quants_json_modelfile_and_force(
     assert files["q4_k_m"]["bytes"] < files["q8_0"]["bytes"]
     # The mixture llama.cpp's rules chose, as quantized in-process.
     assert set(files["q4_k_m"]["tensor_types"]) == {"Q4_K", "Q6_K", "F32"}
+    # Where its time went; q8_0 comes straight from the converter, with no breakdown.
+    assert files["q4_k_m"]["timings"]["quantize"] > 0 and files["q8_0"]["timings"] is None
     assert sorted(p.name for p in out.glob("*.gguf")) == ["mini.Q4_K_M.gguf", "mini.Q8_0.gguf"]
     from deploy_to_ollama.modelfile import parse_modelfile
 

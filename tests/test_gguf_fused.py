@@ -268,3 +268,73 @@ def test_fused_matches_for_fp32_and_fp16_models(
     (model / "config.json").write_text(json.dumps(config))
     fused, two_step = _both_routes(model, "q4_k_m", llama_cpp_toolchain, tmp_path, monkeypatch)
     assert fused.read_bytes() == two_step.read_bytes()
+
+
+@pytest.mark.slow
+def test_several_quants_in_one_pass_equal_each_exported_alone(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path
+) -> None:
+    """One converter run writes every K-quant; each file is the single-type export's bytes."""
+    quants = ["q4_k_m", "q5_k_m", "q3_k_m", "q2_k_l"]
+    recorder = _Recorder()
+    together = export_gguf(llama256.adapter_dir, out_dir=tmp_path / "one", quant=quants,
+                           toolchain=llama_cpp_toolchain, progress=recorder)  # fmt: skip
+    assert list(recorder.events) == ["convert-" + "+".join(quants)]  # one converter run
+    assert [f.quant for f in together.files] == quants
+    for file in together.files:
+        alone = export_gguf(llama256.adapter_dir, out_dir=tmp_path / file.quant,
+                            quant=file.quant, toolchain=llama_cpp_toolchain)  # fmt: skip
+        assert file.path.read_bytes() == alone.path.read_bytes(), file.quant
+        assert file.tensor_types == alone.files[0].tensor_types
+        timings = file.timings
+        assert timings is not None and timings["quantize"] > 0 and timings["write"] > 0
+        assert {"wall", "read", "merge", "convert"} <= set(timings)
+    # The shared stages are the run's: the same numbers on every file it wrote.
+    assert len({(f.timings or {})["wall"] for f in together.files}) == 1
+    assert not list((tmp_path / "one").glob(".*partial"))
+
+
+@pytest.mark.slow
+def test_a_broken_quantizer_library_falls_back_for_every_quant_of_the_pass(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from deploy_to_ollama.gguf.toolchain import QUANT_LIBRARY, Toolchain
+
+    broken = tmp_path / "toolchain"
+    broken.mkdir()
+    for entry in Path(llama_cpp_toolchain.root).iterdir():
+        if entry.name != QUANT_LIBRARY:
+            (broken / entry.name).symlink_to(entry)
+    (broken / QUANT_LIBRARY).write_bytes(b"not a shared library")
+    quants = ["q5_k_m", "q4_k_m"]
+    result = export_gguf(llama256.adapter_dir, out_dir=tmp_path / "out", quant=quants,
+                         toolchain=Toolchain(broken))  # fmt: skip
+    assert "quantizing with llama-quantize instead" in caplog.text
+    assert all(f.timings is None for f in result.files)  # llama-quantize made them
+    reference = export_gguf(llama256.adapter_dir, out_dir=tmp_path / "ref", quant=quants,
+                            toolchain=llama_cpp_toolchain)  # fmt: skip
+    assert [f.path.read_bytes() for f in result.files] == [
+        f.path.read_bytes() for f in reference.files
+    ]
+
+
+@pytest.mark.slow
+def test_interrupting_a_several_quant_pass_leaves_no_final_file(
+    llama_cpp_toolchain: Any, llama256: Any, tmp_path: Path
+) -> None:
+    """Both temp files hold their first tensor (Q6_K output) when the Q4_K kernel blocks on the
+    token embeddings: SIGINT must leave neither file, under its final name or its temp name."""
+    import os
+    import signal
+
+    from test_export import _blocking_kernel_toolchain, _export_command, _interrupt_when_started
+
+    out = tmp_path / "out"
+    started = tmp_path / "kernel-started"
+    blocking = _blocking_kernel_toolchain(llama_cpp_toolchain.root, tmp_path / "tc", started)
+    env = {**os.environ, "DTO_LLAMA_CPP_DIR": str(blocking)}
+    env.pop("DTO_QUANTIZER", None)
+    command = _export_command(llama256.adapter_dir, out)
+    command[command.index("q4_k_m")] = "q5_k_m,q4_k_m"
+    _interrupt_when_started(command, env, started, signal.SIGINT, out)
+    assert not list(out.glob("*.partial")) and not list(out.glob(".*.partial"))

@@ -13,13 +13,14 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ._fs import check_writable_dir, write_text_atomic
 from .chat_template.source import check_source
 from .errors import DeployError, InputNotFoundError, OutputExistsError
+from .gguf.loadable import load_warnings
 from .inputs import ResolvedInput, source_kind
 from .modelfile import Modelfile, TemplateResult, model_parameters, render_modelfile
 from .modelfile.assembly import relative_from
@@ -160,7 +161,10 @@ def deploy(
         # Config, tensors against config and base, chat template (JSON, headers, one render):
         # refused here, before the server, the toolchain or an export is touched.
         resolved = check_source(path, base=base)
-        OllamaClient(plan.host).version()  # then the server (exit 4), still before heavy work
+        version = OllamaClient(plan.host).version()  # then the server (exit 4), before work
+        plan = replace(plan, load_warnings=tuple(load_warnings([plan.quant], version)))
+        for warning in plan.load_warnings:  # now, not after a long export that fails to load
+            logger.warning("%s", warning)
         return _run(plan, path, resolved)
 
 
@@ -185,6 +189,8 @@ class _Plan:
     keep_failed: bool
     progress: ProgressReporter
     settings: Settings
+    load_warnings: tuple[str, ...] = ()
+    """The chosen quant is one a known build with the server's version cannot load."""
 
     @property
     def stem(self) -> str:
@@ -223,7 +229,9 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     round_trip, failed_model = _run_check(plan, resolved, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
-    warnings = [] if template.verified else [f"template not verified: {template.note or ''}"]
+    warnings = list(plan.load_warnings)
+    if not template.verified:
+        warnings.append(f"template not verified: {template.note or ''}")
     warnings += template.capabilities_lost
     return DeployReport(
         name=plan.name,

@@ -106,6 +106,7 @@ class ExportReport:
                 "bytes": f.size_bytes,
                 "role": f.role,
                 "tensor_types": dict(getattr(f, "tensor_types", None) or {}) or None,
+                "timings": dict(getattr(f, "timings", None) or {}) or None,
             }
             for f in self.files
         ]
@@ -139,6 +140,9 @@ class ExportReport:
             if mixture := getattr(f, "tensor_types", None):
                 line += "  (" + ", ".join(f"{n} {t}" for t, n in sorted(mixture.items())) + ")"
             lines.append(line)
+            if timings := getattr(f, "timings", None):
+                stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in timings.items())
+                lines.append(f"{'':8} time: {stages} (busy time; stages overlap)")
         lines.append(f"Modelfile: {self.modelfile} (template {self.template_status})")
         if self.backend == "unsloth":
             lines.append(f"{self.result.name}: general.name was written by Unsloth")

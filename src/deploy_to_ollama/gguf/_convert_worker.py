@@ -7,6 +7,8 @@ converter (``conversion/`` + ``gguf-py``) of the toolchain and:
   reading safetensors, so an adapter export never writes merged weights to disk first;
 * names the pre-tokenizer from ``tokenizer.json`` when the converter's hash check rejects it;
 * writes ``general.name``, ``tokenizer.chat_template`` and eos/eot ids explicitly.
+* with ``quantize`` (and ``more_outputs``), writes quantized GGUFs instead of the converter's
+  file, all of them in this one run (``_fused_writer``), and reports per-stage timings.
 
 It is a separate process because the converter mutates ``sys.path`` and global logging, and so
 that an interrupted conversion never leaves state behind in the caller. Failures are reported as
@@ -19,6 +21,7 @@ import functools
 import json
 import logging
 import sys
+import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -26,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from deploy_to_ollama.gguf.quantizer import StageTimes
 
 logger = logging.getLogger("deploy_to_ollama.gguf.convert")
 
@@ -36,6 +41,8 @@ PROGRESS_PREFIX = "@@dto-progress "
 #: Stdout lines starting with this name the stage the worker entered.
 STAGE_PREFIX = "@@dto-stage "
 _STAGE = {"name": "convert"}
+#: Busy seconds per stage of this run (see ``quantizer.StageTimes``).
+TIMES = StageTimes()
 #: Values per row chunk of a streamed tensor (4 MiB of float32).
 CHUNK_VALUES = 1 << 20
 
@@ -61,13 +68,29 @@ class _MergedSource:
         self.requested: set[str] = set()
         self._alive = 0
         self.max_alive = 0
+        self._time_reads()
+
+    def _time_reads(self) -> None:
+        """Count the merge's file reads as the "read" stage (the rest of a merge is "merge")."""
+        reader = getattr(self._merged, "_read", None)
+        if reader is None:
+            return
+
+        def timed_read(*args: Any, **kwargs: Any) -> Any:
+            with TIMES.timed("read"):
+                return reader(*args, **kwargs)
+
+        self._merged._read = timed_read  # type: ignore[method-assign]
 
     def names(self) -> list[str]:
         return self._merged.names()
 
     def load(self, name: str, shape: tuple[int, ...]) -> Any:
         """One merged tensor, checked against the shape the converter was promised."""
-        tensor = self._merged[name]
+        reads = TIMES.get("read")
+        with TIMES.timed("merge"):
+            tensor = self._merged[name]
+        TIMES.add("merge", reads - TIMES.get("read"))  # the reads inside were counted as such
         if tuple(tensor.shape) != shape:
             raise WorkerError(
                 f"merged tensor {name} has shape {tuple(tensor.shape)}, expected {shape}",
@@ -221,7 +244,8 @@ def _model_class(spec: dict[str, Any], conversion: Any) -> type[Any]:
             self.prepare_metadata(vocab_only=False)
             _apply_metadata(self.gguf_writer, spec)
             if spec.get("quantize"):
-                state["types"] = _plan_quantization(self.gguf_writer, spec["quantize"])
+                state["types"] = _write_quantized(self.gguf_writer, self.fname_out, spec)
+                return
             _report_progress(self.gguf_writer)
             self.gguf_writer.write_header_to_file(path=self.fname_out)
             self.gguf_writer.write_kv_data_to_file()
@@ -252,28 +276,53 @@ def _passthrough_origin(last: Any, data_torch: Any) -> tuple[str, tuple[int, ...
     return origin if upcast else None
 
 
-def _plan_quantization(writer: Any, request: dict[str, Any]) -> dict[str, int]:
-    """Re-plan the writer to emit the quantized GGUF (see ``_fused_writer``)."""
+def _write_quantized(writer: Any, outfile: Path, spec: dict[str, Any]) -> list[dict[str, int]]:
+    """Write the quantized GGUF(s) instead of the converter's file (see ``_fused_writer``).
+
+    ``spec["quantize"]`` is written to ``outfile``; each of ``spec["more_outputs"]`` (another
+    type and its own file) gets a writer of its own, fed from the same merged tensors. Returns
+    tensors per GGML type for each file, in that order.
+    """
     # From here on a failure (or a crash in the library) may be ours, not the model's: the
     # parent then retries with llama-quantize (see llama_cpp.run_converter).
     print(f"{STAGE_PREFIX}quantize", flush=True)
     _STAGE["name"] = "quantize"
     import gguf
 
-    from deploy_to_ollama.gguf._fused_writer import QuantPlan, plan_quantized_write
+    from deploy_to_ollama.gguf._fused_writer import (
+        QuantPlan,
+        clone_writer,
+        plan_quantized_writes,
+        write_quantized,
+    )
     from deploy_to_ollama.gguf.quantizer import QuantLibrary
 
     def ggml_type(name: str | None) -> int | None:
         return int(gguf.GGMLQuantizationType[name.upper()]) if name else None
 
-    plan = QuantPlan(
-        ftype=int(gguf.LlamaFileType["MOSTLY_" + request["type"].upper()]),
-        output_type=ggml_type(request.get("output_type")),
-        token_embedding_type=ggml_type(request.get("token_embedding_type")),
-        threads=int(request.get("threads") or 0),
-    )
-    kernel = Path(request["kernel"]) if request.get("kernel") else None
-    return plan_quantized_write(writer, plan, QuantLibrary(Path(request["library"]), kernel))
+    requests = [spec["quantize"], *(more["quantize"] for more in spec.get("more_outputs") or ())]
+    paths = [outfile, *(Path(more["outfile"]) for more in spec.get("more_outputs") or ())]
+    plans = [
+        QuantPlan(
+            ftype=int(gguf.LlamaFileType["MOSTLY_" + request["type"].upper()]),
+            output_type=ggml_type(request.get("output_type")),
+            token_embedding_type=ggml_type(request.get("token_embedding_type")),
+            threads=int(request.get("threads") or 0),
+            label=str(request.get("name") or request["type"].lower()),
+        )
+        for request in requests
+    ]
+    writers = [writer, *(clone_writer(writer) for _ in requests[1:])]
+    first = requests[0]
+    kernel = Path(first["kernel"]) if first.get("kernel") else None
+    library = QuantLibrary(Path(first["library"]), kernel)
+    pipeline, counts = plan_quantized_writes(writers, plans, library, TIMES)
+
+    def on_tensor(done: int, total: int) -> None:
+        print(f"{PROGRESS_PREFIX}{done} {total}", flush=True)
+
+    write_quantized(writers, paths, [plan.label for plan in plans], pipeline, on_tensor)
+    return counts
 
 
 class _Reported:
@@ -337,6 +386,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
     }
     model_cls = _model_class(spec, conversion)
+    started = time.perf_counter()
     with torch.inference_mode():
         model = model_cls(
             Path(spec["model_dir"]),
@@ -355,11 +405,29 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                 f"the converter did not use merged tensors {rest[:3]}",
                 "this architecture's converter skips tensors the merge produced; use --save-merged",
             )
+    types = state.get("types") or [None]
     return {
         "pretokenizer_detected": state.get("pretokenizer"),
         "max_buffered_tensors": source.max_alive if source else 0,
-        "tensor_types": state.get("types"),
+        "tensor_types": types[0],
+        "more_tensor_types": types[1:],
+        "timings": _timings(time.perf_counter() - started),
     }
+
+
+def _timings(wall: float) -> dict[str, float]:
+    """Seconds per stage: the run's wall time and the busy time of each stage in it.
+
+    ``convert`` is producing each tensor's 16-bit values beyond reading and merging them (the
+    converter's own transforms, rounding); ``quantize <type>`` and ``write <type>`` are per file.
+    """
+    seconds = TIMES.snapshot()
+    source = seconds.pop("source", 0.0)
+    seconds.setdefault("read", 0.0)
+    seconds.setdefault("merge", 0.0)
+    if source:
+        seconds["convert"] = round(max(0.0, source - seconds["read"] - seconds["merge"]), 3)
+    return {"wall": round(wall, 3), **seconds}
 
 
 def _may_be_ours(err: Exception) -> bool:

@@ -7,26 +7,32 @@ llama.cpp's order, and each one is quantized by ggml's kernels on a thread pool 
 one is being merged. The 16-bit values each tensor is quantized from are exactly those the
 16-bit GGUF would hold, so the file is byte for byte what the two-step route writes.
 
+Several quant types in one run: one writer per output file (``clone_writer``), each with its own
+type plan; every tensor is read, merged and converted once, quantized once per distinct type,
+and its bytes go into every file before the next tensor is taken (``write_quantized``).
+
 This module imports the toolchain's vendored ``gguf`` package: it runs only in the worker.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import importlib
 import logging
 import os
 import queue
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .quantizer import ModelShape, QuantLibrary, TensorSpec, llama_cpp_order
+from .quantizer import ModelShape, QuantLibrary, StageTimes, TensorSpec, llama_cpp_order
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ class QuantPlan:
     output_type: int | None = None
     token_embedding_type: int | None = None
     threads: int = 0
+    label: str = ""
+    """The output's quant name (``q4_k_m``), used to name its stages in the timings."""
 
 
 def model_shape(writer: Any) -> ModelShape:
@@ -91,14 +99,34 @@ def model_shape(writer: Any) -> ModelShape:
     )
 
 
-def plan_quantized_write(writer: Any, plan: QuantPlan, library: QuantLibrary) -> dict[str, int]:
-    """Re-plan ``writer`` so ``write_tensors_to_file`` writes the quantized GGUF.
+def clone_writer(writer: Any) -> Any:
+    """A second writer for another output file of the same converter run, not opened yet.
 
-    Returns the number of tensors per final GGML type name, for the report.
+    Same metadata and tensor list (before any quantization plan), its own copies of both, so
+    each output's plan can rewrite them without touching the others.
     """
-    if len(writer.tensors) != 1:
+    clone = copy.copy(writer)
+    clone.fout = None
+    clone.path = None
+    clone.temp_file = None
+    clone.state = gguf.gguf_writer.WriterState.NO_FILE
+    clone.kv_data = [dict(kv) for kv in writer.kv_data]
+    clone.tensors = [dict(shard) for shard in writer.tensors]
+    return clone
+
+
+def plan_quantized_writes(
+    writers: Sequence[Any], plans: Sequence[QuantPlan], library: QuantLibrary, times: StageTimes
+) -> tuple[_Pipeline, list[dict[str, int]]]:
+    """Re-plan each writer (one per output file) to its quantized GGUF, fed by one pipeline.
+
+    The writers hold the same tensors (``clone_writer``); every tensor is produced once and
+    quantized to each type the writers' plans ask for (once per distinct type). Write them with
+    ``write_quantized``. Returns the pipeline and, per writer, tensors per final GGML type name.
+    """
+    if any(len(writer.tensors) != 1 for writer in writers):
         raise ValueError("split GGUF output cannot be quantized in-process")
-    tensors: dict[str, Any] = writer.tensors[0]
+    tensors: dict[str, Any] = writers[0].tensors[0]
     order = llama_cpp_order(list(tensors))
     specs = [
         TensorSpec(
@@ -106,53 +134,128 @@ def plan_quantized_write(writer: Any, plan: QuantPlan, library: QuantLibrary) ->
         )
         for name in order
     ]
-    types = library.plan(
-        model_shape(writer),
-        specs,
-        plan.ftype,
-        output_type=plan.output_type,
-        token_embedding_type=plan.token_embedding_type,
-    )
-    pipeline = _Pipeline(library, plan.threads or os.cpu_count() or 1)
-    replanned: dict[str, Any] = {}
-    counts: dict[str, int] = {}
-    for spec, new_type in zip(specs, types, strict=True):
-        info = tensors[spec.name]
-        job, nbytes = _job(info, spec, new_type, library, pipeline)
-        qtype = gguf.GGMLQuantizationType(new_type)
-        counts[qtype.name] = counts.get(qtype.name, 0) + 1
-        replanned[spec.name] = TensorInfo(
-            shape=info.shape, dtype=qtype, nbytes=nbytes, tensor=_Piped(pipeline, spec.name, nbytes)
+    shape = model_shape(writers[0])
+    type_plans = [
+        library.plan(
+            shape,
+            specs,
+            plan.ftype,
+            output_type=plan.output_type,
+            token_embedding_type=plan.token_embedding_type,
         )
+        for plan in plans
+    ]
+    pipeline = _Pipeline(library, plans[0].threads or os.cpu_count() or 1, times)
+    replanned: list[dict[str, Any]] = [{} for _ in plans]
+    counts: list[dict[str, int]] = [{} for _ in plans]
+    for index, spec in enumerate(specs):
+        info = tensors[spec.name]
+        targets = [types[index] for types in type_plans]
+        job, sizes = _job(info, spec, targets, [p.label for p in plans], library, pipeline)
+        for out, new_type, nbytes in zip(range(len(plans)), targets, sizes, strict=True):
+            qtype = gguf.GGMLQuantizationType(new_type)
+            counts[out][qtype.name] = counts[out].get(qtype.name, 0) + 1
+            replanned[out][spec.name] = TensorInfo(shape=info.shape, dtype=qtype, nbytes=nbytes)
         pipeline.add(spec.name, job)
-    writer.tensors[0] = replanned
-    # llama-quantize sets these two last (gguf_set_val_* removes a key and appends it).
-    kv = writer.kv_data[0]
-    for key, value in (
-        (gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION),
-        (gguf.Keys.General.FILE_TYPE, plan.ftype),
-    ):
-        kv.pop(key, None)
-        kv[key] = GGUFValue(value, gguf.GGUFValueType.UINT32)
+    for writer, plan, planned in zip(writers, plans, replanned, strict=True):
+        writer.tensors[0] = planned
+        # llama-quantize sets these two last (gguf_set_val_* removes a key and appends it).
+        kv = writer.kv_data[0]
+        for key, value in (
+            (gguf.Keys.General.QUANTIZATION_VERSION, gguf.GGML_QUANT_VERSION),
+            (gguf.Keys.General.FILE_TYPE, plan.ftype),
+        ):
+            kv.pop(key, None)
+            kv[key] = GGUFValue(value, gguf.GGUFValueType.UINT32)
+    return pipeline, counts
+
+
+def write_quantized(
+    writers: Sequence[Any],
+    paths: Sequence[Any],
+    labels: Sequence[str],
+    pipeline: _Pipeline,
+    on_tensor: Callable[[int, int], None],
+) -> None:
+    """Write every planned writer's file, tensor by tensor, side by side.
+
+    Each finished tensor goes into every file at once (what the writer's own
+    ``write_tensors_to_file`` would write: data, then padding to the alignment), so no output
+    waits in memory for another file to catch up.
+    """
+    times = pipeline.times
+    for writer, path in zip(writers, paths, strict=True):
+        writer.write_header_to_file(path=path)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        writer.write_padding(writer.fout[0], writer.fout[0].tell())
+    names = list(writers[0].tensors[0])
     pipeline.start()
-    return counts
+    try:
+        for index, name in enumerate(names, start=1):
+            for writer, label, data in zip(writers, labels, pipeline.take(name), strict=True):
+                with times.timed(f"write {label}"):
+                    _write_tensor(writer, name, data)
+            on_tensor(index, len(names))
+    finally:
+        pipeline.close()
+        for writer in writers:
+            writer.close()
+
+
+def _write_tensor(writer: Any, name: str, data: np.ndarray) -> None:
+    info = writer.tensors[0][name]
+    if data.nbytes != info.nbytes:
+        raise ValueError(f"{name}: produced {data.nbytes} bytes, planned {info.nbytes}")
+    fout = writer.fout[0]
+    start = fout.tell()
+    data.tofile(fout)
+    # a short write here would only surface as a corrupt file at load time
+    if fout.tell() - start != info.nbytes:
+        written = fout.tell() - start
+        raise ValueError(f"tensor {name!r} wrote {written} bytes, expected {info.nbytes}")
+    writer.write_padding(fout, info.nbytes)
+    writer.state = gguf.gguf_writer.WriterState.WEIGHTS
 
 
 def _job(
-    info: Any, spec: TensorSpec, new_type: int, library: QuantLibrary, pipeline: _Pipeline
-) -> tuple[Callable[[], np.ndarray], int]:
-    """The function producing a tensor's final bytes, and their count."""
-    if new_type == spec.ggml_type:
-        return (lambda: _materialize(info.tensor)), int(info.nbytes)
+    info: Any,
+    spec: TensorSpec,
+    targets: Sequence[int],
+    labels: Sequence[str],
+    library: QuantLibrary,
+    pipeline: _Pipeline,
+) -> tuple[Callable[[], list[np.ndarray]], list[int]]:
+    """The function producing a tensor's final bytes for each output, and their counts.
+
+    Outputs that want the same type share one result: the quantizer is deterministic, so the
+    bytes are the ones a single-type export computes.
+    """
     n_per_row = spec.ne[0]
     nrows = int(np.prod(spec.ne[1:])) if len(spec.ne) > 1 else 1
-    nbytes = nrows * library.row_size(new_type, n_per_row)
+    kept = spec.ggml_type in targets
+    sizes = {
+        t: int(info.nbytes) if t == spec.ggml_type else nrows * library.row_size(t, n_per_row)
+        for t in targets
+    }
+    quantized = sorted(t for t in sizes if t != spec.ggml_type)
+    stored = gguf.GGMLQuantizationType(spec.ggml_type)
+    times = pipeline.times
 
-    def quantize() -> np.ndarray:
-        blocks = _f32_blocks(info.tensor, gguf.GGMLQuantizationType(spec.ggml_type), n_per_row)
-        return pipeline.quantize(new_type, blocks, nrows, n_per_row, nbytes)
+    def produce() -> list[np.ndarray]:
+        raw: np.ndarray | None = None
+        if kept:
+            with times.timed("source"):
+                raw = _materialize(info.tensor)
+        made: dict[int, np.ndarray] = {}
+        if quantized:
+            blocks = _f32_blocks(info.tensor, stored, n_per_row, raw)
+            made, seconds = pipeline.quantize(quantized, blocks, nrows, n_per_row, sizes)
+            for label, target in zip(labels, targets, strict=True):
+                times.add(f"quantize {label}", seconds.get(target, 0.0))
+        return [raw if t == spec.ggml_type and raw is not None else made[t] for t in targets]
 
-    return quantize, nbytes
+    return produce, [sizes[t] for t in targets]
 
 
 def _materialize(tensor: Any) -> np.ndarray:
@@ -170,9 +273,14 @@ def _materialize(tensor: Any) -> np.ndarray:
     return np.ascontiguousarray(tensor).view(np.uint8).reshape(-1)
 
 
-def _f32_blocks(tensor: Any, stored: Any, n_per_row: int) -> Iterator[np.ndarray]:
-    """The tensor as float32 rows, in blocks: the values its 16-bit GGUF would hold, exactly."""
-    if isinstance(tensor, gguf.LazyChunkedTensor):
+def _f32_blocks(
+    tensor: Any, stored: Any, n_per_row: int, raw: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """The tensor as float32 rows, in blocks: the values its 16-bit GGUF would hold, exactly.
+
+    ``raw``: the tensor's bytes in ``stored`` when already made (decoded instead of re-merged).
+    """
+    if raw is None and isinstance(tensor, gguf.LazyChunkedTensor):
         chunks = tensor._chunks
         exact = getattr(chunks, "exact_in", None) == stored
         for load in chunks:
@@ -181,7 +289,8 @@ def _f32_blocks(tensor: Any, stored: Any, n_per_row: int) -> Iterator[np.ndarray
                 rows = gguf.quants.dequantize(gguf.quants.quantize(rows, stored), stored)
             yield from _split_rows(np.ascontiguousarray(rows, dtype=np.float32), n_per_row)
         return
-    raw = _materialize(tensor)
+    if raw is None:
+        raw = _materialize(tensor)
     row_bytes = _row_nbytes(stored, n_per_row)
     rows_per_block = max(1, _BLOCK_VALUES // n_per_row)
     nrows = raw.nbytes // row_bytes
@@ -224,40 +333,29 @@ def _release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-class _Piped:
-    """Stands in for a tensor in the converter's writer; its bytes come from the pipeline."""
-
-    def __init__(self, pipeline: _Pipeline, name: str, nbytes: int) -> None:
-        self._pipeline = pipeline
-        self.name = name
-        self.nbytes = nbytes
-
-    def tofile(self, fout: Any) -> None:
-        data = self._pipeline.take(self.name)
-        if data.nbytes != self.nbytes:
-            raise ValueError(f"{self.name}: produced {data.nbytes} bytes, planned {self.nbytes}")
-        data.tofile(fout)
-
-
 class _Pipeline:
     """Produces tensors in write order on a background thread, one ahead of the writer.
 
     The producer merges and converts a tensor (torch and numpy release the GIL in their loops)
     while quantizer threads (ctypes releases it too) work on the tensor before, so the merge,
-    the quantization and the disk writes overlap on every core.
+    the quantization and the disk writes overlap on every core. Each job yields the tensor's
+    bytes for every output file.
     """
 
-    def __init__(self, library: QuantLibrary, threads: int) -> None:
+    def __init__(self, library: QuantLibrary, threads: int, times: StageTimes) -> None:
         self._library = library
         self._threads = max(1, threads)
+        self.times = times
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dto-quantize")
-        self._jobs: deque[tuple[str, Callable[[], np.ndarray]]] = deque()
+        self._jobs: deque[tuple[str, Callable[[], list[np.ndarray]]]] = deque()
         self._last = ""
-        self._done: queue.Queue[tuple[str, np.ndarray | BaseException]] = queue.Queue(_QUEUE_DEPTH)
+        self._done: queue.Queue[tuple[str, list[np.ndarray] | BaseException]] = queue.Queue(
+            _QUEUE_DEPTH
+        )
         self._producer = threading.Thread(target=self._produce, name="dto-merge", daemon=True)
         self._stopping = threading.Event()
 
-    def add(self, name: str, job: Callable[[], np.ndarray]) -> None:
+    def add(self, name: str, job: Callable[[], list[np.ndarray]]) -> None:
         self._jobs.append((name, job))
         self._last = name
 
@@ -270,7 +368,7 @@ class _Pipeline:
             # which cache their values) must be freed before the next one runs.
             name, job = self._jobs.popleft()
             try:
-                result: np.ndarray | BaseException = job()
+                result: list[np.ndarray] | BaseException = job()
             except BaseException as err:  # handed to the writer thread, which raises it
                 result = err
             del job
@@ -279,7 +377,7 @@ class _Pipeline:
             if isinstance(result, BaseException):
                 return
 
-    def take(self, name: str) -> np.ndarray:
+    def take(self, name: str) -> list[np.ndarray]:
         """The next finished tensor, which must be ``name`` (the writer's order is ours)."""
         got, result = self._done.get()
         if isinstance(result, BaseException):
@@ -292,26 +390,52 @@ class _Pipeline:
         return result
 
     def quantize(
-        self, ggml_type: int, blocks: Iterator[np.ndarray], nrows: int, n_per_row: int, nbytes: int
-    ) -> np.ndarray:
-        """Quantize float32 row blocks into one buffer, ``threads`` blocks at a time."""
-        out = np.empty(nbytes, dtype=np.uint8)
-        row_bytes = nbytes // nrows
-        pending: deque[Future[None]] = deque()
+        self,
+        types: Sequence[int],
+        blocks: Iterator[np.ndarray],
+        nrows: int,
+        n_per_row: int,
+        sizes: Mapping[int, int],
+    ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+        """Quantize float32 row blocks to each of ``types``, ``threads`` blocks at a time.
+
+        Each block is produced once and handed to every type. Returns one buffer per type and
+        the quantizer-thread seconds each type took.
+        """
+        outs = {t: np.empty(sizes[t], dtype=np.uint8) for t in types}
+        row_bytes = {t: sizes[t] // nrows for t in types}
+        seconds = dict.fromkeys(types, 0.0)
+        pending: deque[Future[tuple[int, float]]] = deque()
         row = 0
-        for rows in blocks:
+        while True:
+            with self.times.timed("source"):
+                rows = next(blocks, None)
+            if rows is None:
+                break
             count = rows.shape[0]
-            target = out[row * row_bytes : (row + count) * row_bytes]
-            pending.append(self._pool.submit(self._library.quantize_rows, ggml_type, rows, target))
+            for t in types:
+                target = outs[t][row * row_bytes[t] : (row + count) * row_bytes[t]]
+                pending.append(self._pool.submit(self._quantize_rows, t, rows, target))
             row += count
             while len(pending) > 2 * self._threads:
-                pending.popleft().result()
+                _add(seconds, pending.popleft().result())
         for future in pending:
-            future.result()
+            _add(seconds, future.result())
         if row != nrows:
             raise ValueError(f"quantized {row} rows of {nrows}")
-        return out
+        return outs, seconds
+
+    def _quantize_rows(
+        self, ggml_type: int, rows: np.ndarray, out: np.ndarray
+    ) -> tuple[int, float]:
+        started = time.perf_counter()
+        self._library.quantize_rows(ggml_type, rows, out)
+        return ggml_type, time.perf_counter() - started
 
     def close(self) -> None:
         self._stopping.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _add(seconds: dict[int, float], done: tuple[int, float]) -> None:
+    seconds[done[0]] += done[1]

@@ -7,6 +7,7 @@ renamed at the end, so an interrupted export never leaves a file under the final
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ class ConvertFacts:
     """Most merged tensors held at once while streaming (1 means a pure stream)."""
     tensor_types: Mapping[str, int] | None = None
     """Tensors per GGML type when the converter also quantized (in-process quantization)."""
+    more_tensor_types: tuple[Mapping[str, int], ...] = ()
+    """The same for each of ``run_converter``'s ``more`` outputs, in order."""
+    timings: Mapping[str, float] | None = None
+    """Seconds per stage of the run (``wall``, ``read``, ``merge``, ``quantize q4_k_m`` ...)."""
 
 
 def _tokenizer_vocab(tokenizer_dir: Path) -> dict[str, int]:
@@ -159,6 +164,7 @@ def run_converter(
     merge_input: Path | None = None,
     merge_base: Path | None = None,
     quantize: QuantType | None = None,
+    more: Sequence[tuple[QuantType, Path]] = (),
     on_progress: Callable[[int, int], None] | None = None,
 ) -> ConvertFacts:
     """Convert to a GGUF of ``outtype`` (f32/f16/bf16/q8_0) at ``outfile``, atomically.
@@ -178,12 +184,18 @@ def run_converter(
         merge_input: an adapter dir: stream the merged tensors from it instead of files.
         merge_base: the base dir for ``merge_input`` (as ``--base``).
         quantize: a llama-quantize type to write instead of ``outtype``.
+        more: with ``quantize``, further (type, final path) outputs written in the same run
+            from the same merged tensors (each file as if exported alone).
         on_progress: called with (tensors written, tensors in the file) as the file grows.
 
     Raises:
         ConversionError: the converter refused or failed (message and hint from the worker).
     """
-    with tempfile.TemporaryDirectory(prefix="dto-convert-") as work, atomic_path(outfile) as tmp:
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="dto-convert-"))
+        tmp = stack.enter_context(atomic_path(outfile))
+        # Every file under a temp name until the worker succeeded: all renamed, or none.
+        more_tmp = [(quant, stack.enter_context(atomic_path(path))) for quant, path in more]
         spec_path = Path(work) / "spec.json"
         spec = {
             "toolchain": str(toolchain.root),
@@ -197,18 +209,25 @@ def run_converter(
             "input": str(merge_input) if merge_input else None,
             "base": str(merge_base) if merge_base else None,
             "quantize": _quantize_request(toolchain, quantize) if quantize else None,
+            "more_outputs": [
+                {"outfile": str(path), "quantize": _quantize_request(toolchain, quant)}
+                for quant, path in more_tmp
+            ],
         }
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         command = [sys.executable, "-m", "deploy_to_ollama.gguf._convert_worker", str(spec_path)]
         result, stage = _run_worker(command, _worker_env(toolchain), on_progress)
         if result.returncode != 0:
             raise _worker_failure(spec_path, command, result, stage)
-        os.chmod(tmp, 0o644)
+        for path in (tmp, *(path for _, path in more_tmp)):
+            os.chmod(path, 0o644)
         facts = json.loads(spec_path.with_suffix(".result.json").read_text(encoding="utf-8"))
     return ConvertFacts(
         pretokenizer_detected=facts.get("pretokenizer_detected"),
         max_buffered_tensors=int(facts.get("max_buffered_tensors", 0)),
         tensor_types=facts.get("tensor_types"),
+        more_tensor_types=tuple(facts.get("more_tensor_types") or ()),
+        timings=facts.get("timings"),
     )
 
 
@@ -258,6 +277,7 @@ def _quantize_request(toolchain: Toolchain, quant: QuantType) -> dict[str, Any]:
         )
     flags = dict(zip(quant.quantize_args[::2], quant.quantize_args[1::2], strict=True))
     return {
+        "name": quant.name,
         "type": quant.llama_name,
         "output_type": flags.get("--output-tensor-type"),
         "token_embedding_type": flags.get("--token-embedding-type"),

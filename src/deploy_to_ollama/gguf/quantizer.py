@@ -14,7 +14,10 @@ from the same build as ``llama-quantize`` (``toolchain.QUANT_LIBRARY``).
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,6 +53,47 @@ class TensorSpec:
     name: str
     ne: tuple[int, ...]
     ggml_type: int
+
+
+class StageTimes:
+    """Busy seconds per stage of one converter run (read, merge, quantize per type, write ...).
+
+    Why busy time and not wall time: the stages overlap (the next tensor is merged while this one
+    is quantized on other threads), so each stage's seconds are summed over the threads that ran
+    it, and together they exceed the run's wall time. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[str, float] = {}
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + seconds
+
+    def get(self, stage: str) -> float:
+        with self._lock:
+            return self._seconds.get(stage, 0.0)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the time the block takes to ``stage``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - started)
+
+    def snapshot(self) -> dict[str, float]:
+        """Seconds per stage, rounded to milliseconds.
+
+        >>> times = StageTimes()
+        >>> times.add("read", 0.25); times.add("read", 0.5)
+        >>> times.snapshot()
+        {'read': 0.75}
+        """
+        with self._lock:
+            return {stage: round(seconds, 3) for stage, seconds in self._seconds.items()}
 
 
 class _InitParams(ctypes.Structure):

@@ -1,15 +1,16 @@
 """The convert → quantize steps of an export, and the GGUF files they write.
 
-One converter run per output type. Types llama-quantize makes are quantized inside the
-converter run when the toolchain has the quantizer library (one pass, no 16-bit file), else
-from one lossless 16-bit GGUF with the llama-quantize binary; both write the same bytes.
+One converter run per converter type (f16, q8_0 ...). Types llama-quantize makes are all
+quantized inside one more converter run when the toolchain has the quantizer library (each
+tensor read and merged once for every type, no 16-bit file), else from one lossless 16-bit GGUF
+with the llama-quantize binary; both write the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,8 @@ from .toolchain import Toolchain
 
 logger = logging.getLogger(__name__)
 
-#: ``convert(outtype, target, quant=None)``: one converter run (quantizing in-process if asked).
+#: ``convert(outtype, target, quant=None, more=())``: one converter run (quantizing in-process
+#: if asked, to ``target`` and to each (type, path) of ``more``).
 Converter = Callable[..., ConvertFacts]
 #: Called with each GGUF once it is under its final name (the export stamp records it).
 OnFile = Callable[["GgufFile"], None]
@@ -39,6 +41,11 @@ class GgufFile:
     role: Literal["model", "base", "adapter"] = "model"
     tensor_types: Mapping[str, int] | None = None
     """Tensors per GGML type (``{"Q4_K": 109, "Q6_K": 19, "F32": 37}``) when we quantized."""
+    timings: Mapping[str, float] | None = None
+    """Seconds per stage of the converter run that wrote the file (in-process quantization):
+    ``wall``, ``read``, ``merge``, ``convert`` of the run (shared by the files it wrote), and
+    ``quantize`` and ``write`` of this file. Busy time per stage: stages overlap. A tensor
+    two files of the run hold in the same type is quantized once and counted in both."""
 
 
 def gguf_filename(stem: str, quant: str) -> str:
@@ -78,8 +85,13 @@ def converter_step(
 ) -> Converter:
     """One converter run per output type, reported as its own progress stage."""
 
-    def convert(outtype: str, target: Path, quant: QuantType | None = None) -> ConvertFacts:
-        final = quant.name if quant else outtype
+    def convert(
+        outtype: str,
+        target: Path,
+        quant: QuantType | None = None,
+        more: Sequence[tuple[QuantType, Path]] = (),
+    ) -> ConvertFacts:
+        final = "+".join([quant.name, *(q.name for q, _ in more)]) if quant else outtype
         key = f"convert-{final}"
         stage = f"{label} + quantize" if quant else label
         reporter.start(key, f"{stage} → {final}", total=100)
@@ -98,9 +110,10 @@ def converter_step(
             merge_input=merge_input,
             merge_base=merge_base,
             quantize=quant,
+            more=more,
             on_progress=on_progress,
         )
-        reporter.done(key, f"wrote {target.name}")
+        reporter.done(key, "wrote " + ", ".join([target.name, *(p.name for _, p in more)]))
         return facts
 
     return convert
@@ -142,11 +155,15 @@ def convert_and_quantize(
             middle = target
     if via_quantize and in_process_quantization(toolchain, quantizer=quantizer):
         try:
-            for quant in list(via_quantize):
-                target = out_dir / gguf_filename(stem, quant.name)
-                facts = convert(middle_type, target, quant)
-                finished(gguf_file(target, quant.name, types=facts.tensor_types))
-                via_quantize.remove(quant)
+            # One run for all of them: each tensor is read and merged once, quantized per type.
+            targets = [out_dir / gguf_filename(stem, q.name) for q in via_quantize]
+            more = list(zip(via_quantize[1:], targets[1:], strict=True))
+            facts = convert(middle_type, targets[0], via_quantize[0], more)
+            types = [facts.tensor_types, *facts.more_tensor_types]
+            for quant, target, mixture in zip(via_quantize, targets, types, strict=True):
+                timings = file_timings(facts.timings, quant.name)
+                finished(gguf_file(target, quant.name, types=mixture, timings=timings))
+            via_quantize = []
         except ConversionError as err:
             if not err.in_process_quantization:
                 raise
@@ -184,7 +201,32 @@ def gguf_file(
     role: Literal["model", "base", "adapter"] = "model",
     *,
     types: Mapping[str, int] | None = None,
+    timings: Mapping[str, float] | None = None,
 ) -> GgufFile:
     return GgufFile(
-        path=path, quant=quant, size_bytes=path.stat().st_size, role=role, tensor_types=types
+        path=path,
+        quant=quant,
+        size_bytes=path.stat().st_size,
+        role=role,
+        tensor_types=types,
+        timings=timings,
     )
+
+
+def file_timings(run: Mapping[str, float] | None, quant: str) -> dict[str, float] | None:
+    """One file's view of its converter run's timings: the shared stages and its own.
+
+    >>> file_timings({"wall": 9.0, "read": 1.0, "quantize q4_k_m": 5.0, "quantize q5_k_m": 6.0,
+    ...               "write q4_k_m": 0.2}, "q4_k_m")
+    {'wall': 9.0, 'read': 1.0, 'quantize': 5.0, 'write': 0.2}
+    """
+    if run is None:
+        return None
+    mine: dict[str, float] = {}
+    for stage, seconds in run.items():
+        kind, _, owner = stage.partition(" ")
+        if not owner:
+            mine[stage] = seconds
+        elif owner == quant:
+            mine[kind] = seconds
+    return mine
