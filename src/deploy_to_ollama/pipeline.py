@@ -162,7 +162,8 @@ def deploy(
         # refused here, before the server, the toolchain or an export is touched.
         resolved = check_source(path, base=base)
         version = OllamaClient(plan.host).version()  # then the server (exit 4), before work
-        plan = replace(plan, load_warnings=tuple(load_warnings([plan.quant], version)))
+        real = real_quant(plan.quant, resolved)  # an alias resolved, a GGUF source's own type
+        plan = replace(plan, load_warnings=tuple(load_warnings([real], version)))
         for warning in plan.load_warnings:  # now, not after a long export that fails to load
             logger.warning("%s", warning)
         return _run(plan, path, resolved)
