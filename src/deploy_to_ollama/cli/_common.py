@@ -37,6 +37,8 @@ class _Invocation:
     json_written: bool = False
     reported: bool = False
     """An error was rendered (``handle_exception`` ran)."""
+    settings: Settings | None = None
+    """The environment, read once at the start of the invocation (``settings()``)."""
 
 
 _RUN = _Invocation()
@@ -47,6 +49,14 @@ def reset_invocation(*, json_requested: bool = False) -> None:
     _RUN.json = json_requested
     _RUN.json_written = False
     _RUN.reported = False
+    _RUN.settings = None
+
+
+def settings() -> Settings:
+    """The configuration of this invocation: read from the environment once, then passed down."""
+    if _RUN.settings is None:
+        _RUN.settings = Settings.from_env()
+    return _RUN.settings
 
 
 def error_reported() -> bool:
@@ -128,7 +138,7 @@ def _root(
     ] = 0,
 ) -> None:
     """Deploy fine-tuned models to Ollama and prove they work."""
-    configure_output(verbose, Settings.from_env().log_level)
+    configure_output(verbose, settings().log_level)
 
 
 def print_result_json(payload: dict[str, Any]) -> None:
@@ -253,6 +263,6 @@ def handle_exception(err: BaseException, *, json_requested: bool = False) -> int
         print_line(message)
     else:
         print_error(message, hint=hint)
-    if Settings.from_env().debug:
+    if settings().debug:
         traceback.print_exception(err)
     return code

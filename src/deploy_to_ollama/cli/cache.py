@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ..cache import CacheEntry, clean_cache, list_cache, parse_duration
-from ..settings import Settings
 from ._common import JsonOpt, app, print_result_json
+from ._common import settings as cli_settings
 
 CACHE_EXAMPLES = """Examples:
 
@@ -46,7 +46,7 @@ def _row(entry: CacheEntry, now: float) -> str:
 @cache_app.command("list", epilog=CACHE_EXAMPLES)
 def cache_list(json_out: JsonOpt = False) -> None:
     """List cached items: kind, size, days since last written, and whether a run holds them."""
-    settings = Settings.from_env()
+    settings = cli_settings()
     entries = list_cache(settings.cache_dir)
     total = sum(e.size_bytes for e in entries)
     if json_out:
@@ -79,7 +79,7 @@ def cache_clean(
     """Remove deploy work folders and dead runs' leftovers (with --all, everything) that no
     running deploy-to-ollama holds."""
     age = parse_duration(older_than) if older_than is not None else None
-    settings = Settings.from_env()
+    settings = cli_settings()
     result = clean_cache(settings.cache_dir, everything=everything, older_than=age)
     if json_out:
         print_result_json({"cache_dir": str(settings.cache_dir), **result.to_dict()})

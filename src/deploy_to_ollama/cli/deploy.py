@@ -14,8 +14,8 @@ from ..errors import (
     UsageError,
 )
 from ..progress import NullProgress, ProgressReporter, RichProgress
-from ..settings import Settings
 from ._common import ForceOpt, HostOpt, JsonOpt, app, fail, print_line, print_result_json, reporting
+from ._common import settings as cli_settings
 
 if TYPE_CHECKING:
     from ..roundtrip import RoundTripReport
@@ -202,7 +202,7 @@ def deploy_command(
     check_paths(source=Path(source), base=base)
     if keep is not None:
         check_writable_dir(keep, what="--keep")
-    settings = Settings.from_env()
+    settings = cli_settings()
     reporter = _reporter(json_out=json_out, quiet=quiet)
     with reporting(reporter, json_out=json_out):
         report = deploy(
@@ -264,7 +264,7 @@ def register_command(
             name,
             parsed,
             base_dir=modelfile.resolve().parent,
-            host=host or Settings.from_env().ollama_host,
+            host=host or cli_settings().ollama_host,
             force=force,
             method=chosen_method,
             progress=reporter,
@@ -310,7 +310,7 @@ def check_command(
     with reporting(reporter, json_out=json_out):
         report = check_round_trip(
             name,
-            host=host or Settings.from_env().ollama_host,
+            host=host or cli_settings().ollama_host,
             source=source,
             question=question or DEFAULT_QUESTION,
             expected_answer=expect,

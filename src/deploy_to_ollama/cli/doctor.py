@@ -53,8 +53,8 @@ from ..errors import (
     TemplateMismatchError,
     UsageError,
 )
-from ..settings import Settings
 from ._common import ForceOpt, HostOpt, JsonOpt, app, fail, print_result_json
+from ._common import settings as cli_settings
 
 if TYPE_CHECKING:
     from ..doctor import Diagnosis, DoctorReport, FixResult
@@ -112,7 +112,7 @@ def doctor_command(
         out=out,
         generate=not skip_generation,
         force=force,
-        host=host or Settings.from_env().ollama_host,
+        host=host or cli_settings().ollama_host,
         json_out=json_out,
     )
     if failure is not None:

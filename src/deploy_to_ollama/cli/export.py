@@ -24,8 +24,8 @@ from ..exporting import (
 )
 from ..exporting import write_modelfile as _write_modelfile
 from ..progress import NullProgress, RichProgress, console
-from ..settings import Settings
 from ._common import ForceOpt, JsonOpt, app, print_result_json
+from ._common import settings as cli_settings
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def setup_command(
 
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}", hint="e.g. --jobs 4")
-    settings = Settings.from_env()
+    settings = cli_settings()
     with RichProgress(transient=True, lines_when_not_tty=not json_out) as progress:
         result = provision_toolchain(
             settings.cache_dir, llama_cpp_dir=llama_cpp, jobs=jobs, force=force,
@@ -294,7 +294,7 @@ def export_command(
         load_in_4bit=load_in_4bit,
         load_in_8bit=load_in_8bit,
     )
-    settings = Settings.from_env()
+    settings = cli_settings()
     with RichProgress() as progress:
         push_progress = NullProgress() if quiet or json_out else progress
         report = export(options, settings=settings, progress=progress, push_progress=push_progress)

@@ -11,8 +11,8 @@ import typer
 
 from ..errors import RoundTripError, UsageError
 from ..progress import NullProgress, ProgressReporter, RichProgress, console
-from ..settings import Settings
 from ._common import HostOpt, JsonOpt, app, fail, print_result_json, reporting
+from ._common import settings as cli_settings
 
 CHAT_EXAMPLES = """
 Examples:
@@ -81,7 +81,7 @@ def chat_command(
     """Chat with a model in the terminal: streaming, /system, /reset, /exit, tokens/s."""
     from ..chat import ChatSession
 
-    session = ChatSession(name, host=host or Settings.from_env().ollama_host, system=system)
+    session = ChatSession(name, host=host or cli_settings().ollama_host, system=system)
     if prompt is not None:
         _stream_answer(session.ask(prompt))
         return
@@ -143,7 +143,7 @@ def compare_command(
             name,
             prompts=tuple(prompt or DEFAULT_PROMPTS),
             max_tokens=max_tokens,
-            host=host or Settings.from_env().ollama_host,
+            host=host or cli_settings().ollama_host,
             system=system,
             base=base,
             dtype=dtype,
