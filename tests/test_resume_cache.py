@@ -21,7 +21,8 @@ import pytest
 from deploy_to_ollama.cache import clean_cache, list_cache, parse_duration
 from deploy_to_ollama.cli import main
 from deploy_to_ollama.errors import DiskSpaceError, InputError, UsageError
-from deploy_to_ollama.pipeline import deploy, gguf_file_type, real_quant
+from deploy_to_ollama.inputs import read_gguf_facts
+from deploy_to_ollama.pipeline import deploy, real_quant
 from deploy_to_ollama.resume import (
     LOCK_FILE,
     STATE_FILE,
@@ -299,7 +300,7 @@ def test_gguf_source_reports_its_own_quant_type(tiny_gguf: Path) -> None:
     from deploy_to_ollama.inputs import resolve_input
 
     resolved = resolve_input(tiny_gguf)
-    assert gguf_file_type(tiny_gguf) == "f32"  # write_tiny_gguf writes F32 tensors
+    assert read_gguf_facts(tiny_gguf)[0] == "f32"  # write_tiny_gguf writes F32 tensors
     assert real_quant("q4_k_m", resolved) == "f32"  # not the --quant flag's value
 
 

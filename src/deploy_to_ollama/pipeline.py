@@ -268,28 +268,9 @@ def real_quant(quant: str, resolved: Any) -> str:
     from .gguf.steps import model_dtype
 
     if resolved.kind == "gguf":
-        known = resolved.gguf_quant
-        return str(known) if known else gguf_file_type(Path(resolved.path))
+        return resolved.gguf_quant or "unknown"  # the one GGUF reader: ``inputs``
     weights = Path(resolved.base_dir if resolved.kind == "adapter" else resolved.path)
     return parse_quant_list(quant, model_dtype=model_dtype(weights))[0].name
-
-
-def gguf_file_type(path: Path) -> str:
-    """A GGUF's ``general.file_type`` as our quant name (``q8_0``, ``f16``), else ``unknown``.
-
-    Until ``ResolvedInput.gguf_quant`` carries it, read with gguf-py (llama.cpp's reader).
-    """
-    try:
-        import gguf
-
-        reader = gguf.GGUFReader(str(path))
-        field = reader.get_field(gguf.Keys.General.FILE_TYPE)
-        if field is None:
-            return "unknown"
-        name = gguf.LlamaFileType(int(field.contents())).name
-    except (ImportError, OSError, ValueError, KeyError, IndexError, TypeError):
-        return "unknown"
-    return name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
 
 
 def _run_check(
@@ -519,7 +500,6 @@ __all__ = [
     "TemplateResult",
     "deploy",
     "ensure_source_kind",
-    "gguf_file_type",
     "hash_tree",
     "model_parameters",
     "real_quant",

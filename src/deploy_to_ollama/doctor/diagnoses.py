@@ -4,6 +4,9 @@ user sees, the evidence, and the fix.
 Checks compare the TEMPLATE Ollama uses (rendered with our port of Ollama's prompt building)
 against the reference Jinja template (rendered with transformers), plus stops, BOS, SYSTEM and
 sampling parameters. Pure functions of a ``Target`` and a ``ReferenceChoice``: no server calls.
+
+Over 500 lines on purpose: it is the catalogue of diagnoses (one small function each, mirrored by
+README's doctor table); rendering and difference summaries already live in ``rendering``.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Drives ``FastLanguageModel.from_pretrained`` + ``save_pretrained_gguf`` against *our* provisioned
 llama.cpp, set up so that Unsloth never clones, builds or downloads anything.
+
+Over 500 lines on purpose: one concept, the one place that knows Unsloth's save path and its
+quirks (availability, 4-bit flags, offline llama.cpp staging, save order); a split would spread
+those quirks over modules that only make sense together.
 """
 
 from __future__ import annotations
