@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 120.0
 #: How often a port taken between our look and the server's bind is retried with another one.
 BIND_ATTEMPTS = 3
-#: What llama.cpp logs when its Jinja engine rejects the GGUF's chat template.
-TEMPLATE_FAILURE = "failed to initialize chat template"
+#: What llama.cpp logs when its Jinja engine rejects the GGUF's chat template: it cannot parse
+#: it, or cannot derive the tool-call/reasoning parser the chat endpoint needs from it.
+TEMPLATE_FAILURES = ("chat template parsing error: ", "failed to initialize chat template")
 
 
 class LlamaServerError(DependencyMissingError):
@@ -155,11 +156,13 @@ def template_error(log: Path) -> str | None:
     if not log.exists():
         return None
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    if not any(TEMPLATE_FAILURE in line for line in lines):
+    for line in lines:
+        if TEMPLATE_FAILURES[0] in line:
+            return line.split(TEMPLATE_FAILURES[0], 1)[1].strip()
+    if not any(TEMPLATE_FAILURES[1] in line for line in lines):
         return None
-    errors = [line for line in lines if ": error: " in line and TEMPLATE_FAILURE not in line]
-    message = errors[0].split(": error: ", 1)[1] if errors else TEMPLATE_FAILURE
-    return message.strip()
+    errors = [line for line in lines if ": error: " in line and TEMPLATE_FAILURES[1] not in line]
+    return errors[0].split(": error: ", 1)[1].strip() if errors else TEMPLATE_FAILURES[1]
 
 
 def start_llama_server(
