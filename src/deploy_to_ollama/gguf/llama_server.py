@@ -152,17 +152,25 @@ def log_tail(log: Path, lines: int = 5) -> str:
 
 
 def template_error(log: Path) -> str | None:
-    """llama.cpp's own message when its Jinja engine rejected the chat template, else None."""
+    """llama.cpp's own message when its Jinja engine rejected the chat template, else None.
+
+    The engine's error (``init: error: Unknown statement: raw``) comes first when parsing
+    failed; when only the parser generation failed, its reason follows on an ``Error:`` line.
+    """
     if not log.exists():
         return None
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    for line in lines:
-        if TEMPLATE_FAILURES[0] in line:
-            return line.split(TEMPLATE_FAILURES[0], 1)[1].strip()
-    if not any(TEMPLATE_FAILURES[1] in line for line in lines):
+    if not any(marker in line for line in lines for marker in TEMPLATE_FAILURES):
         return None
-    errors = [line for line in lines if ": error: " in line and TEMPLATE_FAILURES[1] not in line]
-    return errors[0].split(": error: ", 1)[1].strip() if errors else TEMPLATE_FAILURES[1]
+    parts: list[str] = []
+    for line in lines:
+        if "common_chat_templates_init: error: " in line:
+            return line.split(": error: ", 1)[1].strip()
+        if TEMPLATE_FAILURES[0] in line:
+            parts.append(line.split(TEMPLATE_FAILURES[0], 1)[1].strip())
+        elif parts and line.startswith("Error: "):
+            parts.append(line.removeprefix("Error: ").strip())
+    return " ".join(parts) if parts else TEMPLATE_FAILURES[1]
 
 
 def start_llama_server(
