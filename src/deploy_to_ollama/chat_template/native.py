@@ -296,7 +296,7 @@ def compare_prompts(
     >>> compare_prompts("<s>hi", "hi", "<s>")
     ('exact', True, None)
     >>> compare_prompts('f({"a": 1, "b": 2})', 'f({"a":1,"b":2})', None)
-    ('json_equivalent', False, 5)
+    ('json_equivalent', False, 7)
     >>> compare_prompts("a\\n", "a", None)
     (None, False, 1)
     """
