@@ -194,15 +194,15 @@ def diff_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Show, per probe, transformers' and Ollama's prompt with the first difference marked."""
+    if against is None and not native:
+        fail(UsageError("Missing option '--against' (or --native)",
+                        hint="`template diff SOURCE --against Modelfile`, or `... --native` to "
+                        "compare with llama.cpp's Jinja engine"))  # fmt: skip
+    if against is not None and native:
+        fail(UsageError("--against and --native exclude each other",
+                        hint="run `template diff` once with each"))  # fmt: skip
     from ..chat_template import load_template_source, verify_template
 
-    if native == (against is not None):
-        fail(
-            UsageError(
-                "pass exactly one of --against FILE and --native",
-                hint="`template diff SOURCE --against Modelfile` or `... --native`",
-            )
-        )
     if against is None:
         _native_diff(load_template_source(source, bos=bos, eos=eos), source, json_out=json_out)
         return
