@@ -97,7 +97,7 @@ def measure(binary: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
             found = causes(report, record["jinja"])
             groups = group_verdicts(report)
         else:
-            found = {"llama.cpp cannot parse the template"}
+            found = {"llama-server rejects the template"}
         verdict = "verified" if not found else ", ".join(sorted(found))
         family = record.get("family") or "?"
         if "tools" not in record["jinja"]:  # both engines ignore the tools: nothing proven

@@ -132,7 +132,10 @@ def test_a_gguf_without_jinja_is_unavailable_and_the_written_gguf_is_served(
     assert isinstance(result, NativeUnavailable) and "no tokenizer.chat_template" in result.reason
     served = write_tiny_gguf(tmp_path / "chatml.gguf")  # ChatML, BOS <|im_start|>
     report = verify_native(_source(CHATML, bos="<|im_start|>"), llama_server_binary, gguf=served)
-    assert isinstance(report, NativeReport) and report.verified
+    assert isinstance(report, NativeReport) and report.verified and report.token_level
+    # Tokens by llama.cpp's tokenizer of that GGUF: the special tokens are single tokens.
+    single = next(p for p in report.probes if p.probe == "single_user")
+    assert single.token_match is True and single.token_delta == 0
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -192,7 +192,10 @@ def verify_native(
         except ChatTemplateRejectedError as err:
             return NativeUnavailable(err.message)
         with server:
-            report = render_and_compare(server, source, native_cases(source.template, probes))
+            # The GGUF we wrote has the real vocabulary: llama.cpp's own tokenizer can check tokens.
+            encode = server.tokenize if gguf is not None else None
+            cases = native_cases(source.template, probes)
+            report = render_and_compare(server, source, cases, encode=encode)
         server.log.unlink(missing_ok=True)  # kept only when the server failed
         return report
 
@@ -220,10 +223,17 @@ def gguf_lacks_template(path: Path) -> str | None:
 
 
 def render_and_compare(
-    server: LlamaServer, source: TemplateSource, cases: Sequence[NativeCase]
+    server: LlamaServer,
+    source: TemplateSource,
+    cases: Sequence[NativeCase],
+    *,
+    encode: Callable[[str], list[int]] | None = None,
 ) -> NativeReport:
-    """Compare every case on a running server (the part timed by ``benchmarks/native.py``)."""
-    encode = _token_encoder(source)
+    """Compare every case on a running server (the part timed by ``benchmarks/native.py``).
+
+    Token level with the source's tokenizer.json, else with ``encode`` where given.
+    """
+    encode = _token_encoder(source) or encode
     results = tuple(_check(server, source, case, encode) for case in cases)
     return NativeReport(results, token_level=encode is not None)
 

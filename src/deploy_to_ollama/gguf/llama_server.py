@@ -46,7 +46,7 @@ class LlamaServerError(DependencyMissingError):
 
 
 class ChatTemplateRejectedError(LlamaServerError):
-    """llama.cpp's Jinja engine cannot parse the chat template (the message is its error)."""
+    """llama.cpp cannot parse the chat template, or derive its tool-call parser from it."""
 
 
 class ApplyTemplateError(Exception):
@@ -217,7 +217,7 @@ def start_llama_server(
         server.stop()
         if (rejected := template_error(log)) is not None:
             raise ChatTemplateRejectedError(
-                f"llama.cpp's Jinja engine cannot parse the chat template: {rejected}",
+                f"llama-server rejects the chat template: {rejected}",
                 log=log,
                 hint="the native (llama-server) path cannot serve this template; use the "
                 "Go TEMPLATE",
