@@ -131,9 +131,10 @@ def _print_summary(rows: list[dict[str, Any]]) -> None:
 
 
 @pytest.mark.slow
-def test_native_share_of_the_corpus_is_ratcheted(llama_server_binary: Path) -> None:
-    require_shared(CHAT_TEMPLATES_DIR)
-    rows = measure(llama_server_binary, corpus_records())["rows"]
+def test_native_share_of_the_corpus_is_ratcheted(request: pytest.FixtureRequest) -> None:
+    require_shared(CHAT_TEMPLATES_DIR)  # before the server: no corpus skips, even under CI
+    binary: Path = request.getfixturevalue("llama_server_binary")
+    rows = measure(binary, corpus_records())["rows"]
     share = sum(row["ok"] for row in rows) / len(rows)
     _print_summary(rows)
     print(f"native share: {sum(row['ok'] for row in rows)}/{len(rows)} = {share:.3f}")
