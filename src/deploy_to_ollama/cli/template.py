@@ -3,11 +3,15 @@
 ``show`` prints the Modelfile fragment (TEMPLATE, PARAMETER stop, SYSTEM); ``--json`` prints
 ``{"template": str, "stop": [str], "system": str|null, "verified": bool, "probes": [...],
 "warnings": [str], "capabilities": {"jinja": [str], "template": [str], "lost": [str],
-"parity": bool}}``. ``diff`` renders every probe through transformers and through a given
-Modelfile or TEMPLATE file and shows both with the first difference highlighted.
+"parity": bool}, "native": {...}}``, where ``native`` is llama.cpp's rendering of the Jinja (Ollama
+0.30+'s native path, see ``chat_template/native.py``): ``{"available": true, "verified": bool,
+"exact": int, "probes": [...]}``, or ``{"available": false, "reason": str}`` without a
+llama-server; it does not change the exit code, which the Go TEMPLATE decides. ``diff`` renders
+every probe through transformers and through a given Modelfile or TEMPLATE file (or, with
+``--native``, through llama.cpp's engine) and shows both with the first difference highlighted.
 Exit codes: 0 verified, 3 not verified (``TemplateMismatchError``; the best template is still
 printed, and under ``--json`` the document carries ``ok: false``, ``error`` and ``hint``), 1 bad
-input, 2 usage error.
+input, 2 usage error, 4 ``diff --native`` without a usable llama-server (the message names the log).
 """
 
 from __future__ import annotations
@@ -18,11 +22,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import InputError, InputNotFoundError, TemplateMismatchError
+from ..errors import (
+    DependencyMissingError,
+    InputError,
+    InputNotFoundError,
+    TemplateMismatchError,
+    UsageError,
+)
 from ._common import JsonOpt, app, fail, print_line, print_result_json
 
 if TYPE_CHECKING:
-    from ..chat_template import ProbeResult, TranslatedTemplate, VerificationReport
+    from ..chat_template import ProbeResult, TemplateSource, TranslatedTemplate, VerificationReport
+    from ..chat_template.native import NativeProbeResult, NativeReport, NativeUnavailable
 
 TEMPLATE_EXAMPLES = """
 \b
@@ -31,6 +42,7 @@ Examples:
   deploy-to-ollama template ./model.gguf --json
   deploy-to-ollama template ./chat_template.jinja --bos "<s>" --eos "</s>"
   deploy-to-ollama template diff ./my-lora --against ./Modelfile
+  deploy-to-ollama template diff ./my-lora --native
 """
 
 template_app = typer.Typer(
@@ -79,10 +91,36 @@ def show_command(
     if not json_out:
         sys.stdout.write(modelfile_fragment(result))
         _summary(result.report)
-    if not result.verified:
-        fail(not_verified(result.report, source), translation_json(result, jinja=loaded.template))
+    payload = translation_json(result, jinja=loaded.template)
     if json_out:
-        print_result_json(translation_json(result, jinja=loaded.template))
+        payload["native"] = native_json(loaded)
+    if not result.verified:
+        fail(not_verified(result.report, source), payload)
+    if json_out:
+        print_result_json(payload)
+
+
+def native_json(loaded: TemplateSource) -> dict[str, Any]:
+    """The ``native`` section: llama.cpp's engine vs transformers, or why it was not checked."""
+    from ..chat_template.native import NativeUnavailable
+
+    try:
+        return run_native(loaded).to_json()
+    except DependencyMissingError as err:
+        return NativeUnavailable(
+            f"{err.message} ({err.hint})" if err.hint else err.message
+        ).to_json()
+
+
+def run_native(loaded: TemplateSource) -> NativeReport | NativeUnavailable:
+    """Verify ``loaded`` on llama-server (raises ``DependencyMissingError`` without one)."""
+    from ..chat_template.native import verify_native
+    from ..gguf.toolchain import find_toolchain
+    from ..settings import Settings
+
+    settings = Settings.from_env()
+    binary = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).require_server()
+    return verify_native(loaded, binary)
 
 
 def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) -> dict[str, Any]:
@@ -144,16 +182,34 @@ def _summary(report: VerificationReport) -> None:
 def diff_command(
     source: SourceArg,
     against: Annotated[
-        Path,
+        Path | None,
         typer.Option("--against", help="A Modelfile (its TEMPLATE and SYSTEM) or a TEMPLATE file."),
-    ],
+    ] = None,
+    native: Annotated[
+        bool,
+        typer.Option(
+            "--native",
+            help="Compare with llama.cpp's Jinja engine (llama-server), "
+            "the prompt of Ollama 0.30+'s native path, instead of a TEMPLATE.",
+        ),
+    ] = False,
     bos: BosOpt = None,
     eos: EosOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show, per probe, transformers' and Ollama's prompt with the first difference marked."""
+    if against is None and not native:
+        fail(UsageError("Missing option '--against' (or --native)",
+                        hint="`template diff SOURCE --against Modelfile`, or `... --native` to "
+                        "compare with llama.cpp's Jinja engine"))  # fmt: skip
+    if against is not None and native:
+        fail(UsageError("--against and --native exclude each other",
+                        hint="run `template diff` once with each"))  # fmt: skip
     from ..chat_template import load_template_source, verify_template
 
+    if against is None:
+        _native_diff(load_template_source(source, bos=bos, eos=eos), source, json_out=json_out)
+        return
     template, system = read_against(against)
     report = verify_template(
         load_template_source(source, bos=bos, eos=eos), template, system=system
@@ -178,6 +234,43 @@ def diff_command(
             ),
             payload,
         )
+    if json_out:
+        print_result_json(payload)
+
+
+def _native_diff(loaded: TemplateSource, source: Path, *, json_out: bool) -> None:
+    """``diff --native``: transformers' and llama.cpp's prompt per probe; exit 3 if they differ."""
+    from ..chat_template.native import NativeUnavailable
+
+    report = run_native(loaded)
+    if isinstance(report, NativeUnavailable):
+        fail(
+            TemplateMismatchError(
+                f"native path unavailable for {source}: {report.reason}",
+                hint="use the Go TEMPLATE route",
+            ),
+            report.to_json(),
+        )
+    payload = report.to_json() | {"probes": [
+        p.to_json() | {"expected_text": p.expected, "actual_text": p.actual} for p in report.probes
+    ]}  # fmt: skip
+    ran = [p for p in report.probes if p.status != "skipped"]
+    if not json_out:
+        _print_diff(report, right="llama.cpp (native Jinja)")
+        print_line(f"native {'verified' if report.verified else 'NOT verified'}: "
+                   f"{sum(p.status == 'match' for p in ran)}/{len(ran)} probes match "
+                   f"({report.exact} exact), {len(report.probes) - len(ran)} skipped")  # fmt: skip
+    failure = report.first_failure()
+    if failure is not None:
+        fail(TemplateMismatchError(
+            f"llama.cpp's Jinja engine renders the chat template of {source} differently from "
+            f"transformers: probe {failure.probe} differs at character {failure.position}"
+            + (f" ({failure.reason})" if failure.reason else ""),
+            hint="deploy on the Go TEMPLATE route, which is verified separately",
+        ), payload)  # fmt: skip
+    if not report.verified:
+        fail(TemplateMismatchError(f"no probe could be compared for {source} on llama.cpp",
+                                   hint="check the chat template"), payload)  # fmt: skip
     if json_out:
         print_result_json(payload)
 
@@ -213,7 +306,9 @@ def _looks_like_modelfile(text: str) -> bool:
     return False
 
 
-def _print_diff(report: VerificationReport) -> None:
+def _print_diff(
+    report: VerificationReport | NativeReport, *, right: str = "Ollama (TEMPLATE)"
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -227,12 +322,12 @@ def _print_diff(report: VerificationReport) -> None:
             continue
         where = f"at character {probe.position}" if probe.position is not None else ""
         out.print(f"[differs] {probe.probe} {where} {probe.reason or ''}".rstrip(), markup=False)
-        table = Table("transformers (Jinja)", "Ollama (TEMPLATE)", show_lines=False, expand=True)
+        table = Table("transformers (Jinja)", right, show_lines=False, expand=True)
         table.add_row(*_highlighted(probe))
         out.print(table)
 
 
-def _highlighted(probe: ProbeResult) -> tuple[Any, Any]:
+def _highlighted(probe: ProbeResult | NativeProbeResult) -> tuple[Any, Any]:
     """Both renderings, the part from the first difference on in reverse video."""
     from rich.text import Text
 

@@ -1,0 +1,97 @@
+"""Time native-path verification of one template, the server already running (target < 0.5 s).
+
+Per template (one per family of the corpus, or ``--all``): the llama-server start on the stub
+GGUF (once per template, not counted in the target), then ``render_and_compare`` of every case
+(probes plus think on/off) through ``/apply-template`` and transformers, warm (transformers has
+compiled the Jinja once) and the llama.cpp side alone. Prints a table and the median.
+Usage: ``PYTHONPATH=src .venv/bin/python benchmarks/native.py [--all] [--corpus DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from deploy_to_ollama.chat_template.native import (
+    native_cases,
+    render_and_compare,
+    request_body,
+)
+from deploy_to_ollama.chat_template.source import TemplateSource
+from deploy_to_ollama.errors import DeployError
+from deploy_to_ollama.gguf.llama_server import ApplyTemplateError, start_llama_server
+from deploy_to_ollama.gguf.template_gguf import write_template_gguf
+from deploy_to_ollama.gguf.toolchain import find_toolchain
+from deploy_to_ollama.settings import Settings
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "chat_templates"
+TARGET_S = 0.5
+
+
+def _sources(corpus: Path, *, every: bool) -> list[tuple[str, str, TemplateSource]]:
+    rows: dict[str, tuple[str, str, TemplateSource]] = {}
+    for path in sorted(corpus.glob("*.json")):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        source = TemplateSource(
+            template=record["jinja"], origin=path, kind="jinja",
+            bos_token=record.get("bos_token") or "<s>",
+            eos_token=record.get("eos_token") or "</s>",
+        )  # fmt: skip
+        rows.setdefault(
+            path.stem if every else record["family"], (record["family"], path.stem, source)
+        )
+    return list(rows.values())
+
+
+def _time_one(binary: Path, source: TemplateSource, tmp: Path) -> tuple[float, float, float, int]:
+    """(server start, full verification warm, llama.cpp side alone, cases) in seconds."""
+    model = write_template_gguf(tmp / "t.gguf", source.template, bos=source.bos_token,
+                                eos=source.eos_token)  # fmt: skip
+    started = time.perf_counter()
+    with start_llama_server(binary, model, tmp) as server:
+        start = time.perf_counter() - started
+        cases = native_cases(source.template)
+        render_and_compare(server, source, cases)  # warm-up: transformers compiles the Jinja
+        t0 = time.perf_counter()
+        render_and_compare(server, source, cases)
+        full = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for case in cases:
+            # a refused case costs its round trip all the same
+            with contextlib.suppress(ApplyTemplateError):
+                server.apply_template(request_body(case))
+        native = time.perf_counter() - t0
+    return start, full, native, len(cases)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--all", action="store_true", help="every template, not one per family")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    binary = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).require_server()
+    print(f"{'family':<16}{'template':<44}{'cases':>6}{'start s':>9}{'verify s':>10}{'llama s':>9}")
+    fulls = []
+    for family, name, source in _sources(args.corpus, every=args.all):
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                start, full, native, cases = _time_one(binary, source, Path(tmp))
+            except DeployError as err:
+                print(f"{family:<16}{name[:43]:<44}  skipped: {str(err)[:60]}")
+                continue
+        fulls.append(full)
+        print(f"{family:<16}{name[:43]:<44}{cases:>6}{start:>9.3f}{full:>10.3f}{native:>9.3f}")
+    median = statistics.median(fulls)
+    verdict = "within" if median < TARGET_S else "OVER"
+    print(f"median verification with a running server: {median:.3f} s ({verdict} the "
+          f"{TARGET_S} s target), max {max(fulls):.3f} s over {len(fulls)} templates")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

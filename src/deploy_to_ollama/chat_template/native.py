@@ -1,0 +1,385 @@
+"""Prove the prompt of Ollama's *native* chat path: llama.cpp's Jinja engine vs transformers.
+
+On Ollama 0.30+ a model whose GGUF Jinja shows more capabilities than its Go TEMPLATE is served
+by llama-server rendering the Jinja itself, with llama.cpp's own engine (``common/jinja``), not
+Python's jinja2. Nothing guarantees both engines print the same prompt, so we render every
+probe through both: llama-server's ``/apply-template`` (the chat endpoint's body: messages,
+tools, ``chat_template_kwargs``) on a GGUF carrying the template, and transformers.
+
+Tiers, per probe, as for the Go path: ``exact`` (byte-identical, modulo one leading BOS, which
+llama.cpp drops when its vocabulary adds BOS itself: ``bos_stripped`` says so) and
+``json_equivalent`` (identical outside JSON values, every JSON value parses to the same object
+on both sides); anything else differs. ``verified`` only when every probe transformers can
+render is one of the two, and at least one was compared.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from ..errors import TemplateRenderError
+from ..gguf.llama_server import (
+    ApplyTemplateError,
+    ChatTemplateRejectedError,
+    LlamaServer,
+    start_llama_server,
+)
+from .probes import Probe, load_probes
+from .source import TemplateSource
+
+Status = Literal["match", "differs", "skipped"]
+Tier = Literal["exact", "json_equivalent"]
+#: Characters of context shown either side of the first difference.
+SNIPPET = 40
+#: Messages of the thinking probes (a finished turn, then a question).
+_THINK_BASE = "system_multi_turn"
+
+
+@dataclass(frozen=True, slots=True)
+class NativeCase:
+    """One conversation as both engines get it: a probe plus template kwargs."""
+
+    id: str
+    probe: Probe
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NativeProbeResult:
+    """The outcome of one case on the native path."""
+
+    probe: str
+    status: Status
+    public: bool
+    tier: Tier | None = None
+    bos_stripped: bool = False
+    position: int | None = None
+    reason: str | None = None
+    token_match: bool | None = None
+    token_delta: int | None = None
+    """Token count of llama.cpp's prompt minus transformers' (json_equivalent probes)."""
+    expected: str | None = None
+    """transformers' prompt."""
+    actual: str | None = None
+    """llama.cpp's prompt."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` form: snippets around the difference, not the whole prompts."""
+        differs = self.status == "differs"
+        return {
+            "probe": self.probe,
+            "status": self.status,
+            "public": self.public,
+            "tier": self.tier,
+            "bos_stripped": self.bos_stripped,
+            "position": self.position,
+            "expected": _snippet(self.expected, self.position) if differs else None,
+            "actual": _snippet(self.actual, self.position) if differs else None,
+            "reason": self.reason,
+            "token_match": self.token_match,
+            "token_delta": self.token_delta,
+        }
+
+
+def _snippet(text: str | None, position: int | None) -> str | None:
+    at = position or 0
+    return text[max(0, at - SNIPPET) : at + SNIPPET] if text is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class NativeReport:
+    """Per-case results of one template on llama.cpp's engine."""
+
+    probes: tuple[NativeProbeResult, ...]
+    token_level: bool = False
+
+    @property
+    def verified(self) -> bool:
+        """Every compared case is exact or json_equivalent, and at least one was compared."""
+        ran = [p for p in self.probes if p.status != "skipped"]
+        return bool(ran) and all(p.status == "match" for p in ran)
+
+    @property
+    def exact(self) -> int:
+        """How many cases were byte-identical (modulo BOS)."""
+        return sum(p.tier == "exact" for p in self.probes)
+
+    def first_failure(self) -> NativeProbeResult | None:
+        """The first case that differs."""
+        return next((p for p in self.probes if p.status == "differs"), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"available": true, "verified": ..., "exact": n, "probes": [...]}``."""
+        return {
+            "available": True,
+            "verified": self.verified,
+            "exact": self.exact,
+            "token_level": self.token_level,
+            "probes": [p.to_json() for p in self.probes],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NativeUnavailable:
+    """The native path could not be checked, and why (never a silent pass)."""
+
+    reason: str
+
+    verified = False
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"available": false, "verified": false, "reason": ...}``."""
+        return {"available": False, "verified": False, "reason": self.reason}
+
+
+def native_cases(template: str, probes: Sequence[Probe] | None = None) -> tuple[NativeCase, ...]:
+    """Every probe, plus think on/off variants where the Jinja reads ``enable_thinking``.
+
+    Without the kwarg each engine uses its own default (transformers: undefined; llama-server:
+    its ``enable_thinking`` setting), which is itself a thing to prove.
+    """
+    suite = tuple(probes or load_probes())
+    cases = [NativeCase(p.id, p) for p in suite]
+    base = next((p for p in suite if p.id == _THINK_BASE), None)
+    if base is not None and "enable_thinking" in template:
+        cases += [
+            NativeCase(f"think_{str(on).lower()}", base, {"enable_thinking": on})
+            for on in (True, False)
+        ]
+    return tuple(cases)
+
+
+def verify_native(
+    source: TemplateSource,
+    server_binary: Path,
+    *,
+    gguf: Path | None = None,
+    work_dir: Path | None = None,
+    log_dir: Path | None = None,
+    probes: Sequence[Probe] | None = None,
+) -> NativeReport | NativeUnavailable:
+    """Render every case through llama-server and transformers and compare.
+
+    Args:
+        source: the Jinja template and its tokens (what transformers renders with).
+        server_binary: the toolchain's ``llama-server``.
+        gguf: the GGUF we wrote, to serve as is; default: a stub GGUF carrying ``source``'s
+            template, BOS/EOS and add-BOS flag (what llama.cpp's engine takes from a GGUF).
+        work_dir: where the stub GGUF goes (default: a temporary dir, removed afterwards).
+        log_dir: where the server log goes (default: ``$TMPDIR/dto-llama-server``); it is
+            removed after a good run and kept, named in the error, after a failed start.
+        probes: the probe suite (default: the packaged one).
+
+    Returns:
+        The report, or why the native path is unavailable (no Jinja in the GGUF; a template
+        llama.cpp's engine cannot parse, with its message).
+
+    Raises:
+        LlamaServerError: llama-server did not start for another reason (names its log).
+    """
+    if gguf is not None and (missing := gguf_lacks_template(gguf)) is not None:
+        return NativeUnavailable(missing)
+    logs = log_dir or Path(tempfile.gettempdir()) / "dto-llama-server"
+    with tempfile.TemporaryDirectory(prefix="dto-native-", dir=work_dir) as tmp:
+        model = gguf or _stub(source, Path(tmp) / "template.gguf")
+        try:
+            server = start_llama_server(server_binary, model, logs)
+        except ChatTemplateRejectedError as err:
+            return NativeUnavailable(err.message)
+        with server:
+            # The GGUF we wrote has the real vocabulary: llama.cpp's own tokenizer can check tokens.
+            encode = server.tokenize if gguf is not None else None
+            cases = native_cases(source.template, probes)
+            report = render_and_compare(server, source, cases, encode=encode)
+        server.log.unlink(missing_ok=True)  # kept only when the server failed
+        return report
+
+
+def _stub(source: TemplateSource, path: Path) -> Path:
+    from ..gguf.template_gguf import write_template_gguf
+
+    return write_template_gguf(
+        path,
+        source.template,
+        bos=source.bos_token,
+        eos=source.eos_token,
+        add_bos=bool(source.add_bos_token),
+    )
+
+
+def gguf_lacks_template(path: Path) -> str | None:
+    """Why ``path`` cannot take the native path (no ``tokenizer.chat_template``), else None."""
+    from gguf import GGUFReader
+
+    field_ = GGUFReader(str(path)).fields.get("tokenizer.chat_template")
+    if field_ is None or not str(field_.contents() or "").strip():
+        return f"{path} has no tokenizer.chat_template: llama-server would use its own default"
+    return None
+
+
+def render_and_compare(
+    server: LlamaServer,
+    source: TemplateSource,
+    cases: Sequence[NativeCase],
+    *,
+    encode: Callable[[str], list[int]] | None = None,
+) -> NativeReport:
+    """Compare every case on a running server (the part timed by ``benchmarks/native.py``).
+
+    Token level with the source's tokenizer.json, else with ``encode`` where given.
+    """
+    encode = _token_encoder(source) or encode
+    results = tuple(_check(server, source, case, encode) for case in cases)
+    return NativeReport(results, token_level=encode is not None)
+
+
+def request_body(case: NativeCase) -> dict[str, Any]:
+    """The chat-endpoint body Ollama's native path would send for ``case``."""
+    body: dict[str, Any] = {"messages": [dict(m) for m in case.probe.messages]}
+    if case.probe.tools:
+        body["tools"] = [dict(t) for t in case.probe.tools]
+    if case.kwargs:
+        body["chat_template_kwargs"] = dict(case.kwargs)
+    return body
+
+
+def render_reference(source: TemplateSource, case: NativeCase) -> str:
+    """transformers' prompt for ``case`` (raises ``TemplateRenderError`` where it refuses)."""
+    from .hf_render import render_hf
+
+    # transformers passes chat-template kwargs as template variables, like the tokens.
+    variables = cast(Mapping[str, str], {**source.template_variables(), **case.kwargs})
+    return render_hf(
+        source.template,
+        [dict(m) for m in case.probe.messages],
+        tokens=variables,
+        tools=[dict(t) for t in case.probe.tools] or None,
+    )
+
+
+def _check(
+    server: LlamaServer,
+    source: TemplateSource,
+    case: NativeCase,
+    encode: Callable[[str], list[int]] | None,
+) -> NativeProbeResult:
+    public = case.probe.public
+    try:
+        expected = render_reference(source, case)
+    except TemplateRenderError as err:
+        return NativeProbeResult(case.id, "skipped", public, reason=f"transformers: {err}")
+    try:
+        actual = server.apply_template(request_body(case))
+    except ApplyTemplateError as err:
+        return NativeProbeResult(
+            case.id, "differs", public, reason=f"llama.cpp refuses: {err}", expected=expected
+        )
+    tier, stripped, position = compare_prompts(expected, actual, source.bos_token)
+    token_match = token_delta = None
+    if encode is not None and tier is not None:
+        exp_ids, act_ids = encode(expected), encode(actual)
+        token_match, token_delta = exp_ids == act_ids, len(act_ids) - len(exp_ids)
+    return NativeProbeResult(
+        case.id,
+        "match" if tier is not None else "differs",
+        public,
+        tier=tier,
+        bos_stripped=stripped,
+        position=position,
+        token_match=token_match,
+        token_delta=token_delta,
+        expected=expected,
+        actual=actual,
+    )
+
+
+def compare_prompts(
+    expected: str, actual: str, bos: str | None
+) -> tuple[Tier | None, bool, int | None]:
+    """(tier or None, whether one leading BOS was dropped, first differing character).
+
+    >>> compare_prompts("<s>hi", "hi", "<s>")
+    ('exact', True, None)
+    >>> compare_prompts('f({"a": 1, "b": 2})', 'f({"a":1,"b":2})', None)
+    ('json_equivalent', False, 7)
+    >>> compare_prompts("a\\n", "a", None)
+    (None, False, 1)
+    """
+    stripped = bool(bos) and expected.startswith(bos or "") != actual.startswith(bos or "")
+    if stripped:
+        expected, actual = expected.removeprefix(bos or ""), actual.removeprefix(bos or "")
+    position = first_difference(expected, actual)
+    if position is None:
+        return "exact", stripped, None
+    if json_skeleton(expected) == json_skeleton(actual):
+        return "json_equivalent", stripped, position
+    return None, stripped, position
+
+
+def first_difference(a: str, b: str) -> int | None:
+    """Index of the first differing character, or None when equal.
+
+    >>> first_difference("abc", "abd"), first_difference("ab", "abc"), first_difference("a", "a")
+    (2, 2, None)
+    """
+    if a == b:
+        return None
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def json_skeleton(text: str) -> list[Any]:
+    """``text`` as a list of plain-text runs and parsed JSON objects/arrays.
+
+    Two prompts with equal skeletons differ only inside JSON values, in how they were printed
+    (separators, key order of objects, escapes).
+
+    >>> json_skeleton('a {"x": [1, 2]} b')
+    ['a ', {'x': [1, 2]}, ' b']
+    """
+    decoder = json.JSONDecoder()
+    parts: list[Any] = []
+    run: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] in "{[":
+            try:
+                value, end = decoder.raw_decode(text, i)
+            except ValueError:
+                value, end = None, i
+            if end > i and isinstance(value, dict | list):
+                if run:
+                    parts.append("".join(run))
+                    run = []
+                parts.append(value)
+                i = end
+                continue
+        run.append(text[i])
+        i += 1
+    if run:
+        parts.append("".join(run))
+    return parts
+
+
+def _token_encoder(source: TemplateSource) -> Callable[[str], list[int]] | None:
+    """A ``str -> ids`` function from the source's tokenizer.json, where there is one."""
+    if source.tokenizer_file is None:
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(source.tokenizer_file))
+    except Exception:  # a broken tokenizer.json only disables the token-level check
+        return None
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    return encode

@@ -1,0 +1,254 @@
+"""Native-path verification (issue 13 item 2): llama.cpp's Jinja engine vs transformers.
+
+The server-backed tests run the real llama-server of the shared toolchain (``setup`` builds it)
+on stub GGUFs; the bad-input tests use a toolchain without one, or a llama-server that dies.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from deploy_to_ollama.chat_template.native import (
+    NativeReport,
+    NativeUnavailable,
+    compare_prompts,
+    native_cases,
+    verify_native,
+)
+from deploy_to_ollama.chat_template.source import TemplateSource
+from deploy_to_ollama.cli import main
+from deploy_to_ollama.gguf.llama_server import LlamaServerError
+from support.ollama_server import TINY_CHAT_TEMPLATE, write_tiny_gguf
+
+CHATML = TINY_CHAT_TEMPLATE
+#: Renders tools as JSON the way Qwen/Hermes templates do.
+TOOLS_TEMPLATE = (
+    "{% if tools %}<tools>{% for t in tools %}{{ t | tojson }}\n{% endfor %}</tools>\n{% endif %}"
+    + CHATML
+)
+#: llama.cpp always passes ``enable_thinking``; transformers leaves it undefined.
+READS_THINKING = CHATML + "{% if enable_thinking is defined %}<think>\n{% endif %}"
+#: ``{% raw %}`` parses in jinja2, not in llama.cpp's engine.
+RAW_BLOCK = CHATML + "{% raw %}{{ literal }}{% endraw %}"
+
+
+def _source(
+    template: str, *, bos: str | None = "<|endoftext|>", add_bos: bool = False
+) -> TemplateSource:
+    return TemplateSource(
+        template=template, origin=Path("t.jinja"), kind="jinja", bos_token=bos,
+        eos_token="<|im_end|>", add_bos_token=add_bos,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------- pure comparison
+
+
+def test_tiers_never_call_a_json_difference_exact() -> None:
+    python = '<tools>{"name": "f", "parameters": {"a": 1}}</tools>'
+    compact = '<tools>{"parameters":{"a":1},"name":"f"}</tools>'
+    assert compare_prompts(python, compact, None)[0] == "json_equivalent"
+    assert compare_prompts(python, compact.replace("1", "2"), None)[0] is None
+    assert compare_prompts(python, python + " ", None) == (None, False, len(python))
+    # One leading BOS on one side only: exact, and said so.
+    assert compare_prompts("<s>hi", "hi", "<s>") == ("exact", True, None)
+    assert compare_prompts("<s><s>hi", "hi", "<s>")[0] is None
+
+
+def test_thinking_cases_only_where_the_jinja_reads_enable_thinking() -> None:
+    assert not [c for c in native_cases(CHATML) if c.kwargs]
+    thinking = [c for c in native_cases(READS_THINKING) if c.kwargs]
+    assert [(c.id, dict(c.kwargs)) for c in thinking] == [
+        ("think_true", {"enable_thinking": True}), ("think_false", {"enable_thinking": False}),
+    ]  # fmt: skip
+
+
+# ------------------------------------------------------------ real llama-server (slow)
+
+
+@pytest.mark.slow
+def test_chatml_is_verified_on_llama_cpp_every_probe_exact(llama_server_binary: Path) -> None:
+    report = verify_native(_source(CHATML), llama_server_binary)
+    assert isinstance(report, NativeReport) and report.verified
+    ran = [p for p in report.probes if p.status != "skipped"]
+    assert ran and all(p.tier == "exact" and not p.bos_stripped for p in ran)
+    assert report.exact == len(ran)
+
+
+@pytest.mark.slow
+def test_a_template_llama_cpp_renders_differently_is_not_verified(
+    llama_server_binary: Path,
+) -> None:
+    report = verify_native(_source(READS_THINKING), llama_server_binary)
+    assert isinstance(report, NativeReport) and not report.verified
+    failure = report.first_failure()
+    assert failure is not None and failure.probe == "single_user"
+    assert failure.actual is not None and failure.actual.endswith("<think>\n")
+    assert failure.expected is not None and not failure.expected.endswith("<think>\n")
+    assert failure.position == len(failure.expected)
+    assert report.to_json()["probes"][0]["tier"] is None
+
+
+@pytest.mark.slow
+def test_bos_the_vocabulary_adds_is_dropped_by_llama_cpp_and_reported(
+    llama_server_binary: Path,
+) -> None:
+    report = verify_native(_source("{{ bos_token }}" + CHATML, add_bos=True), llama_server_binary)
+    assert isinstance(report, NativeReport) and report.verified
+    single = next(p for p in report.probes if p.probe == "single_user")
+    assert (single.tier, single.bos_stripped) == ("exact", True)
+    assert single.expected is not None and single.expected.startswith("<|endoftext|>")
+
+
+@pytest.mark.slow
+def test_tool_probes_reach_both_engines(llama_server_binary: Path) -> None:
+    report = verify_native(_source(TOOLS_TEMPLATE), llama_server_binary)
+    assert isinstance(report, NativeReport)
+    tools = next(p for p in report.probes if p.probe == "tools_available")
+    assert tools.actual is not None and '"get_weather"' in tools.actual
+    assert tools.status == "match" and tools.tier in {"exact", "json_equivalent"}
+
+
+@pytest.mark.slow
+def test_a_jinja_llama_cpp_cannot_parse_is_unavailable_with_its_message(
+    llama_server_binary: Path, tmp_path: Path
+) -> None:
+    result = verify_native(_source(RAW_BLOCK), llama_server_binary, log_dir=tmp_path)
+    assert isinstance(result, NativeUnavailable) and not result.verified
+    assert "Unknown statement: raw" in result.reason
+    assert result.to_json() == {"available": False, "verified": False, "reason": result.reason}
+
+
+@pytest.mark.slow
+def test_a_gguf_without_jinja_is_unavailable_and_the_written_gguf_is_served(
+    llama_server_binary: Path, tmp_path: Path
+) -> None:
+    bare = write_tiny_gguf(tmp_path / "bare.gguf", chat_template="")
+    result = verify_native(_source(CHATML), llama_server_binary, gguf=bare)
+    assert isinstance(result, NativeUnavailable) and "no tokenizer.chat_template" in result.reason
+    served = write_tiny_gguf(tmp_path / "chatml.gguf")  # ChatML, BOS <|im_start|>
+    report = verify_native(_source(CHATML, bos="<|im_start|>"), llama_server_binary, gguf=served)
+    assert isinstance(report, NativeReport) and report.verified and report.token_level
+    # Tokens by llama.cpp's tokenizer of that GGUF: the special tokens are single tokens.
+    single = next(p for p in report.probes if p.probe == "single_user")
+    assert single.token_match is True and single.token_delta == 0
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def _jinja(tmp_path: Path, template: str) -> Path:
+    path = tmp_path / "chat_template.jinja"
+    path.write_text(template, encoding="utf-8")
+    return path
+
+
+def _main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Through ``main()``, which maps our errors to exit codes and ``Error:`` lines."""
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+def _with_shared_toolchain(monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.llama_cpp import _START_ENV, shared_cache_dir
+
+    monkeypatch.setenv("DTO_CACHE_DIR", str(shared_cache_dir()))
+    if _START_ENV.get("DTO_LLAMA_CPP_DIR"):
+        monkeypatch.setenv("DTO_LLAMA_CPP_DIR", _START_ENV["DTO_LLAMA_CPP_DIR"])
+
+
+@pytest.mark.slow
+def test_template_json_carries_the_native_result(
+    llama_server_binary: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _with_shared_toolchain(monkeypatch)
+    code, out, err = _main(capsys, "template", "show", str(_jinja(tmp_path, CHATML)), "--json")
+    assert code == 0, err
+    native = json.loads(out)["native"]
+    assert (native["available"], native["verified"]) == (True, True)
+    assert {p["tier"] for p in native["probes"] if p["status"] == "match"} == {"exact"}
+
+
+@pytest.mark.slow
+def test_template_diff_native_shows_the_first_difference_and_exits_3(
+    llama_server_binary: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _with_shared_toolchain(monkeypatch)
+    source = str(_jinja(tmp_path, READS_THINKING))
+    code, out, err = _main(capsys, "template", "diff", source, "--native")
+    assert code == 3, err
+    assert "llama.cpp (native Jinja)" in out and "[differs] single_user" in out
+    assert "probe single_user differs at character" in err
+    ok_code, _, ok_err = _main(
+        capsys, "template", "diff", str(_jinja(tmp_path, CHATML)), "--native"
+    )
+    assert ok_code == 0, ok_err
+    assert "native verified" in ok_err
+
+
+def test_template_json_without_llama_server_says_native_unavailable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DTO_CACHE_DIR is an empty tmp dir here: no toolchain, so no llama-server.
+    code, out, err = _main(capsys, "template", "show", str(_jinja(tmp_path, CHATML)), "--json")
+    assert code == 0, err  # the Go TEMPLATE decides the exit code
+    native = json.loads(out)["native"]
+    assert (native["available"], native["verified"]) == (False, False)
+    assert "not provisioned" in native["reason"]
+
+
+def test_template_diff_native_without_llama_server_exits_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = _main(capsys, "template", "diff", str(_jinja(tmp_path, CHATML)), "--native")
+    assert code == 4, err
+    assert "toolchain not provisioned" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [([], "Missing option '--against' (or --native)"),
+     (["--native", "--against", "Modelfile"], "--against and --native exclude each other")],
+)  # fmt: skip
+def test_template_diff_needs_exactly_one_of_against_and_native(
+    tmp_path: Path, flags: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = _main(capsys, "template", "diff", str(_jinja(tmp_path, CHATML)), *flags)
+    assert code == 2, err
+    assert needle in err
+
+
+def test_a_llama_server_that_dies_is_one_line_naming_its_log_exit_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A user's llama.cpp (DTO_LLAMA_CPP_DIR) whose llama-server exits at once."""
+    from deploy_to_ollama.gguf.toolchain import REQUIRED_FILES
+
+    root = tmp_path / "llama.cpp"
+    for name in REQUIRED_FILES:  # the checks look for the parts, not their contents
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("#!/bin/sh\nexit 0\n")
+    server = root / "llama-server"
+    server.write_text("#!/bin/sh\necho 'error: cannot load the model' >&2\nexit 1\n")
+    for path in (server, root / "llama-quantize"):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("DTO_LLAMA_CPP_DIR", str(root))
+    code, _out, err = _main(capsys, "template", "diff", str(_jinja(tmp_path, CHATML)), "--native")
+    assert code == 4, err
+    error_line = next(line for line in err.splitlines() if "did not start" in line)
+    log = Path(error_line.split("(see ", 1)[1].split(")", 1)[0])
+    assert log.is_file() and "cannot load the model" in log.read_text()
+    with pytest.raises(LlamaServerError):  # the library raises it too (exit 4)
+        verify_native(_source(CHATML), server, log_dir=tmp_path)
