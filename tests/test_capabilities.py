@@ -139,14 +139,19 @@ def test_parity_is_computed_and_can_fail() -> None:
     assert no_trip.to_json()["parity"] is False
 
 
-def test_reference_modelfiles_lose_tools_and_thinking_today() -> None:
-    """The reference Modelfiles are translated without .Tools: parity must say so."""
+def test_reference_modelfiles_keep_the_capabilities_of_their_jinja() -> None:
+    """The reference Modelfiles now carry .Tools (and Qwen3 .Thinking): parity must say so,
+    and a TEMPLATE without them must still come out as losing them."""
     qwen25 = parse_modelfile((MODELFILES / "qwen2.5.Modelfile").read_text(encoding="utf-8"))
-    assert go_template_capabilities(qwen25.template) == ()
+    qwen3 = parse_modelfile((MODELFILES / "qwen3.Modelfile").read_text(encoding="utf-8"))
+    assert go_template_capabilities(qwen25.template) == ("tools",)
+    assert go_template_capabilities(qwen3.template) == ("tools", "thinking")
     records = {r.get("name"): r for r in corpus_records()}
     jinja = (records.get("Qwen/Qwen2.5-7B-Instruct") or {}).get("jinja")
-    if jinja:  # ../shared present: the Jinja it came from has tools
-        assert compare_capabilities(jinja, qwen25.template).lost == ("tools",)
+    if jinja:  # ../shared present: the Jinja it came from has tools, and so does the TEMPLATE
+        assert compare_capabilities(jinja, qwen25.template).lost == ()
+        plain = "{{ range .Messages }}{{ .Content }}{{ end }}"
+        assert compare_capabilities(jinja, plain).lost == ("tools",)
     for path in sorted(MODELFILES.glob("*.Modelfile")):
         template = parse_modelfile(path.read_text(encoding="utf-8")).template
         # Every reference TEMPLATE parses and Ollama can list its variables.
