@@ -1,0 +1,184 @@
+"""The registry side of ``ollama push``: target names and the OCI distribution API we check.
+
+Ollama pushes to any registry that speaks the distribution API (``/v2/``). We ask the registry
+ourselves, before and after a push, what it stores: whether it answers at all (an unreachable
+or refusing registry fails in one line before anything moves), which blobs it already has (the
+bytes a push reuses), and, afterwards, the manifest it now serves (what was really published).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..errors import RegistryError, RegistryUnavailableError, UsageError
+
+#: Accept header for the manifest Ollama writes (a Docker image manifest v2, schema 2).
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+_TARGET = re.compile(
+    r"^(?P<host>(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::\d{1,5})?)/"
+    r"(?P<namespace>[A-Za-z0-9][\w.-]{0,79})/(?P<model>[A-Za-z0-9][\w.-]{0,79})"
+    r"(?::(?P<tag>[A-Za-z0-9][\w.-]{0,79}))?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryTarget:
+    """``HOST[:PORT]/NAMESPACE/MODEL[:TAG]``: where a model is published."""
+
+    host: str
+    namespace: str
+    model: str
+    tag: str
+
+    @property
+    def name(self) -> str:
+        """The full Ollama model name (what ``ollama push`` and ``ollama pull`` take)."""
+        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+
+    @property
+    def repository(self) -> str:
+        """The registry repository (``NAMESPACE/MODEL``), as ``/v2/_catalog`` lists it."""
+        return f"{self.namespace}/{self.model}"
+
+    @property
+    def hostname(self) -> str:
+        """The host without port or brackets."""
+        host = self.host
+        if host.startswith("["):
+            return host[1 : host.index("]")]
+        return host.rsplit(":", 1)[0] if ":" in host else host
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the registry is on this machine (the only place plain HTTP is allowed)."""
+        if self.hostname.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.hostname).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_target(value: str) -> RegistryTarget:
+    """Parse ``--to-ollama``; the tag defaults to ``latest`` as in Ollama.
+
+    Raises:
+        UsageError: not of the form HOST/NAMESPACE/MODEL[:TAG] (exit 2).
+
+    >>> parse_target("127.0.0.1:5000/team/tiny").name
+    '127.0.0.1:5000/team/tiny:latest'
+    >>> parse_target("tiny:v1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    deploy_to_ollama.errors.UsageError: --to-ollama 'tiny:v1' is not HOST/NAMESPACE/MODEL[:TAG]
+    """
+    match = _TARGET.match(value)
+    if match is None:
+        raise UsageError(
+            f"--to-ollama {value!r} is not HOST/NAMESPACE/MODEL[:TAG]",
+            hint="e.g. --to-ollama registry.example.com/team/my-model:v1",
+        )
+    return RegistryTarget(
+        host=match["host"],
+        namespace=match["namespace"],
+        model=match["model"],
+        tag=match["tag"] or "latest",
+    )
+
+
+class RegistryProbe:
+    """Read-only questions to the registry behind a ``RegistryTarget`` (``/v2/`` API)."""
+
+    def __init__(self, target: RegistryTarget, *, insecure: bool) -> None:
+        self.target = target
+        self.base = f"{'http' if insecure else 'https'}://{target.host}"
+
+    def _get(self, method: str, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        try:
+            with httpx.Client(base_url=self.base, timeout=httpx.Timeout(30, connect=5)) as http:
+                return http.request(method, path, headers=headers)
+        except httpx.TransportError as err:
+            raise RegistryUnavailableError(
+                f"cannot reach the registry at {self.base} ({type(err).__name__})",
+                hint="start the registry or fix HOST in --to-ollama, then rerun",
+            ) from err
+
+    def ping(self) -> None:
+        """``GET /v2/``: the registry answers and lets us in without credentials.
+
+        Raises:
+            RegistryUnavailableError: nothing answers there (exit 4).
+            RegistryError: it refuses (401/403) or is no distribution registry (exit 1).
+        """
+        response = self._get("GET", "/v2/")
+        if response.status_code in (401, 403):
+            scheme = response.headers.get("www-authenticate", "").split(" ", 1)[0] or "none"
+            raise RegistryError(
+                f"the registry at {self.base} refused access (HTTP {response.status_code}, "
+                f"auth scheme {scheme})",
+                hint="Ollama authenticates only with its own signed bearer tokens "
+                "(ollama/ollama server/auth.go); use a registry that lets this machine push "
+                "without Basic auth",
+            )
+        if not response.is_success:
+            raise RegistryError(
+                f"the registry at {self.base} answered HTTP {response.status_code} on /v2/",
+                hint="point --to-ollama at an OCI distribution registry (it answers /v2/)",
+            )
+
+    def blob_size(self, digest: str) -> int | None:
+        """The size of blob ``digest`` in the target repository, or None when it is absent."""
+        response = self._get("HEAD", f"/v2/{self.target.repository}/blobs/{digest}")
+        if response.status_code == 200:
+            return int(response.headers.get("content-length", "0"))
+        if response.status_code == 404:
+            return None
+        raise RegistryError(
+            f"the registry at {self.base} answered HTTP {response.status_code} "
+            f"for blob {digest[:19]}",
+            hint="check the registry's log",
+        )
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The manifest the registry serves for the target's tag, or None when there is none."""
+        response = self._get(
+            "GET",
+            f"/v2/{self.target.repository}/manifests/{self.target.tag}",
+            headers={"Accept": MANIFEST_V2},
+        )
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise RegistryError(
+                f"the registry at {self.base} answered HTTP {response.status_code} "
+                f"for the manifest of {self.target.name}",
+                hint="check the registry's log",
+            )
+        body = response.json()
+        if not isinstance(body, dict):
+            raise RegistryError(f"{self.base} served a manifest that is not a JSON object")
+        return body
+
+
+def manifest_layers(manifest: dict[str, Any]) -> dict[str, int]:
+    """``digest -> size`` of a manifest's config and layers (what a pull downloads).
+
+    >>> manifest_layers({"config": {"digest": "sha256:a", "size": 3},
+    ...                  "layers": [{"digest": "sha256:b", "size": 5}]})
+    {'sha256:a': 3, 'sha256:b': 5}
+    """
+    items = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+    return {str(item["digest"]): int(item["size"]) for item in items if "digest" in item}
+
+
+__all__ = [
+    "MANIFEST_V2",
+    "RegistryProbe",
+    "RegistryTarget",
+    "manifest_layers",
+    "parse_target",
+]
