@@ -46,8 +46,8 @@ class RegistryPush:
     name: str
     target: str
     method: Literal["cli", "api"]
-    manifest_digest: str | None
-    """The manifest digest ``/api/tags`` reports for the pushed name."""
+    manifest_digest: str
+    """SHA-256 of the manifest the registry serves: what ``ollama list`` shows after a pull."""
     layers: dict[str, int]
     """``digest -> size`` of every blob the manifest names (config included)."""
     bytes_reused: int
@@ -105,18 +105,19 @@ def push_to_registry(
     if name.lower() != target.name.lower():
         client.copy(name, target.name)
     local = _local_layers(client, target)
-    before = {digest: probe.blob_size(digest) is not None for digest in local}
+    before = {digest: probe.has_blob(digest) for digest in local}
     chosen = _choose(method)
     if chosen == "cli":
         _push_with_cli(client, target, reporter, insecure=insecure)
     else:
         _push_with_api(client, target, reporter, insecure=insecure)
-    manifest = probe.manifest()
-    if manifest is None:
+    served_manifest = probe.manifest()
+    if served_manifest is None:
         raise RegistryError(
             f"the push of {target.name} finished, but the registry serves no manifest for it",
             hint="check the registry's log; rerun to complete the push",
         )
+    manifest_digest, manifest = served_manifest
     served = manifest_layers(manifest)
     if local and served != local:
         raise RegistryError(
@@ -127,7 +128,7 @@ def push_to_registry(
         name=name,
         target=target.name,
         method=chosen,
-        manifest_digest=_tags_digest(client, target),
+        manifest_digest=manifest_digest,
         layers=served,
         bytes_reused=sum(size for d, size in served.items() if before.get(d)),
     )

@@ -8,6 +8,7 @@ bytes a push reuses), and, afterwards, the manifest it now serves (what was real
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -130,21 +131,29 @@ class RegistryProbe:
                 hint="point --to-ollama at an OCI distribution registry (it answers /v2/)",
             )
 
-    def blob_size(self, digest: str) -> int | None:
-        """The size of blob ``digest`` in the target repository, or None when it is absent."""
+    def has_blob(self, digest: str) -> bool:
+        """Whether the target repository already stores blob ``digest``.
+
+        A redirect counts as present: registries that serve blobs from storage (ollama.com,
+        distribution with a ``redirect`` middleware) answer ``HEAD`` with 307 to it.
+        """
         response = self._get("HEAD", f"/v2/{self.target.repository}/blobs/{digest}")
-        if response.status_code == 200:
-            return int(response.headers.get("content-length", "0"))
+        if response.status_code == 200 or response.is_redirect:
+            return True
         if response.status_code == 404:
-            return None
+            return False
         raise RegistryError(
             f"the registry at {self.base} answered HTTP {response.status_code} "
             f"for blob {digest[:19]}",
             hint="check the registry's log",
         )
 
-    def manifest(self) -> dict[str, Any] | None:
-        """The manifest the registry serves for the target's tag, or None when there is none."""
+    def manifest(self) -> tuple[str, dict[str, Any]] | None:
+        """``(digest, manifest)`` the registry serves for the target's tag, or None.
+
+        The digest is the SHA-256 of the bytes served: the digest ``ollama list`` shows on a
+        machine that pulls the tag (the pushing machine's own manifest carries local paths).
+        """
         response = self._get(
             "GET",
             f"/v2/{self.target.repository}/manifests/{self.target.tag}",
@@ -161,7 +170,7 @@ class RegistryProbe:
         body = response.json()
         if not isinstance(body, dict):
             raise RegistryError(f"{self.base} served a manifest that is not a JSON object")
-        return body
+        return f"sha256:{hashlib.sha256(response.content).hexdigest()}", body
 
 
 def manifest_layers(manifest: dict[str, Any]) -> dict[str, int]:
