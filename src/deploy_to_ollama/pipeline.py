@@ -20,6 +20,7 @@ from typing import Any
 
 from . import __version__
 from ._fs import read_json_object, write_text_atomic
+from .deploy_report import write_deploy_report
 from .errors import DeployError, InputNotFoundError, OutputExistsError
 from .inputs import ResolvedInput, check_source, source_kind
 from .modelfile import (
@@ -344,7 +345,9 @@ def deploy(
         # Config, tensors against config and base, chat template (JSON, headers, one render):
         # refused here, before the toolchain or an export is touched.
         resolved = check_source(path, base=base)
-        return _run(plan, path, resolved)
+        report = _run(plan, path, resolved)
+    write_deploy_report(report)  # deploy-report.json beside the Modelfile: the proof travels
+    return report
 
 
 @dataclass(frozen=True)
