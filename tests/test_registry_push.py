@@ -184,6 +184,23 @@ def test_api_path_pushes_a_new_tag_reusing_every_blob(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", [True, False], ids=["cli", "api"])
+def test_text_output_has_a_line_per_blob_and_the_byte_counts(
+    ollama_server: OllamaServer, source_model: str, registry: Registry, path: bool
+) -> None:
+    target = f"{registry.address}/team/tiny:text"
+    proc = _cli(ollama_server, "push", source_model, "--to-ollama", target, "--insecure", path=path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{target}\n"
+    manifest = registry.get_json("/v2/team/tiny/manifests/text", accept=MANIFEST_V2)
+    blobs = [manifest["config"], *manifest["layers"]]  # type: ignore[list-item]
+    for blob in blobs:
+        assert f"pushing {str(blob['digest'])[7:19]}" in proc.stderr, proc.stderr  # type: ignore[index]
+    total = sum(int(blob["size"]) for blob in blobs)  # type: ignore[index]
+    assert f"pushed {target} (4 blobs, {total} bytes uploaded, 0 reused by digest)" in proc.stderr
+
+
+@pytest.mark.slow
 def test_push_killed_with_kill_9_leaves_no_tag_and_a_rerun_completes(
     ollama_server: OllamaServer, registry: Registry, tmp_path: Path
 ) -> None:

@@ -12,7 +12,7 @@ import typer
 from ..errors import RoundTripError, UsageError
 from ..progress import NullProgress, ProgressReporter, RichProgress, console
 from ..settings import Settings
-from ._common import HostOpt, JsonOpt, app, fail, print_result_json, reporting
+from ._common import HostOpt, JsonOpt, app, fail, print_line, print_result_json, reporting
 
 CHAT_EXAMPLES = """
 Examples:
@@ -248,16 +248,16 @@ def _push_ollama(
             hint="serve the registry over HTTPS and drop --insecure",
         )
     client = OllamaClient(host or Settings.from_env().ollama_host)
-    reporter: ProgressReporter = NullProgress() if json_out else RichProgress(transient=False)
+    reporter: ProgressReporter = (
+        NullProgress() if json_out else RichProgress(byte_units=True, lines_when_not_tty=True)
+    )
     with reporting(reporter, json_out=json_out):
         result = push_to_registry(client, name, parsed, insecure=insecure, progress=reporter)
     if json_out:
         print_result_json({"ok": True, **result.to_dict()})
         return
-    console.print(
+    print_line(
         f"pushed {result.target} ({len(result.layers)} blobs, {result.bytes_uploaded} bytes "
-        f"uploaded, {result.bytes_reused} reused by digest)",
-        markup=False,
-        highlight=False,
+        f"uploaded, {result.bytes_reused} reused by digest)"
     )
     typer.echo(result.target)
