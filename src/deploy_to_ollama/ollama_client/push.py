@@ -14,8 +14,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,8 @@ from .registry import RegistryProbe, RegistryTarget, manifest_layers
 logger = logging.getLogger(__name__)
 
 #: Ollama's words when the registry cannot be reached (Go's net errors in its message).
+#: The CLI's progress lines worth relaying: one step per blob, the manifest, success.
+_CLI_STEP = re.compile(r"^(retrieving manifest|pushing [0-9a-f]{12}|pushing manifest|success)\b")
 _UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "dial tcp", "EOF")
 
 
@@ -198,19 +202,22 @@ def _push_with_cli(
         stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
-    lines: list[str] = []
+    lines: deque[str] = deque(maxlen=50)  # the CLI redraws its bars: keep the tail only
     current: str | None = None
     for raw in _status_lines(proc.stdout):
         line = _ANSI.sub("", raw).strip()
         if not line:
             continue
-        status = line.split("...")[0].strip() if "..." in line else line
+        lines.append(line)
+        step = _CLI_STEP.match(line)
+        if step is None:  # "Error: …" (raised below), "You can find your model at: …"
+            continue
+        status = step[1]
         if status != current:
             if current is not None:
                 progress.done(f"push:{current}")
             progress.start(f"push:{status}", status)
             current = status
-        lines.append(line)
     if current is not None:
         progress.done(f"push:{current}")
     if proc.wait() != 0:
