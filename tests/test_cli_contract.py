@@ -145,6 +145,10 @@ USAGE_ERRORS: list[tuple[list[str], str]] = [
         ["push", "{adapter}", "--repo", "alice/x", "--to-ollama", "127.0.0.1:5000/t/m"],
         "exclude each other",
     ),
+    (
+        ["push", "{adapter}", "--repo", "alice/x", "--report", "r.json"],
+        "apply only with --to-ollama",
+    ),
 ]
 #: Commands that talk to Ollama: they get the listening port, which must stay uncalled.
 HOSTED = {"deploy", "doctor", "check", "compare", "register"}

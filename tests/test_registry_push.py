@@ -21,7 +21,7 @@ import pytest
 
 from deploy_to_ollama.errors import RegistryError, RegistryUnavailableError, UsageError
 from deploy_to_ollama.ollama_client import OllamaClient, parse_target, push_to_registry
-from deploy_to_ollama.ollama_client.registry import MANIFEST_V2
+from deploy_to_ollama.ollama_client.registry import MANIFEST_V2, RegistryWriter
 from deploy_to_ollama.roundtrip import check_round_trip
 from support.ollama_server import (
     TINY_OLLAMA_TEMPLATE,
@@ -198,6 +198,31 @@ def test_text_output_has_a_line_per_blob_and_the_byte_counts(
         assert f"pushing {str(blob['digest'])[7:19]}" in proc.stderr, proc.stderr  # type: ignore[index]
     total = sum(int(blob["size"]) for blob in blobs)  # type: ignore[index]
     assert f"pushed {target} (4 blobs, {total} bytes uploaded, 0 reused by digest)" in proc.stderr
+
+
+@pytest.mark.slow
+def test_deploy_report_travels_beside_the_tag(
+    ollama_server: OllamaServer, source_model: str, registry: Registry, tmp_path: Path
+) -> None:
+    report = tmp_path / "deploy-report.json"
+    data = {"model": "push-src:latest", "template": {"verified": False}, "probes": []}
+    report.write_text(json.dumps(data))
+    target = f"{registry.address}/team/tiny:r"
+    args = ("push", source_model, "--to-ollama", target, "--insecure", "--json")
+    proc = _cli(ollama_server, *args, "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["report_tag"] == "r.deploy-report"
+    assert sorted(registry.tags("team/tiny")) == ["r", "r.deploy-report"]
+    writer = RegistryWriter(parse_target(target), insecure=True)
+    assert writer.read_report() == data  # through the registry's blob redirect, byte for byte
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data | {"model": "someone-else"}))
+    target = f"{registry.address}/team/wrong:r"
+    refused = _cli(ollama_server, *args[:3], target, "--insecure", "--report", str(other))
+    assert refused.returncode == 1
+    assert "is the report of 'someone-else', not of 'push-src'" in _one_line_error(refused)
+    assert registry.tags("team/wrong") == []
 
 
 @pytest.mark.slow

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from ._fs import write_text_atomic
+from ._fs import read_json_object, write_text_atomic
 from .capabilities import go_template_capabilities
+from .errors import InputError, InputNotFoundError
 from .modelfile import parse_modelfile
 
 if TYPE_CHECKING:
@@ -72,6 +73,42 @@ def write_deploy_report(report: DeployReport) -> Path:
     return path
 
 
+def read_report_for(path: Path, model: str) -> bytes:
+    """The bytes of ``path``, refused unless it is a deploy report of ``model``.
+
+    Raises:
+        InputNotFoundError: there is no such file (exit 1).
+        InputError: it is no deploy report, or the report of another model (exit 1).
+    """
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"--report {path} does not exist",
+            path=path,
+            hint="deploy writes deploy-report.json beside the model's Modelfile (see --keep)",
+        )
+    data = read_json_object(path)
+    if "template" not in data or "model" not in data:
+        raise InputError(
+            f"--report {path} is not a deploy-report.json",
+            hint="pass the deploy-report.json that deploy wrote beside the model's Modelfile",
+        )
+    if _with_tag(str(data["model"])) != _with_tag(model):
+        raise InputError(
+            f"--report {path} is the report of {data['model']!r}, not of {model!r}",
+            hint="pass the report of the model you push",
+        )
+    return path.read_bytes()
+
+
+def _with_tag(name: str) -> str:
+    """Ollama's default tag made explicit, case folded as Ollama compares names.
+
+    >>> _with_tag("Bot"), _with_tag("127.0.0.1:5000/t/bot:v1")
+    ('bot:latest', '127.0.0.1:5000/t/bot:v1')
+    """
+    return (name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest").lower()
+
+
 def summary_markdown(data: dict[str, Any]) -> str:
     """A short human summary of a ``deploy-report.json`` for a model card.
 
@@ -101,4 +138,10 @@ def summary_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["REPORT_NAME", "report_data", "summary_markdown", "write_deploy_report"]
+__all__ = [
+    "REPORT_NAME",
+    "read_report_for",
+    "report_data",
+    "summary_markdown",
+    "write_deploy_report",
+]

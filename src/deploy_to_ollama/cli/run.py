@@ -198,6 +198,13 @@ def push_command(
         bool,
         typer.Option("--insecure", help="Plain HTTP to the registry (loopback hosts only)."),
     ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="deploy-report.json of the model, stored beside the tag (with --to-ollama).",
+        ),
+    ] = None,
     host: HostOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -206,15 +213,19 @@ def push_command(
     if to_ollama is not None:
         if repo is not None:
             raise UsageError("--repo and --to-ollama exclude each other", hint="pick one target")
-        _push_ollama(str(folder), to_ollama, insecure=insecure, host=host, json_out=json_out)
+        _push_ollama(
+            str(folder), to_ollama, insecure=insecure, report=report, host=host, json_out=json_out
+        )
         return
     if repo is None:
         raise UsageError(
             "push needs a target: --repo USER/REPO (Hub) or --to-ollama HOST/NAMESPACE/MODEL",
             hint="e.g. deploy-to-ollama push ./gguf --repo alice/my-model-GGUF",
         )
-    if insecure or host is not None:
-        raise UsageError("--insecure and --host apply only with --to-ollama", hint="drop them")
+    if insecure or host is not None or report is not None:
+        raise UsageError(
+            "--insecure, --report and --host apply only with --to-ollama", hint="drop them"
+        )
     from ..publish import check_kind, check_repo_id, push_to_hub
 
     kind = check_kind(what)
@@ -236,9 +247,16 @@ def push_command(
 
 
 def _push_ollama(
-    name: str, target: str, *, insecure: bool, host: str | None, json_out: bool
+    name: str,
+    target: str,
+    *,
+    insecure: bool,
+    report: Path | None,
+    host: str | None,
+    json_out: bool,
 ) -> None:
     """``push NAME --to-ollama TARGET``: copy, push, and say how many bytes moved."""
+    from ..deploy_report import read_report_for
     from ..ollama_client import OllamaClient, parse_target, push_to_registry
 
     parsed = parse_target(target)
@@ -247,12 +265,15 @@ def _push_ollama(
             f"--insecure is allowed only for a registry on this machine, not {parsed.host}",
             hint="serve the registry over HTTPS and drop --insecure",
         )
+    proof = read_report_for(report, name) if report is not None else None
     client = OllamaClient(host or Settings.from_env().ollama_host)
     reporter: ProgressReporter = (
         NullProgress() if json_out else RichProgress(byte_units=True, lines_when_not_tty=True)
     )
     with reporting(reporter, json_out=json_out):
-        result = push_to_registry(client, name, parsed, insecure=insecure, progress=reporter)
+        result = push_to_registry(
+            client, name, parsed, insecure=insecure, report=proof, progress=reporter
+        )
     if json_out:
         print_result_json({"ok": True, **result.to_dict()})
         return
@@ -260,4 +281,6 @@ def _push_ollama(
         f"pushed {result.target} ({len(result.layers)} blobs, {result.bytes_uploaded} bytes "
         f"uploaded, {result.bytes_reused} reused by digest)"
     )
+    if result.report_tag:
+        print_line(f"deploy report stored as {parsed.host}/{parsed.repository}:{result.report_tag}")
     typer.echo(result.target)

@@ -33,7 +33,7 @@ from ..progress import NullProgress, ProgressReporter
 from ._transport import unavailable
 from .client import OllamaClient
 from .create import _ANSI, Method, _status_lines
-from .registry import RegistryProbe, RegistryTarget, manifest_layers
+from .registry import RegistryTarget, RegistryWriter, manifest_layers
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ class RegistryPush:
     """``digest -> size`` of every blob the manifest names (config included)."""
     bytes_reused: int
     """Bytes of blobs the registry already had before this push (skipped by digest)."""
+    report_tag: str | None = None
+    """Tag of the ``deploy-report.json`` artifact stored beside the model, when one was given."""
 
     @property
     def bytes_total(self) -> int:
@@ -76,6 +78,7 @@ class RegistryPush:
             "manifest_digest": self.manifest_digest,
             "layers": dict(self.layers),
             "upload": {"bytes_uploaded": self.bytes_uploaded, "bytes_reused": self.bytes_reused},
+            "report_tag": self.report_tag,
         }
 
 
@@ -86,9 +89,13 @@ def push_to_registry(
     *,
     insecure: bool = False,
     method: Method = "auto",
+    report: bytes | None = None,
     progress: ProgressReporter | None = None,
 ) -> RegistryPush:
     """Copy ``name`` to ``target`` and push it; return what the registry now serves.
+
+    ``report`` (a ``deploy-report.json`` of this model) is stored beside the tag as an OCI
+    artifact ``<tag>.deploy-report`` once the model's manifest is verified.
 
     Raises:
         UsageError: ``insecure`` for a registry that is not on this machine (exit 2).
@@ -104,7 +111,7 @@ def push_to_registry(
             hint="serve the registry over HTTPS and drop --insecure",
         )
     client.require(name)
-    probe = RegistryProbe(target, insecure=insecure)
+    probe = RegistryWriter(target, insecure=insecure)
     probe.ping()
     if name.lower() != target.name.lower():
         client.copy(name, target.name)
@@ -128,7 +135,9 @@ def push_to_registry(
             f"the registry serves another manifest for {target.name} than the local model's",
             hint="another push to the same tag raced this one; rerun",
         )
+    report_tag = probe.put_report(report) if report is not None else None
     return RegistryPush(
+        report_tag=report_tag,
         name=name,
         target=target.name,
         method=chosen,

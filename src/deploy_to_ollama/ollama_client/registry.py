@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -173,6 +174,103 @@ class RegistryProbe:
         return f"sha256:{hashlib.sha256(response.content).hexdigest()}", body
 
 
+#: Media types of the ``deploy-report.json`` artifact stored beside a pushed tag.
+REPORT_CONFIG_TYPE = "application/vnd.deploy-to-ollama.report.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+#: Tag suffix of that artifact: tag ``v1`` has its proof at ``v1.deploy-report``.
+REPORT_TAG_SUFFIX = ".deploy-report"
+
+
+class RegistryWriter(RegistryProbe):
+    """The two writes we make ourselves: a blob and a manifest (Ollama pushes the model)."""
+
+    def put_blob(self, data: bytes) -> str:
+        """Upload ``data`` in one request (``POST`` then ``PUT ?digest=``); return its digest."""
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if self.has_blob(digest):
+            return digest
+        started = self._send("POST", f"/v2/{self.target.repository}/blobs/uploads/", b"", {})
+        location = started.headers.get("location", "")
+        if started.status_code != 202 or not location:
+            raise self._refused(started, "starting a blob upload")
+        separator = "&" if "?" in location else "?"
+        done = self._send(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            data,
+            {"Content-Type": "application/octet-stream"},
+        )
+        if done.status_code != 201:
+            raise self._refused(done, "finishing a blob upload")
+        return digest
+
+    def put_report(self, report: bytes) -> str:
+        """Store ``report`` as an OCI artifact under ``<tag>.deploy-report``; return that tag.
+
+        Why beside the model, not in it: a layer added to the Ollama model would change the
+        model's digest, which is what was verified. The artifact sits in the same repository,
+        so whoever can pull the model can read its proof (``GET /v2/<repo>/manifests/<tag>``).
+        """
+        digest = self.put_blob(report)
+        descriptor = {"mediaType": REPORT_CONFIG_TYPE, "digest": digest, "size": len(report)}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor,
+            "layers": [descriptor | {"mediaType": "application/json"}],
+        }
+        tag = f"{self.target.tag}{REPORT_TAG_SUFFIX}"
+        body = json.dumps(manifest, separators=(",", ":")).encode()
+        response = self._send(
+            "PUT",
+            f"/v2/{self.target.repository}/manifests/{tag}",
+            body,
+            {"Content-Type": OCI_MANIFEST},
+        )
+        if response.status_code != 201:
+            raise self._refused(response, "storing the deploy report")
+        return tag
+
+    def read_report(self) -> dict[str, Any] | None:
+        """The ``deploy-report.json`` stored beside the target's tag, or None."""
+        tag = f"{self.target.tag}{REPORT_TAG_SUFFIX}"
+        response = self._get(
+            "GET", f"/v2/{self.target.repository}/manifests/{tag}", headers={"Accept": OCI_MANIFEST}
+        )
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise self._refused(response, "reading the deploy report")
+        digest = response.json()["config"]["digest"]
+        blob = self._send("GET", f"/v2/{self.target.repository}/blobs/{digest}", None, {})
+        if not blob.is_success:
+            raise self._refused(blob, "reading the deploy report")
+        data = json.loads(blob.content)
+        return data if isinstance(data, dict) else None
+
+    def _send(
+        self, method: str, url: str, content: bytes | None, headers: dict[str, str]
+    ) -> httpx.Response:
+        try:
+            with httpx.Client(
+                base_url=self.base, timeout=httpx.Timeout(60, connect=5), follow_redirects=True
+            ) as http:
+                return http.request(method, url, content=content, headers=headers)
+        except httpx.TransportError as err:
+            raise RegistryUnavailableError(
+                f"cannot reach the registry at {self.base} ({type(err).__name__})",
+                hint="start the registry or fix HOST in --to-ollama, then rerun",
+            ) from err
+
+    def _refused(self, response: httpx.Response, doing: str) -> RegistryError:
+        text = " ".join(response.text.split())[:160]
+        return RegistryError(
+            f"the registry at {self.base} answered HTTP {response.status_code} while {doing}"
+            + (f": {text}" if text else ""),
+            hint="check the registry's log and its write permissions, then rerun",
+        )
+
+
 def manifest_layers(manifest: dict[str, Any]) -> dict[str, int]:
     """``digest -> size`` of a manifest's config and layers (what a pull downloads).
 
@@ -186,8 +284,10 @@ def manifest_layers(manifest: dict[str, Any]) -> dict[str, int]:
 
 __all__ = [
     "MANIFEST_V2",
+    "REPORT_TAG_SUFFIX",
     "RegistryProbe",
     "RegistryTarget",
+    "RegistryWriter",
     "manifest_layers",
     "parse_target",
 ]
