@@ -339,3 +339,28 @@ def test_read_only_registry_refuses_the_upload_and_serves_no_tag(
         line = _one_line_error(proc)
         assert f"pushing {target} failed" in line and "405" in line, line
         assert reg.tags("team/tiny") == []
+        assert not OllamaClient(ollama_server.host).exists(target)  # the local alias is gone
+
+
+def test_registry_with_broken_storage_answers_500_and_serves_no_tag(
+    ollama_server: OllamaServer, source_model: str, tmp_path: Path
+) -> None:
+    with running_registry(tmp_path / "broken", broken_storage=True) as reg:
+        target = f"{reg.address}/team/tiny:v1"
+        proc = _cli(ollama_server, "push", source_model, "--to-ollama", target, "--insecure")
+        assert proc.returncode == 1, proc.stderr
+        line = _one_line_error(proc)
+        assert "HTTP 500" in line, line
+        assert reg.status("/v2/team/tiny/manifests/v1") != 200  # no manifest is served
+        assert not OllamaClient(ollama_server.host).exists(target)  # the local alias is gone
+
+
+def test_a_server_that_is_no_registry_answers_404(
+    ollama_server: OllamaServer, source_model: str
+) -> None:
+    # The Ollama server itself is no registry: its /v2/ is a 404.
+    target = f"127.0.0.1:{ollama_server.port}/team/tiny"
+    proc = _cli(ollama_server, "push", source_model, "--to-ollama", target, "--insecure")
+    assert proc.returncode == 1
+    assert "answered HTTP 404 on /v2/" in _one_line_error(proc)
+    assert not OllamaClient(ollama_server.host).exists(f"{target}:latest")  # nothing copied

@@ -97,6 +97,8 @@ class Registry:
     auth: bool = False
     """Demand a bearer token on every request (distribution's ``silly`` auth: always 401)."""
     read_only: bool = False
+    broken_storage: bool = False
+    """Storage root under a regular file: reads of /v2/ work, every write fails (HTTP 500)."""
     """Maintenance read-only mode: reads work, every upload is refused."""
     process: subprocess.Popen[bytes] | None = None
     _files: http.server.ThreadingHTTPServer | None = None
@@ -108,6 +110,8 @@ class Registry:
 
     @property
     def storage(self) -> Path:
+        if self.broken_storage:
+            return self.workdir / "not-a-folder" / "storage"
         return self.workdir / "storage"
 
     def config(self) -> str:
@@ -139,7 +143,10 @@ class Registry:
 
     def start(self, timeout: float = 30) -> None:
         """Start the registry and the blob file server; wait until ``/v2/`` answers."""
-        self.storage.mkdir(parents=True, exist_ok=True)
+        if self.broken_storage:
+            self.storage.parent.write_text("a file where the storage folder should be")
+        else:
+            self.storage.mkdir(parents=True, exist_ok=True)
         path = self.workdir / "config.yml"
         path.write_text(self.config())
         handler = _handler(self.storage)
@@ -225,13 +232,15 @@ def registry_available() -> bool:
 
 @contextlib.contextmanager
 def running_registry(
-    workdir: Path, *, auth: bool = False, read_only: bool = False
+    workdir: Path, *, auth: bool = False, read_only: bool = False, broken_storage: bool = False
 ) -> Iterator[Registry]:
     """A started registry in ``workdir``, stopped afterwards (fail in CI when missing)."""
     if not registry_available():
         skip_or_fail("docker-registry is not installed (apt-get install -y docker-registry)")
     workdir.mkdir(parents=True, exist_ok=True)
-    registry = Registry(workdir=workdir, auth=auth, read_only=read_only)
+    registry = Registry(
+        workdir=workdir, auth=auth, read_only=read_only, broken_storage=broken_storage
+    )
     registry.start()
     try:
         yield registry

@@ -10,6 +10,7 @@ ourselves which blobs it had before the push (bytes reused) and which manifest i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -113,15 +114,47 @@ def push_to_registry(
     client.require(name)
     probe = RegistryWriter(target, insecure=insecure)
     probe.ping()
+    created = name.lower() != target.name.lower() and not client.exists(target.name)
     if name.lower() != target.name.lower():
         client.copy(name, target.name)
+    try:
+        served, manifest_digest, reused, chosen = _push_and_verify(
+            client, probe, target, method=method, insecure=insecure, progress=reporter
+        )
+    except (DeployError, KeyboardInterrupt):
+        if created:  # leave no local alias behind a push that did not happen
+            with contextlib.suppress(DeployError):
+                client.delete(target.name)
+        raise
+    report_tag = probe.put_report(report) if report is not None else None
+    return RegistryPush(
+        report_tag=report_tag,
+        name=name,
+        target=target.name,
+        method=chosen,
+        manifest_digest=manifest_digest,
+        layers=served,
+        bytes_reused=reused,
+    )
+
+
+def _push_and_verify(
+    client: OllamaClient,
+    probe: RegistryWriter,
+    target: RegistryTarget,
+    *,
+    method: Method,
+    insecure: bool,
+    progress: ProgressReporter,
+) -> tuple[dict[str, int], str, int, Literal["cli", "api"]]:
+    """Push, then check the registry serves our manifest: (layers, digest, bytes reused, path)."""
     local = _local_layers(client, target)
     before = {digest: probe.has_blob(digest) for digest in local}
     chosen = _choose(method)
     if chosen == "cli":
-        _push_with_cli(client, target, reporter, insecure=insecure)
+        _push_with_cli(client, target, progress, insecure=insecure)
     else:
-        _push_with_api(client, target, reporter, insecure=insecure)
+        _push_with_api(client, target, progress, insecure=insecure)
     served_manifest = probe.manifest()
     if served_manifest is None:
         raise RegistryError(
@@ -135,16 +168,8 @@ def push_to_registry(
             f"the registry serves another manifest for {target.name} than the local model's",
             hint="another push to the same tag raced this one; rerun",
         )
-    report_tag = probe.put_report(report) if report is not None else None
-    return RegistryPush(
-        report_tag=report_tag,
-        name=name,
-        target=target.name,
-        method=chosen,
-        manifest_digest=manifest_digest,
-        layers=served,
-        bytes_reused=sum(size for d, size in served.items() if before.get(d)),
-    )
+    reused = sum(size for digest, size in served.items() if before.get(digest))
+    return served, manifest_digest, reused, chosen
 
 
 def _choose(method: Method) -> Literal["cli", "api"]:
