@@ -226,49 +226,52 @@ def test_deploy_report_travels_beside_the_tag(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "moment",
+    ["POST /v2/team/big/blobs/uploads/", "PUT /v2/team/big/blobs/uploads/"],
+    ids=["during-the-weights", "after-the-weights"],
+)
 def test_push_killed_with_kill_9_leaves_no_tag_and_a_rerun_completes(
-    ollama_server: OllamaServer, registry: Registry, tmp_path: Path
+    ollama_server: OllamaServer, registry: Registry, tmp_path: Path, moment: str
 ) -> None:
+    """Kill the push while the weights upload (nothing to reuse) or right after they landed
+    (the rerun skips them by digest and sends only the small blobs)."""
     _register(ollama_server, write_tiny_gguf(tmp_path / "big.gguf", n_embd=512, seed=9), "big")
     target = f"{registry.address}/team/big:v1"
     log = registry.workdir / "registry.log"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deploy_to_ollama",
-            "push",
-            "big",
-            "--to-ollama",
-            target,
-            "--insecure",
-            "--json",
-        ],
+        [sys.executable, "-m", "deploy_to_ollama", "push", "big", "--to-ollama", target,
+         "--insecure", "--json"],
         env=ollama_server.env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
-    )
-    # Freeze the registry as soon as the first blob upload has begun, kill the push (its whole
-    # process group, the ollama CLI included), then let the registry go on.
+    )  # fmt: skip
+    # Freeze the registry at that moment (its access log shows the first blob's request),
+    # kill the push (its whole process group, the ollama CLI included), let the registry go on.
     assert registry.process is not None
     deadline = time.monotonic() + 120
-    while "POST /v2/team/big/blobs/uploads/" not in log.read_text(errors="replace"):
+    while moment not in log.read_text(errors="replace"):
         assert proc.poll() is None and time.monotonic() < deadline, registry.log_tail()
-        time.sleep(0.01)
+        time.sleep(0.005)
     os.kill(registry.process.pid, signal.SIGSTOP)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     os.kill(registry.process.pid, signal.SIGCONT)
     assert proc.returncode == -signal.SIGKILL
-    # Nothing half-pushed is served as a model: no tag has a manifest.
+    # Nothing half-pushed is served as a model: no tag, no manifest.
     assert registry.tags("team/big") == []
+    assert registry.status("/v2/team/big/manifests/v1") == 404
 
     rerun = _cli(ollama_server, "push", "big", "--to-ollama", target, "--insecure", "--json")
     assert rerun.returncode == 0, rerun.stderr
     result = json.loads(rerun.stdout)
-    total = sum(result["layers"].values())
-    assert result["upload"]["bytes_uploaded"] + result["upload"]["bytes_reused"] == total
+    layers: dict[str, int] = result["layers"]
+    weights = max(layers.values())
+    uploaded, reused = result["upload"]["bytes_uploaded"], result["upload"]["bytes_reused"]
+    assert uploaded + reused == sum(layers.values()) and weights > 10_000_000
+    if moment.startswith("PUT"):  # the weights were committed before the kill
+        assert (uploaded, reused) == (sum(layers.values()) - weights, weights)
     assert registry.tags("team/big") == ["v1"]
 
 
