@@ -122,9 +122,11 @@ def test_push_then_pull_into_a_second_server_round_trips(
     assert json.loads(again.stdout)["upload"] == {"bytes_uploaded": 0, "bytes_reused": total}
 
     # The second machine pulls it and gets the same manifest digest ...
-    pulled = second_server.ollama_cli("pull", "--insecure", target)
-    assert pulled.returncode == 0, pulled.stderr
     theirs = OllamaClient(second_server.host)
+    steps = list(theirs.pull(target, insecure=True))  # /api/pull through our client
+    assert steps[-1].status == "success"
+    pulled = {step.digest for step in steps if step.digest}
+    assert pulled == set(layers)  # every blob came down from the registry
     digests = {m.model: m.digest for m in theirs.list().models}
     assert f"sha256:{digests[target]}" == pushed["manifest_digest"]
     # ... and the round trip runs there: the prompt is transformers' rendering, token for token,
@@ -143,6 +145,21 @@ def test_push_then_pull_into_a_second_server_round_trips(
         options={"temperature": 0, "seed": 42, "num_predict": 6},
     )
     assert gen.answer == (mine.message.content or "").strip()
+
+
+@pytest.mark.slow
+def test_ollama_0_9_3_cannot_pull_from_a_registry_that_serves_blobs_inline(
+    ollama_server: OllamaServer, source_model: str, second_server: OllamaServer, tmp_path: Path
+) -> None:
+    """Why the tests' registry redirects blob downloads (support/registry.py): without it the
+    push works and every pull fails (server/download.go returns ``resp.Location()``)."""
+    with running_registry(tmp_path / "inline", redirect=False) as reg:
+        target = f"{reg.address}/team/tiny:v1"
+        pushed = _cli(ollama_server, "push", source_model, "--to-ollama", target, "--insecure")
+        assert pushed.returncode == 0, pushed.stderr
+        with pytest.raises(RegistryError, match="no Location header in response"):
+            list(OllamaClient(second_server.host).pull(target, insecure=True))
+        assert not OllamaClient(second_server.host).exists(target)
 
 
 @pytest.mark.slow

@@ -98,6 +98,8 @@ class Registry:
     """Demand a bearer token on every request (distribution's ``silly`` auth: always 401)."""
     read_only: bool = False
     broken_storage: bool = False
+    redirect: bool = True
+    """Serve blob downloads by redirect to ``BlobFiles`` (False: inline, as distribution does)."""
     """Storage root under a regular file: reads of /v2/ work, every write fails (HTTP 500)."""
     """Maintenance read-only mode: reads work, every upload is refused."""
     process: subprocess.Popen[bytes] | None = None
@@ -123,16 +125,12 @@ class Registry:
                 "filesystem": {"rootdirectory": str(self.storage)},
                 "delete": {"enabled": True},
             },
-            "middleware": {
-                "storage": [
-                    {
-                        "name": "redirect",
-                        "options": {"baseurl": f"http://localhost:{self.files_port}"},
-                    }
-                ]
-            },
             "http": {"addr": self.address},
         }
+        if self.redirect:
+            baseurl = f"http://localhost:{self.files_port}"
+            redirect = {"name": "redirect", "options": {"baseurl": baseurl}}
+            config["middleware"] = {"storage": [redirect]}
         if self.auth:
             config["auth"] = {"silly": {"realm": "http://127.0.0.1:9/token", "service": "dto"}}
         if self.read_only:
@@ -232,14 +230,23 @@ def registry_available() -> bool:
 
 @contextlib.contextmanager
 def running_registry(
-    workdir: Path, *, auth: bool = False, read_only: bool = False, broken_storage: bool = False
+    workdir: Path,
+    *,
+    auth: bool = False,
+    read_only: bool = False,
+    broken_storage: bool = False,
+    redirect: bool = True,
 ) -> Iterator[Registry]:
     """A started registry in ``workdir``, stopped afterwards (fail in CI when missing)."""
     if not registry_available():
         skip_or_fail("docker-registry is not installed (apt-get install -y docker-registry)")
     workdir.mkdir(parents=True, exist_ok=True)
     registry = Registry(
-        workdir=workdir, auth=auth, read_only=read_only, broken_storage=broken_storage
+        workdir=workdir,
+        auth=auth,
+        read_only=read_only,
+        broken_storage=broken_storage,
+        redirect=redirect,
     )
     registry.start()
     try:
