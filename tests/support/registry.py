@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,10 @@ class Registry:
     workdir: Path
     port: int = field(default_factory=free_port)
     files_port: int = field(default_factory=free_port)
-    auth: bool = False
-    """Demand a bearer token on every request (distribution's ``silly`` auth: always 401)."""
+    auth: str | None = None
+    """``"basic"``: htpasswd (user alice); ``"bearer"``: distribution's ``silly`` token auth
+    (any ``Authorization`` header passes) whose realm hands out a token (``BlobFiles``
+    serves ``/token``); ``"bearer-refused"``: the same, but the realm answers 404."""
     read_only: bool = False
     broken_storage: bool = False
     redirect: bool = True
@@ -131,8 +134,14 @@ class Registry:
             baseurl = f"http://localhost:{self.files_port}"
             redirect = {"name": "redirect", "options": {"baseurl": baseurl}}
             config["middleware"] = {"storage": [redirect]}
-        if self.auth:
-            config["auth"] = {"silly": {"realm": "http://127.0.0.1:9/token", "service": "dto"}}
+        if self.auth == "basic":
+            path = self.workdir / "htpasswd"
+            path.write_text(f"alice:{_bcrypt('secret')}\n")
+            config["auth"] = {"htpasswd": {"realm": "dto", "path": str(path)}}
+        elif self.auth in ("bearer", "bearer-refused"):
+            name = "token" if self.auth == "bearer" else "no-token"
+            realm = f"http://localhost:{self.files_port}/{name}"
+            config["auth"] = {"silly": {"realm": realm, "service": "dto"}}
         if self.read_only:
             storage = config["storage"]
             assert isinstance(storage, dict)
@@ -145,6 +154,7 @@ class Registry:
             self.storage.parent.write_text("a file where the storage folder should be")
         else:
             self.storage.mkdir(parents=True, exist_ok=True)
+            (self.storage / "token").write_text('{"token": "dto-test-token"}')
         path = self.workdir / "config.yml"
         path.write_text(self.config())
         handler = _handler(self.storage)
@@ -216,6 +226,15 @@ class Registry:
         return " | ".join(text.splitlines()[-lines:])
 
 
+def _bcrypt(password: str) -> str:
+    """A bcrypt hash (what distribution's htpasswd accepts) from libxcrypt via ``crypt``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # crypt: deprecated, in 3.11-3.12
+        import crypt
+
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+
+
 def _handler(root: Path) -> type[_RangeFiles]:
     class Handler(_RangeFiles):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -232,7 +251,7 @@ def registry_available() -> bool:
 def running_registry(
     workdir: Path,
     *,
-    auth: bool = False,
+    auth: str | None = None,
     read_only: bool = False,
     broken_storage: bool = False,
     redirect: bool = True,

@@ -277,10 +277,11 @@ def _push_ollama(
     if json_out:
         print_result_json({"ok": True, **result.to_dict()})
         return
-    print_line(
-        f"pushed {result.target} ({len(result.layers)} blobs, {result.bytes_uploaded} bytes "
-        f"uploaded, {result.bytes_reused} reused by digest)"
-    )
+    if result.bytes_reused is None:
+        moved = "bytes uploaded and reused unknown: the registry answers only Ollama's sign-in"
+    else:
+        moved = f"{result.bytes_uploaded} bytes uploaded, {result.bytes_reused} reused by digest"
+    print_line(f"pushed {result.target} ({len(result.layers)} blobs, {moved})")
     if result.report_tag:
         print_line(f"deploy report stored as {parsed.host}/{parsed.repository}:{result.report_tag}")
     typer.echo(result.target)

@@ -51,12 +51,14 @@ class RegistryPush:
     name: str
     target: str
     method: Literal["cli", "api"]
-    manifest_digest: str
-    """SHA-256 of the manifest the registry serves: what ``ollama list`` shows after a pull."""
+    manifest_digest: str | None
+    """SHA-256 of the manifest the registry serves (what ``ollama list`` shows after a pull);
+    None when the registry wants a token only Ollama holds, so we could not read it back."""
     layers: dict[str, int]
     """``digest -> size`` of every blob the manifest names (config included)."""
-    bytes_reused: int
-    """Bytes of blobs the registry already had before this push (skipped by digest)."""
+    bytes_reused: int | None
+    """Bytes of blobs the registry already had before this push (skipped by digest); None
+    when the registry wants a token only Ollama holds."""
     report_tag: str | None = None
     """Tag of the ``deploy-report.json`` artifact stored beside the model, when one was given."""
 
@@ -66,9 +68,9 @@ class RegistryPush:
         return sum(self.layers.values())
 
     @property
-    def bytes_uploaded(self) -> int:
-        """Bytes this push sent (total minus reused)."""
-        return self.bytes_total - self.bytes_reused
+    def bytes_uploaded(self) -> int | None:
+        """Bytes this push sent (total minus reused); None when unknown."""
+        return None if self.bytes_reused is None else self.bytes_total - self.bytes_reused
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for ``--json``."""
@@ -113,14 +115,21 @@ def push_to_registry(
         )
     client.require(name)
     probe = RegistryWriter(target, insecure=insecure)
-    probe.ping()
+    readable = probe.ping()
+    if report is not None and not readable:
+        raise RegistryError(
+            f"the registry at {probe.base} wants a token only Ollama can get: "
+            "the deploy report cannot be stored beside the tag",
+            hint="push without --report, and publish deploy-report.json with the model's docs",
+        )
     created = name.lower() != target.name.lower() and not client.exists(target.name)
     if name.lower() != target.name.lower():
         client.copy(name, target.name)
     try:
         served, manifest_digest, reused, chosen = _push_and_verify(
-            client, probe, target, method=method, insecure=insecure, progress=reporter
-        )
+            client, probe if readable else None, target, method=method, insecure=insecure,
+            progress=reporter,
+        )  # fmt: skip
     except (DeployError, KeyboardInterrupt):
         if created:  # leave no local alias behind a push that did not happen
             with contextlib.suppress(DeployError):
@@ -140,21 +149,27 @@ def push_to_registry(
 
 def _push_and_verify(
     client: OllamaClient,
-    probe: RegistryWriter,
+    probe: RegistryWriter | None,
     target: RegistryTarget,
     *,
     method: Method,
     insecure: bool,
     progress: ProgressReporter,
-) -> tuple[dict[str, int], str, int, Literal["cli", "api"]]:
-    """Push, then check the registry serves our manifest: (layers, digest, bytes reused, path)."""
+) -> tuple[dict[str, int], str | None, int | None, Literal["cli", "api"]]:
+    """Push, then check the registry serves our manifest: (layers, digest, bytes reused, path).
+
+    Without a ``probe`` (a registry we cannot read) only the push happens; the layers are the
+    local manifest's and the digest and the bytes reused are unknown.
+    """
     local = _local_layers(client, target)
-    before = {digest: probe.has_blob(digest) for digest in local}
+    before = {digest: probe.has_blob(digest) for digest in local} if probe else {}
     chosen = _choose(method)
     if chosen == "cli":
         _push_with_cli(client, target, progress, insecure=insecure)
     else:
         _push_with_api(client, target, progress, insecure=insecure)
+    if probe is None:
+        return local, None, None, chosen
     served_manifest = probe.manifest()
     if served_manifest is None:
         raise RegistryError(

@@ -109,21 +109,28 @@ class RegistryProbe:
                 hint="start the registry or fix HOST in --to-ollama, then rerun",
             ) from err
 
-    def ping(self) -> None:
-        """``GET /v2/``: the registry answers and lets us in without credentials.
+    def ping(self) -> bool:
+        """``GET /v2/``: whether the registry answers us without a token.
+
+        True: open, we can check blobs and the manifest ourselves. False: it wants a bearer
+        token, which only Ollama can get (its key-signed flow, ollama/ollama server/auth.go;
+        ollama.com works this way), so the push goes ahead unchecked by us.
 
         Raises:
             RegistryUnavailableError: nothing answers there (exit 4).
-            RegistryError: it refuses (401/403) or is no distribution registry (exit 1).
+            RegistryError: it wants Basic auth or refuses outright (Ollama cannot push there),
+                or it is no distribution registry (exit 1).
         """
         response = self._get("GET", "/v2/")
+        scheme = response.headers.get("www-authenticate", "").split(" ", 1)[0]
+        if response.status_code == 401 and scheme.lower() == "bearer":
+            return False
         if response.status_code in (401, 403):
-            scheme = response.headers.get("www-authenticate", "").split(" ", 1)[0] or "none"
             raise RegistryError(
                 f"the registry at {self.base} refused access (HTTP {response.status_code}, "
-                f"auth scheme {scheme})",
-                hint="Ollama authenticates only with its own signed bearer tokens "
-                "(ollama/ollama server/auth.go); use a registry that lets this machine push "
+                f"auth scheme {scheme or 'none'})",
+                hint="Ollama signs in only with its own bearer tokens (ollama/ollama "
+                "server/auth.go), never with a password: give this machine push access "
                 "without Basic auth",
             )
         if not response.is_success:
@@ -131,6 +138,7 @@ class RegistryProbe:
                 f"the registry at {self.base} answered HTTP {response.status_code} on /v2/",
                 hint="point --to-ollama at an OCI distribution registry (it answers /v2/)",
             )
+        return True
 
     def has_blob(self, digest: str) -> bool:
         """Whether the target repository already stores blob ``digest``.
