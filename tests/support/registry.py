@@ -12,7 +12,8 @@ driver cannot, but its ``redirect`` storage middleware can: it answers 307 to ``
 the blob's path in the storage folder. ``BlobFiles`` serves that folder read-only (with byte
 ranges, which Ollama's downloader asks for) under the name ``localhost``, a host name other
 than the registry's ``127.0.0.1``, so Ollama stops at the redirect as it does on ollama.com.
-The registry (manifests, uploads, HEAD checks, catalog) is the real one; only the CDN is ours.
+The registry (manifests, uploads, HEAD checks, catalog, auth) is the real one; only the CDN
+and, for ``auth="bearer"``, the token endpoint (a static ``/token`` file) are ours.
 """
 
 from __future__ import annotations
