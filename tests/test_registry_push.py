@@ -1,9 +1,10 @@
 """``push NAME --to-ollama HOST/NAMESPACE/MODEL``: publish to a real registry, pull elsewhere.
 
 The registry is Debian's ``docker-registry`` (CNCF distribution 2.8) on 127.0.0.1, started per
-test by ``support.registry``; the Ollama servers are real 0.9.3 builds. The only stand-in is
-the blob file server the registry redirects downloads to (see ``support.registry`` for why
-Ollama 0.9.3 cannot pull without that redirect).
+test by ``support.registry``; the Ollama servers are real 0.9.3 builds. The stand-ins are the
+static file server the registry redirects blob downloads to (see ``support.registry`` for why
+Ollama 0.9.3 cannot pull without that redirect) and, in the bearer-auth case, the ``/token``
+file it also serves.
 """
 
 from __future__ import annotations
