@@ -135,6 +135,20 @@ USAGE_ERRORS: list[tuple[list[str], str]] = [
     (["compare", "{adapter}", "my-model", "--max-tokens", "0"], "--max-tokens must be"),
     (["register", "{out}", "--name", "x", "--method", "pigeon"], "unknown --method 'pigeon'"),
     (["push", "{adapter}", "--repo", "alice/x", "--what", "weights"], "unknown --what 'weights'"),
+    (["push", "my-model"], "push needs a target"),
+    (["push", "my-model", "--to-ollama", "team/model"], "is not HOST/NAMESPACE/MODEL"),
+    (
+        ["push", "my-model", "--to-ollama", "registry.example.com/t/m", "--insecure"],
+        "only for a registry on this machine",
+    ),
+    (
+        ["push", "{adapter}", "--repo", "alice/x", "--to-ollama", "127.0.0.1:5000/t/m"],
+        "exclude each other",
+    ),
+    (
+        ["push", "{adapter}", "--repo", "alice/x", "--report", "r.json"],
+        "apply only with --to-ollama",
+    ),
 ]
 #: Commands that talk to Ollama: they get the listening port, which must stay uncalled.
 HOSTED = {"deploy", "doctor", "check", "compare", "register"}

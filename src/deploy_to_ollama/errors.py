@@ -184,6 +184,16 @@ class RegistrationError(DeployError):
     """``ollama create`` (CLI or API) failed."""
 
 
+class RegistryError(DeployError):
+    """An Ollama registry refused a push or pull (HTTP 401, 404, 500, a bad manifest)."""
+
+
+class RegistryUnavailableError(RegistryError, ConnectionError):
+    """Nothing answers at the registry's address (exit 4, like any unreachable dependency)."""
+
+    exit_code = 4
+
+
 class RoundTripError(DeployError):
     """The registered model failed its round-trip check."""
 

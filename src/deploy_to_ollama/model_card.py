@@ -52,6 +52,8 @@ class ModelCardData:
     """The GGUF the pushed Modelfile's ``FROM`` names (for the ``ollama create`` recipe)."""
     adapter_files: tuple[str, ...] = ()
     """GGUF LoRA files the Modelfile's ``ADAPTER`` lines name (not runnable on their own)."""
+    proof: str | None = None
+    """Markdown summary of the pushed ``deploy-report.json`` (``summary_markdown``)."""
 
 
 def format_size(size: int) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._fs import check_writable_dir, write_text_atomic
 from .chat_template.source import check_source
+from .deploy_report import write_deploy_report
 from .errors import DeployError, InputNotFoundError, OutputExistsError
 from .gguf.loadable import load_warnings
 from .inputs import ResolvedInput, source_kind
@@ -166,7 +167,9 @@ def deploy(
         plan = replace(plan, load_warnings=tuple(load_warnings([real], version)))
         for warning in plan.load_warnings:  # now, not after a long export that fails to load
             logger.warning("%s", warning)
-        return _run(plan, path, resolved)
+        report = _run(plan, path, resolved)
+    write_deploy_report(report)  # deploy-report.json beside the Modelfile: the proof travels
+    return report
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from ._fs import read_json_object
 from ._version import __version__
+from .deploy_report import REPORT_NAME, summary_markdown
 from .errors import HubError, HubUnavailableError, InputError, InputNotFoundError, UsageError
 from .inputs import TOKENIZER_FILES as MERGED_TOKENIZER_FILES
 from .model_card import CardFile, ModelCardData, PushKind, hub_base_model, render_model_card
@@ -32,15 +33,22 @@ PUSH_KINDS: tuple[PushKind, ...] = ("gguf", "merged", "adapter")
 TOKENIZER_FILES = (*MERGED_TOKENIZER_FILES, "generation_config.json")
 #: Which top-level files of the folder each kind uploads (README.md is always ours).
 UPLOAD_PATTERNS: Mapping[PushKind, tuple[str, ...]] = {
-    "gguf": ("*.gguf", "Modelfile", "LICENSE*"),
+    "gguf": ("*.gguf", "Modelfile", "LICENSE*", REPORT_NAME),
     "merged": (
         "config.json",
         "*.safetensors",
         "*.safetensors.index.json",
         *TOKENIZER_FILES,
         "LICENSE*",
+        REPORT_NAME,
     ),
-    "adapter": ("adapter_config.json", "adapter_model.safetensors", *TOKENIZER_FILES, "LICENSE*"),
+    "adapter": (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        *TOKENIZER_FILES,
+        "LICENSE*",
+        REPORT_NAME,
+    ),
 }
 #: Patterns that must each match at least one file, per kind.
 REQUIRED_PATTERNS: Mapping[PushKind, tuple[str, ...]] = {
@@ -292,9 +300,19 @@ def build_repo_files(
         template_verified=verified,
         modelfile_from=partial.modelfile_from if partial else None,
         adapter_files=partial.adapter_files if partial else (),
+        proof=_proof(folder),
     )
     extra["README.md"] = render_model_card(data).encode()
     return extra
+
+
+def _proof(folder: Path) -> str | None:
+    """The card's summary of the folder's ``deploy-report.json``, when it has one."""
+    path = folder / REPORT_NAME
+    if not path.is_file():
+        return None
+    data = read_json_object(path)
+    return summary_markdown(data) if data else None
 
 
 # --------------------------------------------------------------------------- hub access

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import RoundTripError, UsageError
 from ..progress import NullProgress, ProgressReporter, RichProgress, console
-from ._common import HostOpt, JsonOpt, app, fail, print_result_json, reporting
+from ._common import HostOpt, JsonOpt, app, fail, print_line, print_result_json, reporting
 from ._common import settings as cli_settings
 
 CHAT_EXAMPLES = """
@@ -30,6 +30,8 @@ Examples:
   deploy-to-ollama push ./gguf --repo alice/my-model-GGUF          # GGUFs + Modelfile + card
   deploy-to-ollama push ./merged --repo alice/my-model --what merged --private
   deploy-to-ollama push ./lora_model --repo alice/my-lora --what adapter
+  deploy-to-ollama push my-model --to-ollama registry.example.com/team/my-model:v1
+  deploy-to-ollama push my-model --to-ollama 127.0.0.1:5000/team/my-model --insecure
 """
 
 SystemOpt = Annotated[str | None, typer.Option("--system", help="System prompt.")]
@@ -173,15 +175,57 @@ def compare_command(
 
 @app.command("push", epilog=PUSH_EXAMPLES)
 def push_command(
-    folder: Annotated[Path, typer.Argument(help="Export folder, merged model or adapter.")],
-    repo: Annotated[str, typer.Option("--repo", help="Hub repository USER/REPO.")],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="Export folder, merged model or adapter; with --to-ollama: the Ollama model."
+        ),
+    ],
+    repo: Annotated[str | None, typer.Option("--repo", help="Hub repository USER/REPO.")] = None,
     what: Annotated[
         str, typer.Option("--what", help="gguf (GGUFs + Modelfile), merged or adapter.")
     ] = "gguf",
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    to_ollama: Annotated[
+        str | None,
+        typer.Option(
+            "--to-ollama",
+            metavar="HOST/NAMESPACE/MODEL[:TAG]",
+            help="Publish the Ollama model to this registry instead of the Hub.",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Plain HTTP to the registry (loopback hosts only)."),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="deploy-report.json of the model, stored beside the tag (with --to-ollama).",
+        ),
+    ] = None,
+    host: HostOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Upload to the Hugging Face Hub in one commit (token: HF_TOKEN or `hf auth login`)."""
+    """Upload to the Hugging Face Hub in one commit (token: HF_TOKEN or `hf auth login`),
+    or with --to-ollama publish an Ollama model to an Ollama registry (`ollama push`)."""
+    if to_ollama is not None:
+        if repo is not None:
+            raise UsageError("--repo and --to-ollama exclude each other", hint="pick one target")
+        _push_ollama(
+            str(folder), to_ollama, insecure=insecure, report=report, host=host, json_out=json_out
+        )
+        return
+    if repo is None:
+        raise UsageError(
+            "push needs a target: --repo USER/REPO (Hub) or --to-ollama HOST/NAMESPACE/MODEL",
+            hint="e.g. deploy-to-ollama push ./gguf --repo alice/my-model-GGUF",
+        )
+    if insecure or host is not None or report is not None:
+        raise UsageError(
+            "--insecure, --report and --host apply only with --to-ollama", hint="drop them"
+        )
     from ..publish import check_kind, check_repo_id, push_to_hub
 
     kind = check_kind(what)
@@ -200,3 +244,44 @@ def push_command(
         f"pushed {len(result.files)} files to {result.repo_url}", markup=False, highlight=False
     )
     typer.echo(result.repo_url)
+
+
+def _push_ollama(
+    name: str,
+    target: str,
+    *,
+    insecure: bool,
+    report: Path | None,
+    host: str | None,
+    json_out: bool,
+) -> None:
+    """``push NAME --to-ollama TARGET``: copy, push, and say how many bytes moved."""
+    from ..deploy_report import read_report_for
+    from ..ollama_client import OllamaClient, parse_target, push_to_registry
+
+    parsed = parse_target(target)
+    if insecure and not parsed.is_loopback:
+        raise UsageError(
+            f"--insecure is allowed only for a registry on this machine, not {parsed.host}",
+            hint="serve the registry over HTTPS and drop --insecure",
+        )
+    proof = read_report_for(report, name) if report is not None else None
+    client = OllamaClient(host or cli_settings().ollama_host)
+    reporter: ProgressReporter = (
+        NullProgress() if json_out else RichProgress(byte_units=True, lines_when_not_tty=True)
+    )
+    with reporting(reporter, json_out=json_out):
+        result = push_to_registry(
+            client, name, parsed, insecure=insecure, report=proof, progress=reporter
+        )
+    if json_out:
+        print_result_json({"ok": True, **result.to_dict()})
+        return
+    if result.bytes_reused is None:
+        moved = "bytes uploaded and reused unknown: the registry answers only Ollama's sign-in"
+    else:
+        moved = f"{result.bytes_uploaded} bytes uploaded, {result.bytes_reused} reused by digest"
+    print_line(f"pushed {result.target} ({len(result.layers)} blobs, {moved})")
+    if result.report_tag:
+        print_line(f"deploy report stored as {parsed.host}/{parsed.repository}:{result.report_tag}")
+    typer.echo(result.target)

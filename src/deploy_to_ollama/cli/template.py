@@ -30,6 +30,7 @@ from ..errors import (
     UsageError,
 )
 from ._common import JsonOpt, app, fail, print_line, print_result_json
+from ._common import settings as cli_settings
 
 if TYPE_CHECKING:
     from ..chat_template import ProbeResult, TemplateSource, TranslatedTemplate, VerificationReport
@@ -116,9 +117,8 @@ def run_native(loaded: TemplateSource) -> NativeReport | NativeUnavailable:
     """Verify ``loaded`` on llama-server (raises ``DependencyMissingError`` without one)."""
     from ..chat_template.native import verify_native
     from ..gguf.toolchain import find_toolchain
-    from ..settings import Settings
 
-    settings = Settings.from_env()
+    settings = cli_settings()
     binary = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).require_server()
     return verify_native(loaded, binary)
 

@@ -21,6 +21,8 @@ from .create import (
     upload_blob,
 )
 from .parameters import api_parameters
+from .push import RegistryPush, push_to_registry
+from .registry import RegistryProbe, RegistryTarget, parse_target
 
 
 def server_version(host: str | None = None) -> str:
@@ -51,6 +53,9 @@ __all__ = [
     "Method",
     "OllamaClient",
     "ProgressResponse",
+    "RegistryProbe",
+    "RegistryPush",
+    "RegistryTarget",
     "ShownModel",
     "api_parameters",
     "check_local_files",
@@ -58,7 +63,9 @@ __all__ = [
     "file_digest",
     "model_exists",
     "parse_host",
+    "parse_target",
     "parse_version",
+    "push_to_registry",
     "server_version",
     "show_model",
     "upload_blob",

@@ -21,7 +21,7 @@ from ollama import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from ..errors import DeployError, RegistrationError
+from ..errors import DeployError, RegistrationError, RegistryError
 from ._transport import Transport, not_ollama
 
 #: First Ollama release whose /api/chat honours ``_debug_render_only`` (api/types.go).
@@ -222,6 +222,35 @@ class OllamaClient:
         doing = f"creating {name}"
         for item in self.transport.stream(
             "/api/create", body, doing=doing, error=RegistrationError, timeout=CREATE_TIMEOUT
+        ):
+            yield self._parse(ProgressResponse, item, doing)
+
+    # ----------------------------------------------------------------------- registry
+
+    def push(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
+        """``/api/push`` of ``name`` (HOST/NAMESPACE/MODEL:TAG), streaming Ollama's steps.
+
+        Raises:
+            OllamaUnavailableError: the server cannot be reached or went away (exit 4).
+            RegistryError: the push failed (Ollama's message, e.g. the registry's refusal).
+        """
+        yield from self._registry_stream(
+            "/api/push", name, insecure=insecure, doing=f"pushing {name}"
+        )
+
+    def pull(self, name: str, *, insecure: bool = False) -> Iterator[ProgressResponse]:
+        """``/api/pull`` of ``name``, streaming Ollama's steps (see ``push``)."""
+        yield from self._registry_stream(
+            "/api/pull", name, insecure=insecure, doing=f"pulling {name}"
+        )
+
+    def _registry_stream(
+        self, path: str, name: str, *, insecure: bool, doing: str
+    ) -> Iterator[ProgressResponse]:
+        self.version()
+        body = {"model": name, "insecure": insecure, "stream": True}
+        for item in self.transport.stream(
+            path, body, doing=doing, error=RegistryError, timeout=CREATE_TIMEOUT
         ):
             yield self._parse(ProgressResponse, item, doing)
 

@@ -1,0 +1,147 @@
+"""``deploy-report.json``: what a deploy proved, written beside its Modelfile so it travels.
+
+Why a file: a model that is pushed (to the Hub or an Ollama registry) loses the terminal output
+that said whether its template was verified. The report keeps the facts a puller needs (probes
+and whether each matched, the Ollama version the check ran on, the round trip's verdict, the
+capabilities Ollama derives from the TEMPLATE) and ``summary_markdown`` turns them into the
+short section the model card shows. Every value is copied from the run's own results; nothing
+here decides a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from ._fs import read_json_object, write_text_atomic
+from .capabilities import go_template_capabilities
+from .errors import InputError, InputNotFoundError
+from .modelfile import parse_modelfile
+
+if TYPE_CHECKING:
+    from .pipeline import DeployReport
+
+REPORT_NAME = "deploy-report.json"
+SCHEMA = 1
+
+
+def report_data(report: DeployReport) -> dict[str, Any]:
+    """The JSON document of ``report`` (see the module docstring for why these fields)."""
+    modelfile = parse_modelfile(report.modelfile.read_text(encoding="utf-8"))
+    rt = report.round_trip
+    round_trip: dict[str, Any] | None = None
+    if rt is not None:
+        gen = rt.generation
+        round_trip = {
+            "verdict": rt.verdict,
+            "passed": rt.passed,
+            "render_method": rt.render_method,
+            "render_verified": rt.render_verified,
+            "reference": rt.reference,
+            "problems": list(rt.problems),
+            "generation": None
+            if gen is None
+            else {
+                "question": gen.question,
+                "answer": gen.answer,
+                "done_reason": gen.done_reason,
+                "prompt_eval_count": gen.prompt_eval_count,
+                "expected_prompt_tokens": gen.expected_prompt_tokens,
+            },
+        }
+    return {
+        "schema": SCHEMA,
+        "tool": f"deploy-to-ollama {__version__}",
+        "model": report.name,
+        "quant": report.quant,
+        "gguf_bytes": report.gguf_bytes,
+        "template": {"verified": report.template_verified},
+        "probes": [{"probe": p.probe, "matched": p.matched} for p in rt.probes] if rt else [],
+        "capabilities": ["completion", *go_template_capabilities(modelfile.template)],
+        "ollama_versions_checked": [rt.server_version] if rt else [],
+        "round_trip": round_trip,
+        "warnings": list(report.warnings),
+    }
+
+
+def write_deploy_report(report: DeployReport) -> Path:
+    """Write ``deploy-report.json`` beside ``report.modelfile`` (atomically) and return it."""
+    path = report.modelfile.parent / REPORT_NAME
+    write_text_atomic(path, json.dumps(report_data(report), indent=2) + "\n")
+    return path
+
+
+def read_report_for(path: Path, model: str) -> bytes:
+    """The bytes of ``path``, refused unless it is a deploy report of ``model``.
+
+    Raises:
+        InputNotFoundError: there is no such file (exit 1).
+        InputError: it is no deploy report, or the report of another model (exit 1).
+    """
+    if not path.is_file():
+        raise InputNotFoundError(
+            f"--report {path} does not exist",
+            path=path,
+            hint="deploy writes deploy-report.json beside the model's Modelfile (see --keep)",
+        )
+    data = read_json_object(path)
+    if "template" not in data or "model" not in data:
+        raise InputError(
+            f"--report {path} is not a deploy-report.json",
+            hint="pass the deploy-report.json that deploy wrote beside the model's Modelfile",
+        )
+    if _with_tag(str(data["model"])) != _with_tag(model):
+        raise InputError(
+            f"--report {path} is the report of {data['model']!r}, not of {model!r}",
+            hint="pass the report of the model you push",
+        )
+    return path.read_bytes()
+
+
+def _with_tag(name: str) -> str:
+    """Ollama's default tag made explicit, case folded as Ollama compares names.
+
+    >>> _with_tag("Bot"), _with_tag("127.0.0.1:5000/t/bot:v1")
+    ('bot:latest', '127.0.0.1:5000/t/bot:v1')
+    """
+    return (name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest").lower()
+
+
+def summary_markdown(data: dict[str, Any]) -> str:
+    """A short human summary of a ``deploy-report.json`` for a model card.
+
+    >>> print(summary_markdown({"template": {"verified": False}, "probes": [],
+    ...     "ollama_versions_checked": [], "round_trip": None, "capabilities": ["completion"]}))
+    - Chat template: **NOT verified**
+    - Round trip: not run
+    - Capabilities (from the TEMPLATE): completion
+    """
+    probes = data.get("probes") or []
+    template = "verified" if (data.get("template") or {}).get("verified") else "**NOT verified**"
+    if probes:
+        matched = sum(1 for p in probes if p.get("matched"))
+        template += f" ({matched}/{len(probes)} probe conversations render identically)"
+    rt = data.get("round_trip")
+    versions = ", ".join(data.get("ollama_versions_checked") or [])
+    check = "not run" if rt is None else f"{rt.get('verdict')} on Ollama {versions}"
+    lines = [f"- Chat template: {template}", f"- Round trip: {check}"]
+    gen = (rt or {}).get("generation")
+    if gen and gen.get("prompt_eval_count") is not None:
+        lines.append(
+            f"- Prompt tokens: {gen['prompt_eval_count']} in Ollama vs "
+            f"{gen.get('expected_prompt_tokens')} in transformers"
+        )
+    capabilities = ", ".join(data.get("capabilities") or []) or "none"
+    lines.append(f"- Capabilities (from the TEMPLATE): {capabilities}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "REPORT_NAME",
+    "read_report_for",
+    "report_data",
+    "summary_markdown",
+    "write_deploy_report",
+]
