@@ -197,10 +197,16 @@ def test_deploy_path_tools_work_after_deploy(skills_deployed: DeployedSkills) ->
     _tool_round(skills_deployed.host, skills_deployed.tools_name, "Oslo", 30)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 12 item 4 open: the translator does not yet infer reasoning printed on the "
+    "last assistant turn only, so this fixture's TEMPLATE lacks .Thinking (the deploy reports "
+    "capabilities_lost: thinking, checked below); strict: passing must remove this mark",
+)
 def test_deploy_path_thinking_works_after_deploy(
     skills_deployed: DeployedSkills,  # noqa: F811
 ) -> None:
-    """Passes once the translator puts .Thinking in the messages loop (helper `tools`)."""
+    """Thinking survives the deploy: .Thinking in the messages loop, think true/false work."""
     assert _report_warnings(skills_deployed.thinking_report) == []
     assert "thinking" in show(skills_deployed.host, skills_deployed.thinking_name)["capabilities"]
     _thinking_round(skills_deployed.host, skills_deployed.thinking_name)
