@@ -5,7 +5,7 @@
 # Run from the repository root: PY=/path/to/venv/python bash tests/support/gpu_prepare.sh
 set -euo pipefail
 PY="${PY:-.venv/bin/python}"
-SDIST="${SDIST:-$HOME/.cache/deploy-to-ollama-tests/toolchain/src/llama_cpp_python-0.3.36.tar.gz}"
+SDIST="${SDIST:-${DTO_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/deploy-to-ollama}/src/llama_cpp_python-0.3.36.tar.gz}"
 PLAT=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
   --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any)
