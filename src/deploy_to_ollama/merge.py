@@ -446,8 +446,8 @@ def merged_tensor_specs(resolved: Any) -> dict[str, tuple[tuple[int, ...], str]]
     Read from safetensors headers only: base shapes, replaced by the full weights an adapter
     carries (``modules_to_save``, resized embeddings), written in the base dtype.
     """
-    from ..peft_keys import ADAPTER_WEIGHTS, full_weight_target
-    from ..safetensors_io import SAFETENSORS_TORCH_DTYPES, read_safetensors_header, weight_files
+    from .peft_keys import ADAPTER_WEIGHTS, full_weight_target
+    from .safetensors_io import SAFETENSORS_TORCH_DTYPES, read_safetensors_header, weight_files
 
     specs: dict[str, tuple[tuple[int, ...], str]] = {}
     base_dtype = "bfloat16"
