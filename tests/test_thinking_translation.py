@@ -72,9 +72,12 @@ def test_thinking_probes_never_count_without_the_capability() -> None:
 
 
 def test_go_renders_the_thinking_probes_as_claimed(go_oracle: Any) -> None:
+    _assert_go_renders_the_claims(go_oracle, _source(QWEN3_LIKE), "<s>")
+
+
+def _assert_go_renders_the_claims(go_oracle: Any, source: TemplateSource, bos: str) -> None:
     from support.go_oracle import to_ollama_api_messages
 
-    source = _source(QWEN3_LIKE)
     result = translate_template(source)
     probes = {p.id: p for p in load_probes()}
     claims = [p for p in result.report.probes if p.status == "match"]
@@ -93,5 +96,37 @@ def test_go_renders_the_thinking_probes_as_claimed(go_oracle: Any) -> None:
     for claim, go in zip(claims, go_oracle.run(cases), strict=True):
         assert not go.failed, (claim.probe, go.error)
         assert go.output == claim.actual, claim.probe
-        exp, act = strip_bos(claim.expected or "", go.output, "<s>")
+        exp, act = strip_bos(claim.expected or "", go.output, bos)
         assert exp == act or json_equivalent(source, probes[claim.probe], exp, act), claim.probe
+
+
+def test_reasoning_of_the_last_message_only_is_translated() -> None:
+    """A ``loop.last`` template (the taught thinking fixture's) prints reasoning only for the
+    final message: a tool loop's earlier reasoned step loses it, unlike Qwen3's "after the
+    last user message", and the TEMPLATE must say so."""
+    from support.taught_tools import THINK_JINJA
+
+    source = TemplateSource(
+        template=THINK_JINJA, origin=Path("t.jinja"), kind="jinja", eos_token="<|im_end|>"
+    )
+    result = translate_template(source)
+    assert result.verified and result.report.thinking_verified
+    assert infer_thinking_tags(parse_template(result.template)) == ("<think>", "</think>")
+    probes = {p.probe: p for p in result.report.probes}
+    loop = probes["reasoning_tool_loop"]
+    assert loop.status == "match"
+    assert "I need the weather tool." not in (loop.actual or "")
+    assert "<think>\n10 is even, 11 is prime.\n</think>\n\n11" in (
+        probes["reasoning_prefill"].actual or ""
+    )
+    off = probes["think_off"].actual or ""
+    assert off.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def test_go_renders_the_last_message_reasoning_as_claimed(go_oracle: Any) -> None:
+    from support.taught_tools import THINK_JINJA
+
+    source = TemplateSource(
+        template=THINK_JINJA, origin=Path("t.jinja"), kind="jinja", eos_token="<|im_end|>"
+    )
+    _assert_go_renders_the_claims(go_oracle, source, "")

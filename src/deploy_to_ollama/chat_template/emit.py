@@ -452,14 +452,20 @@ def _reasoning(shape: TemplateShape) -> list[Piece]:
 
 
 def _thinking_cond(shape: TemplateShape) -> str:
-    earlier = shape.think is not None and shape.think.earlier
-    return ".Thinking" if earlier else "and .Thinking (gt $i $lastQuery)"
+    """When a turn's reasoning prints: always, only for the last message, or only after the
+    last user message (as the Jinja was seen to do)."""
+    think = shape.think
+    if think is not None and think.earlier:
+        return ".Thinking"
+    if think is not None and think.last_only:
+        return "and .Thinking $last"
+    return "and .Thinking (gt $i $lastQuery)"
 
 
 def _last_query(shape: TemplateShape) -> list[Piece]:
     """``$lastQuery``: index of the last user message, for templates that drop reasoning of
     the turns before it."""
-    if shape.think is None or shape.think.earlier:
+    if shape.think is None or shape.think.earlier or shape.think.last_only:
         return []
     return [
         Act("$lastQuery := -1"),

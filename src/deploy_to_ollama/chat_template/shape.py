@@ -8,7 +8,7 @@ whitespace trimming and the BOS preamble. ``emit.py`` turns the result into Go t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -39,6 +39,9 @@ class ThinkShape:
     off: str
     """Appended to the generation prompt when thinking is switched off (``enable_thinking``
     false); empty when the template has no switch."""
+    last_only: bool = False
+    """Whether only the last message's reasoning is printed (``loop.last``), not that of every
+    assistant turn after the last user message (a tool loop's earlier steps)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +401,23 @@ def infer_thinking(source: TemplateSource, shape: TemplateShape) -> ThinkShape |
     switch = ""
     if on is not None and off is not None and default == on and off.startswith(on):
         switch = off[len(on) :]
-    return ThinkShape(split[1][len(lead) :], split[2], R1 in earlier_text, switch)
+    earlier = R1 in earlier_text
+    last_only = not earlier and _last_only(render, user, reasoned)
+    return ThinkShape(split[1][len(lead) :], split[2], earlier, switch, last_only)
+
+
+def _last_only(
+    render: Callable[[list[dict[str, Any]]], str | None],
+    user: dict[str, Any],
+    reasoned: dict[str, Any],
+) -> bool:
+    """Whether a reasoned turn that is followed by another message (a tool result, else a
+    second assistant turn) but no user message loses its reasoning: ``loop.last`` templates."""
+    for follow in (_message("tool", TOOL_RESULT), {"role": "assistant", "content": U2}):
+        text = render([user, reasoned, follow])
+        if text is not None and A1 in text:
+            return R1 not in text
+    return False
 
 
 def renders_reasoning(source: TemplateSource) -> bool:

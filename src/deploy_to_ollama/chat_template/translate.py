@@ -138,7 +138,11 @@ def _add_tools(
     think = infer_thinking(source, shape) if shape is not None else None
     if shape is None or think is None:
         return extended
-    return _with_thinking(source, replace(shape, think=think), index, extended, refs, tools)
+    with_tools = isinstance(translated, TranslatedTemplate)
+    thinking_shape = replace(shape, think=think)
+    return _with_thinking(
+        source, thinking_shape, index, extended, refs, tools, with_tools=with_tools
+    )
 
 
 def _with_thinking(
@@ -148,19 +152,25 @@ def _with_thinking(
     result: TranslatedTemplate,
     refs: Mapping[str, Any],
     tools: ToolAnalysis,
+    *,
+    with_tools: bool,
 ) -> TranslatedTemplate:
     """``result`` redone with reasoning and the thinking switch in it, when every probe that
     matched still matches, none starts to differ, and a thinking probe matches; else
-    ``result``."""
-    with_tools = ".Tools" in result.template or ".ToolCalls" in result.template
+    ``result``.
+
+    ``with_tools``: ``result`` came from the tool translation (which may carry only tool
+    results, no ``.Tools`` or ``.ToolCalls``), so the redo goes through it too."""
+    template, system = candidates(source, shape)[index]
+    report = verify_template(source, template, system=system, references=refs)
+    plain = replace(result, template=template, system=system, report=report)
+    # The tool extension starts from the thinking TEMPLATE's own report: where tools are
+    # ignored it re-runs only the tool probes, so a stale report would hide the thinking ones.
     attempt: TranslatedTemplate | str = "not tried"
     if with_tools:
-        attempt = _with_tools(source, shape, index, result, refs, tools)
+        attempt = _with_tools(source, shape, index, plain, refs, tools)
     if not isinstance(attempt, TranslatedTemplate):
-        template, system = candidates(source, shape)[index]
-        report = verify_template(source, template, system=system, references=refs)
-        attempt = replace(result, template=template, system=system, report=report)
-        attempt = _with_tool_probes(source, attempt, refs, tools)
+        attempt = _with_tool_probes(source, plain, refs, tools)
     attempt = replace(attempt, shape=shape)
     old, new = result.report.probes, attempt.report.probes
     matched_before = {p.probe for p in old if p.status == "match"}
