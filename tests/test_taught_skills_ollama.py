@@ -197,12 +197,6 @@ def test_deploy_path_tools_work_after_deploy(skills_deployed: DeployedSkills) ->
     _tool_round(skills_deployed.host, skills_deployed.tools_name, "Oslo", 30)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12 item 4 open: the translator does not yet infer reasoning printed on the "
-    "last assistant turn only, so this fixture's TEMPLATE lacks .Thinking (the deploy reports "
-    "capabilities_lost: thinking, checked below); strict: passing must remove this mark",
-)
 def test_deploy_path_thinking_works_after_deploy(
     skills_deployed: DeployedSkills,  # noqa: F811
 ) -> None:
