@@ -31,6 +31,7 @@ from ..gguf.llama_server import (
 )
 from .probes import Probe, load_probes
 from .source import TemplateSource
+from .verify import first_difference
 
 Status = Literal["match", "differs", "skipped"]
 Tier = Literal["exact", "json_equivalent"]
@@ -319,20 +320,6 @@ def compare_prompts(
     if json_skeleton(expected) == json_skeleton(actual):
         return "json_equivalent", stripped, position
     return None, stripped, position
-
-
-def first_difference(a: str, b: str) -> int | None:
-    """Index of the first differing character, or None when equal.
-
-    >>> first_difference("abc", "abd"), first_difference("ab", "abc"), first_difference("a", "a")
-    (2, 2, None)
-    """
-    if a == b:
-        return None
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
 
 
 def json_skeleton(text: str) -> list[Any]:
