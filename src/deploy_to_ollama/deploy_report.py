@@ -14,14 +14,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from ._version import __version__
 from ._fs import read_json_object, write_text_atomic
 from .capabilities import go_template_capabilities
 from .errors import InputError, InputNotFoundError
 from .modelfile import parse_modelfile
 
 if TYPE_CHECKING:
-    from .pipeline import DeployReport
+    from .reports import DeployReport
 
 REPORT_NAME = "deploy-report.json"
 SCHEMA = 1
