@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
 from ._fs import read_json_object, write_text_atomic
+from ._version import __version__
 from .capabilities import go_template_capabilities
 from .errors import InputError, InputNotFoundError
 from .modelfile import parse_modelfile
