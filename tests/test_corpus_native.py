@@ -24,7 +24,9 @@ from deploy_to_ollama.chat_template.source import TemplateSource
 from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 
 #: Measured 2026-12-03 on this sdist's llama.cpp (0c1e570); never lower it to make a run pass.
-RATCHET_SHARE = 0.40  # 128/319 on every passable probe
+#: 125/319 on every passable probe of the suite with the tool and thinking probes added the same
+#: day (128/319 on the smaller suite before them).
+RATCHET_SHARE = 0.39
 #: The same, plain-chat probes only (no prefill, tools or thinking): 274/307 when measured.
 RATCHET_PLAIN = 0.89
 
@@ -68,10 +70,20 @@ def causes(report: NativeReport, template: str) -> set[str]:
 
 
 def group(case_id: str) -> str:
-    """The probe group a case belongs to, for the per-group shares."""
-    for prefix, name in (("prefill", "prefill"), ("tool", "tools"), ("think_", "thinking")):
-        if case_id.startswith(prefix):
-            return name
+    """The probe group a case belongs to, for the per-group shares: by what the probe needs
+    (thinking, tools), else whether it ends with an assistant turn (prefill), else plain."""
+    from deploy_to_ollama.chat_template.probes import load_probes
+
+    probe = {p.id: p for p in load_probes()}.get(case_id)
+    if case_id.startswith("think_") or (
+        probe is not None and (probe.needs_thinking or probe.think is not None)
+    ):
+        return "thinking"
+    if case_id.startswith("tool") or (probe is not None and (probe.tools or probe.needs_tools)):
+        return "tools"
+    last_role = probe.messages[-1].get("role") if probe is not None and probe.messages else None
+    if case_id.startswith("prefill") or last_role == "assistant":
+        return "prefill"
     return "plain"
 
 

@@ -19,6 +19,7 @@ from deploy_to_ollama.chat_template.native import (
     native_cases,
     verify_native,
 )
+from deploy_to_ollama.chat_template.probes import load_probes
 from deploy_to_ollama.chat_template.source import TemplateSource
 from deploy_to_ollama.cli import main
 from deploy_to_ollama.gguf.llama_server import LlamaServerError
@@ -62,7 +63,9 @@ def test_tiers_never_call_a_json_difference_exact() -> None:
 def test_thinking_cases_only_where_the_jinja_reads_enable_thinking() -> None:
     assert not [c for c in native_cases(CHATML) if c.kwargs]
     thinking = [c for c in native_cases(READS_THINKING) if c.kwargs]
+    packaged = [(p.id, {"enable_thinking": p.think}) for p in load_probes() if p.think is not None]
     assert [(c.id, dict(c.kwargs)) for c in thinking] == [
+        *packaged,
         ("think_true", {"enable_thinking": True}), ("think_false", {"enable_thinking": False}),
     ]  # fmt: skip
 

@@ -145,9 +145,11 @@ def native_cases(template: str, probes: Sequence[Probe] | None = None) -> tuple[
     its ``enable_thinking`` setting), which is itself a thing to prove.
     """
     suite = tuple(probes or load_probes())
-    cases = [NativeCase(p.id, p) for p in suite]
+    reads = "enable_thinking" in template
+    # A probe that sets ``think`` sends it as ``enable_thinking`` where the Jinja reads it.
+    cases = [NativeCase(p.id, p, dict(p.template_kwargs) if reads else {}) for p in suite]
     base = next((p for p in suite if p.id == _THINK_BASE), None)
-    if base is not None and "enable_thinking" in template:
+    if base is not None and reads:
         cases += [
             NativeCase(f"think_{str(on).lower()}", base, {"enable_thinking": on})
             for on in (True, False)
