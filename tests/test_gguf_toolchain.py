@@ -409,7 +409,9 @@ def test_setup_builds_a_static_llama_server_beside_llama_quantize(
 @pytest.mark.slow
 def test_llama_server_renders_the_gguf_chat_template(tiny_llama_server: Any) -> None:
     assert tiny_llama_server.get_json("/health") == {"status": "ok"}
-    prompt = tiny_llama_server.apply_template([{"role": "user", "content": "Hi there"}])
+    prompt = tiny_llama_server.apply_template(
+        {"messages": [{"role": "user", "content": "Hi there"}]}
+    )
     # TINY_CHAT_TEMPLATE (ChatML) rendered by llama.cpp's Jinja engine, generation prompt on.
     assert prompt == "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
 
@@ -422,6 +424,7 @@ def test_llama_server_takes_another_port_when_its_port_is_taken_and_stops(
     import urllib.error
     import urllib.request
 
+    from deploy_to_ollama.gguf import llama_server as driver
     from support import llama_server
     from support.ollama_server import free_port
 
@@ -430,7 +433,7 @@ def test_llama_server_takes_another_port_when_its_port_is_taken_and_stops(
     taken.listen()
     busy = int(taken.getsockname()[1])
     ports = iter([busy])
-    monkeypatch.setattr(llama_server, "free_port", lambda: next(ports, None) or free_port())
+    monkeypatch.setattr(driver, "free_port", lambda: next(ports, None) or free_port())
     server = llama_server.start_llama_server(llama_server_binary, tiny_gguf, tmp_path)
     try:
         assert not server.url.endswith(f":{busy}")
