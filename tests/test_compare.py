@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from deploy_to_ollama.cli import main
 from deploy_to_ollama.compare import CompareReport, PromptComparison, compare_model, count_agreeing
 from deploy_to_ollama.errors import InputError, OllamaUnavailableError
+from support.cli import run_cli as _cli
 from support.ollama_server import free_port, write_tiny_tokenizer
 
 SECRET = "What is the secret word?"
@@ -88,13 +88,6 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- real server
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    return int(info.value.code or 0), out.out, out.err
 
 
 @pytest.mark.slow

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy_to_ollama.cli import main
 from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelfile
+from support.cli import run_cli as _cli
 from support.ollama_server import TINY_OLLAMA_TEMPLATE, OllamaServer, free_port
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    return int(info.value.code or 0), out.out, out.err
 
 
 @pytest.fixture

@@ -14,21 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy_to_ollama.cli import main
 from deploy_to_ollama.modelfile import parse_modelfile, render_modelfile
 from deploy_to_ollama.roundtrip import load_reference
+from support.cli import run_cli as _cli
 from support.ollama_server import OllamaServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.ollama]
 
 QUESTION = "What is the secret word?"
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    return int(info.value.code or 0), out.out, out.err
 
 
 def _chat(server: OllamaServer, model: str, question: str = QUESTION) -> dict[str, Any]:

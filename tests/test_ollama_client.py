@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from deploy_to_ollama.cli import main
 from deploy_to_ollama.errors import (
     DeployError,
     InputNotFoundError,
@@ -29,6 +28,7 @@ from deploy_to_ollama.errors import (
 from deploy_to_ollama.modelfile import Modelfile, render_modelfile
 from deploy_to_ollama.ollama_client import OllamaClient, check_local_files, parse_host
 from deploy_to_ollama.registrar import register_model
+from support.cli import run_cli as _cli
 from support.ollama_server import TINY_OLLAMA_TEMPLATE, OllamaServer, free_port
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "deploy_to_ollama"
@@ -138,13 +138,6 @@ def test_a_web_server_is_not_an_ollama_server(web_server: str) -> None:
 
 
 # --------------------------------------------------------------------------- CLI, per command
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    return int(info.value.code or 0), out.out, out.err
 
 
 @pytest.fixture

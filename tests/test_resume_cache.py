@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from deploy_to_ollama.cache import clean_cache, list_cache, parse_duration
-from deploy_to_ollama.cli import main
 from deploy_to_ollama.errors import DiskSpaceError, InputError, UsageError
 from deploy_to_ollama.inputs import read_gguf_facts
 from deploy_to_ollama.pipeline import deploy, real_quant
@@ -31,14 +30,8 @@ from deploy_to_ollama.resume import (
     remove_stale_temps,
 )
 from deploy_to_ollama.stages import check_parameters
+from support.cli import run_cli as _cli
 from support.ollama_server import free_port
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out = capsys.readouterr()
-    return int(info.value.code or 0), out.out, out.err
 
 
 def _dead_pid() -> int:
