@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 
 from deploy_to_ollama.chat_template.native import (
+    NativeCase,
     NativeReport,
     NativeUnavailable,
     compare_prompts,
     native_cases,
+    render_reference,
     verify_native,
 )
 from deploy_to_ollama.chat_template.probes import load_probes
@@ -49,15 +51,36 @@ def _source(
 # ---------------------------------------------------------------------- pure comparison
 
 
+def _case(probe_id: str) -> NativeCase:
+    return next(c for c in native_cases(TOOLS_TEMPLATE) if c.id == probe_id)
+
+
 def test_tiers_never_call_a_json_difference_exact() -> None:
-    python = '<tools>{"name": "f", "parameters": {"a": 1}}</tools>'
-    compact = '<tools>{"parameters":{"a":1},"name":"f"}</tools>'
-    assert compare_prompts(python, compact, None)[0] == "json_equivalent"
-    assert compare_prompts(python, compact.replace("1", "2"), None)[0] is None
-    assert compare_prompts(python, python + " ", None) == (None, False, len(python))
+    source, case = _source(TOOLS_TEMPLATE), _case("tools_available")
+    python = render_reference(source, case)  # the tools printed by tojson, Python's layout
+    tool = json.dumps(case.probe.tools[0])
+    assert tool in python
+    compact = python.replace(tool, json.dumps(case.probe.tools[0], separators=(",", ":")))
+    assert compare_prompts(source, case, python, compact)[0] == "json_equivalent"
+    assert compare_prompts(source, case, python, compact.replace("city", "town"))[0] is None
+    assert compare_prompts(source, case, python, python + " ") == (None, False, len(python))
     # One leading BOS on one side only: exact, and said so.
-    assert compare_prompts("<s>hi", "hi", "<s>") == ("exact", True, None)
-    assert compare_prompts("<s><s>hi", "hi", "<s>")[0] is None
+    plain, single = _source(CHATML, bos="<s>"), native_cases(CHATML)[0]
+    assert compare_prompts(plain, single, "<s>hi", "hi") == ("exact", True, None)
+    assert compare_prompts(plain, single, "<s><s>hi", "hi")[0] is None
+
+
+def test_json_the_template_wrote_as_text_must_match_byte_for_byte() -> None:
+    """One rule with the Go path: only ``tojson`` output may change layout. A JSON-looking
+    literal in the Jinja is text; printed otherwise it differs (the old rule, which parsed
+    every JSON span of both prompts, called this json_equivalent)."""
+    literal = '{"mode": "chat", "v": 1}\n'
+    source = _source(literal + CHATML)
+    case = native_cases(source.template)[0]
+    expected = render_reference(source, case)
+    actual = expected.replace(literal, '{"mode":"chat","v":1}\n')
+    assert compare_prompts(source, case, expected, actual) == (None, False, 8)
+    # The same change inside a tojson value is json_equivalent (the case above).
 
 
 def test_thinking_cases_only_where_the_jinja_reads_enable_thinking() -> None:

@@ -6,19 +6,20 @@ Python's jinja2. Nothing guarantees both engines print the same prompt, so we re
 probe through both: llama-server's ``/apply-template`` (the chat endpoint's body: messages,
 tools, ``chat_template_kwargs``) on a GGUF carrying the template, and transformers.
 
-Tiers, per probe, as for the Go path: ``exact`` (byte-identical, modulo one leading BOS, which
-llama.cpp drops when its vocabulary adds BOS itself: ``bos_stripped`` says so) and
-``json_equivalent`` (identical outside JSON values, every JSON value parses to the same object
-on both sides); anything else differs. ``verified`` only when every probe transformers can
-render is one of the two, and at least one was compared.
+Tiers, per probe, by the Go path's own rule (``verify.json_equivalent``, one rule for both):
+``exact`` (byte-identical, modulo one leading BOS, which llama.cpp drops when its vocabulary
+adds BOS itself: ``bos_stripped`` says so) and ``json_equivalent`` (identical outside the JSON
+values the Jinja printed with ``tojson``, each of which parses to the same object on both
+sides); anything else differs, JSON-looking text the template wrote literally included.
+``verified`` only when every probe transformers can render is one of the two, and at least
+one was compared.
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -27,11 +28,12 @@ from ..gguf.llama_server import (
     ApplyTemplateError,
     ChatTemplateRejectedError,
     LlamaServer,
+    LlamaServerError,
     start_llama_server,
 )
 from .probes import Probe, load_probes
 from .source import TemplateSource
-from .verify import first_difference
+from .verify import first_difference, json_equivalent, strip_bos
 
 Status = Literal["match", "differs", "skipped"]
 Tier = Literal["exact", "json_equivalent"]
@@ -48,6 +50,12 @@ class NativeCase:
     id: str
     probe: Probe
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference_probe(self) -> Probe:
+        """The probe as transformers renders this case: its ``enable_thinking`` as ``think``
+        (how the Go path's verifier passes the kwarg), none where the case sends none."""
+        return replace(self.probe, think=self.kwargs.get("enable_thinking"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +211,20 @@ def verify_native(
         return report
 
 
+def try_verify_native(
+    source: TemplateSource, server_binary: Path, **options: Any
+) -> NativeReport | NativeUnavailable:
+    """:func:`verify_native`, with a llama-server that does not start as a reason, not an error.
+
+    For a caller that has another route (``deploy`` keeps the Go TEMPLATE): the native route is
+    then unavailable, and the reason names the server's log. ``options`` as for verify_native.
+    """
+    try:
+        return verify_native(source, server_binary, **options)
+    except LlamaServerError as err:
+        return NativeUnavailable(err.message)
+
+
 def _stub(source: TemplateSource, path: Path) -> Path:
     from ..gguf.template_gguf import write_template_gguf
 
@@ -282,7 +304,7 @@ def _check(
         return NativeProbeResult(
             case.id, "differs", public, reason=f"llama.cpp refuses: {err}", expected=expected
         )
-    tier, stripped, position = compare_prompts(expected, actual, source.bos_token)
+    tier, stripped, position = compare_prompts(source, case, expected, actual)
     token_match = token_delta = None
     if encode is not None and tier is not None:
         exp_ids, act_ids = encode(expected), encode(actual)
@@ -302,59 +324,22 @@ def _check(
 
 
 def compare_prompts(
-    expected: str, actual: str, bos: str | None
+    source: TemplateSource, case: NativeCase, expected: str, actual: str
 ) -> tuple[Tier | None, bool, int | None]:
     """(tier or None, whether one leading BOS was dropped, first differing character).
 
-    >>> compare_prompts("<s>hi", "hi", "<s>")
-    ('exact', True, None)
-    >>> compare_prompts('f({"a": 1, "b": 2})', 'f({"a":1,"b":2})', None)
-    ('json_equivalent', False, 7)
-    >>> compare_prompts("a\\n", "a", None)
-    (None, False, 1)
+    ``json_equivalent`` is the Go path's rule (:func:`verify.json_equivalent`): only the spans
+    the Jinja printed with ``tojson`` may differ, and only in layout. A JSON-looking span the
+    template wrote as text must match byte for byte.
     """
-    stripped = bool(bos) and expected.startswith(bos or "") != actual.startswith(bos or "")
-    if stripped:
-        expected, actual = expected.removeprefix(bos or ""), actual.removeprefix(bos or "")
-    position = first_difference(expected, actual)
+    exp, act = strip_bos(expected, actual, source.bos_token)
+    stripped = (exp, act) != (expected, actual)
+    position = first_difference(exp, act)
     if position is None:
         return "exact", stripped, None
-    if json_skeleton(expected) == json_skeleton(actual):
+    if json_equivalent(source, case.reference_probe, expected, act):
         return "json_equivalent", stripped, position
     return None, stripped, position
-
-
-def json_skeleton(text: str) -> list[Any]:
-    """``text`` as a list of plain-text runs and parsed JSON objects/arrays.
-
-    Two prompts with equal skeletons differ only inside JSON values, in how they were printed
-    (separators, key order of objects, escapes).
-
-    >>> json_skeleton('a {"x": [1, 2]} b')
-    ['a ', {'x': [1, 2]}, ' b']
-    """
-    decoder = json.JSONDecoder()
-    parts: list[Any] = []
-    run: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] in "{[":
-            try:
-                value, end = decoder.raw_decode(text, i)
-            except ValueError:
-                value, end = None, i
-            if end > i and isinstance(value, dict | list):
-                if run:
-                    parts.append("".join(run))
-                    run = []
-                parts.append(value)
-                i = end
-                continue
-        run.append(text[i])
-        i += 1
-    if run:
-        parts.append("".join(run))
-    return parts
 
 
 def _token_encoder(source: TemplateSource) -> Callable[[str], list[int]] | None:
