@@ -180,11 +180,13 @@ def start_llama_server(
     *,
     args: Sequence[str] = (),
     threads: int = 1,
+    port: int | None = None,
 ) -> LlamaServer:
     """Start ``binary`` serving ``model`` on 127.0.0.1 and a free port; wait for ``/health``.
 
     ``--jinja`` as Ollama 0.30+ runs it; a small context, one slot and no warm-up, since we only
-    ask for prompts. A port taken between our look and the server's bind is retried.
+    ask for prompts. ``port`` is tried first where given; a port already in use (or taken
+    between our look and the server's bind) is replaced by another free one.
 
     Raises:
         ChatTemplateRejectedError: llama.cpp's Jinja engine cannot parse the GGUF's template.
@@ -193,11 +195,11 @@ def start_llama_server(
     from .._subprocess import kill_with_parent
 
     log_dir.mkdir(parents=True, exist_ok=True)
-    for _ in range(BIND_ATTEMPTS):
-        port = free_port()
-        log = log_dir / f"llama-server-{port}.log"
+    for attempt in range(BIND_ATTEMPTS):
+        chosen = port if port is not None and attempt == 0 else free_port()
+        log = log_dir / f"llama-server-{chosen}.log"
         command = [
-            str(binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+            str(binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(chosen),
             "--jinja", "--ctx-size", "512", "--parallel", "1", "--threads", str(threads),
             "--no-warmup", *args,
         ]  # fmt: skip
@@ -211,10 +213,14 @@ def start_llama_server(
             raise LlamaServerError(
                 f"cannot run {binary}: {err}", hint="run `deploy-to-ollama setup --force`"
             ) from err
-        server = LlamaServer(f"http://127.0.0.1:{port}", process, log)
-        if _wait_healthy(server):
+        server = LlamaServer(f"http://127.0.0.1:{chosen}", process, log)
+        healthy = _wait_healthy(server)
+        if healthy and _is_ours(server, model):
             return server
         server.stop()
+        if healthy:  # another server answers on that port
+            logger.info("port %d is in use by another server; trying another", chosen)
+            continue
         if (rejected := template_error(log)) is not None:
             raise ChatTemplateRejectedError(
                 f"llama-server rejects the chat template: {rejected}",
@@ -222,13 +228,31 @@ def start_llama_server(
                 hint="the native (llama-server) path cannot serve this template; use the "
                 "Go TEMPLATE",
             )
-        if "couldn't bind" not in log_tail(log, 50):
+        if "couldn't bind" in log_tail(log, 50):
+            logger.info("port %d is in use; trying another", chosen)
+        else:
             raise LlamaServerError(
                 f"llama-server did not start (see {log}): {log_tail(log, 2)}",
                 log=log,
                 hint="read the log; `deploy-to-ollama setup --force` rebuilds llama-server",
             )
     raise LlamaServerError(f"llama-server found no free port in {BIND_ATTEMPTS} attempts")
+
+
+def _is_ours(server: LlamaServer, model: Path) -> bool:
+    """Whether the server answering on our port is the one we started, not another process
+    that holds the port (ours then exits with "couldn't bind" a moment later)."""
+    try:
+        props = _get_json(server.url + "/props")
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError):
+        return False
+    same_model = isinstance(props, dict) and props.get("model_path") == str(model)
+    return same_model and server.process.poll() is None
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return json.load(reply)
 
 
 def _wait_healthy(server: LlamaServer) -> bool:
