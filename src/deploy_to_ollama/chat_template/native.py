@@ -41,6 +41,8 @@ Tier = Literal["exact", "json_equivalent"]
 SNIPPET = 40
 #: Messages of the thinking probes (a finished turn, then a question).
 _THINK_BASE = "system_multi_turn"
+#: ``/apply-template`` requests in flight at once (llama-server has at least 3 HTTP threads).
+NATIVE_REQUESTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +260,27 @@ def render_and_compare(
 
     Token level with the source's tokenizer.json, else with ``encode`` where given.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     encode = _token_encoder(source) or encode
-    results = tuple(_check(server, source, case, encode) for case in cases)
+    # llama.cpp's side costs 2-100 ms a request (it analyses the template on each one): ask for
+    # every prompt at once (llama-server answers on several HTTP threads) while transformers
+    # renders here, so the two engines overlap instead of taking turns.
+    with ThreadPoolExecutor(max_workers=NATIVE_REQUESTS, thread_name_prefix="dto-native") as pool:
+        futures = [pool.submit(_native_prompt, server, case) for case in cases]
+        results = tuple(
+            _check(source, case, future.result, encode)
+            for case, future in zip(cases, futures, strict=True)
+        )
     return NativeReport(results, token_level=encode is not None)
+
+
+def _native_prompt(server: LlamaServer, case: NativeCase) -> str | ApplyTemplateError:
+    """llama.cpp's prompt for ``case``, or its refusal (a per-case outcome, not an error)."""
+    try:
+        return server.apply_template(request_body(case))
+    except ApplyTemplateError as err:
+        return err
 
 
 def request_body(case: NativeCase) -> dict[str, Any]:
@@ -288,9 +308,9 @@ def render_reference(source: TemplateSource, case: NativeCase) -> str:
 
 
 def _check(
-    server: LlamaServer,
     source: TemplateSource,
     case: NativeCase,
+    native: Callable[[], str | ApplyTemplateError],
     encode: Callable[[str], list[int]] | None,
 ) -> NativeProbeResult:
     public = case.probe.public
@@ -298,11 +318,10 @@ def _check(
         expected = render_reference(source, case)
     except TemplateRenderError as err:
         return NativeProbeResult(case.id, "skipped", public, reason=f"transformers: {err}")
-    try:
-        actual = server.apply_template(request_body(case))
-    except ApplyTemplateError as err:
+    actual = native()
+    if isinstance(actual, ApplyTemplateError):
         return NativeProbeResult(
-            case.id, "differs", public, reason=f"llama.cpp refuses: {err}", expected=expected
+            case.id, "differs", public, reason=f"llama.cpp refuses: {actual}", expected=expected
         )
     tier, stripped, position = compare_prompts(source, case, expected, actual)
     token_match = token_delta = None
