@@ -17,9 +17,10 @@ from ..errors import TemplateRenderError, TemplateTranslationError
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
-from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
+from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
+from .thinking import infer_reasoning
 from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
@@ -135,7 +136,7 @@ def _add_tools(
             why = f"{tools.reason}; the tool translation failed: {translated}"
             tools = replace(tools, reason=why)
         extended = _require_tools(_with_tool_probes(source, result, refs, tools), tools)
-    think = infer_thinking(source, shape) if shape is not None else None
+    think = infer_reasoning(source, shape) if shape is not None else None
     if shape is None or think is None:
         return extended
     with_tools = isinstance(translated, TranslatedTemplate)

@@ -1,0 +1,133 @@
+"""Thinking where the reasoning block replaces part of the assistant opening, where thinking
+off replaces the end of the generation prompt, and where the switch is not ``enable_thinking``.
+
+Shapes taken from GLM 4.7 / 5.1 (``<think>R</think>`` vs ``</think>``), Nemotron 3 (dropped
+reasoning leaves ``<think></think>\\n``) and Command-A (``reasoning=False``). Claims are
+re-rendered by Go; a template whose default is thinking off must not get the capability.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
+from deploy_to_ollama.chat_template.go_template import parse_template
+from deploy_to_ollama.chat_template.ollama_prompt import infer_thinking_tags, template_thinks
+from deploy_to_ollama.chat_template.thinking import switch_name, think_kwargs
+from deploy_to_ollama.chat_template.verify import strip_bos
+
+LAST_QUERY = (
+    "{% set ns = namespace(last=-1) %}{% for m in messages %}{% if m.role == 'user' %}"
+    "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}"
+)
+# GLM 4.7: a turn after the last user message opens <think>R</think>, any other </think>;
+# thinking off writes </think> where on writes <think>.
+GLM_LIKE = (
+    LAST_QUERY + "{% for m in messages %}{% if m.role == 'assistant' %}<|assistant|>"
+    "{% if m.reasoning_content and loop.index0 > ns.last %}<think>{{ m.reasoning_content }}"
+    "</think>{% else %}</think>{% endif %}{{ m.content }}"
+    "{% else %}<|{{ m.role }}|>{{ m.content }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>"
+    "{% if enable_thinking is defined and not enable_thinking %}</think>{% else %}<think>"
+    "{% endif %}{% endif %}"
+)
+# Nemotron 3: dropped reasoning leaves its own trace (a newline more than a plain turn).
+NEMOTRON_LIKE = (
+    LAST_QUERY + "{% for m in messages %}{% if m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if m.reasoning_content and loop.index0 > ns.last %}<think>\n{{ m.reasoning_content }}"
+    "\n</think>\n{% elif m.reasoning_content %}<think></think>\n{% else %}<think></think>"
+    "{% endif %}{{ m.content }}{% if not loop.last %}<|im_end|>\n{% endif %}"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think></think>"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+# Command-A: the switch is `reasoning` (default true), enable_thinking means nothing.
+REASONING_SWITCH = GLM_LIKE.replace(
+    "{% if enable_thinking is defined and not enable_thinking %}",
+    "{% if reasoning is defined and not reasoning %}",
+)
+# Thinking off by default: Ollama's unset think is on, so no TEMPLATE matches both.
+DEFAULT_OFF = GLM_LIKE.replace(
+    "{% if enable_thinking is defined and not enable_thinking %}</think>{% else %}<think>",
+    "{% if enable_thinking is defined and enable_thinking %}<think>{% else %}</think>",
+)
+
+
+def _source(template: str) -> TemplateSource:
+    return TemplateSource(
+        template=template, origin=Path("t.jinja"), kind="jinja", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def _probes(result: Any) -> dict[str, Any]:
+    return {p.probe: p for p in result.report.probes}
+
+
+def test_reasoning_that_replaces_the_opening_is_translated() -> None:
+    result = translate_template(_source(GLM_LIKE))
+    assert result.verified and result.report.thinking_verified
+    assert infer_thinking_tags(parse_template(result.template)) == ("<think>", "</think>")
+    probes = _probes(result)
+    assert (probes["think_on"].actual or "").endswith("<|assistant|><think>")
+    assert (probes["think_off"].actual or "").endswith("<|assistant|></think>")
+    earlier = probes["earlier_reasoning"].actual or ""
+    assert "17 * 3 = 51." not in earlier and "<|assistant|></think>51." in earlier
+    prefill = probes["reasoning_prefill"].actual or ""
+    assert prefill.endswith("<|assistant|><think>10 is even, 11 is prime.</think>11")
+
+
+def test_dropped_reasoning_keeps_its_trace() -> None:
+    result = translate_template(_source(NEMOTRON_LIKE))
+    assert result.verified and result.report.thinking_verified
+    assert infer_thinking_tags(parse_template(result.template)) == ("<think>", "</think>")
+    probes = _probes(result)
+    earlier = probes["earlier_reasoning"].actual or ""
+    assert "<|im_start|>assistant\n<think></think>\n51.<|im_end|>" in earlier
+    assert (probes["think_off"].actual or "").endswith("assistant\n<think></think>")
+    assert (probes["think_on"].actual or "").endswith("assistant\n<think>\n")
+
+
+def test_think_maps_onto_the_templates_own_switch() -> None:
+    source = _source(REASONING_SWITCH)
+    assert switch_name(source) == "reasoning"
+    assert think_kwargs(source, think=False) == {"reasoning": False}
+    assert think_kwargs(source, think=None) == {}
+    assert switch_name(_source(GLM_LIKE)) == "enable_thinking"
+    result = translate_template(source)
+    assert result.verified and result.report.thinking_verified
+    # The Jinja side of think_off was rendered with reasoning=False, and the TEMPLATE agrees.
+    off = _probes(result)["think_off"]
+    assert (off.expected or "").endswith("<|assistant|></think>") and off.status == "match"
+
+
+def test_a_template_that_defaults_to_thinking_off_gets_no_thinking() -> None:
+    result = translate_template(_source(DEFAULT_OFF))
+    assert result.verified  # plain chat still holds
+    assert not template_thinks(result.template)
+    assert not result.report.thinking_verified
+
+
+def test_go_renders_the_new_thinking_claims(go_oracle: Any) -> None:
+    from support.go_oracle import to_ollama_api_messages
+
+    probes = {p.id: p for p in load_probes()}
+    for template in (GLM_LIKE, NEMOTRON_LIKE, REASONING_SWITCH):
+        result = translate_template(_source(template))
+        claims = [c for c in result.report.probes if c.status == "match"]
+        assert any(probes[c.probe].needs_thinking for c in claims)
+        cases = [
+            {
+                "kind": "ollama",
+                "template": result.template,
+                "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
+                "system": result.system or "",
+                "think": probes[c.probe].think,
+            }
+            for c in claims
+        ]
+        for claim, go in zip(claims, go_oracle.run(cases), strict=True):
+            assert not go.failed, (claim.probe, go.error)
+            exp, act = strip_bos(claim.expected or "", go.output, "<s>")
+            assert exp == act, claim.probe
