@@ -131,3 +131,55 @@ def test_go_renders_the_new_thinking_claims(go_oracle: Any) -> None:
             assert not go.failed, (claim.probe, go.error)
             exp, act = strip_bos(claim.expected or "", go.output, "<s>")
             assert exp == act, claim.probe
+
+
+# SmolLM3: thinking off rewrites the system block, every assistant turn and the generation
+# prompt, and no turn's reasoning is ever printed.
+SMOLLM3_LIKE = (
+    "{%- if enable_thinking is not defined %}{% set enable_thinking = true %}{% endif -%}"
+    "<|im_start|>system\nMode: {{ '/think' if enable_thinking else '/no_think' }}\n"
+    "{% if messages[0].role == 'system' %}{{ messages[0].content }}"
+    "{% elif enable_thinking %}Think hard.{% else %}Be brief.{% endif %}<|im_end|>\n"
+    "{% for m in messages %}{% if m.role == 'user' %}<|im_start|>user\n{{ m.content }}"
+    "<|im_end|>\n{% elif m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if not enable_thinking %}<think>\n\n</think>\n{% endif %}{{ m.content }}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if not enable_thinking %}<think>\n\n</think>\n{% endif %}{% endif %}"
+)
+
+
+def test_a_switch_that_rewrites_the_system_block_gets_one_template_per_setting() -> None:
+    result = translate_template(_source(SMOLLM3_LIKE))
+    assert result.verified and result.report.thinking_verified
+    # Tags from the empty block thinking off prints, declared where nothing is printed.
+    assert infer_thinking_tags(parse_template(result.template)) == ("<think>", "</think>")
+    probes = _probes(result)
+    on, off = probes["think_on"].actual or "", probes["think_off"].actual or ""
+    assert "Mode: /think\nThink hard." in on and on.endswith("assistant\n")
+    assert "Mode: /no_think\nBe brief." in off and off.endswith("assistant\n<think>\n\n</think>\n")
+    assert "17 * 3 = 51." not in (probes["earlier_reasoning"].actual or "")
+    # A request without think is the template's default (on), as Ollama sends it.
+    assert "Mode: /think\nThink hard." in (probes["single_user"].actual or "")
+
+
+def test_go_renders_the_joined_settings_as_claimed(go_oracle: Any) -> None:
+    from support.go_oracle import to_ollama_api_messages
+
+    probes = {p.id: p for p in load_probes()}
+    result = translate_template(_source(SMOLLM3_LIKE))
+    claims = [c for c in result.report.probes if c.status == "match"]
+    cases = [
+        {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
+            "system": result.system or "",
+            "think": probes[c.probe].think,
+        }
+        for c in claims
+    ]
+    assert {"think_on", "think_off"} <= {c.probe for c in claims}
+    for claim, go in zip(claims, go_oracle.run(cases), strict=True):
+        assert not go.failed, (claim.probe, go.error)
+        exp, act = strip_bos(claim.expected or "", go.output, "<s>")
+        assert exp == act, claim.probe

@@ -41,6 +41,10 @@ from .source import TemplateSource
 
 Render = Callable[..., str | None]
 
+#: The action that opens what a request with thinking switched off gets: an explicit
+#: ``think: false`` (an unset ``think`` is the template's default, on).
+OFF = "if and $.IsThinkSet (not $.Think)"
+
 #: Template variables that switch thinking on and off, in the order they are tried: the first
 #: one that changes a rendering is the template's switch (Command-A reads ``reasoning``).
 SWITCHES = ("enable_thinking", "reasoning", "thinking", "enable_reasoning")
@@ -216,12 +220,14 @@ def without_head(shape: TemplateShape) -> TemplateShape:
 def switch_pieces(shape: TemplateShape) -> list[Piece]:
     """After the generation prompt (less its switched end): what thinking on and off print.
 
-    Ollama gives a thinking TEMPLATE ``.Think`` true when a request leaves ``think`` unset.
+    Ollama >= 0.12.4 gives a thinking TEMPLATE ``.Think`` true when a request leaves
+    ``think`` unset; older servers leave it false with ``.IsThinkSet`` false, hence the test
+    of both (the template's default is on either way).
     """
     think = shape.think
     if think is None or not think.off:
         return []
-    pieces: list[Piece] = [Act("if not $.Think"), Lit(think.off)]
+    pieces: list[Piece] = [Act(OFF), Lit(think.off)]
     if think.on:
         pieces += [Act("else"), Lit(think.on)]
     return [*pieces, Act("end")]
@@ -236,6 +242,7 @@ def generation_text(shape: TemplateShape, text: str) -> str:
 
 
 __all__ = [
+    "OFF",
     "SWITCHES",
     "generation_switch",
     "generation_text",

@@ -62,9 +62,15 @@ def translate_template(
         TemplateTranslationError: the Jinja template raises on every probe.
     """
     from .hf_render import check_syntax
+    from .switched import with_switched_thinking
 
     check_syntax(source.template)
     refs = dict(references) if references is not None else reference_renders(source)
+    return with_switched_thinking(source, _translate(source, refs), refs)
+
+
+def _translate(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
+    """The translation without thinking settings joined (see ``switched.py``)."""
     if all(isinstance(value, TemplateRenderError) for value in refs.values()):
         first = next(iter(refs.values()))
         hint = "check that this is a chat template for messages with user/assistant roles"
