@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.go_template import parse_template
 from deploy_to_ollama.chat_template.ollama_prompt import infer_thinking_tags, template_thinks
@@ -109,30 +111,6 @@ def test_a_template_that_defaults_to_thinking_off_gets_no_thinking() -> None:
     assert not result.report.thinking_verified
 
 
-def test_go_renders_the_new_thinking_claims(go_oracle: Any) -> None:
-    from support.go_oracle import to_ollama_api_messages
-
-    probes = {p.id: p for p in load_probes()}
-    for template in (GLM_LIKE, NEMOTRON_LIKE, REASONING_SWITCH):
-        result = translate_template(_source(template))
-        claims = [c for c in result.report.probes if c.status == "match"]
-        assert any(probes[c.probe].needs_thinking for c in claims)
-        cases = [
-            {
-                "kind": "ollama",
-                "template": result.template,
-                "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-                "system": result.system or "",
-                "think": probes[c.probe].think,
-            }
-            for c in claims
-        ]
-        for claim, go in zip(claims, go_oracle.run(cases), strict=True):
-            assert not go.failed, (claim.probe, go.error)
-            exp, act = strip_bos(claim.expected or "", go.output, "<s>")
-            assert exp == act, claim.probe
-
-
 # SmolLM3: thinking off rewrites the system block, every assistant turn and the generation
 # prompt, and no turn's reasoning is ever printed.
 SMOLLM3_LIKE = (
@@ -162,12 +140,39 @@ def test_a_switch_that_rewrites_the_system_block_gets_one_template_per_setting()
     assert "Mode: /think\nThink hard." in (probes["single_user"].actual or "")
 
 
-def test_go_renders_the_joined_settings_as_claimed(go_oracle: Any) -> None:
+# QwQ / DeepSeek-R1 distills: the generation prompt opens the block, earlier turns keep only
+# what follows </think>, and there is no switch.
+OPENED_BY_PROMPT = (
+    "{% for m in messages %}{% if m.role == 'assistant' %}"
+    "{% set content = m.content %}{% if not loop.last %}"
+    "{% set content = m.content.split('</think>')[-1].lstrip('\\n') %}{% endif %}"
+    "<|im_start|>assistant\n{{ content }}{% if not loop.last %}<|im_end|>\n{% endif %}"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+def test_a_generation_prompt_that_opens_the_block_gets_the_tags() -> None:
+    result = translate_template(_source(OPENED_BY_PROMPT))
+    assert result.verified and result.report.thinking_verified
+    assert infer_thinking_tags(parse_template(result.template)) == ("<think>", "</think>")
+    probes = _probes(result)
+    assert (probes["think_on"].actual or "").endswith("assistant\n<think>\n")
+    assert (probes["think_off"].actual or "") == (probes["think_on"].actual or "")
+    # Without evidence of the closing tag (the Jinja keeps what precedes </think>), no tags.
+    keeps = OPENED_BY_PROMPT.replace(".split('</think>')[-1].lstrip('\\n')", "")
+    kept = translate_template(_source(keeps))
+    assert kept.verified and not template_thinks(kept.template)
+
+
+def _assert_go_holds(go_oracle: Any, template: str, must: set[str]) -> None:
+    """Every match claimed for ``template`` holds when Go renders the TEMPLATE."""
     from support.go_oracle import to_ollama_api_messages
 
     probes = {p.id: p for p in load_probes()}
-    result = translate_template(_source(SMOLLM3_LIKE))
+    result = translate_template(_source(template))
     claims = [c for c in result.report.probes if c.status == "match"]
+    assert must <= {c.probe for c in claims}
     cases = [
         {
             "kind": "ollama",
@@ -178,8 +183,16 @@ def test_go_renders_the_joined_settings_as_claimed(go_oracle: Any) -> None:
         }
         for c in claims
     ]
-    assert {"think_on", "think_off"} <= {c.probe for c in claims}
     for claim, go in zip(claims, go_oracle.run(cases), strict=True):
         assert not go.failed, (claim.probe, go.error)
         exp, act = strip_bos(claim.expected or "", go.output, "<s>")
         assert exp == act, claim.probe
+
+
+@pytest.mark.parametrize(
+    "template",
+    [GLM_LIKE, NEMOTRON_LIKE, REASONING_SWITCH, SMOLLM3_LIKE, OPENED_BY_PROMPT],
+    ids=["glm", "nemotron", "reasoning_switch", "smollm3", "opened_by_prompt"],
+)
+def test_go_renders_the_thinking_claims(go_oracle: Any, template: str) -> None:
+    _assert_go_holds(go_oracle, template, {"think_on", "think_off", "earlier_reasoning"})
