@@ -16,6 +16,7 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.go_template import parse_template
 from deploy_to_ollama.chat_template.ollama_prompt import infer_thinking_tags, template_thinks
+from deploy_to_ollama.chat_template.switched import DEFAULT_OFF as DEFAULT_OFF_REASON
 from deploy_to_ollama.chat_template.thinking import switch_name, think_kwargs
 from deploy_to_ollama.chat_template.verify import strip_bos
 
@@ -49,6 +50,10 @@ NEMOTRON_LIKE = (
 REASONING_SWITCH = GLM_LIKE.replace(
     "{% if enable_thinking is defined and not enable_thinking %}",
     "{% if reasoning is defined and not reasoning %}",
+)
+PLAIN = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 # Thinking off by default: Ollama's unset think is on, so no TEMPLATE matches both.
 DEFAULT_OFF = GLM_LIKE.replace(
@@ -109,6 +114,13 @@ def test_a_template_that_defaults_to_thinking_off_gets_no_thinking() -> None:
     assert result.verified  # plain chat still holds
     assert not template_thinks(result.template)
     assert not result.report.thinking_verified
+    # The report says precisely why, on each thinking probe.
+    thinking = {p.id for p in load_probes() if p.needs_thinking}
+    reasons = {p.reason for p in result.report.probes if p.probe in thinking}
+    assert reasons == {DEFAULT_OFF_REASON}
+    # A template with its default on keeps the generic reason where it gets no thinking.
+    plain = translate_template(_source(PLAIN)).report.probes
+    assert DEFAULT_OFF_REASON not in {p.reason for p in plain}
 
 
 # SmolLM3: thinking off rewrites the system block, every assistant turn and the generation

@@ -40,28 +40,51 @@ OPEN_RE = re.compile(r"(<([A-Za-z_]{1,20})>)\s*$")
 EMPTY_BLOCK_RE = re.compile(r"(<([A-Za-z_|]{1,20})>)\s*(</\2>)\s*$")
 
 
+#: Why thinking probes skip for a template whose default is not thinking on.
+DEFAULT_OFF = (
+    "the Jinja template's default is not thinking on, while Ollama (>= 0.12.4) sends think: "
+    "true to a TEMPLATE with thinking when a request leaves it unset: no TEMPLATE renders the "
+    "default and still switches thinking on, so thinking is left out"
+)
+
+
 def with_switched_thinking(
     source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
 ) -> TranslatedTemplate:
-    """``result``, or the two-setting TEMPLATE where that verifies thinking and loses nothing."""
-    if result.report.thinking_verified or not result.report.public_verified:
+    """``result``, or the two-setting TEMPLATE where that verifies thinking and loses nothing;
+    a template whose default is thinking off gets that reason on its thinking probes."""
+    if result.report.thinking_verified:
         return result
     name = switch_name(source)
-    ends = _generation_prompts(source, name)
+    renders = _generation_prompts(source, name)
+    if renders is not None and renders[0] != renders[1] and renders[1] != renders[2]:
+        return _default_off(result)
+    if not result.report.public_verified:
+        return result
     try:
-        if ends is None:
+        if renders is None or renders[1] == renders[2]:
             joined = _opened(source, result, refs)
         else:
-            joined = _joined(source, name, result, refs, ends[1])
+            joined = _joined(source, name, result, refs, renders[2])
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
         return result
     return joined if joined is not None else result
 
 
-def _generation_prompts(source: TemplateSource, name: str) -> tuple[str, str] | None:
-    """(on, off) renderings of one user message with the generation prompt, when the switch
-    changes them and the default is on (Ollama's unset ``think``); else None."""
+def _default_off(result: TranslatedTemplate) -> TranslatedTemplate:
+    from .verify import NO_THINKING
+
+    probes = tuple(
+        replace(p, reason=DEFAULT_OFF) if p.status == "skipped" and p.reason == NO_THINKING else p
+        for p in result.report.probes
+    )
+    return replace(result, report=replace(result.report, probes=probes))
+
+
+def _generation_prompts(source: TemplateSource, name: str) -> tuple[str, str, str] | None:
+    """(default, on, off) renderings of one user message with the generation prompt (None
+    when one raises)."""
     from .hf_render import render_hf
 
     user = [{"role": "user", "content": U1}]
@@ -79,10 +102,7 @@ def _generation_prompts(source: TemplateSource, name: str) -> tuple[str, str] | 
             )
         except TemplateRenderError:
             return None
-    default, on, off = texts
-    if default != on or on == off:
-        return None
-    return on, off
+    return texts[0], texts[1], texts[2]
 
 
 def fixed(source: TemplateSource, name: str, *, value: bool) -> TemplateSource:
@@ -197,4 +217,4 @@ def _analysis(source: TemplateSource) -> Any:
     return analyse_tools(source)
 
 
-__all__ = ["EMPTY_BLOCK_RE", "OPEN_RE", "fixed", "with_switched_thinking"]
+__all__ = ["DEFAULT_OFF", "EMPTY_BLOCK_RE", "OPEN_RE", "fixed", "with_switched_thinking"]
