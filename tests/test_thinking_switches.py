@@ -208,3 +208,67 @@ def _assert_go_holds(go_oracle: Any, template: str, must: set[str]) -> None:
 )
 def test_go_renders_the_thinking_claims(go_oracle: Any, template: str) -> None:
     _assert_go_holds(go_oracle, template, {"think_on", "think_off", "earlier_reasoning"})
+
+
+# SmolLM3 proper: /no_think or /think in the system message overrides enable_thinking and is
+# cut out of the printed system text.
+SMOLLM3_FLAGS = (
+    "{%- if enable_thinking is not defined %}{% set enable_thinking = true %}{% endif -%}"
+    "{%- set mode = enable_thinking -%}{%- if messages[0].role == 'system' -%}"
+    "{%- if '/no_think' in messages[0].content %}{% set mode = false %}"
+    "{% elif '/think' in messages[0].content %}{% set mode = true %}{% endif -%}"
+    "{%- set sys = messages[0].content.replace('/no_think', '').replace('/think', '').rstrip() -%}"
+    "{%- endif -%}"
+    "<|im_start|>system\nMode: {{ '/think' if mode else '/no_think' }}\n"
+    "{% if sys %}{{ sys }}{% elif mode %}Think hard.{% else %}Be brief.{% endif %}<|im_end|>\n"
+    "{% for m in messages %}{% if m.role == 'user' %}<|im_start|>user\n{{ m.content }}"
+    "<|im_end|>\n{% elif m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if not mode %}<think>\n\n</think>\n{% endif %}{{ m.content }}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if not mode %}<think>\n\n</think>\n{% endif %}{% endif %}"
+)
+FLAG_CASES = [
+    ("Answer briefly. /no_think", None),
+    ("/no_think", True),
+    ("Answer in full. /think", False),
+    ("Ünïcode, no flag.", None),
+]
+
+
+@pytest.mark.parametrize(("system", "think"), FLAG_CASES)
+def test_system_message_flags_switch_thinking_as_the_jinja(
+    go_oracle: Any, system: str, think: bool | None
+) -> None:
+    from deploy_to_ollama.chat_template.hf_render import render_hf
+    from deploy_to_ollama.chat_template.ollama_prompt import render_ollama_prompt
+    from support.go_oracle import to_ollama_api_messages
+
+    source = _source(SMOLLM3_FLAGS)
+    result = translate_template(source)
+    assert result.verified and result.report.thinking_verified
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "Hi"}]
+    kwargs = think_kwargs(source, think=think)
+    expected = render_hf(
+        SMOLLM3_FLAGS, messages, tokens={}, add_generation_prompt=True, kwargs=kwargs
+    )
+    ours = render_ollama_prompt(result.template, messages, system=result.system, think=think)
+    assert ours == expected
+    (go,) = go_oracle.run(
+        [
+            {
+                "kind": "ollama",
+                "template": result.template,
+                "messages": to_ollama_api_messages(messages),
+                "system": result.system or "",
+                "think": think,
+            }
+        ]
+    )
+    assert not go.failed, go.error
+    assert go.output == expected
+    # The flag decides over think, and is cut out of the printed system text.
+    off = "/no_think" in system or (think is False and "/think" not in system)
+    assert ("Mode: /no_think\n" in expected) is off
+    cleaned = system.replace("/no_think", "").replace("/think", "").rstrip()
+    default = "Be brief." if off else "Think hard."
+    assert f"\n{cleaned or default}<|im_end|>" in expected

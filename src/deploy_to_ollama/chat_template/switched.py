@@ -131,7 +131,35 @@ def _joined(
             return None
         on_text += _declaration(tags.group(1), tags.group(3))
     template = "{{- " + OFF + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
+    flagged = _with_inband_flags(source, name, off.template, on_text, on.system)
+    if flagged is not None:
+        accepted = _accept(source, result, flagged, on.system, refs)
+        if accepted is not None:
+            return accepted
     return _accept(source, result, template, on.system, refs)
+
+
+def _with_inband_flags(
+    source: TemplateSource, name: str, off: str, on: str, system: str | None
+) -> str | None:
+    """The two-setting TEMPLATE that also obeys ``/no_think``-style flags in the system
+    message, where the Jinja has them and conversations carrying each flag verify."""
+    from .inband import flag_probes, inband_flags, with_flags
+    from .verify import reference_renders, verify_template
+
+    variants = {value: fixed(source, name, value=value) for value in (True, False)}
+    flags = inband_flags(source, variants)
+    template = with_flags(off, on, OFF, flags) if flags else None
+    if template is None:
+        return None
+    probes = flag_probes(flags)
+    refs = reference_renders(source, probes)
+    report = verify_template(source, template, system=system, references=refs, probes=probes)
+    ran = [p for p in report.probes if p.status != "skipped"]
+    if len(ran) != len(probes) or any(p.status != "match" for p in ran):
+        logger.info("system-message thinking flags not translated: %s", report.first_failure())
+        return None
+    return template
 
 
 def _accept(
