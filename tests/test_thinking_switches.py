@@ -272,3 +272,56 @@ def test_system_message_flags_switch_thinking_as_the_jinja(
     cleaned = system.replace("/no_think", "").replace("/think", "").rstrip()
     default = "Be brief." if off else "Think hard."
     assert f"\n{cleaned or default}<|im_end|>" in expected
+
+
+SMOLLM3_CORPUS = (
+    "chatml__huggingfacetb-smollm3-3b.json",
+    "chatml__huggingfacetb-smollm3-3b__hfjs-e2e.json",
+    "chatml__mistral.rs-smollm3.json",
+)
+
+
+@pytest.mark.parametrize("name", SMOLLM3_CORPUS)
+def test_smollm3_flags_render_in_go_as_transformers(go_oracle: Any, name: str) -> None:
+    """The real SmolLM3 templates: thinking verified, and system flags obeyed by Go."""
+    import json
+
+    from deploy_to_ollama.chat_template.hf_render import render_hf
+    from support.go_oracle import to_ollama_api_messages
+    from support.shared import CHAT_TEMPLATES_DIR, require_shared
+
+    record = json.loads((require_shared(CHAT_TEMPLATES_DIR) / name).read_text(encoding="utf-8"))
+    source = TemplateSource(
+        template=record["jinja"],
+        origin=CHAT_TEMPLATES_DIR / name,
+        kind="jinja",
+        bos_token=record.get("bos_token") or "<s>",
+        eos_token=record.get("eos_token") or "</s>",
+    )
+    result = translate_template(source)
+    assert result.report.public_verified and result.report.thinking_verified
+    cases, expected = [], []
+    for system, think in FLAG_CASES:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": "Hi"}]
+        expected.append(
+            render_hf(
+                source.template,
+                messages,
+                tokens=source.template_variables(),
+                add_generation_prompt=True,
+                kwargs=think_kwargs(source, think=think),
+            )
+        )
+        cases.append(
+            {
+                "kind": "ollama",
+                "template": result.template,
+                "messages": to_ollama_api_messages(messages),
+                "system": result.system or "",
+                "think": think,
+            }
+        )
+    for want, go in zip(expected, go_oracle.run(cases), strict=True):
+        assert not go.failed, go.error
+        exp, act = strip_bos(want, go.output, source.bos_token)
+        assert exp == act
