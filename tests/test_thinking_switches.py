@@ -325,3 +325,59 @@ def test_smollm3_flags_render_in_go_as_transformers(go_oracle: Any, name: str) -
         assert not go.failed, go.error
         exp, act = strip_bos(want, go.output, source.bos_token)
         assert exp == act
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["gpt-oss__openai-gpt-oss-120b.json", "gpt-oss__unsloth-gpt-oss.json"],
+)
+def test_think_levels_map_onto_reasoning_effort(go_oracle: Any, name: str) -> None:
+    """gpt-oss: think "high"/"low" reach the Jinja's reasoning_effort through .ThinkLevel;
+    think true/false keep its default (medium), as the Jinja has no off setting."""
+    import json
+
+    from deploy_to_ollama.chat_template.hf_render import render_hf
+    from support.go_oracle import to_ollama_api_messages
+    from support.shared import CHAT_TEMPLATES_DIR, require_shared
+
+    record = json.loads((require_shared(CHAT_TEMPLATES_DIR) / name).read_text(encoding="utf-8"))
+    source = TemplateSource(
+        template=record["jinja"],
+        origin=CHAT_TEMPLATES_DIR / name,
+        kind="jinja",
+        bos_token=record.get("bos_token") or "<s>",
+        eos_token=record.get("eos_token") or "</s>",
+    )
+    result = translate_template(source)
+    assert result.report.public_verified and result.report.thinking_verified
+    assert "$.ThinkLevel" in result.template
+    messages = [{"role": "user", "content": "Hi"}]
+    thinks: list[str | bool] = ["high", "low", "medium", True, False]
+    cases = [
+        {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(messages),
+            "system": result.system or "",
+            # A string think reaches Ollama as a level (api.ThinkValue with a string).
+            **({"think_level": think} if isinstance(think, str) else {"think": think}),
+        }
+        for think in thinks
+    ]
+    for think, go in zip(thinks, go_oracle.run(cases), strict=True):
+        effort = think if isinstance(think, str) else "medium"
+        want = render_hf(
+            source.template,
+            messages,
+            tokens=source.template_variables(),
+            add_generation_prompt=True,
+            kwargs={"reasoning_effort": effort},
+        )
+        assert not go.failed, go.error
+        assert f"Reasoning: {effort}\n" in go.output
+        exp, act = strip_bos(want, go.output, source.bos_token)
+        assert exp == act, think
+
+
+def test_no_think_level_where_the_jinja_prints_no_effort() -> None:
+    assert "ThinkLevel" not in translate_template(_source(GLM_LIKE)).template

@@ -62,11 +62,13 @@ def translate_template(
         TemplateTranslationError: the Jinja template raises on every probe.
     """
     from .hf_render import check_syntax
+    from .levels import with_think_levels
     from .switched import with_switched_thinking
 
     check_syntax(source.template)
     refs = dict(references) if references is not None else reference_renders(source)
-    return with_switched_thinking(source, _translate(source, refs), refs)
+    result = with_switched_thinking(source, _translate(source, refs), refs)
+    return with_think_levels(source, result, refs)
 
 
 def _translate(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
