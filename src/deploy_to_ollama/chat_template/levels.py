@@ -36,7 +36,7 @@ def with_think_levels(
     """``result`` with ``.ThinkLevel`` in place of the Jinja's default effort, where that
     verifies; else ``result``."""
     from .ollama_prompt import template_thinks
-    from .switched import _accept
+    from .switched import accept_thinking
 
     try:
         if not template_thinks(result.template):
@@ -57,7 +57,7 @@ def with_think_levels(
         template = result.template.replace(line, line.replace(value, action, 1))
         if not _levels_hold(source, template, result.system):
             return result
-        accepted = _accept(source, result, template, result.system, refs)
+        accepted = accept_thinking(source, result, template, result.system, refs)
     except DeployError as err:
         logger.info("thinking levels not translated: %s", err)
         return result

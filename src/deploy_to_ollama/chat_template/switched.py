@@ -133,10 +133,10 @@ def _joined(
     template = "{{- " + OFF + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
     flagged = _with_inband_flags(source, name, off.template, on_text, on.system)
     if flagged is not None:
-        accepted = _accept(source, result, flagged, on.system, refs)
+        accepted = accept_thinking(source, result, flagged, on.system, refs)
         if accepted is not None:
             return accepted
-    return _accept(source, result, template, on.system, refs)
+    return accept_thinking(source, result, template, on.system, refs)
 
 
 def _with_inband_flags(
@@ -162,7 +162,7 @@ def _with_inband_flags(
     return template
 
 
-def _accept(
+def accept_thinking(
     source: TemplateSource,
     result: TranslatedTemplate,
     template: str,
@@ -218,7 +218,7 @@ def _opened(
     if R1 in text or A1 not in text:
         return None  # no evidence that the closing tag ends the reasoning
     template = result.template + _declaration(opening, closing)
-    return _accept(source, result, template, result.system, refs)
+    return accept_thinking(source, result, template, result.system, refs)
 
 
 def _declares_thinking(template: str) -> bool:
@@ -245,4 +245,11 @@ def _analysis(source: TemplateSource) -> Any:
     return analyse_tools(source)
 
 
-__all__ = ["DEFAULT_OFF", "EMPTY_BLOCK_RE", "OPEN_RE", "fixed", "with_switched_thinking"]
+__all__ = [
+    "DEFAULT_OFF",
+    "EMPTY_BLOCK_RE",
+    "OPEN_RE",
+    "accept_thinking",
+    "fixed",
+    "with_switched_thinking",
+]
