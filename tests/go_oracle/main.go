@@ -29,6 +29,8 @@ type request struct {
 	Tools    *[]Tool         `json:"tools"`
 	System   string          `json:"system"`
 	Think    *bool           `json:"think"`
+	// ThinkLevel is a string think ("high", "medium", "low"): api.ThinkValue with a string.
+	ThinkLevel string `json:"think_level"`
 }
 
 type result struct {

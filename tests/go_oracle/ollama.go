@@ -39,6 +39,9 @@ func runOllama(req request) result {
 	if think != nil && *think {
 		thinkVal, thinkLevel = true, "medium"
 	}
+	if req.ThinkLevel != "" {
+		thinkVal, thinkLevel, isSet = true, req.ThinkLevel, true
+	}
 
 	system, collated := collate(msgs)
 	var b bytes.Buffer

@@ -13,6 +13,7 @@ from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
+from .thinking import generation_text, reasoning_pieces, switch_pieces, without_head
 from .tool_shape import Loop, ToolShape
 
 
@@ -204,9 +205,13 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         )
         pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
         pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
+    elif shape.think is not None and shape.think.head is not None:
+        plain_rest = _prefix(without_head(shape))
+        pieces += reasoning_pieces(shape, _thinking_cond(shape), plain_rest)
     else:
         pieces += _prefix(shape)
-    pieces += _reasoning(shape)
+    if shape.think is None or shape.think.head is None:
+        pieces += _reasoning(shape)
     if tools is not None and tools.content_dropped:
         content = _content(".Content", shape.trim("assistant"), "a")
         pieces += [Act("$tc := .ToolCalls"), Act("if not $tc"), *content, Act("end")]
@@ -300,11 +305,13 @@ def _tagged(before: str) -> list[Piece]:
 def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
     """A tool result; consecutive results share the opening and closing the Jinja prints."""
     if tools.results_dropped:
-        last = [Lit(_plain(tools.result_close_last)), *_think_switch(shape)]
+        last: list[Piece] = [Lit(generation_text(shape, _plain(tools.result_close_last)))]
+        last += _think_switch(shape)
         return [Act('else if eq .Role "tool"'), Act("if $last"), *last, Act("end")]
     pieces: list[Piece] = [Act('else if eq .Role "tool"'), Act('if ne $prevRole "tool"')]
     pieces += [Lit(_plain(tools.result_open)), Act("end"), *tools.result, Act("if $last")]
-    pieces += [Lit(_plain(tools.result_close_last)), *_think_switch(shape)]
+    pieces += [Lit(generation_text(shape, _plain(tools.result_close_last)))]
+    pieces += _think_switch(shape)
     pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "tool"')]
     pieces += [Lit(_plain(tools.result_glue)), Act("else"), Lit(_plain(tools.result_close))]
     return [*pieces, Act("end")]
@@ -424,7 +431,7 @@ def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
 def _user_tail(shape: TemplateShape) -> list[Piece]:
     last = shape.user_suffix_last + shape.generation_prompt
     if shape.think is not None and shape.think.off:
-        switch = [Lit(last), *_think_switch(shape)]
+        switch = [Lit(generation_text(shape, last)), *_think_switch(shape)]
         return [Act("if $last"), *switch, Act("else"), Lit(shape.user_suffix), Act("end")]
     if last == shape.user_suffix:
         return [Lit(shape.user_suffix)]
@@ -432,13 +439,8 @@ def _user_tail(shape: TemplateShape) -> list[Piece]:
 
 
 def _think_switch(shape: TemplateShape) -> list[Piece]:
-    """After the generation prompt: what the Jinja adds for ``enable_thinking=false``.
-
-    Ollama gives a thinking TEMPLATE ``.Think`` true when a request leaves ``think`` unset.
-    """
-    if shape.think is None or not shape.think.off:
-        return []
-    return [Act("if not $.Think"), Lit(shape.think.off), Act("end")]
+    """After the generation prompt: what the Jinja prints for thinking off (and on)."""
+    return switch_pieces(shape)
 
 
 def _reasoning(shape: TemplateShape) -> list[Piece]:

@@ -42,6 +42,15 @@ class ThinkShape:
     last_only: bool = False
     """Whether only the last message's reasoning is printed (``loop.last``), not that of every
     assistant turn after the last user message (a tool loop's earlier steps)."""
+    on: str = ""
+    """The end of the generation prompt that ``off`` replaces (empty: ``off`` is appended)."""
+    head: str | None = None
+    """The assistant opening shared by turns with and without reasoning, where the reasoning
+    block replaces the rest of it (``<|assistant|>`` of ``<|assistant|><think>R</think>`` vs
+    ``<|assistant|></think>``); None where reasoning follows the whole opening."""
+    dropped: str | None = None
+    """What an earlier turn whose reasoning is dropped prints instead of the rest of the
+    opening, where that differs from a turn without reasoning (``head`` readings only)."""
 
 
 @dataclass(frozen=True, slots=True)

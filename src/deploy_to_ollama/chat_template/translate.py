@@ -17,9 +17,10 @@ from ..errors import TemplateRenderError, TemplateTranslationError
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
-from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
+from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
+from .thinking import infer_reasoning
 from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
@@ -61,9 +62,17 @@ def translate_template(
         TemplateTranslationError: the Jinja template raises on every probe.
     """
     from .hf_render import check_syntax
+    from .levels import with_think_levels
+    from .switched import with_switched_thinking
 
     check_syntax(source.template)
     refs = dict(references) if references is not None else reference_renders(source)
+    result = with_switched_thinking(source, _translate(source, refs), refs)
+    return with_think_levels(source, result, refs)
+
+
+def _translate(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
+    """The translation without thinking settings joined (see ``switched.py``)."""
     if all(isinstance(value, TemplateRenderError) for value in refs.values()):
         first = next(iter(refs.values()))
         hint = "check that this is a chat template for messages with user/assistant roles"
@@ -135,7 +144,7 @@ def _add_tools(
             why = f"{tools.reason}; the tool translation failed: {translated}"
             tools = replace(tools, reason=why)
         extended = _require_tools(_with_tool_probes(source, result, refs, tools), tools)
-    think = infer_thinking(source, shape) if shape is not None else None
+    think = infer_reasoning(source, shape) if shape is not None else None
     if shape is None or think is None:
         return extended
     with_tools = isinstance(translated, TranslatedTemplate)

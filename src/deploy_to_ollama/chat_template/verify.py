@@ -137,6 +137,7 @@ def _hf_side(
     source: TemplateSource, probe: Probe, *, mark_json: bool = False
 ) -> str | TemplateRenderError:
     from .hf_render import render_hf
+    from .thinking import think_kwargs
 
     try:
         return render_hf(
@@ -144,7 +145,7 @@ def _hf_side(
             list(probe.messages),
             tokens=source.template_variables(),
             tools=list(probe.tools) or None,
-            kwargs=probe.template_kwargs,
+            kwargs=think_kwargs(source, think=probe.think),
             mark_json=mark_json,
         )
     except TemplateRenderError as err:

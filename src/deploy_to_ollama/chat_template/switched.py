@@ -1,0 +1,255 @@
+"""Thinking switches that rewrite more than the generation prompt: one TEMPLATE per setting.
+
+SmolLM3's ``enable_thinking`` (or ``/no_think``) changes the system block ("Reasoning Mode:
+/no_think", other default instructions), every assistant turn (an empty ``<think></think>``)
+and the generation prompt; Command-A's ``reasoning=False`` rewrites its preamble. No single
+reading of turn wrappers covers that, but each setting alone is an ordinary template: we fix
+the switch in the Jinja source, translate both settings with the usual inference, and join the
+two TEMPLATEs under ``{{ if and $.IsThinkSet (not $.Think) }}``. The pair is kept only when
+it verifies on every probe of the original template that the single TEMPLATE matched, and on
+the thinking probes.
+
+Where neither setting prints reasoning (SmolLM3 drops it from every turn), Ollama still needs
+``.Thinking`` inside the messages loop to infer the tags it parses the model's output with;
+we take them from the empty reasoning block the Jinja prints with thinking off
+(``<think>\\n\\n</think>``) and declare them in a branch that prints nothing, as the Jinja.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DeployError, TemplateRenderError
+from .shape import A1, R1, U1, U2
+from .source import TemplateSource
+from .thinking import OFF, switch_name
+
+if TYPE_CHECKING:
+    from .translate import TranslatedTemplate
+
+logger = logging.getLogger(__name__)
+
+#: A generation prompt that opens the reasoning block: ``<think>\n``.
+OPEN_RE = re.compile(r"(<([A-Za-z_]{1,20})>)\s*$")
+
+#: An empty reasoning block at the end of a thinking-off generation prompt: ``<think>\n\n</think>``.
+EMPTY_BLOCK_RE = re.compile(r"(<([A-Za-z_|]{1,20})>)\s*(</\2>)\s*$")
+
+
+#: Why thinking probes skip for a template whose default is not thinking on.
+DEFAULT_OFF = (
+    "the Jinja template's default is not thinking on, while Ollama (>= 0.12.4) sends think: "
+    "true to a TEMPLATE with thinking when a request leaves it unset: no TEMPLATE renders the "
+    "default and still switches thinking on, so thinking is left out"
+)
+
+
+def with_switched_thinking(
+    source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
+) -> TranslatedTemplate:
+    """``result``, or the two-setting TEMPLATE where that verifies thinking and loses nothing;
+    a template whose default is thinking off gets that reason on its thinking probes."""
+    if result.report.thinking_verified:
+        return result
+    name = switch_name(source)
+    renders = _generation_prompts(source, name)
+    if renders is not None and renders[0] != renders[1] and renders[1] != renders[2]:
+        return _default_off(result)
+    if not result.report.public_verified:
+        return result
+    try:
+        if renders is None or renders[1] == renders[2]:
+            joined = _opened(source, result, refs)
+        else:
+            joined = _joined(source, name, result, refs, renders[2])
+    except DeployError as err:
+        logger.info("thinking settings not joined: %s", err)
+        return result
+    return joined if joined is not None else result
+
+
+def _default_off(result: TranslatedTemplate) -> TranslatedTemplate:
+    from .verify import NO_THINKING
+
+    probes = tuple(
+        replace(p, reason=DEFAULT_OFF) if p.status == "skipped" and p.reason == NO_THINKING else p
+        for p in result.report.probes
+    )
+    return replace(result, report=replace(result.report, probes=probes))
+
+
+def _generation_prompts(source: TemplateSource, name: str) -> tuple[str, str, str] | None:
+    """(default, on, off) renderings of one user message with the generation prompt (None
+    when one raises)."""
+    from .hf_render import render_hf
+
+    user = [{"role": "user", "content": U1}]
+    texts = []
+    for kwargs in ({}, {name: True}, {name: False}):
+        try:
+            texts.append(
+                render_hf(
+                    source.template,
+                    user,
+                    tokens=source.template_variables(),
+                    add_generation_prompt=True,
+                    kwargs=kwargs,
+                )
+            )
+        except TemplateRenderError:
+            return None
+    return texts[0], texts[1], texts[2]
+
+
+def fixed(source: TemplateSource, name: str, *, value: bool) -> TemplateSource:
+    """``source`` with its thinking switch set once and for all, whatever a caller passes."""
+    setting = "true" if value else "false"
+    return replace(source, template=f"{{%- set {name} = {setting} -%}}" + source.template)
+
+
+def _joined(
+    source: TemplateSource,
+    name: str,
+    result: TranslatedTemplate,
+    refs: Mapping[str, Any],
+    off_prompt: str,
+) -> TranslatedTemplate | None:
+    from .translate import translate_template
+
+    on = translate_template(fixed(source, name, value=True))
+    off = translate_template(fixed(source, name, value=False))
+    if not (on.report.public_verified and off.report.public_verified) or on.system != off.system:
+        return None
+    on_text = on.template
+    if not _declares_thinking(on_text) and not _declares_thinking(off.template):
+        tags = EMPTY_BLOCK_RE.search(off_prompt)
+        if tags is None:
+            return None
+        on_text += _declaration(tags.group(1), tags.group(3))
+    template = "{{- " + OFF + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
+    flagged = _with_inband_flags(source, name, off.template, on_text, on.system)
+    if flagged is not None:
+        accepted = accept_thinking(source, result, flagged, on.system, refs)
+        if accepted is not None:
+            return accepted
+    return accept_thinking(source, result, template, on.system, refs)
+
+
+def _with_inband_flags(
+    source: TemplateSource, name: str, off: str, on: str, system: str | None
+) -> str | None:
+    """The two-setting TEMPLATE that also obeys ``/no_think``-style flags in the system
+    message, where the Jinja has them and conversations carrying each flag verify."""
+    from .inband import flag_probes, inband_flags, with_flags
+    from .verify import reference_renders, verify_template
+
+    variants = {value: fixed(source, name, value=value) for value in (True, False)}
+    flags = inband_flags(source, variants)
+    template = with_flags(off, on, OFF, flags) if flags else None
+    if template is None:
+        return None
+    probes = flag_probes(flags)
+    refs = reference_renders(source, probes)
+    report = verify_template(source, template, system=system, references=refs, probes=probes)
+    ran = [p for p in report.probes if p.status != "skipped"]
+    if len(ran) != len(probes) or any(p.status != "match" for p in ran):
+        logger.info("system-message thinking flags not translated: %s", report.first_failure())
+        return None
+    return template
+
+
+def accept_thinking(
+    source: TemplateSource,
+    result: TranslatedTemplate,
+    template: str,
+    system: str | None,
+    refs: Mapping[str, Any],
+) -> TranslatedTemplate | None:
+    """``template`` verified in ``result``'s place, when it loses no match, adds no
+    difference and verifies the thinking probes; else None."""
+    from .translate import _require_tools, _with_tool_probes
+    from .verify import verify_template
+
+    tools = ".Tools" in template
+    report = verify_template(source, template, system=system, tools=tools, references=refs)
+    joined = replace(result, template=template, system=system, report=report)
+    analysis = _analysis(source)
+    if not tools:
+        # Where the Jinja ignores tool definitions, tool turns are still probed (as plain).
+        joined = _with_tool_probes(source, joined, refs, analysis)
+    joined = _require_tools(joined, analysis)
+    before = {p.probe: p.status for p in result.report.probes}
+    after = {p.probe: p.status for p in joined.report.probes}
+    lost = [p for p, status in before.items() if status == "match" and after.get(p) != "match"]
+    new_diff = [p for p, s in after.items() if s == "differs" and before.get(p) != "differs"]
+    if lost or new_diff or not joined.report.thinking_verified:
+        logger.info("thinking not added: %s differ", lost + new_diff)
+        return None
+    return joined
+
+
+def _opened(
+    source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
+) -> TranslatedTemplate | None:
+    """QwQ / DeepSeek-R1 distills: the generation prompt opens the reasoning block
+    (``<think>\n``) and earlier turns lose what precedes its closing tag. The TEMPLATE already
+    prints the same; declaring the tags lets Ollama separate the reasoning (its parser starts
+    inside the block when the prompt ends with the opening tag)."""
+    from .hf_render import render_hf
+
+    shape = result.shape
+    found = OPEN_RE.search(shape.generation_prompt) if shape is not None else None
+    if found is None or _declares_thinking(result.template):
+        return None
+    opening, closing = found.group(1), f"</{found.group(2)}>"
+    turns = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": R1 + closing + A1},
+        {"role": "user", "content": U2},
+    ]
+    try:
+        text = render_hf(source.template, turns, tokens=source.template_variables())
+    except TemplateRenderError:
+        return None
+    if R1 in text or A1 not in text:
+        return None  # no evidence that the closing tag ends the reasoning
+    template = result.template + _declaration(opening, closing)
+    return accept_thinking(source, result, template, result.system, refs)
+
+
+def _declares_thinking(template: str) -> bool:
+    from .ollama_prompt import template_thinks
+
+    return template_thinks(template)
+
+
+def _declaration(opening: str, closing: str) -> str:
+    """A messages loop that prints nothing and shows Ollama the thinking tags: the Jinja
+    template prints no turn's reasoning, and neither does the TEMPLATE."""
+    return (
+        "{{- range .Messages }}{{- if false }}"
+        + opening
+        + "{{ .Thinking }}"
+        + closing
+        + "{{- end }}{{- end }}"
+    )
+
+
+def _analysis(source: TemplateSource) -> Any:
+    from .tools import analyse_tools
+
+    return analyse_tools(source)
+
+
+__all__ = [
+    "DEFAULT_OFF",
+    "EMPTY_BLOCK_RE",
+    "OPEN_RE",
+    "accept_thinking",
+    "fixed",
+    "with_switched_thinking",
+]
