@@ -11,6 +11,7 @@ trip runs on both: the fine-tune must answer like the fine-tune, the base like t
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,19 @@ def default_base_name(name: str) -> str:
     """
     head, _, tag = validate_model_name(name).rpartition(":")
     return f"{head}-base:{tag}"
+
+
+def base_stem(resolved: ResolvedInput) -> str:
+    """The base GGUF's file stem and ``general.name``: the base's own name, not the fine-tune's.
+
+    >>> from types import SimpleNamespace as NS
+    >>> base_stem(NS(base_id="unsloth/Llama-3.2-1B-Instruct", base_dir=None))
+    'Llama-3.2-1B-Instruct'
+    """
+    name = (resolved.base_id or "").rstrip("/").rpartition("/")[2]
+    if not name and resolved.base_dir is not None:
+        name = Path(resolved.base_dir).name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "base"
 
 
 def not_convertible(source: Path) -> str | None:
@@ -254,7 +268,9 @@ class _Route:
         from .gguf.export import export_gguf
 
         plan, settings = self.plan, self.plan.settings
-        stem = plan.stem
+        # Named after the base, not the fine-tune: general.name is in the GGUF's bytes, and
+        # every adapter of this base must write the same base file to share its blob.
+        stem = base_stem(resolved)
         if self.given_base is not None:
             return None, self._convert_lora_only(path, resolved), "done"
         plan.progress.start("export", f"export: {path.name} -> base GGUF {plan.quant} + LoRA")
@@ -424,6 +440,7 @@ def _base_quant(shown: Any, quant: str) -> str:
 __all__ = [
     "BASE_MODELFILE_NAME",
     "DEPLOY_MODES",
+    "base_stem",
     "check_mode",
     "default_base_name",
     "deploy_adapter",
