@@ -136,7 +136,29 @@ def test_adapter_deploy_registers_from_base_plus_adapter_with_our_template(
     upload = report["upload"]
     base_bytes = (keep / base_file.from_).stat().st_size
     assert upload["bytes_uploaded"] + upload["bytes_reused"] == base_bytes + report["lora_bytes"]
-    assert (keep / "deploy-report.json").is_file()
+    proof = json.loads((keep / "deploy-report.json").read_text())
+    assert proof["adapter"]["base_model"] == "ad-taught-base:latest"
+    assert proof["adapter"]["upload"] == upload
+    assert proof["adapter"]["base_round_trip"]["answer"].strip() == "apple"
+
+
+def test_the_kept_folder_pushes_to_the_hub_with_the_adapter_modelfile(
+    fake_hub: Any, first_deploy: dict[str, Any]
+) -> None:
+    """Hub stand-in (support.fake_hub): the pushed Modelfile runs the LoRA on the pushed base."""
+    from deploy_to_ollama.publish import push_to_hub
+
+    keep = first_deploy["keep"]
+    push_to_hub(keep, "alice/ad-taught", what="adapter")
+    paths = fake_hub.repos["alice/ad-taught"].paths()
+    base_gguf = parse_modelfile((keep / "Modelfile.base").read_text()).from_.removeprefix("./")
+    lora = Path(first_deploy["report"]["lora"]).name
+    assert {base_gguf, lora, "Modelfile", "deploy-report.json", "template", "params"} <= set(paths)
+    pushed = parse_modelfile(fake_hub.file_bytes("alice/ad-taught", "Modelfile").decode())
+    assert pushed.from_ == f"./{base_gguf}" and pushed.adapters == (f"./{lora}",)
+    card = fake_hub.file_bytes("alice/ad-taught", "README.md").decode()
+    assert "Adapter on base `ad-taught-base:latest`: base round trip PASSED" in card
+    assert "runs the **base**" in card
 
 
 def test_adapter_model_answers_like_the_fine_tune_and_the_base_like_the_base(
@@ -206,6 +228,17 @@ def test_a_second_adapter_on_the_same_base_uploads_only_its_adapter(
 
 
 # --------------------------------------------------------------------------- bad input
+
+
+def test_mode_adapter_on_a_merged_model_is_a_usage_error(
+    ollama_server: OllamaServer, tiny_llama: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report, err = _deploy(
+        capsys, tiny_llama.base_dir, "ad-merged", ollama_server, "--mode", "adapter"
+    )
+    assert code == 2, err
+    assert "--mode adapter needs a LoRA adapter" in report["error"]
+    assert "ad-merged:latest" not in _listed(ollama_server)
 
 
 @pytest.mark.usefixtures("toolchain_env")

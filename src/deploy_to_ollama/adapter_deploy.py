@@ -10,8 +10,10 @@ trip runs on both: the fine-tune must answer like the fine-tune, the base like t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,6 +113,26 @@ def not_convertible(source: Path) -> str | None:
     )
 
 
+def deploy_route(
+    plan: _Plan,
+    path: Path,
+    resolved: ResolvedInput,
+    *,
+    merged: Callable[[_Plan, Path, ResolvedInput], DeployReport],
+) -> DeployReport:
+    """``deploy``'s route by ``--mode``: the adapter route, else ``merged`` (the pipeline's).
+
+    A ``--mode auto`` fallback's reason travels as a warning of the merged report.
+    """
+    if plan.mode != "merged":
+        outcome = deploy_adapter(plan, path, resolved)
+        if isinstance(outcome, DeployReport):
+            return outcome
+        if outcome:
+            plan = dataclasses.replace(plan, load_warnings=(*plan.load_warnings, outcome))
+    return merged(plan, path, resolved)
+
+
 def deploy_adapter(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport | str:
     """Run the adapter route, or say why ``--mode auto`` falls back to a merged deploy.
 
@@ -163,6 +185,11 @@ class _Route:
         """Check names and the server before any export (exit 1 in a second, not a minute)."""
         client = OllamaClient(plan.host)
         base_name = validate_model_name(plan.base_model or default_base_name(plan.name))
+        if base_name.lower() == plan.name.lower():
+            raise UsageError(
+                f"--base-model {base_name} is the model this deploy would create",
+                hint="give the fine-tune another --name than its base",
+            )
         given = None
         if plan.base_model is not None:
             given = client.show(base_name, verbose=True)
@@ -444,5 +471,6 @@ __all__ = [
     "check_mode",
     "default_base_name",
     "deploy_adapter",
+    "deploy_route",
     "not_convertible",
 ]

@@ -140,7 +140,7 @@ def deploy(
         UsageError: a ``parameters`` pair Ollama would refuse, or an unknown quant.
         DeployError: a stage failed (subclass and exit code say which).
     """
-    from .adapter_deploy import check_mode
+    from .adapter_deploy import check_mode, deploy_route
     from .gguf.quants import parse_quant_list
 
     settings = settings or Settings.from_env()
@@ -179,7 +179,7 @@ def deploy(
         plan = replace(plan, load_warnings=tuple(load_warnings([real], version)))
         for warning in plan.load_warnings:  # now, not after a long export that fails to load
             logger.warning("%s", warning)
-        report = _run_adapter_or(plan, path, resolved)
+        report = deploy_route(plan, path, resolved, merged=_run)  # --mode: adapter_deploy
     write_deploy_report(report)  # deploy-report.json beside the Modelfile: the proof travels
     return report
 
@@ -215,19 +215,6 @@ class _Plan:
     def stem(self) -> str:
         """The GGUF file stem: the model part of the name (``me/bot:q8`` -> ``bot``)."""
         return self.name.rpartition("/")[2].partition(":")[0]
-
-
-def _run_adapter_or(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
-    """``--mode adapter|auto`` through ``adapter_deploy``; a fallback reason becomes a warning."""
-    if plan.mode != "merged":
-        from .adapter_deploy import deploy_adapter
-
-        outcome = deploy_adapter(plan, path, resolved)
-        if isinstance(outcome, DeployReport):
-            return outcome
-        if outcome:
-            plan = replace(plan, load_warnings=(*plan.load_warnings, outcome))
-    return _run(plan, path, resolved)
 
 
 def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
