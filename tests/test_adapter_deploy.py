@@ -227,6 +227,26 @@ def test_a_second_adapter_on_the_same_base_uploads_only_its_adapter(
     }
 
 
+@pytest.mark.usefixtures("toolchain_env")
+def test_export_mode_adapter_pushes_the_adapter_route(
+    fake_hub: Any, taught: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``export --mode adapter --push-to-hub R --what adapter``: the route, not the PEFT files."""
+    out = tmp_path / "export"
+    argv = ["export", str(taught.adapter_dir), "--out", str(out), "--mode", "adapter",
+            "--quant", "q8_0", "--push-to-hub", "alice/taught-lora", "--what", "adapter",
+            "--json"]  # fmt: skip
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["hub"]["what"] == "adapter"
+    paths = set(fake_hub.repos["alice/taught-lora"].paths())
+    pushed = parse_modelfile(fake_hub.file_bytes("alice/taught-lora", "Modelfile").decode())
+    assert pushed.from_.removeprefix("./") in paths and pushed.from_.endswith(".Q8_0.gguf")
+    [lora] = pushed.adapters
+    assert lora.removeprefix("./") in paths and lora.endswith("-lora.F16.gguf")
+    assert "adapter_model.safetensors" not in paths
+
+
 # --------------------------------------------------------------------------- bad input
 
 
