@@ -36,3 +36,23 @@ def test_adapter_flags_are_checked_first(
     got, out, err = run_cli(argv, capsys)
     assert got == code, err
     assert needle in json.loads(out)["error"]
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"alpha_pattern": {"q_proj": 32}}, "per-module alpha_pattern"),
+        ({"use_rslora": True, "rank_pattern": {"q_proj": 4}}, "rsLoRA with a per-module"),
+    ],
+)
+def test_scales_a_gguf_lora_cannot_carry_are_not_convertible(
+    tmp_path: Path, config: dict[str, object], needle: str
+) -> None:
+    """llama.cpp applies one alpha / rank-of-tensor: these adapters would run at wrong scales."""
+    from deploy_to_ollama.adapter_deploy import not_convertible
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16, **config}))
+    why = not_convertible(tmp_path)
+    assert why is not None and needle in why
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "use_rslora": True}))
+    assert not_convertible(tmp_path) is None  # plain rsLoRA is rescaled at conversion

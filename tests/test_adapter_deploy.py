@@ -247,6 +247,37 @@ def test_export_mode_adapter_pushes_the_adapter_route(
     assert "adapter_model.safetensors" not in paths
 
 
+@pytest.mark.usefixtures("toolchain_env")
+def test_an_rslora_adapter_gets_peft_scale_in_ollama(
+    ollama_server: OllamaServer,
+    first_deploy: dict[str, Any],
+    taught: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """rsLoRA scales by alpha/sqrt(r), llama.cpp by alpha/r: the GGUF must carry alpha*sqrt(r).
+
+    The taught LoRA (r=8, alpha 16: scale 2) rewritten as rsLoRA with alpha 16/sqrt(8) is the
+    same model in PEFT; llama.cpp's converter copies lora_alpha as is (scale 0.71 instead of 2).
+    """
+    import math
+
+    import gguf
+
+    variant = Path(shutil.copytree(taught.adapter_dir, tmp_path / "rs"))
+    config = json.loads((variant / "adapter_config.json").read_text())
+    config |= {"use_rslora": True, "lora_alpha": 16 / math.sqrt(8)}
+    (variant / "adapter_config.json").write_text(json.dumps(config))
+    code, report, err = _deploy(
+        capsys, variant, "ad-rslora", ollama_server,
+        "--mode", "adapter", "--base-model", "ad-taught-base", "--expect", "banana",
+    )  # fmt: skip
+    assert code == 0, err
+    field = gguf.GGUFReader(report["lora"]).fields["adapter.lora.alpha"]
+    assert field.contents() == pytest.approx(16.0, rel=1e-4)
+    assert _answer(ollama_server, "ad-rslora") == "banana"
+
+
 # --------------------------------------------------------------------------- bad input
 
 

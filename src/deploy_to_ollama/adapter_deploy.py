@@ -99,17 +99,37 @@ def base_stem(resolved: ResolvedInput) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "base"
 
 
-def not_convertible(source: Path) -> str | None:
-    """Why ``source`` cannot be a GGUF LoRA (full embedding / lm_head weights), or None."""
-    from .gguf.adapter import full_weights_in_adapter
+#: Adapter tensor name parts llama.cpp's ``convert_lora_to_gguf.py`` (``get_tensors``) takes:
+#: LoRA A/B factors, and the norms mergekit-extract-lora adds; it exits on anything else.
+_CONVERTIBLE_PARTS = (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B")
+_KEPT_PARTS = (".base_layer.weight", "_layernorm", ".norm")
 
-    full = full_weights_in_adapter(source)
-    if not full:
+
+def not_convertible(source: Path) -> str | None:
+    """Why ``source`` cannot be a GGUF LoRA (full embedding / lm_head weights, DoRA
+    magnitudes: what llama.cpp's LoRA converter refuses), or None.
+    """
+    from .gguf.adapter import scale_problem
+    from .peft_keys import ADAPTER_WEIGHTS
+    from .safetensors_io import read_safetensors_header
+
+    problem = scale_problem(source)
+    if problem:
+        return f"the adapter {problem}"
+    path = source / ADAPTER_WEIGHTS
+    if not path.is_file():
         return None
-    more = f" and {len(full) - 1} more" if len(full) > 1 else ""
+    refused = [
+        key
+        for key in read_safetensors_header(path)
+        if not any(part in key for part in (*_CONVERTIBLE_PARTS, *_KEPT_PARTS))
+    ]
+    if not refused:
+        return None
+    more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
+    what = "DoRA magnitudes" if "lora_magnitude_vector" in refused[0] else "full weights"
     return (
-        f"the adapter carries full weights ({full[0]}{more}), which llama.cpp's LoRA "
-        "converter refuses"
+        f"the adapter carries {what} ({refused[0]}{more}), which llama.cpp's LoRA converter refuses"
     )
 
 
