@@ -88,9 +88,10 @@ def scale_problem(adapter_dir: Path) -> str | None:
     """Why llama.cpp would scale this LoRA unlike PEFT, beyond what we can correct, or None.
 
     llama.cpp applies ``alpha / rank`` with one ``adapter.lora.alpha`` for every tensor and the
-    rank from each tensor's shape (src/llama-adapter.cpp); ``convert_lora_to_gguf.py`` copies
-    ``lora_alpha`` and ignores ``use_rslora`` and ``alpha_pattern``. A per-module alpha, or
-    rsLoRA with per-module ranks, has no single alpha that gives PEFT's scales.
+    rank from each tensor's shape (src/llama-adapter.h ``get_scale``);
+    ``convert_lora_to_gguf.py`` copies ``lora_alpha`` and ignores ``use_rslora`` and
+    ``alpha_pattern``. A per-module alpha, or rsLoRA with per-module ranks, has no single alpha
+    that gives PEFT's scales.
     """
     config = read_json_object(adapter_dir / "adapter_config.json")
     if config.get("alpha_pattern"):
