@@ -278,6 +278,57 @@ def test_an_rslora_adapter_gets_peft_scale_in_ollama(
     assert _answer(ollama_server, "ad-rslora") == "banana"
 
 
+@pytest.mark.usefixtures("toolchain_env")
+def test_adapter_models_in_a_registry_share_the_base(
+    ollama_server: OllamaServer,
+    first_deploy: dict[str, Any],
+    taught: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Pushed to a real docker-registry, the second fine-tune of a base sends about its LoRA;
+    pulled into a second server, it still answers like the fine-tune (the ADAPTER layer came)."""
+    from support.ollama_server import start_server
+    from support.registry import running_registry
+
+    keep = first_deploy["keep"]
+    base_bytes = (keep / parse_modelfile((keep / "Modelfile.base").read_text()).from_).stat()
+    variant = _variant(taught.adapter_dir, tmp_path / "a5", alpha=13)
+    code, report, err = _deploy(
+        capsys, variant, "ad-reg", ollama_server, "--mode", "adapter",
+        "--base-model", "ad-taught-base", "--no-check",
+    )  # fmt: skip
+    assert code == 0, err
+    lora_bytes = report["lora_bytes"]
+    with running_registry(tmp_path / "registry") as registry:
+        pushed = {}
+        # Tags of one repository share blobs; a blob is looked up per repository, and Ollama
+        # 0.9.3 mounts none from another repository for a locally created model (measured).
+        for model, target in (
+            ("ad-taught", "team/ad:taught"),
+            ("ad-reg", "team/ad:reg"),
+            ("ad-reg", "team/other:v1"),
+        ):
+            argv = ["push", model, "--to-ollama", f"{registry.address}/{target}", "--insecure"]
+            code, out, err = run_cli([*argv, "--host", ollama_server.host, "--json"], capsys)
+            assert code == 0, err
+            pushed[target] = json.loads(out)["upload"]
+        assert pushed["team/ad:taught"]["bytes_uploaded"] >= base_bytes.st_size + lora_bytes
+        second = pushed["team/ad:reg"]
+        assert lora_bytes <= second["bytes_uploaded"] < lora_bytes + 4096  # + config blob
+        assert second["bytes_reused"] >= base_bytes.st_size
+        other = pushed["team/other:v1"]
+        assert other["bytes_uploaded"] >= base_bytes.st_size + lora_bytes
+        puller = start_server(tmp_path / "puller")
+        try:
+            target = f"{registry.address}/team/ad:reg"
+            steps = list(OllamaClient(puller.host).pull(target, insecure=True))
+            assert steps[-1].status == "success"
+            assert _answer(puller, target) == "banana"
+        finally:
+            puller.stop()
+
+
 # --------------------------------------------------------------------------- bad input
 
 
