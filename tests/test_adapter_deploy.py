@@ -406,6 +406,37 @@ def test_an_adapter_with_another_tokenizer_is_refused(
 
 
 @pytest.mark.usefixtures("toolchain_env")
+def test_a_refused_fine_tune_takes_its_fresh_base_with_it(
+    ollama_server: OllamaServer,
+    taught: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ollama refuses the ADAPTER file after NAME-base was registered: both are gone.
+
+    Stand-in: the LoRA converter is replaced by one that writes a file that is no GGUF (a
+    converter bug cannot be produced on purpose); Ollama's refusal is the real one.
+    """
+    from deploy_to_ollama.gguf import adapter as gguf_adapter
+
+    def broken(toolchain: Any, adapter_dir: Path, base_dir: Path, target: Path) -> Path:
+        target.write_bytes(b"not a GGUF")
+        return target
+
+    monkeypatch.setattr(gguf_adapter, "convert_lora", broken)
+    variant = _variant(taught.adapter_dir, tmp_path / "a6", alpha=11)
+    before = _listed(ollama_server)
+    start = len(ollama_server.log_text())
+    code, report, err = _deploy(capsys, variant, "ad-broken", ollama_server, "--mode", "adapter")
+    assert code == 1, err
+    assert ollama_server.log_text()[start:].count('"/api/create"') == 2  # base, then fine-tune
+    assert report["error_type"] == "RegistrationError"
+    assert "not in GGUF format" in report["error"]
+    assert _listed(ollama_server) == before  # ad-broken-base was registered, then removed
+
+
+@pytest.mark.usefixtures("toolchain_env")
 def test_full_embedding_weights_are_explained_or_deployed_merged_with_auto(
     ollama_server: OllamaServer, tiny_llama_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
