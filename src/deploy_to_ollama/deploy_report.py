@@ -63,6 +63,29 @@ def report_data(report: DeployReport) -> dict[str, Any]:
         "ollama_versions_checked": [rt.server_version] if rt else [],
         "round_trip": round_trip,
         "warnings": list(report.warnings),
+    } | _adapter_data(report)
+
+
+def _adapter_data(report: DeployReport) -> dict[str, Any]:
+    """``deploy --mode adapter``: the base it runs on, what was uploaded, the base's check."""
+    facts = report.adapter
+    if facts is None:
+        return {}
+    rt = facts.base_round_trip
+    gen = rt.generation if rt is not None else None
+    return {
+        "adapter": {
+            "base_model": facts.base_model,
+            "base_check": facts.base_check,
+            "upload": dict(facts.upload),
+            "base_round_trip": None
+            if rt is None
+            else {
+                "verdict": rt.verdict,
+                "passed": rt.passed,
+                "answer": gen.answer if gen is not None else None,
+            },
+        }
     }
 
 
@@ -133,6 +156,11 @@ def summary_markdown(data: dict[str, Any]) -> str:
             f"- Prompt tokens: {gen['prompt_eval_count']} in Ollama vs "
             f"{gen.get('expected_prompt_tokens')} in transformers"
         )
+    adapter = data.get("adapter")
+    if isinstance(adapter, dict):
+        base_rt = adapter.get("base_round_trip") or {}
+        verdict = base_rt.get("verdict", "not run")
+        lines.append(f"- Adapter on base `{adapter.get('base_model')}`: base round trip {verdict}")
     capabilities = ", ".join(data.get("capabilities") or []) or "none"
     lines.append(f"- Capabilities (from the TEMPLATE): {capabilities}")
     return "\n".join(lines)

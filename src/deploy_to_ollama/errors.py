@@ -84,6 +84,14 @@ class BaseModelNotFoundError(InputError):
     """The base model of an adapter cannot be found locally or in the HF cache."""
 
 
+class AdapterBaseMismatchError(InputError):
+    """A LoRA adapter was trained on another base than the Ollama model it would run on."""
+
+
+class AdapterNotConvertibleError(InputError):
+    """The adapter holds full weights (embeddings, lm_head) that a GGUF LoRA cannot carry."""
+
+
 class MergeError(DeployError):
     """Merging a LoRA adapter into its base failed or is not supported."""
 

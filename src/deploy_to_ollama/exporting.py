@@ -382,9 +382,9 @@ def _push(
         return None
     from .publish import push_to_hub
 
-    folder = {"gguf": options.out, "merged": result.merged_dir, "adapter": options.source}[
-        push.what
-    ]
+    # --mode adapter: the adapter route (GGUF LoRA, base GGUF, Modelfile with ADAPTER).
+    adapter = options.out if options.mode == "adapter" else options.source
+    folder = {"gguf": options.out, "merged": result.merged_dir, "adapter": adapter}[push.what]
     call: dict[str, Any] = {"what": push.what, "private": push.private}
     if push.what == "gguf":
         call["template_verified"] = {"verified": True, "unverified": False}.get(template_status)

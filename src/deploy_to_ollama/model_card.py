@@ -54,6 +54,8 @@ class ModelCardData:
     """GGUF LoRA files the Modelfile's ``ADAPTER`` lines name (not runnable on their own)."""
     proof: str | None = None
     """Markdown summary of the pushed ``deploy-report.json`` (``summary_markdown``)."""
+    base_ollama_model: str | None = None
+    """Adapter pushes whose base GGUF is not in the repository: the Ollama model FROM names."""
 
 
 def format_size(size: int) -> str:

@@ -100,6 +100,9 @@ def deploy(
     cache_dir: Path | None = None,
     progress: ProgressReporter | None = None,
     settings: Settings | None = None,
+    mode: str = "merged",
+    base_model: str | None = None,
+    expected_base_answer: str | None = None,
 ) -> DeployReport:
     """Deploy a fine-tune to Ollama and prove it works.
 
@@ -125,6 +128,10 @@ def deploy(
         cache_dir: cache root (default ``settings.cache_dir``).
         progress: stage reporter.
         settings: configuration read once at the entry point (default: the environment).
+        mode: ``merged``, ``adapter`` (``FROM base`` + ``ADAPTER``, see ``adapter_deploy``) or
+            ``auto`` (adapter when the LoRA converts, else merged).
+        base_model: an Ollama model to run the adapter on (checked to be its base).
+        expected_base_answer: in adapter mode, the base's generation check must answer this.
 
     Returns:
         The report; ``passed`` is false when the round trip failed (the CLI exits 3).
@@ -133,10 +140,12 @@ def deploy(
         UsageError: a ``parameters`` pair Ollama would refuse, or an unknown quant.
         DeployError: a stage failed (subclass and exit code say which).
     """
+    from .adapter_deploy import check_mode, deploy_route
     from .gguf.quants import parse_quant_list
 
     settings = settings or Settings.from_env()
     parse_quant_list(quant)  # a bad quant is a usage error before any work
+    check_mode(mode, base_model)
     plan = _Plan(
         name=validate_model_name(name),
         host=normalize_host(host or settings.ollama_host),
@@ -155,6 +164,9 @@ def deploy(
         keep_failed=keep_failed,
         progress=progress or NullProgress(),
         settings=settings,
+        mode=mode,
+        base_model=validate_model_name(base_model) if base_model else None,
+        expected_base_answer=expected_base_answer,
     )
     if keep is not None:
         check_writable_dir(keep, what="--keep")
@@ -167,7 +179,7 @@ def deploy(
         plan = replace(plan, load_warnings=tuple(load_warnings([real], version)))
         for warning in plan.load_warnings:  # now, not after a long export that fails to load
             logger.warning("%s", warning)
-        report = _run(plan, path, resolved)
+        report = deploy_route(plan, path, resolved, merged=_run)  # --mode: adapter_deploy
     write_deploy_report(report)  # deploy-report.json beside the Modelfile: the proof travels
     return report
 
@@ -195,6 +207,9 @@ class _Plan:
     settings: Settings
     load_warnings: tuple[str, ...] = ()
     """The chosen quant is one a known build with the server's version cannot load."""
+    mode: str = "merged"
+    base_model: str | None = None
+    expected_base_answer: str | None = None
 
     @property
     def stem(self) -> str:

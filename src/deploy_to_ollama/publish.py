@@ -24,6 +24,7 @@ from .errors import HubError, HubUnavailableError, InputError, InputNotFoundErro
 from .inputs import TOKENIZER_FILES as MERGED_TOKENIZER_FILES
 from .model_card import CardFile, ModelCardData, PushKind, hub_base_model, render_model_card
 from .progress import NullProgress, ProgressReporter
+from .publish_adapter import find_adapter_route
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +140,17 @@ def select_files(folder: Path, what: PushKind) -> list[Path]:
         for pattern in REQUIRED_PATTERNS[what]
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names)
     ]
+    if missing and what == "adapter" and find_adapter_route(folder) is not None:
+        missing = []  # the adapter route (GGUF LoRA + Modelfile) needs no PEFT files
     if missing:
         raise InputError(
             f"{folder} has no {' or '.join(missing)} for --what {what}",
             hint=_missing_hint(what),
         )
     keep = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in UPLOAD_PATTERNS[what])]
-    return [folder / n for n in keep]
+    route = find_adapter_route(folder) if what == "adapter" else None
+    extra = [f.name for f in route.files if f.name not in keep] if route else []
+    return [folder / n for n in sorted(keep + extra)]
 
 
 def _missing_hint(what: PushKind) -> str:
@@ -225,9 +230,14 @@ def ollama_repo_files(modelfile_path: Path) -> tuple[dict[str, bytes], ModelCard
         The files, and a partial card (template, system, parameters, verification, FROM).
     """
     from .modelfile import parse_modelfile
+
+    return ollama_files_for(parse_modelfile(modelfile_path.read_text(encoding="utf-8")))
+
+
+def ollama_files_for(modelfile: Any) -> tuple[dict[str, bytes], ModelCardData | None]:
+    """``ollama_repo_files`` for a parsed Modelfile."""
     from .ollama_client import api_parameters
 
-    modelfile = parse_modelfile(modelfile_path.read_text(encoding="utf-8"))
     files: dict[str, bytes] = {}
     if modelfile.template:
         files["template"] = modelfile.template.encode()
@@ -275,8 +285,12 @@ def build_repo_files(
     extra: dict[str, bytes] = {}
     partial: ModelCardData | None = None
     modelfile = folder / "Modelfile"
+    route = find_adapter_route(folder) if what == "adapter" else None
     if what == "gguf" and modelfile.is_file():
         extra, partial = ollama_repo_files(modelfile)
+    elif route is not None:  # the adapter route's Modelfile, FROM a file of the repository
+        extra, partial = ollama_files_for(route.modelfile)
+        extra["Modelfile"] = route.modelfile_text().encode()
     adapters = set(partial.adapter_files) if partial else set()
     card_files = tuple(
         CardFile(
@@ -301,6 +315,7 @@ def build_repo_files(
         modelfile_from=partial.modelfile_from if partial else None,
         adapter_files=partial.adapter_files if partial else (),
         proof=_proof(folder),
+        base_ollama_model=route.base_model_name if route else None,
     )
     extra["README.md"] = render_model_card(data).encode()
     return extra

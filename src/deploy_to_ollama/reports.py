@@ -28,10 +28,13 @@ class DeployReport:
     warnings: tuple[str, ...] = field(default=())
     failed_model: str | None = None
     """What became of the model when its round trip failed: removed, restored or kept."""
+    adapter: AdapterFacts | None = None
+    """``--mode adapter``: the base it runs on, the bytes uploaded, the base's own round trip."""
 
     @property
     def passed(self) -> bool:
-        return self.round_trip is None or self.round_trip.passed
+        own = self.round_trip is None or self.round_trip.passed
+        return own and (self.adapter is None or self.adapter.passed)
 
     @property
     def run_command(self) -> str:
@@ -52,7 +55,7 @@ class DeployReport:
             "warnings": list(self.warnings),
             "failed_model": self.failed_model,
             "run": self.run_command,
-        }
+        } | (self.adapter.to_dict() if self.adapter else {})
 
     def summary_lines(self) -> list[str]:
         size = f"{self.gguf_bytes / 1e6:.1f} MB"
@@ -70,7 +73,55 @@ class DeployReport:
         lines += [f"warning  {w}" for w in self.warnings]
         if self.failed_model:
             lines.append(f"model    {self.failed_model}")
+        if self.adapter is not None:
+            lines[1:2] = self.adapter.summary_lines()
         lines.append(f"run      {self.run_command}")
+        return lines
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterFacts:
+    """What ``deploy --mode adapter`` adds to its report (``FROM base`` + ``ADAPTER``)."""
+
+    base_model: str
+    base_registered: str
+    """``done`` (registered by this run), ``reused`` (already there) or ``given`` (--base-model)."""
+    upload: dict[str, int]
+    """``{"bytes_uploaded": N, "bytes_reused": M}`` measured by blob digest on the server."""
+    lora: Path
+    lora_bytes: int
+    base_round_trip: RoundTripReport | None = None
+    base_check: dict[str, Any] | None = None
+    """What was compared to accept ``--base-model`` (``base_match.BaseMatch.to_dict``)."""
+
+    @property
+    def passed(self) -> bool:
+        return self.base_round_trip is None or self.base_round_trip.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        rt = self.base_round_trip
+        return {
+            "mode": "adapter",
+            "upload": dict(self.upload),
+            "base_model": self.base_model,
+            "base_registered": self.base_registered,
+            "lora": str(self.lora),
+            "lora_bytes": self.lora_bytes,
+            "base_round_trip": rt.to_dict() if rt else None,
+            "base_check": self.base_check,
+        }
+
+    def summary_lines(self) -> list[str]:
+        up, reused = self.upload["bytes_uploaded"], self.upload["bytes_reused"]
+        lines = [
+            f"adapter  {self.lora.name} ({self.lora_bytes / 1e6:.2f} MB) on base "
+            f"{self.base_model} ({self.base_registered})",
+            f"upload   {up:,} bytes uploaded, {reused:,} reused by digest",
+        ]
+        rt = self.base_round_trip
+        if rt is not None:
+            lines.append(f"base     {rt.verdict}")
+            lines += ["  " + line for line in rt.summary_lines()[1:]]
         return lines
 
 
@@ -151,4 +202,4 @@ class ExportReport:
         return lines
 
 
-__all__ = ["DeployReport", "ExportReport"]
+__all__ = ["AdapterFacts", "DeployReport", "ExportReport"]

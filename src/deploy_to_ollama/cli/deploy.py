@@ -57,6 +57,8 @@ Examples:
   deploy-to-ollama ./lora_model --name my-model
   deploy-to-ollama ./lora_model --name my-model:q8 --quant q8_0 --host 127.0.0.1:11434
   deploy-to-ollama ./merged_model --name my-model --keep ./ollama-export --json
+  deploy-to-ollama ./lora_model --name my-model --mode adapter           # FROM base + ADAPTER
+  deploy-to-ollama ./lora_2 --name model-2 --mode adapter --base-model my-model-base
 """
 REGISTER_EXAMPLES = """
 Examples:
@@ -185,9 +187,34 @@ def deploy_command(
     method: MethodOpt = "auto",
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="merged (one GGUF) | adapter (FROM base + ADAPTER: the base is shared by "
+            "digest) | auto (adapter unless the LoRA has full weights) [default: merged].",
+        ),
+    ] = "merged",
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            "--base-model",
+            help="Adapter mode: run on this Ollama model, after checking it is the adapter's "
+            "base (default: register NAME-base from the adapter's base).",
+        ),
+    ] = None,
+    expect_base: Annotated[
+        str | None,
+        typer.Option("--expect-base", help="Adapter mode: the base must answer exactly this."),
+    ] = None,
 ) -> None:
     """Export, register and verify a fine-tune in Ollama (the default command)."""
+    from ..adapter_deploy import check_mode
     from ..pipeline import deploy
+
+    check_mode(mode, base_model)
+    if expect_base is not None and mode == "merged":
+        raise UsageError("--expect-base needs --mode adapter or auto", hint="add --mode adapter")
 
     # Flags first (exit 2), before the server, the source or the toolchain are touched.
     check_deploy_quant(quant)
@@ -224,12 +251,18 @@ def deploy_command(
             cache_dir=settings.cache_dir,
             progress=reporter,
             settings=settings,
+            mode=mode,
+            base_model=base_model,
+            expected_base_answer=expect_base,
         )
     if not quiet and not json_out:
         for line in report.summary_lines():
             print_line(line)
     if not report.passed and report.round_trip is not None:
-        fail(round_trip_failed(report.round_trip), report.to_dict())
+        failed = report.round_trip
+        if failed.passed and report.adapter and report.adapter.base_round_trip:
+            failed = report.adapter.base_round_trip  # the base failed, not the fine-tune
+        fail(round_trip_failed(failed), report.to_dict())
     if json_out:
         print_result_json(report.to_dict())
     else:

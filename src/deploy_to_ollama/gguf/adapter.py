@@ -7,13 +7,17 @@ it fetches the base config from the Hub, so we always pass the local base dir.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import math
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._fs import atomic_path
+from .._fs import atomic_path, read_json_object
 from .._subprocess import run_tool
 from ..errors import UsageError
 from ..progress import ProgressReporter
@@ -55,7 +59,12 @@ def convert_lora(toolchain: Toolchain, adapter_dir: Path, base_dir: Path, target
             "which a GGUF LoRA cannot hold",
             hint="use --mode merged (the default) for adapters with modules_to_save or new tokens",
         )
-    with atomic_path(target) as tmp:
+    problem = scale_problem(adapter_dir)
+    if problem:
+        raise UsageError(
+            f"the adapter {problem}", hint="use --mode merged (or --mode auto on deploy)"
+        )
+    with atomic_path(target) as tmp, _scaled_for_llama_cpp(adapter_dir) as source:
         run_tool(
             [
                 sys.executable,
@@ -66,13 +75,53 @@ def convert_lora(toolchain: Toolchain, adapter_dir: Path, base_dir: Path, target
                 "f16",
                 "--outfile",
                 tmp,
-                adapter_dir,
+                source,
             ],
             what="convert_lora_to_gguf.py",
             env=toolchain.python_env(),
             hint="check that the adapter's architecture is one llama.cpp converts",
         )
     return target
+
+
+def scale_problem(adapter_dir: Path) -> str | None:
+    """Why llama.cpp would scale this LoRA unlike PEFT, beyond what we can correct, or None.
+
+    llama.cpp applies ``alpha / rank`` with one ``adapter.lora.alpha`` for every tensor and the
+    rank from each tensor's shape (src/llama-adapter.h ``get_scale``);
+    ``convert_lora_to_gguf.py`` copies ``lora_alpha`` and ignores ``use_rslora`` and
+    ``alpha_pattern``. A per-module alpha, or rsLoRA with per-module ranks, has no single alpha
+    that gives PEFT's scales.
+    """
+    config = read_json_object(adapter_dir / "adapter_config.json")
+    if config.get("alpha_pattern"):
+        return "sets a per-module alpha_pattern, which a GGUF LoRA (one alpha) cannot carry"
+    if config.get("use_rslora") and config.get("rank_pattern"):
+        return "is rsLoRA with a per-module rank_pattern, which one GGUF LoRA alpha cannot express"
+    return None
+
+
+@contextlib.contextmanager
+def _scaled_for_llama_cpp(adapter_dir: Path) -> Iterator[Path]:
+    """The adapter folder, or for rsLoRA a copy whose alpha gives llama.cpp PEFT's scale.
+
+    rsLoRA scales by ``alpha / sqrt(r)``, llama.cpp by ``alpha / r``: ``alpha * sqrt(r)`` in the
+    GGUF makes them equal (the weights are linked, not copied).
+    """
+    config = read_json_object(adapter_dir / "adapter_config.json")
+    if not config.get("use_rslora"):
+        yield adapter_dir
+        return
+    rank = int(config.get("r") or 8)
+    config |= {"lora_alpha": float(config.get("lora_alpha") or 8) * math.sqrt(rank)}
+    config["use_rslora"] = False
+    with tempfile.TemporaryDirectory(prefix=f"dto-rslora-{pid_tag()}-") as tmp:
+        folder = Path(tmp)
+        for entry in adapter_dir.iterdir():
+            if entry.name != "adapter_config.json" and entry.is_file():
+                (folder / entry.name).symlink_to(entry.resolve())
+        (folder / "adapter_config.json").write_text(json.dumps(config), encoding="utf-8")
+        yield folder
 
 
 def export_adapter(

@@ -41,6 +41,8 @@ class ShownModel(ShowResponse):
     """Required by ``ShowResponse``, but Ollama omits it when empty (``omitempty``)."""
     system: str | None = None
     messages: Sequence[Message] | None = None
+    tensors: Sequence[Mapping[str, Any]] | None = None
+    """``verbose`` only: each weight's ``name``, ``type`` and ``shape`` (GGUF order)."""
 
 
 def parse_version(text: str) -> tuple[int, ...]:
