@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .roundtrip import RoundTripReport
+    from .routing import RouteChoice
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +29,13 @@ class DeployReport:
     warnings: tuple[str, ...] = field(default=())
     failed_model: str | None = None
     """What became of the model when its round trip failed: removed, restored or kept."""
+    route: RouteChoice | None = None
+    """The template route, why, its proof and the capabilities Ollama reports (``routing``)."""
 
     @property
     def passed(self) -> bool:
-        return self.round_trip is None or self.round_trip.passed
+        round_trip = self.round_trip is None or self.round_trip.passed
+        return round_trip and (self.route is None or self.route.failure is None)
 
     @property
     def run_command(self) -> str:
@@ -52,6 +56,7 @@ class DeployReport:
             "warnings": list(self.warnings),
             "failed_model": self.failed_model,
             "run": self.run_command,
+            **(self.route.to_json() if self.route else {}),
         }
 
     def summary_lines(self) -> list[str]:
@@ -61,6 +66,7 @@ class DeployReport:
             f"quant    {self.quant} ({size}, {self.gguf})",
             f"template {'verified' if self.template_verified else 'NOT verified'}",
         ]
+        lines += self.route.summary_lines() if self.route else []
         rt = self.round_trip
         if rt is None:
             lines.append("check    skipped")
