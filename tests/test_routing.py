@@ -160,8 +160,11 @@ def test_a_library_template_attached_by_create_is_what_the_route_becomes() -> No
     tools_choice = _choose("native", jinja=TOOLS_JINJA, native=NATIVE_OK)
     kept = confirm_route(tools_choice, shown, jinja=TOOLS_JINJA)
     assert kept.route == "native" and kept.proven and kept.library_template
-    # Nothing attached: unchanged.
-    assert confirm_route(choice, ShownModel(template=""), jinja=PLAIN_JINJA).route == "native"
+    # Nothing attached: /api/show prints the default {{ .Prompt }} (0.9.x, and 0.30+ on the
+    # rendered path) or, on 0.30+'s native path, the Jinja itself: neither is a TEMPLATE layer.
+    for shown_text in ("", "{{ .Prompt }}", PLAIN_JINJA):
+        same = confirm_route(choice, ShownModel(template=shown_text), jinja=PLAIN_JINJA)
+        assert same.route == "native" and same.proven and not same.library_template
 
 
 def _corpus_pairs() -> list[tuple[str, str]]:

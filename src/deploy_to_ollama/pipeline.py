@@ -335,6 +335,7 @@ def _run_check(
             num_predict=plan.num_predict,
             verify=plan.verify,
             progress=plan.progress,
+            require_capabilities=plan.strict,
         )
     except (DeployError, KeyboardInterrupt):
         if registration is not None and not plan.keep_failed:

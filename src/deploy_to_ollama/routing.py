@@ -416,9 +416,10 @@ def _better(go: GoProof, native: NativeProof | None) -> tuple[Route, str]:
         if native is not None and native.available and not go.kept_on_current:
             return "native", "neither route is proven; Ollama 0.30+ replaces the TEMPLATE anyway"
         return "go", "neither route is proven; the native route is unavailable"
+    counts = f"{len(go.differs)} probes differ on go, {len(native.differs)} on native"
     if len(native.differs) < len(go.differs):
-        return "native", "neither route is proven; the native route differs on fewer probes"
-    return "go", "neither route is proven; the go route differs on no more probes"
+        return "native", f"neither route is proven; native is the better one ({counts})"
+    return "go", f"neither route is proven; go is the better one ({counts})"
 
 
 def _as_served(route: Route, reason: str, decision: RouteDecision) -> tuple[Route, str]:
@@ -456,16 +457,11 @@ def confirm_route(
     to the rendered path with a template nobody verified: the route then becomes what the
     selection says, unproven unless it is the go route with our own TEMPLATE.
     """
+    from .roundtrip.capability_check import facts_from_show
+
     if shown is None:
         return choice
-    details = shown.details
-    facts = ModelFacts(
-        template=str(shown.template or "") or None,
-        jinja=jinja,
-        renderer=str(getattr(shown, "renderer", "") or ""),
-        parser=str(getattr(shown, "parser", "") or ""),
-        model_family=str(getattr(details, "family", "") or "") if details else "",
-    )
+    facts = facts_from_show(shown, jinja)
     decision = select_route(facts, parse_server_version(choice.server_version)[0])
     attached = choice.route == "native" and facts.template is not None
     served: Route = "native" if decision.path == "native" else "go"
