@@ -190,6 +190,14 @@ def prove_native(
         if base_dir is None:
             raise
         template_source = load_template_source(base_dir)
+    embedded = _gguf_jinja(gguf)
+    if embedded is not None and embedded != template_source.template:
+        # One template reader: the proof must be of the Jinja the TEMPLATE was translated from.
+        return NativeProof(
+            available=False,
+            reason=f"{gguf.name}'s tokenizer.chat_template is not the template the TEMPLATE "
+            f"was translated from ({template_source.origin})",
+        )
     try:
         binary = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).require_server()
         return native_proof(verify_native(template_source, binary, gguf=gguf))
@@ -198,6 +206,15 @@ def prove_native(
             raise
         why = f"{err.message} ({err.hint})" if err.hint else err.message
         return NativeProof(available=False, reason=why)
+
+
+def _gguf_jinja(gguf: Path) -> str | None:
+    """``tokenizer.chat_template`` of ``gguf`` (None without one)."""
+    from gguf import GGUFReader
+
+    field_ = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
+    text = str(field_.contents() or "") if field_ is not None else ""
+    return text or None
 
 
 # --------------------------------------------------------------------------- the choice
