@@ -435,8 +435,8 @@ def _better(go: GoProof, native: NativeProof | None) -> tuple[Route, str]:
         return "go", "neither route is proven; the native route is unavailable"
     counts = f"{len(go.differs)} probes differ on go, {len(native.differs)} on native"
     if len(native.differs) < len(go.differs):
-        return "native", f"neither route is proven; native is the better one ({counts})"
-    return "go", f"neither route is proven; go is the better one ({counts})"
+        return "native", f"neither route is proven; native is the better one: {counts}"
+    return "go", f"neither route is proven; go is the better one: {counts}"
 
 
 def _as_served(route: Route, reason: str, decision: RouteDecision) -> tuple[Route, str]:
