@@ -220,3 +220,15 @@ def test_check_on_a_newer_server_reads_the_native_prompt_through_debug_render(
     shown = OllamaClient(ollama_server.host).require("check-native")
     assert caps.reported == tuple(shown.capabilities or ()) and caps.lost == ("tools",)
     assert report.problems == [caps.problem]
+
+
+def test_an_unreadable_server_version_gets_the_newest_rules_with_a_warning(
+    ollama_server: OllamaServer, llama_server_binary: Path, tmp_path: Path
+) -> None:
+    """Stand-in reporting the version ``banana`` in front of the real 0.9.3."""
+    gguf = write_tiny_gguf(tmp_path / "lost.gguf", chat_template=LOST_TOOLS)
+    with newer_ollama(ollama_server.host, version="banana") as proxy:
+        report = _deploy(gguf, "route-banana", host_of(proxy), tmp_path)
+    assert report.route.generation == "0.30+" and report.route.route == "native"
+    warnings = [w for w in report.warnings if "banana" in w]
+    assert len(warnings) == 1 and "assuming the newest rules" in warnings[0]
