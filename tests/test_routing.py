@@ -5,6 +5,7 @@ The live deploys are in ``test_routing_ollama.py``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,3 +207,15 @@ def test_over_the_corpus_the_reported_route_is_always_what_the_selection_says() 
                     assert choice.capabilities == decision.capabilities
                     checked += 1
     assert checked > 1000
+
+
+def test_an_unknown_template_route_is_a_usage_error_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from support.cli import run_cli
+
+    code, _, err = run_cli(
+        ["deploy", str(tmp_path / "missing"), "--name", "m", "--template-route", "jinja"], capsys
+    )
+    assert code == 2 and "unknown --template-route 'jinja'" in err
+    assert "auto, go, native" in err
