@@ -140,6 +140,8 @@ def test_auto_on_a_newer_server_goes_native_where_ollama_would_replace_the_templ
     gguf = write_tiny_gguf(tmp_path / "lost.gguf", chat_template=LOST_TOOLS)
     with newer_ollama(ollama_server.host) as proxy:
         report = _deploy(gguf, "route-native", host_of(proxy), tmp_path)
+        again = _deploy(gguf, "route-native", host_of(proxy), tmp_path)  # a rerun reuses it
+    assert dict(again.stages)["register"] == "reused" and again.route.route == "native"
     route = report.route
     assert route.route == "native" and route.proven and report.passed
     assert route.native is not None and route.native.verified and route.native.compared > 3

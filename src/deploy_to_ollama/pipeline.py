@@ -52,6 +52,7 @@ from .routing import (
     check_route_request,
     confirm_deployed_route,
     modelfile_for_route,
+    registered_template_matches,
     route_for_deploy,
 )
 from .settings import Settings, normalize_host
@@ -515,7 +516,7 @@ def _registered_same(name: str, host: str, digest: str, modelfile: Modelfile) ->
     blob = digest.replace(":", "-")
     return (
         blob in (shown.modelfile or "")
-        and (shown.template or "") == (modelfile.template or "")
+        and registered_template_matches(shown, modelfile.template)
         and (shown.system or "") == (modelfile.system or "")
     )
 

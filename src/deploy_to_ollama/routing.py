@@ -51,7 +51,6 @@ ROUTE_CHOICES: tuple[str, ...] = ("auto", "go", "native")
 LEGACY, CURRENT = "0.9.x", "0.30+"
 #: A version of the newest generation, for asking the selection about it.
 _NEWEST = ServerVersion("newest", (99, 0, 0), newest=True)
-_LEGACY = ServerVersion("0.9.3", (0, 9, 3))
 
 __all__ = [
     "CURRENT",
@@ -70,6 +69,7 @@ __all__ = [
     "native_proof",
     "prove_native",
     "raise_for_route",
+    "registered_template_matches",
     "route_for_deploy",
 ]
 
@@ -501,6 +501,18 @@ def confirm_route(
     )
 
 
+def registered_template_matches(shown: ShownModel, template: str | None) -> bool:
+    """The registered model has the TEMPLATE the Modelfile asks for: the same text, or for a
+    Modelfile without one (the native route) no layer or the library one create attaches."""
+    from .doctor.routes import library_template_name
+    from .roundtrip.capability_check import shown_go_template
+
+    registered = shown_go_template(shown, None)
+    if template is None:
+        return registered is None or library_template_name(registered) is not None
+    return registered == template
+
+
 def raise_for_route(choice: RouteChoice) -> None:
     """``TemplateMismatchError`` (exit 3) when the route is unproven or ``--strict`` lost a
     capability."""
@@ -512,11 +524,6 @@ def raise_for_route(choice: RouteChoice) -> None:
         hint="`deploy-to-ollama template diff SOURCE` (and `--native`) shows the differences; "
         "`doctor NAME --fix` switches to the proven route",
     )
-
-
-def legacy_version() -> ServerVersion:
-    """A 0.9.x version, for asking the selection about the older generation."""
-    return _LEGACY
 
 
 # --------------------------------------------------------------------------- deploy's calls
