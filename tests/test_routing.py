@@ -219,3 +219,17 @@ def test_an_unknown_template_route_is_a_usage_error_before_any_work(
     )
     assert code == 2 and "unknown --template-route 'jinja'" in err
     assert "auto, go, native" in err
+
+
+def test_a_renderer_in_the_registered_model_takes_the_route_away_from_the_jinja() -> None:
+    """RENDERER/PARSER (inherited from a FROM model, or set by create for some architectures)
+    make Ollama render the prompt itself; /api/show prints them in its modelfile text."""
+    from deploy_to_ollama.roundtrip.capability_check import check_capabilities
+
+    choice = _choose("native", jinja=TOOLS_JINJA, native=NATIVE_OK)
+    shown = ShownModel(modelfile="FROM /blobs/sha256-x\nRENDERER qwen3-coder\nPARSER qwen3-coder\n")
+    confirmed = confirm_route(choice, shown, jinja=TOOLS_JINJA)
+    assert confirmed.route == "go" and not confirmed.proven
+    assert "RENDERER/PARSER" in confirmed.reason
+    checked = check_capabilities(shown, NEW, TOOLS_JINJA)
+    assert checked.route == "go" and "RENDERER/PARSER" in checked.reason

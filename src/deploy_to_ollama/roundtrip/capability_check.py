@@ -91,10 +91,24 @@ def facts_from_show(shown: ShownModel, jinja: str | None) -> ModelFacts:
     return ModelFacts(
         template=shown_go_template(shown, jinja),
         jinja=jinja,
-        renderer=str(getattr(shown, "renderer", "") or ""),
-        parser=str(getattr(shown, "parser", "") or ""),
+        renderer=_config_value(shown, "renderer"),
+        parser=_config_value(shown, "parser"),
         model_family=str(getattr(details, "family", "") or "") if details else "",
     )
+
+
+def _config_value(shown: ShownModel, command: str) -> str:
+    """RENDERER/PARSER of the model: ``/api/show`` prints them as Modelfile commands in its
+    ``modelfile`` text (server/images.go ``Model.String``); the ollama package has no field.
+
+    >>> _config_value(ShownModel(modelfile="FROM x\\nRENDERER qwen3-coder"), "renderer")
+    'qwen3-coder'
+    """
+    for line in str(shown.modelfile or "").splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name.lower() == command and value.strip():
+            return value.strip().strip('"')
+    return ""
 
 
 def check_capabilities(
