@@ -77,6 +77,8 @@ def test_a_template_that_lost_tools_is_replaced_on_current_ollama_so_auto_goes_n
     # The same model on 0.9.3: the go route, and the loss stated (exit 3 only with --strict).
     old = _choose(go=proof, jinja=TOOLS_JINJA, version=OLD)
     assert old.route == "go" and old.capabilities_lost == ("tools",) and old.failure is None
+    assert any(w.startswith("template_overridden: on Ollama 0.30+") for w in old.warnings)
+    assert not _choose(go=_template(PLAIN_JINJA), version=OLD).warnings  # kept on 0.30+ too
     assert any(line.startswith("CAPABILITIES LOST  tools") for line in old.summary_lines())
     strict = _choose(go=proof, jinja=TOOLS_JINJA, version=OLD, strict=True)
     assert strict.failure is not None and "capabilities_lost (--strict)" in strict.failure

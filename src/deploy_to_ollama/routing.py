@@ -373,6 +373,11 @@ def choose_route(
     route, reason = _as_served(route, reason, decision)
     proven = generation in (go.proven_on() if route == "go" else _native_proven(native))
     lost = _lost(jinja, decision)
+    if route == "go" and not current and not go.kept_on_current:
+        warnings.append(
+            "template_overridden: on Ollama 0.30+ this TEMPLATE gives way to the GGUF's Jinja "
+            "(it shows more capabilities); deploy again there to prove the native route"
+        )
     return RouteChoice(
         route=route,
         requested=requested,
