@@ -20,7 +20,7 @@ from support.ollama_server import (
     OllamaServer,
     write_tiny_gguf,
 )
-from test_routing_ollama import LOST_TOOLS, OWN_FORMAT, _toolchain_env
+from support.routes import LOST_TOOLS, OWN_FORMAT, toolchain_env
 
 #: Tools by Ollama's substring rule (so 0.30+ prefers the Jinja over a tool-less TEMPLATE),
 #: and ``enable_thinking``, which llama.cpp defines and transformers does not: it differs.
@@ -42,7 +42,7 @@ def _target(tmp_path: Path, jinja: str, template: str | None = TINY_OLLAMA_TEMPL
 @pytest.fixture
 def with_llama_server(llama_server_binary: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The doctor finds the shared toolchain's llama-server through the environment."""
-    for key, value in _toolchain_env().items():
+    for key, value in toolchain_env().items():
         monkeypatch.setenv(key, value)
 
 

@@ -10,7 +10,7 @@ import pytest
 from deploy_to_ollama.routing import GoProof, NativeProof, choose_route, prove_native
 from deploy_to_ollama.settings import Settings
 from support.ollama_server import TINY_CHAT_TEMPLATE, write_tiny_gguf
-from test_routing_ollama import _toolchain_env
+from support.routes import toolchain_env
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _jinja_file(tmp_path: Path, text: str) -> Path:
 
 
 def _prove(tmp_path: Path, source: Path, gguf: Path, *, required: bool = False) -> NativeProof:
-    settings = Settings.from_env(_toolchain_env())
+    settings = Settings.from_env(toolchain_env())
     return prove_native(source, None, gguf, settings, required=required)
 
 

@@ -19,36 +19,13 @@ from deploy_to_ollama.roundtrip.capability_check import shown_go_template
 from deploy_to_ollama.settings import Settings
 from support.cli import run_cli
 from support.newer_ollama import host_of, newer_ollama
-from support.ollama_server import TINY_CHAT_TEMPLATE, OllamaServer, write_tiny_gguf
+from support.ollama_server import OllamaServer, write_tiny_gguf
+from support.routes import LOST_TOOLS, NATIVE_DIFFERS, toolchain_env
 
 pytestmark = [pytest.mark.ollama, pytest.mark.slow]
 
-#: Ollama's substring rule grants the Jinja ``tools``; it never renders them, so our TEMPLATE
-#: has no ``.Tools``: the TEMPLATE is verified and lacks a capability (capabilities_lost).
-LOST_TOOLS = TINY_CHAT_TEMPLATE + "{% if false %}{{ tools }}{% endif %}"
-#: ChatML behind a long comment: it renders like ChatML, but its text is at edit distance >= 100
-#: from every library template, so ``ollama create`` attaches none (``detectChatTemplate``).
-OWN_FORMAT = (
-    "{#- A chat template of the deploy-to-ollama route tests. It renders ChatML; this comment "
-    "only moves it away from every entry of Ollama's template library, so that create keeps "
-    "the model without a TEMPLATE. -#}" + TINY_CHAT_TEMPLATE
-)
-#: llama.cpp passes ``enable_thinking``; transformers leaves it undefined: native differs.
-NATIVE_DIFFERS = OWN_FORMAT + "{% if enable_thinking is defined %}<think>\n{% endif %}"
-
-
-def _toolchain_env() -> dict[str, str]:
-    """The variables that find the shared toolchain (llama-server built by setup)."""
-    from support.llama_cpp import _START_ENV, shared_cache_dir
-
-    env = {"DTO_CACHE_DIR": str(shared_cache_dir())}
-    if _START_ENV.get("DTO_LLAMA_CPP_DIR"):
-        env["DTO_LLAMA_CPP_DIR"] = _START_ENV["DTO_LLAMA_CPP_DIR"]
-    return env
-
-
 def _settings() -> Settings:
-    return Settings.from_env(_toolchain_env())
+    return Settings.from_env(toolchain_env())
 
 
 def _deploy(gguf: Path, name: str, host: str, tmp_path: Path, **kwargs: Any) -> Any:
@@ -167,7 +144,7 @@ def test_an_unproven_route_is_deployed_says_why_and_exits_3(
     ChatML Jinja asked for natively gets the library TEMPLATE from create: exit 3, saying so."""
     own = write_tiny_gguf(tmp_path / "own.gguf", chat_template=NATIVE_DIFFERS)
     chatml = write_tiny_gguf(tmp_path / "chatml.gguf")
-    for key, value in _toolchain_env().items():  # the CLI reads its settings from the env
+    for key, value in toolchain_env().items():  # the CLI reads its settings from the env
         monkeypatch.setenv(key, value)
     with newer_ollama(ollama_server.host) as proxy:
         host = host_of(proxy)
