@@ -116,3 +116,24 @@ def test_the_packaged_library_digests_are_the_corpus_library() -> None:
         digest = hashlib.sha256(entry.template.encode()).hexdigest()
         assert library_template_name(entry.template) is not None, (entry.name, digest)
     assert library_template_name(TINY_OLLAMA_TEMPLATE) is None
+
+
+@pytest.mark.ollama
+def test_a_renderer_a_newer_ollama_reports_overrides_the_template(
+    ollama_server: OllamaServer, tmp_path: Path
+) -> None:
+    """Stand-in (``support/newer_ollama.py``): 0.33.0 whose /api/show prints the RENDERER and
+    PARSER lines a model inherited from a FROM model; 0.9.3 has no such commands."""
+    from support.newer_ollama import host_of, newer_ollama
+
+    gguf = write_tiny_gguf(tmp_path / "chatml.gguf")
+    ours = Modelfile(from_=str(gguf), template=TINY_OLLAMA_TEMPLATE)
+    register_model("renderer-model", ours, base_dir=tmp_path, host=ollama_server.host)
+    extra = "RENDERER qwen3-coder\nPARSER qwen3-coder\n"
+    with newer_ollama(ollama_server.host, show_extra=extra) as proxy:
+        report = examine("renderer-model", host=host_of(proxy))
+    found = {d.code: d for d in report.diagnoses}
+    assert "RENDERER qwen3-coder, PARSER qwen3-coder" in found["template_overridden"].title
+    with newer_ollama(ollama_server.host) as proxy:
+        plain = examine("renderer-model", host=host_of(proxy))
+    assert "template_overridden" not in {d.code for d in plain.diagnoses}

@@ -4,7 +4,8 @@ Ollama 0.30+ cannot run here, so this proxy answers ``/api/version`` with a newe
 forwards every other request, byte for byte, to the real 0.9.3 server: models are created,
 stored and shown by real Ollama. What the stand-in adds, when given a llama-server, is 0.30+'s
 ``_debug_render_only`` for a model on the native path: the prompt llama-server's Jinja engine
-builds (``/apply-template``, the engine Ollama 0.30+ hands the chat to). Tests that use it say so.
+builds (``/apply-template``, the engine Ollama 0.30+ hands the chat to), and the RENDERER/PARSER
+lines a newer ``/api/show`` prints. Tests that use it say so.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from deploy_to_ollama.gguf.llama_server import LlamaServer
 class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, upstream: str, version: str, renderer: LlamaServer | None) -> None:
+    def __init__(
+        self, upstream: str, version: str, renderer: LlamaServer | None, show_extra: str
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.show_extra = show_extra
         self.upstream = upstream.rstrip("/")
         self.fake_version = version
         self.renderer = renderer
@@ -66,6 +70,10 @@ class _Handler(BaseHTTPRequestHandler):
         except urllib.error.HTTPError as err:
             status, data = err.code, err.read()
             kind = err.headers.get("Content-Type", "application/json")
+        if self.path == "/api/show" and status == 200 and self.server.show_extra:
+            shown = json.loads(data)
+            shown["modelfile"] = str(shown.get("modelfile") or "") + self.server.show_extra
+            data = json.dumps(shown).encode()
         self._reply(status, data, kind)
 
     def _body(self) -> bytes | None:
@@ -100,10 +108,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def newer_ollama(
-    upstream: str, version: str = "0.33.0", *, renderer: LlamaServer | None = None
+    upstream: str,
+    version: str = "0.33.0",
+    *,
+    renderer: LlamaServer | None = None,
+    show_extra: str = "",
 ) -> Iterator[_Proxy]:
-    """Serve the stand-in on 127.0.0.1:<free port>; ``.server_address`` gives the port."""
-    proxy = _Proxy(upstream, version, renderer)
+    """Serve the stand-in on 127.0.0.1:<free port>; ``.server_address`` gives the port.
+
+    ``show_extra`` is appended to ``/api/show``'s modelfile text: the RENDERER/PARSER lines a
+    newer Ollama prints for a model that has them (0.9.3 has no such commands).
+    """
+    proxy = _Proxy(upstream, version, renderer, show_extra)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:

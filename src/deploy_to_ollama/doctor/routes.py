@@ -60,8 +60,41 @@ def _served_natively(ctx: DoctorContext) -> bool:
     return select_route(facts, NEWEST).path == "native"
 
 
+def _renderer_parser(ctx: DoctorContext) -> tuple[str, str]:
+    """RENDERER and PARSER of an Ollama model (``/api/show``'s modelfile text), else empty."""
+    from ..ollama_client import OllamaClient
+    from ..roundtrip.capability_check import config_value
+
+    if ctx.target.kind != "ollama":
+        return "", ""
+    shown = OllamaClient(ctx.target.host).show(ctx.target.label)
+    if shown is None:
+        return "", ""
+    return config_value(shown, "renderer"), config_value(shown, "parser")
+
+
+def _renderer_overrides(renderer: str, parser: str) -> Diagnosis:
+    named = ", ".join(f"{k} {v}" for k, v in (("RENDERER", renderer), ("PARSER", parser)) if v)
+    return Diagnosis(
+        "template_overridden",
+        "warning",
+        f"{named} builds the prompt: Ollama ignores this TEMPLATE",
+        "The prompt comes from Ollama's built-in renderer for another model family, inherited "
+        "from a FROM model or set by create for the architecture, not from the fine-tune's "
+        "template.",
+        (f"the model's config has {named} (server/create.go copies it from a FROM model)",),
+        "`doctor --fix` re-creates the model from its weights blob, which inherits no "
+        "RENDERER/PARSER",
+        fixable=True,
+    )
+
+
 def check_template_overridden(ctx: DoctorContext) -> list[Diagnosis]:
-    """A TEMPLATE that Ollama 0.30+ drops for the GGUF's Jinja."""
+    """A TEMPLATE that Ollama 0.30+ drops for the GGUF's Jinja, or that a RENDERER/PARSER
+    replaces on any server that has them."""
+    renderer, parser = _renderer_parser(ctx) if ctx.has_template else ("", "")
+    if renderer or parser:
+        return [_renderer_overrides(renderer, parser)]
     jinja = _jinja(ctx)
     if jinja is None or not ctx.has_template or not _served_natively(ctx):
         return []

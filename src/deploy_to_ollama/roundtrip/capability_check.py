@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "CapabilityCheck",
     "check_capabilities",
+    "config_value",
     "facts_from_show",
     "shown_go_template",
 ]
@@ -91,17 +92,17 @@ def facts_from_show(shown: ShownModel, jinja: str | None) -> ModelFacts:
     return ModelFacts(
         template=shown_go_template(shown, jinja),
         jinja=jinja,
-        renderer=_config_value(shown, "renderer"),
-        parser=_config_value(shown, "parser"),
+        renderer=config_value(shown, "renderer"),
+        parser=config_value(shown, "parser"),
         model_family=str(getattr(details, "family", "") or "") if details else "",
     )
 
 
-def _config_value(shown: ShownModel, command: str) -> str:
+def config_value(shown: ShownModel, command: str) -> str:
     """RENDERER/PARSER of the model: ``/api/show`` prints them as Modelfile commands in its
     ``modelfile`` text (server/images.go ``Model.String``); the ollama package has no field.
 
-    >>> _config_value(ShownModel(modelfile="FROM x\\nRENDERER qwen3-coder"), "renderer")
+    >>> config_value(ShownModel(modelfile="FROM x\\nRENDERER qwen3-coder"), "renderer")
     'qwen3-coder'
     """
     for line in str(shown.modelfile or "").splitlines():
