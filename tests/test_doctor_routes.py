@@ -137,3 +137,26 @@ def test_a_renderer_a_newer_ollama_reports_overrides_the_template(
     with newer_ollama(ollama_server.host) as proxy:
         plain = examine("renderer-model", host=host_of(proxy))
     assert "template_overridden" not in {d.code for d in plain.diagnoses}
+
+
+@pytest.mark.ollama
+def test_fix_picks_the_route_the_models_server_can_serve(
+    ollama_server: OllamaServer, tmp_path: Path, with_llama_server: None
+) -> None:
+    """Real 0.9.3: only the go route exists, so --fix keeps a TEMPLATE. Through the stand-in
+    reporting 0.33.0 (``support/newer_ollama.py``) the same model is fixed to the native route."""
+    from support.newer_ollama import host_of, newer_ollama
+
+    gguf = write_tiny_gguf(tmp_path / "lost.gguf", chat_template=LOST_TOOLS)
+    ours = Modelfile(from_=str(gguf), template=TINY_OLLAMA_TEMPLATE)
+    register_model("fix-route", ours, base_dir=tmp_path, host=ollama_server.host)
+    old = examine("fix-route", host=ollama_server.host)
+    assert "template_overridden" in {d.code for d in old.diagnoses}
+    assert old.choice.reference is not None
+    kept = plan_fix(old.target, old.choice.reference, old.diagnoses)
+    assert kept.modelfile.template and not kept.changes[0].startswith("route native")
+    with newer_ollama(ollama_server.host) as proxy:
+        new = examine("fix-route", host=host_of(proxy))
+        assert new.choice.reference is not None
+        native = plan_fix(new.target, new.choice.reference, new.diagnoses)
+    assert native.modelfile.template is None and native.changes[0].startswith("route native")

@@ -73,7 +73,7 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
         )
     translated = translate_template(reference.source)
     verified = bool(getattr(translated.report, "verified", False))
-    route = _route(reference, translated.template, found, verified=verified)
+    route = _route(target, reference, translated.template, found, verified=verified)
     system = _fixed_system(target, translated.system, found)
     # The one Modelfile assembly deploy and export use: stops, sampling, then the model's own.
     modelfile = assemble_modelfile(
@@ -109,6 +109,7 @@ _ROUTE_CODES = frozenset({"template_overridden", "native_render_mismatch", "capa
 
 
 def _route(
+    target: Target,
     reference: ReferenceTemplate,
     template: str | None,
     found: Sequence[Diagnosis],
@@ -120,7 +121,8 @@ def _route(
 
     if reference.source is None or not _ROUTE_CODES & {d.code for d in found}:
         return "go"
-    return proven_route(reference.source, template or "", verified=verified)
+    version = OllamaClient(target.host).version() if target.kind == "ollama" else None
+    return proven_route(reference.source, template or "", verified=verified, version=version)
 
 
 def _fixed_sampling(target: Target, reference: ReferenceTemplate) -> tuple[tuple[str, str], ...]:

@@ -208,9 +208,16 @@ def native_report(source: TemplateSource) -> NativeReport | NativeUnavailable:
         return NativeUnavailable(err.message)
 
 
-def proven_route(source: TemplateSource, template: str, *, verified: bool) -> str:
+def proven_route(
+    source: TemplateSource, template: str, *, verified: bool, version: str | None = None
+) -> str:
     """``go`` or ``native``: the route ``--fix`` writes (go when its TEMPLATE is verified and
-    0.30+ keeps it; native when llama.cpp's engine is proven; else go, today's default)."""
+    0.30+ keeps it; native when llama.cpp's engine is proven; else go, today's default).
+    ``version``: the server's, for an Ollama model; before 0.30 only the go route exists."""
+    from ..ollama_route import parse_server_version
+
+    if version is not None and not parse_server_version(version)[0].native_path:
+        return "go"
     facts = ModelFacts(template=template, jinja=source.template)
     if verified and select_route(facts, NEWEST).path == "rendered":
         return "go"
