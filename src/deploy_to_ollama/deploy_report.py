@@ -59,7 +59,10 @@ def report_data(report: DeployReport) -> dict[str, Any]:
         "gguf_bytes": report.gguf_bytes,
         "template": {"verified": report.template_verified},
         "probes": [{"probe": p.probe, "matched": p.matched} for p in rt.probes] if rt else [],
-        "capabilities": ["completion", *go_template_capabilities(modelfile.template)],
+        "capabilities": list(report.route.capabilities)
+        if report.route
+        else ["completion", *go_template_capabilities(modelfile.template)],
+        "template_route": report.route.to_json() if report.route else None,
         "ollama_versions_checked": [rt.server_version] if rt else [],
         "round_trip": round_trip,
         "warnings": list(report.warnings),

@@ -46,6 +46,15 @@ from .resume import (
     stable_hash,
 )
 from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference_for
+from .routing import (
+    RouteRequest,
+    check_route_for_server,
+    check_route_request,
+    confirm_deployed_route,
+    modelfile_for_route,
+    registered_template_matches,
+    route_for_deploy,
+)
 from .settings import Settings, normalize_host
 from .stages import MODELFILE_NAME, build_modelfile, check_parameters, translate_stage
 
@@ -103,6 +112,8 @@ def deploy(
     mode: str = "merged",
     base_model: str | None = None,
     expected_base_answer: str | None = None,
+    template_route: str = "auto",
+    strict: bool = False,
 ) -> DeployReport:
     """Deploy a fine-tune to Ollama and prove it works.
 
@@ -132,6 +143,9 @@ def deploy(
             ``auto`` (adapter when the LoRA converts, else merged).
         base_model: an Ollama model to run the adapter on (checked to be its base).
         expected_base_answer: in adapter mode, the base's generation check must answer this.
+        template_route: ``auto``, ``go`` or ``native`` (``routing``: which prompt path the
+            user's server takes, proven on purpose).
+        strict: a capability the Jinja has and the deployed model lacks fails (exit 3).
 
     Returns:
         The report; ``passed`` is false when the round trip failed (the CLI exits 3).
@@ -167,6 +181,8 @@ def deploy(
         mode=mode,
         base_model=validate_model_name(base_model) if base_model else None,
         expected_base_answer=expected_base_answer,
+        template_route=check_route_request(template_route),
+        strict=strict,
     )
     if keep is not None:
         check_writable_dir(keep, what="--keep")
@@ -175,6 +191,7 @@ def deploy(
         # refused here, before the server, the toolchain or an export is touched.
         resolved = check_source(path, base=base)
         version = OllamaClient(plan.host).version()  # then the server (exit 4), before work
+        check_route_for_server(plan.template_route, version)
         real = real_quant(plan.quant, resolved)  # an alias resolved, a GGUF source's own type
         plan = replace(plan, load_warnings=tuple(load_warnings([real], version)))
         for warning in plan.load_warnings:  # now, not after a long export that fails to load
@@ -210,6 +227,8 @@ class _Plan:
     mode: str = "merged"
     base_model: str | None = None
     expected_base_answer: str | None = None
+    template_route: RouteRequest = "auto"
+    strict: bool = False
 
     @property
     def stem(self) -> str:
@@ -240,18 +259,29 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         gguf, status = _run_export(plan, path, resolved, work, state, input_key, quant)
         stages.append(("export", status))
         stages.append(("template", template_status))
+        route = route_for_deploy(
+            plan.template_route, strict=plan.strict, host=plan.host, source=path,
+            base_dir=base_dir, gguf=gguf, template=template, jinja=resolved.chat_template,
+            settings=plan.settings,
+        )  # fmt: skip
+        modelfile = modelfile_for_route(route, modelfile)
+        text = render_modelfile(modelfile)
         modelfile_path = work / MODELFILE_NAME
         write_text_atomic(modelfile_path, text)
         stages.append(("modelfile", "done"))
         status, registration = _run_register(plan, modelfile, work, gguf, state)
         stages.append(("register", status))
+        route = confirm_deployed_route(
+            route, host=plan.host, name=plan.name, jinja=resolved.chat_template
+        )
     round_trip, failed_model = _run_check(plan, resolved, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
     warnings = list(plan.load_warnings)
     if not template.verified:
         warnings.append(f"template not verified: {template.note or ''}")
-    warnings += template.capabilities_lost
+    warnings += template.capabilities_lost if route.route == "go" else ()
+    warnings += route.warnings
     return DeployReport(
         name=plan.name,
         host=plan.host,
@@ -264,6 +294,7 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         round_trip=round_trip,
         warnings=tuple(warnings),
         failed_model=failed_model,
+        route=route,
     )
 
 
@@ -320,6 +351,7 @@ def _run_check(
             num_predict=plan.num_predict,
             verify=plan.verify,
             progress=plan.progress,
+            require_capabilities=plan.strict,
         )
     except (DeployError, KeyboardInterrupt):
         if registration is not None and not plan.keep_failed:
@@ -499,7 +531,7 @@ def _registered_same(name: str, host: str, digest: str, modelfile: Modelfile) ->
     blob = digest.replace(":", "-")
     return (
         blob in (shown.modelfile or "")
-        and (shown.template or "") == (modelfile.template or "")
+        and registered_template_matches(shown, modelfile.template)
         and (shown.system or "") == (modelfile.system or "")
     )
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .roundtrip import RoundTripReport
+    from .routing import RouteChoice
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +31,14 @@ class DeployReport:
     """What became of the model when its round trip failed: removed, restored or kept."""
     adapter: AdapterFacts | None = None
     """``--mode adapter``: the base it runs on, the bytes uploaded, the base's own round trip."""
+    route: RouteChoice | None = None
+    """The template route, why, its proof and the capabilities Ollama reports (``routing``)."""
 
     @property
     def passed(self) -> bool:
-        own = self.round_trip is None or self.round_trip.passed
-        return own and (self.adapter is None or self.adapter.passed)
+        round_trip = self.round_trip is None or self.round_trip.passed
+        adapter = self.adapter is None or self.adapter.passed
+        return round_trip and adapter and (self.route is None or self.route.failure is None)
 
     @property
     def run_command(self) -> str:
@@ -55,6 +59,7 @@ class DeployReport:
             "warnings": list(self.warnings),
             "failed_model": self.failed_model,
             "run": self.run_command,
+            **(self.route.to_json() if self.route else {}),
         } | (self.adapter.to_dict() if self.adapter else {})
 
     def summary_lines(self) -> list[str]:
@@ -64,6 +69,7 @@ class DeployReport:
             f"quant    {self.quant} ({size}, {self.gguf})",
             f"template {'verified' if self.template_verified else 'NOT verified'}",
         ]
+        lines += self.route.summary_lines() if self.route else []
         rt = self.round_trip
         if rt is None:
             lines.append("check    skipped")

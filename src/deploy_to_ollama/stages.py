@@ -51,6 +51,7 @@ def translate_stage(source: Path, base_dir: Path | None) -> TemplateResult:
         verified=translated.verified,
         note=note or "; ".join(translated.warnings) or None,
         capabilities_lost=tuple(capability_warnings(template_source.template, translated.template)),
+        differs=tuple(p.probe for p in translated.report.probes if p.status == "differs"),
     )
 
 

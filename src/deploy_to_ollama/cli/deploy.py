@@ -11,6 +11,7 @@ from .._fs import check_writable_dir
 from ..errors import (
     InputNotFoundError,
     RoundTripError,
+    TemplateMismatchError,
     UsageError,
 )
 from ..progress import NullProgress, ProgressReporter, RichProgress
@@ -19,6 +20,7 @@ from ._common import settings as cli_settings
 
 if TYPE_CHECKING:
     from ..roundtrip import RoundTripReport
+    from ..routing import RouteChoice
 
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="Print only the model name on success.")
@@ -52,9 +54,28 @@ NoVerifyOpt = Annotated[
     ),
 ]
 
+TemplateRouteOpt = Annotated[
+    str,
+    typer.Option(
+        "--template-route",
+        help="Prompt path to deploy for: go (our verified TEMPLATE), native (the GGUF's Jinja "
+        "on llama.cpp's engine, Ollama 0.30+), auto (the route proven for the server's "
+        "version, preferring one proven on both generations) [default: auto].",
+    ),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Exit 3 when the deployed model lacks a capability (tools, thinking) its Jinja "
+        "chat template has (capabilities_lost); without it that is a prominent warning.",
+    ),
+]
+
 DEPLOY_EXAMPLES = """
 Examples:
   deploy-to-ollama ./lora_model --name my-model
+  deploy-to-ollama ./lora_model --name my-model --template-route native --strict
   deploy-to-ollama ./lora_model --name my-model:q8 --quant q8_0 --host 127.0.0.1:11434
   deploy-to-ollama ./merged_model --name my-model --keep ./ollama-export --json
   deploy-to-ollama ./lora_model --name my-model --mode adapter           # FROM base + ADAPTER
@@ -148,6 +169,15 @@ def round_trip_failed(report: RoundTripReport) -> RoundTripError:
     )
 
 
+def route_failed(route: RouteChoice) -> TemplateMismatchError:
+    """The exit-3 error of an unproven route, or of a lost capability under ``--strict``."""
+    return TemplateMismatchError(
+        route.failure or "template route not proven",
+        hint="`deploy-to-ollama template diff SOURCE` (add --native for the GGUF's Jinja) "
+        "shows the differences; `doctor NAME --fix` switches to the proven route",
+    )
+
+
 @app.command("deploy", epilog=DEPLOY_EXAMPLES)
 def deploy_command(
     source: Annotated[str, typer.Argument(help="LoRA adapter dir, merged model dir or GGUF.")],
@@ -185,6 +215,8 @@ def deploy_command(
         ),
     ] = False,
     method: MethodOpt = "auto",
+    template_route: TemplateRouteOpt = "auto",
+    strict: StrictOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     mode: Annotated[
@@ -211,12 +243,14 @@ def deploy_command(
     """Export, register and verify a fine-tune in Ollama (the default command)."""
     from ..adapter_deploy import check_mode
     from ..pipeline import deploy
+    from ..routing import check_route_request
 
     check_mode(mode, base_model)
     if expect_base is not None and mode == "merged":
         raise UsageError("--expect-base needs --mode adapter or auto", hint="add --mode adapter")
 
     # Flags first (exit 2), before the server, the source or the toolchain are touched.
+    route_request = check_route_request(template_route)
     check_deploy_quant(quant)
     pairs = parse_parameters(parameter or [])
     chosen_method = check_method(method)
@@ -254,15 +288,19 @@ def deploy_command(
             mode=mode,
             base_model=base_model,
             expected_base_answer=expect_base,
+            template_route=route_request,
+            strict=strict,
         )
     if not quiet and not json_out:
         for line in report.summary_lines():
             print_line(line)
-    if not report.passed and report.round_trip is not None:
-        failed = report.round_trip
-        if failed.passed and report.adapter and report.adapter.base_round_trip:
-            failed = report.adapter.base_round_trip  # the base failed, not the fine-tune
-        fail(round_trip_failed(failed), report.to_dict())
+    if report.round_trip is not None and not report.round_trip.passed:
+        fail(round_trip_failed(report.round_trip), report.to_dict())
+    base_round_trip = report.adapter.base_round_trip if report.adapter else None
+    if base_round_trip is not None and not base_round_trip.passed:
+        fail(round_trip_failed(base_round_trip), report.to_dict())  # the base failed
+    if report.route is not None and report.route.failure is not None:
+        fail(route_failed(report.route), report.to_dict())
     if json_out:
         print_result_json(report.to_dict())
     else:

@@ -28,7 +28,9 @@ round trip), 1 bad input, 2 usage error, 4 Ollama unreachable.
 
 Diagnosis codes: no_template, template_mismatch, generation_prompt_missing, double_bos,
 default_system_lost, system_duplicated, eot_not_stop, stop_in_answers, tools_missing,
-tools_extra, sampling_conflict, reference_disagreement, no_reference.
+tools_extra, sampling_conflict, reference_disagreement, no_reference, capabilities_lost,
+template_overridden, native_render_mismatch, library_template_attached (the last three: which
+prompt path Ollama 0.30+ takes, ``doctor/routes.py``; ``--fix`` switches to the proven route).
 With exit 3 the document above also carries ``"ok": false``, ``error``, ``error_type`` and
 ``hint``. On other failures: ``{"ok": false, "error": str, "error_type": str, "hint": str|null,
 "exit_code": int}``.

@@ -546,8 +546,10 @@ CHECKS = (
 
 def diagnose(target: Target, choice: ReferenceChoice) -> list[Diagnosis]:
     """Run every check; errors first, then warnings, then notes."""
+    from .routes import ROUTE_CHECKS  # the template-route checks (issue 13), own module
+
     ctx = DoctorContext(target, choice)
-    found = [d for check in CHECKS for d in check(ctx)]
+    found = [d for check in (*CHECKS, *ROUTE_CHECKS) for d in check(ctx)]
     order: Mapping[str, int] = {"error": 0, "warning": 1, "info": 2}
     return sorted(found, key=lambda d: order[d.severity])
 

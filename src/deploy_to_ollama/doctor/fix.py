@@ -73,6 +73,7 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
         )
     translated = translate_template(reference.source)
     verified = bool(getattr(translated.report, "verified", False))
+    route = _route(target, reference, translated.template, found, verified=verified)
     system = _fixed_system(target, translated.system, found)
     # The one Modelfile assembly deploy and export use: stops, sampling, then the model's own.
     modelfile = assemble_modelfile(
@@ -86,8 +87,13 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
         header=header_comment(reference.location, verified=verified, by="(doctor --fix)"),
         system=system,
     )
+    if route == "native":  # the GGUF's Jinja is what is proven: no TEMPLATE, no SYSTEM
+        modelfile, verified, system = replace(modelfile, template=None, system=None), True, None
     params = modelfile.parameters
     changes = [f"TEMPLATE translated from {reference.location}"]
+    if route == "native":
+        changes = ["route native: no TEMPLATE, llama.cpp's engine renders the GGUF's Jinja "
+                   "(proven on Ollama 0.30+; older servers need the go route)"]  # fmt: skip
     changes.append(f"stops: {list(translated.stop)}")
     if system != target.system:
         changes.append(f"SYSTEM: {target.system!r} -> {system!r}")
@@ -96,6 +102,27 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
     if old != new:
         changes.append(f"sampling: {old} -> {new}")
     return FixPlan(modelfile, verified, tuple(changes))
+
+
+#: Diagnoses after which ``--fix`` chooses the route again (issue 13), not only the TEMPLATE.
+_ROUTE_CODES = frozenset({"template_overridden", "native_render_mismatch", "capabilities_lost"})
+
+
+def _route(
+    target: Target,
+    reference: ReferenceTemplate,
+    template: str | None,
+    found: Sequence[Diagnosis],
+    *,
+    verified: bool,
+) -> str:
+    """``go`` unless a route diagnosis was found and only the native route is proven."""
+    from .routes import proven_route
+
+    if reference.source is None or not _ROUTE_CODES & {d.code for d in found}:
+        return "go"
+    version = OllamaClient(target.host).version() if target.kind == "ollama" else None
+    return proven_route(reference.source, template or "", verified=verified, version=version)
 
 
 def _fixed_sampling(target: Target, reference: ReferenceTemplate) -> tuple[tuple[str, str], ...]:

@@ -44,6 +44,8 @@ class TemplateResult:
     note: str | None = None
     capabilities_lost: tuple[str, ...] = ()
     """``capabilities_lost: …`` lines: what Ollama derives from the Jinja but not the TEMPLATE."""
+    differs: tuple[str, ...] = ()
+    """The probes whose prompt differs from transformers' (the go route's proof)."""
 
 
 def format_number(value: float | int) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 from ..chat_template.verify import first_difference
 from ..ollama_client import OllamaClient, ShownModel
 from ..progress import NullProgress, ProgressReporter
-from .reference import Message, Reference, load_reference
+from .capability_check import check_capabilities
+from .reference import Message, Reference, load_reference, reference_from_gguf
 from .report import GenerationCheck, ProbeCheck, RenderMethod, RoundTripReport
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ def check_round_trip(
     generate: bool = True,
     verify: bool = True,
     progress: ProgressReporter | None = None,
+    require_capabilities: bool = True,
 ) -> RoundTripReport:
     """Check that the registered ``model`` renders like the reference and answers properly.
 
@@ -213,6 +215,8 @@ def check_round_trip(
         verify: a render check that cannot run fails the report (``--no-verify`` turns this
             off; the report then says "NOT verified", never PASSED).
         progress: stage reporter.
+        require_capabilities: a capability the reference's Jinja has and ``/api/show`` does
+            not list fails the report (``deploy`` passes its ``--strict``; else a warning).
 
     Returns:
         The report; call ``raise_for_failure`` to turn a failure into exit code 3.
@@ -229,9 +233,16 @@ def check_round_trip(
     shown = client.require(model)
     if reference is None and source is not None:
         reporter.start("reference", "loading the tokenizer with transformers")
-        reference = load_reference(source)
+        # A GGUF carries its own reference: its chat template (and tokenizer where readable).
+        reference = reference_from_gguf(source) if source.suffix == ".gguf" else None
+        reference = reference or load_reference(source)
         reporter.done("reference")
     method, note, checks = _render_checks(client, model, shown, reference, probes, reporter)
+    capabilities = None
+    if reference is not None and reference.chat_template:
+        capabilities = check_capabilities(
+            shown, version, reference.chat_template, required=require_capabilities
+        )
     generation = None
     if generate:
         reporter.start("generate", f"asking {model} one question (temperature 0)")
@@ -259,6 +270,7 @@ def check_round_trip(
         generation,
         require_render=verify,
         reference=reference.origin if reference is not None else None,
+        capabilities=capabilities,
     )
 
 

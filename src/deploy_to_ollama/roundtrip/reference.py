@@ -37,6 +37,8 @@ class Reference:
     special_tokens: tuple[str, ...]
     origin: str = "transformers"
     """Where the reference came from, for the report."""
+    chat_template: str | None = None
+    """The Jinja it renders with: what Ollama derives capabilities from (``check``)."""
 
     def ollama_token_ids(self, prompt: str) -> list[int]:
         """Token ids llama.cpp feeds the model for ``prompt`` (BOS added like the tokenizer)."""
@@ -98,7 +100,10 @@ def _from_tokenizer(tokenizer: Any, origin: str, *, adds_bos: bool | None = None
     specials = tuple(
         t for t in dict.fromkeys(tokenizer.all_special_tokens + _added_specials(tokenizer)) if t
     )
-    return Reference(render, tokenize, tokenizer.bos_token, adds_bos, bos_id, specials, origin)
+    jinja = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
+    return Reference(
+        render, tokenize, tokenizer.bos_token, adds_bos, bos_id, specials, origin, jinja
+    )
 
 
 def _added_specials(tokenizer: Any) -> list[str]:
@@ -127,6 +132,7 @@ def reference_from_template(source: TemplateSource) -> Reference:
         bos_token_id=None,
         special_tokens=specials,
         origin=f"chat template in {source.origin} (text only, no tokenizer)",
+        chat_template=source.template,
     )
 
 

@@ -8,9 +8,12 @@ A check that did not run is not a pass: without a reference to render with, the 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import RoundTripError
+
+if TYPE_CHECKING:
+    from .capability_check import CapabilityCheck
 
 RenderMethod = Literal["debug_render_only", "go_renderer", "not_run"]
 Verdict = Literal["PASSED", "FAILED", "NOT verified"]
@@ -62,6 +65,8 @@ class RoundTripReport:
     ``--no-verify``); False only reports it as "NOT verified"."""
     reference: str | None = None
     """What the prompts were compared with (a tokenizer folder, a GGUF's chat template)."""
+    capabilities: CapabilityCheck | None = None
+    """The server's route for the model and the capabilities it reports, against the Jinja."""
 
     @property
     def render_verified(self) -> bool:
@@ -82,6 +87,9 @@ class RoundTripReport:
         ]
         if self.generation is not None:
             out += list(self.generation.problems)
+        caps = self.capabilities
+        if caps is not None and caps.required and caps.problem:
+            out.append(caps.problem)
         return out
 
     @property
@@ -107,6 +115,7 @@ class RoundTripReport:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["capabilities"] = self.capabilities.to_dict() if self.capabilities else None
         data |= {
             "passed": self.passed,
             "verdict": self.verdict,
@@ -138,6 +147,14 @@ class RoundTripReport:
             lines += [f"    problem: {p}" for p in gen.problems]
             lines += [f"    warning: {w}" for w in gen.warnings]
         lines += [f"  warning: {w}" for w in self.warnings]
+        if self.capabilities is not None:
+            caps = self.capabilities
+            lines.append(
+                f"  route {caps.route}: {caps.reason}; capabilities "
+                f"{', '.join(caps.reported) or 'none'}"
+            )
+            if caps.problem:
+                lines.append(f"  {'problem' if caps.required else 'WARNING'}: {caps.problem}")
         verdict: str = self.verdict
         if verdict == "NOT verified":
             verdict += " (exit 3)" if self.require_render else " (--no-verify)"

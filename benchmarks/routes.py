@@ -1,0 +1,95 @@
+"""Measure issue 13's route target over the corpus: the share of templates whose ``deploy``
+route is proven (go or native), per server generation, and that the reported route always
+equals ``ollama_route.select_route`` on the Modelfile deploy writes.
+
+Per template of ``../shared/chat_templates``: the Go translation and its verification (as the
+template stage runs it), llama.cpp's engine on a stub GGUF (``verify_native``), then
+``routing.choose_route`` with ``auto`` for Ollama 0.9.3 and 0.33.0. Prints the shares, the
+route counts and the unproven templates' families.
+Usage: ``PYTHONPATH=src .venv/bin/python benchmarks/routes.py [--corpus DIR] [--limit N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from deploy_to_ollama.chat_template.native import verify_native
+from deploy_to_ollama.chat_template.source import TemplateSource
+from deploy_to_ollama.chat_template.translate import translate_template
+from deploy_to_ollama.errors import DeployError
+from deploy_to_ollama.gguf.toolchain import find_toolchain
+from deploy_to_ollama.modelfile import Modelfile, TemplateResult
+from deploy_to_ollama.ollama_route import ModelFacts, select_route
+from deploy_to_ollama.routing import choose_route, go_proof, modelfile_for_route, native_proof
+from deploy_to_ollama.settings import Settings
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "chat_templates"
+VERSIONS = ("0.9.3", "0.33.0")
+
+
+def _source(path: Path, record: dict[str, object]) -> TemplateSource:
+    return TemplateSource(
+        template=str(record["jinja"]),
+        origin=path,
+        kind="jinja",
+        bos_token=str(record.get("bos_token") or "<s>"),
+        eos_token=str(record.get("eos_token") or "</s>"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--limit", type=int, default=0)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    binary = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).require_server()
+    paths = sorted(args.corpus.glob("*.json"))[: args.limit or None]
+    proven: Counter[str] = Counter()
+    routes: Counter[tuple[str, str]] = Counter()
+    unproven: Counter[str] = Counter()
+    mismatches = 0
+    started = time.monotonic()
+    for path in paths:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        source = _source(path, record)
+        try:
+            translated = translate_template(source)
+            template, verified = translated.template, translated.verified
+        except DeployError:
+            template, verified = "{{ .Prompt }}", False
+        result = TemplateResult(template, (), None, verified)
+        go = go_proof(result, source.template)
+        native = native_proof(verify_native(source, binary))
+        for version in VERSIONS:
+            choice = choose_route(
+                "auto", version=version, jinja=source.template, go=go, native=native,
+                template=template,
+            )  # fmt: skip
+            written = modelfile_for_route(choice, Modelfile("./m.gguf", template=template))
+            decision = select_route(ModelFacts(template=written.template, jinja=source.template),
+                                    version)  # fmt: skip
+            mismatches += choice.route != ("native" if decision.path == "native" else "go")
+            routes[(version, choice.route)] += 1
+            if choice.proven:
+                proven[version] += 1
+            else:
+                unproven[f"{version} {record.get('family')}"] += 1
+    total = len(paths)
+    print(f"{total} templates, {time.monotonic() - started:.0f} s")
+    for version in VERSIONS:
+        print(
+            f"Ollama {version}: route proven for {proven[version]}/{total} "
+            f"({proven[version] / total:.1%}); go {routes[(version, 'go')]}, "
+            f"native {routes[(version, 'native')]}"
+        )
+    print(f"reported route differs from select_route: {mismatches}")
+    print("unproven by generation and family:", unproven.most_common(15))
+
+
+if __name__ == "__main__":
+    main()
