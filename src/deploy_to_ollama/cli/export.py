@@ -61,6 +61,12 @@ LlamaCppOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the GGUF paths.")]
 BACKENDS = ("auto", "llama.cpp", "unsloth")
+#: What needs each optional tool (deploy and export need none of them).
+TOOL_USES = {
+    "llama-server": "native template checks; deploy works without it",
+    "llama-perplexity": "export --measure; export works without it",
+    "llama-imatrix": "--imatrix auto; export works without it",
+}
 
 
 @app.command("setup", epilog=SETUP_EXAMPLES)
@@ -73,7 +79,7 @@ def setup_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Provision the pinned llama.cpp toolchain (offline after the first run; idempotent)."""
-    from ..gguf.toolchain import LLAMA_CPP_COMMIT, provision_toolchain
+    from ..gguf.toolchain import LLAMA_CPP_COMMIT, OPTIONAL_TOOLS, provision_toolchain
 
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}", hint="e.g. --jobs 4")
@@ -81,15 +87,18 @@ def setup_command(
     with RichProgress(transient=True, lines_when_not_tty=not json_out) as progress:
         result = provision_toolchain(
             settings.cache_dir, llama_cpp_dir=llama_cpp, jobs=jobs, force=force,
-            with_server=True, progress=progress,
+            with_server=True, with_tools=True, progress=progress,
         )  # fmt: skip
     server = result.toolchain.server
+    tools = {name: result.toolchain.tool(name) for name in OPTIONAL_TOOLS}
     payload = {
         "action": result.action,
         "llama_cpp_dir": str(result.toolchain.root),
         "llama_quantize": str(result.toolchain.quantize),
         "llama_server": str(server) if server else None,
         "llama_server_error": result.server_error,
+        "tools": {name: str(path) if path else None for name, path in tools.items()},
+        "tool_errors": result.tool_errors,
         "commit": LLAMA_CPP_COMMIT if result.action != "external" else None,
         "seconds": round(result.seconds, 1),
         "step_seconds": result.step_seconds,
@@ -99,11 +108,12 @@ def setup_command(
         print_result_json(payload)
         return
     verb = {"built": "built", "installed": "installed", "reused": "already provisioned",
-            "external": "using your"}  # fmt: skip
+            "external": "using your", "completed": "completed (missing tools added)"}  # fmt: skip
     console.print(f"llama.cpp {verb[result.action]}: {result.toolchain.root}", markup=False)
-    if server is None and result.action != "external":
-        console.print(f"Warning: no llama-server: {result.server_error or 'not built'} "
-                      "(deploy works without it)", markup=False)  # fmt: skip
+    for name, path in tools.items():
+        if path is None:
+            why = result.tool_errors.get(name) or "not built"
+            console.print(f"Warning: no {name}: {why} ({TOOL_USES[name]})", markup=False)
     typer.echo(str(result.toolchain.root))
 
 
