@@ -97,6 +97,20 @@ CMAKE_FLAGS: tuple[str, ...] = (
     # Fully static so the same binaries run on the GPU machine too.
     "-DCMAKE_EXE_LINKER_FLAGS=-static",
 )
+#: The one change we make to the pinned sources: llama-perplexity and llama-imatrix wait for
+#: llama.cpp's logger thread before they exit. Unpatched, their last lines (the statistics
+#: ``export --measure`` reads) are sometimes lost when the machine is busy: the logger is
+#: intentionally leaked at exit (llama.cpp issue 22142). Output only; no computation changes.
+_LOG_FLUSH_ANCHOR = "\n    llama_backend_free();\n\n    return 0;\n}\n"
+_LOG_FLUSH = (
+    "\n    llama_backend_free();\n\n"
+    "    common_log_pause(common_log_main()); // deploy-to-ollama: print every queued line\n\n"
+    "    return 0;\n}\n"
+)
+SOURCE_PATCHES: tuple[tuple[str, str, str], ...] = (
+    ("tools/perplexity/perplexity.cpp", _LOG_FLUSH_ANCHOR, _LOG_FLUSH),
+    ("tools/imatrix/imatrix.cpp", _LOG_FLUSH_ANCHOR, _LOG_FLUSH),
+)
 SETUP_HINT = "run `deploy-to-ollama setup` (or set DTO_LLAMA_CPP_DIR to a llama.cpp checkout)"
 #: ``[ 42%] Building ...`` (Makefiles) or ``[17/230] Building ...`` (Ninja).
 _PERCENT = re.compile(r"^\[\s*(\d{1,3})%\]")
@@ -113,6 +127,8 @@ class BuildReport:
     machine was (wall time on an idle machine is about this divided by the build jobs)."""
     tool_errors: dict[str, str] = field(default_factory=dict)
     """Optional tool -> why it did not build (absent: built, or not tried by this build)."""
+    patched: list[str] = field(default_factory=list)
+    """Source files ``SOURCE_PATCHES`` changed in this build."""
 
     @property
     def server_error(self) -> str | None:
@@ -392,9 +408,28 @@ def build_toolchain(
     return staged, report
 
 
+def patch_sources(src: Path) -> list[str]:
+    """Apply ``SOURCE_PATCHES`` to the extracted tree; return the files patched.
+
+    A file whose anchor is not there exactly once is left as it is (logged): the tool still
+    builds, and ``gguf/quality.py`` retries a run whose output was cut off.
+    """
+    patched: list[str] = []
+    for rel, anchor, replacement in SOURCE_PATCHES:
+        path = src / rel
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if text.count(anchor) != 1:
+            logger.info("not patching %s: its end is not the expected one", rel)
+            continue
+        path.write_text(text.replace(anchor, replacement), encoding="utf-8")
+        patched.append(rel)
+    return patched
+
+
 def _configure(
     src: Path, build: Path, log: Path, report: BuildReport, reporter: ProgressReporter
 ) -> Path:
+    report.patched = patch_sources(src)
     with _step(report, reporter, "configure", "llama.cpp: configuring (cmake)", None):
         run_logged([_cmake(), "-S", src, "-B", build, *CMAKE_FLAGS], what="configuring llama.cpp",
                    log=log)  # fmt: skip
@@ -478,6 +513,7 @@ def write_marker(
         "server_error": report.server_error,
         "tools": {tool: (staged / tool).is_file() for tool in OPTIONAL_TOOLS},
         "tool_errors": {tool: report.tool_errors.get(tool) for tool in OPTIONAL_TOOLS},
+        "patched": report.patched,
         "build_seconds": report.seconds,
         "build_cpu_seconds": report.cpu_seconds,
     }
