@@ -45,6 +45,10 @@ EXPORT_EXAMPLES = """Examples:
 
   deploy-to-ollama export ./lora --list-quants                  # sizes of every quant
 
+  deploy-to-ollama export ./lora --out ./gguf --quant q8_0,q4_k_m --measure --eval-data chats.jsonl
+
+  deploy-to-ollama export ./lora --list-quants --measure        # KL/top-1/PPL of five quants
+
   deploy-to-ollama export ./lora --out ./gguf --push-to-hub alice/bot-GGUF --private
 
   deploy-to-ollama export ./lora --out ./gguf --backend unsloth --load-in-4bit \\
@@ -245,12 +249,40 @@ def export_command(
     list_quants: Annotated[
         bool, typer.Option("--list-quants", help="List quant types with estimated sizes.")
     ] = False,
+    measure: Annotated[
+        bool,
+        typer.Option("--measure", help="Measure each GGUF against the 16-bit model: KL "
+                     "divergence, top-1 agreement, perplexity (llama-perplexity)."),
+    ] = False,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option("--eval-data", help="--measure on this text, or .jsonl chat data rendered "
+                     "with the chat template (default: a packaged held-out text)."),
+    ] = None,
+    eval_tokens: Annotated[
+        int | None, typer.Option("--eval-tokens", help="--measure over at most N tokens (4096).")
+    ] = None,
+    measure_minutes: Annotated[
+        float | None,
+        typer.Option("--measure-minutes", help="Refuse a --measure estimated to take longer (30)."),
+    ] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Export a fine-tune to GGUF file(s) and a Modelfile, and optionally push it to the Hub."""
+    from ..measuring import check_measure_flags
+
+    measuring = check_measure_flags(
+        measure=measure, eval_data=eval_data, eval_tokens=eval_tokens, minutes=measure_minutes,
+        mode=mode, backend=backend,
+    )  # fmt: skip
     if list_quants:
+        if measuring is not None:
+            from ._list_quants import list_quants_measured
+
+            list_quants_measured(source, base, quant, measuring, llama_cpp, json_out)
+            return
         _list_quants(source, base, json_out)
         return
     if source is None or out is None:
@@ -283,6 +315,8 @@ def export_command(
     chosen = _pick_backend(backend)
     if chosen == "llama.cpp":
         _check_unsloth_flags(chosen, save_merged_4bit=save_merged_4bit, **flags)
+    if chosen == "unsloth" and measuring is not None:
+        raise UsageError("--measure needs the llama.cpp backend", hint="add --backend llama.cpp")
     if chosen == "unsloth" and (mode == "adapter" or base is not None):
         raise UsageError(
             "--mode adapter and --base need the llama.cpp backend",
@@ -303,6 +337,7 @@ def export_command(
         push=push,
         load_in_4bit=load_in_4bit,
         load_in_8bit=load_in_8bit,
+        measure=measuring,
     )
     settings = cli_settings()
     with RichProgress() as progress:

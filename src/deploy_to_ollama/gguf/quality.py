@@ -106,20 +106,20 @@ class QualityReport:
 
     def table_lines(self, sizes: dict[Path, int] | None = None) -> list[str]:
         """The summary table: one row per file, the reference first (KL 0 by definition)."""
-        head = f"{'file':<34} {'size':>10} {'KL mean':>9} {'median':>9} {'p99':>9} {'top1':>7} {'PPL':>9}"  # noqa: E501
+        sizes = sizes or {}
+        width = max(len(p.name) for p in (self.reference, *self.files))
         lines = [
             f"quality over {self.tokens:,} tokens of {self.eval_source}, "
             f"measured with {self.tool} in {self.seconds:.1f} s",
-            head,
+            f"{'file':<{width}} {'size':>9} {'KL mean':>8} {'median':>8} {'p99':>8} "
+            f"{'top1':>7} {'PPL':>9}",
+            f"{self.reference.name:<{width}} {_size(self.reference, sizes):>9} {'(ref)':>8} "
+            f"{'':>8} {'':>8} {'':>7} {self.reference_perplexity:>9.3f}",
         ]
-        sizes = sizes or {}
-        ref_size = _size(self.reference, sizes)
-        lines.append(f"{self.reference.name:<34} {ref_size:>10} {'(ref)':>9} {'':>9} {'':>9} "
-                     f"{'':>7} {self.reference_perplexity:>9.4f}")  # fmt: skip
         for path, q in self.files.items():
             lines.append(
-                f"{path.name:<34} {_size(path, sizes):>10} {q.kl_mean:>9.5f} {q.kl_median:>9.5f} "
-                f"{q.kl_p99:>9.5f} {q.top1:>7.2%} {q.perplexity:>9.4f}"
+                f"{path.name:<{width}} {_size(path, sizes):>9} {q.kl_mean:>8.5f} "
+                f"{q.kl_median:>8.5f} {q.kl_p99:>8.5f} {q.top1:>7.2%} {q.perplexity:>9.3f}"
             )
         return lines
 
@@ -212,8 +212,8 @@ def measure(
         for path in files:
             if on_file is not None:
                 on_file(path)
-            argv: list[str | Path] = ["-m", path, "--kl-divergence-base", base, "--kl-divergence", "-c", str(ctx),
-                    *common]  # fmt: skip
+            argv: list[str | Path] = ["-m", path, "--kl-divergence-base", base,
+                                      "--kl-divergence", "-c", str(ctx), *common]  # fmt: skip
             out = _run(binary, argv, what=f"measuring {path.name}", done=_PATTERNS["top1"])
             results[path] = parse_kl_output(out, reference=reference.name, path=path)
     finally:
@@ -239,8 +239,8 @@ def _reference_run(binary: Path, reference: Path, text_file: Path, base: Path, e
     ctx = DEFAULT_CTX
     while True:
         chunks = max(2, eval_tokens // ctx)
-        argv: list[str | Path] = ["-m", reference, "-f", text_file, "--kl-divergence-base", base, "-c", str(ctx),
-                "--chunks", str(chunks), *common]  # fmt: skip
+        argv: list[str | Path] = ["-m", reference, "-f", text_file, "--kl-divergence-base", base,
+                                  "-c", str(ctx), "--chunks", str(chunks), *common]  # fmt: skip
         try:
             out = _run(binary, argv, what=f"measuring the reference {reference.name}",
                        done=_FINAL_PPL)  # fmt: skip
