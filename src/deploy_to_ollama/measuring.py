@@ -206,17 +206,30 @@ def _reference_gguf(plan: MeasurePlan, ref: ReferenceSource, cache_dir: Path, se
 def write_quality_file(out_dir: Path, report: QualityReport) -> Path:
     """Write ``quality.json`` beside the GGUFs (the model card of a later ``push`` reads it)."""
     target = out_dir / QUALITY_FILE
-    write_text_atomic(target, json.dumps(report.to_dict(), indent=1) + "\n")
+    data = report.to_dict()
+    for path in report.files:  # so a later, unmeasured export of the same name is not shown
+        data["files"][path.name]["bytes"] = path.stat().st_size
+    write_text_atomic(target, json.dumps(data, indent=1) + "\n")
     return target
 
 
 def quality_markdown(folder: Path) -> str | None:
-    """The model card's quality table, from the folder's ``quality.json`` (None without one)."""
+    """The model card's quality table, from the folder's ``quality.json`` (None without one).
+
+    Only rows whose GGUF is still in the folder with the size it had when measured: a file
+    re-exported since without ``--measure`` is not shown with another file's numbers.
+    """
     path = folder / QUALITY_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        rows = data["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        rows = {
+            name: q
+            for name, q in data["files"].items()
+            if (folder / name).is_file() and (folder / name).stat().st_size == q.get("bytes")
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not rows:
         return None
     lines = [
         f"Measured with {data['tool']} over {data['tokens']:,} tokens of {data['eval']}, "

@@ -54,6 +54,8 @@ class ModelCardData:
     """GGUF LoRA files the Modelfile's ``ADAPTER`` lines name (not runnable on their own)."""
     proof: str | None = None
     """Markdown summary of the pushed ``deploy-report.json`` (``summary_markdown``)."""
+    quality: str | None = None
+    """Markdown table of ``export --measure`` (``measuring.quality_markdown``)."""
 
 
 def format_size(size: int) -> str:
