@@ -277,10 +277,12 @@ def _plan_measurement(options: ExportOptions, settings: Settings, reporter: Prog
     from .gguf.toolchain import provision_toolchain
     from .measuring import plan_measurement
 
-    toolchain = provision_toolchain(
-        settings.cache_dir, llama_cpp_dir=options.llama_cpp or settings.llama_cpp_dir,
-        with_tools=True, progress=reporter,
-    ).toolchain  # fmt: skip
+    def toolchain() -> Any:
+        return provision_toolchain(
+            settings.cache_dir, llama_cpp_dir=options.llama_cpp or settings.llama_cpp_dir,
+            with_tools=True, progress=reporter,
+        ).toolchain  # fmt: skip
+
     gguf = resolved.kind == "gguf"
     parameters = Path(resolved.path).stat().st_size // 2 if gguf else count_parameters(weights)
     return plan_measurement(options.measure, resolved=resolved, toolchain=toolchain,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,23 +89,32 @@ def check_measure_flags(
 
 
 def plan_measurement(
-    options: MeasureOptions, *, resolved: Any, toolchain: Toolchain, parameters: int, files: int
+    options: MeasureOptions,
+    *,
+    resolved: Any,
+    toolchain: Callable[[], Toolchain],
+    parameters: int,
+    files: int,
 ) -> MeasurePlan:
     """Check everything a measurement needs, before the export writes anything.
 
+    The cheap checks first (eval text, budget), then ``toolchain`` is called (it may have to
+    build llama-perplexity) and asked for llama-perplexity.
+
     Raises:
-        DependencyMissingError: no llama-perplexity (exit 4, the hint says how to get it).
         InputError: a bad ``--eval-data``, or over the time budget (the hint says how to raise
             it).
+        DependencyMissingError: no llama-perplexity (exit 4, the hint says how to get it).
     """
-    toolchain.require_tool(PERPLEXITY_BINARY, needed_for="export works without --measure")
     text = load_eval_text(
         options.eval_data,
         tokenizer_dir=getattr(resolved, "tokenizer_dir", None),
         chat_template=getattr(resolved, "chat_template", None),
     )
     check_budget(parameters, options.eval_tokens, files, options.minutes)
-    return MeasurePlan(options, text, toolchain)
+    found = toolchain()
+    found.require_tool(PERPLEXITY_BINARY, needed_for="export works without --measure")
+    return MeasurePlan(options, text, found)
 
 
 def reference_dir(cache_dir: Path, content_key: str) -> Path:

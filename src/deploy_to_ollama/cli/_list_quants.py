@@ -50,12 +50,15 @@ def list_quants_measured(
     reference_type = intermediate_type(model_dtype(weights))
     parameters = count_parameters(weights)
     with RichProgress(transient=True, lines_when_not_tty=not json_out) as progress:
-        toolchain = provision_toolchain(
-            settings.cache_dir, llama_cpp_dir=llama_cpp or settings.llama_cpp_dir,
-            with_tools=True, progress=progress,
-        ).toolchain  # fmt: skip
-        plan = plan_measurement(options, resolved=resolved, toolchain=toolchain,
+        def provision() -> Any:
+            return provision_toolchain(
+                settings.cache_dir, llama_cpp_dir=llama_cpp or settings.llama_cpp_dir,
+                with_tools=True, progress=progress,
+            ).toolchain  # fmt: skip
+
+        plan = plan_measurement(options, resolved=resolved, toolchain=provision,
                                 parameters=parameters, files=len(quants))  # fmt: skip
+        toolchain = plan.toolchain
         tag = hashlib.sha256(",".join(quants).encode()).hexdigest()[:8]
         out = reference_dir(settings.cache_dir, resolved.content_key) / f"list-{tag}"
         result = export_gguf(
