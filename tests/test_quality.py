@@ -46,7 +46,8 @@ def test_packaged_text_is_a_few_thousand_words_of_plain_prose() -> None:
     ("name", "content", "message"),
     [
         ("empty.txt", b"  \n\n", "is empty"),
-        ("latin1.txt", "caf\u00e9 au lait".encode("latin-1"), "is not UTF-8 (byte 0xe9 at offset 3)"),
+        ("latin1.txt", "caf\u00e9 au lait".encode("latin-1"),
+         "is not UTF-8 (byte 0xe9 at offset 3)"),
         ("chats.jsonl", b"User: hi\nAssistant: hello\n", "is not JSONL: line 1 is not JSON"),
         ("none.jsonl", b'{"messages": []}\n', "line 1 has no list of chat turns"),
         ("broken.jsonl", b'{"messages": [{"role": "user", "content": "hi"}]}\n{oops\n',
@@ -227,8 +228,9 @@ def test_eval_data_jsonl_is_rendered_with_the_chat_template_and_measured(
     chats.write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("DTO_LLAMA_CPP_DIR", str(llama_cpp_full_toolchain.root))
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["export", str(taught.adapter_dir), "--out", str(out), "--quant",
-                                 "q8_0", "--measure", "--eval-data", str(chats)], capsys)  # fmt: skip
+    argv = ["export", str(taught.adapter_dir), "--out", str(out), "--quant", "q8_0", "--measure",
+            "--eval-data", str(chats)]  # fmt: skip
+    code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
     assert "chats.jsonl (60 conversations, chat template)" in stdout
     assert "measured with llama-perplexity --kl-divergence" in stdout
