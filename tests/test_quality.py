@@ -232,8 +232,9 @@ def test_eval_data_jsonl_is_rendered_with_the_chat_template_and_measured(
             "--eval-data", str(chats)]  # fmt: skip
     code, stdout, err = run_cli(argv, capsys)
     assert code == 0, err
-    assert "chats.jsonl (60 conversations, chat template)" in stdout
-    assert "measured with llama-perplexity --kl-divergence" in stdout
+    summary = stdout + err  # the summary goes to the console (stderr), the paths to stdout
+    assert "chats.jsonl (60 conversations, chat template)" in summary
+    assert "measured with llama-perplexity --kl-divergence" in summary
     data = json.loads((out / "quality.json").read_text())
     row = data["files"]["adapter.Q8_0.gguf"]
     assert 0.0 <= row["top1"] <= 1.0 and row["kl_mean"] >= 0.0
@@ -248,3 +249,23 @@ def test_a_text_too_short_to_measure_says_how_long_it_must_be(
     with pytest.raises(InputError, match=r"only \d+ tokens; measuring needs at least 256"):
         measure([model], model, toolchain=Toolchain(Path(llama_cpp_full_toolchain.root)),
                 text="Too short.", eval_source="x", work_dir=tmp_path)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_list_quants_measure_fills_the_five_rows_and_the_asked_one_with_measured_numbers(
+    llama256: Any, llama_cpp_full_toolchain: Any, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("DTO_LLAMA_CPP_DIR", str(llama_cpp_full_toolchain.root))
+    argv = ["export", str(llama256.adapter_dir), "--list-quants", "--measure", "--quant", "q6_k",
+            "--json"]  # fmt: skip
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    payload = json.loads(stdout)
+    rows = {row["quant"]: row for row in payload["quants"]}
+    assert list(rows) == ["q8_0", "q5_k_m", "q4_k_m", "q3_k_m", "q2_k", "q6_k"]
+    assert rows["q8_0"]["bytes"] > rows["q4_k_m"]["bytes"] > rows["q2_k"]["bytes"]
+    kl = {q: row["quality"]["kl_mean"] for q, row in rows.items()}
+    assert kl["q2_k"] > kl["q4_k_m"] > kl["q8_0"] >= 0.0
+    assert all(0.0 <= row["quality"]["top1"] <= 1.0 for row in rows.values())
+    assert payload["reference"] == "plain.BF16.gguf" and payload["seconds"] > 0
