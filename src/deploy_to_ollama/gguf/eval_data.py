@@ -3,9 +3,9 @@
 ``--eval-data FILE`` is either JSONL chat data (``.jsonl``: one ``{"messages": [...]}`` per line,
 the fine-tune's own training format), rendered with the model's chat template through
 transformers so the measurement sees what the model sees, or plain UTF-8 text. Without it, the
-held-out text that ships with the package (``eval_text.txt``: written for this project, CC0,
-about 4,700 tokens for a Llama-3 tokenizer) is used. Bad files fail here, before any GGUF is
-written, with one line that says what to fix.
+held-out text that ships with the package (``eval_text.txt``: ten short pieces of prose
+written for this project, about 3,000 words, under the package's Apache-2.0 licence) is
+used. Bad files fail here, before any GGUF is written, with one line that says what to fix.
 """
 
 from __future__ import annotations

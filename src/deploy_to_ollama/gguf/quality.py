@@ -37,8 +37,9 @@ DEFAULT_CTX = 512
 MIN_CTX = 128
 #: Default limit on the estimated time of a measurement, in minutes (``--measure-minutes``).
 DEFAULT_BUDGET_MINUTES = 30.0
-#: Conservative CPU throughput of llama.cpp's forward pass per core, in FLOP/s, for the estimate
-#: (measured here: see README, "Measured quality"); an estimate errs on the slow side.
+#: Assumed CPU throughput of llama.cpp's forward pass per core, in FLOP/s, for the budget
+#: estimate only (no number in the report depends on it). Chosen low so the estimate errs on
+#: the slow side; not yet calibrated on a 1B model.
 FLOPS_PER_CORE = 10e9
 #: Runs of llama-perplexity before a cut-off output is an error (see ``_run``).
 ATTEMPTS = 3
