@@ -32,7 +32,7 @@ class EvalText:
     text: str
     source: str
     """``packaged held-out text``, ``FILE (plain text)`` or ``FILE (N conversations, chat
-    template)``."""
+    template, special tokens out)``."""
 
 
 def packaged_text() -> str:
@@ -74,7 +74,8 @@ def load_eval_text(path: Path | None, *, tokenizer_dir: Path | None = None,
         return EvalText(text, f"{path.name} (plain text)")
     conversations = parse_chat_jsonl(text, path)
     rendered = render_conversations(conversations, tokenizer_dir, chat_template, path)
-    return EvalText(rendered, f"{path.name} ({len(conversations)} conversations, chat template)")
+    source = f"{path.name} ({len(conversations)} conversations, chat template, special tokens out)"
+    return EvalText(rendered, source)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -153,10 +154,33 @@ def render_conversations(
             hint="give the text as plain text (a .txt file)",
         )
     parts = [
-        tokenizer.apply_chat_template(turns, chat_template=template, tokenize=False)
+        str(tokenizer.apply_chat_template(turns, chat_template=template, tokenize=False))
         for turns in conversations
     ]
-    return "\n".join(str(part) for part in parts)
+    return strip_special_tokens("\n".join(parts), _special_tokens(tokenizer))
+
+
+def _special_tokens(tokenizer: Any) -> list[str]:
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    found = {str(t.content) for t in added.values() if getattr(t, "special", False)}
+    found.update(str(t) for t in getattr(tokenizer, "all_special_tokens", []) or [])
+    return sorted(found, key=len, reverse=True)
+
+
+def strip_special_tokens(text: str, specials: list[str]) -> str:
+    """The rendered chat without its special tokens (``<|im_start|>`` ...).
+
+    Why: llama-perplexity tokenizes its input as text (special tokens are not parsed), so a
+    marker would become a run of ordinary tokens the model never saw there and dominate the
+    perplexity; the words of the template (role names, separators) stay.
+
+    >>> strip_special_tokens("<|im_start|>user\\nHi<|im_end|>", ["<|im_start|>", "<|im_end|>"])
+    'user\\nHi'
+    """
+    for token in specials:
+        if token:
+            text = text.replace(token, "")
+    return text
 
 
 __all__ = ["EvalText", "load_eval_text", "packaged_text", "parse_chat_jsonl"]

@@ -40,7 +40,7 @@ DEFAULT_BUDGET_MINUTES = 30.0
 #: Assumed CPU throughput of llama.cpp's forward pass per core, in FLOP/s, for the budget
 #: estimate only (no number in the report depends on it). Chosen low so the estimate errs on
 #: the slow side; not yet calibrated on a 1B model.
-FLOPS_PER_CORE = 10e9
+FLOPS_PER_CORE = 30e9
 #: Runs of llama-perplexity before a cut-off output is an error (see ``_run``).
 ATTEMPTS = 3
 _FLOAT = r"(-?(?:\d+\.?\d*|nan|inf))"
@@ -138,7 +138,7 @@ def estimate_minutes(parameters: int, tokens: int, files: int, cores: int | None
     Two FLOPs per parameter per token (the forward pass), at ``FLOPS_PER_CORE`` per core.
 
     >>> round(estimate_minutes(1_000_000_000, 4096, 5, cores=2), 1)
-    81.9
+    13.7
     """
     cores = cores or os.cpu_count() or 1
     flops = 2.0 * parameters * tokens * (files + 1)
