@@ -269,3 +269,33 @@ def test_list_quants_measure_fills_the_five_rows_and_the_asked_one_with_measured
     assert kl["q2_k"] > kl["q4_k_m"] > kl["q8_0"] >= 0.0
     assert all(0.0 <= row["quality"]["top1"] <= 1.0 for row in rows.values())
     assert payload["reference"] == "plain.BF16.gguf" and payload["seconds"] > 0
+
+
+def test_the_model_card_shows_the_measured_table_only_for_files_still_as_measured(
+    tmp_path: Path,
+) -> None:
+    from deploy_to_ollama.gguf.quality import Quality, QualityReport
+    from deploy_to_ollama.measuring import write_quality_file
+    from deploy_to_ollama.publish import build_repo_files
+
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    q8, q2 = folder / "m.Q8_0.gguf", folder / "m.Q2_K.gguf"
+    q8.write_bytes(b"GGUF" + b"\0" * 100)
+    q2.write_bytes(b"GGUF" + b"\0" * 50)
+    row: dict[str, Any] = {"kl_median": 0.001, "kl_p99": 0.01, "perplexity": 9.5, "tokens": 2040,
+           "reference": "m.BF16.gguf"}  # fmt: skip
+    report = QualityReport(
+        files={q8: Quality(kl_mean=0.00123, top1=0.987, **row),
+               q2: Quality(kl_mean=0.45678, top1=0.61, **row)},
+        reference=folder / "m.BF16.gguf", reference_perplexity=9.4, eval_source="packaged",
+        tokens=2040, seconds=12.0,
+    )  # fmt: skip
+    write_quality_file(folder, report)
+    card = build_repo_files(folder, "alice/m", "gguf", [q8, q2])["README.md"].decode()
+    assert "## Measured quality" in card
+    assert "| `m.Q8_0.gguf` | 0.00123 |" in card and "98.70%" in card
+    assert "| `m.Q2_K.gguf` | 0.45678 |" in card
+    q2.write_bytes(b"GGUF" + b"\0" * 60)  # re-exported since, without --measure
+    card = build_repo_files(folder, "alice/m", "gguf", [q8, q2])["README.md"].decode()
+    assert "m.Q8_0.gguf` | 0.00123" in card and "0.45678" not in card

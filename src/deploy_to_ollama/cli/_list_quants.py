@@ -50,6 +50,7 @@ def list_quants_measured(
     reference_type = intermediate_type(model_dtype(weights))
     parameters = count_parameters(weights)
     with RichProgress(transient=True, lines_when_not_tty=not json_out) as progress:
+
         def provision() -> Any:
             return provision_toolchain(
                 settings.cache_dir, llama_cpp_dir=llama_cpp or settings.llama_cpp_dir,

@@ -251,13 +251,19 @@ def export_command(
     ] = False,
     measure: Annotated[
         bool,
-        typer.Option("--measure", help="Measure each GGUF against the 16-bit model: KL "
-                     "divergence, top-1 agreement, perplexity (llama-perplexity)."),
+        typer.Option(
+            "--measure",
+            help="Measure each GGUF against the 16-bit model: KL "
+            "divergence, top-1 agreement, perplexity (llama-perplexity).",
+        ),
     ] = False,
     eval_data: Annotated[
         Path | None,
-        typer.Option("--eval-data", help="--measure on this text, or .jsonl chat data rendered "
-                     "with the chat template (default: a packaged held-out text)."),
+        typer.Option(
+            "--eval-data",
+            help="--measure on this text, or .jsonl chat data rendered "
+            "with the chat template (default: a packaged held-out text).",
+        ),
     ] = None,
     eval_tokens: Annotated[
         int | None, typer.Option("--eval-tokens", help="--measure over at most N tokens (4096).")
