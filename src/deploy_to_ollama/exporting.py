@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ._fs import check_writable_dir, write_text_atomic
 from .errors import DeployError, OutputExistsError, UsageError
 from .gguf.steps import GgufFile
+from .measuring import MeasureOptions
 from .modelfile import TemplateResult, render_modelfile
 from .progress import NullProgress, ProgressReporter
 from .reports import ExportReport
@@ -83,6 +84,8 @@ class ExportOptions:
     push: HubPush | None = None
     extra_parameters: tuple[tuple[str, str], ...] = field(default=())
     """User ``PARAMETER`` lines (the library API's; the CLI has none for export)."""
+    measure: MeasureOptions | None = None
+    """``--measure``: the quality report (``measuring.py``); None: not measured."""
 
 
 def unsloth_call_kwargs(request: UnslothRequest) -> dict[str, Any]:
@@ -184,10 +187,13 @@ def export(
     settings = settings or Settings.from_env()
     reporter = progress or NullProgress()
     check_writable_dir(options.out, what="--out")
+    quality = None
     if options.backend == "unsloth":
         result, translation, modelfile_text = _export_unsloth(options, settings, reporter)
     else:
-        result, translation, modelfile_text = _export_llama_cpp(options, settings, reporter)
+        result, translation, modelfile_text, quality = _export_llama_cpp(
+            options, settings, reporter
+        )
     modelfile = options.out / MODELFILE_NAME
     write_text_atomic(modelfile, modelfile_text)
     hub = _push(options, result, translation.status, push_progress or NullProgress())
@@ -197,12 +203,13 @@ def export(
         modelfile=modelfile,
         template_status=translation.status,
         hub=hub,
+        quality=quality,
     )
 
 
 def _export_llama_cpp(
     options: ExportOptions, settings: Settings, reporter: ProgressReporter
-) -> tuple[Any, _Translation, str]:
+) -> tuple[Any, _Translation, str, Any]:
     from .chat_template.source import check_source
     from .gguf.export import ExportRequest, export_gguf, plan_files
     from .gguf.quants import parse_quant_list
@@ -230,6 +237,7 @@ def _export_llama_cpp(
     key = getattr(resolved, "content_key", None) or content_key(
         Path(resolved.path), base_dir, exclude=options.out
     )
+    plan = _plan_measurement(options, settings, reporter, resolved, weights, len(quants))
     result = export_gguf(
         options.source,
         out_dir=options.out,
@@ -245,8 +253,40 @@ def _export_llama_cpp(
         settings=settings,
         content_key=key,
         resolved=resolved,
+        toolchain=plan.toolchain if plan is not None else None,
     )
-    return result, translation, text
+    quality = None
+    if plan is not None:
+        from .measuring import ReferenceSource, measure_export
+
+        ref = ReferenceSource(options.source, options.base, stem, dtype, key, resolved)
+        written = [(f.quant, f.path) for f in result.files if f.role == "model"]
+        quality = measure_export(plan, written, ref, out_dir=options.out,
+                                 cache_dir=settings.cache_dir, settings=settings,
+                                 progress=reporter)  # fmt: skip
+    return result, translation, text, quality
+
+
+def _plan_measurement(options: ExportOptions, settings: Settings, reporter: ProgressReporter,
+                      resolved: Any, weights: Path, n_quants: int) -> Any:  # fmt: skip
+    """``--measure``: the toolchain with llama-perplexity, the eval text and the budget, checked
+    before the export writes anything (None when not measuring)."""
+    if options.measure is None:
+        return None
+    from .gguf.quants import count_parameters
+    from .gguf.toolchain import provision_toolchain
+    from .measuring import plan_measurement
+
+    def toolchain() -> Any:
+        return provision_toolchain(
+            settings.cache_dir, llama_cpp_dir=options.llama_cpp or settings.llama_cpp_dir,
+            with_tools=True, progress=reporter,
+        ).toolchain  # fmt: skip
+
+    gguf = resolved.kind == "gguf"
+    parameters = Path(resolved.path).stat().st_size // 2 if gguf else count_parameters(weights)
+    return plan_measurement(options.measure, resolved=resolved, toolchain=toolchain,
+                            parameters=parameters, files=n_quants)  # fmt: skip
 
 
 def _modelfile_text(

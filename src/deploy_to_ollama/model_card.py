@@ -56,6 +56,8 @@ class ModelCardData:
     """Markdown summary of the pushed ``deploy-report.json`` (``summary_markdown``)."""
     base_ollama_model: str | None = None
     """Adapter pushes whose base GGUF is not in the repository: the Ollama model FROM names."""
+    quality: str | None = None
+    """Markdown table of ``export --measure`` (``measuring.quality_markdown``)."""
 
 
 def format_size(size: int) -> str:

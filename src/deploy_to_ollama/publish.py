@@ -316,9 +316,17 @@ def build_repo_files(
         adapter_files=partial.adapter_files if partial else (),
         proof=_proof(folder),
         base_ollama_model=route.base_model_name if route else None,
+        quality=quality_markdown(folder) if what == "gguf" else None,
     )
     extra["README.md"] = render_model_card(data).encode()
     return extra
+
+
+def quality_markdown(folder: Path) -> str | None:
+    """The card's quality table from ``export --measure``'s ``quality.json``, when there is one."""
+    from .measuring import quality_markdown as table
+
+    return table(folder)
 
 
 def _proof(folder: Path) -> str | None:

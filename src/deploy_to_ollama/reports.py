@@ -142,6 +142,8 @@ class ExportReport:
     template_status: str
     """``verified``, ``unverified`` or ``failed: <why>``."""
     hub: dict[str, Any] | None = None
+    quality: Any = None
+    """``gguf.quality.QualityReport`` of ``export --measure`` (None when not measured)."""
 
     @property
     def reused(self) -> bool:
@@ -167,6 +169,11 @@ class ExportReport:
             }
             for f in self.files
         ]
+        if self.quality is not None:
+            for row, f in zip(files, self.files, strict=True):
+                measured = self.quality.files.get(f.path)
+                if measured is not None:
+                    row["quality"] = measured.to_dict()
         result = self.result
         payload: dict[str, Any] = {
             "backend": self.backend,
@@ -181,6 +188,10 @@ class ExportReport:
             "resumed": [str(p) for p in self.resumed],
             "hub": self.hub,
         }
+        if self.quality is not None:
+            summary = self.quality.to_dict()
+            summary.pop("files")
+            payload["quality"] = summary
         if self.backend == "unsloth":
             payload["general_name"] = "written by Unsloth (not --name)"
         return payload
@@ -201,6 +212,8 @@ class ExportReport:
                 stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in timings.items())
                 lines.append(f"{'':8} time: {stages} (busy time; stages overlap)")
         lines.append(f"Modelfile: {self.modelfile} (template {self.template_status})")
+        if self.quality is not None:
+            lines += self.quality.table_lines()
         if self.backend == "unsloth":
             lines.append(f"{self.result.name}: general.name was written by Unsloth")
         if self.hub is not None:

@@ -35,7 +35,11 @@ def _sdist_available() -> bool:
 
 
 def provision_shared(*, with_server: bool) -> object:
-    """The shared toolchain (built on first use, minutes; see ``provision_toolchain``)."""
+    """The shared toolchain (built on first use, minutes; see ``provision_toolchain``).
+
+    ``with_server`` asks for what ``setup`` provisions: llama-server, llama-perplexity and
+    llama-imatrix (a cached toolchain from before them is completed once, under the lock).
+    """
     from deploy_to_ollama.errors import DeployError
     from deploy_to_ollama.gguf.toolchain import provision_toolchain
 
@@ -45,7 +49,9 @@ def provision_shared(*, with_server: bool) -> object:
     if shutil.which("cmake") is None and not _sdist_available():
         skip_or_fail("cmake and the llama-cpp-python sdist are needed to build llama.cpp")
     try:
-        return provision_toolchain(shared_cache_dir(), jobs=2, with_server=with_server).toolchain
+        return provision_toolchain(
+            shared_cache_dir(), jobs=2, with_server=with_server, with_tools=with_server
+        ).toolchain
     except DeployError as err:
         skip_or_fail(f"llama.cpp toolchain unavailable: {err}")
         raise
@@ -55,6 +61,13 @@ def provision_shared(*, with_server: bool) -> object:
 def llama_cpp_toolchain() -> object:
     """A usable ``Toolchain`` (provisioned on first use; the build takes minutes)."""
     return provision_shared(with_server=False)
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_full_toolchain() -> object:
+    """The toolchain as ``setup`` provisions it: with llama-server, llama-perplexity and
+    llama-imatrix (a cached one from before them is completed on first use: minutes)."""
+    return provision_shared(with_server=True)
 
 
 # --------------------------------------------------------------- GGUF check (item 7) helpers

@@ -45,6 +45,10 @@ EXPORT_EXAMPLES = """Examples:
 
   deploy-to-ollama export ./lora --list-quants                  # sizes of every quant
 
+  deploy-to-ollama export ./lora --out ./gguf --quant q8_0,q4_k_m --measure --eval-data chats.jsonl
+
+  deploy-to-ollama export ./lora --list-quants --measure        # KL/top-1/PPL of five quants
+
   deploy-to-ollama export ./lora --out ./gguf --push-to-hub alice/bot-GGUF --private
 
   deploy-to-ollama export ./lora --out ./gguf --backend unsloth --load-in-4bit \\
@@ -61,6 +65,12 @@ LlamaCppOpt = Annotated[
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the GGUF paths.")]
 BACKENDS = ("auto", "llama.cpp", "unsloth")
+#: What needs each optional tool (deploy and export need none of them).
+TOOL_USES = {
+    "llama-server": "native template checks; deploy works without it",
+    "llama-perplexity": "export --measure; export works without it",
+    "llama-imatrix": "--imatrix auto; export works without it",
+}
 
 
 @app.command("setup", epilog=SETUP_EXAMPLES)
@@ -73,7 +83,7 @@ def setup_command(
     json_out: JsonOpt = False,
 ) -> None:
     """Provision the pinned llama.cpp toolchain (offline after the first run; idempotent)."""
-    from ..gguf.toolchain import LLAMA_CPP_COMMIT, provision_toolchain
+    from ..gguf.toolchain import LLAMA_CPP_COMMIT, OPTIONAL_TOOLS, provision_toolchain
 
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}", hint="e.g. --jobs 4")
@@ -81,15 +91,18 @@ def setup_command(
     with RichProgress(transient=True, lines_when_not_tty=not json_out) as progress:
         result = provision_toolchain(
             settings.cache_dir, llama_cpp_dir=llama_cpp, jobs=jobs, force=force,
-            with_server=True, progress=progress,
+            with_server=True, with_tools=True, progress=progress,
         )  # fmt: skip
     server = result.toolchain.server
+    tools = {name: result.toolchain.tool(name) for name in OPTIONAL_TOOLS}
     payload = {
         "action": result.action,
         "llama_cpp_dir": str(result.toolchain.root),
         "llama_quantize": str(result.toolchain.quantize),
         "llama_server": str(server) if server else None,
         "llama_server_error": result.server_error,
+        "tools": {name: str(path) if path else None for name, path in tools.items()},
+        "tool_errors": result.tool_errors,
         "commit": LLAMA_CPP_COMMIT if result.action != "external" else None,
         "seconds": round(result.seconds, 1),
         "step_seconds": result.step_seconds,
@@ -99,11 +112,12 @@ def setup_command(
         print_result_json(payload)
         return
     verb = {"built": "built", "installed": "installed", "reused": "already provisioned",
-            "external": "using your"}  # fmt: skip
+            "external": "using your", "completed": "completed (missing tools added)"}  # fmt: skip
     console.print(f"llama.cpp {verb[result.action]}: {result.toolchain.root}", markup=False)
-    if server is None and result.action != "external":
-        console.print(f"Warning: no llama-server: {result.server_error or 'not built'} "
-                      "(deploy works without it)", markup=False)  # fmt: skip
+    for name, path in tools.items():
+        if path is None:
+            why = result.tool_errors.get(name) or "not built"
+            console.print(f"Warning: no {name}: {why} ({TOOL_USES[name]})", markup=False)
     typer.echo(str(result.toolchain.root))
 
 
@@ -235,12 +249,46 @@ def export_command(
     list_quants: Annotated[
         bool, typer.Option("--list-quants", help="List quant types with estimated sizes.")
     ] = False,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--measure",
+            help="Measure each GGUF against the 16-bit model: KL "
+            "divergence, top-1 agreement, perplexity (llama-perplexity).",
+        ),
+    ] = False,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-data",
+            help="--measure on this text, or .jsonl chat data rendered "
+            "with the chat template (default: a packaged held-out text).",
+        ),
+    ] = None,
+    eval_tokens: Annotated[
+        int | None, typer.Option("--eval-tokens", help="--measure over at most N tokens (4096).")
+    ] = None,
+    measure_minutes: Annotated[
+        float | None,
+        typer.Option("--measure-minutes", help="Refuse a --measure estimated to take longer (30)."),
+    ] = None,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Export a fine-tune to GGUF file(s) and a Modelfile, and optionally push it to the Hub."""
+    from ..measuring import check_measure_flags
+
+    measuring = check_measure_flags(
+        measure=measure, eval_data=eval_data, eval_tokens=eval_tokens, minutes=measure_minutes,
+        mode=mode, backend=backend,
+    )  # fmt: skip
     if list_quants:
+        if measuring is not None:
+            from ._list_quants import list_quants_measured
+
+            list_quants_measured(source, base, quant, measuring, llama_cpp, json_out)
+            return
         _list_quants(source, base, json_out)
         return
     if source is None or out is None:
@@ -273,6 +321,8 @@ def export_command(
     chosen = _pick_backend(backend)
     if chosen == "llama.cpp":
         _check_unsloth_flags(chosen, save_merged_4bit=save_merged_4bit, **flags)
+    if chosen == "unsloth" and measuring is not None:
+        raise UsageError("--measure needs the llama.cpp backend", hint="add --backend llama.cpp")
     if chosen == "unsloth" and (mode == "adapter" or base is not None):
         raise UsageError(
             "--mode adapter and --base need the llama.cpp backend",
@@ -293,6 +343,7 @@ def export_command(
         push=push,
         load_in_4bit=load_in_4bit,
         load_in_8bit=load_in_8bit,
+        measure=measuring,
     )
     settings = cli_settings()
     with RichProgress() as progress:

@@ -23,11 +23,13 @@ from . import toolchain_store as store
 from .toolchain_build import (
     BUILD_LOG,
     CMAKE_FLAGS,
+    IMATRIX_BINARY,
     KERNEL_LIBRARY,
     LLAMA_CPP_COMMIT,
     LLAMA_CPP_PYTHON_VERSION,
     MARKER_FILE,
-    MARKER_FORMAT,
+    OPTIONAL_TOOLS,
+    PERPLEXITY_BINARY,
     QUANT_LIBRARY,
     SDIST_NAME,
     SERVER_BINARY,
@@ -35,8 +37,10 @@ from .toolchain_build import (
     TOOLCHAIN_DIRNAME,
     build_toolchain,
     compile_kernel,
+    complete_toolchain,
     progress_key,
     read_marker,
+    untried_tools,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,7 +57,8 @@ PROVISIONED_FILES: tuple[str, ...] = (*REQUIRED_FILES, QUANT_LIBRARY)
 #: What a cold build costs, as measured (README, "Set up"); said when a build starts.
 BUILD_TIME_NOTE = "about 8 min on 2 idle cores, longer on a busy machine"
 __all__ = [
-    "CMAKE_FLAGS", "KERNEL_LIBRARY", "LLAMA_CPP_COMMIT", "LLAMA_CPP_PYTHON_VERSION", "MARKER_FILE",
+    "CMAKE_FLAGS", "IMATRIX_BINARY", "KERNEL_LIBRARY", "LLAMA_CPP_COMMIT",
+    "LLAMA_CPP_PYTHON_VERSION", "MARKER_FILE", "OPTIONAL_TOOLS", "PERPLEXITY_BINARY",
     "PROVISIONED_FILES", "QUANT_LIBRARY", "REQUIRED_FILES", "SDIST_NAME", "SERVER_BINARY",
     "SETUP_HINT", "TOOLCHAIN_DIRNAME", "SetupResult", "Toolchain", "find_toolchain",
     "missing_parts", "provision_toolchain", "toolchain_dir",
@@ -86,29 +91,60 @@ class Toolchain:
     @property
     def server(self) -> Path | None:
         """The ``llama-server`` binary built by ``setup``, or None (see ``require_server``)."""
-        path = self.root / SERVER_BINARY
-        return path if path.is_file() and os.access(path, os.X_OK) else None
+        return self.tool(SERVER_BINARY)
+
+    def tool(self, name: str) -> Path | None:
+        """An optional llama.cpp binary (``llama-server``, ``llama-perplexity``,
+        ``llama-imatrix``) of this toolchain, or None.
+
+        Looked up at the root (ours, and a user's llama.cpp laid out like it) and in
+        ``build/bin`` (a user's checkout built with cmake).
+        """
+        for path in (self.root / name, self.root / "build" / "bin" / name):
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+        return None
 
     def require_server(self) -> Path:
         """Return ``llama-server``; raise with the reason when this toolchain has none.
 
         Raises:
-            DependencyMissingError: it failed to build (the message names the build log), was
-                never built (a toolchain from before ``setup`` built it), or is not in the
-                user's llama.cpp.
+            DependencyMissingError: see ``require_tool``.
         """
-        if self.server is not None:
-            return self.server
+        return self.require_tool(SERVER_BINARY, needed_for="deploys work without it")
+
+    def require_tool(self, name: str, *, needed_for: str | None = None) -> Path:
+        """Return the optional tool ``name``; raise with the reason and the fix when absent.
+
+        Args:
+            name: the binary (one of ``OPTIONAL_TOOLS``).
+            needed_for: a few words on what does without it, added to the hint of a build
+                failure (e.g. ``deploys work without it``).
+
+        Raises:
+            DependencyMissingError: it failed to build (the message names the build log), was
+                never built (a toolchain from before ``setup`` built it: ``setup`` adds it), or
+                is not in the user's llama.cpp (``--llama-cpp``).
+        """
+        found = self.tool(name)
+        if found is not None:
+            return found
         marker = read_marker(self.root)
+        errors = marker.get("tool_errors") if marker else None
+        error = errors.get(name) if isinstance(errors, dict) else None
+        if marker is not None and error is None and name == SERVER_BINARY:
+            error = marker.get("server_error")
         if marker is None:
-            message = f"no {SERVER_BINARY} in your llama.cpp at {self.root}"
-            hint = "build its llama-server target, or unset DTO_LLAMA_CPP_DIR and run setup"
-        elif marker.get("server_error"):
-            message = f"{SERVER_BINARY} failed to build: {marker['server_error']}"
-            hint = f"see {self.root / BUILD_LOG}; deploys work without it"
+            message = f"no {name} in your llama.cpp at {self.root}"
+            hint = (f"build it there (cmake --build build --target {name}), or drop --llama-cpp "
+                    "/ DTO_LLAMA_CPP_DIR and run `deploy-to-ollama setup`")  # fmt: skip
+        elif error:
+            message = f"{name} failed to build: {error}"
+            hint = f"see {self.root / BUILD_LOG}" + (f"; {needed_for}" if needed_for else "")
         else:
-            message = f"the llama.cpp toolchain in {self.root} predates {SERVER_BINARY}"
-            hint = "run `deploy-to-ollama setup --force` to rebuild it with llama-server"
+            message = f"the llama.cpp toolchain in {self.root} predates {name}"
+            hint = ("run `deploy-to-ollama setup` to add it (builds only the missing tools; "
+                    "`setup --force` rebuilds everything)")  # fmt: skip
         raise DependencyMissingError(message, hint=hint)
 
     @property
@@ -145,16 +181,21 @@ class SetupResult:
 
     toolchain: Toolchain
     action: str
-    """``reused`` (already there), ``external`` (user's llama.cpp), ``built`` or ``installed``
-    (copied from ``prebuilt``)."""
+    """``reused`` (already there), ``external`` (user's llama.cpp), ``built``, ``completed``
+    (optional tools added to an older toolchain) or ``installed`` (copied from ``prebuilt``)."""
     seconds: float
     waited: bool = False
     """Another process held the build lock and we waited for it."""
     step_seconds: dict[str, float] = field(default_factory=dict)
     """Seconds per build step (``fetch``, ``extract``, ``configure``, ``quantize``, ``library``,
     ``server``) when this call built the toolchain."""
-    server_error: str | None = None
-    """Why ``llama-server`` did not build, when it did not (the toolchain is usable anyway)."""
+    tool_errors: dict[str, str] = field(default_factory=dict)
+    """Optional tool -> why it did not build (the toolchain is usable anyway)."""
+
+    @property
+    def server_error(self) -> str | None:
+        """Why ``llama-server`` did not build, when it did not."""
+        return self.tool_errors.get(SERVER_BINARY)
 
 
 def missing_parts(root: Path, required: tuple[str, ...] = REQUIRED_FILES) -> list[str]:
@@ -195,18 +236,36 @@ def toolchain_dir(cache_dir: Path) -> Path:
     return cache_dir / TOOLCHAIN_DIRNAME
 
 
-def _provisioned(final: Path, *, with_server: bool) -> Toolchain | None:
+def _wanted(*, with_server: bool, with_tools: bool) -> tuple[str, ...]:
+    """The optional tools a caller wants tried (``setup`` wants all; deploys none)."""
+    if with_tools:
+        return tuple(OPTIONAL_TOOLS)
+    return (SERVER_BINARY,) if with_server else ()
+
+
+def _incomplete(version: Path, wanted: tuple[str, ...]) -> tuple[str, ...]:
+    """The wanted tools the toolchain in ``version`` never tried (one whose build failed was
+    tried: retrying would fail the same way)."""
+    return tuple(t for t in untried_tools(read_marker(version) or {}) if t in wanted)
+
+
+def _finished(final: Path) -> Path | None:
+    """The finished toolchain version ``final`` points at (marker and files there), or None."""
+    version = store.current_version(final)
+    if version is None or read_marker(version) is None or missing_parts(version, PROVISIONED_FILES):
+        return None
+    return version
+
+
+def _provisioned(final: Path, *, wanted: tuple[str, ...] = ()) -> Toolchain | None:
     """The finished toolchain ``final`` points at, marked in use by this process; else None.
 
-    ``with_server``: a toolchain from before ``setup`` tried to build llama-server does not
-    count (one whose server build failed does: retrying would fail the same way).
+    ``wanted``: a toolchain that never tried to build one of these optional tools does not
+    count (``setup`` completes it).
     """
     for _ in range(3):  # a rebuild may retire the version between our look and our lock
-        version = store.current_version(final)
-        marker = read_marker(version) if version is not None else None
-        if version is None or marker is None or missing_parts(version, PROVISIONED_FILES):
-            return None
-        if with_server and marker.get("format", 1) != MARKER_FORMAT:
+        version = _finished(final)
+        if version is None or _incomplete(version, wanted):
             return None
         if store.mark_in_use(version):
             return Toolchain(version)
@@ -222,7 +281,7 @@ def find_toolchain(cache_dir: Path, llama_cpp_dir: Path | None = None) -> Toolch
     if llama_cpp_dir is not None:
         return _check_usable(_external_root(llama_cpp_dir), source="DTO_LLAMA_CPP_DIR/--llama-cpp")
     root = toolchain_dir(cache_dir)
-    found = _provisioned(root, with_server=False)
+    found = _provisioned(root)
     if found is None:
         raise DependencyMissingError(
             f"llama.cpp toolchain not provisioned (or from an older version) in {root}",
@@ -239,6 +298,7 @@ def provision_toolchain(
     jobs: int | None = None,
     force: bool = False,
     with_server: bool = False,
+    with_tools: bool = False,
     prebuilt: Path | None = None,
     progress: ProgressReporter | None = None,
 ) -> SetupResult:
@@ -256,8 +316,11 @@ def provision_toolchain(
         sdist: a local llama-cpp-python sdist to take the sources from.
         jobs: parallel build jobs (default: CPU count).
         force: rebuild even when a provisioned toolchain exists.
-        with_server: a toolchain from before ``setup`` built llama-server is rebuilt
-            (``setup`` asks for this; deploys, which need no server, do not).
+        with_server: a toolchain from before ``setup`` built llama-server gets it.
+        with_tools: a toolchain from before ``setup`` built llama-perplexity and llama-imatrix
+            gets them, and llama-server (``setup`` asks for this; deploys, which need none of
+            them, do not). Getting them *completes* the toolchain: what is there is copied into
+            a new version, only the missing tools are built (``complete_toolchain``).
         prebuilt: install this finished toolchain (same pinned commit, e.g. from another cache)
             instead of building; it goes through the same lock and switch.
         progress: stage reporter.
@@ -272,33 +335,37 @@ def provision_toolchain(
         tool = _check_usable(_external_root(llama_cpp_dir), source="--llama-cpp/DTO_LLAMA_CPP_DIR")
         return SetupResult(tool, "external", time.monotonic() - started)
     final = toolchain_dir(cache_dir)
-    if not force and (found := _provisioned(final, with_server=with_server)) is not None:
+    wanted = _wanted(with_server=with_server, with_tools=with_tools)
+    if not force and (found := _provisioned(final, wanted=wanted)) is not None:
         compile_kernel(found.root / KERNEL_LIBRARY)  # toolchains from before the kernel get it now
         return SetupResult(found, "reused", time.monotonic() - started)
     with store.build_lock(final, on_wait=lambda who: _say_waiting(reporter, who, final)) as waited:
         if waited:
             reporter.done(progress_key("wait"))
         # Whoever we waited for has just built it: a second build, even forced, would be waste.
-        if (not force or waited) and (found := _provisioned(final, with_server=with_server)):
+        if (not force or waited) and (found := _provisioned(final, wanted=wanted)):
             return SetupResult(found, "reused", time.monotonic() - started, waited=waited)
         store.collect_garbage(final)
+        existing = None if force or prebuilt is not None else _finished(final)
         work = Path(tempfile.mkdtemp(prefix=store.work_prefix(final), dir=cache_dir))
         try:
             if prebuilt is not None:
-                staged, steps, server_error = _copy_prebuilt(prebuilt, work, reporter), {}, None
+                staged, steps, errors = _copy_prebuilt(prebuilt, work, reporter), {}, {}
             else:
                 log = final.with_name(final.name + ".build.log")
                 log.write_text("", encoding="utf-8")
-                # Visible at the default level even where no progress bar can be drawn.
-                logger.warning(
-                    "building llama.cpp %s into %s, once per machine (%s); log: %s",
-                    LLAMA_CPP_COMMIT, final, BUILD_TIME_NOTE, log,
-                )  # fmt: skip
-                staged, report = build_toolchain(
-                    cache_dir, work, sdist=sdist, jobs=jobs or os.cpu_count() or 2, log=log,
-                    reporter=reporter,
-                )  # fmt: skip
-                steps, server_error = report.seconds, report.server_error
+                _say_building(final, log, existing, wanted)
+                n_jobs = jobs or os.cpu_count() or 2
+                if existing is not None:
+                    staged, report = complete_toolchain(
+                        cache_dir, existing, work, sdist=sdist, jobs=n_jobs, log=log,
+                        reporter=reporter,
+                    )  # fmt: skip
+                else:
+                    staged, report = build_toolchain(
+                        cache_dir, work, sdist=sdist, jobs=n_jobs, log=log, reporter=reporter
+                    )
+                steps, errors = report.seconds, report.tool_errors
             version = store.install_version(staged, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -306,8 +373,23 @@ def provision_toolchain(
     tool = _check_usable(version, source="provisioned")
     store.mark_in_use(version)
     logger.info("llama.cpp %s provisioned in %s", LLAMA_CPP_COMMIT, final)
-    action = "installed" if prebuilt is not None else "built"
-    return SetupResult(tool, action, time.monotonic() - started, waited, dict(steps), server_error)
+    action = "installed" if prebuilt is not None else "completed" if existing else "built"
+    return SetupResult(tool, action, time.monotonic() - started, waited, dict(steps), dict(errors))
+
+
+def _say_building(final: Path, log: Path, existing: Path | None, wanted: tuple[str, ...]) -> None:
+    """Say what is built and where its log is: visible at the default level even where no
+    progress bar can be drawn."""
+    if existing is not None:
+        logger.warning(
+            "adding %s to the llama.cpp toolchain in %s (the rest is kept); log: %s",
+            ", ".join(_incomplete(existing, wanted)), final, log,
+        )  # fmt: skip
+        return
+    logger.warning(
+        "building llama.cpp %s into %s, once per machine (%s); log: %s",
+        LLAMA_CPP_COMMIT, final, BUILD_TIME_NOTE, log,
+    )  # fmt: skip
 
 
 def _say_waiting(reporter: ProgressReporter, who: str, final: Path) -> None:

@@ -2,8 +2,12 @@
 
 One cmake configure, then the targets one after the other in the same build tree:
 ``llama-quantize`` (required), the quantizer library linked from its archives, our AVX2 kernel,
-and ``llama-server`` (optional: when it fails, the toolchain is still complete for deploys and
-the failure is recorded in the marker with the log that explains it).
+and the optional tools ``llama-server``, ``llama-perplexity`` and ``llama-imatrix`` (when one
+fails, the toolchain is still complete for deploys and the failure is recorded in the marker with
+the log that explains it; the feature that needs the tool names it).
+
+A toolchain from an older marker format is *completed*, not rebuilt: its files are copied into a
+new version and only the optional tools it never tried are built (``complete_toolchain``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from .._subprocess import kill_with_parent, run_tool
 from ..errors import ConversionError, DependencyMissingError
 from ..progress import ProgressReporter
+from .toolchain_store import IN_USE_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +42,14 @@ SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
 TOOLCHAIN_DIRNAME = f"llama.cpp-{LLAMA_CPP_COMMIT}"
 MARKER_FILE = ".dto-toolchain.json"
 #: 2: ``setup`` also tried to build llama-server (the marker says whether it worked).
-MARKER_FORMAT = 2
+#: 3: and llama-perplexity and llama-imatrix (``tools`` / ``tool_errors`` say which worked).
+MARKER_FORMAT = 3
 SERVER_BINARY = "llama-server"
+PERPLEXITY_BINARY = "llama-perplexity"
+IMATRIX_BINARY = "llama-imatrix"
+#: Optional binaries of the same build tree, in build order, with the marker format that first
+#: tried each (a toolchain of an older format never tried it: ``setup`` completes it).
+OPTIONAL_TOOLS: dict[str, int] = {SERVER_BINARY: 2, PERPLEXITY_BINARY: 3, IMATRIX_BINARY: 3}
 BUILD_LOG = "build.log"
 #: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
 #: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
@@ -86,6 +97,20 @@ CMAKE_FLAGS: tuple[str, ...] = (
     # Fully static so the same binaries run on the GPU machine too.
     "-DCMAKE_EXE_LINKER_FLAGS=-static",
 )
+#: The one change we make to the pinned sources: llama-perplexity and llama-imatrix wait for
+#: llama.cpp's logger thread before they exit. Unpatched, their last lines (the statistics
+#: ``export --measure`` reads) are sometimes lost when the machine is busy: the logger is
+#: intentionally leaked at exit (llama.cpp issue 22142). Output only; no computation changes.
+_LOG_FLUSH_ANCHOR = "\n    llama_backend_free();\n\n    return 0;\n}\n"
+_LOG_FLUSH = (
+    "\n    llama_backend_free();\n\n"
+    "    common_log_pause(common_log_main()); // deploy-to-ollama: print every queued line\n\n"
+    "    return 0;\n}\n"
+)
+SOURCE_PATCHES: tuple[tuple[str, str, str], ...] = (
+    ("tools/perplexity/perplexity.cpp", _LOG_FLUSH_ANCHOR, _LOG_FLUSH),
+    ("tools/imatrix/imatrix.cpp", _LOG_FLUSH_ANCHOR, _LOG_FLUSH),
+)
 SETUP_HINT = "run `deploy-to-ollama setup` (or set DTO_LLAMA_CPP_DIR to a llama.cpp checkout)"
 #: ``[ 42%] Building ...`` (Makefiles) or ``[17/230] Building ...`` (Ninja).
 _PERCENT = re.compile(r"^\[\s*(\d{1,3})%\]")
@@ -94,13 +119,21 @@ _COUNT = re.compile(r"^\[(\d+)/(\d+)\]")
 
 @dataclass
 class BuildReport:
-    """What a build did: seconds per step and, when llama-server failed, why."""
+    """What a build did: seconds per step and, for each optional tool that failed, why."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     """CPU time of the step's tools: unlike wall time, it does not depend on how busy the
     machine was (wall time on an idle machine is about this divided by the build jobs)."""
-    server_error: str | None = None
+    tool_errors: dict[str, str] = field(default_factory=dict)
+    """Optional tool -> why it did not build (absent: built, or not tried by this build)."""
+    patched: list[str] = field(default_factory=list)
+    """Source files ``SOURCE_PATCHES`` changed in this build."""
+
+    @property
+    def server_error(self) -> str | None:
+        """Why llama-server did not build, when it did not."""
+        return self.tool_errors.get(SERVER_BINARY)
 
 
 def _children_cpu() -> float:
@@ -307,21 +340,30 @@ def compile_kernel(dest: Path) -> bool:
     return True
 
 
+def build_optional(build: Path, staged: Path, target: str, *, jobs: int, log: Path,
+                   reporter: ProgressReporter, report: BuildReport) -> None:  # fmt: skip
+    """Build the optional tool ``target`` in the configured tree into ``staged``; a failure is
+    recorded in ``report`` (and later in the marker), not raised.
+
+    Optional on purpose: deploys need only llama-quantize, so a tool that does not build (an old
+    compiler, a missing header) must not cost the user the whole toolchain.
+    """
+    key = target.removeprefix("llama-")
+    with _step(report, reporter, key, f"llama.cpp: building {target}", total=100):
+        try:
+            binary = _build_target(build, target, jobs, log, reporter, key)
+        except ConversionError as err:
+            report.tool_errors[target] = err.message
+            logger.warning("%s was not built: %s (%s)", target, err.message, err.hint)
+            return
+        shutil.copy2(binary, staged / target)
+
+
 def build_server(build: Path, staged: Path, *, jobs: int, log: Path, reporter: ProgressReporter,
                  report: BuildReport) -> None:  # fmt: skip
-    """Build ``llama-server`` in the configured tree into ``staged``; a failure is recorded.
-
-    Optional on purpose: deploys need only llama-quantize, so a server that does not build
-    (an old compiler, a missing header) must not cost the user the whole toolchain.
-    """
-    with _step(report, reporter, "server", "llama.cpp: building llama-server", total=100):
-        try:
-            binary = _build_target(build, SERVER_BINARY, jobs, log, reporter, "server")
-        except ConversionError as err:
-            report.server_error = err.message
-            logger.warning("llama-server was not built: %s (%s)", err.message, err.hint)
-            return
-        shutil.copy2(binary, staged / SERVER_BINARY)
+    """Build ``llama-server`` (see ``build_optional``)."""
+    build_optional(build, staged, SERVER_BINARY, jobs=jobs, log=log, reporter=reporter,
+                   report=report)  # fmt: skip
 
 
 def build_toolchain(
@@ -352,33 +394,142 @@ def build_toolchain(
             shutil.copytree(src / part, staged / part)
         elif (src / part).exists():
             shutil.copy2(src / part, staged / part)
-    build = work / "build"
-    with _step(report, reporter, "configure", "llama.cpp: configuring (cmake)", None):
-        run_logged([_cmake(), "-S", src, "-B", build, *CMAKE_FLAGS], what="configuring llama.cpp",
-                   log=log)  # fmt: skip
+    build = _configure(src, work / "build", log, report, reporter)
     with _step(report, reporter, "quantize", "llama.cpp: building llama-quantize", total=100):
         binary = _build_target(build, "llama-quantize", jobs, log, reporter, "quantize")
         shutil.copy2(binary, staged / "llama-quantize")
     with _step(report, reporter, "library", "llama.cpp: linking the quantizer library", None):
         _link_quant_library(build, staged / QUANT_LIBRARY)
         compile_kernel(staged / KERNEL_LIBRARY)
-    build_server(build, staged, jobs=jobs, log=log, reporter=reporter, report=report)
+    for target in OPTIONAL_TOOLS:
+        build_optional(build, staged, target, jobs=jobs, log=log, reporter=reporter, report=report)
     shutil.copy2(log, staged / BUILD_LOG)
     write_marker(staged, report)
     return staged, report
 
 
-def write_marker(staged: Path, report: BuildReport) -> None:
-    """Write the marker that makes ``staged`` a finished toolchain (last step of a build)."""
-    marker = {
+def patch_sources(src: Path) -> list[str]:
+    """Apply ``SOURCE_PATCHES`` to the extracted tree; return the files patched.
+
+    A file whose anchor is not there exactly once is left as it is (logged): the tool still
+    builds, and ``gguf/quality.py`` retries a run whose output was cut off.
+    """
+    patched: list[str] = []
+    for rel, anchor, replacement in SOURCE_PATCHES:
+        path = src / rel
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if text.count(anchor) != 1:
+            logger.info("not patching %s: its end is not the expected one", rel)
+            continue
+        path.write_text(text.replace(anchor, replacement), encoding="utf-8")
+        patched.append(rel)
+    return patched
+
+
+def _configure(
+    src: Path, build: Path, log: Path, report: BuildReport, reporter: ProgressReporter
+) -> Path:
+    report.patched = patch_sources(src)
+    with _step(report, reporter, "configure", "llama.cpp: configuring (cmake)", None):
+        run_logged([_cmake(), "-S", src, "-B", build, *CMAKE_FLAGS], what="configuring llama.cpp",
+                   log=log)  # fmt: skip
+    return build
+
+
+def untried_tools(marker: dict[str, object]) -> tuple[str, ...]:
+    """The optional tools a toolchain with this marker never tried to build (older formats).
+
+    >>> untried_tools({"format": 2})
+    ('llama-perplexity', 'llama-imatrix')
+    >>> untried_tools({"commit": "0c1e570"})  # format 1: from before llama-server
+    ('llama-server', 'llama-perplexity', 'llama-imatrix')
+    >>> untried_tools({"format": 3})
+    ()
+    >>> untried_tools({"format": 2, "tools": {"llama-perplexity": True, "llama-imatrix": False}})
+    ()
+
+    A tool the marker names (built or failed) was tried, whatever the format says: a marker
+    rewritten for an older reader must not cost a rebuild.
+    """
+    fmt = marker.get("format", 1)
+    version = fmt if isinstance(fmt, int) else 1
+    tried = marker.get("tools")
+    named = set(tried) if isinstance(tried, dict) else set()
+    return tuple(
+        tool for tool, since in OPTIONAL_TOOLS.items() if version < since and tool not in named
+    )
+
+
+def complete_toolchain(
+    cache_dir: Path,
+    existing: Path,
+    work: Path,
+    *,
+    sdist: Path | None,
+    jobs: int,
+    log: Path,
+    reporter: ProgressReporter,
+) -> tuple[Path, BuildReport]:
+    """Stage ``existing`` plus the optional tools its format never tried; return the staged dir.
+
+    Why not a rebuild: what is there (llama-quantize, the quantizer library, llama-server: the
+    long part) stays byte for byte; only the missing tools and what they link (ggml, llama,
+    common) are compiled, in a fresh configure of the same pinned sources with the same flags.
+    """
+    marker = read_marker(existing) or {}
+    missing = untried_tools(marker)
+    report = BuildReport()
+    staged = work / "toolchain"
+    shutil.copytree(existing, staged, symlinks=True,
+                    ignore=shutil.ignore_patterns(IN_USE_FILE, MARKER_FILE))  # fmt: skip
+    with _step(report, reporter, "fetch", "llama.cpp: getting the sources (77 MB, once)", None):
+        source = obtain_sdist(cache_dir, sdist)
+    with _step(report, reporter, "extract", "llama.cpp: unpacking the sources", None):
+        key = progress_key("extract")
+        src = _extract_vendor(source, work / "src", lambda n: reporter.advance(key, n))
+    build = _configure(src, work / "build", log, report, reporter)
+    for target in missing:
+        build_optional(build, staged, target, jobs=jobs, log=log, reporter=reporter, report=report)
+    with (staged / BUILD_LOG).open("a", encoding="utf-8") as sink:
+        sink.write(log.read_text(encoding="utf-8", errors="replace"))
+    earlier = marker.get("tool_errors")
+    if isinstance(earlier, dict):
+        kept = {str(tool): str(why) for tool, why in earlier.items() if why}
+        report.tool_errors = {**kept, **report.tool_errors}
+    elif marker.get("server_error"):
+        report.tool_errors.setdefault(SERVER_BINARY, str(marker["server_error"]))
+    write_marker(staged, report, earlier=marker)
+    return staged, report
+
+
+def write_marker(
+    staged: Path,
+    report: BuildReport,
+    *,
+    earlier: dict[str, object] | None = None,
+) -> None:
+    """Write the marker that makes ``staged`` a finished toolchain (last step of a build).
+
+    Every optional tool has been tried by then (built, or its error is in ``report``).
+    ``earlier``: the marker of the toolchain this one completes (its build times are kept, this
+    build's go under ``complete_seconds``).
+    """
+    marker: dict[str, object] = {
         "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
         "commit": LLAMA_CPP_COMMIT,
         "format": MARKER_FORMAT,
         "server": (staged / SERVER_BINARY).is_file(),
         "server_error": report.server_error,
+        "tools": {tool: (staged / tool).is_file() for tool in OPTIONAL_TOOLS},
+        "tool_errors": {tool: report.tool_errors.get(tool) for tool in OPTIONAL_TOOLS},
+        "patched": report.patched,
         "build_seconds": report.seconds,
         "build_cpu_seconds": report.cpu_seconds,
     }
+    if earlier is not None:
+        marker["build_seconds"] = earlier.get("build_seconds", {})
+        marker["build_cpu_seconds"] = earlier.get("build_cpu_seconds", {})
+        marker["complete_seconds"] = report.seconds
     (staged / MARKER_FILE).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
 
