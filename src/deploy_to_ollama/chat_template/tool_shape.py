@@ -19,6 +19,16 @@ from .gotext import Act, Lit, Piece
 from .loops import Loop, extent, infer_loop, json_pieces, mentions, single_loop, spans
 from .shape import SYS, U1, U2, TemplateShape
 from .source import TemplateSource
+from .tool_args import (
+    ARGS_ACT,
+    KEYS,
+    VALUES,
+    ArgumentLoop,
+    infer_argument_loop,
+    placeholder,
+    splice,
+    with_placeholders,
+)
 
 #: Sentinel tools: names must not be prefixes of one another.
 TOOLS = tuple(
@@ -331,14 +341,71 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
         return ToolShape(reason=regions)
     opening = regions.shared if regions.shared < len(shape.assistant_prefix) else None
     shaped = _tool_parts(source, shape, regions)
+    if shaped.calls is None and shaped.reason == _NOT_A_LOOP:
+        shaped = _per_argument(source, shape, regions) or shaped
     if opening is not None and shaped.calls is None:
         return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
     return replace(shaped, opening=opening)
 
 
-def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions) -> ToolShape:
-    """Calls, content next to them and results, from the regions after the opening."""
+#: Why calls were not read off as a loop (the per-argument reading is tried next).
+_NOT_A_LOOP = "the tool calls do not print as a loop of sentinel-only items"
+
+
+def _region(text: str | None, shape: TemplateShape, regions: _Regions) -> str | None:
+    """The text between the opening of the tool-calling turn and the next turn, as in
+    :func:`_regions`."""
+    lead = shape.user_suffix + shape.assistant_prefix[: regions.shared]
+    at = text.find(U1) if text is not None else -1
+    if text is None or at < 0 or not text.startswith(lead, at + len(U1)):
+        return None
+    return text[at + len(U1) + len(lead) : text.rfind(A2 if regions.final else U2)]
+
+
+def _per_argument(
+    source: TemplateSource, shape: TemplateShape, regions: _Regions
+) -> ToolShape | None:
+    """Calls whose arguments print one by one: the argument list read off a call with one
+    argument and with two, then the calls read off as usual around it."""
+    one = regions.calls.get((1, ""))
+    conv = _call_conv(1, content="", results=1, final=regions.final)
+    call = conv[1]["tool_calls"][0]
+    arguments = dict(zip(KEYS, VALUES, strict=True))
+    conv[1]["tool_calls"][0] = {**call, "function": {**call["function"], "arguments": arguments}}
+    two = _region(_render(source, conv, gen=True), shape, regions)
+    if one is None or two is None:
+        return None
+    args = infer_argument_loop(one, two)
+    if args is None:
+        return None
+
+    def hide(text: str | None) -> str | None:
+        return None if text is None else with_placeholders(text, args, CALLS, "ab")
+
+    calls = {key: hide(text) for key, text in regions.calls.items()}
+    if any(text is None for text in calls.values()):
+        return None
+    results_two = hide(regions.results_two)
+    if regions.results_two is not None and results_two is None:
+        return None
+    hidden = replace(regions, calls={k: v for k, v in calls.items() if v is not None})
+    shaped = _tool_parts(source, shape, replace(hidden, results_two=results_two), args)
+    return shaped if shaped.calls is not None else None
+
+
+def _tool_parts(
+    source: TemplateSource,
+    shape: TemplateShape,
+    regions: _Regions,
+    args: ArgumentLoop | None = None,
+) -> ToolShape:
+    """Calls, content next to them and results, from the regions after the opening.
+
+    With ``args``, each call's argument text has been replaced by its placeholder, which the
+    call item turns into the argument loop."""
     call_mentions = [mentions(c) for c in CALLS]
+    if args is not None:
+        call_mentions = [[*m, placeholder(tag)] for m, tag in zip(call_mentions, "ab", strict=True)]
     result_mentions = [mentions(r) for r in RESULTS]
 
     def cut(region: str) -> str:
@@ -350,13 +417,21 @@ def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions)
         # The Jinja template drops tool calls: the assistant turn prints as an ordinary one.
         return _with_results(source, shape, ToolShape(calls_dropped=True), one, regions)
     subst = [_call_subst(c, "$c") for c in CALLS]
+    if args is not None:
+        subst = [
+            ({**strings, placeholder(tag): ARGS_ACT}, values)
+            for (strings, values), tag in zip(subst, "ab", strict=True)
+        ]
     two = regions.calls.get((2, ""))
     if two is not None:
         calls = infer_loop(one, cut(two), call_mentions, subst)
     else:
         calls = single_loop(one, call_mentions[0], subst[0])
+    if calls is not None and args is not None:
+        item = splice(calls.item, args, "$c")
+        calls = replace(calls, item=tuple(item)) if item is not None else None
     if calls is None:
-        return ToolShape(reason="the tool calls do not print as a loop of sentinel-only items")
+        return ToolShape(reason=_NOT_A_LOOP)
     parts = ToolShape(calls=calls)
     with_content = regions.calls.get((1, CONTENT))
     if with_content is None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
+from .key_order import KEY_ORDER, key_order_only
 from .probes import Probe, load_probes
 from .source import TemplateSource
 
@@ -317,6 +318,8 @@ def _compare(
     reason = None
     if probe.ollama_limit:
         status, reason = "skipped", f"Ollama limit: {probe.ollama_limit}"
+    elif probe.needs_tools and key_order_only(source, probe, actual):
+        status, reason = "skipped", KEY_ORDER
     elif position is None:
         reason = "same text, different tokens"
     at = position or 0

@@ -1,0 +1,134 @@
+"""Read per-argument tool calls off sentinel renders: the argument list as a Go ``range``.
+
+Many templates print each argument of a call on its own (Qwen3-Coder's
+``<parameter=KEY>\\nVALUE\\n</parameter>``, GLM's ``<arg_key>``/``<arg_value>``, MiniMax's
+``<parameter name="KEY">``, DeepSeek V3.2's DSML) instead of the arguments as one JSON value.
+We render one call with one argument and with two, read the argument item and the glue between
+items, and emit ``range $ak, $av := $c.Function.Arguments``. Ollama hands a TEMPLATE the
+arguments as a Go map (ollama/ollama ``template/template.go``: ``templateArgs``), which ``range``
+walks in sorted key order; the sentinel keys are sorted so inference sees that order too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .gotext import Act, Lit, Piece
+from .loops import extent, generalise
+
+#: Sentinel argument keys and values of call ``a``; the second key sorts after the first.
+KEYS = ("zqkeya", "zqkeyc")
+VALUES = ("Zqcallvala", "Zqcallvalc")
+
+#: Stands for a call's whole argument list in a region, until the loop is spliced in.
+ARGS_ACT = "__arguments__"
+
+
+def placeholder(tag: str) -> str:
+    """The sentinel that replaces call ``tag``'s argument text in a rendering."""
+    return f"Zqargs{tag}holder"
+
+
+@dataclass(frozen=True, slots=True)
+class ArgumentLoop:
+    """One call's arguments as the Jinja template prints them, one item per argument."""
+
+    item_text: str
+    """Call ``a``'s single argument (``KEYS[0]``/``VALUES[0]``) as rendered."""
+    item: tuple[Piece, ...]
+    """The item with ``$ak`` (key) and ``$av`` (value)."""
+    glue: str
+    """Between two arguments (empty when the item carries its own wrapper)."""
+
+    def text_for(self, call: Mapping[str, Any]) -> str | None:
+        """The item as rendered for a sentinel call with exactly one argument."""
+        arguments = call["function"]["arguments"]
+        if len(arguments) != 1:
+            return None
+        ((key, value),) = arguments.items()
+        return self.item_text.replace(KEYS[0], key).replace(VALUES[0], str(value))
+
+    def pieces(self, var: str) -> list[Piece]:
+        """``range`` over ``var``'s arguments (the glue printed before every item but the
+        first, tracked by a variable since a map range has no index)."""
+        head: list[Piece] = [Act(f"range $ak, $av := {var}.Function.Arguments")]
+        if not self.glue:
+            return [*head, *self.item, Act("end")]
+        pieces: list[Piece] = [Act("$more := false"), *head]
+        pieces += [Act("if $more"), Lit(self.glue), Act("end"), Act("$more = true")]
+        return [*pieces, *self.item, Act("end")]
+
+
+def infer_argument_loop(one: str, two: str) -> ArgumentLoop | None:
+    """The argument loop from a region with call ``a`` given one argument and given two.
+
+    The glue seen between two items is folded into the item where the text after the last
+    item starts with it and the text before the first ends with the rest (so a call without
+    arguments prints its wrapper alone, as the Jinja template's loop would).
+    """
+    first, second = [KEYS[0], VALUES[0]], [KEYS[1], VALUES[1]]
+    start, end = extent(one, first)
+    start2, end2 = extent(two, first)
+    start3, end3 = extent(two, second)
+    if min(start, start2, start3) < 0 or start != start2 or end2 > start3:
+        return None
+    before, after, item = one[:start], one[end:], one[start:end]
+    swapped = item.replace(KEYS[0], KEYS[1]).replace(VALUES[0], VALUES[1])
+    if two[:start] != before or two[end3:] != after or two[start:end2] != item:
+        return None
+    if two[start3:end3] != swapped:
+        return None
+    glue = two[end2:start3]
+    # The first split of the glue into a start of `after` and an end of `before`.
+    splits = range(len(glue) + 1)
+    ends = (n for n in splits if after.startswith(glue[:n]) and before.endswith(glue[n:]))
+    cut = next(ends, None)
+    if cut is not None:
+        item, glue = glue[cut:] + item + glue[:cut], ""
+    pieces = generalise(item, {KEYS[0]: "$ak", VALUES[0]: "$av"}, [])
+    if pieces is None or ARGS_ACT in item:
+        return None
+    return ArgumentLoop(item, tuple(pieces), glue)
+
+
+def with_placeholders(
+    text: str, loop: ArgumentLoop, calls: Sequence[Mapping[str, Any]], tags: str
+) -> str | None:
+    """``text`` with each sentinel call's argument text replaced by its placeholder; None
+    when a call's arguments are not where the loop says."""
+    for call, tag in zip(calls, tags, strict=False):
+        item = loop.text_for(call)
+        if item is None:
+            return None
+        if call["function"]["name"] in text:
+            if text.count(item) != 1:
+                return None
+            text = text.replace(item, placeholder(tag))
+    return text
+
+
+def splice(pieces: Sequence[Piece], loop: ArgumentLoop, var: str) -> list[Piece] | None:
+    """Replace the placeholder action in a call item by the argument loop."""
+    out: list[Piece] = []
+    seen = 0
+    for piece in pieces:
+        if isinstance(piece, Act) and piece.code == ARGS_ACT:
+            out += loop.pieces(var)
+            seen += 1
+        else:
+            out.append(piece)
+    return out if seen == 1 else None
+
+
+__all__ = [
+    "ARGS_ACT",
+    "KEYS",
+    "VALUES",
+    "ArgumentLoop",
+    "infer_argument_loop",
+    "placeholder",
+    "splice",
+    "with_placeholders",
+]
