@@ -32,28 +32,31 @@ def placeholder(tag: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ArgumentLoop:
-    """One call's arguments as the Jinja template prints them, one item per argument."""
+class ItemLoop:
+    """A list printed one item per entry of a Go map (arguments, parameter properties)."""
 
     item_text: str
-    """Call ``a``'s single argument (``KEYS[0]``/``VALUES[0]``) as rendered."""
+    """The first sentinel entry as rendered."""
     item: tuple[Piece, ...]
-    """The item with ``$ak`` (key) and ``$av`` (value)."""
+    """The item with the range variables in it."""
     glue: str
-    """Between two arguments (empty when the item carries its own wrapper)."""
+    """Between two items (empty when the item carries its own wrapper)."""
+    head: str
+    """The range action, ``{var}`` standing for the variable that owns the map."""
+    sentinels: tuple[str, ...]
+    """The first entry's sentinel strings, in the order ``text_for`` replaces them."""
 
-    def text_for(self, call: Mapping[str, Any]) -> str | None:
-        """The item as rendered for a sentinel call with exactly one argument."""
-        arguments = call["function"]["arguments"]
-        if len(arguments) != 1:
-            return None
-        ((key, value),) = arguments.items()
-        return self.item_text.replace(KEYS[0], key).replace(VALUES[0], str(value))
+    def text_for(self, values: Sequence[str]) -> str:
+        """The item as rendered for an entry whose sentinels are ``values``."""
+        text = self.item_text
+        for sentinel, value in zip(self.sentinels, values, strict=True):
+            text = text.replace(sentinel, value)
+        return text
 
     def pieces(self, var: str) -> list[Piece]:
-        """``range`` over ``var``'s arguments (the glue printed before every item but the
-        first, tracked by a variable since a map range has no index)."""
-        head: list[Piece] = [Act(f"range $ak, $av := {var}.Function.Arguments")]
+        """``range`` over ``var``'s map (the glue printed before every item but the first,
+        tracked by a variable since a map range has no index)."""
+        head: list[Piece] = [Act(self.head.format(var=var))]
         if not self.glue:
             return [*head, *self.item, Act("end")]
         pieces: list[Piece] = [Act("$more := false"), *head]
@@ -61,21 +64,31 @@ class ArgumentLoop:
         return [*pieces, *self.item, Act("end")]
 
 
-def infer_argument_loop(one: str, two: str) -> ArgumentLoop | None:
-    """The argument loop from a region with call ``a`` given one argument and given two.
+def infer_item_loop(
+    one: str, two: str, first: Mapping[str, str], second: Sequence[str], head: str
+) -> ItemLoop | None:
+    """A map's loop from a rendering with one entry and one with two.
+
+    Args:
+        one: the rendering with the first entry only.
+        two: the same with the second entry added.
+        first: the first entry's sentinels and the Go expression each becomes.
+        second: the second entry's sentinels, in the order of ``first``.
+        head: the range action (see :attr:`ItemLoop.head`).
 
     The glue seen between two items is folded into the item where the text after the last
-    item starts with it and the text before the first ends with the rest (so a call without
-    arguments prints its wrapper alone, as the Jinja template's loop would).
+    item starts with it and the text before the first ends with the rest (so an empty map
+    prints the wrapper alone, as the Jinja template's loop would).
     """
-    first, second = [KEYS[0], VALUES[0]], [KEYS[1], VALUES[1]]
-    start, end = extent(one, first)
-    start2, end2 = extent(two, first)
+    start, end = extent(one, list(first))
+    start2, end2 = extent(two, list(first))
     start3, end3 = extent(two, second)
     if min(start, start2, start3) < 0 or start != start2 or end2 > start3:
         return None
     before, after, item = one[:start], one[end:], one[start:end]
-    swapped = item.replace(KEYS[0], KEYS[1]).replace(VALUES[0], VALUES[1])
+    swapped = item
+    for old, new in zip(first, second, strict=True):
+        swapped = swapped.replace(old, new)
     if two[:start] != before or two[end3:] != after or two[start:end2] != item:
         return None
     if two[start3:end3] != swapped:
@@ -87,10 +100,30 @@ def infer_argument_loop(one: str, two: str) -> ArgumentLoop | None:
     cut = next(ends, None)
     if cut is not None:
         item, glue = glue[cut:] + item + glue[:cut], ""
-    pieces = generalise(item, {KEYS[0]: "$ak", VALUES[0]: "$av"}, [])
-    if pieces is None or ARGS_ACT in item:
+    pieces = generalise(item, first, [])
+    if pieces is None:
         return None
-    return ArgumentLoop(item, tuple(pieces), glue)
+    return ItemLoop(item, tuple(pieces), glue, head, tuple(first))
+
+
+#: The per-argument loop of a tool call.
+ArgumentLoop = ItemLoop
+
+
+def infer_argument_loop(one: str, two: str) -> ArgumentLoop | None:
+    """The argument loop from a region with call ``a`` given one argument and given two."""
+    first = {KEYS[0]: "$ak", VALUES[0]: "$av"}
+    head = "range $ak, $av := {var}.Function.Arguments"
+    return infer_item_loop(one, two, first, [KEYS[1], VALUES[1]], head)
+
+
+def _call_text(loop: ArgumentLoop, call: Mapping[str, Any]) -> str | None:
+    """The item as rendered for a sentinel call with exactly one argument."""
+    arguments = call["function"]["arguments"]
+    if len(arguments) != 1:
+        return None
+    ((key, value),) = arguments.items()
+    return loop.text_for([key, str(value)])
 
 
 def with_placeholders(
@@ -99,7 +132,7 @@ def with_placeholders(
     """``text`` with each sentinel call's argument text replaced by its placeholder; None
     when a call's arguments are not where the loop says."""
     for call, tag in zip(calls, tags, strict=False):
-        item = loop.text_for(call)
+        item = _call_text(loop, call)
         if item is None:
             return None
         if call["function"]["name"] in text:
@@ -109,12 +142,14 @@ def with_placeholders(
     return text
 
 
-def splice(pieces: Sequence[Piece], loop: ArgumentLoop, var: str) -> list[Piece] | None:
-    """Replace the placeholder action in a call item by the argument loop."""
+def splice(
+    pieces: Sequence[Piece], loop: ItemLoop, var: str, act: str = ARGS_ACT
+) -> list[Piece] | None:
+    """Replace the placeholder action ``act`` in an item by ``loop``."""
     out: list[Piece] = []
     seen = 0
     for piece in pieces:
-        if isinstance(piece, Act) and piece.code == ARGS_ACT:
+        if isinstance(piece, Act) and piece.code == act:
             out += loop.pieces(var)
             seen += 1
         else:
@@ -127,7 +162,9 @@ __all__ = [
     "KEYS",
     "VALUES",
     "ArgumentLoop",
+    "ItemLoop",
     "infer_argument_loop",
+    "infer_item_loop",
     "placeholder",
     "splice",
     "with_placeholders",

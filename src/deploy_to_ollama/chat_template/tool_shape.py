@@ -199,15 +199,17 @@ def _list_loop(
     return None
 
 
-def tool_lead(source: TemplateSource) -> tuple[str, tuple[str, str] | None] | None:
+def tool_lead(
+    source: TemplateSource, tools: Sequence[Mapping[str, Any]] = TOOLS[:1]
+) -> tuple[str, tuple[str, str] | None] | None:
     """(head, (before, after) the system content) up to the first user content, rendered with
     one sentinel tool offered (JSON marked); None when the Jinja template rejects it."""
     user = {"role": "user", "content": U1}
-    alone = _render(source, [user], tools=TOOLS[:1], gen=False)
+    alone = _render(source, [user], tools=tools, gen=False)
     if alone is None or U1 not in alone:
         return None
     with_system = _render(
-        source, [{"role": "system", "content": SYS}, user], tools=TOOLS[:1], gen=False
+        source, [{"role": "system", "content": SYS}, user], tools=tools, gen=False
     )
     head_system = None
     if with_system is not None and SYS in with_system and U1 in with_system:

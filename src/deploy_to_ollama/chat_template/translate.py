@@ -20,6 +20,7 @@ from .probes import load_probes
 from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
+from .tool_props import definitions as per_property_definitions
 from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
@@ -220,6 +221,9 @@ def _with_tools(
             return replace(result, template=plain, report=report)
         return "tool calls or results differ"
     loop, lead = definitions_loop(source), tool_lead(source)
+    if loop is None and lead is not None:
+        # Parameters printed one by one (Qwen3-Coder): the lead goes with that reading.
+        loop, lead = per_property_definitions(source) or (None, lead)
     if loop is None or lead is None:
         logger.info("tool definitions not translated: no loop of sentinel tools found")
         return "the tool definitions do not print as a loop of sentinel-only items"

@@ -1,0 +1,121 @@
+"""Tool definitions that print each parameter on its own (Qwen3-Coder's ``<parameter>`` blocks).
+
+When the tool list does not read off as sentinel-only items, we try once more with each
+tool's parameter properties as their own loop: render tool ``a`` with one property and with
+two (types and descriptions are sentinels too), read the property item off as
+``range $pk, $pv := $t.Function.Parameters.Properties`` (``$pk``, ``$pv.Type``,
+``$pv.Description``), hide each tool's property text behind a placeholder and read the tool
+list as usual. Ollama's properties reach a TEMPLATE as a Go map, walked in sorted key order
+(``key_order.py`` says so for a probe whose properties are not sorted).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .loops import Loop, infer_loop, mentions
+from .source import TemplateSource
+from .tool_args import ItemLoop, infer_item_loop, splice
+
+#: Stands for a tool's whole property list until the loop is spliced in.
+PROPS_ACT = "__properties__"
+
+_HEAD = "range $pk, $pv := {var}.Function.Parameters.Properties"
+
+
+def _tool(tag: str, extra: str | None = None, *, required: bool = True) -> dict[str, Any]:
+    """A sentinel tool whose property type is a sentinel too (``extra``: a second one)."""
+    props = {f"zqarg{tag}": {"type": f"Zqtype{tag}", "description": f"Zqarg{tag}doc"}}
+    if extra is not None:
+        props[f"zqarg{extra}"] = {"type": f"Zqtype{extra}", "description": f"Zqarg{extra}doc"}
+    return {
+        "type": "function",
+        "function": {
+            "name": f"Zqtool{tag}name",
+            "description": f"Zqtool{tag}desc",
+            "parameters": {
+                "type": "object",
+                "properties": props,
+                "required": [f"zqarg{tag}"] if required else [],
+            },
+        },
+    }
+
+
+def _sentinels(tag: str) -> list[str]:
+    return [f"zqarg{tag}", f"Zqtype{tag}", f"Zqarg{tag}doc"]
+
+
+def _placeholder(tag: str) -> str:
+    return f"Zqprops{tag}holder"
+
+
+def property_loop(source: TemplateSource) -> ItemLoop | None:
+    """The per-property loop, read off tool ``a`` with one property and with two (no
+    ``required`` list, so a property name is printed only where its item is)."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    user = [{"role": "user", "content": U1}]
+    one = _render(source, user, tools=[_tool("a", required=False)], gen=True)
+    two = _render(source, user, tools=[_tool("a", "c", required=False)], gen=True)
+    if one is None or two is None:
+        return None
+    first = dict(zip(_sentinels("a"), ("$pk", "$pv.Type", "$pv.Description"), strict=True))
+    return infer_item_loop(one, two, first, _sentinels("c"), _HEAD)
+
+
+def definitions(
+    source: TemplateSource,
+) -> tuple[Loop, tuple[str, tuple[str, str] | None]] | None:
+    """(tool-list loop, lead) for a Jinja template that prints parameters one by one; the
+    lead is rendered with the same sentinel tool, so the loop's item text is found in it."""
+    from .shape import SYS, U1
+    from .tool_shape import _render, _tool_subst, tool_lead
+
+    props = property_loop(source)
+    if props is None:
+        return None
+    tools = [_tool("a"), _tool("b")]
+    conv = [{"role": "system", "content": SYS}, {"role": "user", "content": U1}]
+    renders = [_render(source, conv, tools=tools[:n], gen=True) for n in (1, 2)]
+    if None in renders:
+        conv = conv[1:]
+        renders = [_render(source, conv, tools=tools[:n], gen=True) for n in (1, 2)]
+    hidden = [_hide(text, props, tools) for text in renders]
+    lead = tool_lead(source, tools[:1])
+    one, two = hidden
+    if one is None or two is None or lead is None:
+        return None
+    subst = []
+    for tool, tag in zip(tools, "ab", strict=True):
+        strings, values = _tool_subst(tool, "$t")
+        params = tool["function"]["parameters"]
+        values = [*values, (params["required"], "$t.Function.Parameters.Required")]
+        subst.append(({**strings, _placeholder(tag): PROPS_ACT}, values))
+    found = [[*mentions(t), _placeholder(tag)] for t, tag in zip(tools, "ab", strict=True)]
+    loop = infer_loop(one, two, found, subst)
+    if loop is None:
+        return None
+    item = splice(loop.item, props, "$t", PROPS_ACT)
+    if item is None:
+        return None
+    text = loop.item_text.replace(_placeholder("a"), props.text_for(_sentinels("a")))
+    return Loop(loop.before, tuple(item), loop.glue, loop.after, text), lead
+
+
+def _hide(text: str | None, props: ItemLoop, tools: list[dict[str, Any]]) -> str | None:
+    """``text`` with each tool's property item replaced by its placeholder."""
+    if text is None:
+        return None
+    for tool, tag in zip(tools, "ab", strict=False):
+        if tool["function"]["name"] not in text:
+            continue
+        item = props.text_for(_sentinels(tag))
+        if text.count(item) != 1:
+            return None
+        text = text.replace(item, _placeholder(tag))
+    return text
+
+
+__all__ = ["PROPS_ACT", "definitions", "property_loop"]
