@@ -306,7 +306,11 @@ def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
     pieces += [Lit(_plain(tools.result_open)), Act("end"), *tools.result, Act("if $last")]
     pieces += [Lit(_plain(tools.result_close_last)), *_think_switch(shape)]
     pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "tool"')]
-    pieces += [Lit(_plain(tools.result_glue)), Act("else"), Lit(_plain(tools.result_close))]
+    pieces += [Lit(_plain(tools.result_glue))]
+    if tools.result_close_user is not None:
+        pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "user"')]
+        pieces += [Lit(_plain(tools.result_close_user))]
+    pieces += [Act("else"), Lit(_plain(tools.result_close))]
     return [*pieces, Act("end")]
 
 

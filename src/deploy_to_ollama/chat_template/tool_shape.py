@@ -93,6 +93,10 @@ class ToolShape:
     """After the last of consecutive tool results, before the next turn."""
     result_close_last: str = ""
     """After a tool result that ends the conversation (includes the generation prompt)."""
+    result_close_user: str | None = None
+    """After the last of consecutive tool results when a user turn follows, where that
+    differs from ``result_close`` (the shape gave part of the user opening to the assistant
+    suffix, as Llama 4's ``<|header_start|>user``)."""
     opening: int | None = None
     """Where a turn with tool calls leaves the assistant prefix (None: it keeps all of it)."""
     calls_dropped: bool = False
@@ -475,6 +479,23 @@ def _results_dropped(
     return replace(parts, results_dropped=True, result_close_last=last[at + len(lead) :])
 
 
+def _close_before_user(
+    source: TemplateSource, shape: TemplateShape, result: Sequence[str], close: str
+) -> str | None:
+    """What follows a tool result when a user turn comes next, less the user prefix; None
+    when it is ``close`` or cannot be read off."""
+    text = _render(source, _call_conv(1, content="", results=1, final=False), gen=True)
+    if text is None:
+        return None
+    end = extent(text, result)[1]
+    at = text.find(U2, end) if end >= 0 else -1
+    between = text[end:at]
+    if at < 0 or not between.endswith(shape.user_prefix):
+        return None
+    found = between[: len(between) - len(shape.user_prefix)]
+    return None if found == close else found
+
+
 def _with_results(
     source: TemplateSource, shape: TemplateShape, parts: ToolShape, head: str, regions: _Regions
 ) -> ToolShape:
@@ -504,14 +525,16 @@ def _with_results(
     # The assistant turn ends where an ordinary one does; the rest opens the results.
     end_at = head.find(shape.assistant_suffix) if shape.assistant_suffix else -1
     split = end_at + len(shape.assistant_suffix) if end_at >= 0 else len(head)
+    close = loop.after[: len(loop.after) - len(regions.next_prefix)]
     return replace(
         parts,
+        result_close_user=_close_before_user(source, shape, result_mentions[0], close),
         calls=replace(parts.calls, after="") if parts.calls is not None else None,
         calls_end=head[:split],
         result_open=head[split:],
         result=loop.item,
         result_glue=loop.glue,
-        result_close=loop.after[: len(loop.after) - len(regions.next_prefix)],
+        result_close=close,
         result_close_last=last[extent(last, result_mentions[0])[1] :],
     )
 
