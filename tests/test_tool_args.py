@@ -1,0 +1,153 @@
+"""Tool calls and tool definitions printed one argument / one parameter at a time.
+
+GLM, MiniMax, Qwen3-Coder, DeepSeek V3.2 print each argument of a call (and each parameter
+of a tool) on its own. The translator reads those lists off as Go ``range`` loops over
+Ollama's maps; Go walks a map in sorted key order, so a probe whose only difference is that
+order is skipped with the reason, never counted. Every claim here is re-rendered by Go.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
+from deploy_to_ollama.chat_template.key_order import KEY_ORDER, sorted_probe
+from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
+from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
+from support.go_oracle import to_ollama_api_messages
+from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
+
+_TURNS = (
+    "{% for m in messages %}<|{{ m.role }}|>\n"
+    "{% if m.role == 'tool' %}<tool_response>{{ m.content }}</tool_response>"
+    "{% else %}{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}"
+    "{% for k, v in c.function.arguments.items() %}"
+    "\n<arg_key>{{ k }}</arg_key><arg_value>{{ v }}</arg_value>"
+    "{% endfor %}\n</tool_call>{% endfor %}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+# GLM-style: definitions as Python JSON, calls with one <arg_key>/<arg_value> per argument.
+GLM_LIKE = (
+    "{% if tools %}<tools>{% for t in tools %}\n{{ t | tojson }}{% endfor %}\n</tools>\n{% endif %}"
+    + _TURNS
+)
+
+# Qwen3-Coder-style definitions: one <parameter> block per property, required as JSON.
+PARAMS_LIKE = (
+    "{% if tools %}<tools>{% for t in tools %}\n<function><name>{{ t.function.name }}</name>"
+    "<description>{{ t.function.description }}</description><parameters>"
+    "{% for k, v in t.function.parameters.properties.items() %}"
+    "\n<parameter><name>{{ k }}</name><type>{{ v.type }}</type>"
+    "<description>{{ v.description }}</description></parameter>{% endfor %}"
+    "\n<required>{{ t.function.parameters.required | tojson }}</required></parameters>"
+    "</function>{% endfor %}\n</tools>\n{% endif %}" + _TURNS
+)
+
+
+def _source(template: str) -> TemplateSource:
+    return TemplateSource(
+        template=template, origin=Path("t.jinja"), kind="jinja", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def _tool_probes(result: Any) -> dict[str, Any]:
+    ids = {p.id for p in load_probes() if p.needs_tools}
+    return {p.probe: p for p in result.report.probes if p.probe in ids}
+
+
+def _go_holds(go_oracle: Any, source: TemplateSource, result: Any) -> list[str]:
+    """Probe ids whose claimed match does not hold when Go renders the TEMPLATE."""
+    probes = {p.id: p for p in load_probes()}
+    checks = [p for p in result.report.probes if p.status == "match"]
+    cases = [
+        {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
+            "system": result.system or "",
+            "think": probes[c.probe].think,
+            **({"tools": list(probes[c.probe].tools)} if probes[c.probe].tools else {}),
+        }
+        for c in checks
+    ]
+    wrong = []
+    for checked, go in zip(checks, go_oracle.run(cases), strict=True):
+        exp, act = strip_bos(checked.expected or "", go.output, "<s>")
+        probe = probes[checked.probe]
+        holds = exp == act if checked.tier == "exact" else json_equivalent(source, probe, exp, act)
+        if go.failed or not holds:
+            wrong.append(checked.probe)
+    return wrong
+
+
+def test_per_argument_calls_become_a_range_over_the_arguments(go_oracle: Any) -> None:
+    source = _source(GLM_LIKE)
+    result = translate_template(source)
+    assert "range $ak, $av := $c.Function.Arguments" in result.template
+    assert result.verified and result.report.tools_verified
+    tools = _tool_probes(result)
+    call = tools["tool_call_and_result"]
+    assert call.status == "match"
+    # (transformers renders with trim_blocks: the newline after a block tag goes)
+    want = "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value></tool_call>"
+    assert want in (call.actual or "")
+    # title/body in request order: Go prints body first. Skipped with the reason, not a match.
+    unsorted = tools["tool_args_unicode_quotes"]
+    assert unsorted.status == "skipped" and unsorted.reason == KEY_ORDER
+    assert tool_call_tag(result.template) == "<tool_call>"
+    assert _go_holds(go_oracle, source, result) == []
+
+
+def test_a_real_difference_in_argument_text_is_not_taken_for_key_order() -> None:
+    source = _source(GLM_LIKE)
+    result = translate_template(source)
+    broken = result.template.replace("</arg_value>", "</arg_val>")
+    assert broken != result.template
+    report = verify_template(source, broken, system=result.system, tools=True)
+    statuses = {p.probe: p.status for p in report.probes}
+    assert statuses["tool_call_and_result"] == "differs"
+    assert statuses["tool_args_unicode_quotes"] == "differs"
+    assert not report.tools_verified
+
+
+def test_sorted_probe_changes_only_unsorted_keys() -> None:
+    probes = {p.id: p for p in load_probes()}
+    assert sorted_probe(probes["tool_call_and_result"]) is None  # one argument: nothing moves
+    moved = sorted_probe(probes["tool_args_unicode_quotes"])
+    assert moved is not None
+    (call,) = next(m for m in moved.messages if m.get("tool_calls"))["tool_calls"]
+    assert list(call["function"]["arguments"]) == sorted(call["function"]["arguments"])
+
+
+def test_per_parameter_definitions_become_a_range_over_the_properties(go_oracle: Any) -> None:
+    source = _source(PARAMS_LIKE)
+    result = translate_template(source)
+    assert "range $pk, $pv := $t.Function.Parameters.Properties" in result.template
+    assert "json $t.Function.Parameters.Required" in result.template
+    assert result.verified and result.report.tools_verified
+    offered = _tool_probes(result)["tools_offered_not_called"]
+    assert offered.status == "match"
+    assert "<parameter><name>timezone</name><type>string</type>" in (offered.actual or "")
+    assert _go_holds(go_oracle, source, result) == []
+
+
+def test_close_after_tool_results_before_a_user_turn_is_read_off() -> None:
+    """Llama 4's shape gives ``<|header_start|>user`` to the assistant suffix; after a tool
+    result followed by a user turn the TEMPLATE must still print it."""
+    require_shared(CHAT_TEMPLATES_DIR)
+    record = next(r for r in corpus_records() if r["_file"] == "llama4__axolotl-llama4.json")
+    source = TemplateSource(
+        template=record["jinja"],
+        origin=CHAT_TEMPLATES_DIR / record["_file"],
+        kind="jinja",
+        bos_token=record.get("bos_token") or "<s>",
+        eos_token=record.get("eos_token") or "</s>",
+    )
+    result = translate_template(source)
+    assert 'Role "user"' in result.template and result.report.tools_verified
+    call = _tool_probes(result)["tool_call_and_result"]
+    assert call.status == "match"
+    assert "<|eot|><|header_start|>user<|header_end|>\n\nShould I" in (call.actual or "")
