@@ -151,3 +151,27 @@ def test_close_after_tool_results_before_a_user_turn_is_read_off() -> None:
     call = _tool_probes(result)["tool_call_and_result"]
     assert call.status == "match"
     assert "<|eot|><|header_start|>user<|header_end|>\n\nShould I" in (call.actual or "")
+
+
+# Kimi-style: a call's id is built from its name and its index in the turn.
+INDEXED = GLM_LIKE.replace(
+    "<tool_call>{{ c.function.name }}",
+    "<tool_call>functions.{{ c.function.name }}:{{ loop.index0 }} "
+    "{{ c.function.arguments | tojson }}",
+).replace(
+    "{% for k, v in c.function.arguments.items() %}"
+    "\n<arg_key>{{ k }}</arg_key><arg_value>{{ v }}</arg_value>{% endfor %}",
+    "",
+)
+
+
+def test_a_call_index_printed_by_the_jinja_becomes_the_range_index(go_oracle: Any) -> None:
+    source = _source(INDEXED)
+    result = translate_template(source)
+    assert "{{- $c.Function.Name }}:\n{{- $k }}" in result.template
+    assert result.verified and result.report.tools_verified
+    parallel = _tool_probes(result)["parallel_tool_calls"]
+    assert parallel.status == "match"
+    assert "functions.get_weather:0 " in (parallel.actual or "")
+    assert "functions.get_time:1 " in (parallel.actual or "")
+    assert _go_holds(go_oracle, source, result) == []

@@ -430,7 +430,7 @@ def _tool_parts(
         ]
     two = regions.calls.get((2, ""))
     if two is not None:
-        calls = infer_loop(one, cut(two), call_mentions, subst)
+        calls = infer_loop(one, cut(two), call_mentions, subst, index="$k")
     else:
         calls = single_loop(one, call_mentions[0], subst[0])
     if calls is not None and args is not None:
