@@ -175,6 +175,7 @@ def _emit_header(
     pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _after_query_scan(tools)
     pieces += _last_query(shape)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
@@ -204,6 +205,11 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         )
         pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
         pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
+    elif tools is not None and tools.prefix_after_query:
+        # A turn with tool calls after the last user message opens like a final one.
+        pieces += [Act("$tq := .ToolCalls"), Act("if or $last (and $tq (gt $i $queryAt))")]
+        pieces += [Lit(shape.assistant_prefix_last), Act("else"), Lit(shape.assistant_prefix)]
+        pieces += [Act("end")]
     else:
         pieces += _prefix(shape)
     pieces += _reasoning(shape)
@@ -230,6 +236,21 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
             pieces += [Act("end")]
     pieces += [Act("end"), Act("end")]
     return pieces
+
+
+def _after_query_scan(tools: ToolShape | None) -> list[Piece]:
+    """``$queryAt``: index of the last user message, where turns with tool calls after it
+    open differently."""
+    if tools is None or not tools.prefix_after_query:
+        return []
+    return [
+        Act("$queryAt := -1"),
+        Act("range $i, $m := .Messages"),
+        Act('if eq $m.Role "user"'),
+        Act("$queryAt = $i"),
+        Act("end"),
+        Act("end"),
+    ]
 
 
 def _prefix(shape: TemplateShape) -> list[Piece]:
@@ -343,6 +364,7 @@ def _emit(
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _after_query_scan(tools)
     pieces += _last_query(shape)
     if last_user is not None:
         pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]

@@ -99,6 +99,9 @@ class ToolShape:
     suffix, as Llama 4's ``<|header_start|>user``)."""
     opening: int | None = None
     """Where a turn with tool calls leaves the assistant prefix (None: it keeps all of it)."""
+    prefix_after_query: bool = False
+    """A turn with tool calls after the last user message opens with the prefix of a final
+    assistant turn (Qwen3.5's empty ``<think>`` block)."""
     calls_dropped: bool = False
     """The Jinja template prints an assistant turn with tool calls as an ordinary turn."""
     content_dropped: bool = False
@@ -351,7 +354,21 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
         shaped = _per_argument(source, shape, regions) or shaped
     if opening is not None and shaped.calls is None:
         return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
-    return replace(shaped, opening=opening)
+    after = opening is None and shaped.calls is not None and _opens_as_last(source, shape)
+    return replace(shaped, opening=opening, prefix_after_query=after)
+
+
+def _opens_as_last(source: TemplateSource, shape: TemplateShape) -> bool:
+    """Whether a turn with tool calls after the last user message opens with the prefix of
+    a final assistant turn instead of the ordinary one."""
+    last, prefix = shape.assistant_prefix_last, shape.assistant_prefix
+    if last == prefix:
+        return False
+    text = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
+    at = text.find(U1) if text is not None else -1
+    if text is None or at < 0:
+        return False
+    return text.startswith(shape.user_suffix + last, at + len(U1))
 
 
 #: Why calls were not read off as a loop (the per-argument reading is tried next).
