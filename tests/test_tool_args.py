@@ -175,3 +175,44 @@ def test_a_call_index_printed_by_the_jinja_becomes_the_range_index(go_oracle: An
     assert "functions.get_weather:0 " in (parallel.actual or "")
     assert "functions.get_time:1 " in (parallel.actual or "")
     assert _go_holds(go_oracle, source, result) == []
+
+
+# Qwen3.5-style: every assistant turn after the last user message opens with an empty
+# <think> block, a turn with tool calls included.
+AFTER_QUERY = (
+    "{% if tools %}<|im_start|>system\n{% if messages[0].role == 'system' %}"
+    "{{ messages[0].content }}\n{% endif %}{% for t in tools %}{{ t | tojson }}\n{% endfor %}"
+    "<|im_end|>\n{% elif messages[0].role == 'system' %}<|im_start|>system\n"
+    "{{ messages[0].content }}<|im_end|>\n{% endif %}"
+    "{% set ns = namespace(last=-1) %}{% for m in messages %}{% if m.role == 'user' %}"
+    "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'user' %}<|im_start|>user\n{{ m.content }}<|im_end|>\n"
+    "{% elif m.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if loop.index0 > ns.last %}<think>\n\n</think>\n\n{% endif %}{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<tool_call>\n"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}'
+    "\n</tool_call>{% endfor %}<|im_end|>\n"
+    "{% elif m.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m.content }}\n"
+    "</tool_response><|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_call_turn_after_the_last_user_message_opens_like_a_final_turn(
+    go_oracle: Any,
+) -> None:
+    source = _source(AFTER_QUERY)
+    result = translate_template(source)
+    assert "gt $i $queryAt" in result.template
+    assert result.verified and result.report.tools_verified
+    tools = _tool_probes(result)
+    # The conversation ends with the results: the call turn comes after the last question.
+    parallel = tools["parallel_tool_calls"]
+    assert parallel.status == "match"
+    assert "<|im_start|>assistant\n<think>\n\n</think>\n\n<tool_call>" in (parallel.actual or "")
+    # A follow-up question comes after the call turn: no <think> block there.
+    call = tools["tool_call_and_result"]
+    assert call.status == "match" and "<think>" not in (call.actual or "")
+    assert tool_call_tag(result.template) == "<tool_call>"
+    assert _go_holds(go_oracle, source, result) == []
