@@ -195,24 +195,11 @@ def _emit_header(
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    if tools is not None and tools.opening is not None:
-        # A turn with tool calls opens with its own text after a shared part; $tc (a
-        # variable) keeps Ollama's tag search on the later `if .ToolCalls`.
-        rest = replace(
-            shape,
-            assistant_prefix=shape.assistant_prefix[tools.opening :],
-            assistant_prefix_last=shape.assistant_prefix_last[tools.opening :],
-        )
-        pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
-        pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
-    elif tools is not None and tools.prefix_after_query:
-        # A turn with tool calls after the last user message opens like a final one.
-        pieces += [Act("$tq := .ToolCalls"), Act("if or $last (and $tq (gt $i $queryAt))")]
-        pieces += [Lit(shape.assistant_prefix_last), Act("else"), Lit(shape.assistant_prefix)]
-        pieces += [Act("end")]
-    else:
-        pieces += _prefix(shape)
-    pieces += _reasoning(shape)
+    opening = _opening(shape, tools)
+    if tools is not None and tools.bare_after_results:
+        # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
+        opening = [Act('if ne $prevRole "tool"'), *opening, Act("end")]
+    pieces += [*opening, *_reasoning(shape)]
     if tools is not None and tools.content_dropped:
         content = _content(".Content", shape.trim("assistant"), "a")
         pieces += [Act("$tc := .ToolCalls"), Act("if not $tc"), *content, Act("end")]
@@ -235,6 +222,33 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
             pieces += [Act("if $last"), *_named(suffix_last), Act("else"), *_named(suffix)]
             pieces += [Act("end")]
     pieces += [Act("end"), Act("end")]
+    return pieces
+
+
+def _opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
+    """The assistant prefix, as a turn with tool calls may open differently."""
+    pieces: list[Piece] = []
+    if tools is not None and tools.opening is not None:
+        # A turn with tool calls opens with its own text after a shared part; $tc (a
+        # variable) keeps Ollama's tag search on the later `if .ToolCalls`.
+        rest = replace(
+            shape,
+            assistant_prefix=shape.assistant_prefix[tools.opening :],
+            assistant_prefix_last=shape.assistant_prefix_last[tools.opening :],
+        )
+        pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
+        pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
+    elif tools is not None and tools.prefix_after_query:
+        # A turn with tool calls after the last user message opens like a final one.
+        final: list[Piece] = [Lit(shape.assistant_prefix_last)]
+        if shape.think is not None:
+            # With reasoning it opens like any turn (the reasoning block follows), as _prefix.
+            final = [Act(f"if {_thinking_cond(shape)}"), Lit(shape.assistant_prefix), Act("else")]
+            final += [Lit(shape.assistant_prefix_last), Act("end")]
+        pieces += [Act("$tq := .ToolCalls"), Act("if or $last (and $tq (gt $i $queryAt))")]
+        pieces += [*final, Act("else"), Lit(shape.assistant_prefix), Act("end")]
+    else:
+        pieces += _prefix(shape)
     return pieces
 
 

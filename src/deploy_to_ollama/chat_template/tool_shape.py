@@ -99,6 +99,9 @@ class ToolShape:
     suffix, as Llama 4's ``<|header_start|>user``)."""
     opening: int | None = None
     """Where a turn with tool calls leaves the assistant prefix (None: it keeps all of it)."""
+    bare_after_results: bool = False
+    """An assistant turn right after tool results opens no turn of its own (the results'
+    close leads into its content, as DeepSeek V3.2's ``</function_results>``)."""
     prefix_after_query: bool = False
     """A turn with tool calls after the last user message opens with the prefix of a final
     assistant turn (Qwen3.5's empty ``<think>`` block)."""
@@ -534,7 +537,8 @@ def _with_results(
         loop = single_loop(head + one[start_one:], result_mentions[0], subst[0])
     if loop is None or loop.before != head:
         return replace(parts, reason="tool results do not print as one wrapper per result")
-    if not loop.after.endswith(regions.next_prefix):
+    bare = not loop.after.endswith(regions.next_prefix)
+    if bare and not regions.final:
         return replace(parts, reason="the turn after tool results opens unlike other turns")
     last = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
     if last is None:
@@ -542,9 +546,10 @@ def _with_results(
     # The assistant turn ends where an ordinary one does; the rest opens the results.
     end_at = head.find(shape.assistant_suffix) if shape.assistant_suffix else -1
     split = end_at + len(shape.assistant_suffix) if end_at >= 0 else len(head)
-    close = loop.after[: len(loop.after) - len(regions.next_prefix)]
+    close = loop.after if bare else loop.after[: len(loop.after) - len(regions.next_prefix)]
     return replace(
         parts,
+        bare_after_results=bare,
         result_close_user=_close_before_user(source, shape, result_mentions[0], close),
         calls=replace(parts.calls, after="") if parts.calls is not None else None,
         calls_end=head[:split],
