@@ -216,3 +216,30 @@ def test_a_call_turn_after_the_last_user_message_opens_like_a_final_turn(
     assert call.status == "match" and "<think>" not in (call.actual or "")
     assert tool_call_tag(result.template) == "<tool_call>"
     assert _go_holds(go_oracle, source, result) == []
+
+
+# DeepSeek V3.2-style: the answer after tool results opens no turn of its own.
+BARE_AFTER_RESULTS = (
+    "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n{% endif %}"
+    "{% if tools %}Tools:{% for t in tools %}\n{{ t | tojson }}{% endfor %}\n{% endif %}"
+    "{% set ns = namespace(tool=false) %}{% for m in messages %}"
+    "{% if m.role == 'user' %}<U>{{ m.content }}{% set ns.tool = false %}"
+    "{% elif m.role == 'assistant' %}{% if not ns.tool %}<A>{% endif %}{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}<call>{{ c.function.name }} "
+    "{{ c.function.arguments | tojson }}</call>{% endfor %}<eos>{% set ns.tool = false %}"
+    "{% elif m.role == 'tool' %}{% if not ns.tool %}<results>{% endif %}"
+    "<r>{{ m.content }}</r>{% set ns.tool = true %}"
+    "{% if loop.last or messages[loop.index0 + 1].role != 'tool' %}</results>{% endif %}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt and not ns.tool %}<A>{% endif %}"
+)
+
+
+def test_an_answer_right_after_tool_results_opens_no_turn_of_its_own(go_oracle: Any) -> None:
+    source = _source(BARE_AFTER_RESULTS)
+    result = translate_template(source)
+    assert 'if ne $prevRole "tool"' in result.template
+    assert result.verified and result.report.tools_verified
+    answer = _tool_probes(result)["tool_results_then_answer"]
+    assert answer.status == "match"
+    assert "</results>It is 9 degrees" in (answer.actual or "")
+    assert _go_holds(go_oracle, source, result) == []
