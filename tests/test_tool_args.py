@@ -8,12 +8,14 @@ order is skipped with the reason, never counted. Every claim here is re-rendered
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.key_order import KEY_ORDER, sorted_probe
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
+from deploy_to_ollama.chat_template.translate import VALUES_UNPROVEN
 from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
@@ -243,3 +245,60 @@ def test_an_answer_right_after_tool_results_opens_no_turn_of_its_own(go_oracle: 
     assert answer.status == "match"
     assert "</results>It is 9 degrees" in (answer.actual or "")
     assert _go_holds(go_oracle, source, result) == []
+
+
+# Qwen3-Coder prints objects with tojson and other scalars with Python's str (True, None).
+PYTHON_VALUES = GLM_LIKE.replace(
+    "<arg_value>{{ v }}</arg_value>",
+    "<arg_value>{% if v is mapping or v is sequence and v is not string %}{{ v | tojson }}"
+    "{% else %}{{ v | string }}{% endif %}</arg_value>",
+)
+# GLM prints every value that is not a string with tojson.
+JSON_VALUES = GLM_LIKE.replace(
+    "<arg_value>{{ v }}</arg_value>",
+    "<arg_value>{{ v if v is string else v | tojson }}</arg_value>",
+)
+
+
+def _typed_probe() -> Any:
+    base = next(p for p in load_probes() if p.id == "tool_call_and_result")
+    arguments = {"city": "Paris", "days": 3, "opts": {"metric": True, "hours": [6, 12]}}
+    arguments |= {"alerts": False, "note": None, "zone": 'a "quoted" value'}
+    messages = [dict(m) for m in base.messages]
+    turn = next(i for i, m in enumerate(messages) if m.get("tool_calls"))
+    call = dict(messages[turn]["tool_calls"][0])
+    call["function"] = {**call["function"], "arguments": dict(sorted(arguments.items()))}
+    messages[turn] = {**messages[turn], "tool_calls": [call]}
+    return replace(base, messages=tuple(messages))
+
+
+def test_values_that_are_not_strings_print_as_the_jinja_prints_them(go_oracle: Any) -> None:
+    """Objects, numbers, booleans and null in a per-argument call: tojson (GLM) or Python's
+    str for scalars (Qwen3-Coder), in Python and in Go alike; where neither is recognised the
+    translation says only string values are proven."""
+    probe = _typed_probe()
+    for template, python in ((JSON_VALUES, False), (PYTHON_VALUES, True)):
+        source = _source(template)
+        result = translate_template(source)
+        assert result.verified and VALUES_UNPROVEN not in result.warnings
+        report = verify_template(
+            source, result.template, system=result.system, tools=True, probes=[probe]
+        )
+        (checked,) = report.probes
+        assert checked.status == "match", checked.actual
+        actual = checked.actual or ""
+        assert ("<arg_value>False</arg_value>" in actual) is python
+        assert ("<arg_value>None</arg_value>" in actual) is python
+        assert "<arg_value>3</arg_value>" in actual and '"quoted" value<' in actual
+        case = {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(list(probe.messages)),
+            "system": result.system or "",
+            "think": None,
+            "tools": list(probe.tools),
+        }
+        (go,) = go_oracle.run([case])
+        assert not go.failed and go.output == actual
+    plain = translate_template(_source(GLM_LIKE))  # {{ v }}: Python's str for every value
+    assert VALUES_UNPROVEN in plain.warnings

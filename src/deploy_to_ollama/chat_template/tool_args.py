@@ -11,8 +11,9 @@ walks in sorted key order; the sentinel keys are sorted so inference sees that o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .gotext import Act, Lit, Piece
@@ -117,6 +118,65 @@ def infer_argument_loop(one: str, two: str) -> ArgumentLoop | None:
     return infer_item_loop(one, two, first, [KEYS[1], VALUES[1]], head)
 
 
+#: Argument values that are not strings, rendered to learn how the Jinja prints them.
+NON_STRINGS: tuple[Any, ...] = ({"zqn": "Zqnested"}, True)
+
+#: Go: whether ``$av`` is a string (``%q`` quotes only strings; anything else prints a
+#: type name, ``map[``, ``[`` or ``%!q(``).
+_IS_STRING = 'if eq (slice (printf "%q" $av) 0 1) "\\""'
+
+
+def value_mode(one: str, samples: Sequence[tuple[Any, str | None]]) -> str | None:
+    """``json`` when the Jinja prints every non-string value with ``tojson``, ``python`` when
+    objects go through ``tojson`` and scalars through Python's ``str`` (``True``), None when
+    neither was seen. ``one`` is the region with the sentinel string value; each sample is a
+    value and the same region rendered with it."""
+    from .hf_render import JSON_CLOSE, JSON_OPEN
+    from .loops import spans
+    from .verify import same_json
+
+    modes = []
+    for value, text in samples:
+        if text is None:
+            return None
+        found = None
+        for start, end in spans(text):
+            body = text[start + len(JSON_OPEN) : end - len(JSON_CLOSE)]
+            try:
+                same = same_json(json.loads(body), value)
+            except ValueError:
+                continue
+            if same and text[:start] + VALUES[0] + text[end:] == one:
+                found = "json"
+        if found is None and isinstance(value, bool) and text.replace(str(value), VALUES[0]) == one:
+            found = "python"
+        if found is None:
+            return None
+        modes.append(found)
+    if modes[0] != "json":
+        return None
+    return "python" if "python" in modes else "json"
+
+
+def with_values(
+    loop: ArgumentLoop, one: str, samples: Sequence[tuple[Any, str | None]]
+) -> ArgumentLoop:
+    """``loop`` printing non-string values as the Jinja does (``value_mode``); unchanged
+    (Go's own formatting) when that was not seen."""
+    mode = value_mode(one, samples)
+    if mode is None:
+        return loop
+    value: list[Piece] = [Act(_IS_STRING), Act("$av")]
+    if mode == "python":
+        for go, python in (("true", "True"), ("false", "False"), ("null", "None")):
+            value += [Act(f'else if eq (json $av) "{go}"'), Lit(python)]
+    value += [Act("else"), Act("json $av"), Act("end")]
+    item: list[Piece] = []
+    for piece in loop.item:
+        item += value if piece == Act("$av") else [piece]
+    return replace(loop, item=tuple(item))
+
+
 def _call_text(loop: ArgumentLoop, call: Mapping[str, Any]) -> str | None:
     """The item as rendered for a sentinel call with exactly one argument."""
     arguments = call["function"]["arguments"]
@@ -160,6 +220,7 @@ def splice(
 __all__ = [
     "ARGS_ACT",
     "KEYS",
+    "NON_STRINGS",
     "VALUES",
     "ArgumentLoop",
     "ItemLoop",
@@ -167,5 +228,7 @@ __all__ = [
     "infer_item_loop",
     "placeholder",
     "splice",
+    "value_mode",
     "with_placeholders",
+    "with_values",
 ]

@@ -22,12 +22,14 @@ from .source import TemplateSource
 from .tool_args import (
     ARGS_ACT,
     KEYS,
+    NON_STRINGS,
     VALUES,
     ArgumentLoop,
     infer_argument_loop,
     placeholder,
     splice,
     with_placeholders,
+    with_values,
 )
 
 #: Sentinel tools: names must not be prefixes of one another.
@@ -102,6 +104,9 @@ class ToolShape:
     bare_after_results: bool = False
     """An assistant turn right after tool results opens no turn of its own (the results'
     close leads into its content, as DeepSeek V3.2's ``</function_results>``)."""
+    values_unproven: bool = False
+    """Call arguments print one by one and it was not seen how a value that is not a string
+    prints (Go's own formatting is used; only string values are proven)."""
     prefix_after_query: bool = False
     """A turn with tool calls after the last user message opens with the prefix of a final
     assistant turn (Qwen3.5's empty ``<think>`` block)."""
@@ -394,16 +399,25 @@ def _per_argument(
     """Calls whose arguments print one by one: the argument list read off a call with one
     argument and with two, then the calls read off as usual around it."""
     one = regions.calls.get((1, ""))
-    conv = _call_conv(1, content="", results=1, final=regions.final)
-    call = conv[1]["tool_calls"][0]
-    arguments = dict(zip(KEYS, VALUES, strict=True))
-    conv[1]["tool_calls"][0] = {**call, "function": {**call["function"], "arguments": arguments}}
-    two = _region(_render(source, conv, gen=True), shape, regions)
+
+    def region_with(arguments: dict[str, Any]) -> str | None:
+        conv = _call_conv(1, content="", results=1, final=regions.final)
+        call = conv[1]["tool_calls"][0]
+        conv[1]["tool_calls"][0] = {
+            **call,
+            "function": {**call["function"], "arguments": arguments},
+        }
+        return _region(_render(source, conv, gen=True), shape, regions)
+
+    two = region_with(dict(zip(KEYS, VALUES, strict=True)))
     if one is None or two is None:
         return None
     args = infer_argument_loop(one, two)
     if args is None:
         return None
+    # How a value that is not a string prints (tojson, or Python's str for scalars).
+    typed = with_values(args, one, [(v, region_with({KEYS[0]: v})) for v in NON_STRINGS])
+    unproven, args = typed is args, typed
 
     def hide(text: str | None) -> str | None:
         return None if text is None else with_placeholders(text, args, CALLS, "ab")
@@ -416,7 +430,7 @@ def _per_argument(
         return None
     hidden = replace(regions, calls={k: v for k, v in calls.items() if v is not None})
     shaped = _tool_parts(source, shape, replace(hidden, results_two=results_two), args)
-    return shaped if shaped.calls is not None else None
+    return replace(shaped, values_unproven=unproven) if shaped.calls is not None else None
 
 
 def _tool_parts(

@@ -21,7 +21,13 @@ from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .tool_props import definitions as per_property_definitions
-from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
+from .tool_shape import (
+    ToolShape,
+    definitions_loop,
+    infer_tool_shape,
+    last_user_insertion,
+    tool_lead,
+)
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -234,11 +240,27 @@ def _with_tools(
     for template in found:
         report = verify_template(source, template, system=system, tools=True, references=refs)
         if _holds(report, allowed) and report.tools_verified:
-            return replace(result, template=template, report=report)
+            return replace(
+                result,
+                template=template,
+                report=report,
+                warnings=_tool_warnings(result, tool_shape),
+            )
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
+
+
+#: Why tool-call values other than strings carry no proof (per-argument calls).
+VALUES_UNPROVEN = (
+    "tool-call argument values that are not strings (numbers, booleans, objects) print as "
+    "Go formats them: the Jinja template's way was not recognised, only string values are proven"
+)
+
+
+def _tool_warnings(result: TranslatedTemplate, tool_shape: ToolShape) -> tuple[str, ...]:
+    return result.warnings + ((VALUES_UNPROVEN,) if tool_shape.values_unproven else ())
 
 
 def _holds(report: VerificationReport, allowed: set[str]) -> bool:
