@@ -302,3 +302,36 @@ def test_values_that_are_not_strings_print_as_the_jinja_prints_them(go_oracle: A
         assert not go.failed and go.output == actual
     plain = translate_template(_source(GLM_LIKE))  # {{ v }}: Python's str for every value
     assert VALUES_UNPROVEN in plain.warnings
+
+
+# LFM2.5-style: Python call syntax, k='v' joined by ", " (no glue folds into the item whole).
+PYTHON_CALLS = GLM_LIKE.replace(
+    "<tool_call>{{ c.function.name }}{% for k, v in c.function.arguments.items() %}"
+    "\n<arg_key>{{ k }}</arg_key><arg_value>{{ v }}</arg_value>{% endfor %}\n</tool_call>",
+    "<tool_call>{{ c.function.name }}({% for k, v in c.function.arguments.items() %}"
+    "{{ k }}='{{ v }}'{% if not loop.last %}, {% endif %}{% endfor %})</tool_call>",
+)
+
+
+def test_a_call_without_arguments_prints_its_wrapper_alone(go_oracle: Any) -> None:
+    assert PYTHON_CALLS != GLM_LIKE
+    source = _source(PYTHON_CALLS)
+    result = translate_template(source)
+    assert result.verified and result.report.tools_verified
+    base = next(p for p in load_probes() if p.id == "tool_call_and_result")
+    messages = [dict(m) for m in base.messages]
+    turn = next(i for i, m in enumerate(messages) if m.get("tool_calls"))
+    call = dict(messages[turn]["tool_calls"][0])
+    call["function"] = {**call["function"], "arguments": {}}
+    messages[turn] = {**messages[turn], "tool_calls": [call]}
+    probe = replace(base, messages=tuple(messages))
+    report = verify_template(
+        source, result.template, system=result.system, tools=True, probes=[probe]
+    )
+    (checked,) = report.probes
+    assert checked.status == "match" and "<tool_call>get_weather()</tool_call>" in (
+        checked.actual or ""
+    )
+    parallel = _tool_probes(result)["parallel_tool_calls"]
+    assert "get_weather(city='Tokyo')</tool_call>" in (parallel.actual or "")
+    assert _go_holds(go_oracle, source, result) == []

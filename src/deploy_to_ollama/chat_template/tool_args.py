@@ -101,6 +101,12 @@ def infer_item_loop(
     cut = next(ends, None)
     if cut is not None:
         item, glue = glue[cut:] + item + glue[:cut], ""
+    else:
+        # No whole split: the item still takes what closes it (LFM2.5's "'" in k='v', ...).
+        tail = 0
+        while tail < min(len(glue), len(after)) and glue[tail] == after[tail]:
+            tail += 1
+        item, glue = item + glue[:tail], glue[tail:]
     pieces = generalise(item, first, [])
     if pieces is None:
         return None

@@ -260,7 +260,9 @@ VALUES_UNPROVEN = (
 
 
 def _tool_warnings(result: TranslatedTemplate, tool_shape: ToolShape) -> tuple[str, ...]:
-    return result.warnings + ((VALUES_UNPROVEN,) if tool_shape.values_unproven else ())
+    if not tool_shape.values_unproven or VALUES_UNPROVEN in result.warnings:
+        return result.warnings
+    return (*result.warnings, VALUES_UNPROVEN)
 
 
 def _holds(report: VerificationReport, allowed: set[str]) -> bool:
