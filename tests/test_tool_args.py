@@ -15,7 +15,7 @@ from typing import Any
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.key_order import KEY_ORDER, sorted_probe
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
-from deploy_to_ollama.chat_template.translate import VALUES_UNPROVEN
+from deploy_to_ollama.chat_template.translate import FIELDS_UNPROVEN, VALUES_UNPROVEN
 from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
@@ -335,3 +335,15 @@ def test_a_call_without_arguments_prints_its_wrapper_alone(go_oracle: Any) -> No
     parallel = _tool_probes(result)["parallel_tool_calls"]
     assert "get_weather(city='Tokyo')</tool_call>" in (parallel.actual or "")
     assert _go_holds(go_oracle, source, result) == []
+
+
+def test_parameter_fields_beyond_type_and_description_are_said_to_be_unproven() -> None:
+    with_enum = PARAMS_LIKE.replace(
+        "<description>{{ v.description }}</description>",
+        "<description>{{ v.description }}</description>"
+        "{% if v.enum %}<enum>{{ v.enum | tojson }}</enum>{% endif %}",
+    )
+    assert with_enum != PARAMS_LIKE
+    result = translate_template(_source(with_enum))
+    assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
+    assert FIELDS_UNPROVEN not in translate_template(_source(PARAMS_LIKE)).warnings

@@ -104,6 +104,22 @@ def definitions(
     return Loop(loop.before, tuple(item), loop.glue, loop.after, text), lead
 
 
+def prints_other_fields(source: TemplateSource) -> bool:
+    """Whether the Jinja template prints a parameter's fields other than type and
+    description (an ``enum`` here): the per-property loop prints only those two."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    user = [{"role": "user", "content": U1}]
+    plain = _tool("a")
+    extra = _tool("a")
+    props = extra["function"]["parameters"]["properties"]
+    props["zqarga"] = {**props["zqarga"], "enum": ["Zqenumval"]}
+    return _render(source, user, tools=[plain], gen=True) != _render(
+        source, user, tools=[extra], gen=True
+    )
+
+
 def _hide(text: str | None, props: ItemLoop, tools: list[dict[str, Any]]) -> str | None:
     """``text`` with each tool's property item replaced by its placeholder."""
     if text is None:
@@ -118,4 +134,4 @@ def _hide(text: str | None, props: ItemLoop, tools: list[dict[str, Any]]) -> str
     return text
 
 
-__all__ = ["PROPS_ACT", "definitions", "property_loop"]
+__all__ = ["PROPS_ACT", "definitions", "prints_other_fields", "property_loop"]

@@ -21,6 +21,7 @@ from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .tool_props import definitions as per_property_definitions
+from .tool_props import prints_other_fields
 from .tool_shape import (
     ToolShape,
     definitions_loop,
@@ -227,9 +228,12 @@ def _with_tools(
             return replace(result, template=plain, report=report)
         return "tool calls or results differ"
     loop, lead = definitions_loop(source), tool_lead(source)
+    per_property = False
     if loop is None and lead is not None:
         # Parameters printed one by one (Qwen3-Coder): the lead goes with that reading.
-        loop, lead = per_property_definitions(source) or (None, lead)
+        by_property = per_property_definitions(source)
+        loop, lead = by_property or (None, lead)
+        per_property = by_property is not None and prints_other_fields(source)
     if loop is None or lead is None:
         logger.info("tool definitions not translated: no loop of sentinel tools found")
         return "the tool definitions do not print as a loop of sentinel-only items"
@@ -244,7 +248,7 @@ def _with_tools(
                 result,
                 template=template,
                 report=report,
-                warnings=_tool_warnings(result, tool_shape),
+                warnings=_tool_warnings(result, tool_shape, per_property=per_property),
             )
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
@@ -259,10 +263,23 @@ VALUES_UNPROVEN = (
 )
 
 
-def _tool_warnings(result: TranslatedTemplate, tool_shape: ToolShape) -> tuple[str, ...]:
-    if not tool_shape.values_unproven or VALUES_UNPROVEN in result.warnings:
-        return result.warnings
-    return (*result.warnings, VALUES_UNPROVEN)
+#: Why parameter fields other than type and description carry no proof (per-parameter tools).
+FIELDS_UNPROVEN = (
+    "the Jinja template prints tool parameters one by one, with fields beyond type and "
+    "description (enum, ...); the TEMPLATE prints type and description only, so only tools "
+    "whose parameters have no other fields are proven"
+)
+
+
+def _tool_warnings(
+    result: TranslatedTemplate, tool_shape: ToolShape, *, per_property: bool = False
+) -> tuple[str, ...]:
+    found = list(result.warnings)
+    if tool_shape.values_unproven:
+        found.append(VALUES_UNPROVEN)
+    if per_property:
+        found.append(FIELDS_UNPROVEN)
+    return tuple(dict.fromkeys(found))
 
 
 def _holds(report: VerificationReport, allowed: set[str]) -> bool:
