@@ -347,3 +347,23 @@ def test_parameter_fields_beyond_type_and_description_are_said_to_be_unproven() 
     result = translate_template(_source(with_enum))
     assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
     assert FIELDS_UNPROVEN not in translate_template(_source(PARAMS_LIKE)).warnings
+
+
+# YandexGPT-style: system messages are dropped; the tool list opens the prompt.
+SYSTEM_DROPPED = (
+    "{% if tools %}Functions:{% for t in tools %}\n{{ t | tojson }}{% endfor %}\n\n{% endif %}"
+    "{% for m in messages %}{% if m.role == 'user' %}USER: {{ m.content }}\n"
+    "{% elif m.role == 'assistant' %}ASSISTANT: {{ m.content }}\n"
+    "{% elif m.role == 'tool' %}RESULT: {{ m.content }}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def test_tools_open_the_prompt_where_system_messages_are_dropped(go_oracle: Any) -> None:
+    source = _source(SYSTEM_DROPPED)
+    result = translate_template(source)
+    assert ".Tools" in result.template
+    assert result.verified and result.report.tools_verified
+    offered = _tool_probes(result)["tools_available"]
+    assert offered.status == "match" and (offered.actual or "").startswith("Functions:{")
+    assert _go_holds(go_oracle, source, result) == []

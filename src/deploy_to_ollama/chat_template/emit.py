@@ -104,6 +104,14 @@ def tool_candidates(
         if expanded is not None:
             body = join_pieces(expanded)
             found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
+    if head_system is None and shape.system_mode == "drop" and head.endswith(shape.user_prefix):
+        # System messages are dropped anyway: the lead-in with tools is the preamble.
+        dropped = replace(shape, preamble=head[: len(head) - len(shape.user_prefix)])
+        pieces = _emit(source, dropped, empty_system="skip", tools=tools)
+        expanded = _expand_definitions(pieces, tools.definitions)
+        if expanded is not None:
+            body = join_pieces(expanded)
+            found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
     if head_system is None:
         return found
     for empty_system in ("skip", "render", "inline"):
