@@ -367,3 +367,48 @@ def test_tools_open_the_prompt_where_system_messages_are_dropped(go_oracle: Any)
     offered = _tool_probes(result)["tools_available"]
     assert offered.status == "match" and (offered.actual or "").startswith("Functions:{")
     assert _go_holds(go_oracle, source, result) == []
+
+
+# Qwen3-Coder 30B (Ollama library GGUF): required names one by one, only when there are some.
+REQUIRED_LIST = PARAMS_LIKE.replace(
+    "\n<required>{{ t.function.parameters.required | tojson }}</required>",
+    "{% if t.function.parameters.required %}\n<required>["
+    "{% for r in t.function.parameters.required %}{% if not loop.first %}, {% endif %}"
+    "`{{ r }}`{% endfor %}]</required>{% endif %}",
+)
+
+
+def test_required_names_printed_one_by_one_become_a_guarded_range(go_oracle: Any) -> None:
+    assert REQUIRED_LIST != PARAMS_LIKE
+    source = _source(REQUIRED_LIST)
+    result = translate_template(source)
+    assert "range $rk, $rv := $t.Function.Parameters.Required" in result.template
+    assert result.verified and result.report.tools_verified
+    offered = next(p for p in load_probes() if p.id == "tools_available")
+    tool = offered.tools[0]
+    props = {"city": {"type": "string", "description": "City"}, "unit": {"type": "string"}}
+    params = {"type": "object", "properties": props, "required": ["city", "unit"]}
+    both = {**tool, "function": {**tool["function"], "parameters": params}}
+    free = {
+        **tool,
+        "function": {**tool["function"], "name": "now", "parameters": {**params, "required": []}},
+    }
+    probe = replace(offered, tools=(both, free))
+    report = verify_template(
+        source, result.template, system=result.system, tools=True, probes=[probe]
+    )
+    (checked,) = report.probes
+    assert checked.status == "match", checked.actual
+    assert "<required>[`city`, `unit`]</required>" in (checked.actual or "")
+    assert (checked.actual or "").count("<required>") == 1  # none printed for `now`
+    case = {
+        "kind": "ollama",
+        "template": result.template,
+        "messages": to_ollama_api_messages(list(probe.messages)),
+        "system": result.system or "",
+        "think": None,
+        "tools": list(probe.tools),
+    }
+    (go,) = go_oracle.run([case])
+    assert not go.failed and go.output == checked.actual
+    assert _go_holds(go_oracle, source, result) == []

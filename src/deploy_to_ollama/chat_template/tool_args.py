@@ -97,8 +97,12 @@ def infer_item_loop(
     glue = two[end2:start3]
     # The first split of the glue into a start of `after` and an end of `before`.
     splits = range(len(glue) + 1)
-    ends = (n for n in splits if after.startswith(glue[:n]) and before.endswith(glue[n:]))
-    cut = next(ends, None)
+    ends = [n for n in splits if after.startswith(glue[:n]) and before.endswith(glue[n:])]
+    # Prefer a cut between a tag's end and the next tag or line (not inside a tag name).
+    natural = [
+        n for n in ends if glue[n - 1 : n] in ("", ">", "\n") and glue[n : n + 1] in ("", "<", "\n")
+    ]
+    cut = (natural or ends)[0] if ends else None
     if cut is not None:
         item, glue = glue[cut:] + item + glue[:cut], ""
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .gotext import Act, Lit, Piece
 from .loops import Loop, infer_loop, mentions
 from .source import TemplateSource
 from .tool_args import ItemLoop, infer_item_loop, splice
@@ -83,6 +84,9 @@ def definitions(
         conv = conv[1:]
         renders = [_render(source, conv, tools=tools[:n], gen=True) for n in (1, 2)]
     hidden = [_hide(text, props, tools) for text in renders]
+    required = _required_block(source, props)
+    if required is not None:
+        hidden = [_hide_required(text, required[0]) for text in hidden]
     lead = tool_lead(source, tools[:1])
     one, two = hidden
     if one is None or two is None or lead is None:
@@ -92,16 +96,95 @@ def definitions(
         strings, values = _tool_subst(tool, "$t")
         params = tool["function"]["parameters"]
         values = [*values, (params["required"], "$t.Function.Parameters.Required")]
-        subst.append(({**strings, _placeholder(tag): PROPS_ACT}, values))
+        subst.append(({**strings, _placeholder(tag): PROPS_ACT, _req(tag): REQUIRED_ACT}, values))
     found = [[*mentions(t), _placeholder(tag)] for t, tag in zip(tools, "ab", strict=True)]
+    if required is not None:
+        found = [[*m, _req(tag)] for m, tag in zip(found, "ab", strict=True)]
     loop = infer_loop(one, two, found, subst)
     if loop is None:
         return None
     item = splice(loop.item, props, "$t", PROPS_ACT)
+    if item is not None and required is not None:
+        block, names = required
+        at = block.index(names.item_text)
+        pieces: list[Piece] = [Act("if $t.Function.Parameters.Required"), Lit(block[:at])]
+        pieces += [*names.pieces("$t"), Lit(block[at + len(names.item_text) :]), Act("end")]
+        item = _splice_pieces(item, REQUIRED_ACT, pieces)
     if item is None:
         return None
     text = loop.item_text.replace(_placeholder("a"), props.text_for(_sentinels("a")))
+    if required is not None:
+        text = text.replace(_req("a"), required[0])
     return Loop(loop.before, tuple(item), loop.glue, loop.after, text), lead
+
+
+#: Stands for a tool's list of required parameter names until its loop is spliced in.
+REQUIRED_ACT = "__required__"
+
+
+def _req(tag: str) -> str:
+    return f"Zqreq{tag}holder"
+
+
+def _required_block(source: TemplateSource, props: ItemLoop) -> tuple[str, ItemLoop] | None:
+    """(tool ``a``'s block of required names, the names' loop) where the Jinja template prints
+    required names one by one and only when there are some (Qwen3-Coder's ``[`a`, `b`]``);
+    None where it does not (a ``tojson`` list is rebuilt by ``json`` instead)."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    user = [{"role": "user", "content": U1}]
+    texts: list[str] = []
+    for extra, names in ((None, ["zqarga"]), ("c", ["zqarga", "zqargc"]), (None, [])):
+        tool = _tool("a", extra)
+        tool["function"]["parameters"]["required"] = names
+        text = _render(source, user, tools=[tool], gen=True)
+        if text is None:
+            return None
+        for tag in ("a", extra) if extra else ("a",):
+            item = props.text_for(_sentinels(tag))
+            if text.count(item) != 1:
+                return None
+            text = text.replace(item, _placeholder(tag))
+        texts.append(text)
+    one, two, none = texts
+    two = two.replace(_placeholder("c"), "")  # the second property is not what differs here
+    head = "range $rk, $rv := {var}.Function.Parameters.Required"
+    names_loop = infer_item_loop(one, two, {"zqarga": "$rv"}, ["zqargc"], head)
+    if names_loop is None or len(one) <= len(none):
+        return None
+    at = 0
+    while at < len(none) and one[at] == none[at]:
+        at += 1
+    block = one[at : at + len(one) - len(none)]
+    if one != none[:at] + block + none[at:] or block.count(names_loop.item_text) != 1:
+        return None
+    return block, names_loop
+
+
+def _hide_required(text: str | None, block: str) -> str | None:
+    """``text`` with each tool's block of required names replaced by its placeholder."""
+    if text is None:
+        return None
+    for tag in "ab":
+        mine = block.replace("zqarga", f"zqarg{tag}")
+        if f"Zqtool{tag}name" in text:
+            if text.count(mine) != 1:
+                return None
+            text = text.replace(mine, _req(tag))
+    return text
+
+
+def _splice_pieces(pieces: list[Piece], act: str, replacement: list[Piece]) -> list[Piece] | None:
+    out: list[Piece] = []
+    seen = 0
+    for piece in pieces:
+        if isinstance(piece, Act) and piece.code == act:
+            out += replacement
+            seen += 1
+        else:
+            out.append(piece)
+    return out if seen == 1 else None
 
 
 def prints_other_fields(source: TemplateSource) -> bool:
