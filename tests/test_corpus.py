@@ -26,15 +26,16 @@ RATCHET = 293
 TOOL_RESULT_RATCHET = 148
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
-#: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 76 is 72% (59 before per-argument
-#: calls and per-parameter definitions as Go map ranges, call indexes, the close before a user
-#: turn, the after-query opening, bare answers after results, system-dropping lead-ins), short
-#: of the 90% asked. A probe differing only by argument key order is skipped as an Ollama limit
-#: (Go ranges a map sorted). Left: Gemma 4 (upper-cased types, <|"|> strings), Command-R
-#: (conversation-wide call-id counters), gpt-oss, Kimi K2 instruct (transformers' sandbox rejects
-#: list.append), SmolLM3 / Hammer / Apriel (Python-repr tools), Seed / MiniCPM3 / Apertus
-#: (typed signatures), GigaChat, Functionary (HTML-escaped JSON), LFM2.5-VL (a date).
-TOOLS_RATCHET = 76
+#: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 77 is 73% (59 before per-argument
+#: calls, per-parameter definitions and required-name lists as Go ranges, call indexes, the
+#: close before a user turn, the after-query opening, bare answers after results,
+#: system-dropping lead-ins), short of the 90% asked. A probe differing only by argument key
+#: order is skipped as an Ollama limit (Go ranges a map sorted). Left: Gemma 4 (upper-cased
+#: types, <|"|> strings), Command-R (conversation-wide call-id counters), gpt-oss, Kimi K2
+#: instruct (transformers' sandbox rejects list.append), SmolLM3 / Hammer / Apriel
+#: (Python-repr tools), Seed / MiniCPM3 / Apertus (typed signatures), GigaChat, Functionary
+#: (HTML-escaped JSON), LFM2.5-VL (a date).
+TOOLS_RATCHET = 77
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 16 is 34%,
