@@ -15,7 +15,7 @@ from typing import Any
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.key_order import KEY_ORDER, sorted_probe
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
-from deploy_to_ollama.chat_template.translate import FIELDS_UNPROVEN, VALUES_UNPROVEN
+from deploy_to_ollama.chat_template.translate import ESCAPED, FIELDS_UNPROVEN, VALUES_UNPROVEN
 from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
@@ -412,3 +412,45 @@ def test_required_names_printed_one_by_one_become_a_guarded_range(go_oracle: Any
     (go,) = go_oracle.run([case])
     assert not go.failed and go.output == checked.actual
     assert _go_holds(go_oracle, source, result) == []
+
+
+# Gemma 4-style: types upper-cased, and an assistant's content after its tool calls.
+GEMMA_LIKE = (
+    "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n{% endif %}"
+    "{% if tools %}{% for t in tools %}<tool>{{ t.function.name }}:{{ t.function.description }}"
+    "{% for k, v in t.function.parameters.properties.items() %}"
+    "{% if not loop.first %},{% endif %}{{ k }}={{ v.type | upper }}/{{ v.description }}"
+    "{% endfor %}</tool>{% endfor %}\n{% endif %}"
+    "{% for m in messages %}{% if m.role == 'user' %}<U>{{ m.content }}</U>\n"
+    "{% elif m.role == 'assistant' %}<A>{% for c in m.tool_calls or [] %}<call>"
+    "{{ c.function.name }}{{ c.function.arguments | tojson }}</call>{% endfor %}"
+    "{{ m.content }}</A>\n{% elif m.role == 'tool' %}<T>{{ m.content }}</T>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<A>{% endif %}"
+)
+
+
+def test_transformed_types_and_content_after_calls(go_oracle: Any) -> None:
+    source = _source(GEMMA_LIKE)
+    result = translate_template(source)
+    assert "$ty := print $pv.Type" in result.template and "STRING" in result.template
+    assert result.verified and result.report.tools_verified
+    offered = _tool_probes(result)["tools_available"]
+    assert "city=STRING/City name" in (offered.actual or "")
+    with_content = _tool_probes(result)["tool_call_with_content"]
+    assert with_content.status == "match"
+    assert "</call>" in (with_content.actual or "")
+    assert tool_call_tag(result.template) == "<call>"
+    assert _go_holds(go_oracle, source, result) == []
+
+
+def test_tool_text_the_jinja_escapes_is_refused_not_verified() -> None:
+    """A template that escapes an apostrophe (as Python's repr or HTML do) matches the
+    probes' plain descriptions but not common ones: the reading is refused with the reason."""
+    escaped = GEMMA_LIKE.replace(
+        "{{ v.description }}", '{{ v.description | replace("\'", "\\\\\'") }}'
+    )
+    assert escaped != GEMMA_LIKE
+    result = translate_template(_source(escaped))
+    assert not result.report.tools_verified
+    offered = _tool_probes(result)["tools_available"]
+    assert offered.status == "skipped" and ESCAPED in (offered.reason or "")

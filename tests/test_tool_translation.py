@@ -50,8 +50,10 @@ PER_ARGUMENT = (
 )
 
 
-#: Parameter types printed upper-cased: no Ollama template function does that.
-UNTRANSLATABLE = PER_ARGUMENT.replace("{{ v.type }}", "{{ v.type | upper }}")
+#: Parameter descriptions with their quotes escaped: no Ollama template function does that.
+UNTRANSLATABLE = PER_ARGUMENT.replace(
+    "{{ v.type }}", "{{ v.type }} {{ v.description | replace('\"', '\\\\\"') }}"
+)
 
 
 def _source(template: str) -> TemplateSource:

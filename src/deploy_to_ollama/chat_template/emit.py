@@ -308,6 +308,8 @@ def _calls(
     assert calls is not None
     text = _content(".Content", shape.trim("assistant"), "a")
     pieces: list[Piece] = []
+    if content and tools.content_after is not None:
+        return _calls_then_content(shape, tools, calls, text)
     if content:
         cond = "$tc" if tools.content_always else "and $tc .Content"
         pieces += [Act("$tc := .ToolCalls"), Act(f"if {cond}")]
@@ -318,6 +320,23 @@ def _calls(
     pieces += [Act("end"), *calls.item, Act("end")]
     end = tools.calls_end if tools.results else calls.after
     pieces += [Lit(_plain(end))]
+    if shape.assistant_suffix:
+        pieces += [Act("else if not $last"), Lit(shape.assistant_suffix)]
+    return [*pieces, Act("end")]
+
+
+def _calls_then_content(
+    shape: TemplateShape, tools: ToolShape, calls: Loop, text: list[Piece]
+) -> list[Piece]:
+    """Tool calls first, then the content, then the end of the turn (Gemma 4)."""
+    assert tools.content_after is not None
+    end = _plain(tools.calls_end if tools.results else calls.after)
+    at = tools.content_after
+    pieces: list[Piece] = [Act("$tc := .ToolCalls")]
+    pieces += [Act("if .ToolCalls"), *_tagged(_plain(calls.before))]
+    pieces += [Act("range $k, $c := .ToolCalls"), Act("if $k"), Lit(_plain(calls.glue))]
+    pieces += [Act("end"), *calls.item, Act("end"), Lit(end[:at]), Act("end"), *text]
+    pieces += [Act("if $tc"), Lit(end[at:])]
     if shape.assistant_suffix:
         pieces += [Act("else if not $last"), Lit(shape.assistant_suffix)]
     return [*pieces, Act("end")]

@@ -11,6 +11,7 @@ list as usual. Ollama's properties reach a TEMPLATE as a Go map, walked in sorte
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from .gotext import Act, Lit, Piece
@@ -47,6 +48,16 @@ def _sentinels(tag: str) -> list[str]:
     return [f"zqarg{tag}", f"Zqtype{tag}", f"Zqarg{tag}doc"]
 
 
+def _shown(props: ItemLoop, tag: str) -> list[str]:
+    """Tool ``tag``'s sentinels as the loop's item prints them (a type upper-cased where the
+    Jinja template does that)."""
+    out = []
+    for printed, plain, mine in zip(props.sentinels, _sentinels("a"), _sentinels(tag), strict=True):
+        case = next((f for f in (str, *_CASES) if f(plain) == printed), str)
+        out.append(case(mine))
+    return out
+
+
 def _placeholder(tag: str) -> str:
     return f"Zqprops{tag}holder"
 
@@ -63,7 +74,59 @@ def property_loop(source: TemplateSource) -> ItemLoop | None:
     if one is None or two is None:
         return None
     first = dict(zip(_sentinels("a"), ("$pk", "$pv.Type", "$pv.Description"), strict=True))
-    return infer_item_loop(one, two, first, _sentinels("c"), _HEAD)
+    second = _sentinels("c")
+    table: dict[str, str] = {}
+    if "Zqtypea" not in one:
+        # Types printed transformed (Gemma 4's STRING): read each JSON type's form off.
+        shown = next((f(x) for f in _CASES for x in ["Zqtypea"] if f(x) in one), None)
+        if shown is None or f"Zqtype{shown[-1]}" in two:
+            return None
+        table = _type_table(source, one, shown)
+        first = {
+            shown if k == "Zqtypea" else k: TYPE_ACT if k == "Zqtypea" else v
+            for k, v in first.items()
+        }
+        second = [second[0], shown[:-1] + ("C" if shown[-1] == "A" else "c"), second[2]]
+    loop = infer_item_loop(one, two, first, second, _HEAD)
+    if loop is None or not table:
+        return loop
+    pieces: list[Piece] = [Act("$ty := print $pv.Type")]
+    for n, (name, shown_as) in enumerate(table.items()):
+        pieces += [Act(f'{"else " if n else ""}if eq $ty "{name}"'), Lit(shown_as)]
+    pieces += [Act("else"), Act("$ty"), Act("end")]
+    item: list[Piece] = []
+    for piece in loop.item:
+        item += pieces if piece == Act(TYPE_ACT) else [piece]
+    return replace(loop, item=tuple(item))
+
+
+#: Stands for a property's type when the Jinja template prints types transformed.
+TYPE_ACT = "__type__"
+
+#: Case changes a template may apply to a type name.
+_CASES = (str.upper, str.lower, str.capitalize)
+
+#: JSON schema type names, each rendered to read off how the template prints it.
+_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
+
+
+def _type_table(source: TemplateSource, one: str, shown: str) -> dict[str, str]:
+    """How each JSON schema type prints where the sentinel type printed as ``shown``; a type
+    whose rendering changes more than that one word is left out (printed as Go does)."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    at = one.find(shown)
+    before, after = one[:at], one[at + len(shown) :]
+    table = {}
+    for name in _TYPES:
+        tool = _tool("a", required=False)
+        tool["function"]["parameters"]["properties"]["zqarga"]["type"] = name
+        text = _render(source, [{"role": "user", "content": U1}], tools=[tool], gen=True)
+        if text is None or not text.startswith(before) or not text.endswith(after):
+            continue
+        table[name] = text[len(before) : len(text) - len(after)]
+    return table
 
 
 def definitions(
@@ -112,7 +175,7 @@ def definitions(
         item = _splice_pieces(item, REQUIRED_ACT, pieces)
     if item is None:
         return None
-    text = loop.item_text.replace(_placeholder("a"), props.text_for(_sentinels("a")))
+    text = loop.item_text.replace(_placeholder("a"), props.text_for(_shown(props, "a")))
     if required is not None:
         text = text.replace(_req("a"), required[0])
     return Loop(loop.before, tuple(item), loop.glue, loop.after, text), lead
@@ -142,13 +205,14 @@ def _required_block(source: TemplateSource, props: ItemLoop) -> tuple[str, ItemL
         if text is None:
             return None
         for tag in ("a", extra) if extra else ("a",):
-            item = props.text_for(_sentinels(tag))
+            item = props.text_for(_shown(props, tag))
             if text.count(item) != 1:
                 return None
             text = text.replace(item, _placeholder(tag))
         texts.append(text)
     one, two, none = texts
-    two = two.replace(_placeholder("c"), "")  # the second property is not what differs here
+    # The second property (and the glue before it) is not what differs here.
+    two = two.replace(props.glue + _placeholder("c"), "").replace(_placeholder("c"), "")
     head = "range $rk, $rv := {var}.Function.Parameters.Required"
     names_loop = infer_item_loop(one, two, {"zqarga": "$rv"}, ["zqargc"], head)
     if names_loop is None or len(one) <= len(none):
@@ -189,11 +253,17 @@ def _splice_pieces(pieces: list[Piece], act: str, replacement: list[Piece]) -> l
 
 def prints_other_fields(source: TemplateSource) -> bool:
     """Whether the Jinja template prints a parameter's fields other than type and
-    description (an ``enum`` here): the per-property loop prints only those two."""
+    description (an ``enum`` here), or prints some type as more than a changed word (Gemma 4's
+    ``object``): the per-property loop prints only a type name and a description."""
     from .shape import U1
     from .tool_shape import _render
 
     user = [{"role": "user", "content": U1}]
+    one = _render(source, user, tools=[_tool("a", required=False)], gen=True)
+    shown = next((f("Zqtypea") for f in _CASES if one and f("Zqtypea") in one), None)
+    transformed = one is not None and "Zqtypea" not in one and shown is not None
+    if transformed and len(_type_table(source, one or "", shown or "")) < len(_TYPES):
+        return True
     plain = _tool("a")
     extra = _tool("a")
     props = extra["function"]["parameters"]["properties"]
@@ -203,6 +273,30 @@ def prints_other_fields(source: TemplateSource) -> bool:
     )
 
 
+#: Tool text with quotes, an apostrophe, a backslash and a newline: a Jinja template that
+#: escapes it (Python's repr, HTML entities) prints it unlike any TEMPLATE can.
+AWKWARD_TEXT = "It's the user's \"city\"\\ name,\nas written"
+
+
+def escapes_tool_text(source: TemplateSource, template: str, system: str | None) -> bool:
+    """Whether ``template`` prints a tool whose descriptions hold quotes, an apostrophe, a
+    backslash or a newline unlike the Jinja template does (the probes' tools hold none)."""
+    from .probes import load_probes
+    from .verify import verify_template
+
+    offered = next(p for p in load_probes() if p.id == "tools_available")
+    tool = offered.tools[0]
+    params = tool["function"]["parameters"]
+    props = {
+        key: {**value, "description": AWKWARD_TEXT} for key, value in params["properties"].items()
+    }
+    function = {**tool["function"], "description": AWKWARD_TEXT}
+    awkward = {**tool, "function": {**function, "parameters": {**params, "properties": props}}}
+    probe = replace(offered, id="tools_available", tools=(awkward,))
+    report = verify_template(source, template, system=system, tools=True, probes=[probe])
+    return any(p.status == "differs" for p in report.probes)
+
+
 def _hide(text: str | None, props: ItemLoop, tools: list[dict[str, Any]]) -> str | None:
     """``text`` with each tool's property item replaced by its placeholder."""
     if text is None:
@@ -210,11 +304,18 @@ def _hide(text: str | None, props: ItemLoop, tools: list[dict[str, Any]]) -> str
     for tool, tag in zip(tools, "ab", strict=False):
         if tool["function"]["name"] not in text:
             continue
-        item = props.text_for(_sentinels(tag))
+        item = props.text_for(_shown(props, tag))
         if text.count(item) != 1:
             return None
         text = text.replace(item, _placeholder(tag))
     return text
 
 
-__all__ = ["PROPS_ACT", "definitions", "prints_other_fields", "property_loop"]
+__all__ = [
+    "AWKWARD_TEXT",
+    "PROPS_ACT",
+    "definitions",
+    "escapes_tool_text",
+    "prints_other_fields",
+    "property_loop",
+]

@@ -114,6 +114,9 @@ class ToolShape:
     """The Jinja template prints an assistant turn with tool calls as an ordinary turn."""
     content_dropped: bool = False
     """The Jinja template drops an assistant's content when the turn has tool calls."""
+    content_after: int | None = None
+    """The content prints after the calls (Gemma 4), this many characters into the text that
+    follows the last call; None when it prints before them."""
     content_always: bool = False
     """``content_pre``/``content_post`` wrap the content of a turn with calls even when empty."""
     results_dropped: bool = False
@@ -481,8 +484,17 @@ def _tool_parts(
     rest = with_content[at + len(CONTENT) :] if at >= 0 else ""
     body = calls.before + calls.item_text + calls.after
     suffix_at = len(rest) - len(body)
+    calls_text = calls.before + calls.item_text
     if at < 0 and with_content == one:
         parts = replace(parts, content_dropped=True)
+    elif (
+        at >= len(calls_text)
+        and with_content.startswith(calls_text)
+        and calls.after == with_content[len(calls_text) : at] + rest
+        and with_content.replace(CONTENT, "") == one
+    ):
+        # The content follows the calls (Gemma 4's <tool_call|>content<turn|>).
+        parts = replace(parts, content_after=at - len(calls_text))
     elif at >= 0 and with_content.replace(CONTENT, "") == one and one.startswith(with_content[:at]):
         # Content wrapped even when empty (Llama 4's <|python_start|>...<|python_end|>).
         # The calls keep the text after the content: Ollama reads their tag from it.

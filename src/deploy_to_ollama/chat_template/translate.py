@@ -21,7 +21,7 @@ from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .tool_props import definitions as per_property_definitions
-from .tool_props import prints_other_fields
+from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
     ToolShape,
     definitions_loop,
@@ -244,6 +244,9 @@ def _with_tools(
     for template in found:
         report = verify_template(source, template, system=system, tools=True, references=refs)
         if _holds(report, allowed) and report.tools_verified:
+            if escapes_tool_text(source, template, system):
+                why = ESCAPED
+                continue
             return replace(
                 result,
                 template=template,
@@ -256,6 +259,12 @@ def _with_tools(
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
 
 
+#: Why a TEMPLATE that matches the probes is still refused.
+ESCAPED = (
+    "the Jinja template escapes quotes, apostrophes or newlines in tool descriptions (Python "
+    "repr, HTML entities), which no TEMPLATE reproduces: common tool text would print otherwise"
+)
+
 #: Why tool-call values other than strings carry no proof (per-argument calls).
 VALUES_UNPROVEN = (
     "tool-call argument values that are not strings (numbers, booleans, objects) print as "
@@ -266,8 +275,8 @@ VALUES_UNPROVEN = (
 #: Why parameter fields other than type and description carry no proof (per-parameter tools).
 FIELDS_UNPROVEN = (
     "the Jinja template prints tool parameters one by one, with fields beyond type and "
-    "description (enum, ...); the TEMPLATE prints type and description only, so only tools "
-    "whose parameters have no other fields are proven"
+    "description (enum, nested object properties, ...); the TEMPLATE prints type and "
+    "description only, so only tools whose parameters have no other fields are proven"
 )
 
 
