@@ -14,10 +14,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .gotext import Act, Lit, Piece
 from .loops import extent, generalise
+
+if TYPE_CHECKING:
+    from .shape import TemplateShape
+    from .source import TemplateSource
+    from .tool_shape import ToolShape, _Regions
 
 #: Sentinel argument keys and values of call ``a``; the second key sorts after the first.
 KEYS = ("zqkeya", "zqkeyc")
@@ -227,6 +232,49 @@ def splice(
     return out if seen == 1 else None
 
 
+def per_argument(
+    source: TemplateSource, shape: TemplateShape, regions: _Regions
+) -> ToolShape | None:
+    """Calls whose arguments print one by one: the argument list read off a call with one
+    argument and with two, then the calls read off as usual around it (``tool_shape``'s
+    regions and call reading, imported here to keep the modules apart)."""
+    from .tool_shape import CALLS, _call_conv, _region, _render, _tool_parts
+
+    one = regions.calls.get((1, ""))
+
+    def region_with(arguments: dict[str, Any]) -> str | None:
+        conv = _call_conv(1, content="", results=1, final=regions.final)
+        call = conv[1]["tool_calls"][0]
+        conv[1]["tool_calls"][0] = {
+            **call,
+            "function": {**call["function"], "arguments": arguments},
+        }
+        return _region(_render(source, conv, gen=True), shape, regions)
+
+    two = region_with(dict(zip(KEYS, VALUES, strict=True)))
+    if one is None or two is None:
+        return None
+    args = infer_argument_loop(one, two)
+    if args is None:
+        return None
+    # How a value that is not a string prints (tojson, or Python's str for scalars).
+    typed = with_values(args, one, [(v, region_with({KEYS[0]: v})) for v in NON_STRINGS])
+    unproven, args = typed is args, typed
+
+    def hide(text: str | None) -> str | None:
+        return None if text is None else with_placeholders(text, args, CALLS, "ab")
+
+    calls = {key: hide(text) for key, text in regions.calls.items()}
+    if any(text is None for text in calls.values()):
+        return None
+    results_two = hide(regions.results_two)
+    if regions.results_two is not None and results_two is None:
+        return None
+    hidden = replace(regions, calls={k: v for k, v in calls.items() if v is not None})
+    shaped = _tool_parts(source, shape, replace(hidden, results_two=results_two), args)
+    return replace(shaped, values_unproven=unproven) if shaped.calls is not None else None
+
+
 __all__ = [
     "ARGS_ACT",
     "KEYS",
@@ -236,6 +284,7 @@ __all__ = [
     "ItemLoop",
     "infer_argument_loop",
     "infer_item_loop",
+    "per_argument",
     "placeholder",
     "splice",
     "value_mode",

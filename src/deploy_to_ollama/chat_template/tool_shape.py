@@ -19,18 +19,7 @@ from .gotext import Act, Lit, Piece
 from .loops import Loop, extent, infer_loop, json_pieces, mentions, single_loop, spans
 from .shape import SYS, U1, U2, TemplateShape
 from .source import TemplateSource
-from .tool_args import (
-    ARGS_ACT,
-    KEYS,
-    NON_STRINGS,
-    VALUES,
-    ArgumentLoop,
-    infer_argument_loop,
-    placeholder,
-    splice,
-    with_placeholders,
-    with_values,
-)
+from .tool_args import ARGS_ACT, ArgumentLoop, per_argument, placeholder, splice
 
 #: Sentinel tools: names must not be prefixes of one another.
 TOOLS = tuple(
@@ -362,7 +351,7 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
     opening = regions.shared if regions.shared < len(shape.assistant_prefix) else None
     shaped = _tool_parts(source, shape, regions)
     if shaped.calls is None and shaped.reason == _NOT_A_LOOP:
-        shaped = _per_argument(source, shape, regions) or shaped
+        shaped = per_argument(source, shape, regions) or shaped
     if opening is not None and shaped.calls is None:
         return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
     after = opening is None and shaped.calls is not None and _opens_as_last(source, shape)
@@ -394,46 +383,6 @@ def _region(text: str | None, shape: TemplateShape, regions: _Regions) -> str | 
     if text is None or at < 0 or not text.startswith(lead, at + len(U1)):
         return None
     return text[at + len(U1) + len(lead) : text.rfind(A2 if regions.final else U2)]
-
-
-def _per_argument(
-    source: TemplateSource, shape: TemplateShape, regions: _Regions
-) -> ToolShape | None:
-    """Calls whose arguments print one by one: the argument list read off a call with one
-    argument and with two, then the calls read off as usual around it."""
-    one = regions.calls.get((1, ""))
-
-    def region_with(arguments: dict[str, Any]) -> str | None:
-        conv = _call_conv(1, content="", results=1, final=regions.final)
-        call = conv[1]["tool_calls"][0]
-        conv[1]["tool_calls"][0] = {
-            **call,
-            "function": {**call["function"], "arguments": arguments},
-        }
-        return _region(_render(source, conv, gen=True), shape, regions)
-
-    two = region_with(dict(zip(KEYS, VALUES, strict=True)))
-    if one is None or two is None:
-        return None
-    args = infer_argument_loop(one, two)
-    if args is None:
-        return None
-    # How a value that is not a string prints (tojson, or Python's str for scalars).
-    typed = with_values(args, one, [(v, region_with({KEYS[0]: v})) for v in NON_STRINGS])
-    unproven, args = typed is args, typed
-
-    def hide(text: str | None) -> str | None:
-        return None if text is None else with_placeholders(text, args, CALLS, "ab")
-
-    calls = {key: hide(text) for key, text in regions.calls.items()}
-    if any(text is None for text in calls.values()):
-        return None
-    results_two = hide(regions.results_two)
-    if regions.results_two is not None and results_two is None:
-        return None
-    hidden = replace(regions, calls={k: v for k, v in calls.items() if v is not None})
-    shaped = _tool_parts(source, shape, replace(hidden, results_two=results_two), args)
-    return replace(shaped, values_unproven=unproven) if shaped.calls is not None else None
 
 
 def _tool_parts(
