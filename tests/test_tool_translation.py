@@ -50,6 +50,12 @@ PER_ARGUMENT = (
 )
 
 
+#: Parameter descriptions with their quotes escaped: no Ollama template function does that.
+UNTRANSLATABLE = PER_ARGUMENT.replace(
+    "{{ v.type }}", "{{ v.type }} {{ v.description | replace('\"', '\\\\\"') }}"
+)
+
+
 def _source(template: str) -> TemplateSource:
     return TemplateSource(
         template=template, origin=Path("t.jinja"), kind="jinja", bos_token="<s>", eos_token="</s>"
@@ -106,7 +112,7 @@ def test_json_equivalent_needs_equal_text_outside_json() -> None:
 
 
 def test_untranslatable_tool_layout_is_not_verified_and_says_why() -> None:
-    result = translate_template(_source(PER_ARGUMENT))
+    result = translate_template(_source(UNTRANSLATABLE))
     assert result.report.public_verified  # plain chat still holds
     assert result.report.tools_required and not result.report.tools_verified
     assert not result.verified

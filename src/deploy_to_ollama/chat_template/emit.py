@@ -105,6 +105,14 @@ def tool_candidates(
         if expanded is not None:
             body = join_pieces(expanded)
             found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
+    if head_system is None and shape.system_mode == "drop" and head.endswith(shape.user_prefix):
+        # System messages are dropped anyway: the lead-in with tools is the preamble.
+        dropped = replace(shape, preamble=head[: len(head) - len(shape.user_prefix)])
+        pieces = _emit(source, dropped, empty_system="skip", tools=tools)
+        expanded = _expand_definitions(pieces, tools.definitions)
+        if expanded is not None:
+            body = join_pieces(expanded)
+            found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
     if head_system is None:
         return found
     for empty_system in ("skip", "render", "inline"):
@@ -176,6 +184,7 @@ def _emit_header(
     pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _after_query_scan(tools)
     pieces += _last_query(shape)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
@@ -195,21 +204,11 @@ def _emit_header(
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    if tools is not None and tools.opening is not None:
-        # A turn with tool calls opens with its own text after a shared part; $tc (a
-        # variable) keeps Ollama's tag search on the later `if .ToolCalls`.
-        rest = replace(
-            shape,
-            assistant_prefix=shape.assistant_prefix[tools.opening :],
-            assistant_prefix_last=shape.assistant_prefix_last[tools.opening :],
-        )
-        pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
-        pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
-    elif shape.think is not None and shape.think.head is not None:
-        plain_rest = _prefix(without_head(shape))
-        pieces += reasoning_pieces(shape, _thinking_cond(shape), plain_rest)
-    else:
-        pieces += _prefix(shape)
+    opening = _opening(shape, tools)
+    if tools is not None and tools.bare_after_results:
+        # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
+        opening = [Act('if ne $prevRole "tool"'), *opening, Act("end")]
+    pieces += opening
     if shape.think is None or shape.think.head is None:
         pieces += _reasoning(shape)
     if tools is not None and tools.content_dropped:
@@ -235,6 +234,51 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
             pieces += [Act("end")]
     pieces += [Act("end"), Act("end")]
     return pieces
+
+
+def _opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
+    """The assistant prefix, as a turn with tool calls may open differently."""
+    pieces: list[Piece] = []
+    if tools is not None and tools.opening is not None:
+        # A turn with tool calls opens with its own text after a shared part; $tc (a
+        # variable) keeps Ollama's tag search on the later `if .ToolCalls`.
+        rest = replace(
+            shape,
+            assistant_prefix=shape.assistant_prefix[tools.opening :],
+            assistant_prefix_last=shape.assistant_prefix_last[tools.opening :],
+        )
+        pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
+        pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
+    elif tools is not None and tools.prefix_after_query:
+        # A turn with tool calls after the last user message opens like a final one.
+        final: list[Piece] = [Lit(shape.assistant_prefix_last)]
+        if shape.think is not None:
+            # With reasoning it opens like any turn (the reasoning block follows), as _prefix.
+            final = [Act(f"if {_thinking_cond(shape)}"), Lit(shape.assistant_prefix), Act("else")]
+            final += [Lit(shape.assistant_prefix_last), Act("end")]
+        pieces += [Act("$tq := .ToolCalls"), Act("if or $last (and $tq (gt $i $queryAt))")]
+        pieces += [*final, Act("else"), Lit(shape.assistant_prefix), Act("end")]
+    elif shape.think is not None and shape.think.head is not None:
+        # Reasoning replaces part of the opening (GLM): the reasoning block carries it.
+        pieces += reasoning_pieces(shape, _thinking_cond(shape), _prefix(without_head(shape)))
+    else:
+        pieces += _prefix(shape)
+    return pieces
+
+
+def _after_query_scan(tools: ToolShape | None) -> list[Piece]:
+    """``$queryAt``: index of the last user message, where turns with tool calls after it
+    open differently."""
+    if tools is None or not tools.prefix_after_query:
+        return []
+    return [
+        Act("$queryAt := -1"),
+        Act("range $i, $m := .Messages"),
+        Act('if eq $m.Role "user"'),
+        Act("$queryAt = $i"),
+        Act("end"),
+        Act("end"),
+    ]
 
 
 def _prefix(shape: TemplateShape) -> list[Piece]:
@@ -270,6 +314,8 @@ def _calls(
     assert calls is not None
     text = _content(".Content", shape.trim("assistant"), "a")
     pieces: list[Piece] = []
+    if content and tools.content_after is not None:
+        return _calls_then_content(shape, tools, calls, text)
     if content:
         cond = "$tc" if tools.content_always else "and $tc .Content"
         pieces += [Act("$tc := .ToolCalls"), Act(f"if {cond}")]
@@ -280,6 +326,23 @@ def _calls(
     pieces += [Act("end"), *calls.item, Act("end")]
     end = tools.calls_end if tools.results else calls.after
     pieces += [Lit(_plain(end))]
+    if shape.assistant_suffix:
+        pieces += [Act("else if not $last"), Lit(shape.assistant_suffix)]
+    return [*pieces, Act("end")]
+
+
+def _calls_then_content(
+    shape: TemplateShape, tools: ToolShape, calls: Loop, text: list[Piece]
+) -> list[Piece]:
+    """Tool calls first, then the content, then the end of the turn (Gemma 4)."""
+    assert tools.content_after is not None
+    end = _plain(tools.calls_end if tools.results else calls.after)
+    at = tools.content_after
+    pieces: list[Piece] = [Act("$tc := .ToolCalls")]
+    pieces += [Act("if .ToolCalls"), *_tagged(_plain(calls.before))]
+    pieces += [Act("range $k, $c := .ToolCalls"), Act("if $k"), Lit(_plain(calls.glue))]
+    pieces += [Act("end"), *calls.item, Act("end"), Lit(end[:at]), Act("end"), *text]
+    pieces += [Act("if $tc"), Lit(end[at:])]
     if shape.assistant_suffix:
         pieces += [Act("else if not $last"), Lit(shape.assistant_suffix)]
     return [*pieces, Act("end")]
@@ -313,7 +376,11 @@ def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
     pieces += [Lit(generation_text(shape, _plain(tools.result_close_last)))]
     pieces += _think_switch(shape)
     pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "tool"')]
-    pieces += [Lit(_plain(tools.result_glue)), Act("else"), Lit(_plain(tools.result_close))]
+    pieces += [Lit(_plain(tools.result_glue))]
+    if tools.result_close_user is not None:
+        pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "user"')]
+        pieces += [Lit(_plain(tools.result_close_user))]
+    pieces += [Act("else"), Lit(_plain(tools.result_close))]
     return [*pieces, Act("end")]
 
 
@@ -346,6 +413,7 @@ def _emit(
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _after_query_scan(tools)
     pieces += _last_query(shape)
     if last_user is not None:
         pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]

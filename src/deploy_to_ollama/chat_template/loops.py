@@ -162,11 +162,36 @@ def json_pieces(
     return None if any(s in text for s in SENTINEL_PREFIXES) else [Lit(text)]
 
 
+def _indexed(first: list[Piece], second: list[Piece], index: str) -> list[Piece] | None:
+    """``first`` with the loop index as ``index`` where the two items differ only by one
+    literal ``0`` becoming ``1`` (Kimi's ``functions.NAME:0``); None otherwise."""
+    if len(first) != len(second):
+        return None
+    out: list[Piece] = []
+    seen = False
+    for a, b in zip(first, second, strict=True):
+        if a == b:
+            out.append(a)
+            continue
+        if not (isinstance(a, Lit) and isinstance(b, Lit)) or len(a.text) != len(b.text):
+            return None
+        diff = [n for n, (x, y) in enumerate(zip(a.text, b.text, strict=True)) if x != y]
+        if seen or len(diff) != 1 or (a.text[diff[0]], b.text[diff[0]]) != ("0", "1"):
+            return None
+        at = diff[0]
+        if a.text[at + 1 : at + 2].isdigit() or a.text[at - 1 : at].isdigit():
+            return None
+        out += [Lit(a.text[:at]), Act(index), Lit(a.text[at + 1 :])]
+        seen = True
+    return out if seen else None
+
+
 def infer_loop(
     one: str,
     two: str,
     mentions: Sequence[Sequence[str]],
     subst: Sequence[tuple[Mapping[str, str], Sequence[tuple[Any, str]]]],
+    index: str | None = None,
 ) -> Loop | None:
     """A loop from a region rendered with one item and with two.
 
@@ -175,6 +200,7 @@ def infer_loop(
         two: the region with items 0 and 1.
         mentions: each item's sentinel strings.
         subst: each item's (strings, values) for :func:`generalise`.
+        index: the Go variable of the loop index, where an item may print it.
     """
     a0, e0 = extent(one, mentions[0])
     b0, f0 = extent(two, mentions[0])
@@ -187,8 +213,12 @@ def infer_loop(
     first = generalise(one[a0:e0], *subst[0])
     again = generalise(two[b0:f0], *subst[0])
     second = generalise(two[a1:e1], *subst[1])
-    if first is None or first != again or first != second:
+    if first is None or first != again or second is None:
         return None
+    if first != second:
+        first = _indexed(first, second, index) if index is not None else None
+        if first is None:
+            return None
     return Loop(before, tuple(first), two[f0:a1], after, one[a0:e0])
 
 

@@ -19,6 +19,7 @@ from .gotext import Act, Lit, Piece
 from .loops import Loop, extent, infer_loop, json_pieces, mentions, single_loop, spans
 from .shape import SYS, U1, U2, TemplateShape
 from .source import TemplateSource
+from .tool_args import ARGS_ACT, ArgumentLoop, per_argument, placeholder, splice
 
 #: Sentinel tools: names must not be prefixes of one another.
 TOOLS = tuple(
@@ -83,12 +84,28 @@ class ToolShape:
     """After the last of consecutive tool results, before the next turn."""
     result_close_last: str = ""
     """After a tool result that ends the conversation (includes the generation prompt)."""
+    result_close_user: str | None = None
+    """After the last of consecutive tool results when a user turn follows, where that
+    differs from ``result_close`` (the shape gave part of the user opening to the assistant
+    suffix, as Llama 4's ``<|header_start|>user``)."""
     opening: int | None = None
     """Where a turn with tool calls leaves the assistant prefix (None: it keeps all of it)."""
+    bare_after_results: bool = False
+    """An assistant turn right after tool results opens no turn of its own (the results'
+    close leads into its content, as DeepSeek V3.2's ``</function_results>``)."""
+    values_unproven: bool = False
+    """Call arguments print one by one and it was not seen how a value that is not a string
+    prints (Go's own formatting is used; only string values are proven)."""
+    prefix_after_query: bool = False
+    """A turn with tool calls after the last user message opens with the prefix of a final
+    assistant turn (Qwen3.5's empty ``<think>`` block)."""
     calls_dropped: bool = False
     """The Jinja template prints an assistant turn with tool calls as an ordinary turn."""
     content_dropped: bool = False
     """The Jinja template drops an assistant's content when the turn has tool calls."""
+    content_after: int | None = None
+    """The content prints after the calls (Gemma 4), this many characters into the text that
+    follows the last call; None when it prints before them."""
     content_always: bool = False
     """``content_pre``/``content_post`` wrap the content of a turn with calls even when empty."""
     results_dropped: bool = False
@@ -189,15 +206,17 @@ def _list_loop(
     return None
 
 
-def tool_lead(source: TemplateSource) -> tuple[str, tuple[str, str] | None] | None:
+def tool_lead(
+    source: TemplateSource, tools: Sequence[Mapping[str, Any]] = TOOLS[:1]
+) -> tuple[str, tuple[str, str] | None] | None:
     """(head, (before, after) the system content) up to the first user content, rendered with
     one sentinel tool offered (JSON marked); None when the Jinja template rejects it."""
     user = {"role": "user", "content": U1}
-    alone = _render(source, [user], tools=TOOLS[:1], gen=False)
+    alone = _render(source, [user], tools=tools, gen=False)
     if alone is None or U1 not in alone:
         return None
     with_system = _render(
-        source, [{"role": "system", "content": SYS}, user], tools=TOOLS[:1], gen=False
+        source, [{"role": "system", "content": SYS}, user], tools=tools, gen=False
     )
     head_system = None
     if with_system is not None and SYS in with_system and U1 in with_system:
@@ -331,14 +350,54 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
         return ToolShape(reason=regions)
     opening = regions.shared if regions.shared < len(shape.assistant_prefix) else None
     shaped = _tool_parts(source, shape, regions)
+    if shaped.calls is None and shaped.reason == _NOT_A_LOOP:
+        shaped = per_argument(source, shape, regions) or shaped
     if opening is not None and shaped.calls is None:
         return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
-    return replace(shaped, opening=opening)
+    after = opening is None and shaped.calls is not None and _opens_as_last(source, shape)
+    return replace(shaped, opening=opening, prefix_after_query=after)
 
 
-def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions) -> ToolShape:
-    """Calls, content next to them and results, from the regions after the opening."""
+def _opens_as_last(source: TemplateSource, shape: TemplateShape) -> bool:
+    """Whether a turn with tool calls after the last user message opens with the prefix of
+    a final assistant turn instead of the ordinary one."""
+    last, prefix = shape.assistant_prefix_last, shape.assistant_prefix
+    if last == prefix:
+        return False
+    text = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
+    at = text.find(U1) if text is not None else -1
+    if text is None or at < 0:
+        return False
+    return text.startswith(shape.user_suffix + last, at + len(U1))
+
+
+#: Why calls were not read off as a loop (the per-argument reading is tried next).
+_NOT_A_LOOP = "the tool calls do not print as a loop of sentinel-only items"
+
+
+def _region(text: str | None, shape: TemplateShape, regions: _Regions) -> str | None:
+    """The text between the opening of the tool-calling turn and the next turn, as in
+    :func:`_regions`."""
+    lead = shape.user_suffix + shape.assistant_prefix[: regions.shared]
+    at = text.find(U1) if text is not None else -1
+    if text is None or at < 0 or not text.startswith(lead, at + len(U1)):
+        return None
+    return text[at + len(U1) + len(lead) : text.rfind(A2 if regions.final else U2)]
+
+
+def _tool_parts(
+    source: TemplateSource,
+    shape: TemplateShape,
+    regions: _Regions,
+    args: ArgumentLoop | None = None,
+) -> ToolShape:
+    """Calls, content next to them and results, from the regions after the opening.
+
+    With ``args``, each call's argument text has been replaced by its placeholder, which the
+    call item turns into the argument loop."""
     call_mentions = [mentions(c) for c in CALLS]
+    if args is not None:
+        call_mentions = [[*m, placeholder(tag)] for m, tag in zip(call_mentions, "ab", strict=True)]
     result_mentions = [mentions(r) for r in RESULTS]
 
     def cut(region: str) -> str:
@@ -350,13 +409,21 @@ def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions)
         # The Jinja template drops tool calls: the assistant turn prints as an ordinary one.
         return _with_results(source, shape, ToolShape(calls_dropped=True), one, regions)
     subst = [_call_subst(c, "$c") for c in CALLS]
+    if args is not None:
+        subst = [
+            ({**strings, placeholder(tag): ARGS_ACT}, values)
+            for (strings, values), tag in zip(subst, "ab", strict=True)
+        ]
     two = regions.calls.get((2, ""))
     if two is not None:
-        calls = infer_loop(one, cut(two), call_mentions, subst)
+        calls = infer_loop(one, cut(two), call_mentions, subst, index="$k")
     else:
         calls = single_loop(one, call_mentions[0], subst[0])
+    if calls is not None and args is not None:
+        item = splice(calls.item, args, "$c")
+        calls = replace(calls, item=tuple(item)) if item is not None else None
     if calls is None:
-        return ToolShape(reason="the tool calls do not print as a loop of sentinel-only items")
+        return ToolShape(reason=_NOT_A_LOOP)
     parts = ToolShape(calls=calls)
     with_content = regions.calls.get((1, CONTENT))
     if with_content is None:
@@ -366,8 +433,17 @@ def _tool_parts(source: TemplateSource, shape: TemplateShape, regions: _Regions)
     rest = with_content[at + len(CONTENT) :] if at >= 0 else ""
     body = calls.before + calls.item_text + calls.after
     suffix_at = len(rest) - len(body)
+    calls_text = calls.before + calls.item_text
     if at < 0 and with_content == one:
         parts = replace(parts, content_dropped=True)
+    elif (
+        at >= len(calls_text)
+        and with_content.startswith(calls_text)
+        and calls.after == with_content[len(calls_text) : at] + rest
+        and with_content.replace(CONTENT, "") == one
+    ):
+        # The content follows the calls (Gemma 4's <tool_call|>content<turn|>).
+        parts = replace(parts, content_after=at - len(calls_text))
     elif at >= 0 and with_content.replace(CONTENT, "") == one and one.startswith(with_content[:at]):
         # Content wrapped even when empty (Llama 4's <|python_start|>...<|python_end|>).
         # The calls keep the text after the content: Ollama reads their tag from it.
@@ -398,6 +474,23 @@ def _results_dropped(
     return replace(parts, results_dropped=True, result_close_last=last[at + len(lead) :])
 
 
+def _close_before_user(
+    source: TemplateSource, shape: TemplateShape, result: Sequence[str], close: str
+) -> str | None:
+    """What follows a tool result when a user turn comes next, less the user prefix; None
+    when it is ``close`` or cannot be read off."""
+    text = _render(source, _call_conv(1, content="", results=1, final=False), gen=True)
+    if text is None:
+        return None
+    end = extent(text, result)[1]
+    at = text.find(U2, end) if end >= 0 else -1
+    between = text[end:at]
+    if at < 0 or not between.endswith(shape.user_prefix):
+        return None
+    found = between[: len(between) - len(shape.user_prefix)]
+    return None if found == close else found
+
+
 def _with_results(
     source: TemplateSource, shape: TemplateShape, parts: ToolShape, head: str, regions: _Regions
 ) -> ToolShape:
@@ -419,7 +512,8 @@ def _with_results(
         loop = single_loop(head + one[start_one:], result_mentions[0], subst[0])
     if loop is None or loop.before != head:
         return replace(parts, reason="tool results do not print as one wrapper per result")
-    if not loop.after.endswith(regions.next_prefix):
+    bare = not loop.after.endswith(regions.next_prefix)
+    if bare and not regions.final:
         return replace(parts, reason="the turn after tool results opens unlike other turns")
     last = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
     if last is None:
@@ -427,14 +521,17 @@ def _with_results(
     # The assistant turn ends where an ordinary one does; the rest opens the results.
     end_at = head.find(shape.assistant_suffix) if shape.assistant_suffix else -1
     split = end_at + len(shape.assistant_suffix) if end_at >= 0 else len(head)
+    close = loop.after if bare else loop.after[: len(loop.after) - len(regions.next_prefix)]
     return replace(
         parts,
+        bare_after_results=bare,
+        result_close_user=_close_before_user(source, shape, result_mentions[0], close),
         calls=replace(parts.calls, after="") if parts.calls is not None else None,
         calls_end=head[:split],
         result_open=head[split:],
         result=loop.item,
         result_glue=loop.glue,
-        result_close=loop.after[: len(loop.after) - len(regions.next_prefix)],
+        result_close=close,
         result_close_last=last[extent(last, result_mentions[0])[1] :],
     )
 

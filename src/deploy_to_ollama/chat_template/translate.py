@@ -21,7 +21,15 @@ from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .thinking import infer_reasoning
-from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
+from .tool_props import definitions as per_property_definitions
+from .tool_props import escapes_tool_text, prints_other_fields
+from .tool_shape import (
+    ToolShape,
+    definitions_loop,
+    infer_tool_shape,
+    last_user_insertion,
+    tool_lead,
+)
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -229,6 +237,12 @@ def _with_tools(
             return replace(result, template=plain, report=report)
         return "tool calls or results differ"
     loop, lead = definitions_loop(source), tool_lead(source)
+    per_property = False
+    if loop is None and lead is not None:
+        # Parameters printed one by one (Qwen3-Coder): the lead goes with that reading.
+        by_property = per_property_definitions(source)
+        loop, lead = by_property or (None, lead)
+        per_property = by_property is not None and prints_other_fields(source)
     if loop is None or lead is None:
         logger.info("tool definitions not translated: no loop of sentinel tools found")
         return "the tool definitions do not print as a loop of sentinel-only items"
@@ -239,11 +253,51 @@ def _with_tools(
     for template in found:
         report = verify_template(source, template, system=system, tools=True, references=refs)
         if _holds(report, allowed) and report.tools_verified:
-            return replace(result, template=template, report=report)
+            if escapes_tool_text(source, template, system):
+                why = ESCAPED
+                continue
+            return replace(
+                result,
+                template=template,
+                report=report,
+                warnings=_tool_warnings(result, tool_shape, per_property=per_property),
+            )
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
+
+
+#: Why a TEMPLATE that matches the probes is still refused.
+ESCAPED = (
+    "the Jinja template escapes quotes, apostrophes or newlines in tool descriptions (Python "
+    "repr, HTML entities), which no TEMPLATE reproduces: common tool text would print otherwise"
+)
+
+#: Why tool-call values other than strings carry no proof (per-argument calls).
+VALUES_UNPROVEN = (
+    "tool-call argument values that are not strings (numbers, booleans, objects) print as "
+    "Go formats them: the Jinja template's way was not recognised, only string values are proven"
+)
+
+
+#: Why parameter fields other than type and description carry no proof (per-parameter tools).
+FIELDS_UNPROVEN = (
+    "the Jinja template prints tool parameters one by one, with fields beyond type and "
+    "description (enum, nested object properties, ...); the TEMPLATE prints type and "
+    "description only, so only tools whose parameters have no other fields are proven"
+)
+
+
+def _tool_warnings(
+    result: TranslatedTemplate, tool_shape: ToolShape, *, per_property: bool = False
+) -> tuple[str, ...]:
+    found = list(result.warnings)
+    if tool_shape.values_unproven:
+        found.append(VALUES_UNPROVEN)
+    if per_property:
+        found.append(FIELDS_UNPROVEN)
+    return tuple(dict.fromkeys(found))
 
 
 def _holds(report: VerificationReport, allowed: set[str]) -> bool:

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
+from .key_order import KEY_ORDER, key_order_only
 from .probes import Probe, load_probes
 from .source import TemplateSource
+from .tool_input import inexpressible_tool, unsendable_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +220,8 @@ def _check(
         return skipped("no transformers rendering")
     if isinstance(expected, Exception):
         return skipped(f"the Jinja template raises: {expected}")
+    if probe.needs_tools and (unsendable := unsendable_arguments(probe)):
+        return skipped(unsendable)
     try:
         actual = _ollama_side(go_template, probe, system, tools=tools)
     except DeployError as err:
@@ -318,6 +322,10 @@ def _compare(
     reason = None
     if probe.ollama_limit:
         status, reason = "skipped", f"Ollama limit: {probe.ollama_limit}"
+    elif probe.needs_tools and key_order_only(source, probe, actual):
+        status, reason = "skipped", KEY_ORDER
+    elif probe.needs_tools and (changed := inexpressible_tool(probe)):
+        status, reason = "skipped", changed
     elif position is None:
         reason = "same text, different tokens"
     at = position or 0

@@ -1,0 +1,321 @@
+"""Tool definitions that print each parameter on its own (Qwen3-Coder's ``<parameter>`` blocks).
+
+When the tool list does not read off as sentinel-only items, we try once more with each
+tool's parameter properties as their own loop: render tool ``a`` with one property and with
+two (types and descriptions are sentinels too), read the property item off as
+``range $pk, $pv := $t.Function.Parameters.Properties`` (``$pk``, ``$pv.Type``,
+``$pv.Description``), hide each tool's property text behind a placeholder and read the tool
+list as usual. Ollama's properties reach a TEMPLATE as a Go map, walked in sorted key order
+(``key_order.py`` says so for a probe whose properties are not sorted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from .gotext import Act, Lit, Piece
+from .loops import Loop, infer_loop, mentions
+from .source import TemplateSource
+from .tool_args import ItemLoop, infer_item_loop, splice
+
+#: Stands for a tool's whole property list until the loop is spliced in.
+PROPS_ACT = "__properties__"
+
+_HEAD = "range $pk, $pv := {var}.Function.Parameters.Properties"
+
+
+def _tool(tag: str, extra: str | None = None, *, required: bool = True) -> dict[str, Any]:
+    """A sentinel tool whose property type is a sentinel too (``extra``: a second one)."""
+    props = {f"zqarg{tag}": {"type": f"Zqtype{tag}", "description": f"Zqarg{tag}doc"}}
+    if extra is not None:
+        props[f"zqarg{extra}"] = {"type": f"Zqtype{extra}", "description": f"Zqarg{extra}doc"}
+    return {
+        "type": "function",
+        "function": {
+            "name": f"Zqtool{tag}name",
+            "description": f"Zqtool{tag}desc",
+            "parameters": {
+                "type": "object",
+                "properties": props,
+                "required": [f"zqarg{tag}"] if required else [],
+            },
+        },
+    }
+
+
+def _sentinels(tag: str) -> list[str]:
+    return [f"zqarg{tag}", f"Zqtype{tag}", f"Zqarg{tag}doc"]
+
+
+def _shown(props: ItemLoop, tag: str) -> list[str]:
+    """Tool ``tag``'s sentinels as the loop's item prints them (a type upper-cased where the
+    Jinja template does that)."""
+    out = []
+    for printed, plain, mine in zip(props.sentinels, _sentinels("a"), _sentinels(tag), strict=True):
+        case = next((f for f in (str, *_CASES) if f(plain) == printed), str)
+        out.append(case(mine))
+    return out
+
+
+def _placeholder(tag: str) -> str:
+    return f"Zqprops{tag}holder"
+
+
+def property_loop(source: TemplateSource) -> ItemLoop | None:
+    """The per-property loop, read off tool ``a`` with one property and with two (no
+    ``required`` list, so a property name is printed only where its item is)."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    user = [{"role": "user", "content": U1}]
+    one = _render(source, user, tools=[_tool("a", required=False)], gen=True)
+    two = _render(source, user, tools=[_tool("a", "c", required=False)], gen=True)
+    if one is None or two is None:
+        return None
+    first = dict(zip(_sentinels("a"), ("$pk", "$pv.Type", "$pv.Description"), strict=True))
+    second = _sentinels("c")
+    table: dict[str, str] = {}
+    if "Zqtypea" not in one:
+        # Types printed transformed (Gemma 4's STRING): read each JSON type's form off.
+        shown = next((f(x) for f in _CASES for x in ["Zqtypea"] if f(x) in one), None)
+        if shown is None or f"Zqtype{shown[-1]}" in two:
+            return None
+        table = _type_table(source, one, shown)
+        first = {
+            shown if k == "Zqtypea" else k: TYPE_ACT if k == "Zqtypea" else v
+            for k, v in first.items()
+        }
+        second = [second[0], shown[:-1] + ("C" if shown[-1] == "A" else "c"), second[2]]
+    loop = infer_item_loop(one, two, first, second, _HEAD)
+    if loop is None or not table:
+        return loop
+    pieces: list[Piece] = [Act("$ty := print $pv.Type")]
+    for n, (name, shown_as) in enumerate(table.items()):
+        pieces += [Act(f'{"else " if n else ""}if eq $ty "{name}"'), Lit(shown_as)]
+    pieces += [Act("else"), Act("$ty"), Act("end")]
+    item: list[Piece] = []
+    for piece in loop.item:
+        item += pieces if piece == Act(TYPE_ACT) else [piece]
+    return replace(loop, item=tuple(item))
+
+
+#: Stands for a property's type when the Jinja template prints types transformed.
+TYPE_ACT = "__type__"
+
+#: Case changes a template may apply to a type name.
+_CASES = (str.upper, str.lower, str.capitalize)
+
+#: JSON schema type names, each rendered to read off how the template prints it.
+_TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
+
+
+def _type_table(source: TemplateSource, one: str, shown: str) -> dict[str, str]:
+    """How each JSON schema type prints where the sentinel type printed as ``shown``; a type
+    whose rendering changes more than that one word is left out (printed as Go does)."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    at = one.find(shown)
+    before, after = one[:at], one[at + len(shown) :]
+    table = {}
+    for name in _TYPES:
+        tool = _tool("a", required=False)
+        tool["function"]["parameters"]["properties"]["zqarga"]["type"] = name
+        text = _render(source, [{"role": "user", "content": U1}], tools=[tool], gen=True)
+        if text is None or not text.startswith(before) or not text.endswith(after):
+            continue
+        table[name] = text[len(before) : len(text) - len(after)]
+    return table
+
+
+def definitions(
+    source: TemplateSource,
+) -> tuple[Loop, tuple[str, tuple[str, str] | None]] | None:
+    """(tool-list loop, lead) for a Jinja template that prints parameters one by one; the
+    lead is rendered with the same sentinel tool, so the loop's item text is found in it."""
+    from .shape import SYS, U1
+    from .tool_shape import _render, _tool_subst, tool_lead
+
+    props = property_loop(source)
+    if props is None:
+        return None
+    tools = [_tool("a"), _tool("b")]
+    conv = [{"role": "system", "content": SYS}, {"role": "user", "content": U1}]
+    renders = [_render(source, conv, tools=tools[:n], gen=True) for n in (1, 2)]
+    if None in renders:
+        conv = conv[1:]
+        renders = [_render(source, conv, tools=tools[:n], gen=True) for n in (1, 2)]
+    hidden = [_hide(text, props, tools) for text in renders]
+    required = _required_block(source, props)
+    if required is not None:
+        hidden = [_hide_required(text, required[0]) for text in hidden]
+    lead = tool_lead(source, tools[:1])
+    one, two = hidden
+    if one is None or two is None or lead is None:
+        return None
+    subst = []
+    for tool, tag in zip(tools, "ab", strict=True):
+        strings, values = _tool_subst(tool, "$t")
+        params = tool["function"]["parameters"]
+        values = [*values, (params["required"], "$t.Function.Parameters.Required")]
+        subst.append(({**strings, _placeholder(tag): PROPS_ACT, _req(tag): REQUIRED_ACT}, values))
+    found = [[*mentions(t), _placeholder(tag)] for t, tag in zip(tools, "ab", strict=True)]
+    if required is not None:
+        found = [[*m, _req(tag)] for m, tag in zip(found, "ab", strict=True)]
+    loop = infer_loop(one, two, found, subst)
+    if loop is None:
+        return None
+    item = splice(loop.item, props, "$t", PROPS_ACT)
+    if item is not None and required is not None:
+        block, names = required
+        at = block.index(names.item_text)
+        pieces: list[Piece] = [Act("if $t.Function.Parameters.Required"), Lit(block[:at])]
+        pieces += [*names.pieces("$t"), Lit(block[at + len(names.item_text) :]), Act("end")]
+        item = _splice_pieces(item, REQUIRED_ACT, pieces)
+    if item is None:
+        return None
+    text = loop.item_text.replace(_placeholder("a"), props.text_for(_shown(props, "a")))
+    if required is not None:
+        text = text.replace(_req("a"), required[0])
+    return Loop(loop.before, tuple(item), loop.glue, loop.after, text), lead
+
+
+#: Stands for a tool's list of required parameter names until its loop is spliced in.
+REQUIRED_ACT = "__required__"
+
+
+def _req(tag: str) -> str:
+    return f"Zqreq{tag}holder"
+
+
+def _required_block(source: TemplateSource, props: ItemLoop) -> tuple[str, ItemLoop] | None:
+    """(tool ``a``'s block of required names, the names' loop) where the Jinja template prints
+    required names one by one and only when there are some (Qwen3-Coder's ``[`a`, `b`]``);
+    None where it does not (a ``tojson`` list is rebuilt by ``json`` instead)."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    user = [{"role": "user", "content": U1}]
+    texts: list[str] = []
+    for extra, names in ((None, ["zqarga"]), ("c", ["zqarga", "zqargc"]), (None, [])):
+        tool = _tool("a", extra)
+        tool["function"]["parameters"]["required"] = names
+        text = _render(source, user, tools=[tool], gen=True)
+        if text is None:
+            return None
+        for tag in ("a", extra) if extra else ("a",):
+            item = props.text_for(_shown(props, tag))
+            if text.count(item) != 1:
+                return None
+            text = text.replace(item, _placeholder(tag))
+        texts.append(text)
+    one, two, none = texts
+    # The second property (and the glue before it) is not what differs here.
+    two = two.replace(props.glue + _placeholder("c"), "").replace(_placeholder("c"), "")
+    head = "range $rk, $rv := {var}.Function.Parameters.Required"
+    names_loop = infer_item_loop(one, two, {"zqarga": "$rv"}, ["zqargc"], head)
+    if names_loop is None or len(one) <= len(none):
+        return None
+    at = 0
+    while at < len(none) and one[at] == none[at]:
+        at += 1
+    block = one[at : at + len(one) - len(none)]
+    if one != none[:at] + block + none[at:] or block.count(names_loop.item_text) != 1:
+        return None
+    return block, names_loop
+
+
+def _hide_required(text: str | None, block: str) -> str | None:
+    """``text`` with each tool's block of required names replaced by its placeholder."""
+    if text is None:
+        return None
+    for tag in "ab":
+        mine = block.replace("zqarga", f"zqarg{tag}")
+        if f"Zqtool{tag}name" in text:
+            if text.count(mine) != 1:
+                return None
+            text = text.replace(mine, _req(tag))
+    return text
+
+
+def _splice_pieces(pieces: list[Piece], act: str, replacement: list[Piece]) -> list[Piece] | None:
+    out: list[Piece] = []
+    seen = 0
+    for piece in pieces:
+        if isinstance(piece, Act) and piece.code == act:
+            out += replacement
+            seen += 1
+        else:
+            out.append(piece)
+    return out if seen == 1 else None
+
+
+def prints_other_fields(source: TemplateSource) -> bool:
+    """Whether the Jinja template prints a parameter's fields other than type and
+    description (an ``enum`` here), or prints some type as more than a changed word (Gemma 4's
+    ``object``): the per-property loop prints only a type name and a description."""
+    from .shape import U1
+    from .tool_shape import _render
+
+    user = [{"role": "user", "content": U1}]
+    one = _render(source, user, tools=[_tool("a", required=False)], gen=True)
+    shown = next((f("Zqtypea") for f in _CASES if one and f("Zqtypea") in one), None)
+    transformed = one is not None and "Zqtypea" not in one and shown is not None
+    if transformed and len(_type_table(source, one or "", shown or "")) < len(_TYPES):
+        return True
+    plain = _tool("a")
+    extra = _tool("a")
+    props = extra["function"]["parameters"]["properties"]
+    props["zqarga"] = {**props["zqarga"], "enum": ["Zqenumval"]}
+    return _render(source, user, tools=[plain], gen=True) != _render(
+        source, user, tools=[extra], gen=True
+    )
+
+
+#: Tool text with quotes, an apostrophe, a backslash and a newline: a Jinja template that
+#: escapes it (Python's repr, HTML entities) prints it unlike any TEMPLATE can.
+AWKWARD_TEXT = "It's the user's \"city\"\\ name,\nas written"
+
+
+def escapes_tool_text(source: TemplateSource, template: str, system: str | None) -> bool:
+    """Whether ``template`` prints a tool whose descriptions hold quotes, an apostrophe, a
+    backslash or a newline unlike the Jinja template does (the probes' tools hold none)."""
+    from .probes import load_probes
+    from .verify import verify_template
+
+    offered = next(p for p in load_probes() if p.id == "tools_available")
+    tool = offered.tools[0]
+    params = tool["function"]["parameters"]
+    props = {
+        key: {**value, "description": AWKWARD_TEXT} for key, value in params["properties"].items()
+    }
+    function = {**tool["function"], "description": AWKWARD_TEXT}
+    awkward = {**tool, "function": {**function, "parameters": {**params, "properties": props}}}
+    probe = replace(offered, id="tools_available", tools=(awkward,))
+    report = verify_template(source, template, system=system, tools=True, probes=[probe])
+    return any(p.status == "differs" for p in report.probes)
+
+
+def _hide(text: str | None, props: ItemLoop, tools: list[dict[str, Any]]) -> str | None:
+    """``text`` with each tool's property item replaced by its placeholder."""
+    if text is None:
+        return None
+    for tool, tag in zip(tools, "ab", strict=False):
+        if tool["function"]["name"] not in text:
+            continue
+        item = props.text_for(_shown(props, tag))
+        if text.count(item) != 1:
+            return None
+        text = text.replace(item, _placeholder(tag))
+    return text
+
+
+__all__ = [
+    "AWKWARD_TEXT",
+    "PROPS_ACT",
+    "definitions",
+    "escapes_tool_text",
+    "prints_other_fields",
+    "property_loop",
+]
