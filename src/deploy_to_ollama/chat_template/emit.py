@@ -13,6 +13,7 @@ from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
+from .system_variants import hoisted_system
 from .tool_shape import Loop, ToolShape
 
 
@@ -343,11 +344,16 @@ def _emit(
     if last_user is not None:
         pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
         pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
+    if shape.system_mode == "hoist":
+        system = _content("$.System", shape.trim("system"), "h")
+        pieces += hoisted_system(shape, empty_system, system)
     pieces += [
         Act("range $i, $_ := .Messages"),
         Act("$last := eq (len (slice $.Messages $i)) 1"),
     ]
-    if shape.system_mode == "block":
+    if shape.system_mode == "hoist":
+        pieces += [Act('if eq .Role "system"'), Act('else if eq .Role "user"')]
+    elif shape.system_mode == "block":
         pieces += [Act('if eq .Role "system"')]
         body = [Lit(shape.system_prefix), *_content(".Content", shape.trim("system"), "s")]
         body += [Lit(shape.system_suffix)]

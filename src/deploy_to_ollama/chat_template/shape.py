@@ -59,7 +59,8 @@ class TemplateShape:
     """Before a final (prefilled) assistant message."""
     assistant_suffix: str
     system_mode: str
-    """``block`` (own turn), ``first_user``/``last_user`` (inside that user turn) or ``drop``."""
+    """``block`` (own turn), ``first_user``/``last_user`` (inside that user turn), ``drop``,
+    or ``hoist`` (every system message joined into one block before the first turn)."""
     system_prefix: str = ""
     system_suffix: str = ""
     default_system: str | None = None

@@ -9,7 +9,7 @@ No lookup table: a template never seen before goes through the same inference.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from .probes import load_probes
 from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
+from .system_variants import system_variants
 from .tool_shape import definitions_loop, infer_tool_shape, last_user_insertion, tool_lead
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
@@ -84,28 +85,32 @@ def translate_template(
         shape = None
         warnings.append(f"could not infer the template's structure: {err}")
     best: tuple[int, TranslatedTemplate] | None = None
-    found = candidates(source, shape)
-    for n, (template, system) in enumerate(found):
-        # Rank candidates fast; only the winner (or the last) gets a full report.
-        report = verify_template(source, template, system=system, references=refs, fail_fast=True)
-        if report.public_verified or n == len(found) - 1:
-            report = verify_template(source, template, system=system, references=refs)
-        result = TranslatedTemplate(
-            template=template,
-            stop=infer_stops(source, shape),
-            system=system,
-            report=report,
-            shape=shape,
-            warnings=tuple(warnings + _bos_warnings(source, shape)),
-        )
-        if report.verified:
-            result = _add_tools(source, shape, n, result, refs, tools)
-            _log(result)
-            return result
-        if best is None or _score(report) > _score(best[1].report):
-            best = (n, result)
+    for reading in _readings(source, shape):
+        found = candidates(source, reading)
+        for n, (template, system) in enumerate(found):
+            # Rank candidates fast; only the winner (or the last) gets a full report.
+            report = verify_template(
+                source, template, system=system, references=refs, fail_fast=True
+            )
+            if report.public_verified or n == len(found) - 1:
+                report = verify_template(source, template, system=system, references=refs)
+            result = TranslatedTemplate(
+                template=template,
+                stop=infer_stops(source, reading),
+                system=system,
+                report=report,
+                shape=reading,
+                warnings=tuple(warnings + _bos_warnings(source, reading)),
+            )
+            if report.verified:
+                result = _add_tools(source, reading, n, result, refs, tools)
+                _log(result)
+                return result
+            if best is None or _score(report) > _score(best[1].report):
+                best = (n, result)
     assert best is not None  # candidates() always yields at least the fallback
     n, result = best
+    shape = result.shape
     if len(result.report.probes) < len(refs):
         full = verify_template(source, result.template, system=result.system, references=refs)
         result = replace(result, report=full)
@@ -115,6 +120,16 @@ def translate_template(
         result = _require_tools(_with_tool_probes(source, result, refs, tools), tools)
     _log(result)
     return result
+
+
+def _readings(
+    source: TemplateSource, shape: TemplateShape | None
+) -> Iterator[TemplateShape | None]:
+    """The inferred shape, then (only if none of its candidates verifies) the other readings
+    of a system message in the middle of a conversation."""
+    yield shape
+    if shape is not None:
+        yield from system_variants(source, shape)
 
 
 def _add_tools(
