@@ -29,6 +29,8 @@ type request struct {
 	Tools    *[]Tool         `json:"tools"`
 	System   string          `json:"system"`
 	Think    *bool           `json:"think"`
+	// MergeTools: collate joins consecutive tool results too (Ollama up to v0.9.5).
+	MergeTools bool `json:"merge_tools"`
 }
 
 type result struct {

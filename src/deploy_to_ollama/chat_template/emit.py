@@ -13,7 +13,7 @@ from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
-from .system_variants import hoisted_system
+from .system_variants import absent_system_default, hoisted_system
 from .tool_shape import Loop, ToolShape
 
 
@@ -51,7 +51,9 @@ def _candidate_pieces(
     for variant in shapes:
         for empty_system in modes:
             pieces = _emit(source, variant, empty_system=empty_system, tools=tools)
-            pair = (pieces, shape.default_system)
+            # default_block: the TEMPLATE prints the default itself, so no Modelfile SYSTEM.
+            system = None if variant.system_mode == "default_block" else shape.default_system
+            pair = (pieces, system)
             if pair not in found:
                 found.append(pair)
     if shape.head_system is not None:
@@ -347,13 +349,15 @@ def _emit(
     if shape.system_mode == "hoist":
         system = _content("$.System", shape.trim("system"), "h")
         pieces += hoisted_system(shape, empty_system, system)
+    elif shape.system_mode == "default_block":
+        pieces += absent_system_default(shape)
     pieces += [
         Act("range $i, $_ := .Messages"),
         Act("$last := eq (len (slice $.Messages $i)) 1"),
     ]
     if shape.system_mode == "hoist":
         pieces += [Act('if eq .Role "system"'), Act('else if eq .Role "user"')]
-    elif shape.system_mode == "block":
+    elif shape.system_mode in ("block", "default_block"):
         pieces += [Act('if eq .Role "system"')]
         body = [Lit(shape.system_prefix), *_content(".Content", shape.trim("system"), "s")]
         body += [Lit(shape.system_suffix)]

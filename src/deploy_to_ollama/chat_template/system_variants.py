@@ -3,10 +3,11 @@
 The first shape inference reads a system message at the start of a conversation. Clients also
 send one in the middle (a persona switch, an instruction added later), and the Jinja templates
 disagree on it: DeepSeek-style templates collect every system message into one block before
-the first turn (``hoist``), Llama 3 / Phi-4 / Kimi-style ones print it as a turn of its own
-where it stands, whose wrapper may cut the text between two turns elsewhere than the user
-header we guessed (``resplit``). Each reading here is a candidate shape; the verifier decides.
-"""
+the first turn (``hoist``); Dolphin/Apriel-style ones print their default system prompt only
+when no message at all is a system one (``default_block``); Llama 3 / Phi-4 / Kimi-style ones
+print it as a turn of its own where it stands, whose wrapper may cut the text between two turns
+elsewhere than the user header we guessed (``resplit``). Each reading is a candidate shape;
+the verifier decides."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
     found: list[TemplateShape] = []
     if text.find(SYS2) < text.find(U1) and shape.system_mode == "block":
         found.append(replace(shape, system_mode="hoist", mid_system=None))
+    if shape.default_system and shape.system_mode == "block" and shape.default_system not in text:
+        found.append(replace(shape, system_mode="default_block"))
     moved = _resplit(render, shape, text)
     if moved is not None:
         found.append(moved)
@@ -75,13 +78,24 @@ def hoisted_system(shape: TemplateShape, empty_system: str, content: list[Piece]
     print. ``content`` prints ``$.System`` with the template's trimming."""
     body: list[Piece] = [Lit(shape.system_prefix), *content, Lit(shape.system_suffix)]
     if empty_system == "render":
-        scan: list[Piece] = [Act("$anySystem := false"), Act("range .Messages")]
-        scan += [Act('if eq .Role "system"'), Act("$anySystem = true"), Act("end"), Act("end")]
-        return [*scan, Act("if $anySystem"), *body, Act("end")]
+        return [*_any_system(), Act("if $anySystem"), *body, Act("end")]
     if empty_system == "default" and shape.default_system:
         default = Lit(shape.system_prefix + shape.default_system + shape.system_suffix)
         return [Act("if $.System"), *body, Act("else"), default, Act("end")]
     return [Act("if $.System"), *body, Act("end")]
 
 
-__all__ = ["hoisted_system", "system_variants"]
+def absent_system_default(shape: TemplateShape) -> list[Piece]:
+    """The default system turn, printed only when no message is a system one (the Jinja's
+    ``ns.found`` test). A Modelfile SYSTEM cannot say this: Ollama prepends it whenever the
+    *first* message is not a system one, so a later system message would get it too."""
+    default = shape.system_prefix + (shape.default_system or "") + shape.system_suffix
+    return [*_any_system(), Act("if not $anySystem"), Lit(default), Act("end")]
+
+
+def _any_system() -> list[Piece]:
+    scan: list[Piece] = [Act("$anySystem := false"), Act("range .Messages")]
+    return [*scan, Act('if eq .Role "system"'), Act("$anySystem = true"), Act("end"), Act("end")]
+
+
+__all__ = ["absent_system_default", "hoisted_system", "system_variants"]

@@ -17,6 +17,7 @@ from ..errors import TemplateRenderError, TemplateTranslationError
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
+from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, infer_thinking, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
@@ -46,13 +47,18 @@ class TranslatedTemplate:
 
 
 def translate_template(
-    source: TemplateSource, *, references: Mapping[str, Any] | None = None
+    source: TemplateSource,
+    *,
+    references: Mapping[str, Any] | None = None,
+    server_version: str | None = None,
 ) -> TranslatedTemplate:
     """Translate ``source``'s Jinja template into an Ollama TEMPLATE and verify it.
 
     Args:
         source: the template and tokens (see :func:`load_template_source`).
         references: precomputed transformers renderings (probe id -> text or error), to reuse.
+        server_version: the Ollama release that will serve it: every candidate is verified
+            with that release's prompt building (None: the newest).
 
     Returns:
         The best candidate; ``verified`` is true only if every non-skipped probe matched.
@@ -64,6 +70,11 @@ def translate_template(
     from .hf_render import check_syntax
 
     check_syntax(source.template)
+    with for_server(server_version):
+        return _translate(source, references)
+
+
+def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> TranslatedTemplate:
     refs = dict(references) if references is not None else reference_renders(source)
     if all(isinstance(value, TemplateRenderError) for value in refs.values()):
         first = next(iter(refs.values()))

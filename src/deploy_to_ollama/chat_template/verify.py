@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
@@ -80,6 +80,8 @@ class VerificationReport:
     tools_required: str | None = None
     """Why tool probes must be among the matches (the Jinja template renders tools); None
     when it does not."""
+    server_version: str | None = None
+    """The Ollama release whose prompt building the Ollama side used (None: the newest)."""
 
     @property
     def matched(self) -> int:
@@ -167,6 +169,7 @@ def verify_template(
     references: Mapping[str, Any] | None = None,
     probes: Sequence[Probe] | None = None,
     fail_fast: bool = False,
+    server_version: str | None = None,
 ) -> VerificationReport:
     """Render every probe through both templates and compare.
 
@@ -178,10 +181,31 @@ def verify_template(
         references: transformers renderings from :func:`reference_renders`, to reuse.
         probes: the probe suite (default: the packaged one).
         fail_fast: stop at the first public probe that differs (to rank candidates quickly).
+        server_version: render the Ollama side with this release's prompt building
+            (``ollama_route.prompt_rules``); None: the rules already in force (newest).
 
     Returns:
         The report; ``verified`` only if every non-skipped probe matched.
     """
+    from .server_rules import current_version, for_server
+
+    with for_server(server_version):
+        report = _verify(
+            source, go_template, system, references, probes, tools=tools, fail_fast=fail_fast
+        )
+        return replace(report, server_version=current_version())
+
+
+def _verify(
+    source: TemplateSource,
+    go_template: str,
+    system: str | None,
+    references: Mapping[str, Any] | None,
+    probes: Sequence[Probe] | None,
+    *,
+    tools: bool,
+    fail_fast: bool,
+) -> VerificationReport:
     suite = tuple(probes or load_probes())
     refs = references if references is not None else reference_renders(source, suite)
     encoder = _token_encoder(source)
@@ -248,6 +272,7 @@ def _thinks(go_template: str) -> bool:
 
 def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: bool) -> str:
     from .ollama_prompt import render_ollama_prompt
+    from .server_rules import current_rules, merges_tool_results
 
     # A TEMPLATE that claims tools gets the request's tools, as Ollama's /api/chat passes them.
     offered = [dict(t) for t in probe.tools] if tools and probe.tools else None
@@ -258,6 +283,7 @@ def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: b
             system=system,
             tools=offered,
             think=probe.think,
+            merge_tool_results=merges_tool_results(current_rules()),
         )
     )
 
@@ -313,10 +339,13 @@ def _compare(
             tier=tier,
             token_delta=token_delta,
         )
+    from .server_rules import joined_results_limit
+
     status: Status = "differs"
     reason = None
-    if probe.ollama_limit:
-        status, reason = "skipped", f"Ollama limit: {probe.ollama_limit}"
+    limit = probe.ollama_limit or joined_results_limit(probe.messages)
+    if limit:
+        status, reason = "skipped", f"Ollama limit: {limit}"
     elif position is None:
         reason = "same text, different tokens"
     at = position or 0
