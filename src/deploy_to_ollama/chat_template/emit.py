@@ -346,16 +346,16 @@ def _emit(
     if last_user is not None:
         pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
         pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
-    if shape.system_mode == "hoist":
-        system = _content("$.System", shape.trim("system"), "h")
-        pieces += hoisted_system(shape, empty_system, system)
+    if shape.system_mode in ("hoist", "hoist_last"):
+        trim = shape.trim("system")
+        pieces += hoisted_system(shape, empty_system, lambda expr: _content(expr, trim, "h"))
     elif shape.system_mode == "default_block":
         pieces += absent_system_default(shape)
     pieces += [
         Act("range $i, $_ := .Messages"),
         Act("$last := eq (len (slice $.Messages $i)) 1"),
     ]
-    if shape.system_mode == "hoist":
+    if shape.system_mode in ("hoist", "hoist_last"):
         pieces += [Act('if eq .Role "system"'), Act('else if eq .Role "user"')]
     elif shape.system_mode in ("block", "default_block"):
         pieces += [Act('if eq .Role "system"')]

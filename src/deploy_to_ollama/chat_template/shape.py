@@ -60,7 +60,8 @@ class TemplateShape:
     assistant_suffix: str
     system_mode: str
     """``block`` (own turn), ``first_user``/``last_user`` (inside that user turn), ``drop``,
-    or ``hoist`` (every system message joined into one block before the first turn)."""
+    ``hoist``/``hoist_last`` (all system messages, or the last, in one block before the first
+    turn) or ``default_block`` (``block``; the default only when no message is a system one)."""
     system_prefix: str = ""
     system_suffix: str = ""
     default_system: str | None = None

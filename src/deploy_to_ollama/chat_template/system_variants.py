@@ -2,16 +2,18 @@
 
 The first shape inference reads a system message at the start of a conversation. Clients also
 send one in the middle (a persona switch, an instruction added later), and the Jinja templates
-disagree on it: DeepSeek-style templates collect every system message into one block before
-the first turn (``hoist``); Dolphin/Apriel-style ones print their default system prompt only
-when no message at all is a system one (``default_block``); Llama 3 / Phi-4 / Kimi-style ones
-print it as a turn of its own where it stands, whose wrapper may cut the text between two turns
-elsewhere than the user header we guessed (``resplit``). Each reading is a candidate shape;
-the verifier decides."""
+disagree on it: DeepSeek-style templates collect the system messages into one block before
+the first turn (all joined: ``hoist``; only the last: ``hoist_last``); Dolphin/Apriel-style
+ones print their default system prompt only when no message at all is a system one
+(``default_block``); Llama 3 / Phi-4 / Kimi-style ones print it as a turn of its own where it
+stands, whose wrapper may cut the text between two turns elsewhere than the user header we
+guessed (``resplit``). Each reading is a candidate shape; the verifier decides."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from .gotext import Act, Lit, Piece
 from .shape import A1, SYS2, U1, U2, TemplateShape, _between, _Renderer, _with_system
@@ -30,7 +32,9 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
         return []
     found: list[TemplateShape] = []
     if text.find(SYS2) < text.find(U1) and shape.system_mode == "block":
-        found.append(replace(shape, system_mode="hoist", mid_system=None))
+        # Joined as Ollama's .System is, or only the last one (DeepSeek R1 overwrites).
+        for mode in ("hoist", "hoist_last"):
+            found.append(replace(shape, system_mode=mode, mid_system=None))
     if shape.default_system and shape.system_mode == "block" and shape.default_system not in text:
         found.append(replace(shape, system_mode="default_block"))
     moved = _resplit(render, shape, text)
@@ -72,17 +76,25 @@ def _resplit(render: _Renderer, shape: TemplateShape, text: str) -> TemplateShap
     return _with_system(render, moved)
 
 
-def hoisted_system(shape: TemplateShape, empty_system: str, content: list[Piece]) -> list[Piece]:
-    """Every system message, joined as Ollama's ``.System`` is (``"\\n\\n"``), printed once
-    where a leading system turn goes: what templates that collect them before the first turn
-    print. ``content`` prints ``$.System`` with the template's trimming."""
-    body: list[Piece] = [Lit(shape.system_prefix), *content, Lit(shape.system_suffix)]
+def hoisted_system(
+    shape: TemplateShape, empty_system: str, content: Callable[[str], list[Piece]]
+) -> list[Piece]:
+    """The system messages printed once where a leading system turn goes, as templates that
+    collect them before the first turn do: all of them joined as Ollama's ``.System`` is
+    (``"\n\n"``, mode ``hoist``) or only the last one (``hoist_last``). ``content(expr)``
+    prints ``expr`` with the template's trimming."""
+    expr, scan = "$.System", []
+    if shape.system_mode == "hoist_last":
+        expr = "$lastSystem"
+        scan = [Act('$lastSystem := ""'), Act("range .Messages"), Act('if eq .Role "system"')]
+        scan += [Act("$lastSystem = .Content"), Act("end"), Act("end")]
+    body: list[Piece] = [Lit(shape.system_prefix), *content(expr), Lit(shape.system_suffix)]
     if empty_system == "render":
-        return [*_any_system(), Act("if $anySystem"), *body, Act("end")]
+        return [*scan, *_any_system(), Act("if $anySystem"), *body, Act("end")]
     if empty_system == "default" and shape.default_system:
         default = Lit(shape.system_prefix + shape.default_system + shape.system_suffix)
-        return [Act("if $.System"), *body, Act("else"), default, Act("end")]
-    return [Act("if $.System"), *body, Act("end")]
+        return [*scan, Act(f"if {expr}"), *body, Act("else"), default, Act("end")]
+    return [*scan, Act(f"if {expr}"), *body, Act("end")]
 
 
 def absent_system_default(shape: TemplateShape) -> list[Piece]:
@@ -98,4 +110,46 @@ def _any_system() -> list[Piece]:
     return [*scan, Act('if eq .Role "system"'), Act("$anySystem = true"), Act("end"), Act("end")]
 
 
-__all__ = ["absent_system_default", "hoisted_system", "system_variants"]
+def later_systems(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Contents of the system messages that come after some other message.
+
+    >>> later_systems([{"role": "system", "content": "a"}, {"role": "user", "content": "b"},
+    ...                {"role": "system", "content": "c"}])
+    ['c']
+    """
+    seen_other, found = False, []
+    for message in messages:
+        if message.get("role") == "system" and seen_other:
+            found.append(str(message.get("content") or ""))
+        elif message.get("role") != "system":
+            seen_other = True
+    return found
+
+
+def rejected_reason(messages: Sequence[Mapping[str, Any]], error: Exception) -> str:
+    """Why a probe is skipped when the Jinja template raises on it, naming a later system
+    message as what it rejects where the conversation has one."""
+    if later_systems(messages):
+        return f"the Jinja template rejects a system message after the first turn: {error}"
+    return f"the Jinja template raises: {error}"
+
+
+def dropped_reason(messages: Sequence[Mapping[str, Any]], expected: str) -> str | None:
+    """Why a probe differs when the Jinja template leaves a later system message out."""
+    dropped = [c for c in later_systems(messages) if c and c not in expected]
+    if dropped:
+        return (
+            "the Jinja template drops a system message after the first turn (its text is not "
+            "in the prompt); the TEMPLATE prints it"
+        )
+    return None
+
+
+__all__ = [
+    "absent_system_default",
+    "dropped_reason",
+    "hoisted_system",
+    "later_systems",
+    "rejected_reason",
+    "system_variants",
+]

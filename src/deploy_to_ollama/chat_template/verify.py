@@ -240,7 +240,9 @@ def _check(
     if expected is None:
         return skipped("no transformers rendering")
     if isinstance(expected, Exception):
-        return skipped(f"the Jinja template raises: {expected}")
+        from .system_variants import rejected_reason
+
+        return skipped(rejected_reason(probe.messages, expected))
     try:
         actual = _ollama_side(go_template, probe, system, tools=tools)
     except DeployError as err:
@@ -348,6 +350,10 @@ def _compare(
         status, reason = "skipped", f"Ollama limit: {limit}"
     elif position is None:
         reason = "same text, different tokens"
+    else:
+        from .system_variants import dropped_reason
+
+        reason = dropped_reason(probe.messages, expected)
     at = position or 0
     return ProbeResult(
         probe=probe.id,
