@@ -175,7 +175,7 @@ def _held_out_mismatches(
     for (origin, n, want, bos), go in zip(expected, go_oracle.run(cases), strict=True):
         exp, act = strip_bos(want, go.output, bos)
         if go.failed or exp != act:
-            wrong.append((origin, n, go.error or act[:200]))
+            wrong.append((origin, n, go.error or act[-300:]))
     return len(cases), wrong
 
 

@@ -13,7 +13,7 @@ from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
-from .system_variants import absent_system_default, hoisted_system
+from .system_variants import absent_system_default, hoisted_system, system_content
 from .tool_shape import Loop, ToolShape
 
 
@@ -189,7 +189,7 @@ def _emit_header(
         prefix, suffix = shape.mid_system
         cond = "or (gt $i 0) (not .Content)" if empty_system == "inline" else "gt $i 0"
         pieces += [Act(f'else if and (eq .Role "system") ({cond})'), Lit(prefix)]
-        pieces += [*_content(".Content", shape.trim("system"), "m"), Lit(suffix)]
+        pieces += [*_content(".Content", shape.trim("system_mid"), "m"), Lit(suffix)]
     pieces += _assistant(shape, tools)
     return pieces
 
@@ -359,7 +359,8 @@ def _emit(
         pieces += [Act('if eq .Role "system"'), Act('else if eq .Role "user"')]
     elif shape.system_mode in ("block", "default_block"):
         pieces += [Act('if eq .Role "system"')]
-        body = [Lit(shape.system_prefix), *_content(".Content", shape.trim("system"), "s")]
+        content = system_content(shape, _content)
+        body = [Lit(shape.system_prefix), *content]
         body += [Lit(shape.system_suffix)]
         if empty_system == "skip":
             body = [Act("if .Content"), *body, Act("end")]

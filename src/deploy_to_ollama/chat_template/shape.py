@@ -281,6 +281,8 @@ def _observe_trims(render: _Renderer) -> tuple[tuple[str, str, str], ...]:
         "system": ([("system", SYS), ("user", U1)], SYS),
         "assistant": ([("user", U1), ("assistant", A1), ("user", U2)], A1),
         "user_sys": ([("system", SYS), ("user", U1)], U1),
+        # A later system message may be printed as is where the first one is trimmed.
+        "system_mid": ([("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2)], SYS2),
     }
     found: list[tuple[str, str, str]] = []
     for role, (messages, mark) in convs.items():

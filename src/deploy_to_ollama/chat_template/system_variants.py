@@ -110,6 +110,24 @@ def _any_system() -> list[Piece]:
     return [*scan, Act('if eq .Role "system"'), Act("$anySystem = true"), Act("end"), Act("end")]
 
 
+def system_content(
+    shape: TemplateShape, content: Callable[[str, tuple[str, str], str], list[Piece]]
+) -> list[Piece]:
+    """A system message's content inside the messages loop, trimmed as the Jinja trims the
+    first one (``$i`` 0) and as it trims later ones, where the two differ.
+    ``content(expr, trim, tag)`` prints ``expr`` with that trimming."""
+    first, later = shape.trim("system"), shape.trim("system_mid")
+    if first == later:
+        return content(".Content", first, "s")
+    return [
+        Act("if eq $i 0"),
+        *content(".Content", first, "s"),
+        Act("else"),
+        *content(".Content", later, "m"),
+        Act("end"),
+    ]
+
+
 def later_systems(messages: Sequence[Mapping[str, Any]]) -> list[str]:
     """Contents of the system messages that come after some other message.
 
@@ -151,5 +169,6 @@ __all__ = [
     "hoisted_system",
     "later_systems",
     "rejected_reason",
+    "system_content",
     "system_variants",
 ]
