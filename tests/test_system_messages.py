@@ -15,7 +15,8 @@ import pytest
 
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.hf_render import render_hf
-from deploy_to_ollama.chat_template.verify import strip_bos, verify_template
+from deploy_to_ollama.chat_template.server_rules import has_consecutive_tool_results
+from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
 from deploy_to_ollama.errors import TemplateRenderError
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
@@ -332,4 +333,55 @@ def test_corpus_verified_templates_hold_on_held_out_mid_system_conversations(
     assert len(pairs) >= 200
     ran, wrong = _held_out_mismatches(go_oracle, pairs, HELD_OUT_MID_SYSTEM + HELD_OUT_ALTERNATING)
     assert ran > 600
+    assert wrong == []
+
+
+@pytest.mark.slow
+def test_corpus_claims_for_ollama_0_9_3_hold_in_go_with_joined_tool_results(
+    go_oracle: Any,
+) -> None:
+    """Verified for 0.9.3, a probe with consecutive tool results is a claim only where the
+    joined results render as the Jinja prints them apart; Go's collate with the 0.9.x rule
+    agrees with every such claim, and every other one is skipped with the reason."""
+    require_shared(CHAT_TEMPLATES_DIR)
+    probes = {p.id: p for p in load_probes()}
+    cases, claims, skipped = [], [], 0
+    for record in corpus_records():
+        source = TemplateSource(
+            template=record["jinja"],
+            origin=CHAT_TEMPLATES_DIR / record["_file"],
+            kind="jinja",
+            bos_token=record.get("bos_token") or "<s>",
+            eos_token=record.get("eos_token") or "</s>",
+        )
+        try:
+            result = translate_template(source, server_version="0.9.3")
+        except Exception:  # a template that does not translate makes no claim
+            continue
+        for checked in result.report.probes:
+            probe = probes[checked.probe]
+            if not has_consecutive_tool_results(probe.messages):
+                continue
+            if checked.status == "skipped" and "joins consecutive tool results" in (
+                checked.reason or ""
+            ):
+                skipped += 1
+            if checked.status != "match":
+                continue
+            case = _go_case(result, list(probe.messages), merge_tools=True)
+            if ".Tools" in result.template and probe.tools:
+                case["tools"] = list(probe.tools)
+            cases.append(case)
+            claims.append((record["_file"], checked, source))
+    assert claims and skipped
+    wrong = []
+    for (name, checked, source), go in zip(claims, go_oracle.run(cases), strict=True):
+        exp, act = strip_bos(checked.expected or "", go.output, source.bos_token)
+        probe = probes[checked.probe]
+        if checked.tier == "exact":
+            holds = exp == act
+        else:
+            holds = json_equivalent(source, probe, checked.expected or "", act)
+        if go.failed or not holds:
+            wrong.append((name, checked.probe))
     assert wrong == []
