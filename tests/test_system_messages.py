@@ -8,6 +8,7 @@ others' conversations the probes did not cover).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -385,3 +386,38 @@ def test_corpus_claims_for_ollama_0_9_3_hold_in_go_with_joined_tool_results(
         if go.failed or not holds:
             wrong.append((name, checked.probe))
     assert wrong == []
+
+
+TOOL_RESULTS_APART = (
+    "{% for m in messages %}{% if m.role == 'tool' %}<tool>{{ m.content }}</tool>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_template_show_verifies_for_the_given_ollama_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from support.cli import run_cli
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = {"chat_template": TOOL_RESULTS_APART, "eos_token": "<|im_end|>", "bos_token": None}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    docs = {}
+    for version in ("0.9.3", "0.33.0"):
+        code, out, _ = run_cli(
+            ["template", "show", str(folder), "--ollama-version", version, "--json"], capsys
+        )
+        assert code == 0, out
+        docs[version] = json.loads(out)
+        assert docs[version]["ollama_version"] == version
+    old = {p["probe"]: p for p in docs["0.9.3"]["probes"]}
+    new = {p["probe"]: p for p in docs["0.33.0"]["probes"]}
+    assert new["same_tool_twice"]["status"] == "match"
+    assert old["same_tool_twice"]["status"] == "skipped"
+    assert "0.9.3 joins consecutive tool results" in old["same_tool_twice"]["reason"]
+    code, out, err = run_cli(
+        ["template", "show", str(folder), "--ollama-version", "banana"], capsys
+    )
+    assert code == 2 and "--ollama-version" in err and out == ""
