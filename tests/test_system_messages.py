@@ -421,3 +421,21 @@ def test_template_show_verifies_for_the_given_ollama_version(
         ["template", "show", str(folder), "--ollama-version", "banana"], capsys
     )
     assert code == 2 and "--ollama-version" in err and out == ""
+
+
+def test_ollama_prompt_follows_the_rules_in_force() -> None:
+    """Any Ollama-side render inside ``for_server`` (a doctor check, a deploy's verification)
+    uses that release's collate; outside it, the newest."""
+    from deploy_to_ollama.chat_template.ollama_prompt import render_ollama_prompt
+    from deploy_to_ollama.chat_template.server_rules import for_server
+
+    template = "{{ range .Messages }}[{{ .Role }}:{{ .Content }}]{{ end }}"
+    messages = [{"role": "tool", "content": "a"}, {"role": "tool", "content": "b"}]
+    assert render_ollama_prompt(template, messages) == "[tool:a][tool:b]"
+    with for_server("0.9.3"):
+        assert render_ollama_prompt(template, messages) == "[tool:a\n\nb]"
+        with for_server(None):  # None keeps the rules already in force
+            assert render_ollama_prompt(template, messages) == "[tool:a\n\nb]"
+    with for_server("0.9.6"):
+        assert render_ollama_prompt(template, messages) == "[tool:a][tool:b]"
+    assert render_ollama_prompt(template, messages, merge_tool_results=True) == "[tool:a\n\nb]"

@@ -216,7 +216,7 @@ def render_ollama_prompt(
     system: str | None = None,
     tools: list[dict[str, Any]] | None = None,
     think: bool | str | None = None,
-    merge_tool_results: bool = False,
+    merge_tool_results: bool | None = None,
 ) -> str:
     """Render exactly the prompt Ollama sends to the model for an ``/api/chat`` request.
 
@@ -227,7 +227,8 @@ def render_ollama_prompt(
         tools: tool definitions (OpenAI JSON schema shape), as in the request's ``tools``.
         think: the request's ``think``; None lets Ollama enable it for thinking templates.
         merge_tool_results: join consecutive tool results as Ollama up to v0.9.5 does
-            (``ollama_route.prompt_rules``); the newest releases keep them apart.
+            (``ollama_route.prompt_rules``); the newest releases keep them apart. None: as
+            the rules in force say (``server_rules.for_server``; the newest outside it).
 
     Raises:
         TemplateSyntaxError: the template does not parse, or Ollama would reject it.
@@ -241,6 +242,10 @@ def render_ollama_prompt(
     if think is None and thinks:
         think = True
     think_values = _think_values(think=think)
+    if merge_tool_results is None:
+        from deploy_to_ollama.chat_template.server_rules import current_rules, merges_tool_results
+
+        merge_tool_results = merges_tool_results(current_rules())
     joined_system, collated = _collate(msgs, merge_tools=merge_tool_results)
     if "messages" in names:
         data = {
