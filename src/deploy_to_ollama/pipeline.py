@@ -193,7 +193,9 @@ def deploy(
         version = OllamaClient(plan.host).version()  # then the server (exit 4), before work
         check_route_for_server(plan.template_route, version)
         real = real_quant(plan.quant, resolved)  # an alias resolved, a GGUF source's own type
-        plan = replace(plan, load_warnings=tuple(load_warnings([real], version)))
+        plan = replace(
+            plan, load_warnings=tuple(load_warnings([real], version)), server_version=version
+        )
         for warning in plan.load_warnings:  # now, not after a long export that fails to load
             logger.warning("%s", warning)
         report = deploy_route(plan, path, resolved, merged=_run)  # --mode: adapter_deploy
@@ -229,6 +231,8 @@ class _Plan:
     expected_base_answer: str | None = None
     template_route: RouteRequest = "auto"
     strict: bool = False
+    server_version: str | None = None
+    """The server's version: the TEMPLATE is verified with its prompt building."""
 
     @property
     def stem(self) -> str:
@@ -251,7 +255,9 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         plan.progress.done("resolve")
         stages.append(("resolve", "done"))
         # The template first: a bad chat template fails before minutes of export.
-        template, template_status = _run_template(path, base_dir, state, input_key, plan.progress)
+        template, template_status = _run_template(
+            path, base_dir, state, input_key, plan.progress, server_version=plan.server_version
+        )
         quant = real_quant(plan.quant, resolved)
         planned = path if resolved.kind == "gguf" else work / _gguf_name(plan.stem, quant)
         modelfile = _build_modelfile(planned, work, template, path, base_dir, plan.parameters)
@@ -452,9 +458,16 @@ def _export_stage(
 
 
 def _run_template(
-    path: Path, base_dir: Path | None, state: _State, input_key: str, progress: ProgressReporter
+    path: Path,
+    base_dir: Path | None,
+    state: _State,
+    input_key: str,
+    progress: ProgressReporter,
+    *,
+    server_version: str | None = None,
 ) -> tuple[TemplateResult, str]:
-    key = _hash(input_key, "template")
+    # Verified for this server's prompt building: another version is another verification.
+    key = _hash(input_key, "template", server_version or "")
     done = state.get("template", key)
     if done:
         values = {k: v for k, v in done.items() if k != "key"}
@@ -462,7 +475,7 @@ def _run_template(
         values["capabilities_lost"] = tuple(values.get("capabilities_lost") or ())
         return TemplateResult(**values), "reused"
     progress.start("template", "template: translating the chat template")
-    result = translate_stage(path, base_dir)
+    result = translate_stage(path, base_dir, server_version=server_version)
     progress.done("template")
     state.put("template", key, **asdict(result))
     return result, "done"

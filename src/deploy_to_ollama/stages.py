@@ -23,11 +23,14 @@ logger = logging.getLogger(__name__)
 MODELFILE_NAME = "Modelfile"
 
 
-def translate_stage(source: Path, base_dir: Path | None) -> TemplateResult:
+def translate_stage(
+    source: Path, base_dir: Path | None, *, server_version: str | None = None
+) -> TemplateResult:
     """Ollama TEMPLATE, stops and SYSTEM translated from the fine-tune's chat template.
 
     An adapter folder normally carries the tokenizer (Unsloth and PEFT save it there); when it
     does not, the base model's chat template is the one the fine-tune was trained with.
+    ``server_version``: verify with that Ollama release's prompt building (None: the newest).
 
     Raises:
         TemplateError: no chat template, or it does not parse or translate.
@@ -41,7 +44,7 @@ def translate_stage(source: Path, base_dir: Path | None) -> TemplateResult:
         if base_dir is None:
             raise
         template_source = load_template_source(base_dir)
-    translated = translate_template(template_source)
+    translated = translate_template(template_source, server_version=server_version)
     failure = translated.report.first_failure()
     note = f"probe {failure.probe} differs at {failure.position}" if failure else None
     return TemplateResult(

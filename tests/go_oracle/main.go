@@ -31,6 +31,8 @@ type request struct {
 	Think    *bool           `json:"think"`
 	// ThinkLevel is a string think ("high", "medium", "low"): api.ThinkValue with a string.
 	ThinkLevel string `json:"think_level"`
+	// MergeTools: collate joins consecutive tool results too (Ollama up to v0.9.5).
+	MergeTools bool `json:"merge_tools"`
 }
 
 type result struct {

@@ -43,7 +43,7 @@ func runOllama(req request) result {
 		thinkVal, thinkLevel, isSet = true, req.ThinkLevel, true
 	}
 
-	system, collated := collate(msgs)
+	system, collated := collate(msgs, req.MergeTools)
 	var b bytes.Buffer
 	if slices.Contains(vars, "messages") {
 		err := tmpl.Execute(&b, map[string]any{
@@ -117,14 +117,15 @@ func responseAction() *parse.ActionNode {
 	}}
 }
 
-func collate(msgs []Message) (string, []*Message) {
+func collate(msgs []Message, mergeTools bool) (string, []*Message) {
 	var system []string
 	var out []*Message
 	for i := range msgs {
 		if msgs[i].Role == "system" {
 			system = append(system, msgs[i].Content)
 		}
-		if len(out) > 0 && out[len(out)-1].Role == msgs[i].Role && msgs[i].Role != "tool" {
+		joins := msgs[i].Role != "tool" || mergeTools
+		if len(out) > 0 && out[len(out)-1].Role == msgs[i].Role && joins {
 			out[len(out)-1].Content += "\n\n" + msgs[i].Content
 		} else {
 			out = append(out, &msgs[i])

@@ -13,6 +13,7 @@ from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
+from .system_variants import absent_system_default, hoisted_system, system_content
 from .thinking import generation_text, reasoning_pieces, switch_pieces, without_head
 from .tool_shape import Loop, ToolShape
 
@@ -51,7 +52,9 @@ def _candidate_pieces(
     for variant in shapes:
         for empty_system in modes:
             pieces = _emit(source, variant, empty_system=empty_system, tools=tools)
-            pair = (pieces, shape.default_system)
+            # default_block: the TEMPLATE prints the default itself, so no Modelfile SYSTEM.
+            system = None if variant.system_mode == "default_block" else shape.default_system
+            pair = (pieces, system)
             if pair not in found:
                 found.append(pair)
     if shape.head_system is not None:
@@ -196,7 +199,7 @@ def _emit_header(
         prefix, suffix = shape.mid_system
         cond = "or (gt $i 0) (not .Content)" if empty_system == "inline" else "gt $i 0"
         pieces += [Act(f'else if and (eq .Role "system") ({cond})'), Lit(prefix)]
-        pieces += [*_content(".Content", shape.trim("system"), "m"), Lit(suffix)]
+        pieces += [*_content(".Content", shape.trim("system_mid"), "m"), Lit(suffix)]
     pieces += _assistant(shape, tools)
     return pieces
 
@@ -418,13 +421,21 @@ def _emit(
     if last_user is not None:
         pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
         pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
+    if shape.system_mode in ("hoist", "hoist_last"):
+        trim = shape.trim("system")
+        pieces += hoisted_system(shape, empty_system, lambda expr: _content(expr, trim, "h"))
+    elif shape.system_mode == "default_block":
+        pieces += absent_system_default(shape)
     pieces += [
         Act("range $i, $_ := .Messages"),
         Act("$last := eq (len (slice $.Messages $i)) 1"),
     ]
-    if shape.system_mode == "block":
+    if shape.system_mode in ("hoist", "hoist_last"):
+        pieces += [Act('if eq .Role "system"'), Act('else if eq .Role "user"')]
+    elif shape.system_mode in ("block", "default_block"):
         pieces += [Act('if eq .Role "system"')]
-        body = [Lit(shape.system_prefix), *_content(".Content", shape.trim("system"), "s")]
+        content = system_content(shape, _content)
+        body = [Lit(shape.system_prefix), *content]
         body += [Lit(shape.system_suffix)]
         if empty_system == "skip":
             body = [Act("if .Content"), *body, Act("end")]

@@ -115,14 +115,18 @@ def to_ollama_messages(messages: list[dict[str, Any]]) -> list[OllamaMessage]:
     return result
 
 
-def _collate(messages: list[OllamaMessage]) -> tuple[str, list[OllamaMessage]]:
-    """Ollama's ``collate``: join system contents; merge same-role neighbours except tools."""
+def _collate(
+    messages: list[OllamaMessage], *, merge_tools: bool = False
+) -> tuple[str, list[OllamaMessage]]:
+    """Ollama's ``collate``: join system contents; merge same-role neighbours except tools
+    (tools too with ``merge_tools``: Ollama up to v0.9.5)."""
     system: list[str] = []
     collated: list[OllamaMessage] = []
     for message in messages:
         if message.role == "system":
             system.append(message.content)
-        if collated and collated[-1].role == message.role and message.role != "tool":
+        joins = message.role != "tool" or merge_tools
+        if collated and collated[-1].role == message.role and joins:
             last = collated[-1]
             collated[-1] = OllamaMessage(
                 last.role,
@@ -212,6 +216,7 @@ def render_ollama_prompt(
     system: str | None = None,
     tools: list[dict[str, Any]] | None = None,
     think: bool | str | None = None,
+    merge_tool_results: bool | None = None,
 ) -> str:
     """Render exactly the prompt Ollama sends to the model for an ``/api/chat`` request.
 
@@ -221,6 +226,9 @@ def render_ollama_prompt(
         system: the Modelfile SYSTEM, prepended when the first message is not a system one.
         tools: tool definitions (OpenAI JSON schema shape), as in the request's ``tools``.
         think: the request's ``think``; None lets Ollama enable it for thinking templates.
+        merge_tool_results: join consecutive tool results as Ollama up to v0.9.5 does
+            (``ollama_route.prompt_rules``); the newest releases keep them apart. None: as
+            the rules in force say (``server_rules.for_server``; the newest outside it).
 
     Raises:
         TemplateSyntaxError: the template does not parse, or Ollama would reject it.
@@ -234,7 +242,11 @@ def render_ollama_prompt(
     if think is None and thinks:
         think = True
     think_values = _think_values(think=think)
-    joined_system, collated = _collate(msgs)
+    if merge_tool_results is None:
+        from deploy_to_ollama.chat_template.server_rules import current_rules, merges_tool_results
+
+        merge_tool_results = merges_tool_results(current_rules())
+    joined_system, collated = _collate(msgs, merge_tools=merge_tool_results)
     if "messages" in names:
         data = {
             "System": joined_system,

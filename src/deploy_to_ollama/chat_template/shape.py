@@ -68,7 +68,9 @@ class TemplateShape:
     """Before a final (prefilled) assistant message."""
     assistant_suffix: str
     system_mode: str
-    """``block`` (own turn), ``first_user``/``last_user`` (inside that user turn) or ``drop``."""
+    """``block`` (own turn), ``first_user``/``last_user`` (inside that user turn), ``drop``,
+    ``hoist``/``hoist_last`` (all system messages, or the last, in one block before the first
+    turn) or ``default_block`` (``block``; the default only when no message is a system one)."""
     system_prefix: str = ""
     system_suffix: str = ""
     default_system: str | None = None
@@ -288,6 +290,8 @@ def _observe_trims(render: _Renderer) -> tuple[tuple[str, str, str], ...]:
         "system": ([("system", SYS), ("user", U1)], SYS),
         "assistant": ([("user", U1), ("assistant", A1), ("user", U2)], A1),
         "user_sys": ([("system", SYS), ("user", U1)], U1),
+        # A later system message may be printed as is where the first one is trimmed.
+        "system_mid": ([("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2)], SYS2),
     }
     found: list[tuple[str, str, str]] = []
     for role, (messages, mark) in convs.items():

@@ -9,7 +9,7 @@ No lookup table: a template never seen before goes through the same inference.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,9 +17,11 @@ from ..errors import TemplateRenderError, TemplateTranslationError
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
+from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
+from .system_variants import system_variants
 from .thinking import infer_reasoning
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
@@ -54,13 +56,18 @@ class TranslatedTemplate:
 
 
 def translate_template(
-    source: TemplateSource, *, references: Mapping[str, Any] | None = None
+    source: TemplateSource,
+    *,
+    references: Mapping[str, Any] | None = None,
+    server_version: str | None = None,
 ) -> TranslatedTemplate:
     """Translate ``source``'s Jinja template into an Ollama TEMPLATE and verify it.
 
     Args:
         source: the template and tokens (see :func:`load_template_source`).
         references: precomputed transformers renderings (probe id -> text or error), to reuse.
+        server_version: the Ollama release that will serve it: every candidate is verified
+            with that release's prompt building (None: the newest).
 
     Returns:
         The best candidate; ``verified`` is true only if every non-skipped probe matched.
@@ -70,16 +77,23 @@ def translate_template(
         TemplateTranslationError: the Jinja template raises on every probe.
     """
     from .hf_render import check_syntax
+
+    check_syntax(source.template)
+    with for_server(server_version):
+        return _translate(source, references)
+
+
+def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> TranslatedTemplate:
+    """The translation with the Jinja's thinking settings joined in (``switched``, ``levels``)."""
     from .levels import with_think_levels
     from .switched import with_switched_thinking
 
-    check_syntax(source.template)
     refs = dict(references) if references is not None else reference_renders(source)
-    result = with_switched_thinking(source, _translate(source, refs), refs)
+    result = with_switched_thinking(source, _translate_plain(source, refs), refs)
     return with_think_levels(source, result, refs)
 
 
-def _translate(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
+def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
     """The translation without thinking settings joined (see ``switched.py``)."""
     if all(isinstance(value, TemplateRenderError) for value in refs.values()):
         first = next(iter(refs.values()))
@@ -101,28 +115,32 @@ def _translate(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTempla
         shape = None
         warnings.append(f"could not infer the template's structure: {err}")
     best: tuple[int, TranslatedTemplate] | None = None
-    found = candidates(source, shape)
-    for n, (template, system) in enumerate(found):
-        # Rank candidates fast; only the winner (or the last) gets a full report.
-        report = verify_template(source, template, system=system, references=refs, fail_fast=True)
-        if report.public_verified or n == len(found) - 1:
-            report = verify_template(source, template, system=system, references=refs)
-        result = TranslatedTemplate(
-            template=template,
-            stop=infer_stops(source, shape),
-            system=system,
-            report=report,
-            shape=shape,
-            warnings=tuple(warnings + _bos_warnings(source, shape)),
-        )
-        if report.verified:
-            result = _add_tools(source, shape, n, result, refs, tools)
-            _log(result)
-            return result
-        if best is None or _score(report) > _score(best[1].report):
-            best = (n, result)
+    for reading in _readings(source, shape):
+        found = candidates(source, reading)
+        for n, (template, system) in enumerate(found):
+            # Rank candidates fast; only the winner (or the last) gets a full report.
+            report = verify_template(
+                source, template, system=system, references=refs, fail_fast=True
+            )
+            if report.public_verified or n == len(found) - 1:
+                report = verify_template(source, template, system=system, references=refs)
+            result = TranslatedTemplate(
+                template=template,
+                stop=infer_stops(source, reading),
+                system=system,
+                report=report,
+                shape=reading,
+                warnings=tuple(warnings + _bos_warnings(source, reading)),
+            )
+            if report.verified:
+                result = _add_tools(source, reading, n, result, refs, tools)
+                _log(result)
+                return result
+            if best is None or _score(report) > _score(best[1].report):
+                best = (n, result)
     assert best is not None  # candidates() always yields at least the fallback
     n, result = best
+    shape = result.shape
     if len(result.report.probes) < len(refs):
         full = verify_template(source, result.template, system=result.system, references=refs)
         result = replace(result, report=full)
@@ -132,6 +150,16 @@ def _translate(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTempla
         result = _require_tools(_with_tool_probes(source, result, refs, tools), tools)
     _log(result)
     return result
+
+
+def _readings(
+    source: TemplateSource, shape: TemplateShape | None
+) -> Iterator[TemplateShape | None]:
+    """The inferred shape, then (only if none of its candidates verifies) the other readings
+    of a system message in the middle of a conversation."""
+    yield shape
+    if shape is not None:
+        yield from system_variants(source, shape)
 
 
 def _add_tools(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
@@ -82,6 +82,8 @@ class VerificationReport:
     tools_required: str | None = None
     """Why tool probes must be among the matches (the Jinja template renders tools); None
     when it does not."""
+    server_version: str | None = None
+    """The Ollama release whose prompt building the Ollama side used (None: the newest)."""
 
     @property
     def matched(self) -> int:
@@ -170,6 +172,7 @@ def verify_template(
     references: Mapping[str, Any] | None = None,
     probes: Sequence[Probe] | None = None,
     fail_fast: bool = False,
+    server_version: str | None = None,
 ) -> VerificationReport:
     """Render every probe through both templates and compare.
 
@@ -181,10 +184,31 @@ def verify_template(
         references: transformers renderings from :func:`reference_renders`, to reuse.
         probes: the probe suite (default: the packaged one).
         fail_fast: stop at the first public probe that differs (to rank candidates quickly).
+        server_version: render the Ollama side with this release's prompt building
+            (``ollama_route.prompt_rules``); None: the rules already in force (newest).
 
     Returns:
         The report; ``verified`` only if every non-skipped probe matched.
     """
+    from .server_rules import current_version, for_server
+
+    with for_server(server_version):
+        report = _verify(
+            source, go_template, system, references, probes, tools=tools, fail_fast=fail_fast
+        )
+        return replace(report, server_version=current_version())
+
+
+def _verify(
+    source: TemplateSource,
+    go_template: str,
+    system: str | None,
+    references: Mapping[str, Any] | None,
+    probes: Sequence[Probe] | None,
+    *,
+    tools: bool,
+    fail_fast: bool,
+) -> VerificationReport:
     suite = tuple(probes or load_probes())
     refs = references if references is not None else reference_renders(source, suite)
     encoder = _token_encoder(source)
@@ -219,7 +243,9 @@ def _check(
     if expected is None:
         return skipped("no transformers rendering")
     if isinstance(expected, Exception):
-        return skipped(f"the Jinja template raises: {expected}")
+        from .system_variants import rejected_reason
+
+        return skipped(rejected_reason(probe.messages, expected))
     if probe.needs_tools and (unsendable := unsendable_arguments(probe)):
         return skipped(unsendable)
     try:
@@ -253,6 +279,7 @@ def _thinks(go_template: str) -> bool:
 
 def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: bool) -> str:
     from .ollama_prompt import render_ollama_prompt
+    from .server_rules import current_rules, merges_tool_results
 
     # A TEMPLATE that claims tools gets the request's tools, as Ollama's /api/chat passes them.
     offered = [dict(t) for t in probe.tools] if tools and probe.tools else None
@@ -263,6 +290,7 @@ def _ollama_side(go_template: str, probe: Probe, system: str | None, *, tools: b
             system=system,
             tools=offered,
             think=probe.think,
+            merge_tool_results=merges_tool_results(current_rules()),
         )
     )
 
@@ -318,16 +346,23 @@ def _compare(
             tier=tier,
             token_delta=token_delta,
         )
+    from .server_rules import joined_results_limit
+
     status: Status = "differs"
     reason = None
-    if probe.ollama_limit:
-        status, reason = "skipped", f"Ollama limit: {probe.ollama_limit}"
+    limit = probe.ollama_limit or joined_results_limit(probe.messages)
+    if limit:
+        status, reason = "skipped", f"Ollama limit: {limit}"
     elif probe.needs_tools and key_order_only(source, probe, actual):
         status, reason = "skipped", KEY_ORDER
     elif probe.needs_tools and (changed := inexpressible_tool(probe)):
         status, reason = "skipped", changed
     elif position is None:
         reason = "same text, different tokens"
+    else:
+        from .system_variants import dropped_reason
+
+        reason = dropped_reason(probe.messages, expected)
     at = position or 0
     return ProbeResult(
         probe=probe.id,

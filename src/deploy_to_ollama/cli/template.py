@@ -65,6 +65,25 @@ EosOpt = Annotated[
     str | None, typer.Option("--eos", help="EOS token string (overrides the source's).")
 ]
 
+OllamaVersionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ollama-version",
+        help="Verify with this Ollama release's prompt building (e.g. 0.9.3: consecutive "
+        "tool results joined); default: the newest.",
+    ),
+]
+
+
+def checked_version(value: str | None) -> str | None:
+    """``--ollama-version`` as given, refused (exit 2) when it is not a version number."""
+    from ..ollama_route import parse_server_version
+
+    if value is not None and parse_server_version(value)[1] is not None:
+        fail(UsageError(f"--ollama-version {value!r} is not an Ollama version",
+                        hint="give a release such as 0.9.3 or 0.33.0"))  # fmt: skip
+    return value
+
 
 def not_verified(report: VerificationReport, source: Path) -> TemplateMismatchError:
     """The exit-3 error of a translation that does not reproduce the Jinja template."""
@@ -81,13 +100,15 @@ def show_command(
     source: SourceArg,
     bos: BosOpt = None,
     eos: EosOpt = None,
+    ollama_version: OllamaVersionOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Print the Ollama TEMPLATE, stops and SYSTEM for SOURCE's chat template."""
     from ..chat_template import load_template_source, translate_template
 
+    version = checked_version(ollama_version)
     loaded = load_template_source(source, bos=bos, eos=eos)
-    result = translate_template(loaded)
+    result = translate_template(loaded, server_version=version)
     # Warnings (double BOS, not verified) reach stderr through the log handler.
     if not json_out:
         sys.stdout.write(modelfile_fragment(result))
@@ -140,6 +161,7 @@ def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) ->
         "exact_probes": result.report.exact_count,
         "json_equivalent_probes": result.report.json_equivalent_count,
         "warnings": list(result.warnings),
+        "ollama_version": result.report.server_version,
     } | extra
 
 
@@ -195,6 +217,7 @@ def diff_command(
     ] = False,
     bos: BosOpt = None,
     eos: EosOpt = None,
+    ollama_version: OllamaVersionOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show, per probe, transformers' and Ollama's prompt with the first difference marked."""
@@ -207,15 +230,20 @@ def diff_command(
                         hint="run `template diff` once with each"))  # fmt: skip
     from ..chat_template import load_template_source, verify_template
 
+    version = checked_version(ollama_version)
     if against is None:
         _native_diff(load_template_source(source, bos=bos, eos=eos), source, json_out=json_out)
         return
     template, system = read_against(against)
     report = verify_template(
-        load_template_source(source, bos=bos, eos=eos), template, system=system
+        load_template_source(source, bos=bos, eos=eos),
+        template,
+        system=system,
+        server_version=version,
     )
     payload = {
         "verified": report.verified,
+        "ollama_version": report.server_version,
         "probes": [
             p.to_json() | {"expected_text": p.expected, "actual_text": p.actual}
             for p in report.probes
