@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ._fs import check_writable_dir, write_text_atomic
 from .errors import DeployError, OutputExistsError, UsageError
+from .gguf.imatrix import ImatrixChoice
 from .gguf.steps import GgufFile
 from .modelfile import TemplateResult, render_modelfile
 from .progress import NullProgress, ProgressReporter
@@ -83,6 +84,8 @@ class ExportOptions:
     push: HubPush | None = None
     extra_parameters: tuple[tuple[str, str], ...] = field(default=())
     """User ``PARAMETER`` lines (the library API's; the CLI has none for export)."""
+    imatrix: ImatrixChoice | None = None
+    """``--imatrix auto|FILE`` (with its calibration text), checked by the CLI."""
 
 
 def unsloth_call_kwargs(request: UnslothRequest) -> dict[str, Any]:
@@ -245,6 +248,7 @@ def _export_llama_cpp(
         settings=settings,
         content_key=key,
         resolved=resolved,
+        imatrix=options.imatrix,
     )
     return result, translation, text
 

@@ -45,6 +45,9 @@ EXPORT_EXAMPLES = """Examples:
 
   deploy-to-ollama export ./lora --list-quants                  # sizes of every quant
 
+  deploy-to-ollama export ./lora --out ./gguf --quant iq4_xs,q4_k_m --imatrix auto \\
+      --calibration-data ./my_domain.txt                        # importance-matrix quants
+
   deploy-to-ollama export ./lora --out ./gguf --push-to-hub alice/bot-GGUF --private
 
   deploy-to-ollama export ./lora --out ./gguf --backend unsloth --load-in-4bit \\
@@ -57,6 +60,22 @@ LlamaCppOpt = Annotated[
         "--llama-cpp",
         envvar="DTO_LLAMA_CPP_DIR",
         help="Use this llama.cpp (convert_hf_to_gguf.py + llama-quantize)",
+    ),
+]
+ImatrixOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--imatrix",
+        help="Quantize with an importance matrix: auto (computed with llama-imatrix on "
+        "--calibration-data, else a packaged text; cached beside the output) or a FILE "
+        "(.gguf or .dat from llama-imatrix). Needed by the IQ types (iq4_xs, iq3_m ...).",
+    ),
+]
+CalibrationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration-data",
+        help="Text (or .jsonl) --imatrix auto computes on; at least ~1,000 tokens.",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the GGUF paths.")]
@@ -232,6 +251,8 @@ def export_command(
         bool, typer.Option("--private", help="Create the Hub repo private.")
     ] = False,
     llama_cpp: LlamaCppOpt = None,
+    imatrix: ImatrixOpt = None,
+    calibration_data: CalibrationOpt = None,
     list_quants: Annotated[
         bool, typer.Option("--list-quants", help="List quant types with estimated sizes.")
     ] = False,
@@ -254,9 +275,19 @@ def export_command(
             "--save-merged and --save-merged-4bit exclude each other",
             hint="Unsloth writes one merged model per export: pass only one",
         )
-    from ..gguf.quants import parse_quant_list
+    from ..gguf.imatrix import parse_imatrix_option
+    from ..gguf.quants import check_imatrix_needs, parse_quant_list
 
-    parse_quant_list(quant)  # validate before any heavy work
+    if calibration_data is not None and imatrix is None:
+        raise UsageError("--calibration-data needs --imatrix auto", hint="add --imatrix auto")
+    # validate before any heavy work
+    check_imatrix_needs(parse_quant_list(quant), has_imatrix=imatrix is not None)
+    if imatrix is not None and (backend == "unsloth" or mode == "adapter"):
+        raise UsageError(
+            "--imatrix works with the llama.cpp backend and --mode merged",
+            hint="drop --imatrix, or use --backend llama.cpp --mode merged",
+        )
+    imatrix_choice = parse_imatrix_option(imatrix, calibration_data)
     check_mode(mode, source)
     if not source.exists():  # before the toolchain (minutes on a fresh machine) is provisioned
         raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
@@ -273,9 +304,9 @@ def export_command(
     chosen = _pick_backend(backend)
     if chosen == "llama.cpp":
         _check_unsloth_flags(chosen, save_merged_4bit=save_merged_4bit, **flags)
-    if chosen == "unsloth" and (mode == "adapter" or base is not None):
+    if chosen == "unsloth" and (mode == "adapter" or base is not None or imatrix_choice):
         raise UsageError(
-            "--mode adapter and --base need the llama.cpp backend",
+            "--mode adapter, --base and --imatrix need the llama.cpp backend",
             hint="add --backend llama.cpp",
         )
     options = ExportOptions(
@@ -293,6 +324,7 @@ def export_command(
         push=push,
         load_in_4bit=load_in_4bit,
         load_in_8bit=load_in_8bit,
+        imatrix=imatrix_choice,
     )
     settings = cli_settings()
     with RichProgress() as progress:
