@@ -301,11 +301,11 @@ def read_imatrix_entries(path: Path) -> dict[str, int]:
     """
     with path.open("rb") as handle:
         magic = handle.read(4)
-    if magic == b"GGUF":
-        return _gguf_entries(path)
     try:
+        if magic == b"GGUF":
+            return _gguf_entries(path)
         return _legacy_entries(path.read_bytes())
-    except (struct.error, UnicodeDecodeError, ValueError) as err:
+    except (struct.error, UnicodeDecodeError, ValueError, IndexError) as err:
         raise InputError(
             f"{path} is not an imatrix (neither GGUF nor llama-imatrix's .dat format)",
             hint="pass a file written by llama-imatrix, or --imatrix auto",
