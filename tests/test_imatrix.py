@@ -266,3 +266,29 @@ def test_packaged_calibration_text_is_long_enough_for_two_chunks() -> None:
     assert origin == "packaged"
     assert len(text.split()) >= MIN_TOKENS
     assert os.sep not in origin
+
+
+def test_deploy_refuses_an_iq_type_without_imatrix_before_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No server runs at this host: the flag check must come first (exit 2, not 4)."""
+    argv = ["deploy", str(tmp_path), "--name", "bot", "--quant", "iq3_m"]
+    code, _, err = run_cli([*argv, "--host", "127.0.0.1:9"], capsys)
+    assert code == 2 and "iq3_m needs an importance matrix" in err
+
+
+def test_imatrix_fingerprint_follows_the_text_and_the_file(tmp_path: Path) -> None:
+    """Export stamps and deploy state key on it: another text or file must not reuse a GGUF."""
+    one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+    one.write_text("alpha beta", encoding="utf-8")
+    two.write_text("alpha gamma", encoding="utf-8")
+    assert (
+        ImatrixChoice(calibration=one).fingerprint() != ImatrixChoice(calibration=two).fingerprint()
+    )
+    assert (
+        ImatrixChoice(calibration=one).fingerprint() == ImatrixChoice(calibration=one).fingerprint()
+    )
+    dat = _legacy_dat(tmp_path / "w.dat", {"blk.0.attn_q.weight": 64})
+    before = ImatrixChoice(file=dat).fingerprint()
+    _legacy_dat(dat, {"blk.0.attn_q.weight": 32})
+    assert ImatrixChoice(file=dat).fingerprint() != before

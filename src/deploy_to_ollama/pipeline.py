@@ -21,6 +21,7 @@ from ._fs import check_writable_dir, write_text_atomic
 from .chat_template.source import check_source
 from .deploy_report import write_deploy_report
 from .errors import DeployError, InputNotFoundError, OutputExistsError
+from .gguf.imatrix import ImatrixChoice
 from .gguf.loadable import load_warnings
 from .inputs import ResolvedInput, source_kind
 from .modelfile import Modelfile, TemplateResult, model_parameters, render_modelfile
@@ -100,6 +101,7 @@ def deploy(
     cache_dir: Path | None = None,
     progress: ProgressReporter | None = None,
     settings: Settings | None = None,
+    imatrix: ImatrixChoice | None = None,
 ) -> DeployReport:
     """Deploy a fine-tune to Ollama and prove it works.
 
@@ -125,6 +127,8 @@ def deploy(
         cache_dir: cache root (default ``settings.cache_dir``).
         progress: stage reporter.
         settings: configuration read once at the entry point (default: the environment).
+        imatrix: quantize with an importance matrix (``gguf.imatrix.parse_imatrix_option``);
+            the IQ types need one.
 
     Returns:
         The report; ``passed`` is false when the round trip failed (the CLI exits 3).
@@ -133,10 +137,11 @@ def deploy(
         UsageError: a ``parameters`` pair Ollama would refuse, or an unknown quant.
         DeployError: a stage failed (subclass and exit code say which).
     """
-    from .gguf.quants import parse_quant_list
+    from .gguf.quants import check_imatrix_needs, parse_quant_list
 
     settings = settings or Settings.from_env()
-    parse_quant_list(quant)  # a bad quant is a usage error before any work
+    # a bad quant is a usage error before any work
+    check_imatrix_needs(parse_quant_list(quant), has_imatrix=imatrix is not None)
     plan = _Plan(
         name=validate_model_name(name),
         host=normalize_host(host or settings.ollama_host),
@@ -155,6 +160,7 @@ def deploy(
         keep_failed=keep_failed,
         progress=progress or NullProgress(),
         settings=settings,
+        imatrix=imatrix,
     )
     if keep is not None:
         check_writable_dir(keep, what="--keep")
@@ -195,6 +201,7 @@ class _Plan:
     settings: Settings
     load_warnings: tuple[str, ...] = ()
     """The chosen quant is one a known build with the server's version cannot load."""
+    imatrix: ImatrixChoice | None = None
 
     @property
     def stem(self) -> str:
@@ -349,7 +356,7 @@ def _run_export(
 ) -> tuple[Path, str]:
     if resolved.kind == "gguf":
         return path, "skipped"  # already a GGUF
-    key = _hash(input_key, quant, "export")
+    key = _hash(input_key, quant, "export", *([plan.imatrix.fingerprint()] if plan.imatrix else []))
     expected = work / _gguf_name(plan.stem, quant)
     done = state.get("export", key)
     if done and (work / done["gguf"]).is_file():
@@ -393,6 +400,7 @@ def _export_stage(
         "settings": settings,
         "content_key": input_key,
         "resolved": resolved,
+        "imatrix": plan.imatrix,
     }
     try:
         result = export_gguf(path, force=False, **kwargs)

@@ -16,6 +16,7 @@ from ..errors import (
 from ..progress import NullProgress, ProgressReporter, RichProgress
 from ._common import ForceOpt, HostOpt, JsonOpt, app, fail, print_line, print_result_json, reporting
 from ._common import settings as cli_settings
+from .export import CalibrationOpt, ImatrixOpt, check_imatrix_flags
 
 if TYPE_CHECKING:
     from ..roundtrip import RoundTripReport
@@ -183,6 +184,8 @@ def deploy_command(
         ),
     ] = False,
     method: MethodOpt = "auto",
+    imatrix: ImatrixOpt = None,
+    calibration_data: CalibrationOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -191,6 +194,7 @@ def deploy_command(
 
     # Flags first (exit 2), before the server, the source or the toolchain are touched.
     check_deploy_quant(quant)
+    imatrix_choice = check_imatrix_flags(quant, imatrix, calibration_data)
     pairs = parse_parameters(parameter or [])
     chosen_method = check_method(method)
     check_numbers(num_predict=num_predict)
@@ -224,6 +228,7 @@ def deploy_command(
             cache_dir=settings.cache_dir,
             progress=reporter,
             settings=settings,
+            imatrix=imatrix_choice,
         )
     if not quiet and not json_out:
         for line in report.summary_lines():

@@ -23,6 +23,7 @@ from ..exporting import (
     unsloth_call_kwargs,
 )
 from ..exporting import write_modelfile as _write_modelfile
+from ..gguf.imatrix import ImatrixChoice
 from ..progress import NullProgress, RichProgress, console
 from ._common import ForceOpt, JsonOpt, app, print_result_json
 from ._common import settings as cli_settings
@@ -124,6 +125,24 @@ def setup_command(
         console.print(f"Warning: no llama-server: {result.server_error or 'not built'} "
                       "(deploy works without it)", markup=False)  # fmt: skip
     typer.echo(str(result.toolchain.root))
+
+
+def check_imatrix_flags(
+    quant: str, imatrix: str | None, calibration_data: Path | None
+) -> ImatrixChoice | None:
+    """``--quant`` against ``--imatrix`` / ``--calibration-data``, before any heavy work.
+
+    Raises:
+        UsageError: an IQ type without ``--imatrix``, or calibration text without it (exit 2).
+        InputError: the imatrix or calibration file is missing or unreadable (exit 1).
+    """
+    from ..gguf.imatrix import parse_imatrix_option
+    from ..gguf.quants import check_imatrix_needs, parse_quant_list
+
+    if calibration_data is not None and imatrix is None:
+        raise UsageError("--calibration-data needs --imatrix auto", hint="add --imatrix auto")
+    check_imatrix_needs(parse_quant_list(quant), has_imatrix=imatrix is not None)
+    return parse_imatrix_option(imatrix, calibration_data)
 
 
 def _list_quants(source: Path | None, base: Path | None, json_out: bool) -> None:
@@ -275,19 +294,12 @@ def export_command(
             "--save-merged and --save-merged-4bit exclude each other",
             hint="Unsloth writes one merged model per export: pass only one",
         )
-    from ..gguf.imatrix import parse_imatrix_option
-    from ..gguf.quants import check_imatrix_needs, parse_quant_list
-
-    if calibration_data is not None and imatrix is None:
-        raise UsageError("--calibration-data needs --imatrix auto", hint="add --imatrix auto")
-    # validate before any heavy work
-    check_imatrix_needs(parse_quant_list(quant), has_imatrix=imatrix is not None)
     if imatrix is not None and (backend == "unsloth" or mode == "adapter"):
         raise UsageError(
             "--imatrix works with the llama.cpp backend and --mode merged",
             hint="drop --imatrix, or use --backend llama.cpp --mode merged",
         )
-    imatrix_choice = parse_imatrix_option(imatrix, calibration_data)
+    imatrix_choice = check_imatrix_flags(quant, imatrix, calibration_data)
     check_mode(mode, source)
     if not source.exists():  # before the toolchain (minutes on a fresh machine) is provisioned
         raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
