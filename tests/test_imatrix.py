@@ -8,6 +8,7 @@ GGUF our converter writes; imatrices come from the real ``llama-imatrix``.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -203,25 +204,26 @@ def test_imatrix_quants_are_byte_identical_to_llama_quantize(
 
 @pytest.mark.slow
 def test_auto_imatrix_is_cached_by_model_and_text(
-    auto_export: Any, imatrix_toolchain: Toolchain, llama256: Any
+    auto_export: Any,
+    imatrix_toolchain: Toolchain,
+    llama256: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """The CLI's second export finds the imatrix by content key and says so in --json."""
     out = auto_export.files[0].path.parent
     first = auto_export.imatrix
     assert first.path.parent == out and first.path.suffix == ".imatrix"
     stamp = first.path.stat().st_mtime_ns
-    again = export_gguf(
-        llama256.adapter_dir,
-        out_dir=out,
-        quant="iq4_xs,q4_k_m",
-        toolchain=imatrix_toolchain,
-        imatrix=ImatrixChoice(),
-        force=True,
-    )
-    assert again.imatrix is not None and not again.imatrix.computed
-    assert again.imatrix.path == first.path and first.path.stat().st_mtime_ns == stamp
-    assert [f.path.read_bytes() for f in again.files] == [
-        f.path.read_bytes() for f in auto_export.files
-    ]
+    before = {f.quant: f.path.read_bytes() for f in auto_export.files}
+    argv = ["export", str(llama256.adapter_dir), "--out", str(out), "--quant", "iq4_xs,q4_k_m"]
+    argv += ["--imatrix", "auto", "--force", "--json", "--llama-cpp", str(imatrix_toolchain.root)]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    payload = json.loads(stdout)
+    assert payload["imatrix"]["computed"] is False
+    assert payload["imatrix"]["path"] == str(first.path)
+    assert first.path.stat().st_mtime_ns == stamp
+    assert {f["quant"]: Path(f["path"]).read_bytes() for f in payload["files"]} == before
 
 
 @pytest.mark.slow

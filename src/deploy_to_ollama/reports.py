@@ -124,6 +124,14 @@ class ExportReport:
             "resumed": [str(p) for p in self.resumed],
             "hub": self.hub,
         }
+        if (weights := getattr(result, "imatrix", None)) is not None:
+            payload["imatrix"] = {
+                "path": str(weights.path),
+                "entries": weights.entries,
+                "computed": weights.computed,
+                "calibration": weights.calibration,
+                "seconds": round(weights.seconds, 1),
+            }
         if self.backend == "unsloth":
             payload["general_name"] = "written by Unsloth (not --name)"
         return payload
@@ -143,6 +151,13 @@ class ExportReport:
             if timings := getattr(f, "timings", None):
                 stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in timings.items())
                 lines.append(f"{'':8} time: {stages} (busy time; stages overlap)")
+        if (weights := getattr(self.result, "imatrix", None)) is not None:
+            how = (
+                f"computed on {weights.calibration} in {weights.seconds:.1f} s"
+                if weights.computed
+                else "reused"
+            )
+            lines.append(f"imatrix: {weights.path} ({weights.entries} entries, {how})")
         lines.append(f"Modelfile: {self.modelfile} (template {self.template_status})")
         if self.backend == "unsloth":
             lines.append(f"{self.result.name}: general.name was written by Unsloth")
