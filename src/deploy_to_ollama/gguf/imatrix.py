@@ -188,9 +188,18 @@ def find_llama_tool(toolchain: Toolchain, name: str) -> Path:
 
 
 def resolve_imatrix(
-    choice: ImatrixChoice, toolchain: Toolchain, model: Path, out_dir: Path, stem: str
+    choice: ImatrixChoice,
+    toolchain: Toolchain,
+    model: Path,
+    out_dir: Path,
+    stem: str,
+    *,
+    tokenizer_dir: Path | None = None,
 ) -> Imatrix:
     """The imatrix for the 16-bit GGUF ``model``: the given file, or the cached/computed one.
+
+    ``tokenizer_dir`` (the model's HF tokenizer) lets a too-short calibration text fail before
+    llama-imatrix runs: its own message is logged by a thread that may not flush it at exit.
 
     Raises:
         InputError: the file is for another model, or the calibration text is too short.
@@ -205,11 +214,36 @@ def resolve_imatrix(
     if target.is_file():
         logger.info("reusing the imatrix %s (same model and calibration text)", target.name)
         return Imatrix(target, check_imatrix(target, model), computed=False, calibration=origin)
+    check_token_count(text, tokenizer_dir)
     started = time.perf_counter()
     compute_imatrix(toolchain, model, text, target, dataset=_dataset_name(choice.calibration))
     seconds = time.perf_counter() - started
     entries = check_imatrix(target, model)
     return Imatrix(target, entries, computed=True, calibration=origin, seconds=seconds)
+
+
+def check_token_count(text: str, tokenizer_dir: Path | None) -> int | None:
+    """Tokens of ``text`` with the model's tokenizer (None without a ``tokenizer.json``).
+
+    Raises:
+        InputError: fewer than ``MIN_TOKENS`` (llama-imatrix's two chunks).
+    """
+    if tokenizer_dir is None or not (tokenizer_dir / "tokenizer.json").is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    count = len(Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).encode(text).ids)
+    if count < MIN_TOKENS:
+        raise _short_text_error(str(MIN_TOKENS), f"{count} tokens")
+    return count
+
+
+def _short_text_error(need: str, got: str) -> InputError:
+    return InputError(
+        f"calibration text too short for the imatrix: llama-imatrix needs at least "
+        f"{need} tokens (2 chunks of {IMATRIX_CTX}), the text has {got}",
+        hint="pass a longer --calibration-data (a few thousand words of the model's domain)",
+    )
 
 
 def _dataset_name(calibration: Path | None) -> str:
@@ -265,7 +299,8 @@ def compute_imatrix(
                 command,
                 what="llama-imatrix",
                 cwd=Path(work),
-                hint="rerun with -vv to see llama-imatrix's output",
+                hint=f"the calibration text needs at least {MIN_TOKENS} tokens; rerun with -vv "
+                "to see llama-imatrix's output",
                 die_with_parent=True,
             )
         except ConversionError as err:
@@ -280,11 +315,7 @@ def _too_short(err: ConversionError, text: str) -> InputError | None:
         return None
     have = _HAVE_RE.search(err.stderr_tail)
     got = f"{have.group(1)} tokens" if have else f"{len(text.split())} words"
-    return InputError(
-        f"calibration text too short for the imatrix: llama-imatrix needs at least "
-        f"{need.group(1)} tokens (2 chunks of {IMATRIX_CTX}), the text has {got}",
-        hint="pass a longer --calibration-data (a few thousand words of the model's domain)",
-    )
+    return _short_text_error(need.group(1), got)
 
 
 def _threads() -> int:

@@ -188,7 +188,7 @@ def convert_and_quantize(
             facts = convert(middle_type, middle)
         weights = None
         if imatrix is not None:
-            weights = _imatrix_step(imatrix, toolchain, middle, out_dir, stem, reporter)
+            weights = _imatrix_step(imatrix, toolchain, middle, out_dir, stem, reporter, model_dir)
             if used_imatrix is not None:
                 used_imatrix.append(weights)
         for quant in via_quantize:
@@ -209,10 +209,11 @@ def _imatrix_step(
     out_dir: Path,
     stem: str,
     reporter: ProgressReporter,
+    tokenizer_dir: Path,
 ) -> Imatrix:
     label = "imatrix (llama-imatrix)" if choice.auto else f"imatrix check ({choice.file})"
     reporter.start("imatrix", label, total=None)
-    weights = resolve_imatrix(choice, toolchain, model, out_dir, stem)
+    weights = resolve_imatrix(choice, toolchain, model, out_dir, stem, tokenizer_dir=tokenizer_dir)
     how = "computed" if weights.computed else "reused"
     reporter.done("imatrix", f"imatrix {how}: {weights.path.name}, {weights.entries} entries")
     return weights
