@@ -189,6 +189,15 @@ def test_imatrix_quants_are_byte_identical_to_llama_quantize(
             imatrix_toolchain, imatrix, files["bf16"], tmp_path / f"ref.{quant}", quant.upper()
         )
         assert files[quant].read_bytes() == reference.read_bytes(), quant
+    # a GGUF source (requantized) takes the same imatrix the same way
+    again = export_gguf(
+        files["bf16"],
+        out_dir=tmp_path / "from-gguf",
+        quant="iq4_xs",
+        toolchain=imatrix_toolchain,
+        imatrix=parse_imatrix_option(str(imatrix)),
+    )
+    assert again.path.read_bytes() == (tmp_path / "ref.iq4_xs").read_bytes()
     fields = gguf_fields(files["iq4_xs"], imatrix_toolchain)
     assert fields["quantize.imatrix.file"] == str(imatrix)
     assert fields["quantize.imatrix.entries_count"] == computed.entries
