@@ -89,7 +89,7 @@ QUANT_TYPES: Mapping[str, QuantType] = {
             "iq4_xs",
             "quantize",
             4.25,
-            "q4_k_m quality, smaller; with an imatrix",
+            "smaller than q4_k_m, a bit more loss; with an imatrix",
             needs_imatrix=True,
         ),
         QuantType("iq3_m", "quantize", 3.66, "3-bit mix; with an imatrix", needs_imatrix=True),
