@@ -303,3 +303,21 @@ def test_imatrix_fingerprint_follows_the_text_and_the_file(tmp_path: Path) -> No
     before = ImatrixChoice(file=dat).fingerprint()
     _legacy_dat(dat, {"blk.0.attn_q.weight": 32})
     assert ImatrixChoice(file=dat).fingerprint() != before
+
+
+def test_auto_computes_on_calibration_data_else_eval_data_else_the_packaged_text(
+    tmp_path: Path,
+) -> None:
+    calib, held_out = tmp_path / "calib.txt", tmp_path / "eval.txt"
+    calib.write_text("calibration words", encoding="utf-8")
+    held_out.write_text("evaluation words", encoding="utf-8")
+    from deploy_to_ollama.cli.export import check_imatrix_flags
+
+    assert check_imatrix_flags("iq4_xs", "auto", calib, held_out) == ImatrixChoice(
+        calibration=calib
+    )
+    assert check_imatrix_flags("iq4_xs", "auto", None, held_out) == ImatrixChoice(
+        calibration=held_out
+    )
+    assert check_imatrix_flags("iq4_xs", "auto", None) == ImatrixChoice()
+    assert check_imatrix_flags("q4_k_m", None, None, held_out) is None

@@ -128,9 +128,15 @@ def setup_command(
 
 
 def check_imatrix_flags(
-    quant: str, imatrix: str | None, calibration_data: Path | None
+    quant: str,
+    imatrix: str | None,
+    calibration_data: Path | None,
+    eval_data: Path | None = None,
 ) -> ImatrixChoice | None:
     """``--quant`` against ``--imatrix`` / ``--calibration-data``, before any heavy work.
+
+    ``auto`` computes on ``--calibration-data``, else on ``eval_data`` (``--eval-data``), else
+    on the packaged text.
 
     Raises:
         UsageError: an IQ type without ``--imatrix``, or calibration text without it (exit 2).
@@ -142,7 +148,7 @@ def check_imatrix_flags(
     if calibration_data is not None and imatrix is None:
         raise UsageError("--calibration-data needs --imatrix auto", hint="add --imatrix auto")
     check_imatrix_needs(parse_quant_list(quant), has_imatrix=imatrix is not None)
-    return parse_imatrix_option(imatrix, calibration_data)
+    return parse_imatrix_option(imatrix, calibration_data, eval_data)
 
 
 def _list_quants(source: Path | None, base: Path | None, json_out: bool) -> None:
