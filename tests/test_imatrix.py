@@ -321,3 +321,25 @@ def test_auto_computes_on_calibration_data_else_eval_data_else_the_packaged_text
     )
     assert check_imatrix_flags("iq4_xs", "auto", None) == ImatrixChoice()
     assert check_imatrix_flags("q4_k_m", None, None, held_out) is None
+
+
+@pytest.mark.slow
+def test_auto_with_a_llama_cpp_without_llama_imatrix_fails_before_converting(
+    llama_cpp_toolchain: Toolchain,
+    llama256: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A user's own llama.cpp (--llama-cpp) that lacks the tool: exit 4, nothing written."""
+    theirs = tmp_path / "llama.cpp"
+    theirs.mkdir()
+    for entry in llama_cpp_toolchain.root.iterdir():
+        if entry.name not in ("llama-imatrix", "llama-perplexity"):
+            (theirs / entry.name).symlink_to(entry)
+    out = tmp_path / "out"
+    argv = ["export", str(llama256.adapter_dir), "--out", str(out), "--quant", "iq4_xs"]
+    code, _, err = run_cli([*argv, "--imatrix", "auto", "--llama-cpp", str(theirs)], capsys)
+    assert code == 4
+    assert "no llama-imatrix in the llama.cpp at" in err
+    assert "BF16" not in err  # before the conversion, not after it
+    assert not out.exists() or not list(out.iterdir())

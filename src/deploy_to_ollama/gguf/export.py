@@ -18,7 +18,7 @@ from ..progress import NullProgress, ProgressReporter
 from ..resume import content_key, remove_stale_temps, stable_hash
 from ..settings import Settings
 from ._stamp import ExportStamp
-from .imatrix import ImatrixChoice
+from .imatrix import ImatrixChoice, find_llama_tool
 from .quants import QuantType, check_imatrix_needs, count_parameters, parse_quant_list
 from .request import ExportRequest, ExportResult, Mode
 from .routes import export_merged, requantize
@@ -199,6 +199,8 @@ def run_export(
     _check_space(request, resolved, todo)
     # The toolchain before the output folder: a missing toolchain leaves nothing behind.
     located = toolchain if isinstance(toolchain, Toolchain) else toolchain()
+    if request.imatrix is not None and request.imatrix.auto and todo:
+        find_llama_tool(located, "llama-imatrix")  # missing: exit 4 now, not after converting
     request.out_dir.mkdir(parents=True, exist_ok=True)
     if done:
         logger.info("continuing the export: %s already done", ", ".join(p.name for p in done))
