@@ -15,6 +15,7 @@ pytest_plugins: list[str] = [
     "support.models",
     "support.fake_hub",
     "support.taught_ollama",
+    "support.imatrix_tools",
 ]
 
 

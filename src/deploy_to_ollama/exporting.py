@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ._fs import check_writable_dir, write_text_atomic
 from .errors import DeployError, OutputExistsError, UsageError
+from .gguf.imatrix import ImatrixChoice
 from .gguf.steps import GgufFile
 from .measuring import MeasureOptions
 from .modelfile import TemplateResult, render_modelfile
@@ -86,6 +87,8 @@ class ExportOptions:
     """User ``PARAMETER`` lines (the library API's; the CLI has none for export)."""
     measure: MeasureOptions | None = None
     """``--measure``: the quality report (``measuring.py``); None: not measured."""
+    imatrix: ImatrixChoice | None = None
+    """``--imatrix auto|FILE`` (with its calibration text), checked by the CLI."""
 
 
 def unsloth_call_kwargs(request: UnslothRequest) -> dict[str, Any]:
@@ -254,6 +257,7 @@ def _export_llama_cpp(
         content_key=key,
         resolved=resolved,
         toolchain=plan.toolchain if plan is not None else None,
+        imatrix=options.imatrix,
     )
     quality = None
     if plan is not None:

@@ -21,6 +21,7 @@ from ._fs import check_writable_dir, write_text_atomic
 from .chat_template.source import check_source
 from .deploy_report import write_deploy_report
 from .errors import DeployError, InputNotFoundError, OutputExistsError
+from .gguf.imatrix import ImatrixChoice
 from .gguf.loadable import load_warnings
 from .inputs import ResolvedInput, source_kind
 from .modelfile import Modelfile, TemplateResult, model_parameters, render_modelfile
@@ -114,6 +115,7 @@ def deploy(
     expected_base_answer: str | None = None,
     template_route: str = "auto",
     strict: bool = False,
+    imatrix: ImatrixChoice | None = None,
 ) -> DeployReport:
     """Deploy a fine-tune to Ollama and prove it works.
 
@@ -146,6 +148,8 @@ def deploy(
         template_route: ``auto``, ``go`` or ``native`` (``routing``: which prompt path the
             user's server takes, proven on purpose).
         strict: a capability the Jinja has and the deployed model lacks fails (exit 3).
+        imatrix: quantize with an importance matrix (``gguf.imatrix.parse_imatrix_option``);
+            the IQ types need one.
 
     Returns:
         The report; ``passed`` is false when the round trip failed (the CLI exits 3).
@@ -155,10 +159,11 @@ def deploy(
         DeployError: a stage failed (subclass and exit code say which).
     """
     from .adapter_deploy import check_mode, deploy_route
-    from .gguf.quants import parse_quant_list
+    from .gguf.quants import check_imatrix_needs, parse_quant_list
 
     settings = settings or Settings.from_env()
-    parse_quant_list(quant)  # a bad quant is a usage error before any work
+    # a bad quant is a usage error before any work
+    check_imatrix_needs(parse_quant_list(quant), has_imatrix=imatrix is not None)
     check_mode(mode, base_model)
     plan = _Plan(
         name=validate_model_name(name),
@@ -183,6 +188,7 @@ def deploy(
         expected_base_answer=expected_base_answer,
         template_route=check_route_request(template_route),
         strict=strict,
+        imatrix=imatrix,
     )
     if keep is not None:
         check_writable_dir(keep, what="--keep")
@@ -233,6 +239,7 @@ class _Plan:
     strict: bool = False
     server_version: str | None = None
     """The server's version: the TEMPLATE is verified with its prompt building."""
+    imatrix: ImatrixChoice | None = None
 
     @property
     def stem(self) -> str:
@@ -402,7 +409,7 @@ def _run_export(
 ) -> tuple[Path, str]:
     if resolved.kind == "gguf":
         return path, "skipped"  # already a GGUF
-    key = _hash(input_key, quant, "export")
+    key = _hash(input_key, quant, "export", *([plan.imatrix.fingerprint()] if plan.imatrix else []))
     expected = work / _gguf_name(plan.stem, quant)
     done = state.get("export", key)
     if done and (work / done["gguf"]).is_file():
@@ -446,6 +453,7 @@ def _export_stage(
         "settings": settings,
         "content_key": input_key,
         "resolved": resolved,
+        "imatrix": plan.imatrix,
     }
     try:
         result = export_gguf(path, force=False, **kwargs)

@@ -192,6 +192,14 @@ class ExportReport:
             summary = self.quality.to_dict()
             summary.pop("files")
             payload["quality"] = summary
+        if (weights := getattr(result, "imatrix", None)) is not None:
+            payload["imatrix"] = {
+                "path": str(weights.path),
+                "entries": weights.entries,
+                "computed": weights.computed,
+                "calibration": weights.calibration,
+                "seconds": round(weights.seconds, 1),
+            }
         if self.backend == "unsloth":
             payload["general_name"] = "written by Unsloth (not --name)"
         return payload
@@ -211,6 +219,13 @@ class ExportReport:
             if timings := getattr(f, "timings", None):
                 stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in timings.items())
                 lines.append(f"{'':8} time: {stages} (busy time; stages overlap)")
+        if (weights := getattr(self.result, "imatrix", None)) is not None:
+            how = (
+                f"computed on {weights.calibration} in {weights.seconds:.1f} s"
+                if weights.computed
+                else "reused"
+            )
+            lines.append(f"imatrix: {weights.path} ({weights.entries} entries, {how})")
         lines.append(f"Modelfile: {self.modelfile} (template {self.template_status})")
         if self.quality is not None:
             lines += self.quality.table_lines()

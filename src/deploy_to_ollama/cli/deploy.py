@@ -17,6 +17,7 @@ from ..errors import (
 from ..progress import NullProgress, ProgressReporter, RichProgress
 from ._common import ForceOpt, HostOpt, JsonOpt, app, fail, print_line, print_result_json, reporting
 from ._common import settings as cli_settings
+from .export import CalibrationOpt, ImatrixOpt, check_imatrix_flags
 
 if TYPE_CHECKING:
     from ..roundtrip import RoundTripReport
@@ -217,6 +218,8 @@ def deploy_command(
     method: MethodOpt = "auto",
     template_route: TemplateRouteOpt = "auto",
     strict: StrictOpt = False,
+    imatrix: ImatrixOpt = None,
+    calibration_data: CalibrationOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
     mode: Annotated[
@@ -252,6 +255,7 @@ def deploy_command(
     # Flags first (exit 2), before the server, the source or the toolchain are touched.
     route_request = check_route_request(template_route)
     check_deploy_quant(quant)
+    imatrix_choice = check_imatrix_flags(quant, imatrix, calibration_data)
     pairs = parse_parameters(parameter or [])
     chosen_method = check_method(method)
     check_numbers(num_predict=num_predict)
@@ -290,6 +294,7 @@ def deploy_command(
             expected_base_answer=expect_base,
             template_route=route_request,
             strict=strict,
+            imatrix=imatrix_choice,
         )
     if not quiet and not json_out:
         for line in report.summary_lines():

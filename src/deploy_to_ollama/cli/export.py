@@ -23,6 +23,7 @@ from ..exporting import (
     unsloth_call_kwargs,
 )
 from ..exporting import write_modelfile as _write_modelfile
+from ..gguf.imatrix import ImatrixChoice
 from ..progress import NullProgress, RichProgress, console
 from ._common import ForceOpt, JsonOpt, app, print_result_json
 from ._common import settings as cli_settings
@@ -48,6 +49,8 @@ EXPORT_EXAMPLES = """Examples:
   deploy-to-ollama export ./lora --out ./gguf --quant q8_0,q4_k_m --measure --eval-data chats.jsonl
 
   deploy-to-ollama export ./lora --list-quants --measure        # KL/top-1/PPL of five quants
+  deploy-to-ollama export ./lora --out ./gguf --quant iq4_xs,q4_k_m --imatrix auto \\
+      --calibration-data ./my_domain.txt                        # importance-matrix quants
 
   deploy-to-ollama export ./lora --out ./gguf --push-to-hub alice/bot-GGUF --private
 
@@ -61,6 +64,22 @@ LlamaCppOpt = Annotated[
         "--llama-cpp",
         envvar="DTO_LLAMA_CPP_DIR",
         help="Use this llama.cpp (convert_hf_to_gguf.py + llama-quantize)",
+    ),
+]
+ImatrixOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--imatrix",
+        help="Quantize with an importance matrix: auto (computed with llama-imatrix on "
+        "--calibration-data, else a packaged text; cached beside the output) or a FILE "
+        "(.gguf or .dat from llama-imatrix). Needed by the IQ types (iq4_xs, iq3_m ...).",
+    ),
+]
+CalibrationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration-data",
+        help="Text (or .jsonl) --imatrix auto computes on; at least ~1,000 tokens.",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the GGUF paths.")]
@@ -119,6 +138,30 @@ def setup_command(
             why = result.tool_errors.get(name) or "not built"
             console.print(f"Warning: no {name}: {why} ({TOOL_USES[name]})", markup=False)
     typer.echo(str(result.toolchain.root))
+
+
+def check_imatrix_flags(
+    quant: str,
+    imatrix: str | None,
+    calibration_data: Path | None,
+    eval_data: Path | None = None,
+) -> ImatrixChoice | None:
+    """``--quant`` against ``--imatrix`` / ``--calibration-data``, before any heavy work.
+
+    ``auto`` computes on ``--calibration-data``, else on ``eval_data`` (``--eval-data``), else
+    on the packaged text.
+
+    Raises:
+        UsageError: an IQ type without ``--imatrix``, or calibration text without it (exit 2).
+        InputError: the imatrix or calibration file is missing or unreadable (exit 1).
+    """
+    from ..gguf.imatrix import parse_imatrix_option
+    from ..gguf.quants import check_imatrix_needs, parse_quant_list
+
+    if calibration_data is not None and imatrix is None:
+        raise UsageError("--calibration-data needs --imatrix auto", hint="add --imatrix auto")
+    check_imatrix_needs(parse_quant_list(quant), has_imatrix=imatrix is not None)
+    return parse_imatrix_option(imatrix, calibration_data, eval_data)
 
 
 def _list_quants(source: Path | None, base: Path | None, json_out: bool) -> None:
@@ -246,6 +289,8 @@ def export_command(
         bool, typer.Option("--private", help="Create the Hub repo private.")
     ] = False,
     llama_cpp: LlamaCppOpt = None,
+    imatrix: ImatrixOpt = None,
+    calibration_data: CalibrationOpt = None,
     list_quants: Annotated[
         bool, typer.Option("--list-quants", help="List quant types with estimated sizes.")
     ] = False,
@@ -302,9 +347,12 @@ def export_command(
             "--save-merged and --save-merged-4bit exclude each other",
             hint="Unsloth writes one merged model per export: pass only one",
         )
-    from ..gguf.quants import parse_quant_list
-
-    parse_quant_list(quant)  # validate before any heavy work
+    if imatrix is not None and (backend == "unsloth" or mode == "adapter"):
+        raise UsageError(
+            "--imatrix works with the llama.cpp backend and --mode merged",
+            hint="drop --imatrix, or use --backend llama.cpp --mode merged",
+        )
+    imatrix_choice = check_imatrix_flags(quant, imatrix, calibration_data, eval_data)
     check_mode(mode, source)
     if not source.exists():  # before the toolchain (minutes on a fresh machine) is provisioned
         raise InputNotFoundError(f"{source} does not exist", path=source, hint="check the path")
@@ -323,9 +371,9 @@ def export_command(
         _check_unsloth_flags(chosen, save_merged_4bit=save_merged_4bit, **flags)
     if chosen == "unsloth" and measuring is not None:
         raise UsageError("--measure needs the llama.cpp backend", hint="add --backend llama.cpp")
-    if chosen == "unsloth" and (mode == "adapter" or base is not None):
+    if chosen == "unsloth" and (mode == "adapter" or base is not None or imatrix_choice):
         raise UsageError(
-            "--mode adapter and --base need the llama.cpp backend",
+            "--mode adapter, --base and --imatrix need the llama.cpp backend",
             hint="add --backend llama.cpp",
         )
     options = ExportOptions(
@@ -344,6 +392,7 @@ def export_command(
         load_in_4bit=load_in_4bit,
         load_in_8bit=load_in_8bit,
         measure=measuring,
+        imatrix=imatrix_choice,
     )
     settings = cli_settings()
     with RichProgress() as progress:

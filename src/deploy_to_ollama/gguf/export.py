@@ -18,7 +18,8 @@ from ..progress import NullProgress, ProgressReporter
 from ..resume import content_key, remove_stale_temps, stable_hash
 from ..settings import Settings
 from ._stamp import ExportStamp
-from .quants import QuantType, count_parameters, parse_quant_list
+from .imatrix import ImatrixChoice, find_llama_tool
+from .quants import QuantType, check_imatrix_needs, count_parameters, parse_quant_list
 from .request import ExportRequest, ExportResult, Mode
 from .routes import export_merged, requantize
 from .steps import GgufFile, gguf_file, gguf_filename, in_process_quantization, model_dtype
@@ -66,6 +67,7 @@ def export_gguf(
     settings: Settings | None = None,
     content_key: str | None = None,
     resolved: Any = None,
+    imatrix: ImatrixChoice | None = None,
 ) -> ExportResult:
     """Export ``source`` (adapter dir, merged model dir or GGUF) to GGUF file(s) in ``out_dir``.
 
@@ -88,6 +90,8 @@ def export_gguf(
             a direct caller gives none).
         content_key: the input's content key, when the caller already computed it.
         resolved: the ``ResolvedInput`` of ``source``, when the caller already resolved it.
+        imatrix: quantize with an importance matrix (``imatrix.parse_imatrix_option``); the
+            IQ types need one.
 
     Returns:
         The written files and conversion facts.
@@ -111,6 +115,7 @@ def export_gguf(
         quantizer=settings.quantizer,
         content_key=content_key,
         disk_reserve_bytes=settings.disk_reserve_bytes,
+        imatrix=imatrix,
     )
     return run_export(
         request,
@@ -154,7 +159,13 @@ def run_export(
     from ..inputs import resolve_input
 
     reporter = progress or NullProgress()
-    parse_quant_list(list(request.quants))  # names first: fail before any disk access
+    # names first: fail before any disk access
+    check_imatrix_needs(parse_quant_list(list(request.quants)), has_imatrix=bool(request.imatrix))
+    if request.imatrix is not None and request.mode == "adapter":
+        raise UsageError(
+            "--imatrix works with --mode merged only",
+            hint="drop --imatrix, or export with --mode merged",
+        )
     check_writable_dir(request.out_dir, what="--out")
     if resolved is None:
         # Config and tensors against config and base, before the toolchain (the callers that
@@ -188,6 +199,8 @@ def run_export(
     _check_space(request, resolved, todo)
     # The toolchain before the output folder: a missing toolchain leaves nothing behind.
     located = toolchain if isinstance(toolchain, Toolchain) else toolchain()
+    if request.imatrix is not None and request.imatrix.auto and todo:
+        find_llama_tool(located, "llama-imatrix")  # missing: exit 4 now, not after converting
     request.out_dir.mkdir(parents=True, exist_ok=True)
     if done:
         logger.info("continuing the export: %s already done", ", ".join(p.name for p in done))
@@ -285,6 +298,8 @@ def _fingerprint(
         "llama_cpp": LLAMA_CPP_COMMIT,
         "toolchain": toolchain_id,
     }
+    if request.imatrix is not None:  # absent otherwise: earlier stamps stay valid
+        options["imatrix"] = request.imatrix.fingerprint()
     return stable_hash(key, options)
 
 

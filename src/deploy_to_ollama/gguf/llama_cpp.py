@@ -320,8 +320,18 @@ def _worker_failure(
     return error
 
 
-def quantize_gguf(toolchain: Toolchain, source: Path, target: Path, quant: QuantType) -> Path:
+def quantize_gguf(
+    toolchain: Toolchain,
+    source: Path,
+    target: Path,
+    quant: QuantType,
+    *,
+    imatrix: Path | None = None,
+) -> Path:
     """Quantize ``source`` (f16/bf16/f32 GGUF) to ``quant`` at ``target`` with llama-quantize.
+
+    ``imatrix`` is passed as ``--imatrix`` as given (llama-quantize records the path string in
+    the GGUF's ``quantize.imatrix.file``).
 
     Raises:
         ConversionError: llama-quantize failed (last stderr lines in the error).
@@ -329,6 +339,7 @@ def quantize_gguf(toolchain: Toolchain, source: Path, target: Path, quant: Quant
     threads = str(max(1, os.cpu_count() or 1))
     command: list[str | Path] = [
         toolchain.quantize,
+        *(("--imatrix", str(imatrix)) if imatrix is not None else ()),
         *quant.quantize_args,
         source,
         "TMP",

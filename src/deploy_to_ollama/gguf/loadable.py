@@ -37,10 +37,14 @@ KNOWN_BUILDS: tuple[KnownBuild, ...] = (
         cannot_load=frozenset({"q4_0", "q4_k_m", "q4_k_s"}),
         can_load=frozenset(
             {"f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_0", "q5_1", "q4_1"}
-            | {"q3_k_m", "q2_k", "iq4_nl", "iq4_xs", "iq3_s", "iq3_m"}
+            | {"q3_k_m", "q2_k", "iq4_nl", "iq4_xs", "iq3_m", "iq3_s", "iq3_xs", "iq3_xxs"}
+            | {"iq2_m", "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s"}
         ),
-        # `python -m support.loadable_probe Q4_K_M Q4_0 IQ4_NL ...` on 2026-12-03; the IQ types
-        # were made without an imatrix (llama-quantize refuses IQ3_XXS and IQ2/IQ1 without one).
+        # `python -m support.loadable_probe Q4_K_M Q4_0 IQ4_NL ...` on 2026-12-03 (no imatrix),
+        # then `... loadable_probe --imatrix IQ4_XS IQ4_NL IQ3_M IQ3_S IQ3_XS IQ3_XXS IQ2_M IQ2_S
+        # IQ2_XS IQ2_XXS IQ1_M IQ1_S Q4_K_M` the same day: every IQ type created and answered
+        # (their mixes hold iq*/q2_K/q5_K/q6_K, IQ3_M also q4_K tensors); Q4_K_M failed again
+        # with HTTP 500 at the first prompt.
         how_known=(
             "`ollama create` succeeds, then the runner aborts on the first prompt (HTTP 500); "
             "measured on our test server"

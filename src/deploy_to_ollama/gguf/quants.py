@@ -35,6 +35,9 @@ class QuantType:
     """Extra llama-quantize flags (Unsloth's ``q2_k_l`` keeps embeddings/output at q8_0)."""
     llama_type: str = ""
     """The type llama-quantize takes when it differs from ``name.upper()``."""
+    needs_imatrix: bool = False
+    """Offered only with an importance matrix (``--imatrix``): the IQ types are designed
+    around one, and llama-quantize refuses the lowest of them without it."""
 
     @property
     def llama_name(self) -> str:
@@ -77,6 +80,45 @@ QUANT_TYPES: Mapping[str, QuantType] = {
             "q2_k with q8_0 embeddings/output (Unsloth): lossy but less so",
             ("--output-tensor-type", "q8_0", "--token-embedding-type", "q8_0"),
             "Q2_K",
+        ),
+        # The IQ types (bits per weight as tools/quantize/quantize.cpp lists them).
+        QuantType(
+            "iq4_nl", "quantize", 4.5, "4-bit non-linear; with an imatrix", needs_imatrix=True
+        ),
+        QuantType(
+            "iq4_xs",
+            "quantize",
+            4.25,
+            "smaller than q4_k_m, a bit more loss; with an imatrix",
+            needs_imatrix=True,
+        ),
+        QuantType("iq3_m", "quantize", 3.66, "3-bit mix; with an imatrix", needs_imatrix=True),
+        QuantType("iq3_s", "quantize", 3.44, "3-bit; with an imatrix", needs_imatrix=True),
+        QuantType("iq3_xs", "quantize", 3.3, "3-bit; with an imatrix", needs_imatrix=True),
+        QuantType(
+            "iq3_xxs", "quantize", 3.06, "3-bit, tight memory; with an imatrix", needs_imatrix=True
+        ),
+        QuantType(
+            "iq2_m", "quantize", 2.7, "2-bit mix: lossy; with an imatrix", needs_imatrix=True
+        ),
+        QuantType("iq2_s", "quantize", 2.5, "2-bit: lossy; with an imatrix", needs_imatrix=True),
+        QuantType("iq2_xs", "quantize", 2.31, "2-bit: lossy; with an imatrix", needs_imatrix=True),
+        QuantType(
+            "iq2_xxs", "quantize", 2.06, "2-bit: very lossy; with an imatrix", needs_imatrix=True
+        ),
+        QuantType(
+            "iq1_m",
+            "quantize",
+            1.75,
+            "1-bit: for huge models only; with an imatrix",
+            needs_imatrix=True,
+        ),
+        QuantType(
+            "iq1_s",
+            "quantize",
+            1.56,
+            "1-bit: for huge models only; with an imatrix",
+            needs_imatrix=True,
         ),
     )
 }
@@ -145,6 +187,29 @@ def parse_quant_list(value: str | Iterable[str], *, model_dtype: str = "bf16") -
     if not result:
         raise UsageError("no quant type given", hint="pass e.g. --quant q4_k_m")
     return result
+
+
+def check_imatrix_needs(quants: Iterable[QuantType], *, has_imatrix: bool) -> None:
+    """Refuse the IQ types when no importance matrix is given (before any heavy work).
+
+    >>> check_imatrix_needs([resolve_quant("iq4_xs")], has_imatrix=True)
+    >>> check_imatrix_needs([resolve_quant("q4_k_m"), resolve_quant("iq4_xs")], has_imatrix=False)
+    Traceback (most recent call last):
+    ...
+    deploy_to_ollama.errors.UsageError: iq4_xs needs an importance matrix
+
+    Raises:
+        UsageError: an IQ type without ``--imatrix`` (the hint says how to get one).
+    """
+    if has_imatrix:
+        return
+    needing = [q.name for q in quants if q.needs_imatrix]
+    if needing:
+        raise UsageError(
+            f"{', '.join(needing)} needs an importance matrix",
+            hint="add --imatrix auto (computed on --calibration-data, else a packaged text) "
+            "or --imatrix FILE (.dat or .gguf from llama-imatrix)",
+        )
 
 
 def count_parameters(model_dir: Path) -> int:

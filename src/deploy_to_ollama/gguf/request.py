@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .imatrix import Imatrix, ImatrixChoice
 from .steps import GgufFile
 
 Mode = Literal["merged", "adapter"]
@@ -30,6 +31,8 @@ class ExportRequest:
     """The input's content key when the caller computed it (``resume.content_key``)."""
     disk_reserve_bytes: int = 0
     """Free space to leave on the output's filesystem (``Settings.disk_reserve_bytes``)."""
+    imatrix: ImatrixChoice | None = None
+    """``--imatrix``: quantize with an importance matrix (computed or given)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,8 @@ class ExportResult:
     """True when an identical earlier export (same input bytes and options) was kept."""
     resumed: tuple[Path, ...] = ()
     """Files an interrupted run of the same export had finished, kept rather than remade."""
+    imatrix: Imatrix | None = None
+    """The importance matrix the quantized files were made with."""
 
     @property
     def path(self) -> Path:

@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import InputError, OutputExistsError
 from ..progress import ProgressReporter
 from ..resume import pid_tag
+from .imatrix import Imatrix, resolve_imatrix
 from .llama_cpp import quantize_gguf, special_token_ids, stage_model_dir
 from .quants import QuantType
 from .request import ExportRequest, ExportResult
@@ -32,6 +33,7 @@ def export_merged(
     tokenizer_dir = _tokenizer_dir(resolved)
     chat_template = resolved.chat_template  # the one reader's choice: adapter, then base
     merged_dir: Path | None = None
+    used: list[Imatrix] = []
     prefix = f".dto-export-{pid_tag()}-"  # a dead run's leftover is recognised by its PID
     with tempfile.TemporaryDirectory(prefix=prefix, dir=request.out_dir) as work_str:
         work = Path(work_str)
@@ -70,6 +72,8 @@ def export_merged(
             reporter,
             quantizer=request.quantizer,
             on_file=on_file,
+            imatrix=request.imatrix,
+            used_imatrix=used,
         )
     return ExportResult(
         files=tuple(files),
@@ -80,6 +84,7 @@ def export_merged(
         base_dir=Path(resolved.base_dir) if resolved.kind == "adapter" else None,
         pretokenizer_detected=facts.pretokenizer_detected if facts else None,
         max_buffered_tensors=facts.max_buffered_tensors if facts else 0,
+        imatrix=used[0] if used else None,
     )
 
 
@@ -126,6 +131,11 @@ def requantize(
     """A GGUF input: quantize it to each requested type (llama-quantize --allow-requantize)."""
     source = Path(resolved.path)
     files: list[GgufFile] = []
+    weights = None
+    if request.imatrix is not None:
+        reporter.start("imatrix", "imatrix", total=None)
+        weights = resolve_imatrix(request.imatrix, toolchain, source, request.out_dir, stem)
+        reporter.done("imatrix", f"imatrix: {weights.path.name}, {weights.entries} entries")
     for quant in quants:
         target = request.out_dir / gguf_filename(stem, quant.name)
         if target.resolve() == source.resolve():
@@ -134,12 +144,14 @@ def requantize(
             quant, quantize_args=("--allow-requantize", *quant.quantize_args)
         )
         reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
-        quantize_gguf(toolchain, source, target, requant)
+        quantize_gguf(toolchain, source, target, requant, imatrix=weights.path if weights else None)
         reporter.done(f"quantize-{quant.name}")
         files.append(gguf_file(target, quant.name))
         if on_file is not None:
             on_file(files[-1])
-    return ExportResult(files=tuple(files), name=stem, input_kind="gguf", chat_template=None)
+    return ExportResult(
+        files=tuple(files), name=stem, input_kind="gguf", chat_template=None, imatrix=weights
+    )
 
 
 __all__ = ["export_merged", "requantize"]

@@ -17,6 +17,7 @@ from typing import Literal
 
 from ..errors import ConversionError
 from ..progress import ProgressReporter
+from .imatrix import Imatrix, ImatrixChoice, resolve_imatrix
 from .llama_cpp import ConvertFacts, TokenIds, quantize_gguf, run_converter
 from .quants import QuantType
 from .toolchain import Toolchain
@@ -131,10 +132,20 @@ def convert_and_quantize(
     *,
     quantizer: str = "auto",
     on_file: OnFile | None = None,
+    imatrix: ImatrixChoice | None = None,
+    used_imatrix: list[Imatrix] | None = None,
 ) -> tuple[list[GgufFile], ConvertFacts | None]:
     """Converter types straight from the converter; the rest quantized in-process when the
     toolchain can (and ``quantizer`` is not ``llama-quantize``), else from one lossless
-    intermediate GGUF with llama-quantize. ``on_file`` hears of each finished file."""
+    intermediate GGUF with llama-quantize. ``on_file`` hears of each finished file.
+
+    With ``imatrix`` the quantized types always take the second route, llama-quantize
+    ``--imatrix``: the in-process planner (``llama_quant_compute_types``) plans as if there were
+    no imatrix, which changes the type mix of iq4_xs/iq4_nl/iq3_xxs/q4_0/q5_0, and
+    ``llama_model_quantize_params.imatrix`` is only read by llama.cpp's file-to-file
+    quantizer. ``auto`` needs the 16-bit GGUF on disk for llama-imatrix anyway. The imatrix
+    used is appended to ``used_imatrix``.
+    """
     files: list[GgufFile] = []
     facts: ConvertFacts | None = None
 
@@ -153,7 +164,7 @@ def convert_and_quantize(
         finished(gguf_file(target, quant.name))
         if quant.name == middle_type:
             middle = target
-    if via_quantize and in_process_quantization(toolchain, quantizer=quantizer):
+    if via_quantize and imatrix is None and in_process_quantization(toolchain, quantizer=quantizer):
         try:
             # One run for all of them: each tensor is read and merged once, quantized per type.
             targets = [out_dir / gguf_filename(stem, q.name) for q in via_quantize]
@@ -175,13 +186,37 @@ def convert_and_quantize(
         if middle is None:
             middle = work / gguf_filename(stem, middle_type)
             facts = convert(middle_type, middle)
+        weights = None
+        if imatrix is not None:
+            weights = _imatrix_step(imatrix, toolchain, middle, out_dir, stem, reporter, model_dir)
+            if used_imatrix is not None:
+                used_imatrix.append(weights)
         for quant in via_quantize:
             target = out_dir / gguf_filename(stem, quant.name)
             reporter.start(f"quantize-{quant.name}", f"quantize → {quant.name}", total=None)
-            quantize_gguf(toolchain, middle, target, quant)
+            quantize_gguf(
+                toolchain, middle, target, quant, imatrix=weights.path if weights else None
+            )
             reporter.done(f"quantize-{quant.name}", f"wrote {target.name}")
             finished(gguf_file(target, quant.name))
     return files, facts
+
+
+def _imatrix_step(
+    choice: ImatrixChoice,
+    toolchain: Toolchain,
+    model: Path,
+    out_dir: Path,
+    stem: str,
+    reporter: ProgressReporter,
+    tokenizer_dir: Path,
+) -> Imatrix:
+    label = "imatrix (llama-imatrix)" if choice.auto else f"imatrix check ({choice.file})"
+    reporter.start("imatrix", label, total=None)
+    weights = resolve_imatrix(choice, toolchain, model, out_dir, stem, tokenizer_dir=tokenizer_dir)
+    how = "computed" if weights.computed else "reused"
+    reporter.done("imatrix", f"imatrix {how}: {weights.path.name}, {weights.entries} entries")
+    return weights
 
 
 def in_process_quantization(toolchain: Toolchain, *, quantizer: str | None = None) -> bool:
