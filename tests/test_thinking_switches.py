@@ -381,3 +381,60 @@ def test_think_levels_map_onto_reasoning_effort(go_oracle: Any, name: str) -> No
 
 def test_no_think_level_where_the_jinja_prints_no_effort() -> None:
     assert "ThinkLevel" not in translate_template(_source(GLM_LIKE)).template
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["glm__zai-org-glm-5.1.json", "chatml__nvidia-nemotron-3-nano-30b-a3b-bf16.json"],
+)
+def test_thinking_and_tool_calls_verify_together(go_oracle: Any, name: str) -> None:
+    """GLM 5.1 opens a tool-call turn after the last user message with an empty reasoning
+    block, Nemotron 3 trims the reasoning block with the content before its tool calls: both
+    keep tools and thinking in one TEMPLATE, and Go renders every such claim as transformers."""
+    import json
+
+    from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
+    from deploy_to_ollama.chat_template.verify import json_equivalent
+    from support.go_oracle import to_ollama_api_messages
+    from support.shared import CHAT_TEMPLATES_DIR, require_shared
+
+    record = json.loads((require_shared(CHAT_TEMPLATES_DIR) / name).read_text(encoding="utf-8"))
+    source = TemplateSource(
+        template=record["jinja"],
+        origin=CHAT_TEMPLATES_DIR / name,
+        kind="jinja",
+        bos_token=record.get("bos_token") or "<s>",
+        eos_token=record.get("eos_token") or "</s>",
+    )
+    result = translate_template(source)
+    report = result.report
+    assert report.verified and report.tools_verified and report.thinking_verified
+    assert (tool_call_tag(result.template) or "").startswith("<tool_call>")
+    assert infer_thinking_tags(parse_template(result.template)) == ("<think>", "</think>")
+    probes = {p.id: p for p in load_probes()}
+    claims = [
+        c
+        for c in report.probes
+        if c.status == "match" and (probes[c.probe].needs_tools or probes[c.probe].needs_thinking)
+    ]
+    assert {"reasoning_tool_loop", "think_off", "tool_call_and_result"} <= {c.probe for c in claims}
+    cases = []
+    for claim in claims:
+        probe = probes[claim.probe]
+        case = {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(list(probe.messages)),
+            "system": result.system or "",
+            "think": probe.think,
+        }
+        if probe.tools:
+            case["tools"] = list(probe.tools)
+        cases.append(case)
+    for claim, go in zip(claims, go_oracle.run(cases), strict=True):
+        assert not go.failed, (claim.probe, go.error)
+        exp, act = strip_bos(claim.expected or "", go.output, source.bos_token)
+        if claim.tier == "exact":
+            assert exp == act, claim.probe
+        else:
+            assert json_equivalent(source, probes[claim.probe], claim.expected or "", act)

@@ -252,21 +252,28 @@ def _opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         )
         pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
         pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
-    elif tools is not None and tools.prefix_after_query:
-        # A turn with tool calls after the last user message opens like a final one.
-        final: list[Piece] = [Lit(shape.assistant_prefix_last)]
-        if shape.think is not None:
-            # With reasoning it opens like any turn (the reasoning block follows), as _prefix.
-            final = [Act(f"if {_thinking_cond(shape)}"), Lit(shape.assistant_prefix), Act("else")]
-            final += [Lit(shape.assistant_prefix_last), Act("end")]
-        pieces += [Act("$tq := .ToolCalls"), Act("if or $last (and $tq (gt $i $queryAt))")]
-        pieces += [*final, Act("else"), Lit(shape.assistant_prefix), Act("end")]
     elif shape.think is not None and shape.think.head is not None:
-        # Reasoning replaces part of the opening (GLM): the reasoning block carries it.
-        pieces += reasoning_pieces(shape, _thinking_cond(shape), _prefix(without_head(shape)))
+        # Reasoning replaces part of the opening (GLM): the reasoning block carries it, and
+        # a turn without reasoning opens with the rest, tool calls after the query included.
+        plain = _query_prefix(without_head(shape), tools)
+        pieces += reasoning_pieces(shape, _thinking_cond(shape), plain)
     else:
-        pieces += _prefix(shape)
+        pieces += _query_prefix(shape, tools)
     return pieces
+
+
+def _query_prefix(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
+    """The assistant prefix, where a turn with tool calls after the last user message opens
+    like a final one (GLM, Nemotron: an empty reasoning block)."""
+    if tools is None or not tools.prefix_after_query:
+        return _prefix(shape)
+    final: list[Piece] = [Lit(shape.assistant_prefix_last)]
+    if shape.think is not None:
+        # With reasoning it opens like any turn (the reasoning block follows), as _prefix.
+        final = [Act(f"if {_thinking_cond(shape)}"), Lit(shape.assistant_prefix), Act("else")]
+        final += [Lit(shape.assistant_prefix_last), Act("end")]
+    pieces: list[Piece] = [Act("$tq := .ToolCalls"), Act("if or $last (and $tq (gt $i $queryAt))")]
+    return [*pieces, *final, Act("else"), Lit(shape.assistant_prefix), Act("end")]
 
 
 def _after_query_scan(tools: ToolShape | None) -> list[Piece]:

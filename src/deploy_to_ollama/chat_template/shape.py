@@ -51,6 +51,9 @@ class ThinkShape:
     dropped: str | None = None
     """What an earlier turn whose reasoning is dropped prints instead of the rest of the
     opening, where that differs from a turn without reasoning (``head`` readings only)."""
+    after_calls: str | None = None
+    """``after`` less its trailing whitespace, for a turn with tool calls and no content
+    (Nemotron trims reasoning and content together; ``head`` readings only)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,17 @@ def infer_reasoning(source: TemplateSource, shape: TemplateShape) -> ThinkShape 
     return _shared_header(render, shape, switch)
 
 
+def reasoning_readings(think: ThinkShape) -> list[ThinkShape]:
+    """``think``, then the other reading of whitespace between the reasoning and tool calls:
+    a turn with tool calls and no content may print ``after`` less its trailing whitespace
+    (Nemotron 3 trims the reasoning block with the content). Sentinel renders cannot tell
+    the two apart without the tool-call text, so verification decides."""
+    cut = think.after.rstrip()
+    if think.head is None or cut == think.after:
+        return [think]
+    return [think, replace(think, after_calls=cut)]
+
+
 def _renderer(source: TemplateSource) -> Render:
     from .hf_render import render_hf
 
@@ -197,8 +208,16 @@ def reasoning_pieces(shape: TemplateShape, cond: str, prefix: list[Piece]) -> li
     of the plain opening (``prefix``, built from the shape without the header)."""
     think = shape.think
     assert think is not None and think.head is not None
-    pieces: list[Piece] = [Lit(think.head), Act(f"if {cond}"), Lit(think.before)]
-    pieces += [Act(".Thinking"), Lit(think.after)]
+    pieces: list[Piece] = [Lit(think.head), Act(f"if {cond}")]
+    if think.after_calls is None:
+        pieces += [Lit(think.before), Act(".Thinking"), Lit(think.after)]
+    else:
+        # $tw, a variable: Ollama takes its tool-call tag from the first `if` on .ToolCalls;
+        # its thinking tags are the texts that open and close the innermost list around
+        # .Thinking (thinking/template.go), so each branch is text, .Thinking, text.
+        pieces += [Act("$tw := .ToolCalls"), Act("if and $tw (not .Content)")]
+        pieces += [Lit(think.before), Act(".Thinking"), Lit(think.after_calls), Act("else")]
+        pieces += [Lit(think.before), Act(".Thinking"), Lit(think.after), Act("end")]
     if think.dropped is not None:
         pieces += [Act("else if .Thinking"), Lit(think.dropped)]
     return [*pieces, Act("else"), *prefix, Act("end")]
@@ -248,6 +267,7 @@ __all__ = [
     "generation_text",
     "infer_reasoning",
     "reasoning_pieces",
+    "reasoning_readings",
     "switch_name",
     "switch_pieces",
     "think_kwargs",

@@ -22,7 +22,7 @@ from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .system_variants import system_variants
-from .thinking import infer_reasoning
+from .thinking import infer_reasoning, reasoning_readings
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
@@ -184,10 +184,14 @@ def _add_tools(
     if shape is None or think is None:
         return extended
     with_tools = isinstance(translated, TranslatedTemplate)
-    thinking_shape = replace(shape, think=think)
-    return _with_thinking(
-        source, thinking_shape, index, extended, refs, tools, with_tools=with_tools
-    )
+    for reading in reasoning_readings(think):
+        thinking_shape = replace(shape, think=reading)
+        attempt = _with_thinking(
+            source, thinking_shape, index, extended, refs, tools, with_tools=with_tools
+        )
+        if attempt is not extended:
+            return attempt
+    return extended
 
 
 def _with_thinking(
