@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .emit_opening import after_query_scan, last_query, opening, reasoning
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
 from .system_variants import absent_system_default, hoisted_system, system_content
-from .thinking import generation_text, reasoning_pieces, switch_pieces, without_head
+from .thinking import generation_text, switch_pieces
 from .tool_shape import Loop, ToolShape
 
 
@@ -187,8 +188,8 @@ def _emit_header(
     pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
-    pieces += _after_query_scan(tools)
-    pieces += _last_query(shape)
+    pieces += after_query_scan(tools)
+    pieces += last_query(shape)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
     pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
@@ -207,13 +208,13 @@ def _emit_header(
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    opening = _opening(shape, tools)
+    opens = opening(shape, tools)
     if tools is not None and tools.bare_after_results:
         # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
-        opening = [Act('if ne $prevRole "tool"'), *opening, Act("end")]
-    pieces += opening
+        opens = [Act('if ne $prevRole "tool"'), *opens, Act("end")]
+    pieces += opens
     if shape.think is None or shape.think.head is None:
-        pieces += _reasoning(shape)
+        pieces += reasoning(shape)
     if tools is not None and tools.content_dropped:
         content = _content(".Content", shape.trim("assistant"), "a")
         pieces += [Act("$tc := .ToolCalls"), Act("if not $tc"), *content, Act("end")]
@@ -236,79 +237,6 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
             pieces += [Act("if $last"), *_named(suffix_last), Act("else"), *_named(suffix)]
             pieces += [Act("end")]
     pieces += [Act("end"), Act("end")]
-    return pieces
-
-
-def _opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
-    """The assistant prefix, as a turn with tool calls may open differently."""
-    pieces: list[Piece] = []
-    if tools is not None and tools.opening is not None:
-        # A turn with tool calls opens with its own text after a shared part; $tc (a
-        # variable) keeps Ollama's tag search on the later `if .ToolCalls`.
-        rest = replace(
-            shape,
-            assistant_prefix=shape.assistant_prefix[tools.opening :],
-            assistant_prefix_last=shape.assistant_prefix_last[tools.opening :],
-        )
-        pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
-        pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
-    elif shape.think is not None and shape.think.head is not None:
-        # Reasoning replaces part of the opening (GLM): the reasoning block carries it, and
-        # a turn without reasoning opens with the rest, tool calls after the query included.
-        plain = _query_prefix(without_head(shape), tools)
-        pieces += reasoning_pieces(shape, _thinking_cond(shape), plain)
-    else:
-        pieces += _query_prefix(shape, tools)
-    return pieces
-
-
-def _query_prefix(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
-    """The assistant prefix, where a turn with tool calls after the last user message opens
-    like a final one (GLM, Nemotron: an empty reasoning block)."""
-    if tools is None or not tools.prefix_after_query:
-        return _prefix(shape)
-    final: list[Piece] = [Lit(shape.assistant_prefix_last)]
-    if shape.think is not None:
-        # With reasoning it opens like any turn (the reasoning block follows), as _prefix.
-        final = [Act(f"if {_thinking_cond(shape)}"), Lit(shape.assistant_prefix), Act("else")]
-        final += [Lit(shape.assistant_prefix_last), Act("end")]
-    pieces: list[Piece] = [Act("$tq := .ToolCalls"), Act("if or $last (and $tq (gt $i $queryAt))")]
-    return [*pieces, *final, Act("else"), Lit(shape.assistant_prefix), Act("end")]
-
-
-def _after_query_scan(tools: ToolShape | None) -> list[Piece]:
-    """``$queryAt``: index of the last user message, where turns with tool calls after it
-    open differently."""
-    if tools is None or not tools.prefix_after_query:
-        return []
-    return [
-        Act("$queryAt := -1"),
-        Act("range $i, $m := .Messages"),
-        Act('if eq $m.Role "user"'),
-        Act("$queryAt = $i"),
-        Act("end"),
-        Act("end"),
-    ]
-
-
-def _prefix(shape: TemplateShape) -> list[Piece]:
-    """The assistant prefix (its own variant when the turn is a prefilled last one)."""
-    pieces: list[Piece] = []
-    if shape.assistant_prefix_last != shape.assistant_prefix and shape.think is not None:
-        # A prefilled turn with reasoning opens like any turn; without, as observed.
-        pieces += [Act("if $last"), Act(f"if {_thinking_cond(shape)}")]
-        pieces += [Lit(shape.assistant_prefix), Act("else"), Lit(shape.assistant_prefix_last)]
-        pieces += [Act("end"), Act("else"), Lit(shape.assistant_prefix), Act("end")]
-    elif shape.assistant_prefix_last != shape.assistant_prefix:
-        pieces += [
-            Act("if $last"),
-            Lit(shape.assistant_prefix_last),
-            Act("else"),
-            Lit(shape.assistant_prefix),
-            Act("end"),
-        ]
-    else:
-        pieces += [Lit(shape.assistant_prefix)]
     return pieces
 
 
@@ -379,12 +307,12 @@ def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
     """A tool result; consecutive results share the opening and closing the Jinja prints."""
     if tools.results_dropped:
         last: list[Piece] = [Lit(generation_text(shape, _plain(tools.result_close_last)))]
-        last += _think_switch(shape)
+        last += switch_pieces(shape)
         return [Act('else if eq .Role "tool"'), Act("if $last"), *last, Act("end")]
     pieces: list[Piece] = [Act('else if eq .Role "tool"'), Act('if ne $prevRole "tool"')]
     pieces += [Lit(_plain(tools.result_open)), Act("end"), *tools.result, Act("if $last")]
     pieces += [Lit(generation_text(shape, _plain(tools.result_close_last)))]
-    pieces += _think_switch(shape)
+    pieces += switch_pieces(shape)
     pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "tool"')]
     pieces += [Lit(_plain(tools.result_glue))]
     if tools.result_close_user is not None:
@@ -423,8 +351,8 @@ def _emit(
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
-    pieces += _after_query_scan(tools)
-    pieces += _last_query(shape)
+    pieces += after_query_scan(tools)
+    pieces += last_query(shape)
     if last_user is not None:
         pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
         pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
@@ -517,52 +445,11 @@ def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
 def _user_tail(shape: TemplateShape) -> list[Piece]:
     last = shape.user_suffix_last + shape.generation_prompt
     if shape.think is not None and shape.think.off:
-        switch = [Lit(generation_text(shape, last)), *_think_switch(shape)]
+        switch = [Lit(generation_text(shape, last)), *switch_pieces(shape)]
         return [Act("if $last"), *switch, Act("else"), Lit(shape.user_suffix), Act("end")]
     if last == shape.user_suffix:
         return [Lit(shape.user_suffix)]
     return [Act("if $last"), Lit(last), Act("else"), Lit(shape.user_suffix), Act("end")]
-
-
-def _think_switch(shape: TemplateShape) -> list[Piece]:
-    """After the generation prompt: what the Jinja prints for thinking off (and on)."""
-    return switch_pieces(shape)
-
-
-def _reasoning(shape: TemplateShape) -> list[Piece]:
-    """An assistant turn's reasoning; ``.Thinking`` inside the messages loop is also where
-    Ollama reads the thinking tags from (ollama/ollama ``thinking/template.go``)."""
-    think = shape.think
-    if think is None:
-        return []
-    cond = _thinking_cond(shape)
-    return [Act(f"if {cond}"), Lit(think.before), Act(".Thinking"), Lit(think.after), Act("end")]
-
-
-def _thinking_cond(shape: TemplateShape) -> str:
-    """When a turn's reasoning prints: always, only for the last message, or only after the
-    last user message (as the Jinja was seen to do)."""
-    think = shape.think
-    if think is not None and think.earlier:
-        return ".Thinking"
-    if think is not None and think.last_only:
-        return "and .Thinking $last"
-    return "and .Thinking (gt $i $lastQuery)"
-
-
-def _last_query(shape: TemplateShape) -> list[Piece]:
-    """``$lastQuery``: index of the last user message, for templates that drop reasoning of
-    the turns before it."""
-    if shape.think is None or shape.think.earlier or shape.think.last_only:
-        return []
-    return [
-        Act("$lastQuery := -1"),
-        Act("range $i, $m := .Messages"),
-        Act('if eq $m.Role "user"'),
-        Act("$lastQuery = $i"),
-        Act("end"),
-        Act("end"),
-    ]
 
 
 def _system_slot_scan(mode: str) -> list[Piece]:
