@@ -93,6 +93,28 @@ def test_thinking_cases_only_where_the_jinja_reads_enable_thinking() -> None:
     ]  # fmt: skip
 
 
+def test_thinking_cases_use_the_switch_the_go_path_maps_think_onto() -> None:
+    """Command-A reads ``reasoning``: the native cases send ``think`` under that name (as
+    ``verify_native`` passes ``switch_name``), and transformers gets the same setting back."""
+    from deploy_to_ollama.chat_template.thinking import switch_name
+
+    template = CHATML + "{% if reasoning is defined and not reasoning %}</think>{% endif %}"
+    source = TemplateSource(
+        template=template, origin=Path("t.jinja"), kind="jinja", bos_token="<s>", eos_token="</s>"
+    )
+    assert switch_name(source) == "reasoning"
+    cases = native_cases(template, switch=switch_name(source))
+    thinking = [c for c in cases if c.kwargs]
+    packaged = [(p.id, {"reasoning": p.think}) for p in load_probes() if p.think is not None]
+    assert [(c.id, dict(c.kwargs)) for c in thinking] == [
+        *packaged,
+        ("think_true", {"reasoning": True}), ("think_false", {"reasoning": False}),
+    ]  # fmt: skip
+    assert [c.reference_probe.think for c in thinking[-2:]] == [True, False]
+    # The old fixed name finds nothing to switch in this template.
+    assert not [c for c in native_cases(template) if c.kwargs]
+
+
 # ------------------------------------------------------------ real llama-server (slow)
 
 

@@ -33,6 +33,7 @@ from ..gguf.llama_server import (
 )
 from .probes import Probe, load_probes
 from .source import TemplateSource
+from .thinking import switch_name
 from .verify import first_difference, json_equivalent, strip_bos
 
 Status = Literal["match", "differs", "skipped"]
@@ -52,12 +53,14 @@ class NativeCase:
     id: str
     probe: Probe
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    switch: str = "enable_thinking"
+    """The Jinja variable that carries ``think`` (``thinking.switch_name``)."""
 
     @property
     def reference_probe(self) -> Probe:
-        """The probe as transformers renders this case: its ``enable_thinking`` as ``think``
+        """The probe as transformers renders this case: its thinking switch as ``think``
         (how the Go path's verifier passes the kwarg), none where the case sends none."""
-        return replace(self.probe, think=self.kwargs.get("enable_thinking"))
+        return replace(self.probe, think=self.kwargs.get(self.switch))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,20 +151,28 @@ class NativeUnavailable:
         return {"available": False, "verified": False, "reason": self.reason}
 
 
-def native_cases(template: str, probes: Sequence[Probe] | None = None) -> tuple[NativeCase, ...]:
-    """Every probe, plus think on/off variants where the Jinja reads ``enable_thinking``.
+def native_cases(
+    template: str, probes: Sequence[Probe] | None = None, *, switch: str = "enable_thinking"
+) -> tuple[NativeCase, ...]:
+    """Every probe, plus think on/off variants where the Jinja reads its thinking switch.
 
-    Without the kwarg each engine uses its own default (transformers: undefined; llama-server:
-    its ``enable_thinking`` setting), which is itself a thing to prove.
+    ``switch``: the variable ``think`` maps onto, as the Go path's verifier passes it
+    (``thinking.switch_name``: ``reasoning`` for Command-A), so both paths prove the same
+    setting. Without the kwarg each engine uses its own default (transformers: undefined;
+    llama-server: its ``enable_thinking`` setting), which is itself a thing to prove.
     """
     suite = tuple(probes or load_probes())
-    reads = "enable_thinking" in template
-    # A probe that sets ``think`` sends it as ``enable_thinking`` where the Jinja reads it.
-    cases = [NativeCase(p.id, p, dict(p.template_kwargs) if reads else {}) for p in suite]
+    reads = switch in template
+
+    def kwargs(*, think: bool | None) -> dict[str, Any]:
+        return {} if think is None or not reads else {switch: think}
+
+    # A probe that sets ``think`` sends it as the switch where the Jinja reads it.
+    cases = [NativeCase(p.id, p, kwargs(think=p.think), switch) for p in suite]
     base = next((p for p in suite if p.id == _THINK_BASE), None)
     if base is not None and reads:
         cases += [
-            NativeCase(f"think_{str(on).lower()}", base, {"enable_thinking": on})
+            NativeCase(f"think_{str(on).lower()}", base, kwargs(think=on), switch)
             for on in (True, False)
         ]
     return tuple(cases)
@@ -207,7 +218,7 @@ def verify_native(
         with server:
             # The GGUF we wrote has the real vocabulary: llama.cpp's own tokenizer can check tokens.
             encode = server.tokenize if gguf is not None else None
-            cases = native_cases(source.template, probes)
+            cases = native_cases(source.template, probes, switch=switch_name(source))
             report = render_and_compare(server, source, cases, encode=encode)
         server.log.unlink(missing_ok=True)  # kept only when the server failed
         return report
