@@ -67,6 +67,9 @@ class ToolShape:
     content_after: int | None = None
     """The content prints after the calls (Gemma 4), this many characters into the text that
     follows the last call; None when it prints before them."""
+    content_after_results: str | None = None
+    """The content prints after the last of the results that follow the calls, then this
+    text (Gemma 4's ``<tool_response|>content<turn|>``); None when it prints elsewhere."""
     content_always: bool = False
     """``content_pre``/``content_post`` wrap the content of a turn with calls even when empty."""
     results_dropped: bool = False
@@ -256,7 +259,10 @@ def _tool_parts(
     body = calls.before + calls.item_text + calls.after
     suffix_at = len(rest) - len(body)
     calls_text = calls.before + calls.item_text
-    if at < 0 and with_content == one:
+    after_results = _content_after_results(regions)
+    if at < 0 and with_content == one and after_results is not None:
+        parts = replace(parts, content_after_results=after_results)
+    elif at < 0 and with_content == one:
         parts = replace(parts, content_dropped=True)
     elif (
         at >= len(calls_text)
@@ -276,6 +282,17 @@ def _tool_parts(
     else:
         parts = replace(parts, content_pre=with_content[:at], content_post=rest[:suffix_at])
     return _with_results(source, shape, parts, calls.after, regions)
+
+
+def _content_after_results(regions: _Regions) -> str | None:
+    """The text after the content when the Jinja template prints an assistant's content only
+    after the tool results that answer its calls, with nothing else changed; else None."""
+    plain, with_content = regions.calls[1, ""], regions.calls.get((1, CONTENT))
+    if with_content is None or not with_content.startswith(plain + CONTENT):
+        return None
+    if extent(plain, mentions(RESULTS[0]))[0] < 0:
+        return None
+    return with_content[len(plain) + len(CONTENT) :]
 
 
 def _results_dropped(
