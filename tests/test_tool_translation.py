@@ -274,3 +274,57 @@ def test_calls_without_a_tag_give_an_empty_tag_not_the_glue(go_oracle: Any) -> N
     assert "}, {" in (calls["parallel_tool_calls"].expected or "")
     (go,) = go_oracle.run([{"kind": "tooltag", "template": result.template}])
     assert tool_call_tag(result.template) == "" == go.output
+
+
+# Gemma 4 style: the results print inside the model turn right after its calls, and the
+# turn's content only after them (then the end of the turn); no new turn after results.
+GEMMA4_LIKE = (
+    "{% if tools %}<|turn>system\n{% for t in tools %}<|tool>{{ t.function.name }}:"
+    "{{ t.function.description }}<tool|>{% endfor %}<turn|>\n{% endif %}"
+    "{%- set ns = namespace(prev='') -%}"
+    "{%- for m in messages -%}"
+    "{%- if m.role == 'user' -%}<|turn>user\n{{ m.content }}<turn|>\n{% set ns.prev = 'user' %}"
+    "{%- elif m.role == 'assistant' -%}"
+    "{%- if ns.prev != 'tool' %}<|turn>model\n{% endif -%}"
+    "{%- if m.tool_calls -%}"
+    "{%- for c in m.tool_calls %}<|tool_call>call:{{ c.function.name }}"
+    "{{ c.function.arguments | tojson }}<tool_call|>{% endfor -%}"
+    "{%- set scan = namespace(stop=false) -%}"
+    "{%- for k in range(loop.index0 + 1, messages | length) -%}"
+    "{%- if scan.stop or messages[k].role != 'tool' %}{% set scan.stop = true %}"
+    "{%- else %}<|tool_response>{{ messages[k].name }}:{{ messages[k].content }}"
+    "<tool_response|>{% endif -%}"
+    "{%- endfor -%}"
+    "{%- set ns.prev = 'tool' -%}"
+    "{%- if m.content %}{{ m.content }}<turn|>\n{% endif -%}"
+    "{%- else %}{{ m.content }}<turn|>\n{% set ns.prev = 'assistant' %}{% endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt and ns.prev != 'tool' %}<|turn>model\n{% endif -%}"
+)
+
+
+def test_content_printed_after_the_results_is_kept_there(go_oracle: Any) -> None:
+    from support.go_oracle import to_ollama_api_messages
+
+    result = translate_template(_source(GEMMA4_LIKE))
+    calls = _tool_probes(result)
+    assert result.report.tools_verified
+    with_content = calls["tool_call_with_content"]
+    assert with_content.status == "match"
+    assert (with_content.expected or "").endswith("<tool_response|>Let me check.<turn|>\n")
+    probes = {p.id: p for p in load_probes()}
+    checked = [p for p in calls.values() if p.status == "match"]
+    cases = [
+        {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
+            "tools": list(probes[c.probe].tools) or None,
+            "system": result.system or "",
+        }
+        for c in checked
+    ]
+    for claim, go in zip(checked, go_oracle.run(cases), strict=True):
+        assert not go.failed, (claim.probe, go.error)
+        assert go.output == claim.actual, claim.probe

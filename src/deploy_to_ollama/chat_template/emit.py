@@ -188,6 +188,7 @@ def _emit_header(
     pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _call_content_decl(tools)
     pieces += after_query_scan(tools)
     pieces += last_query(shape)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
@@ -215,9 +216,12 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     pieces += opens
     if shape.think is None or shape.think.head is None:
         pieces += reasoning(shape)
-    if tools is not None and tools.content_dropped:
+    if tools is not None and (tools.content_dropped or tools.content_after_results is not None):
         content = _content(".Content", shape.trim("assistant"), "a")
         pieces += [Act("$tc := .ToolCalls"), Act("if not $tc"), *content, Act("end")]
+        if tools.content_after_results is not None:
+            # Printed after the results that answer these calls (Gemma 4).
+            pieces += [Act("if $tc"), Act("$callContent = .Content"), Act("end")]
         pieces += _calls(shape, tools, tools.calls, content=False)
     elif tools is not None and tools.calls is not None:
         pieces += _calls(shape, tools, tools.calls)
@@ -311,15 +315,41 @@ def _results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
         return [Act('else if eq .Role "tool"'), Act("if $last"), *last, Act("end")]
     pieces: list[Piece] = [Act('else if eq .Role "tool"'), Act('if ne $prevRole "tool"')]
     pieces += [Lit(_plain(tools.result_open)), Act("end"), *tools.result, Act("if $last")]
-    pieces += [Lit(generation_text(shape, _plain(tools.result_close_last)))]
-    pieces += switch_pieces(shape)
+    pieces += [*_close_last(shape, tools), *switch_pieces(shape)]
     pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "tool"')]
     pieces += [Lit(_plain(tools.result_glue))]
     if tools.result_close_user is not None:
         pieces += [Act('else if eq (index (slice $.Messages $i) 1).Role "user"')]
-        pieces += [Lit(_plain(tools.result_close_user))]
-    pieces += [Act("else"), Lit(_plain(tools.result_close))]
+        pieces += [Lit(_plain(tools.result_close_user)), *_after_results(shape, tools)]
+    pieces += [Act("else"), Lit(_plain(tools.result_close)), *_after_results(shape, tools)]
     return [*pieces, Act("end")]
+
+
+def _call_content_decl(tools: ToolShape | None) -> list[Piece]:
+    """``$callContent``: the content of the last turn with tool calls, where the Jinja
+    template prints it after the results."""
+    if tools is None or tools.content_after_results is None:
+        return []
+    return [Act('$callContent := ""')]
+
+
+def _after_results(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
+    """The content of the turn with the calls, after the last of their results (Gemma 4)."""
+    if tools.content_after_results is None:
+        return []
+    text = _content("$callContent", shape.trim("assistant"), "r")
+    return [Act("if $callContent"), *text, Lit(_plain(tools.content_after_results)), Act("end")]
+
+
+def _close_last(shape: TemplateShape, tools: ToolShape) -> list[Piece]:
+    """After a tool result that ends the conversation: its close, the content of the turn
+    with the calls where the Jinja template prints it there, then the generation prompt."""
+    text = generation_text(shape, _plain(tools.result_close_last))
+    close = _plain(tools.result_close)
+    if tools.content_after_results is None or not text.startswith(close):
+        return [Lit(text), *_after_results(shape, tools)]
+    rest = text[len(close) :]
+    return [Lit(close), *_after_results(shape, tools), *([Lit(rest)] if rest else [])]
 
 
 def _named(text: str) -> list[Piece]:
@@ -351,6 +381,7 @@ def _emit(
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
+    pieces += _call_content_decl(tools)
     pieces += after_query_scan(tools)
     pieces += last_query(shape)
     if last_user is not None:

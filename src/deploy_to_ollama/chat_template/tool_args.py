@@ -238,7 +238,10 @@ def per_argument(
     """Calls whose arguments print one by one: the argument list read off a call with one
     argument and with two, then the calls read off as usual around it (``tool_shape``'s
     regions and call reading, imported here to keep the modules apart)."""
-    from .tool_shape import CALLS, _call_conv, _region, _render, _tool_parts
+    from .tool_sentinels import CALLS
+    from .tool_sentinels import call_conv as _call_conv
+    from .tool_sentinels import render as _render
+    from .tool_shape import _region, _tool_parts
 
     one = regions.calls.get((1, ""))
 

@@ -66,7 +66,7 @@ def property_loop(source: TemplateSource) -> ItemLoop | None:
     """The per-property loop, read off tool ``a`` with one property and with two (no
     ``required`` list, so a property name is printed only where its item is)."""
     from .shape import U1
-    from .tool_shape import _render
+    from .tool_sentinels import render as _render
 
     user = [{"role": "user", "content": U1}]
     one = _render(source, user, tools=[_tool("a", required=False)], gen=True)
@@ -114,7 +114,7 @@ def _type_table(source: TemplateSource, one: str, shown: str) -> dict[str, str]:
     """How each JSON schema type prints where the sentinel type printed as ``shown``; a type
     whose rendering changes more than that one word is left out (printed as Go does)."""
     from .shape import U1
-    from .tool_shape import _render
+    from .tool_sentinels import render as _render
 
     at = one.find(shown)
     before, after = one[:at], one[at + len(shown) :]
@@ -135,7 +135,8 @@ def definitions(
     """(tool-list loop, lead) for a Jinja template that prints parameters one by one; the
     lead is rendered with the same sentinel tool, so the loop's item text is found in it."""
     from .shape import SYS, U1
-    from .tool_shape import _render, _tool_subst, tool_lead
+    from .tool_defs import tool_lead, tool_subst
+    from .tool_sentinels import render as _render
 
     props = property_loop(source)
     if props is None:
@@ -156,7 +157,7 @@ def definitions(
         return None
     subst = []
     for tool, tag in zip(tools, "ab", strict=True):
-        strings, values = _tool_subst(tool, "$t")
+        strings, values = tool_subst(tool, "$t")
         params = tool["function"]["parameters"]
         values = [*values, (params["required"], "$t.Function.Parameters.Required")]
         subst.append(({**strings, _placeholder(tag): PROPS_ACT, _req(tag): REQUIRED_ACT}, values))
@@ -194,7 +195,7 @@ def _required_block(source: TemplateSource, props: ItemLoop) -> tuple[str, ItemL
     required names one by one and only when there are some (Qwen3-Coder's ``[`a`, `b`]``);
     None where it does not (a ``tojson`` list is rebuilt by ``json`` instead)."""
     from .shape import U1
-    from .tool_shape import _render
+    from .tool_sentinels import render as _render
 
     user = [{"role": "user", "content": U1}]
     texts: list[str] = []
@@ -256,7 +257,7 @@ def prints_other_fields(source: TemplateSource) -> bool:
     description (an ``enum`` here), or prints some type as more than a changed word (Gemma 4's
     ``object``): the per-property loop prints only a type name and a description."""
     from .shape import U1
-    from .tool_shape import _render
+    from .tool_sentinels import render as _render
 
     user = [{"role": "user", "content": U1}]
     one = _render(source, user, tools=[_tool("a", required=False)], gen=True)

@@ -1,67 +1,28 @@
-"""Infer how a Jinja template prints tool definitions, tool calls and tool results, as loops.
+"""Infer how a Jinja template prints tool calls and tool results, as loops.
 
-We render sentinel tools, calls and results one and two at a time with ``tojson`` output
-marked, and read each list off as a loop: the text before the first item, the item (its
-sentinels replaced by Go expressions, its JSON values by Ollama's ``json``), the glue between
-items and the text after. No family table: a layout never seen before goes through the same
-inference, and what it yields still has to verify.
+We render the sentinel calls and results (:mod:`.tool_sentinels`) one and two at a time with
+``tojson`` output marked, and read each list off as a loop: the text before the first item,
+the item (its sentinels replaced by Go expressions, its JSON values by Ollama's ``json``), the
+glue between items and the text after. No family table: a layout never seen before goes
+through the same inference, and what it yields still has to verify. The tool definitions,
+printed once per conversation, are :mod:`.tool_defs`'s.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import TemplateRenderError
-from .gotext import Act, Lit, Piece
-from .loops import Loop, extent, infer_loop, json_pieces, mentions, single_loop, spans
-from .shape import SYS, U1, U2, TemplateShape
+from .gotext import Piece
+from .loops import Loop, extent, infer_loop, mentions, single_loop
+from .shape import U1, U2, TemplateShape
 from .source import TemplateSource
 from .tool_args import ARGS_ACT, ArgumentLoop, per_argument, placeholder, splice
-
-#: Sentinel tools: names must not be prefixes of one another.
-TOOLS = tuple(
-    {
-        "type": "function",
-        "function": {
-            "name": f"Zqtool{tag}name",
-            "description": f"Zqtool{tag}desc",
-            "parameters": {
-                "type": "object",
-                "properties": {f"zqarg{tag}": {"type": "string", "description": f"Zqarg{tag}doc"}},
-                "required": [f"zqarg{tag}"],
-            },
-        },
-    }
-    for tag in "ab"
-)
-#: Sentinel calls; ids are 9 alphanumerics (Mistral templates reject anything else).
-CALLS = tuple(
-    {
-        "id": f"Zqcallid{tag}",
-        "type": "function",
-        "function": {"name": f"Zqcall{tag}name", "arguments": {f"zqkey{tag}": f"Zqcallval{tag}"}},
-    }
-    for tag in "ab"
-)
-#: Sentinel results answering ``CALLS``.
-RESULTS = tuple(
-    {
-        "role": "tool",
-        "content": f"Zqresult{tag}",
-        "name": f"Zqresname{tag}",
-        "tool_call_id": f"Zqresid{tag}0",
-    }
-    for tag in "ab"
-)
-CONTENT = "Zqcallcontent"
-#: The assistant's answer after tool results.
-A2 = "Zqasstfinal"
-
-#: Go expression for each sentinel string of tool ``k``.
-_TOOL_TEXT = {"name": ".Function.Name", "description": ".Function.Description"}
+from .tool_defs import definitions_loop, last_user_insertion, tool_lead
+from .tool_sentinels import A2, CALLS, CONTENT, RESULTS, TOOLS
+from .tool_sentinels import call_conv as _call_conv
+from .tool_sentinels import render as _render
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +67,9 @@ class ToolShape:
     content_after: int | None = None
     """The content prints after the calls (Gemma 4), this many characters into the text that
     follows the last call; None when it prints before them."""
+    content_after_results: str | None = None
+    """The content prints after the last of the results that follow the calls, then this
+    text (Gemma 4's ``<tool_response|>content<turn|>``); None when it prints elsewhere."""
     content_always: bool = False
     """``content_pre``/``content_post`` wrap the content of a turn with calls even when empty."""
     results_dropped: bool = False
@@ -119,42 +83,6 @@ class ToolShape:
         return bool(self.result) or self.results_dropped
 
 
-def _render(
-    source: TemplateSource,
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    tools: Sequence[Mapping[str, Any]] | None = None,
-    gen: bool,
-) -> str | None:
-    from .hf_render import render_hf
-
-    try:
-        return render_hf(
-            source.template,
-            messages,
-            tokens=source.template_variables(),
-            tools=tools,
-            add_generation_prompt=gen,
-            continue_final_message=False,
-            mark_json=True,
-        )
-    except TemplateRenderError:
-        return None
-
-
-def _tool_subst(tool: Mapping[str, Any], var: str) -> tuple[dict[str, str], list[tuple[Any, str]]]:
-    function = tool["function"]
-    strings = {function[key]: f"{var}{expr}" for key, expr in _TOOL_TEXT.items()}
-    params = function["parameters"]
-    values = [
-        (dict(tool), var),
-        (dict(function), f"{var}.Function"),
-        (params, f"{var}.Function.Parameters"),
-        (params["properties"], f"{var}.Function.Parameters.Properties"),
-    ]
-    return strings, values
-
-
 def _call_subst(call: Mapping[str, Any], var: str) -> tuple[dict[str, str], list[tuple[Any, str]]]:
     function = call["function"]
     strings = {function["name"]: f"{var}.Function.Name", call["id"]: f"{var}.ID"}
@@ -165,109 +93,6 @@ def _result_subst(result: Mapping[str, Any]) -> tuple[dict[str, str], list[tuple
     strings = {result["content"]: ".Content", result["name"]: ".ToolName"}
     strings[result["tool_call_id"]] = ".ToolCallID"
     return strings, []
-
-
-def definitions_loop(source: TemplateSource) -> Loop | None:
-    """How the tool list prints, learned from whole renderings with one and with two tools."""
-    conv = [{"role": "system", "content": SYS}, {"role": "user", "content": U1}]
-    one = _render(source, conv, tools=TOOLS[:1], gen=True)
-    two = _render(source, conv, tools=TOOLS, gen=True)
-    if one is None or two is None:
-        conv = conv[1:]
-        one = _render(source, conv, tools=TOOLS[:1], gen=True)
-        two = _render(source, conv, tools=TOOLS, gen=True)
-    if one is None or two is None:
-        return None
-    subst = [_tool_subst(t, "$t") for t in TOOLS]
-    return infer_loop(one, two, [mentions(t) for t in TOOLS], subst) or _list_loop(one, two, subst)
-
-
-def _list_loop(
-    one: str, two: str, subst: Sequence[tuple[Mapping[str, str], Sequence[tuple[Any, str]]]]
-) -> Loop | None:
-    """The tool list dumped whole (``tools | tojson``): one JSON list, rebuilt by a loop."""
-    spans_one, spans_two = spans(one), spans(two)
-    if len(spans_one) != len(spans_two):
-        return None
-    for (a, b), (c, d) in zip(spans_one, spans_two, strict=True):
-        try:
-            first, both = json.loads(one[a + 1 : b - 1]), json.loads(two[c + 1 : d - 1])
-        except ValueError:
-            continue
-        if not (isinstance(first, list) and isinstance(both, list) and len(first) == 1):
-            continue
-        if len(both) != 2 or one[:a] != two[:c] or one[b:] != two[d:]:
-            continue
-        item = json_pieces(first[0], *subst[0])
-        if item is None or item != json_pieces(both[1], *subst[1]):
-            continue
-        pieces = (Lit("["), Act("range $k, $t := $.Tools"), Act("if $k"), Lit(","), Act("end"))
-        return Loop("", (*pieces, *item, Act("end"), Lit("]")), "", "", one[a:b], whole=True)
-    return None
-
-
-def tool_lead(
-    source: TemplateSource, tools: Sequence[Mapping[str, Any]] = TOOLS[:1]
-) -> tuple[str, tuple[str, str] | None] | None:
-    """(head, (before, after) the system content) up to the first user content, rendered with
-    one sentinel tool offered (JSON marked); None when the Jinja template rejects it."""
-    user = {"role": "user", "content": U1}
-    alone = _render(source, [user], tools=tools, gen=False)
-    if alone is None or U1 not in alone:
-        return None
-    with_system = _render(
-        source, [{"role": "system", "content": SYS}, user], tools=tools, gen=False
-    )
-    head_system = None
-    if with_system is not None and SYS in with_system and U1 in with_system:
-        at, end = with_system.find(SYS), with_system.find(U1)
-        if at < end:
-            head_system = (with_system[:at], with_system[at + len(SYS) : end])
-    return alone[: alone.find(U1)], head_system
-
-
-def last_user_insertion(source: TemplateSource, shape: TemplateShape) -> tuple[int, str] | None:
-    """Where tool definitions go when the Jinja template prints them inside the last user
-    turn (Mistral's ``[AVAILABLE_TOOLS]``): (offset into the user prefix, marked text)."""
-    from .shape import A1, MARKER_RE
-
-    conv = [{"role": "user", "content": U1}, {"role": "assistant", "content": A1}]
-    conv.append({"role": "user", "content": U2})
-    plain = _render(source, conv, gen=True)
-    tools = _render(source, conv, tools=TOOLS[:1], gen=True)
-    if plain is None or tools is None or len(tools) <= len(plain):
-        return None
-    at = 0
-    while at < len(plain) and plain[at] == tools[at]:
-        at += 1
-    for match in MARKER_RE.finditer(plain):
-        if match.start() < at < match.end():
-            at = match.start()
-    size = len(tools) - len(plain)
-    inserted = tools[at : at + size]
-    if tools != plain[:at] + inserted + plain[at:]:
-        return None
-    turn = plain.find(A1) + len(A1) + len(shape.assistant_suffix)
-    offset = at - turn
-    if not 0 <= offset <= len(shape.user_prefix) or plain.find(U2) != turn + len(shape.user_prefix):
-        return None
-    return offset, inserted
-
-
-def _call_conv(
-    calls: int, *, content: str, results: int, final: bool, end: bool = True
-) -> list[dict[str, Any]]:
-    """A user turn, an assistant turn with ``calls`` calls, ``results`` results, then the final
-    answer (``final``: strictly alternating templates reject a user turn right after results)
-    and a user turn (``end``)."""
-    messages: list[dict[str, Any]] = [
-        {"role": "user", "content": U1},
-        {"role": "assistant", "content": content, "tool_calls": [dict(c) for c in CALLS[:calls]]},
-        *[dict(r) for r in RESULTS[:results]],
-    ]
-    if final:
-        messages.append({"role": "assistant", "content": A2})
-    return messages + ([{"role": "user", "content": U2}] if end else [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +259,10 @@ def _tool_parts(
     body = calls.before + calls.item_text + calls.after
     suffix_at = len(rest) - len(body)
     calls_text = calls.before + calls.item_text
-    if at < 0 and with_content == one:
+    after_results = _content_after_results(regions)
+    if at < 0 and with_content == one and after_results is not None:
+        parts = replace(parts, content_after_results=after_results)
+    elif at < 0 and with_content == one:
         parts = replace(parts, content_dropped=True)
     elif (
         at >= len(calls_text)
@@ -454,6 +282,17 @@ def _tool_parts(
     else:
         parts = replace(parts, content_pre=with_content[:at], content_post=rest[:suffix_at])
     return _with_results(source, shape, parts, calls.after, regions)
+
+
+def _content_after_results(regions: _Regions) -> str | None:
+    """The text after the content when the Jinja template prints an assistant's content only
+    after the tool results that answer its calls, with nothing else changed; else None."""
+    plain, with_content = regions.calls[1, ""], regions.calls.get((1, CONTENT))
+    if with_content is None or not with_content.startswith(plain + CONTENT):
+        return None
+    if extent(plain, mentions(RESULTS[0]))[0] < 0:
+        return None
+    return with_content[len(plain) + len(CONTENT) :]
 
 
 def _results_dropped(
@@ -544,5 +383,6 @@ __all__ = [
     "ToolShape",
     "definitions_loop",
     "infer_tool_shape",
+    "last_user_insertion",
     "tool_lead",
 ]

@@ -1,0 +1,96 @@
+"""The sentinel tools, calls and results the tool inference renders, and how it renders them.
+
+Every tool reading (definitions, calls, results, per-argument and per-property loops) learns
+from the same made-up conversations: sentinel strings that cannot occur in a template, so each
+one found in a rendering says which field printed there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import TemplateRenderError
+from .shape import U1, U2
+from .source import TemplateSource
+
+#: Sentinel tools: names must not be prefixes of one another.
+TOOLS = tuple(
+    {
+        "type": "function",
+        "function": {
+            "name": f"Zqtool{tag}name",
+            "description": f"Zqtool{tag}desc",
+            "parameters": {
+                "type": "object",
+                "properties": {f"zqarg{tag}": {"type": "string", "description": f"Zqarg{tag}doc"}},
+                "required": [f"zqarg{tag}"],
+            },
+        },
+    }
+    for tag in "ab"
+)
+#: Sentinel calls; ids are 9 alphanumerics (Mistral templates reject anything else).
+CALLS = tuple(
+    {
+        "id": f"Zqcallid{tag}",
+        "type": "function",
+        "function": {"name": f"Zqcall{tag}name", "arguments": {f"zqkey{tag}": f"Zqcallval{tag}"}},
+    }
+    for tag in "ab"
+)
+#: Sentinel results answering ``CALLS``.
+RESULTS = tuple(
+    {
+        "role": "tool",
+        "content": f"Zqresult{tag}",
+        "name": f"Zqresname{tag}",
+        "tool_call_id": f"Zqresid{tag}0",
+    }
+    for tag in "ab"
+)
+CONTENT = "Zqcallcontent"
+#: The assistant's answer after tool results.
+A2 = "Zqasstfinal"
+
+
+def render(
+    source: TemplateSource,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    gen: bool,
+) -> str | None:
+    from .hf_render import render_hf
+
+    try:
+        return render_hf(
+            source.template,
+            messages,
+            tokens=source.template_variables(),
+            tools=tools,
+            add_generation_prompt=gen,
+            continue_final_message=False,
+            mark_json=True,
+        )
+    except TemplateRenderError:
+        return None
+
+
+def call_conv(
+    calls: int, *, content: str, results: int, final: bool, end: bool = True
+) -> list[dict[str, Any]]:
+    """A user turn, an assistant turn with ``calls`` calls, ``results`` results, then the final
+    answer (``final``: strictly alternating templates reject a user turn right after results)
+    and a user turn (``end``)."""
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": content, "tool_calls": [dict(c) for c in CALLS[:calls]]},
+        *[dict(r) for r in RESULTS[:results]],
+    ]
+    if final:
+        messages.append({"role": "assistant", "content": A2})
+    return messages + ([{"role": "user", "content": U2}] if end else [])
+
+
+__all__ = ["A2", "CALLS", "CONTENT", "RESULTS", "TOOLS", "call_conv", "render"]
