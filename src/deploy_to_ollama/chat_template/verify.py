@@ -5,7 +5,8 @@ prompt building for the Go template. A probe matches at one of two tiers: ``exac
 bytes, modulo one leading BOS) or ``json_equivalent`` (the same bytes outside the JSON values
 that the Jinja template printed with ``tojson``, and each of those values parses to the same
 object on both sides: Ollama's ``json`` prints compact Go JSON, transformers Python's layout).
-``verified`` only when every non-skipped probe matches at one of them.
+``verified`` only when every non-skipped probe matches at one of them. A template that prints
+the current date matches only if it matches on another day too (``dates``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
+from .dates import (
+    checked,
+    fixed_date_reason,
+    has_date_function,
+    other_day,
+    pinned_day,
+    prints_date,
+)
 from .key_order import KEY_ORDER, key_order_only
 from .probes import Probe, load_probes
 from .source import TemplateSource
@@ -133,6 +142,17 @@ class VerificationReport:
         return next((p for p in self.probes if p.status == "differs"), None)
 
 
+#: Why tool probes do not run for a TEMPLATE that does not claim tools.
+NO_TOOLS = "tool calling is not translated: the TEMPLATE ignores tools"
+
+
+def claims_tools(report: VerificationReport) -> bool:
+    """Whether ``report`` was made with the TEMPLATE claiming tools (its tool probes ran or
+    were skipped for another reason than :data:`NO_TOOLS`)."""
+    ids = _tool_probe_ids()
+    return any(p.probe in ids and p.reason != NO_TOOLS for p in report.probes)
+
+
 def _tool_probe_ids() -> frozenset[str]:
     return frozenset(p.id for p in load_probes() if p.needs_tools)
 
@@ -237,7 +257,7 @@ def _check(
         return ProbeResult(probe=probe.id, status="skipped", public=probe.public, reason=reason)
 
     if probe.needs_tools and not tools:
-        return skipped("tool calling is not translated: the TEMPLATE ignores tools")
+        return skipped(NO_TOOLS)
     if probe.needs_thinking and not _thinks(go_template):
         return skipped(NO_THINKING)
     if expected is None:
@@ -258,7 +278,52 @@ def _check(
             reason=f"the Ollama TEMPLATE fails: {err}",
             expected=expected,
         )
-    return _compare(source, probe, expected, actual, encode)
+    result = _compare(source, probe, expected, actual, encode)
+    if result.status != "match" or not prints_date(source.template) or not checked():
+        return result
+    return _on_other_day(source, go_template, system, probe, result, tools=tools, encode=encode)
+
+
+def _on_other_day(
+    source: TemplateSource,
+    go_template: str,
+    system: str | None,
+    probe: Probe,
+    result: ProbeResult,
+    *,
+    tools: bool,
+    encode: Any,
+) -> ProbeResult:
+    """Keep a match of a date-printing template only if it also holds on another day: both
+    sides render again with the clock pinned there (see ``dates``); a TEMPLATE holding
+    today's date as a literal differs."""
+    from .server_rules import current_version
+
+    version = current_version()
+    if "currentDate" in go_template and not has_date_function(version):
+        return replace(
+            result,
+            status="differs",
+            tier=None,
+            reason=f"the Ollama TEMPLATE fails: Ollama {version} has no function currentDate",
+        )
+    with pinned_day(other_day()):
+        later = _hf_side(source, probe)
+        if isinstance(later, TemplateRenderError) or later == result.expected:
+            return result  # this conversation does not print the date
+        try:
+            actual = _ollama_side(go_template, probe, system, tools=tools)
+        except DeployError:
+            actual = ""
+        again = _compare(source, probe, later, actual, encode)
+    if again.status == "match":
+        return result
+    return replace(
+        again,
+        status="differs",
+        reason=fixed_date_reason(go_template, version),
+        tier=None,
+    )
 
 
 #: Why thinking probes do not run for a TEMPLATE without the thinking capability.
