@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .source import TemplateSource
     from .translate import TranslatedTemplate
+    from .verify import VerificationReport
 
 #: Two fixed days that differ in day, month, year and weekday; the check uses the one that is
 #: not today, so the second rendering always falls on another day than the first.
@@ -31,6 +32,7 @@ CURRENT_DATE_SINCE = (0, 11, 0)
 
 _PINNED: ContextVar[dt.datetime | None] = ContextVar("pinned_day", default=None)
 _UNCHECKED: ContextVar[bool] = ContextVar("dates_unchecked", default=False)
+_FOLLOW: ContextVar[bool] = ContextVar("dates_followed", default=False)
 
 
 @contextmanager
@@ -46,8 +48,7 @@ def pinned_day(day: dt.datetime) -> Iterator[None]:
 
 @contextmanager
 def unchecked() -> Iterator[None]:
-    """Inside the block, verification compares on today only: the translator's candidate
-    search, whose winner :func:`with_current_date` then rewrites and verifies on both days."""
+    """Inside the block, verification compares on today only (see :func:`translate_dated`)."""
     token = _UNCHECKED.set(True)
     try:
         yield
@@ -61,27 +62,69 @@ def checked() -> bool:
     return not _UNCHECKED.get()
 
 
-def with_current_date(
-    source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
+@contextmanager
+def following_dates() -> Iterator[None]:
+    """Inside the block, verification judges each TEMPLATE as :func:`follow_date` rewrites
+    it: the translator's candidates, whose winner is returned rewritten the same way."""
+    token = _FOLLOW.set(True)
+    try:
+        yield
+    finally:
+        _FOLLOW.reset(token)
+
+
+def follows_dates() -> bool:
+    """Whether :func:`following_dates` is in force."""
+    return _FOLLOW.get()
+
+
+def translate_dated(
+    source: TemplateSource, translate: Callable[[], TranslatedTemplate]
 ) -> TranslatedTemplate:
-    """``result`` with today's date printed through ``currentDate`` where the serving Ollama
-    has it, verified on today and on another day (a fixed date differs, with the reason)."""
+    """Run ``translate`` for a template that prints the current date.
+
+    Where the serving Ollama has ``currentDate``, every candidate is verified as
+    :func:`follow_date` rewrites it (on today and on another day) and the winner is returned
+    rewritten. Where it has none, candidates are ranked on today's rendering, and then every
+    probe whose Jinja rendering changes with the day differs: the TEMPLATE, with no date
+    function, renders the same text on every day, so it cannot match on both.
+    """
     from dataclasses import replace
 
     from .server_rules import current_version
-    from .verify import claims_tools, verify_template
 
-    template = result.template
     if has_date_function(current_version()):
-        template = follow_date(source.template, template)
-    report = verify_template(
-        source,
-        template,
-        system=result.system,
-        tools=claims_tools(result.report),
-        references=refs,
+        with following_dates():
+            result = translate()
+        return replace(result, template=follow_date(source.template, result.template))
+    with unchecked():
+        result = translate()
+    return replace(result, report=_fixed_date_differs(source, result))
+
+
+def _fixed_date_differs(source: TemplateSource, result: TranslatedTemplate) -> VerificationReport:
+    from dataclasses import replace
+
+    from .probes import load_probes
+    from .server_rules import current_version
+    from .verify import reference_renders
+
+    matched = {p.probe for p in result.report.probes if p.status == "match"}
+    suite = [p for p in load_probes() if p.id in matched]
+    today = reference_renders(source, suite)
+    with pinned_day(other_day()):
+        later = reference_renders(source, suite)
+    reason = fixed_date_reason(result.template, current_version())
+    probes = tuple(
+        replace(p, status="differs", tier=None, reason=reason)
+        if p.status == "match"
+        and "currentDate" not in result.template
+        and isinstance(today.get(p.probe), str)
+        and today.get(p.probe) != later.get(p.probe)
+        else p
+        for p in result.report.probes
     )
-    return replace(result, template=template, report=report)
+    return replace(result.report, probes=probes)
 
 
 def now() -> dt.datetime:
@@ -237,6 +280,8 @@ __all__ = [
     "date_formats",
     "fixed_date_reason",
     "follow_date",
+    "following_dates",
+    "follows_dates",
     "go_date",
     "has_date_function",
     "now",
@@ -244,6 +289,6 @@ __all__ = [
     "pinned",
     "pinned_day",
     "prints_date",
+    "translate_dated",
     "unchecked",
-    "with_current_date",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateTranslationError
-from .dates import prints_date, unchecked, with_current_date
+from .dates import prints_date, translate_dated
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
@@ -83,10 +83,7 @@ def translate_template(
     with for_server(server_version):
         if not prints_date(source.template):
             return _translate(source, references)
-        refs = dict(references) if references is not None else reference_renders(source)
-        with unchecked():
-            result = _translate(source, refs)
-        return with_current_date(source, result, refs)
+        return translate_dated(source, lambda: _translate(source, references))
 
 
 def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> TranslatedTemplate:

@@ -21,6 +21,8 @@ from ..errors import DeployError, TemplateRenderError
 from .dates import (
     checked,
     fixed_date_reason,
+    follow_date,
+    follows_dates,
     has_date_function,
     other_day,
     pinned_day,
@@ -146,13 +148,6 @@ class VerificationReport:
 NO_TOOLS = "tool calling is not translated: the TEMPLATE ignores tools"
 
 
-def claims_tools(report: VerificationReport) -> bool:
-    """Whether ``report`` was made with the TEMPLATE claiming tools (its tool probes ran or
-    were skipped for another reason than :data:`NO_TOOLS`)."""
-    ids = _tool_probe_ids()
-    return any(p.probe in ids and p.reason != NO_TOOLS for p in report.probes)
-
-
 def _tool_probe_ids() -> frozenset[str]:
     return frozenset(p.id for p in load_probes() if p.needs_tools)
 
@@ -229,6 +224,8 @@ def _verify(
     tools: bool,
     fail_fast: bool,
 ) -> VerificationReport:
+    if follows_dates() and prints_date(source.template):
+        go_template = follow_date(source.template, go_template)
     suite = tuple(probes or load_probes())
     refs = references if references is not None else reference_renders(source, suite)
     encoder = _token_encoder(source)
