@@ -114,7 +114,7 @@ def _fixed_date_differs(source: TemplateSource, result: TranslatedTemplate) -> V
     today = reference_renders(source, suite)
     with pinned_day(other_day()):
         later = reference_renders(source, suite)
-    reason = fixed_date_reason(result.template, current_version())
+    reason = fixed_date_reason(result.template, current_version(), result.system)
     probes = tuple(
         replace(p, status="differs", tier=None, reason=reason)
         if p.status == "match"
@@ -261,13 +261,28 @@ def _replace_outside_actions(template: str, old: str, new: str) -> str:
     return "".join(p if p.startswith("{{") else p.replace(old, new) for p in pieces)
 
 
-def fixed_date_reason(go_template: str, version: str | None) -> str:
-    """Why a TEMPLATE does not follow the date the Jinja template prints."""
+def fixed_date_reason(go_template: str, version: str | None, system: str | None = None) -> str:
+    """Why a TEMPLATE (and its Modelfile SYSTEM) does not follow the date the Jinja prints."""
     if not has_date_function(version):
         return (
             f"the Jinja prints the current date; Ollama {version} has no date function "
             "(currentDate arrived in v0.11.0), so the TEMPLATE can only hold a fixed date"
         )
+    if system and _holds_today(system):
+        return (
+            "the Jinja prints the current date; the TEMPLATE puts it in the Modelfile SYSTEM, "
+            "plain text without functions, which holds a fixed date"
+        )
+    return _template_reason(go_template)
+
+
+def _holds_today(text: str) -> bool:
+    """Whether ``text`` holds today's date in one of the layouts chat templates print."""
+    today = now()
+    return any(today.strftime(f) in text for f in ("%Y-%m-%d", "%d %b %Y", "%d %B %Y", "%B %d, %Y"))
+
+
+def _template_reason(go_template: str) -> str:
     if "currentDate" in go_template:
         return "the Jinja prints the current date; the TEMPLATE's currentDate gives another text"
     return "the Jinja prints the current date; the TEMPLATE holds a fixed date"

@@ -318,7 +318,7 @@ def _on_other_day(
     return replace(
         again,
         status="differs",
-        reason=fixed_date_reason(go_template, version),
+        reason=fixed_date_reason(go_template, version, system),
         tier=None,
     )
 
