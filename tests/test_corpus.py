@@ -46,7 +46,12 @@ MID_SYSTEM_RATCHET = 285
 #: (conversation-wide call-id counters), gpt-oss, Kimi K2 instruct (transformers' sandbox
 #: rejects list.append), SmolLM3 / Hammer / Apriel / Functionary (escaped tool text), Seed /
 #: MiniCPM3 / Apertus (typed signatures), GigaChat, four Gemma 4 variants, Mistral (2), Solar.
-TOOLS_RATCHET = 80
+#: 80 -> 79: Mistral Small 3.2's claim was false. Its Jinja prints today's date
+#: (strftime_now) in the default system prompt, which the tool TEMPLATE carries as the
+#: Modelfile SYSTEM, plain text that holds today's date forever; verification now renders
+#: date-printing probes on a second day too (dates.py), so those probes differ. The other 21
+#: corpus templates that print the date keep their claims through Ollama's currentDate.
+TOOLS_RATCHET = 79
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

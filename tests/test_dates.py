@@ -146,3 +146,60 @@ def test_translation_prints_the_date_through_currentdate(template: str, go_oracl
         assert want.removeprefix("<|begin_of_text|>") == go.output.removeprefix("<|begin_of_text|>")
         # A server without the function refuses the TEMPLATE outright.
         assert older.parse_error and "currentDate" in older.parse_error
+
+
+@pytest.mark.slow
+def test_corpus_date_claims_hold_in_go_on_another_day(go_oracle: Any) -> None:
+    """Every corpus template that prints the date and is verified: each matched plain probe,
+    rendered by real Go with its clock on another day, equals transformers on that day."""
+    import json
+
+    from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
+
+    require_shared(CHAT_TEMPLATES_DIR)
+    day = other_day()
+    cases, expected, names = [], [], []
+    followed = 0
+    probes = {p.id: p for p in load_probes()}
+    dated = [r for r in corpus_records() if "strftime_now" in r["jinja"]]
+    for record in dated:
+        source = TemplateSource(
+            template=record["jinja"],
+            origin=CHAT_TEMPLATES_DIR / record["_file"],
+            kind="jinja",
+            bos_token=record.get("bos_token") or "<s>",
+            eos_token=record.get("eos_token") or "</s>",
+        )
+        result = translate_template(source)
+        if not result.report.public_verified:
+            continue
+        followed += "currentDate" in result.template
+        for checked in result.report.probes:
+            probe = probes[checked.probe]
+            if checked.status != "match" or probe.tools or probe.think is not None:
+                continue
+            with pinned_day(day):
+                want = render_hf(
+                    source.template, list(probe.messages), tokens=source.template_variables()
+                )
+            expected.append((want, source.bos_token))
+            names.append((record["_file"], probe.id))
+            cases.append(
+                {
+                    "kind": "ollama",
+                    "template": result.template,
+                    "messages": to_ollama_api_messages(list(probe.messages)),
+                    "system": result.system or "",
+                    "today": day.strftime("%Y-%m-%d"),
+                }
+            )
+    assert len({name for name, _ in names}) >= 20
+    assert followed >= 20  # the claims are made through currentDate
+    wrong = []
+    for (want, bos), go, name in zip(expected, go_oracle.run(cases), names, strict=True):
+        exp, act = want, go.output
+        if bos and exp.startswith(bos) != act.startswith(bos):
+            exp, act = exp.removeprefix(bos), act.removeprefix(bos)
+        if go.failed or exp != act:
+            wrong.append((name, go.error or go.parse_error, json.dumps(exp[:80])))
+    assert wrong == []
