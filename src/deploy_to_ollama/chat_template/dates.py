@@ -7,6 +7,8 @@ time on another, fixed day, on both sides: transformers with ``strftime_now`` pi
 and the Ollama side with ``currentDate`` pinned to it. Only a TEMPLATE that prints the date
 through Ollama's ``currentDate`` (ollama/ollama ``template/template.go``, from v0.11.0: the
 server's local date as ``YYYY-MM-DD``, its format argument ignored) can match on both days.
+The translator cuts that string into the Jinja's ``strftime`` format (:func:`follow_date`) for
+servers that have the function; for older ones each dated probe differs, with the reason.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .probes import Probe
     from .source import TemplateSource
     from .translate import TranslatedTemplate
-    from .verify import VerificationReport
+    from .verify import ProbeResult, VerificationReport
 
 #: Two fixed days that differ in day, month, year and weekday; the check uses the one that is
 #: not today, so the second rendering always falls on another day than the first.
@@ -89,8 +93,6 @@ def translate_dated(
     probe whose Jinja rendering changes with the day differs: the TEMPLATE, with no date
     function, renders the same text on every day, so it cannot match on both.
     """
-    from dataclasses import replace
-
     from .server_rules import current_version
 
     if has_date_function(current_version()):
@@ -103,8 +105,6 @@ def translate_dated(
 
 
 def _fixed_date_differs(source: TemplateSource, result: TranslatedTemplate) -> VerificationReport:
-    from dataclasses import replace
-
     from .probes import load_probes
     from .server_rules import current_version
     from .verify import reference_renders
@@ -125,6 +125,50 @@ def _fixed_date_differs(source: TemplateSource, result: TranslatedTemplate) -> V
         for p in result.report.probes
     )
     return replace(result.report, probes=probes)
+
+
+def on_other_day(
+    source: TemplateSource,
+    go_template: str,
+    system: str | None,
+    probe: Probe,
+    result: ProbeResult,
+    *,
+    tools: bool,
+    encode: Any,
+) -> ProbeResult:
+    """Keep a match of a date-printing template only if it also holds on another day: both
+    sides render again with the clock pinned there (:func:`pinned_day`); a TEMPLATE holding
+    today's date as a literal differs."""
+    from ..errors import DeployError, TemplateRenderError
+    from .server_rules import current_version
+    from .verify import _compare, _hf_side, _ollama_side
+
+    version = current_version()
+    if "currentDate" in go_template and not has_date_function(version):
+        return replace(
+            result,
+            status="differs",
+            tier=None,
+            reason=f"the Ollama TEMPLATE fails: Ollama {version} has no function currentDate",
+        )
+    with pinned_day(other_day()):
+        later = _hf_side(source, probe)
+        if isinstance(later, TemplateRenderError) or later == result.expected:
+            return result  # this conversation does not print the date
+        try:
+            actual = _ollama_side(go_template, probe, system, tools=tools)
+        except DeployError:
+            actual = ""
+        again = _compare(source, probe, later, actual, encode)
+    if again.status == "match":
+        return result
+    return replace(
+        again,
+        status="differs",
+        reason=fixed_date_reason(go_template, version, system),
+        tier=None,
+    )
 
 
 def now() -> dt.datetime:
@@ -300,6 +344,7 @@ __all__ = [
     "go_date",
     "has_date_function",
     "now",
+    "on_other_day",
     "other_day",
     "pinned",
     "pinned_day",

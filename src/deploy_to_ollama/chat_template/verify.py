@@ -18,16 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
-from .dates import (
-    checked,
-    fixed_date_reason,
-    follow_date,
-    follows_dates,
-    has_date_function,
-    other_day,
-    pinned_day,
-    prints_date,
-)
+from .dates import checked, follow_date, follows_dates, on_other_day, prints_date
 from .key_order import KEY_ORDER, key_order_only
 from .probes import Probe, load_probes
 from .source import TemplateSource
@@ -278,49 +269,7 @@ def _check(
     result = _compare(source, probe, expected, actual, encode)
     if result.status != "match" or not prints_date(source.template) or not checked():
         return result
-    return _on_other_day(source, go_template, system, probe, result, tools=tools, encode=encode)
-
-
-def _on_other_day(
-    source: TemplateSource,
-    go_template: str,
-    system: str | None,
-    probe: Probe,
-    result: ProbeResult,
-    *,
-    tools: bool,
-    encode: Any,
-) -> ProbeResult:
-    """Keep a match of a date-printing template only if it also holds on another day: both
-    sides render again with the clock pinned there (see ``dates``); a TEMPLATE holding
-    today's date as a literal differs."""
-    from .server_rules import current_version
-
-    version = current_version()
-    if "currentDate" in go_template and not has_date_function(version):
-        return replace(
-            result,
-            status="differs",
-            tier=None,
-            reason=f"the Ollama TEMPLATE fails: Ollama {version} has no function currentDate",
-        )
-    with pinned_day(other_day()):
-        later = _hf_side(source, probe)
-        if isinstance(later, TemplateRenderError) or later == result.expected:
-            return result  # this conversation does not print the date
-        try:
-            actual = _ollama_side(go_template, probe, system, tools=tools)
-        except DeployError:
-            actual = ""
-        again = _compare(source, probe, later, actual, encode)
-    if again.status == "match":
-        return result
-    return replace(
-        again,
-        status="differs",
-        reason=fixed_date_reason(go_template, version, system),
-        tier=None,
-    )
+    return on_other_day(source, go_template, system, probe, result, tools=tools, encode=encode)
 
 
 #: Why thinking probes do not run for a TEMPLATE without the thinking capability.
