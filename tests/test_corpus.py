@@ -49,7 +49,12 @@ MID_SYSTEM_RATCHET = 285
 #: MiniCPM3 / Apertus / GigaChat (typed signatures; GigaChat also prints only the first of
 #: parallel calls), Functionary 3.2 (arguments concatenated as a string), Mistral (2) and Solar
 #: (plain chat not verified, or calls as Python JSON).
-TOOLS_RATCHET = 84
+#: 84 -> 83: Mistral Small 3.2's claim was false. Its Jinja prints today's date (strftime_now)
+#: in the default system prompt, which the tool TEMPLATE carried as the Modelfile SYSTEM, plain
+#: text that holds today's date forever; verification now renders date-printing probes on a
+#: second day too (dates.py), so those probes differ. The other 21 corpus templates that print
+#: the date keep their claims through Ollama's currentDate (Ollama >= 0.11.0).
+TOOLS_RATCHET = 83
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

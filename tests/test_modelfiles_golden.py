@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,11 +49,16 @@ class _FrozenDatetime(datetime.datetime):
 
 
 @pytest.fixture(autouse=True)
-def _frozen_today(monkeypatch: pytest.MonkeyPatch) -> None:
-    """transformers' ``strftime_now`` reads ``datetime.now()`` from its module global."""
+def _frozen_today(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """transformers' ``strftime_now`` reads ``datetime.now()`` from its module global; our port
+    of Ollama's ``currentDate`` reads the day pinned by ``dates.pinned_day``."""
     from transformers.utils import chat_template_utils
 
+    from deploy_to_ollama.chat_template.dates import pinned_day
+
     monkeypatch.setattr(chat_template_utils, "datetime", _FrozenDatetime)
+    with pinned_day(GOLDEN_DAY):
+        yield
 
 
 def _translate(record_file: str) -> tuple[dict[str, object], TranslatedTemplate]:

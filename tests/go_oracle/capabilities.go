@@ -11,7 +11,7 @@ import (
 // (ollama/ollama server/images.go goTemplateCapabilities): the lower-cased Vars, whether .Tools,
 // .ToolCalls and .Suffix are among them, and the thinking tags, on Go's own parse tree.
 func runCapabilities(req request) result {
-	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcs).Parse(req.Template)
+	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcsFor(req)).Parse(req.Template)
 	if err != nil {
 		return result{ParseError: err.Error()}
 	}

@@ -33,6 +33,36 @@ type request struct {
 	ThinkLevel string `json:"think_level"`
 	// MergeTools: collate joins consecutive tool results too (Ollama up to v0.9.5).
 	MergeTools bool `json:"merge_tools"`
+	// Today pins time.Now()'s date for currentDate/yesterdayDate ("2006-01-02"; empty: the
+	// clock), so a test renders a TEMPLATE on another day than today.
+	Today string `json:"today"`
+	// NoDateFuncs: a server before v0.11.0, whose template functions lack currentDate and
+	// yesterdayDate (template.go gained them with gpt-oss).
+	NoDateFuncs bool `json:"no_date_funcs"`
+}
+
+// pinnedToday is the request's Today, read by now().
+var pinnedToday time.Time
+
+func now() time.Time {
+	if !pinnedToday.IsZero() {
+		return pinnedToday
+	}
+	return time.Now()
+}
+
+// funcsFor is Ollama's function map, without the date functions for an older server.
+func funcsFor(req request) template.FuncMap {
+	if !req.NoDateFuncs {
+		return funcs
+	}
+	older := template.FuncMap{}
+	for name, fn := range funcs {
+		if name != "currentDate" && name != "yesterdayDate" {
+			older[name] = fn
+		}
+	}
+	return older
 }
 
 type result struct {
@@ -67,6 +97,14 @@ func run(req request) (res result) {
 			res = result{Error: fmt.Sprintf("panic: %v", r)}
 		}
 	}()
+	pinnedToday = time.Time{}
+	if req.Today != "" {
+		day, err := time.ParseInLocation("2006-01-02", req.Today, time.Local)
+		if err != nil {
+			return result{Error: "bad today: " + err.Error()}
+		}
+		pinnedToday = day
+	}
 	switch req.Kind {
 	case "generic":
 		return runGeneric(req)
@@ -123,7 +161,7 @@ func convertNumbers(v any) any {
 }
 
 func runGeneric(req request) result {
-	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcs).Parse(req.Template)
+	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcsFor(req)).Parse(req.Template)
 	if err != nil {
 		return result{ParseError: err.Error()}
 	}
@@ -334,10 +372,10 @@ var funcs = template.FuncMap{
 		return string(b)
 	},
 	"currentDate": func(args ...string) string {
-		return time.Now().Format("2006-01-02")
+		return now().Format("2006-01-02")
 	},
 	"yesterdayDate": func(args ...string) string {
-		return time.Now().AddDate(0, 0, -1).Format("2006-01-02")
+		return now().AddDate(0, 0, -1).Format("2006-01-02")
 	},
 	"toTypeScriptType": func(v any) string {
 		if p, ok := v.(ToolProperty); ok {

@@ -11,7 +11,7 @@ import (
 
 // runOllama builds the /api/chat prompt the way Ollama's server does for a Go TEMPLATE.
 func runOllama(req request) result {
-	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcs).Parse(req.Template)
+	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcsFor(req)).Parse(req.Template)
 	if err != nil {
 		return result{ParseError: err.Error()}
 	}

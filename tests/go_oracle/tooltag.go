@@ -10,7 +10,7 @@ import (
 // text of the first `if` whose pipeline names .ToolCalls, trimmed and cut at "{"
 // (ollama/ollama tools/template.go). Error "no ToolCalls block" when there is none.
 func runToolTag(req request) result {
-	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcs).Parse(req.Template)
+	tmpl, err := template.New("").Option("missingkey=zero").Funcs(funcsFor(req)).Parse(req.Template)
 	if err != nil {
 		return result{ParseError: err.Error()}
 	}

@@ -58,7 +58,7 @@ def render_hf(
     # transformers passes the tokenizer's special tokens as extra template variables.
     variables: dict[str, Any] = {**(kwargs or {}), **(tokens or {})}
     try:
-        with _marked_tojson(template, enabled=mark_json) as outputs:
+        with _marked_tojson(template, enabled=mark_json) as outputs, _pinned_strftime(template):
             rendered: Any = render_jinja_template(
                 conversations=[[dict(m) for m in messages]],
                 tools=[dict(t) for t in tools] if tools else None,
@@ -90,6 +90,28 @@ def render_hf(
             hint="JSON tiers are unavailable for this conversation",
         )
     return mark_json_values(str(rendered[0]), outputs) if mark_json else str(rendered[0])
+
+
+@contextmanager
+def _pinned_strftime(template: str) -> Iterator[None]:
+    """Give the template a ``strftime_now`` that reads the day pinned by ``dates.pinned_day``
+    (nothing changes outside such a block): verification renders a date-printing template on
+    a second, fixed day to prove the TEMPLATE follows the date instead of holding today's."""
+    from .dates import pinned, prints_date
+
+    day = pinned()
+    if day is None or not prints_date(template):
+        yield
+        return
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    env = _compile_jinja_template(template).environment
+    original = env.globals["strftime_now"]
+    env.globals["strftime_now"] = day.strftime
+    try:
+        yield
+    finally:
+        env.globals["strftime_now"] = original
 
 
 #: Private-use characters around each ``tojson`` output in a marked rendering.

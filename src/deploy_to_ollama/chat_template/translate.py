@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateTranslationError
+from .dates import prints_date, translate_dated
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
@@ -80,7 +81,9 @@ def translate_template(
 
     check_syntax(source.template)
     with for_server(server_version):
-        return _translate(source, references)
+        if not prints_date(source.template):
+            return _translate(source, references)
+        return translate_dated(source, lambda: _translate(source, references))
 
 
 def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> TranslatedTemplate:

@@ -5,7 +5,8 @@ prompt building for the Go template. A probe matches at one of two tiers: ``exac
 bytes, modulo one leading BOS) or ``json_equivalent`` (the same bytes outside the JSON values
 that the Jinja template printed with ``tojson``, and each of those values parses to the same
 object on both sides: Ollama's ``json`` prints compact Go JSON, transformers Python's layout).
-``verified`` only when every non-skipped probe matches at one of them.
+``verified`` only when every non-skipped probe matches at one of them. A template that prints
+the current date matches only if it matches on another day too (``dates``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
+from .dates import checked, follow_date, follows_dates, on_other_day, prints_date
 from .key_order import KEY_ORDER, key_order_only
 from .probes import Probe, load_probes
 from .source import TemplateSource
@@ -133,6 +135,10 @@ class VerificationReport:
         return next((p for p in self.probes if p.status == "differs"), None)
 
 
+#: Why tool probes do not run for a TEMPLATE that does not claim tools.
+NO_TOOLS = "tool calling is not translated: the TEMPLATE ignores tools"
+
+
 def _tool_probe_ids() -> frozenset[str]:
     return frozenset(p.id for p in load_probes() if p.needs_tools)
 
@@ -209,6 +215,8 @@ def _verify(
     tools: bool,
     fail_fast: bool,
 ) -> VerificationReport:
+    if follows_dates() and prints_date(source.template):
+        go_template = follow_date(source.template, go_template)
     suite = tuple(probes or load_probes())
     refs = references if references is not None else reference_renders(source, suite)
     encoder = _token_encoder(source)
@@ -237,7 +245,7 @@ def _check(
         return ProbeResult(probe=probe.id, status="skipped", public=probe.public, reason=reason)
 
     if probe.needs_tools and not tools:
-        return skipped("tool calling is not translated: the TEMPLATE ignores tools")
+        return skipped(NO_TOOLS)
     if probe.needs_thinking and not _thinks(go_template):
         return skipped(NO_THINKING)
     if expected is None:
@@ -258,7 +266,10 @@ def _check(
             reason=f"the Ollama TEMPLATE fails: {err}",
             expected=expected,
         )
-    return _compare(source, probe, expected, actual, encode)
+    result = _compare(source, probe, expected, actual, encode)
+    if result.status != "match" or not prints_date(source.template) or not checked():
+        return result
+    return on_other_day(source, go_template, system, probe, result, tools=tools, encode=encode)
 
 
 #: Why thinking probes do not run for a TEMPLATE without the thinking capability.

@@ -259,14 +259,19 @@ def ollama_json(value: Any) -> str:
 
 
 def current_date(*args: str) -> str:
-    """Ollama's ``currentDate``: today in local time as YYYY-MM-DD (format argument ignored)."""
+    """Ollama's ``currentDate``: today in local time as YYYY-MM-DD (format argument ignored);
+    verification pins the day through :func:`~deploy_to_ollama.chat_template.dates.pinned_day`."""
+    from deploy_to_ollama.chat_template.dates import now
+
     del args
-    return dt.datetime.now().strftime("%Y-%m-%d")
+    return now().strftime("%Y-%m-%d")
 
 
 def yesterday_date(*args: str) -> str:
+    from deploy_to_ollama.chat_template.dates import now
+
     del args
-    return (dt.datetime.now() - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+    return (now() - dt.timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 def to_typescript_type(value: Any) -> str:
