@@ -52,6 +52,7 @@ from .routing import (
     check_route_for_server,
     check_route_request,
     confirm_deployed_route,
+    library_fallback,
     modelfile_for_route,
     registered_template_matches,
     route_for_deploy,
@@ -268,7 +269,7 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         quant = real_quant(plan.quant, resolved)
         planned = path if resolved.kind == "gguf" else work / _gguf_name(plan.stem, quant)
         modelfile = _build_modelfile(planned, work, template, path, base_dir, plan.parameters)
-        text = render_modelfile(modelfile)  # content Ollama cannot read fails before the export
+        render_modelfile(modelfile)  # content Ollama cannot read fails before the export
         gguf, status = _run_export(plan, path, resolved, work, state, input_key, quant)
         stages.append(("export", status))
         stages.append(("template", template_status))
@@ -277,16 +278,22 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
             base_dir=base_dir, gguf=gguf, template=template, jinja=resolved.chat_template,
             settings=plan.settings,
         )  # fmt: skip
-        modelfile = modelfile_for_route(route, modelfile)
-        text = render_modelfile(modelfile)
+        go_modelfile, modelfile = modelfile, modelfile_for_route(route, modelfile)
         modelfile_path = work / MODELFILE_NAME
-        write_text_atomic(modelfile_path, text)
+        write_text_atomic(modelfile_path, render_modelfile(modelfile))
         stages.append(("modelfile", "done"))
         status, registration = _run_register(plan, modelfile, work, gguf, state)
         stages.append(("register", status))
         route = confirm_deployed_route(
             route, host=plan.host, name=plan.name, jinja=resolved.chat_template
         )
+        fallback = library_fallback(route, jinja=resolved.chat_template, template=template.template)
+        if fallback is not None:  # create attached a library TEMPLATE: ours replaces it
+            _reregister(plan, go_modelfile, modelfile_path)
+            route = confirm_deployed_route(
+                fallback, host=plan.host, name=plan.name, jinja=resolved.chat_template,
+                template=template.template,
+            )  # fmt: skip
     round_trip, failed_model = _run_check(plan, resolved, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
@@ -531,6 +538,20 @@ def _run_register(
     plan.progress.done("register")
     state.put("register", key, name=plan.name, host=plan.host, digest=digest)
     return "done", registration
+
+
+def _reregister(plan: _Plan, modelfile: Modelfile, modelfile_path: Path) -> None:
+    """Register ``modelfile`` over the model this run just registered (or reused), and write
+    it as the Modelfile beside the GGUF: what the server has is what the folder says."""
+    from .ollama_client import create_model
+
+    write_text_atomic(modelfile_path, render_modelfile(modelfile))
+    plan.progress.start("register", f"register: {plan.name} again, with our TEMPLATE")
+    create_model(
+        OllamaClient(plan.host), plan.name, modelfile, base_dir=modelfile_path.parent,
+        method=plan.method, progress=plan.progress,
+    )  # fmt: skip
+    plan.progress.done("register")
 
 
 def _gguf_digest(gguf: Path, state: _State, progress: ProgressReporter) -> str:

@@ -70,6 +70,7 @@ __all__ = [
     "confirm_deployed_route",
     "confirm_route",
     "go_proof",
+    "library_fallback",
     "modelfile_for_route",
     "native_proof",
     "prove_native",
@@ -346,13 +347,18 @@ def modelfile_for_route(choice: RouteChoice, modelfile: Modelfile) -> Modelfile:
 
 
 def confirm_route(
-    choice: RouteChoice, shown: ShownModel | None, *, jinja: str | None
+    choice: RouteChoice,
+    shown: ShownModel | None,
+    *,
+    jinja: str | None,
+    template: str | None = None,
 ) -> RouteChoice:
     """The choice after ``ollama create``: decided again from what ``/api/show`` reports.
 
     A library TEMPLATE attached to a native-route model (``detectChatTemplate``) may move it
     to the rendered path with a template nobody verified: the route then becomes what the
-    selection says, unproven unless it is the go route with our own TEMPLATE.
+    selection says, unproven unless it is the go route with our own TEMPLATE. ``template`` is
+    the TEMPLATE the Modelfile had (ours after ``library_fallback``): that one is not attached.
     """
     from .roundtrip.capability_check import facts_from_show
 
@@ -360,7 +366,7 @@ def confirm_route(
         return choice
     facts = facts_from_show(shown, jinja)
     decision = select_route(facts, parse_server_version(choice.server_version)[0])
-    attached = choice.route == "native" and facts.template is not None
+    attached = choice.route == "native" and facts.template not in (None, template)
     served: Route = "native" if decision.path == "native" else "go"
     if served == choice.route and not attached:
         return replace(choice, capabilities=decision.capabilities)
@@ -378,6 +384,43 @@ def confirm_route(
         capabilities_lost=_lost(jinja, decision),
         library_template=attached,
         warnings=warnings or choice.warnings,
+    )
+
+
+def library_fallback(
+    choice: RouteChoice, *, jinja: str | None, template: str | None
+) -> RouteChoice | None:
+    """The route to re-register with our verified TEMPLATE, when ``auto`` took the native route
+    and ``ollama create`` attached a library TEMPLATE that leaves it unproven; else None.
+
+    A TEMPLATE in the Modelfile stops ``detectChatTemplate`` (create attaches a library template
+    only to a model without one), so our own TEMPLATE takes its place. The route is then what
+    the selection gives our TEMPLATE beside the Jinja: the go route where Ollama renders it, the
+    native one where the Jinja still wins; it is used only when that route is proven. An asked
+    for route (``--template-route native``) is left as the user chose it.
+    """
+    if choice.requested != "auto" or not choice.library_template or choice.proven:
+        return None
+    if template is None:
+        return None
+    candidate = choose_route(
+        "go",
+        version=None if choice.server_version == "unknown" else choice.server_version,
+        jinja=jinja,
+        go=choice.go,
+        native=choice.native,
+        template=template,
+        strict=choice.strict,
+    )
+    if not candidate.proven:
+        return None
+    served = "Ollama renders it" if candidate.route == "go" else "the GGUF's Jinja still wins"
+    reason = (
+        "ollama create attached a library TEMPLATE to the native route, which left it unproven; "
+        f"re-registered with our verified TEMPLATE ({served})"
+    )
+    return replace(
+        candidate, requested="auto", reason=reason, warnings=(*candidate.warnings, reason)
     )
 
 
@@ -450,12 +493,13 @@ def route_for_deploy(
 
 
 def confirm_deployed_route(
-    choice: RouteChoice, *, host: str, name: str, jinja: str | None
+    choice: RouteChoice, *, host: str, name: str, jinja: str | None, template: str | None = None
 ) -> RouteChoice:
     """``confirm_route`` on what the server registered (``/api/show`` of ``name``)."""
     from .ollama_client import OllamaClient
 
-    confirmed = confirm_route(choice, OllamaClient(host).show(name), jinja=jinja)
+    shown = OllamaClient(host).show(name)
+    confirmed = confirm_route(choice, shown, jinja=jinja, template=template)
     if confirmed.library_template and not choice.library_template:
         logger.warning("%s", confirmed.warnings[-1])
     return confirmed
