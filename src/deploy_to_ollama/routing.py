@@ -69,6 +69,7 @@ __all__ = [
     "choose_route",
     "confirm_deployed_route",
     "confirm_route",
+    "export_route",
     "go_proof",
     "library_fallback",
     "modelfile_for_route",
@@ -77,6 +78,7 @@ __all__ = [
     "raise_for_route",
     "registered_template_matches",
     "route_for_deploy",
+    "route_modelfile",
 ]
 
 
@@ -338,12 +340,28 @@ def _lost(jinja: str | None, decision: RouteDecision) -> tuple[str, ...]:
 
 
 def modelfile_for_route(choice: RouteChoice, modelfile: Modelfile) -> Modelfile:
-    """The Modelfile of the route: the native one has no TEMPLATE, SYSTEM, RENDERER or PARSER
-    (the Jinja renders its own default system prompt; nothing is inherited from FROM a file)."""
-    if choice.route == "go":
+    """The Modelfile of the chosen route (``route_modelfile``)."""
+    return route_modelfile(choice.route, modelfile)
+
+
+def route_modelfile(route: Route, modelfile: Modelfile) -> Modelfile:
+    """The Modelfile of ``route``: the native one has no TEMPLATE, SYSTEM, RENDERER or PARSER
+    (the Jinja renders its own default system prompt; nothing is inherited from FROM a file).
+    ``deploy`` and ``export`` both assemble it here."""
+    if route == "go":
         return modelfile
     extra = tuple((k, v) for k, v in modelfile.extra if k not in ("renderer", "parser"))
     return replace(modelfile, template=None, system=None, extra=extra)
+
+
+def export_route(requested: RouteRequest) -> Route:
+    """The route ``export`` writes the Modelfile for: no server is asked, so auto is the go
+    route (our verified TEMPLATE, which every server generation can render).
+
+    >>> export_route("auto"), export_route("native")
+    ('go', 'native')
+    """
+    return "native" if requested == "native" else "go"
 
 
 def confirm_route(
