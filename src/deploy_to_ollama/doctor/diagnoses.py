@@ -128,8 +128,9 @@ class DoctorContext:
 
 
 def check_no_template(ctx: DoctorContext) -> list[Diagnosis]:
-    """No TEMPLATE, or Ollama's ``{{ .Prompt }}`` fallback."""
-    if ctx.has_template:
+    """No TEMPLATE, or Ollama's ``{{ .Prompt }}`` fallback; none is needed on the native
+    route (llama-server renders the GGUF's Jinja; ``routes`` checks that path)."""
+    if ctx.has_template or ctx.target.route == "native":
         return []
     shown = (ctx.target.template or "").strip()
     info = ctx.target.gguf
@@ -546,10 +547,12 @@ CHECKS = (
 
 def diagnose(target: Target, choice: ReferenceChoice) -> list[Diagnosis]:
     """Run every check; errors first, then warnings, then notes."""
+    from ..chat_template.server_rules import for_server
     from .routes import ROUTE_CHECKS  # the template-route checks (issue 13), own module
 
     ctx = DoctorContext(target, choice)
-    found = [d for check in (*CHECKS, *ROUTE_CHECKS) for d in check(ctx)]
+    with for_server(target.server_version):  # the serving Ollama's prompt building
+        found = [d for check in (*CHECKS, *ROUTE_CHECKS) for d in check(ctx)]
     order: Mapping[str, int] = {"error": 0, "warning": 1, "info": 2}
     return sorted(found, key=lambda d: order[d.severity])
 
