@@ -237,6 +237,10 @@ def test_auto_replaces_a_library_template_that_leaves_native_unproven_with_ours(
     gguf = write_tiny_gguf(tmp_path / "own.gguf", chat_template=jinja)
     with newer_ollama(ollama_server.host, library_template=library) as proxy:
         report = _deploy(gguf, "route-fallback", host_of(proxy), tmp_path)
+        again = _deploy(gguf, "route-fallback", host_of(proxy), tmp_path)
+    # A rerun goes straight to our TEMPLATE: nothing is registered twice.
+    assert dict(again.stages)["register"] == "reused" and again.route.proven
+    assert again.route.reason == report.route.reason and again.route.route == "native"
     route = report.route
     assert route.route == "native" and route.proven and report.passed
     assert route.requested == "auto" and not route.library_template

@@ -183,9 +183,12 @@ def run_register(
     return "done", registration
 
 
-def reregister(plan: _Plan, modelfile: Modelfile, modelfile_path: Path) -> None:
+def reregister(
+    plan: _Plan, modelfile: Modelfile, modelfile_path: Path, gguf: Path, state: StateFile
+) -> None:
     """Register ``modelfile`` over the model this run just registered (or reused), and write
-    it as the Modelfile beside the GGUF: what the server has is what the folder says."""
+    it as the Modelfile beside the GGUF: what the server has is what the folder says. The
+    registration is recorded as ``run_register`` records it, so a rerun reuses it."""
     from .ollama_client import create_model
 
     write_text_atomic(modelfile_path, render_modelfile(modelfile))
@@ -195,6 +198,9 @@ def reregister(plan: _Plan, modelfile: Modelfile, modelfile_path: Path) -> None:
         method=plan.method, progress=plan.progress,
     )  # fmt: skip
     plan.progress.done("register")
+    digest = _gguf_digest(gguf, state, plan.progress)
+    key = stable_hash(digest, render_modelfile(modelfile), plan.name, plan.host)
+    state.put("register", key, name=plan.name, host=plan.host, digest=digest)
 
 
 def _gguf_digest(gguf: Path, state: StateFile, progress: ProgressReporter) -> str:

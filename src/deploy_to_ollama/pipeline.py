@@ -32,7 +32,7 @@ from .errors import DeployError, InputNotFoundError, OutputExistsError
 from .gguf.imatrix import ImatrixChoice
 from .gguf.loadable import load_warnings
 from .inputs import ResolvedInput, source_kind
-from .modelfile import TemplateResult, model_parameters, render_modelfile
+from .modelfile import Modelfile, TemplateResult, model_parameters, render_modelfile
 from .ollama_client import Method, OllamaClient
 from .progress import NullProgress, ProgressReporter
 from .registrar import (
@@ -54,6 +54,7 @@ from .resume import (
 )
 from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference_for
 from .routing import (
+    RouteChoice,
     RouteRequest,
     check_route_for_server,
     check_route_request,
@@ -285,22 +286,10 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
             base_dir=base_dir, gguf=gguf, template=template, jinja=resolved.chat_template,
             settings=plan.settings,
         )  # fmt: skip
-        go_modelfile, modelfile = modelfile, modelfile_for_route(route, modelfile)
-        modelfile_path = work / MODELFILE_NAME
-        write_text_atomic(modelfile_path, render_modelfile(modelfile))
-        stages.append(("modelfile", "done"))
-        status, registration = run_register(plan, modelfile, work, gguf, state)
-        stages.append(("register", status))
-        route = confirm_deployed_route(
-            route, host=plan.host, name=plan.name, jinja=resolved.chat_template
-        )
-        fallback = library_fallback(route, jinja=resolved.chat_template, template=template.template)
-        if fallback is not None:  # create attached a library TEMPLATE: ours replaces it
-            reregister(plan, go_modelfile, modelfile_path)
-            route = confirm_deployed_route(
-                fallback, host=plan.host, name=plan.name, jinja=resolved.chat_template,
-                template=template.template,
-            )  # fmt: skip
+        route, modelfile_path, registration = _register_on_route(
+            plan, route, modelfile, work, gguf, state, stages,
+            jinja=resolved.chat_template, template=template.template,
+        )  # fmt: skip
     round_trip, failed_model = _run_check(plan, resolved, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
@@ -323,6 +312,53 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         failed_model=failed_model,
         route=route,
     )
+
+
+def _register_on_route(
+    plan: _Plan,
+    route: RouteChoice,
+    go_modelfile: Modelfile,
+    work: Path,
+    gguf: Path,
+    state: _State,
+    stages: list[tuple[str, str]],
+    *,
+    jinja: str | None,
+    template: str | None,
+) -> tuple[RouteChoice, Path, Registration | None]:
+    """Write the route's Modelfile, register it and decide the route again from what the server
+    has; a library TEMPLATE that leaves ``auto``'s native route unproven is replaced by ours
+    (``routing.library_fallback``), and a rerun goes straight to ours (remembered in the state).
+    """
+    modelfile = modelfile_for_route(route, go_modelfile)
+    memo = _hash(render_modelfile(modelfile), plan.name, plan.host)
+    earlier = state.get("route_fallback", memo)
+    if earlier:
+        modelfile = go_modelfile
+    modelfile_path = work / MODELFILE_NAME
+    write_text_atomic(modelfile_path, render_modelfile(modelfile))
+    stages.append(("modelfile", "done"))
+    status, registration = run_register(plan, modelfile, work, gguf, state)
+    stages.append(("register", status))
+    route = confirm_deployed_route(
+        route, host=plan.host, name=plan.name, jinja=jinja, template=modelfile.template
+    )
+    if earlier:
+        reason = str(earlier["reason"])
+        return (
+            replace(route, reason=reason, warnings=(*route.warnings, reason)),
+            modelfile_path,
+            registration,
+        )
+    fallback = library_fallback(route, jinja=jinja, template=template)
+    if fallback is None:
+        return route, modelfile_path, registration
+    reregister(plan, go_modelfile, modelfile_path, gguf, state)  # a library TEMPLATE came
+    state.put("route_fallback", memo, reason=fallback.reason)
+    confirmed = confirm_deployed_route(
+        fallback, host=plan.host, name=plan.name, jinja=jinja, template=template
+    )
+    return confirmed, modelfile_path, registration
 
 
 def _input_key(path: Path, resolved: ResolvedInput, base_dir: Path | None) -> str:
