@@ -173,6 +173,8 @@ def test_no_template_is_not_warned_on_a_model_deployed_natively(tmp_path: Path) 
     (tmp_path / "deploy-report.json").write_text(json.dumps(report), encoding="utf-8")
     native = examine(str(path))
     assert native.target.route == "native" and native.target.server_version == "0.33.0"
+    target_json = native.to_dict()["target"]
+    assert (target_json["route"], target_json["server_version"]) == ("native", "0.33.0")
     assert "no_template" not in {d.code for d in native.diagnoses}
     report["template_route"]["template_route"] = "go"
     (tmp_path / "deploy-report.json").write_text(json.dumps(report), encoding="utf-8")
