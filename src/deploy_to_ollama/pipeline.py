@@ -53,15 +53,14 @@ from .resume import (
     stable_hash,
 )
 from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference_for
+from .route_deploy import confirm_deployed_route, route_for_deploy
 from .routing import (
     RouteChoice,
     RouteRequest,
     check_route_for_server,
     check_route_request,
-    confirm_deployed_route,
     library_fallback,
     modelfile_for_route,
-    route_for_deploy,
 )
 from .settings import Settings, normalize_host
 from .stages import MODELFILE_NAME, check_parameters

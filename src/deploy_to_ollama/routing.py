@@ -16,14 +16,13 @@ when the Jinja is within edit distance 100 of an entry of template/index.json; n
 command removes that layer, and ``TEMPLATE ""`` is ignored by ``if r.Template != ""``). So after
 registration the route is decided again from what ``/api/show`` reports (``confirm_route``):
 the route we report is always the one ``ollama_route.select_route`` gives the registered model.
+The calls that ask the server live in ``route_deploy``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .capabilities import compare_capabilities
@@ -45,11 +44,9 @@ from .route_proof import (
 )
 
 if TYPE_CHECKING:
-    from .modelfile import Modelfile, TemplateResult
+    from .modelfile import Modelfile
     from .ollama_client import ShownModel
-    from .settings import Settings
 
-logger = logging.getLogger(__name__)
 
 Route = Literal["go", "native"]
 RouteRequest = Literal["auto", "go", "native"]
@@ -67,7 +64,6 @@ __all__ = [
     "check_route_for_server",
     "check_route_request",
     "choose_route",
-    "confirm_deployed_route",
     "confirm_route",
     "export_route",
     "go_proof",
@@ -77,7 +73,6 @@ __all__ = [
     "prove_native",
     "raise_for_route",
     "registered_template_matches",
-    "route_for_deploy",
     "route_modelfile",
 ]
 
@@ -465,59 +460,3 @@ def raise_for_route(choice: RouteChoice) -> None:
         hint="`deploy-to-ollama template diff SOURCE` (and `--native`) shows the differences; "
         "`doctor NAME --fix` switches to the proven route",
     )
-
-
-# --------------------------------------------------------------------------- deploy's calls
-
-
-def route_for_deploy(
-    requested: RouteRequest,
-    *,
-    strict: bool,
-    host: str,
-    source: Path,
-    base_dir: Path | None,
-    gguf: Path,
-    template: TemplateResult,
-    jinja: str | None,
-    settings: Settings,
-) -> RouteChoice:
-    """Prove what the user's server needs and choose (``deploy``, after the export).
-
-    The native route is checked on a 0.30+ server when it was asked for or when the go route
-    is not proven there; a 0.9.x server has no native path, so it is not checked.
-    """
-    from .ollama_client import OllamaClient
-
-    version = OllamaClient(host).version()
-    go = go_proof(template, jinja)
-    native = None
-    if parse_server_version(version)[0].native_path and (
-        requested == "native" or CURRENT not in go.proven_on()
-    ):
-        native = prove_native(source, base_dir, gguf, settings, required=requested == "native")
-    choice = choose_route(
-        requested,
-        version=version,
-        jinja=jinja,
-        go=go,
-        native=native,
-        template=template.template,
-        strict=strict,
-    )
-    for warning in choice.warnings:
-        logger.warning("%s", warning)
-    return choice
-
-
-def confirm_deployed_route(
-    choice: RouteChoice, *, host: str, name: str, jinja: str | None, template: str | None = None
-) -> RouteChoice:
-    """``confirm_route`` on what the server registered (``/api/show`` of ``name``)."""
-    from .ollama_client import OllamaClient
-
-    shown = OllamaClient(host).show(name)
-    confirmed = confirm_route(choice, shown, jinja=jinja, template=template)
-    if confirmed.library_template and not choice.library_template:
-        logger.warning("%s", confirmed.warnings[-1])
-    return confirmed
