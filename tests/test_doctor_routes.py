@@ -160,3 +160,44 @@ def test_fix_picks_the_route_the_models_server_can_serve(
         assert new.choice.reference is not None
         native = plan_fix(new.target, new.choice.reference, new.diagnoses)
     assert native.modelfile.template is None and native.changes[0].startswith("route native")
+
+
+def test_no_template_is_not_warned_on_a_model_deployed_natively(tmp_path: Path) -> None:
+    """The native route's Modelfile has no TEMPLATE on purpose: with the route recorded in the
+    deploy-report.json beside it, doctor does not call that a missing template."""
+    import json
+
+    path = _target(tmp_path, OWN_FORMAT, template=None)
+    assert "no_template" in {d.code for d in examine(str(path)).diagnoses}  # route unknown
+    report = {"template_route": {"template_route": "native", "server_version": "0.33.0"}}
+    (tmp_path / "deploy-report.json").write_text(json.dumps(report), encoding="utf-8")
+    native = examine(str(path))
+    assert native.target.route == "native" and native.target.server_version == "0.33.0"
+    target_json = native.to_dict()["target"]
+    assert (target_json["route"], target_json["server_version"]) == ("native", "0.33.0")
+    assert "no_template" not in {d.code for d in native.diagnoses}
+    report["template_route"]["template_route"] = "go"
+    (tmp_path / "deploy-report.json").write_text(json.dumps(report), encoding="utf-8")
+    assert "no_template" in {d.code for d in examine(str(path)).diagnoses}
+
+
+@pytest.mark.ollama
+@pytest.mark.slow
+def test_an_ollama_model_served_natively_needs_no_template_and_the_version_is_read(
+    ollama_server: OllamaServer, tmp_path: Path
+) -> None:
+    """Real Ollama 0.9.3, and the stand-in reporting 0.33.0 in front of it
+    (``support/newer_ollama.py``): the same model without TEMPLATE is raw text on 0.9.3 and
+    served natively (its Jinja) on 0.33."""
+    from support.newer_ollama import host_of, newer_ollama
+
+    gguf = write_tiny_gguf(tmp_path / "own.gguf", chat_template=OWN_FORMAT)  # no library match
+    bare = Modelfile(from_=str(gguf), parameters=(("num_thread", "1"),))
+    register_model("native-bare", bare, base_dir=tmp_path, host=ollama_server.host)
+    old = examine("native-bare", host=ollama_server.host)
+    assert old.target.server_version == "0.9.3" and old.target.route is None
+    assert "no_template" in {d.code for d in old.diagnoses}
+    with newer_ollama(ollama_server.host) as proxy:
+        new = examine("native-bare", host=host_of(proxy))
+    assert new.target.server_version == "0.33.0" and new.target.route == "native"
+    assert "no_template" not in {d.code for d in new.diagnoses}

@@ -170,6 +170,40 @@ def test_unsloth_modelfile_template_comes_from_the_source(tiny_llama: Any, tmp_p
         assert json.dumps(stop) in text or stop in text
 
 
+def test_export_template_route_native_writes_the_modelfile_deploy_would_register(
+    tiny_llama: Any, tmp_path: Path
+) -> None:
+    """``export --template-route native``: the Modelfile of the native route (no TEMPLATE or
+    SYSTEM), assembled where deploy assembles it (``routing.route_modelfile``); auto is go."""
+    from deploy_to_ollama.exporting import modelfile_for, translate_for_export
+    from deploy_to_ollama.routing import route_modelfile
+
+    gguf = tmp_path / "base.Q8_0.gguf"
+    gguf.write_bytes(b"GGUF")  # only its name goes into FROM
+    summary = UnslothSummary(
+        files=(GgufFile(path=gguf, quant="q8_0", size_bytes=4),), name="bot", merged_dir=None
+    )
+    translation = translate_for_export(tiny_llama.adapter_dir, None)
+    extra = (("num_ctx", "512"),)
+    texts = {
+        route: modelfile_for(summary, tiny_llama.adapter_dir, translation, extra=extra,
+                             route=route)
+        for route in ("auto", "go", "native")
+    }  # fmt: skip
+    go, native = parse_modelfile(texts["go"]), parse_modelfile(texts["native"])
+    assert texts["auto"] == texts["go"] and go.template
+    assert native.template is None and native.system is None
+    assert native.from_ == go.from_ == "./base.Q8_0.gguf"
+    assert native.parameters == go.parameters and ("num_ctx", "512") in native.parameters
+    assert native == route_modelfile("native", go)
+    # The CLI refuses an unknown route before any work.
+    result = _export(str(tiny_llama.adapter_dir), "--out", str(tmp_path / "o"),
+                     "--template-route", "jinja")  # fmt: skip
+    assert isinstance(result.exception, UsageError), result.output
+    assert "--template-route" in str(result.exception) and result.exception.exit_code == 2
+    assert not (tmp_path / "o").exists()
+
+
 # ------------------------------------------------------------------ --push-to-hub
 
 

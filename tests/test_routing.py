@@ -5,6 +5,7 @@ The live deploys are in ``test_routing_ollama.py``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from deploy_to_ollama.routing import (
     choose_route,
     confirm_route,
     go_proof,
+    library_fallback,
     modelfile_for_route,
     raise_for_route,
 )
@@ -168,6 +170,38 @@ def test_a_library_template_attached_by_create_is_what_the_route_becomes() -> No
     for shown_text in ("", "{{ .Prompt }}", PLAIN_JINJA):
         same = confirm_route(choice, ShownModel(template=shown_text), jinja=PLAIN_JINJA)
         assert same.route == "native" and same.proven and not same.library_template
+
+
+#: A library Go template with tools (as qwen2.5's): 0.30+ keeps it against TOOLS_JINJA.
+LIBRARY_TOOLS_GO = "{{ if .Tools }}{{ range .Tools }}{{ . }}{{ end }}{{ end }}" + CHATML_GO
+
+
+def test_auto_re_registers_with_our_template_where_a_library_one_leaves_native_unproven() -> None:
+    go = _template(TOOLS_JINJA)  # verified, lacks tools: 0.30+ prefers the Jinja
+    choice = _choose(jinja=TOOLS_JINJA, go=go, native=NATIVE_OK)
+    assert choice.route == "native" and choice.proven
+    shown = ShownModel(template=LIBRARY_TOOLS_GO, capabilities=["completion", "tools"])
+    attached = confirm_route(choice, shown, jinja=TOOLS_JINJA)
+    assert attached.route == "go" and not attached.proven and attached.failure is not None
+    fallback = library_fallback(attached, jinja=TOOLS_JINJA, template=CHATML_GO)
+    assert fallback is not None and fallback.proven and fallback.failure is None
+    # With our TEMPLATE beside it the Jinja still wins on 0.30+: the native proof backs it.
+    assert fallback.route == "native" and fallback.requested == "auto"
+    assert "re-registered with our verified TEMPLATE" in fallback.reason
+    assert not fallback.library_template and "tools" in fallback.capabilities
+    shown_ours = ShownModel(template=CHATML_GO)
+    ours = confirm_route(fallback, shown_ours, jinja=TOOLS_JINJA, template=CHATML_GO)
+    assert ours.route == "native" and ours.proven and not ours.library_template
+    # No fallback: the route was asked for, our TEMPLATE is not verified, or nothing failed.
+    forced = confirm_route(replace(choice, requested="native"), shown, jinja=TOOLS_JINJA)
+    assert library_fallback(forced, jinja=TOOLS_JINJA, template=CHATML_GO) is None
+    unverified = _choose(jinja=TOOLS_JINJA, go=_template(TOOLS_JINJA, verified=False),
+                         native=NativeProof(available=False, reason="x"))  # fmt: skip
+    assert library_fallback(
+        replace(unverified, library_template=True, proven=False),
+        jinja=TOOLS_JINJA, template=CHATML_GO,
+    ) is None  # fmt: skip
+    assert library_fallback(choice, jinja=TOOLS_JINJA, template=CHATML_GO) is None
 
 
 def _corpus_pairs() -> list[tuple[str, str]]:

@@ -221,3 +221,37 @@ def test_an_unreadable_server_version_gets_the_newest_rules_with_a_warning(
     assert report.route.generation == "0.30+" and report.route.route == "native"
     warnings = [w for w in report.warnings if "banana" in w]
     assert len(warnings) == 1 and "assuming the newest rules" in warnings[0]
+
+
+def test_auto_replaces_a_library_template_that_leaves_native_unproven_with_ours(
+    ollama_server: OllamaServer, llama_server_binary: Path, tmp_path: Path
+) -> None:
+    """Stand-in 0.33.0 whose template library attaches a TEMPLATE with tools to a model created
+    without one (real 0.9.3 stores and shows the models). That TEMPLATE keeps 0.30+ off the
+    Jinja, unproven: auto registers the model again with our verified TEMPLATE, beside which
+    the Jinja still wins (it shows tools ours lacks): the native route, proven."""
+    from support.routes import OWN_FORMAT
+
+    jinja = OWN_FORMAT + "{% if false %}{{ tools }}{% endif %}"  # no real library match
+    library = "{{ if .Tools }}{{ range .Tools }}{{ . }}{{ end }}{{ end }}{{ .Prompt }}"
+    gguf = write_tiny_gguf(tmp_path / "own.gguf", chat_template=jinja)
+    with newer_ollama(ollama_server.host, library_template=library) as proxy:
+        report = _deploy(gguf, "route-fallback", host_of(proxy), tmp_path)
+        again = _deploy(gguf, "route-fallback", host_of(proxy), tmp_path)
+    # A rerun goes straight to our TEMPLATE: nothing is registered twice.
+    assert dict(again.stages)["register"] == "reused" and again.route.proven
+    assert again.route.reason == report.route.reason and again.route.route == "native"
+    route = report.route
+    assert route.route == "native" and route.proven and report.passed
+    assert route.requested == "auto" and not route.library_template
+    assert "re-registered with our verified TEMPLATE" in route.reason
+    assert any("re-registered" in w for w in report.warnings)
+    written = parse_modelfile(report.modelfile.read_text(encoding="utf-8"))
+    shown = OllamaClient(ollama_server.host).require("route-fallback")
+    assert written.template and shown.template == written.template  # ours, on the server
+    assert "tools" in route.capabilities and route.capabilities_lost == ()
+    # Without the attachment the same deploy stays native with no TEMPLATE at all.
+    with newer_ollama(ollama_server.host) as proxy:
+        plain = _deploy(gguf, "route-no-fallback", host_of(proxy), tmp_path)
+    assert plain.route.route == "native" and plain.route.proven
+    assert parse_modelfile(plain.modelfile.read_text(encoding="utf-8")).template is None

@@ -9,9 +9,10 @@ is provisioned or a byte of GGUF is written; the Modelfile is the one ``deploy``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._fs import check_writable_dir, write_text_atomic
 from .errors import DeployError, OutputExistsError, UsageError
@@ -23,6 +24,9 @@ from .progress import NullProgress, ProgressReporter
 from .reports import ExportReport
 from .settings import Settings
 from .stages import MODELFILE_NAME, build_modelfile, translate_stage
+
+if TYPE_CHECKING:
+    from .routing import RouteRequest
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +92,8 @@ class ExportOptions:
     measure: MeasureOptions | None = None
     """``--measure``: the quality report (``measuring.py``); None: not measured."""
     imatrix: ImatrixChoice | None = None
+    template_route: RouteRequest = "auto"
+    """``--template-route``: native writes the Modelfile without TEMPLATE/SYSTEM (``routing``)."""
     """``--imatrix auto|FILE`` (with its calibration text), checked by the CLI."""
 
 
@@ -301,15 +307,35 @@ def _modelfile_text(
     base_dir: Path | None,
 ) -> str:
     """The Modelfile, rendered now so that content Ollama cannot read fails before the export."""
+    return _assemble(
+        from_, options.source, translation, base_dir=base_dir, adapters=adapters,
+        extra=options.extra_parameters, route=options.template_route,
+    )  # fmt: skip
+
+
+def _assemble(
+    from_: str,
+    source: Path,
+    translation: _Translation,
+    *,
+    base_dir: Path | None,
+    adapters: Sequence[str],
+    extra: tuple[tuple[str, str], ...],
+    route: RouteRequest,
+) -> str:
+    """The one Modelfile assembly of ``export`` (``stages.build_modelfile`` shaped for the
+    route by ``routing.route_modelfile``, as ``deploy`` does)."""
+    from .routing import export_route, route_modelfile
+
     modelfile = build_modelfile(
         from_=from_,
-        source=options.source,
+        source=source,
         template=translation.template,
         base_dir=base_dir,
-        adapters=adapters,
-        extra=options.extra_parameters,
+        adapters=tuple(adapters),
+        extra=extra,
     )
-    return render_modelfile(modelfile)
+    return render_modelfile(route_modelfile(export_route(route), modelfile))
 
 
 def _check_modelfile_target(options: ExportOptions, text: str) -> None:
@@ -361,7 +387,8 @@ def _export_unsloth(
         name=request.name or request.source.resolve().name,
         merged_dir=made.merged_dir,
     )
-    return summary, translation, modelfile_for(summary, options.source, translation)
+    text = modelfile_for(summary, options.source, translation, route=options.template_route)
+    return summary, translation, text
 
 
 def unsloth_request(options: ExportOptions) -> UnslothRequest:
@@ -386,19 +413,15 @@ def modelfile_for(
     *,
     base_dir: Path | None = None,
     extra: tuple[tuple[str, str], ...] = (),
+    route: RouteRequest = "auto",
 ) -> str:
     """The Modelfile text for GGUFs already written (FROM the model/base, ADAPTER the LoRA)."""
     model = next(f for f in result.files if f.role in ("model", "base"))
     adapters = tuple(f"./{f.path.name}" for f in result.files if f.role == "adapter")
-    modelfile = build_modelfile(
-        from_=f"./{model.path.name}",
-        source=source,
-        template=translation.template,
-        base_dir=base_dir,
-        adapters=adapters,
-        extra=extra,
-    )
-    return render_modelfile(modelfile)
+    return _assemble(
+        f"./{model.path.name}", source, translation, base_dir=base_dir, adapters=adapters,
+        extra=extra, route=route,
+    )  # fmt: skip
 
 
 def write_modelfile(result: Any, source: Path, out: Path, *, force: bool) -> tuple[Path, str]:

@@ -3,35 +3,41 @@
 Each stage's output lives in one work folder (``--keep`` or the cache) with a state file
 (``resume.StateFile``) keyed by the input's content key, so a rerun skips what is already done
 for the same inputs: the template translation, the GGUF export and the registration. Reports
-live in ``reports``, resume state in ``resume``, the Modelfile in ``stages``/``modelfile``.
+live in ``reports``, resume state in ``resume``, the stages themselves in ``deploy_stages``, the
+Modelfile in ``stages``/``modelfile``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ._fs import check_writable_dir, write_text_atomic
 from .chat_template.source import check_source
 from .deploy_report import write_deploy_report
+from .deploy_stages import (
+    build_deploy_modelfile,
+    gguf_name,
+    reregister,
+    run_export,
+    run_register,
+    run_template,
+)
 from .errors import DeployError, InputNotFoundError, OutputExistsError
 from .gguf.imatrix import ImatrixChoice
 from .gguf.loadable import load_warnings
 from .inputs import ResolvedInput, source_kind
 from .modelfile import Modelfile, TemplateResult, model_parameters, render_modelfile
-from .modelfile.assembly import relative_from
-from .ollama_client import Method, OllamaClient, file_digest
+from .ollama_client import Method, OllamaClient
 from .progress import NullProgress, ProgressReporter
 from .registrar import (
     Registration,
     discard_registration,
-    register_model,
     settle_registration,
     validate_model_name,
 )
@@ -47,23 +53,25 @@ from .resume import (
     stable_hash,
 )
 from .roundtrip import DEFAULT_QUESTION, RoundTripReport, check_round_trip, load_reference_for
+from .route_deploy import confirm_deployed_route, route_for_deploy
 from .routing import (
+    RouteChoice,
     RouteRequest,
     check_route_for_server,
     check_route_request,
-    confirm_deployed_route,
+    library_fallback,
     modelfile_for_route,
-    registered_template_matches,
-    route_for_deploy,
 )
 from .settings import Settings, normalize_host
-from .stages import MODELFILE_NAME, build_modelfile, check_parameters, translate_stage
+from .stages import MODELFILE_NAME, check_parameters
 
 logger = logging.getLogger(__name__)
 
 #: The work folder's resume record (kept under its old private name for callers and tests).
 _State = StateFile
 _hash = stable_hash
+#: The Modelfile ``deploy`` registers (``deploy_stages``; the old private name for tests).
+_build_modelfile = build_deploy_modelfile
 
 
 # --------------------------------------------------------------------------- sources
@@ -262,14 +270,14 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         plan.progress.done("resolve")
         stages.append(("resolve", "done"))
         # The template first: a bad chat template fails before minutes of export.
-        template, template_status = _run_template(
+        template, template_status = run_template(
             path, base_dir, state, input_key, plan.progress, server_version=plan.server_version
         )
         quant = real_quant(plan.quant, resolved)
-        planned = path if resolved.kind == "gguf" else work / _gguf_name(plan.stem, quant)
-        modelfile = _build_modelfile(planned, work, template, path, base_dir, plan.parameters)
-        text = render_modelfile(modelfile)  # content Ollama cannot read fails before the export
-        gguf, status = _run_export(plan, path, resolved, work, state, input_key, quant)
+        planned = path if resolved.kind == "gguf" else work / gguf_name(plan.stem, quant)
+        modelfile = build_deploy_modelfile(planned, work, template, path, base_dir, plan.parameters)
+        render_modelfile(modelfile)  # content Ollama cannot read fails before the export
+        gguf, status = run_export(plan, path, resolved, work, state, input_key, quant)
         stages.append(("export", status))
         stages.append(("template", template_status))
         route = route_for_deploy(
@@ -277,16 +285,10 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
             base_dir=base_dir, gguf=gguf, template=template, jinja=resolved.chat_template,
             settings=plan.settings,
         )  # fmt: skip
-        modelfile = modelfile_for_route(route, modelfile)
-        text = render_modelfile(modelfile)
-        modelfile_path = work / MODELFILE_NAME
-        write_text_atomic(modelfile_path, text)
-        stages.append(("modelfile", "done"))
-        status, registration = _run_register(plan, modelfile, work, gguf, state)
-        stages.append(("register", status))
-        route = confirm_deployed_route(
-            route, host=plan.host, name=plan.name, jinja=resolved.chat_template
-        )
+        route, modelfile_path, registration = _register_on_route(
+            plan, route, modelfile, work, gguf, state, stages,
+            jinja=resolved.chat_template, template=template.template,
+        )  # fmt: skip
     round_trip, failed_model = _run_check(plan, resolved, gguf, registration)
     if round_trip is not None:
         stages.append(("check", "done"))
@@ -311,15 +313,56 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     )
 
 
+def _register_on_route(
+    plan: _Plan,
+    route: RouteChoice,
+    go_modelfile: Modelfile,
+    work: Path,
+    gguf: Path,
+    state: _State,
+    stages: list[tuple[str, str]],
+    *,
+    jinja: str | None,
+    template: str | None,
+) -> tuple[RouteChoice, Path, Registration | None]:
+    """Write the route's Modelfile, register it and decide the route again from what the server
+    has; a library TEMPLATE that leaves ``auto``'s native route unproven is replaced by ours
+    (``routing.library_fallback``), and a rerun goes straight to ours (remembered in the state).
+    """
+    modelfile = modelfile_for_route(route, go_modelfile)
+    memo = _hash(render_modelfile(modelfile), plan.name, plan.host)
+    earlier = state.get("route_fallback", memo)
+    if earlier:
+        modelfile = go_modelfile
+    modelfile_path = work / MODELFILE_NAME
+    write_text_atomic(modelfile_path, render_modelfile(modelfile))
+    stages.append(("modelfile", "done"))
+    status, registration = run_register(plan, modelfile, work, gguf, state)
+    stages.append(("register", status))
+    route = confirm_deployed_route(
+        route, host=plan.host, name=plan.name, jinja=jinja, template=modelfile.template
+    )
+    if earlier:
+        reason = str(earlier["reason"])
+        return (
+            replace(route, reason=reason, warnings=(*route.warnings, reason)),
+            modelfile_path,
+            registration,
+        )
+    fallback = library_fallback(route, jinja=jinja, template=template)
+    if fallback is None:
+        return route, modelfile_path, registration
+    reregister(plan, go_modelfile, modelfile_path, gguf, state)  # a library TEMPLATE came
+    state.put("route_fallback", memo, reason=fallback.reason)
+    confirmed = confirm_deployed_route(
+        fallback, host=plan.host, name=plan.name, jinja=jinja, template=template
+    )
+    return confirmed, modelfile_path, registration
+
+
 def _input_key(path: Path, resolved: ResolvedInput, base_dir: Path | None) -> str:
     """The input's content key, computed once (``ResolvedInput.content_key``)."""
     return resolved.content_key
-
-
-def _gguf_name(stem: str, quant: str) -> str:
-    from .gguf.steps import gguf_filename
-
-    return gguf_filename(stem, quant)
 
 
 def real_quant(quant: str, resolved: Any) -> str:
@@ -396,165 +439,6 @@ def _work_dir(keep: Path | None, cache: Path, input_key: str, *, force: bool) ->
 
 def _holds_files(folder: Path) -> bool:
     return any(entry.name not in (STATE_FILE, LOCK_FILE) for entry in folder.iterdir())
-
-
-def _run_export(
-    plan: _Plan,
-    path: Path,
-    resolved: Any,
-    work: Path,
-    state: _State,
-    input_key: str,
-    quant: str,
-) -> tuple[Path, str]:
-    if resolved.kind == "gguf":
-        return path, "skipped"  # already a GGUF
-    key = _hash(input_key, quant, "export", *([plan.imatrix.fingerprint()] if plan.imatrix else []))
-    expected = work / _gguf_name(plan.stem, quant)
-    done = state.get("export", key)
-    if done and (work / done["gguf"]).is_file():
-        plan.progress.start("export", "export: reusing the GGUF of an earlier run")
-        gguf = _named_for_this_deploy(work / done["gguf"], expected)
-        if gguf.name != done["gguf"]:
-            state.put("export", key, gguf=gguf.name)
-        plan.progress.done("export")
-        return gguf, "reused"
-    plan.progress.start("export", f"export: {path.name} -> GGUF {quant}")
-    gguf, reused = _export_stage(plan, path, resolved, work, input_key, quant)
-    plan.progress.done("export")
-    state.put("export", key, gguf=gguf.name)
-    return gguf, "reused" if reused else "done"
-
-
-def _named_for_this_deploy(gguf: Path, expected: Path) -> Path:
-    """A GGUF reused from an earlier deploy of the same input takes this deploy's name."""
-    if gguf == expected:
-        return gguf
-    os.replace(gguf, expected)
-    logger.info("renamed the reused %s to %s", gguf.name, expected.name)
-    return expected
-
-
-def _export_stage(
-    plan: _Plan, path: Path, resolved: Any, work: Path, input_key: str, quant: str
-) -> tuple[Path, bool]:
-    """One GGUF for ``path`` in the work folder, through the exporter (which resumes itself)."""
-    from .gguf.export import export_gguf
-
-    settings = plan.settings
-    kwargs: dict[str, Any] = {
-        "out_dir": work,
-        "quant": quant,
-        "base": plan.base,
-        "name": plan.stem,
-        "cache_dir": plan.cache,
-        "llama_cpp_dir": settings.llama_cpp_dir,
-        "progress": plan.progress,
-        "settings": settings,
-        "content_key": input_key,
-        "resolved": resolved,
-        "imatrix": plan.imatrix,
-    }
-    try:
-        result = export_gguf(path, force=False, **kwargs)
-    except OutputExistsError:
-        # The work folder belongs to this input: a GGUF there without a matching stamp is a
-        # leftover of an older layout or a changed option, safe to replace.
-        result = export_gguf(path, force=True, **kwargs)
-    model = next(f for f in result.files if f.role == "model")
-    return model.path, result.reused
-
-
-def _run_template(
-    path: Path,
-    base_dir: Path | None,
-    state: _State,
-    input_key: str,
-    progress: ProgressReporter,
-    *,
-    server_version: str | None = None,
-) -> tuple[TemplateResult, str]:
-    # Verified for this server's prompt building: another version is another verification.
-    key = _hash(input_key, "template", server_version or "")
-    done = state.get("template", key)
-    if done:
-        values = {k: v for k, v in done.items() if k != "key"}
-        values["stops"] = tuple(values.get("stops") or ())
-        values["capabilities_lost"] = tuple(values.get("capabilities_lost") or ())
-        return TemplateResult(**values), "reused"
-    progress.start("template", "template: translating the chat template")
-    result = translate_stage(path, base_dir, server_version=server_version)
-    progress.done("template")
-    state.put("template", key, **asdict(result))
-    return result, "done"
-
-
-def _build_modelfile(
-    gguf: Path,
-    work: Path,
-    template: TemplateResult,
-    source: Path,
-    base_dir: Path | None,
-    extra: Sequence[tuple[str, str]],
-) -> Modelfile:
-    """The Modelfile ``deploy`` registers (``stages.build_modelfile``, FROM beside it)."""
-    return build_modelfile(
-        from_=relative_from(gguf, work),
-        source=source,
-        template=template,
-        base_dir=base_dir,
-        extra=extra,
-    )
-
-
-def _run_register(
-    plan: _Plan, modelfile: Modelfile, work: Path, gguf: Path, state: _State
-) -> tuple[str, Registration | None]:
-    """Register unless the server already has this exact model; None when reused."""
-    digest = _gguf_digest(gguf, state, plan.progress)
-    key = _hash(digest, render_modelfile(modelfile), plan.name, plan.host)
-    if state.get("register", key) and _registered_same(plan.name, plan.host, digest, modelfile):
-        plan.progress.start("register", f"register: {plan.name} is already up to date")
-        plan.progress.done("register")
-        return "reused", None
-    plan.progress.start("register", f"register: {plan.name}")
-    registration = register_model(
-        plan.name,
-        modelfile,
-        base_dir=work,
-        host=plan.host,
-        force=plan.force,
-        method=plan.method,
-        keep_replaced=plan.check and not plan.keep_failed,
-        progress=plan.progress,
-    )
-    plan.progress.done("register")
-    state.put("register", key, name=plan.name, host=plan.host, digest=digest)
-    return "done", registration
-
-
-def _gguf_digest(gguf: Path, state: _State, progress: ProgressReporter) -> str:
-    stat = gguf.stat()
-    fingerprint = _hash(str(gguf), stat.st_size, stat.st_mtime_ns)
-    done = state.get("digest", fingerprint)
-    if done:
-        return str(done["digest"])
-    digest = file_digest(gguf, progress)
-    state.put("digest", fingerprint, digest=digest)
-    return digest
-
-
-def _registered_same(name: str, host: str, digest: str, modelfile: Modelfile) -> bool:
-    """The server already has ``name`` built from this GGUF with this template and system."""
-    shown = OllamaClient(host).show(name)
-    if shown is None:
-        return False
-    blob = digest.replace(":", "-")
-    return (
-        blob in (shown.modelfile or "")
-        and registered_template_matches(shown, modelfile.template)
-        and (shown.system or "") == (modelfile.system or "")
-    )
 
 
 def ensure_source_kind(path: Path) -> None:

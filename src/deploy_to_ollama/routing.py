@@ -16,14 +16,13 @@ when the Jinja is within edit distance 100 of an entry of template/index.json; n
 command removes that layer, and ``TEMPLATE ""`` is ignored by ``if r.Template != ""``). So after
 registration the route is decided again from what ``/api/show`` reports (``confirm_route``):
 the route we report is always the one ``ollama_route.select_route`` gives the registered model.
+The calls that ask the server live in ``route_deploy``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .capabilities import compare_capabilities
@@ -45,11 +44,9 @@ from .route_proof import (
 )
 
 if TYPE_CHECKING:
-    from .modelfile import Modelfile, TemplateResult
+    from .modelfile import Modelfile
     from .ollama_client import ShownModel
-    from .settings import Settings
 
-logger = logging.getLogger(__name__)
 
 Route = Literal["go", "native"]
 RouteRequest = Literal["auto", "go", "native"]
@@ -67,15 +64,16 @@ __all__ = [
     "check_route_for_server",
     "check_route_request",
     "choose_route",
-    "confirm_deployed_route",
     "confirm_route",
+    "export_route",
     "go_proof",
+    "library_fallback",
     "modelfile_for_route",
     "native_proof",
     "prove_native",
     "raise_for_route",
     "registered_template_matches",
-    "route_for_deploy",
+    "route_modelfile",
 ]
 
 
@@ -337,22 +335,43 @@ def _lost(jinja: str | None, decision: RouteDecision) -> tuple[str, ...]:
 
 
 def modelfile_for_route(choice: RouteChoice, modelfile: Modelfile) -> Modelfile:
-    """The Modelfile of the route: the native one has no TEMPLATE, SYSTEM, RENDERER or PARSER
-    (the Jinja renders its own default system prompt; nothing is inherited from FROM a file)."""
-    if choice.route == "go":
+    """The Modelfile of the chosen route (``route_modelfile``)."""
+    return route_modelfile(choice.route, modelfile)
+
+
+def route_modelfile(route: Route, modelfile: Modelfile) -> Modelfile:
+    """The Modelfile of ``route``: the native one has no TEMPLATE, SYSTEM, RENDERER or PARSER
+    (the Jinja renders its own default system prompt; nothing is inherited from FROM a file).
+    ``deploy`` and ``export`` both assemble it here."""
+    if route == "go":
         return modelfile
     extra = tuple((k, v) for k, v in modelfile.extra if k not in ("renderer", "parser"))
     return replace(modelfile, template=None, system=None, extra=extra)
 
 
+def export_route(requested: RouteRequest) -> Route:
+    """The route ``export`` writes the Modelfile for: no server is asked, so auto is the go
+    route (our verified TEMPLATE, which every server generation can render).
+
+    >>> export_route("auto"), export_route("native")
+    ('go', 'native')
+    """
+    return "native" if requested == "native" else "go"
+
+
 def confirm_route(
-    choice: RouteChoice, shown: ShownModel | None, *, jinja: str | None
+    choice: RouteChoice,
+    shown: ShownModel | None,
+    *,
+    jinja: str | None,
+    template: str | None = None,
 ) -> RouteChoice:
     """The choice after ``ollama create``: decided again from what ``/api/show`` reports.
 
     A library TEMPLATE attached to a native-route model (``detectChatTemplate``) may move it
     to the rendered path with a template nobody verified: the route then becomes what the
-    selection says, unproven unless it is the go route with our own TEMPLATE.
+    selection says, unproven unless it is the go route with our own TEMPLATE. ``template`` is
+    the TEMPLATE the Modelfile had (ours after ``library_fallback``): that one is not attached.
     """
     from .roundtrip.capability_check import facts_from_show
 
@@ -360,7 +379,7 @@ def confirm_route(
         return choice
     facts = facts_from_show(shown, jinja)
     decision = select_route(facts, parse_server_version(choice.server_version)[0])
-    attached = choice.route == "native" and facts.template is not None
+    attached = choice.route == "native" and facts.template not in (None, template)
     served: Route = "native" if decision.path == "native" else "go"
     if served == choice.route and not attached:
         return replace(choice, capabilities=decision.capabilities)
@@ -378,6 +397,43 @@ def confirm_route(
         capabilities_lost=_lost(jinja, decision),
         library_template=attached,
         warnings=warnings or choice.warnings,
+    )
+
+
+def library_fallback(
+    choice: RouteChoice, *, jinja: str | None, template: str | None
+) -> RouteChoice | None:
+    """The route to re-register with our verified TEMPLATE, when ``auto`` took the native route
+    and ``ollama create`` attached a library TEMPLATE that leaves it unproven; else None.
+
+    A TEMPLATE in the Modelfile stops ``detectChatTemplate`` (create attaches a library template
+    only to a model without one), so our own TEMPLATE takes its place. The route is then what
+    the selection gives our TEMPLATE beside the Jinja: the go route where Ollama renders it, the
+    native one where the Jinja still wins; it is used only when that route is proven. An asked
+    for route (``--template-route native``) is left as the user chose it.
+    """
+    if choice.requested != "auto" or not choice.library_template or choice.proven:
+        return None
+    if template is None:
+        return None
+    candidate = choose_route(
+        "go",
+        version=None if choice.server_version == "unknown" else choice.server_version,
+        jinja=jinja,
+        go=choice.go,
+        native=choice.native,
+        template=template,
+        strict=choice.strict,
+    )
+    if not candidate.proven:
+        return None
+    served = "Ollama renders it" if candidate.route == "go" else "the GGUF's Jinja still wins"
+    reason = (
+        "ollama create attached a library TEMPLATE to the native route, which left it unproven; "
+        f"re-registered with our verified TEMPLATE ({served})"
+    )
+    return replace(
+        candidate, requested="auto", reason=reason, warnings=(*candidate.warnings, reason)
     )
 
 
@@ -404,58 +460,3 @@ def raise_for_route(choice: RouteChoice) -> None:
         hint="`deploy-to-ollama template diff SOURCE` (and `--native`) shows the differences; "
         "`doctor NAME --fix` switches to the proven route",
     )
-
-
-# --------------------------------------------------------------------------- deploy's calls
-
-
-def route_for_deploy(
-    requested: RouteRequest,
-    *,
-    strict: bool,
-    host: str,
-    source: Path,
-    base_dir: Path | None,
-    gguf: Path,
-    template: TemplateResult,
-    jinja: str | None,
-    settings: Settings,
-) -> RouteChoice:
-    """Prove what the user's server needs and choose (``deploy``, after the export).
-
-    The native route is checked on a 0.30+ server when it was asked for or when the go route
-    is not proven there; a 0.9.x server has no native path, so it is not checked.
-    """
-    from .ollama_client import OllamaClient
-
-    version = OllamaClient(host).version()
-    go = go_proof(template, jinja)
-    native = None
-    if parse_server_version(version)[0].native_path and (
-        requested == "native" or CURRENT not in go.proven_on()
-    ):
-        native = prove_native(source, base_dir, gguf, settings, required=requested == "native")
-    choice = choose_route(
-        requested,
-        version=version,
-        jinja=jinja,
-        go=go,
-        native=native,
-        template=template.template,
-        strict=strict,
-    )
-    for warning in choice.warnings:
-        logger.warning("%s", warning)
-    return choice
-
-
-def confirm_deployed_route(
-    choice: RouteChoice, *, host: str, name: str, jinja: str | None
-) -> RouteChoice:
-    """``confirm_route`` on what the server registered (``/api/show`` of ``name``)."""
-    from .ollama_client import OllamaClient
-
-    confirmed = confirm_route(choice, OllamaClient(host).show(name), jinja=jinja)
-    if confirmed.library_template and not choice.library_template:
-        logger.warning("%s", confirmed.warnings[-1])
-    return confirmed

@@ -26,10 +26,16 @@ class _Proxy(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, upstream: str, version: str, renderer: LlamaServer | None, show_extra: str
+        self,
+        upstream: str,
+        version: str,
+        renderer: LlamaServer | None,
+        show_extra: str,
+        library_template: str = "",
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.show_extra = show_extra
+        self.library_template = library_template
         self.upstream = upstream.rstrip("/")
         self.fake_version = version
         self.renderer = renderer
@@ -70,11 +76,21 @@ class _Handler(BaseHTTPRequestHandler):
         except urllib.error.HTTPError as err:
             status, data = err.code, err.read()
             kind = err.headers.get("Content-Type", "application/json")
-        if self.path == "/api/show" and status == 200 and self.server.show_extra:
-            shown = json.loads(data)
-            shown["modelfile"] = str(shown.get("modelfile") or "") + self.server.show_extra
-            data = json.dumps(shown).encode()
+        if self.path == "/api/show" and status == 200:
+            data = self._show(data)
         self._reply(status, data, kind)
+
+    def _show(self, data: bytes) -> bytes:
+        """``/api/show`` as the newer Ollama answers: RENDERER/PARSER lines, and the library
+        TEMPLATE its ``detectChatTemplate`` attached to a model created without one."""
+        if not self.server.show_extra and not self.server.library_template:
+            return data
+        shown = json.loads(data)
+        shown["modelfile"] = str(shown.get("modelfile") or "") + self.server.show_extra
+        no_layer = str(shown.get("template") or "").strip() in ("", "{{ .Prompt }}")
+        if self.server.library_template and no_layer:
+            shown["template"] = self.server.library_template
+        return json.dumps(shown).encode()
 
     def _body(self) -> bytes | None:
         """The request body, also when streamed in chunks (blob uploads are)."""
@@ -113,13 +129,16 @@ def newer_ollama(
     *,
     renderer: LlamaServer | None = None,
     show_extra: str = "",
+    library_template: str = "",
 ) -> Iterator[_Proxy]:
     """Serve the stand-in on 127.0.0.1:<free port>; ``.server_address`` gives the port.
 
     ``show_extra`` is appended to ``/api/show``'s modelfile text: the RENDERER/PARSER lines a
     newer Ollama prints for a model that has them (0.9.3 has no such commands).
+    ``library_template`` is what a newer Ollama's template library attaches to a model created
+    without a TEMPLATE (0.9.3's library attaches only when the Jinja is near one of its own).
     """
-    proxy = _Proxy(upstream, version, renderer, show_extra)
+    proxy = _Proxy(upstream, version, renderer, show_extra, library_template)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:

@@ -12,7 +12,9 @@ round trip), 1 bad input, 2 usage error, 4 Ollama unreachable.
       "exit_code": 0 | 3,
       "target": {"kind": "ollama"|"gguf"|"modelfile"|"hf", "name": str,
                  "template": str|null, "system": str|null, "stops": [str],
-                 "parameters": [[name, value]]},
+                 "parameters": [[name, value]],
+                 "route": "go"|"native"|null,  # the prompt path, where known
+                 "server_version": str|null},  # the serving Ollama's, for its prompt rules
       "reference": {"origin": "source"|"gguf"|"hf_target"|null, "location": str|null,
                     "note": str, "disagreement": str|null},
       "healthy": bool,                 # no diagnosis of severity "error"

@@ -317,13 +317,24 @@ def export_command(
         float | None,
         typer.Option("--measure-minutes", help="Refuse a --measure estimated to take longer (30)."),
     ] = None,
+    template_route: Annotated[
+        str,
+        typer.Option(
+            "--template-route",
+            help="Modelfile for this prompt path: go (our verified TEMPLATE; auto, the default, "
+            "is go here since no server is asked) or native (no TEMPLATE/SYSTEM: Ollama 0.30+ "
+            "renders the GGUF's Jinja; deploy proves it).",
+        ),
+    ] = "auto",
     force: ForceOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Export a fine-tune to GGUF file(s) and a Modelfile, and optionally push it to the Hub."""
     from ..measuring import check_measure_flags
+    from ..routing import check_route_request
 
+    route = check_route_request(template_route)
     measuring = check_measure_flags(
         measure=measure, eval_data=eval_data, eval_tokens=eval_tokens, minutes=measure_minutes,
         mode=mode, backend=backend,
@@ -393,6 +404,7 @@ def export_command(
         load_in_8bit=load_in_8bit,
         measure=measuring,
         imatrix=imatrix_choice,
+        template_route=route,
     )
     settings = cli_settings()
     with RichProgress() as progress:

@@ -44,6 +44,8 @@ class DoctorReport:
                 "system": self.target.system,
                 "stops": self.target.stops,
                 "parameters": [list(p) for p in self.target.parameters],
+                "route": self.target.route,
+                "server_version": self.target.server_version,
             },
             "reference": {
                 "origin": ref.origin if ref else None,

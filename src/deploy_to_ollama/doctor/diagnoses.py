@@ -5,39 +5,32 @@ Checks compare the TEMPLATE Ollama uses (rendered with our port of Ollama's prom
 against the reference Jinja template (rendered with transformers), plus stops, BOS, SYSTEM and
 sampling parameters. Pure functions of a ``Target`` and a ``ReferenceChoice``: no server calls.
 
-Over 500 lines on purpose: it is the catalogue of diagnoses (one small function each, mirrored by
-README's doctor table); rendering and difference summaries already live in ``rendering``.
+The catalogue of diagnoses (one small function each, mirrored by README's doctor table) and
+their order; the prompt comparisons live in ``prompt_checks``, the route checks in ``routes``,
+the ``Diagnosis`` type in ``findings``, rendering and difference summaries in ``rendering``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
-from ..errors import DeployError
 from ..modelfile import GENERATION_PARAMETERS
-from .reference import ReferenceChoice, ReferenceTemplate
+from .findings import Diagnosis, DoctorContext, ProbeRender
+from .prompt_checks import (
+    check_double_bos,
+    check_generation_prompt,
+    check_renders,
+    check_system_prompt,
+)
+from .reference import ReferenceChoice
 from .rendering import (
     DOCTOR_PROBES,
     default_system_prompt,
-    effective_ollama,
-    effective_reference,
     eot_marker,
     first_difference,
-    generation_suffix,
-    markers,
-    show_text,
-    snap_to_marker,
-    strip_bos,
     summarize_difference,
 )
-from .targets import PROMPT_FALLBACK, Target
-
-logger = logging.getLogger(__name__)
-
-Severity = Literal["error", "warning", "info"]
+from .targets import Target
 
 #: End-of-turn markers of common chat formats (checked when there is no reference template).
 KNOWN_EOT_MARKERS = (
@@ -55,81 +48,10 @@ UNSLOTH_SAMPLING = {"temperature": 1.5, "min_p": 0.1}
 _OLLAMA_PARAM = dict(GENERATION_PARAMETERS)
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeRender:
-    """One probe rendered by the reference and by Ollama's TEMPLATE."""
-
-    probe: str
-    expected: str
-    """The reference rendering (what the model saw in training)."""
-    actual: str
-    """What Ollama sends the model (BOS that llama.cpp adds included)."""
-    first_difference: int | None
-    summary: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Diagnosis:
-    """One problem (or note) about the model, phrased for the user."""
-
-    code: str
-    """Stable identifier, e.g. ``no_template`` (part of the --json schema)."""
-    severity: Severity
-    title: str
-    symptom: str
-    """What the user sees, in their words."""
-    evidence: tuple[str, ...]
-    fix: str
-    fixable: bool = False
-    """``doctor --fix`` repairs it."""
-    probes: tuple[ProbeRender, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (see cli/doctor.py for the schema)."""
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "title": self.title,
-            "symptom": self.symptom,
-            "evidence": list(self.evidence),
-            "fix": self.fix,
-            "fixable": self.fixable,
-            "probes": [
-                {
-                    "probe": p.probe,
-                    "expected": p.expected,
-                    "actual": p.actual,
-                    "first_difference": p.first_difference,
-                    "summary": p.summary,
-                }
-                for p in self.probes
-            ],
-        }
-
-
-# --------------------------------------------------------------------------- the checks
-
-
-@dataclass(frozen=True, slots=True)
-class DoctorContext:
-    """Everything the checks read."""
-
-    target: Target
-    choice: ReferenceChoice
-
-    @property
-    def reference(self) -> ReferenceTemplate | None:
-        return self.choice.reference
-
-    @property
-    def has_template(self) -> bool:
-        template = (self.target.template or "").strip()
-        return bool(template) and template != PROMPT_FALLBACK
-
-
 def check_no_template(ctx: DoctorContext) -> list[Diagnosis]:
-    """No TEMPLATE, or Ollama's ``{{ .Prompt }}`` fallback."""
-    if ctx.has_template:
+    """No TEMPLATE, or Ollama's ``{{ .Prompt }}`` fallback; none is needed on the native
+    route (llama-server renders the GGUF's Jinja; ``routes`` checks that path)."""
+    if ctx.has_template or ctx.target.route == "native":
         return []
     shown = (ctx.target.template or "").strip()
     info = ctx.target.gguf
@@ -162,97 +84,6 @@ def check_no_template(ctx: DoctorContext) -> list[Diagnosis]:
             "format it was fine-tuned on.",
             evidence,
             "run `deploy-to-ollama doctor TARGET --fix` to add the translated TEMPLATE and stops",
-            fixable=True,
-        )
-    ]
-
-
-def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
-    """TEMPLATE renders differently from the reference, probe by probe."""
-    ref = ctx.reference
-    if ref is None or not ctx.has_template:
-        return []
-    bos = ref.bos_token or (ctx.target.gguf.bos_token if ctx.target.gguf else None)
-    renders: list[ProbeRender] = []
-    for name, messages in DOCTOR_PROBES:
-        try:
-            expected = effective_reference(ref, messages)
-        except DeployError as err:
-            # The fine-tune's own template refuses this conversation (e.g. no system role):
-            # nothing Ollama could be compared with.
-            logger.info("probe %s skipped: %s", name, err.message)
-            continue
-        try:
-            actual = effective_ollama(ctx.target, messages)
-        except DeployError as err:
-            renders.append(
-                ProbeRender(name, expected, "", 0, f"Ollama cannot render it: {err.message}")
-            )
-            continue
-        # One leading BOS on either side is the tokenizer's business, not the template's.
-        if strip_bos(expected, bos) == strip_bos(actual, bos):
-            continue
-        at = snap_to_marker(expected, actual, first_difference(expected, actual))
-        renders.append(
-            ProbeRender(name, expected, actual, at, summarize_difference(expected, actual))
-        )
-    if not renders:
-        return []
-    family = _family_evidence(renders[0], bos)
-    return [
-        Diagnosis(
-            "template_mismatch",
-            "error",
-            f"TEMPLATE renders another prompt than the fine-tune's "
-            f"({len(renders)} of {len(DOCTOR_PROBES)} probes)",
-            "It answers off-topic, in the wrong format, or leaks template text: the prompt "
-            "does not look like the conversations it was trained on.",
-            (*family, *(f"{p.probe}: {p.summary}" for p in renders), f"reference: {ref.location}"),
-            "run `deploy-to-ollama doctor TARGET --fix` to replace the TEMPLATE with a "
-            "verified translation; `deploy-to-ollama template diff` shows it side by side",
-            fixable=True,
-            probes=tuple(renders),
-        )
-    ]
-
-
-def _family_evidence(first: ProbeRender, bos: str | None) -> tuple[str, ...]:
-    """A line naming the other chat format when no reference marker survives in Ollama's prompt
-    (BOS does not count: llama.cpp adds it whatever the TEMPLATE)."""
-    want = [m for m in markers(first.expected) if m != bos]
-    got = [m for m in markers(first.actual) if m != bos]
-    if not want or set(want) & set(got):
-        return ()
-    used = ", ".join(got[:3]) if got else "no special markers"
-    return (
-        f"a TEMPLATE of another model family: the reference writes {', '.join(want[:3])}, "
-        f"the TEMPLATE writes {used}",
-    )
-
-
-def check_generation_prompt(ctx: DoctorContext) -> list[Diagnosis]:
-    """The TEMPLATE does not end with the assistant header the model answers after."""
-    ref = ctx.reference
-    if ref is None or not ctx.has_template:
-        return []
-    try:
-        suffix = generation_suffix(ref)
-        actual = effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
-    except DeployError:
-        return []
-    if not suffix.strip() or actual.endswith(suffix):
-        return []
-    return [
-        Diagnosis(
-            "generation_prompt_missing",
-            "error",
-            "the prompt does not end with the assistant header",
-            "It continues your text instead of answering, or answers as the user.",
-            (
-                f"the reference ends the prompt with {show_text(suffix)}; Ollama's ends with "
-                f"{show_text(actual[-len(suffix) - 10 :])}",
-            ),
-            "end the TEMPLATE with the assistant header; `doctor --fix` writes it",
             fixable=True,
         )
     ]
@@ -317,81 +148,6 @@ def check_stops_in_answers(ctx: DoctorContext) -> list[Diagnosis]:
             )
         )
     return out
-
-
-def check_double_bos(ctx: DoctorContext) -> list[Diagnosis]:
-    """The TEMPLATE writes BOS and llama.cpp adds one too."""
-    info = ctx.target.gguf
-    if info is None or not info.add_bos or not info.bos_token or not ctx.has_template:
-        return []
-    try:
-        actual = effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
-    except DeployError:
-        return []
-    if not actual.startswith(info.bos_token * 2):
-        return []
-    return [
-        Diagnosis(
-            "double_bos",
-            "error",
-            f"BOS {info.bos_token} is sent twice",
-            "Answers are subtly worse or odd from the first word: every prompt starts with "
-            "two BOS tokens, which the model never saw in training.",
-            (
-                "the GGUF sets tokenizer.ggml.add_bos_token, so llama.cpp prepends "
-                f"{info.bos_token!r}",
-                f"the TEMPLATE writes {info.bos_token!r} itself as well",
-            ),
-            f"remove {info.bos_token} from the start of the TEMPLATE; `doctor --fix` does",
-            fixable=True,
-        )
-    ]
-
-
-def check_system_prompt(ctx: DoctorContext) -> list[Diagnosis]:
-    """The reference's default system prompt is lost, or SYSTEM duplicates one."""
-    ref = ctx.reference
-    if ref is None or not ctx.has_template:
-        return []
-    default = default_system_prompt(ref)
-    if default is None:
-        return []
-    try:
-        actual = effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
-    except DeployError:
-        return []
-    count = actual.count(default)
-    if count == 1:
-        return []
-    if count == 0:
-        return [
-            Diagnosis(
-                "default_system_lost",
-                "error",
-                "the default system prompt of the fine-tune is lost",
-                "It ignores its persona or instructions when you give no system prompt.",
-                (
-                    f"the reference adds {show_text(default, 60)} when no system message is given; "
-                    "Ollama's prompt does not contain it",
-                ),
-                "set `SYSTEM` to that text (or put it in the TEMPLATE); `doctor --fix` does",
-                fixable=True,
-            )
-        ]
-    return [
-        Diagnosis(
-            "system_duplicated",
-            "error",
-            "the default system prompt appears twice",
-            "It repeats or over-weights its instructions: the prompt carries them twice.",
-            (
-                f"{show_text(default, 60)} appears {count} times in Ollama's prompt "
-                "(SYSTEM and the TEMPLATE both write it)",
-            ),
-            "drop SYSTEM or the hard-coded text in the TEMPLATE; `doctor --fix` does",
-            fixable=True,
-        )
-    ]
 
 
 def check_tools(ctx: DoctorContext) -> list[Diagnosis]:
@@ -546,10 +302,12 @@ CHECKS = (
 
 def diagnose(target: Target, choice: ReferenceChoice) -> list[Diagnosis]:
     """Run every check; errors first, then warnings, then notes."""
+    from ..chat_template.server_rules import for_server
     from .routes import ROUTE_CHECKS  # the template-route checks (issue 13), own module
 
     ctx = DoctorContext(target, choice)
-    found = [d for check in (*CHECKS, *ROUTE_CHECKS) for d in check(ctx)]
+    with for_server(target.server_version):  # the serving Ollama's prompt building
+        found = [d for check in (*CHECKS, *ROUTE_CHECKS) for d in check(ctx)]
     order: Mapping[str, int] = {"error": 0, "warning": 1, "info": 2}
     return sorted(found, key=lambda d: order[d.severity])
 

@@ -68,6 +68,12 @@ class Target:
     adapter_digests: tuple[str, ...] = ()
     adapters: tuple[str, ...] = ()
     """``ADAPTER`` files of a Modelfile target (absolute paths), kept by ``--fix``."""
+    route: Literal["go", "native"] | None = None
+    """The prompt path the model was deployed for or is served on, where known: from the
+    ``deploy-report.json`` beside a Modelfile, or a 0.30+ server that serves a model without
+    a TEMPLATE natively (None: unknown)."""
+    server_version: str | None = None
+    """The serving Ollama's version (its prompt-building rules); None: the newest."""
 
     @property
     def stops(self) -> list[str]:
@@ -175,6 +181,7 @@ def load_modelfile_target(path: Path, *, host: str | None = None) -> Target:
         str(a if a.is_absolute() else (path.parent / a).resolve())
         for a in (Path(x).expanduser() for x in modelfile.adapters)
     )
+    deployed = _deployed_route(path.parent)
     return Target(
         "modelfile",
         str(path),
@@ -185,6 +192,24 @@ def load_modelfile_target(path: Path, *, host: str | None = None) -> Target:
         base.weights,
         host=base.host,
         adapters=adapters,
+        route=deployed[0] if modelfile.template is None else None,
+        server_version=base.server_version or deployed[1],
+    )
+
+
+def _deployed_route(folder: Path) -> tuple[Literal["go", "native"] | None, str | None]:
+    """The route and server version ``deploy`` recorded in ``deploy-report.json`` there."""
+    from .._fs import read_json_object
+    from ..deploy_report import REPORT_NAME
+
+    route = read_json_object(folder / REPORT_NAME).get("template_route")
+    if not isinstance(route, dict):
+        return None, None
+    chosen = route.get("template_route")
+    version = route.get("server_version")
+    return (
+        chosen if chosen in ("go", "native") else None,
+        version if isinstance(version, str) and version != "unknown" else None,
     )
 
 
@@ -221,11 +246,13 @@ def load_ollama_target(name: str, *, host: str | None = None) -> Target:
     """
     client = OllamaClient(host)
     shown = client.require(name, verbose=True, timeout=120)
-    return ollama_target_from_show(name, shown, host=client.host)
+    return ollama_target_from_show(name, shown, host=client.host, version=client.version())
 
 
-def ollama_target_from_show(name: str, shown: ShownModel, *, host: str) -> Target:
-    """Turn an ``/api/show`` reply into a ``Target``."""
+def ollama_target_from_show(
+    name: str, shown: ShownModel, *, host: str, version: str | None = None
+) -> Target:
+    """Turn an ``/api/show`` reply into a ``Target`` (``version``: the server's)."""
     info = gguf_info_from_metadata(shown.modelinfo or {})
     blob = _weights_blob(shown)
     if blob is not None and info.chat_template is None:
@@ -235,10 +262,13 @@ def ollama_target_from_show(name: str, shown: ShownModel, *, host: str) -> Targe
         except InputError:
             logger.info("could not read the weights blob %s", blob)
     digests = blob_digests(shown.modelfile or "")
+    template = shown.template
+    if template and template == info.chat_template:
+        template = None  # 0.30+'s native path shows the Jinja; the model has no TEMPLATE
     return Target(
         "ollama",
         name,
-        shown.template,
+        template,
         shown.system or None,
         parse_show_parameters(shown.parameters or ""),
         info,
@@ -246,7 +276,26 @@ def ollama_target_from_show(name: str, shown: ShownModel, *, host: str) -> Targe
         host=host,
         weights_digest=digests.get("FROM", [None])[0],
         adapter_digests=tuple(digests.get("ADAPTER", [])),
+        route=_served_route(template, info.chat_template, version),
+        server_version=version,
     )
+
+
+def _served_route(
+    template: str | None, jinja: str | None, version: str | None
+) -> Literal["go", "native"] | None:
+    """``native`` where a 0.30+ server serves the model's Jinja (``ollama_route``); None when
+    the server is older or unknown (only the TEMPLATE path then) or the model has a TEMPLATE
+    (its own checks say which path)."""
+    from ..ollama_route import ModelFacts, parse_server_version, select_route
+
+    if version is None or not jinja or (template and template.strip() != PROMPT_FALLBACK):
+        return None
+    parsed = parse_server_version(version)[0]
+    if not parsed.native_path:
+        return None
+    native = select_route(ModelFacts(template=None, jinja=jinja), parsed).path == "native"
+    return "native" if native else None
 
 
 def blob_digests(modelfile: str) -> dict[str, list[str]]:
