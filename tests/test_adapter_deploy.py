@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -459,3 +460,36 @@ def test_full_embedding_weights_are_explained_or_deployed_merged_with_auto(
     assert not modelfile.adapters and modelfile.from_.endswith(".gguf")
     assert "ad-full:latest" in _listed(ollama_server)
     assert "ad-full-base:latest" not in _listed(ollama_server)
+
+
+@pytest.mark.usefixtures("toolchain_env")
+def test_an_ollama_that_no_longer_takes_adapter_refuses_or_falls_back_to_merged(
+    ollama_server: OllamaServer, taught: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stand-in: Ollama 0.34.1 cannot run here, so tests/support/newer_ollama.py answers
+    ``/api/version`` with 0.34.1 in front of the real 0.9.3 server, which does the rest.
+    """
+    from support.newer_ollama import host_of, newer_ollama
+
+    with newer_ollama(ollama_server.host, "0.34.1") as proxy:
+        newer: Any = SimpleNamespace(host=host_of(proxy))  # _deploy needs only .host
+        before = _listed(ollama_server)
+        code, report, err = _deploy(
+            capsys, taught.adapter_dir, "ad-new", newer, "--mode", "adapter"
+        )
+        assert code == 1, err
+        assert report["error_type"] == "AdapterRouteUnavailableError"
+        assert "Ollama 0.34.1 on" in report["error"] and "ADAPTER" in report["error"]
+        assert "--mode auto" in report["hint"]
+        assert _listed(ollama_server) == before
+
+        code, report, err = _deploy(
+            capsys, taught.adapter_dir, "ad-new", newer, "--mode", "auto", "--no-check"
+        )
+    assert code == 0, err
+    assert "upload" not in report  # the merged route's report
+    assert any("no longer creates models with ADAPTER" in w for w in report["warnings"])
+    modelfile = parse_modelfile(Path(report["modelfile"]).read_text())
+    assert not modelfile.adapters and modelfile.from_.endswith(".gguf")
+    assert "ad-new:latest" in _listed(ollama_server)
+    assert "ad-new-base:latest" not in _listed(ollama_server)

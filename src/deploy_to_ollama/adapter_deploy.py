@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._fs import write_text_atomic
+from .adapter_gate import gate_adapter_route
 from .errors import (
     AdapterNotConvertibleError,
     DeployError,
@@ -163,6 +164,7 @@ def deploy_adapter(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployRe
     Raises:
         UsageError: ``--mode adapter`` on a source that is no LoRA adapter.
         AdapterNotConvertibleError: full embedding / lm_head weights with ``--mode adapter``.
+        AdapterRouteUnavailableError: the server no longer creates ``ADAPTER`` models.
         ModelNotFoundError: ``--base-model`` is not on the server.
         AdapterBaseMismatchError: ``--base-model`` is not the adapter's base.
         DeployError: a stage failed; nothing this run registered is left behind.
@@ -183,6 +185,10 @@ def deploy_adapter(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployRe
             why,
             hint="pass --mode auto to fall back to a merged deploy, or --mode merged",
         )
+    client = OllamaClient(plan.host)
+    fallback = gate_adapter_route(plan.mode, client.version(), client.host)
+    if fallback:
+        return fallback
     route = _Route.prepare(plan, resolved)
     with holding(route.work):
         remove_stale_temps(route.work)
