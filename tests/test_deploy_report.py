@@ -145,7 +145,7 @@ def _with_imatrix(gguf: Path, target: Path) -> Path:
     return target
 
 
-def test_report_and_its_card_summary_carry_the_imatrix_and_the_measured_quality(tmp_path: Path) -> None:
+def test_report_and_card_summary_carry_the_imatrix_and_measured_quality(tmp_path: Path) -> None:
     """Both read off the deployed file: its GGUF header and the quality.json row of its name
     and size; a plain GGUF, or a quality.json measured on another size, says nothing."""
     from deploy_to_ollama.gguf.quality import Quality, QualityReport
