@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._fs import write_text_atomic
-from .adapter_gate import gate_adapter_route
+from .adapter_gate import gate_adapter_route, not_convertible
 from .errors import (
     AdapterNotConvertibleError,
     DeployError,
@@ -98,40 +98,6 @@ def base_stem(resolved: ResolvedInput) -> str:
     if not name and resolved.base_dir is not None:
         name = Path(resolved.base_dir).name
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "base"
-
-
-#: Adapter tensor name parts llama.cpp's ``convert_lora_to_gguf.py`` (``get_tensors``) takes:
-#: LoRA A/B factors, and the norms mergekit-extract-lora adds; it exits on anything else.
-_CONVERTIBLE_PARTS = (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B")
-_KEPT_PARTS = (".base_layer.weight", "_layernorm", ".norm")
-
-
-def not_convertible(source: Path) -> str | None:
-    """Why ``source`` cannot be a GGUF LoRA (full embedding / lm_head weights, DoRA
-    magnitudes: what llama.cpp's LoRA converter refuses), or None.
-    """
-    from .gguf.adapter import scale_problem
-    from .peft_keys import ADAPTER_WEIGHTS
-    from .safetensors_io import read_safetensors_header
-
-    problem = scale_problem(source)
-    if problem:
-        return f"the adapter {problem}"
-    path = source / ADAPTER_WEIGHTS
-    if not path.is_file():
-        return None
-    refused = [
-        key
-        for key in read_safetensors_header(path)
-        if not any(part in key for part in (*_CONVERTIBLE_PARTS, *_KEPT_PARTS))
-    ]
-    if not refused:
-        return None
-    more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
-    what = "DoRA magnitudes" if "lora_magnitude_vector" in refused[0] else "full weights"
-    return (
-        f"the adapter carries {what} ({refused[0]}{more}), which llama.cpp's LoRA converter refuses"
-    )
 
 
 def deploy_route(
