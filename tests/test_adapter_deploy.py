@@ -493,3 +493,26 @@ def test_an_ollama_that_no_longer_takes_adapter_refuses_or_falls_back_to_merged(
     assert not modelfile.adapters and modelfile.from_.endswith(".gguf")
     assert "ad-new:latest" in _listed(ollama_server)
     assert "ad-new-base:latest" not in _listed(ollama_server)
+
+
+@pytest.mark.usefixtures("toolchain_env")
+def test_keep_of_another_adapter_input_is_refused_without_force(
+    ollama_server: OllamaServer, first_deploy: dict[str, Any], taught: Any, tmp_path: Path
+) -> None:
+    """The first deploy's --keep folder, another adapter: refused before any export, the kept
+    files and the server untouched; --force takes the folder over."""
+    keep = first_deploy["keep"]
+    variant = _variant(taught.adapter_dir, tmp_path / "a7", alpha=13)
+    before = _listed(ollama_server)
+    files = {p.name: p.stat().st_mtime_ns for p in keep.iterdir()}
+    argv = [
+        str(variant), "--name", "ad-keep", "--mode", "adapter", "--quant", "q8_0",
+        "--host", ollama_server.host, "--keep", str(keep), "--no-check", "--json",
+    ]  # fmt: skip
+    code, out, err = _Capture().run(argv)
+    report = json.loads(out)
+    assert code == 1, err
+    assert report["error_type"] == "OutputExistsError"
+    assert "holds files of another deployment" in report["error"] and "--force" in report["hint"]
+    assert {p.name: p.stat().st_mtime_ns for p in keep.iterdir()} == files
+    assert _listed(ollama_server) == before

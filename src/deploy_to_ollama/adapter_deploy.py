@@ -39,7 +39,14 @@ from .registrar import (
     validate_model_name,
 )
 from .reports import AdapterFacts, DeployReport
-from .resume import holding, remove_stale_temps, stable_hash
+from .resume import (
+    LOCK_FILE,
+    STATE_FILE,
+    StateFile,
+    holding,
+    remove_stale_temps,
+    stable_hash,
+)
 from .roundtrip import RoundTripReport, check_round_trip, load_reference_for
 from .stages import MODELFILE_NAME, build_modelfile, translate_stage
 
@@ -157,8 +164,29 @@ def deploy_adapter(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployRe
         return fallback
     route = _Route.prepare(plan, resolved)
     with holding(route.work):
+        if plan.keep is not None:
+            claim_keep(plan.keep, stable_hash(resolved.content_key, "adapter"), force=plan.force)
         remove_stale_temps(route.work)
         return route.run(path, resolved)
+
+
+def claim_keep(keep: Path, input_key: str, *, force: bool) -> None:
+    """Make ``--keep`` this adapter input's folder, as the merged route does (``deploy-state.json``
+    names the input): files of another input, or of a merged deploy, are not overwritten
+    without ``--force``; the same input reruns in place.
+
+    Raises:
+        OutputExistsError: ``keep`` holds files of another deployment and ``force`` is off.
+    """
+    state = StateFile.load(keep)
+    if state.data.get("input") == input_key:
+        return
+    if not force and any(e.name not in (STATE_FILE, LOCK_FILE) for e in keep.iterdir()):
+        raise OutputExistsError(
+            f"--keep folder {keep} holds files of another deployment",
+            hint="pass --force to overwrite it, or choose an empty folder",
+        )
+    state.reset(input=input_key)
 
 
 @dataclass(frozen=True)
