@@ -15,6 +15,7 @@ from typing import Literal
 import jinja2
 
 from ._resources import template_environment
+from .adapter_gate import ADAPTER_CREATE_REFUSED_FROM
 
 PushKind = Literal["gguf", "merged", "adapter"]
 
@@ -157,5 +158,6 @@ def render_model_card(data: ModelCardData) -> str:
             default_gguf=default,
             modelfile_from=data.modelfile_from,
             params_json=json.dumps(dict(data.parameters), indent=2, ensure_ascii=False),
+            adapter_refused_from=".".join(map(str, ADAPTER_CREATE_REFUSED_FROM)),
         )
     )
