@@ -177,3 +177,16 @@ def test_report_and_card_summary_carry_the_imatrix_and_measured_quality(tmp_path
     with plain.gguf.open("ab") as grown:  # re-exported since: the numbers are another file's
         grown.write(b"\0" * 32)
     assert "quality" not in report_data(plain)
+
+
+def test_a_gguf_push_card_names_the_imatrix_of_each_file_that_has_one(tmp_path: Path) -> None:
+    from deploy_to_ollama.publish import build_repo_files
+
+    plain = write_tiny_gguf(tmp_path / "bot.Q8_0.gguf")
+    iq = _with_imatrix(plain, tmp_path / "bot.IQ4_XS.gguf")
+    card = build_repo_files(tmp_path, "alice/bot", "gguf", [plain, iq])["README.md"].decode()
+    assert "## Importance matrix" in card
+    assert "`bot.IQ4_XS.gguf`: 7 entries, computed on calibration.txt" in card
+    assert "`bot.Q8_0.gguf`:" not in card
+    card = build_repo_files(tmp_path, "alice/bot", "gguf", [plain])["README.md"].decode()
+    assert "Importance matrix" not in card

@@ -59,6 +59,8 @@ class ModelCardData:
     """Adapter pushes whose base GGUF is not in the repository: the Ollama model FROM names."""
     quality: str | None = None
     """Markdown table of ``export --measure`` (``measuring.quality_markdown``)."""
+    imatrix: tuple[str, ...] = ()
+    """One line per pushed GGUF quantized with an importance matrix (read from its header)."""
 
 
 def format_size(size: int) -> str:

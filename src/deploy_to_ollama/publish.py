@@ -318,6 +318,7 @@ def build_repo_files(
         proof=_proof(folder),
         base_ollama_model=route.base_model_name if route else None,
         quality=quality_markdown(folder) if what == "gguf" else None,
+        imatrix=imatrix_lines(files),
     )
     extra["README.md"] = render_model_card(data).encode()
     return extra
@@ -328,6 +329,19 @@ def quality_markdown(folder: Path) -> str | None:
     from .measuring import quality_markdown as table
 
     return table(folder)
+
+
+def imatrix_lines(files: list[Path]) -> tuple[str, ...]:
+    """The card's line for each pushed GGUF whose header records an importance matrix."""
+    from .deploy_report import gguf_imatrix
+
+    lines = []
+    for path in files:
+        facts = gguf_imatrix(path)
+        if facts is not None:
+            on = f", computed on {facts['dataset']}" if facts.get("dataset") else ""
+            lines.append(f"`{path.name}`: {facts.get('entries', '?')} entries{on}")
+    return tuple(lines)
 
 
 def _proof(folder: Path) -> str | None:
