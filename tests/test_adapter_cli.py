@@ -56,3 +56,29 @@ def test_scales_a_gguf_lora_cannot_carry_are_not_convertible(
     assert why is not None and needle in why
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "use_rslora": True}))
     assert not_convertible(tmp_path) is None  # plain rsLoRA is rescaled at conversion
+
+
+def test_keep_folder_of_another_adapter_input_needs_force(tmp_path: Path) -> None:
+    """As the merged route (test_deploy_pipeline): the same input reruns, another needs --force."""
+    from deploy_to_ollama.adapter_deploy import claim_keep
+    from deploy_to_ollama.errors import OutputExistsError
+    from deploy_to_ollama.resume import StateFile
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    claim_keep(keep, "a1", force=False)  # empty: claimed
+    (keep / "lora.F16.gguf").write_bytes(b"x")
+    claim_keep(keep, "a1", force=False)  # same input: resume in place
+    with pytest.raises(OutputExistsError, match="holds files of another deployment") as refused:
+        claim_keep(keep, "a2", force=False)
+    assert "--force" in (refused.value.hint or "")
+    assert (keep / "lora.F16.gguf").read_bytes() == b"x"
+    claim_keep(keep, "a2", force=True)
+    assert StateFile.load(keep).data == {"input": "a2"}
+
+    merged = tmp_path / "merged"  # a merged deploy's folder: its state names another input
+    merged.mkdir()
+    StateFile.load(merged).reset(input="merged-key")
+    (merged / "bot.Q8_0.gguf").write_bytes(b"y")
+    with pytest.raises(OutputExistsError):
+        claim_keep(merged, "a1", force=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -459,3 +460,59 @@ def test_full_embedding_weights_are_explained_or_deployed_merged_with_auto(
     assert not modelfile.adapters and modelfile.from_.endswith(".gguf")
     assert "ad-full:latest" in _listed(ollama_server)
     assert "ad-full-base:latest" not in _listed(ollama_server)
+
+
+@pytest.mark.usefixtures("toolchain_env")
+def test_an_ollama_that_no_longer_takes_adapter_refuses_or_falls_back_to_merged(
+    ollama_server: OllamaServer, taught: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Stand-in: Ollama 0.34.1 cannot run here, so tests/support/newer_ollama.py answers
+    ``/api/version`` with 0.34.1 in front of the real 0.9.3 server, which does the rest.
+    """
+    from support.newer_ollama import host_of, newer_ollama
+
+    with newer_ollama(ollama_server.host, "0.34.1") as proxy:
+        newer: Any = SimpleNamespace(host=host_of(proxy))  # _deploy needs only .host
+        before = _listed(ollama_server)
+        code, report, err = _deploy(
+            capsys, taught.adapter_dir, "ad-new", newer, "--mode", "adapter"
+        )
+        assert code == 1, err
+        assert report["error_type"] == "AdapterRouteUnavailableError"
+        assert "Ollama 0.34.1 on" in report["error"] and "ADAPTER" in report["error"]
+        assert "--mode auto" in report["hint"]
+        assert _listed(ollama_server) == before
+
+        code, report, err = _deploy(
+            capsys, taught.adapter_dir, "ad-new", newer, "--mode", "auto", "--no-check"
+        )
+    assert code == 0, err
+    assert "upload" not in report  # the merged route's report
+    assert any("no longer creates models with ADAPTER" in w for w in report["warnings"])
+    modelfile = parse_modelfile(Path(report["modelfile"]).read_text())
+    assert not modelfile.adapters and modelfile.from_.endswith(".gguf")
+    assert "ad-new:latest" in _listed(ollama_server)
+    assert "ad-new-base:latest" not in _listed(ollama_server)
+
+
+@pytest.mark.usefixtures("toolchain_env")
+def test_keep_of_another_adapter_input_is_refused_without_force(
+    ollama_server: OllamaServer, first_deploy: dict[str, Any], taught: Any, tmp_path: Path
+) -> None:
+    """The first deploy's --keep folder, another adapter: refused before any export, the kept
+    files and the server untouched; --force takes the folder over."""
+    keep = first_deploy["keep"]
+    variant = _variant(taught.adapter_dir, tmp_path / "a7", alpha=13)
+    before = _listed(ollama_server)
+    files = {p.name: p.stat().st_mtime_ns for p in keep.iterdir()}
+    argv = [
+        str(variant), "--name", "ad-keep", "--mode", "adapter", "--quant", "q8_0",
+        "--host", ollama_server.host, "--keep", str(keep), "--no-check", "--json",
+    ]  # fmt: skip
+    code, out, err = _Capture().run(argv)
+    report = json.loads(out)
+    assert code == 1, err
+    assert report["error_type"] == "OutputExistsError"
+    assert "holds files of another deployment" in report["error"] and "--force" in report["hint"]
+    assert {p.name: p.stat().st_mtime_ns for p in keep.iterdir()} == files
+    assert _listed(ollama_server) == before

@@ -115,3 +115,78 @@ def test_deploy_writes_the_report_beside_its_modelfile(
     assert data["round_trip"]["verdict"] == rt.verdict
     assert data["probes"] == [{"probe": p.probe, "matched": p.matched} for p in rt.probes]
     assert data["capabilities"][0] == "completion"
+
+
+def _with_imatrix(gguf: Path, target: Path) -> Path:
+    """``gguf``'s header and tensors again, plus the ``quantize.imatrix.*`` keys llama-quantize
+    writes (test_imatrix checks that our quantizer writes the same); gguf-py writes the file.
+    """
+    import gguf as gguf_py
+
+    reader = gguf_py.GGUFReader(str(gguf))
+    writer = gguf_py.GGUFWriter(str(target), "llama")
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value = field.contents()
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf_py.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, value, kind, sub_type=sub)
+    writer.add_string("quantize.imatrix.file", "/cache/imatrix/bot.imatrix.gguf")
+    writer.add_string("quantize.imatrix.dataset", "calibration.txt")
+    writer.add_int32("quantize.imatrix.entries_count", 7)
+    writer.add_int32("quantize.imatrix.chunks_count", 3)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return target
+
+
+def test_report_and_card_summary_carry_the_imatrix_and_measured_quality(tmp_path: Path) -> None:
+    """Both read off the deployed file: its GGUF header and the quality.json row of its name
+    and size; a plain GGUF, or a quality.json measured on another size, says nothing."""
+    from deploy_to_ollama.gguf.quality import Quality, QualityReport
+    from deploy_to_ollama.measuring import write_quality_file
+
+    plain = _report(tmp_path, template=TOOLS_TEMPLATE, verified=True, matched=True)
+    data = report_data(plain)
+    assert "imatrix" not in data and "quality" not in data
+    assert "importance matrix" not in summary_markdown(data)
+
+    _with_imatrix(plain.gguf, tmp_path / "iq.gguf").replace(plain.gguf)
+    reference = tmp_path / "bot.F16.gguf"
+    reference.write_bytes(b"16-bit reference")
+    quality = Quality(0.0123, 0.01, 0.2, 0.95, 7.1, 2040, reference.name)
+    write_quality_file(
+        tmp_path, QualityReport({plain.gguf: quality}, reference, 7.0, "eval.txt", 2040, 1.0)
+    )
+    data = report_data(plain)
+    assert data["imatrix"] == {
+        "file": "/cache/imatrix/bot.imatrix.gguf", "dataset": "calibration.txt",
+        "entries": 7, "chunks": 3,
+    }  # fmt: skip
+    assert data["quality"]["kl_mean"] == 0.0123 and data["quality"]["reference"] == reference.name
+    summary = summary_markdown(data)
+    assert "importance matrix: 7 entries, computed on calibration.txt" in summary
+    assert "Quality (measured): KL mean 0.01230, top-1 95.00%" in summary
+    assert "2,040 tokens of eval.txt" in summary
+
+    with plain.gguf.open("ab") as grown:  # re-exported since: the numbers are another file's
+        grown.write(b"\0" * 32)
+    assert "quality" not in report_data(plain)
+
+
+def test_a_gguf_push_card_names_the_imatrix_of_each_file_that_has_one(tmp_path: Path) -> None:
+    from deploy_to_ollama.publish import build_repo_files
+
+    plain = write_tiny_gguf(tmp_path / "bot.Q8_0.gguf")
+    iq = _with_imatrix(plain, tmp_path / "bot.IQ4_XS.gguf")
+    card = build_repo_files(tmp_path, "alice/bot", "gguf", [plain, iq])["README.md"].decode()
+    assert "## Importance matrix" in card
+    assert "`bot.IQ4_XS.gguf`: 7 entries, computed on calibration.txt" in card
+    assert "`bot.Q8_0.gguf`:" not in card
+    card = build_repo_files(tmp_path, "alice/bot", "gguf", [plain])["README.md"].decode()
+    assert "Importance matrix" not in card

@@ -74,6 +74,7 @@ def test_adapter_push_writes_the_adapter_modelfile_from_a_file_of_the_repo(
     card = fake_hub.file_bytes("alice/bot-lora", "README.md").decode()
     assert "hf download alice/bot-lora base-base.Q8_0.gguf base-lora.F16.gguf Modelfile" in card
     assert "ollama create bot-lora -f Modelfile" in card
+    assert "0.34.1 and later are reported to refuse `ADAPTER`" in card  # adapter_gate's bound
     # hf.co serves one GGUF without ADAPTER: the card says it runs the base, not the fine-tune.
     assert "`ollama run hf.co/alice/bot-lora:Q8_0` runs the **base**" in card
     assert "huggingface.co/docs/hub/ollama" in card

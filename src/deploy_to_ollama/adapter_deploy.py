@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._fs import write_text_atomic
+from .adapter_gate import gate_adapter_route, not_convertible
 from .errors import (
     AdapterNotConvertibleError,
     DeployError,
@@ -38,7 +39,14 @@ from .registrar import (
     validate_model_name,
 )
 from .reports import AdapterFacts, DeployReport
-from .resume import holding, remove_stale_temps, stable_hash
+from .resume import (
+    LOCK_FILE,
+    STATE_FILE,
+    StateFile,
+    holding,
+    remove_stale_temps,
+    stable_hash,
+)
 from .roundtrip import RoundTripReport, check_round_trip, load_reference_for
 from .stages import MODELFILE_NAME, build_modelfile, translate_stage
 
@@ -99,40 +107,6 @@ def base_stem(resolved: ResolvedInput) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "base"
 
 
-#: Adapter tensor name parts llama.cpp's ``convert_lora_to_gguf.py`` (``get_tensors``) takes:
-#: LoRA A/B factors, and the norms mergekit-extract-lora adds; it exits on anything else.
-_CONVERTIBLE_PARTS = (".lora_A.", ".lora_B.", ".lora_embedding_A", ".lora_embedding_B")
-_KEPT_PARTS = (".base_layer.weight", "_layernorm", ".norm")
-
-
-def not_convertible(source: Path) -> str | None:
-    """Why ``source`` cannot be a GGUF LoRA (full embedding / lm_head weights, DoRA
-    magnitudes: what llama.cpp's LoRA converter refuses), or None.
-    """
-    from .gguf.adapter import scale_problem
-    from .peft_keys import ADAPTER_WEIGHTS
-    from .safetensors_io import read_safetensors_header
-
-    problem = scale_problem(source)
-    if problem:
-        return f"the adapter {problem}"
-    path = source / ADAPTER_WEIGHTS
-    if not path.is_file():
-        return None
-    refused = [
-        key
-        for key in read_safetensors_header(path)
-        if not any(part in key for part in (*_CONVERTIBLE_PARTS, *_KEPT_PARTS))
-    ]
-    if not refused:
-        return None
-    more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
-    what = "DoRA magnitudes" if "lora_magnitude_vector" in refused[0] else "full weights"
-    return (
-        f"the adapter carries {what} ({refused[0]}{more}), which llama.cpp's LoRA converter refuses"
-    )
-
-
 def deploy_route(
     plan: _Plan,
     path: Path,
@@ -163,6 +137,7 @@ def deploy_adapter(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployRe
     Raises:
         UsageError: ``--mode adapter`` on a source that is no LoRA adapter.
         AdapterNotConvertibleError: full embedding / lm_head weights with ``--mode adapter``.
+        AdapterRouteUnavailableError: the server no longer creates ``ADAPTER`` models.
         ModelNotFoundError: ``--base-model`` is not on the server.
         AdapterBaseMismatchError: ``--base-model`` is not the adapter's base.
         DeployError: a stage failed; nothing this run registered is left behind.
@@ -183,10 +158,35 @@ def deploy_adapter(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployRe
             why,
             hint="pass --mode auto to fall back to a merged deploy, or --mode merged",
         )
+    client = OllamaClient(plan.host)
+    fallback = gate_adapter_route(plan.mode, client.version(), client.host)
+    if fallback:
+        return fallback
     route = _Route.prepare(plan, resolved)
     with holding(route.work):
+        if plan.keep is not None:
+            claim_keep(plan.keep, stable_hash(resolved.content_key, "adapter"), force=plan.force)
         remove_stale_temps(route.work)
         return route.run(path, resolved)
+
+
+def claim_keep(keep: Path, input_key: str, *, force: bool) -> None:
+    """Make ``--keep`` this adapter input's folder, as the merged route does (``deploy-state.json``
+    names the input): files of another input, or of a merged deploy, are not overwritten
+    without ``--force``; the same input reruns in place.
+
+    Raises:
+        OutputExistsError: ``keep`` holds files of another deployment and ``force`` is off.
+    """
+    state = StateFile.load(keep)
+    if state.data.get("input") == input_key:
+        return
+    if not force and any(e.name not in (STATE_FILE, LOCK_FILE) for e in keep.iterdir()):
+        raise OutputExistsError(
+            f"--keep folder {keep} holds files of another deployment",
+            hint="pass --force to overwrite it, or choose an empty folder",
+        )
+    state.reset(input=input_key)
 
 
 @dataclass(frozen=True)

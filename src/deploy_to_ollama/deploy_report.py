@@ -51,7 +51,7 @@ def report_data(report: DeployReport) -> dict[str, Any]:
                 "expected_prompt_tokens": gen.expected_prompt_tokens,
             },
         }
-    return {
+    data = {
         "schema": SCHEMA,
         "tool": f"deploy-to-ollama {__version__}",
         "model": report.name,
@@ -66,7 +66,75 @@ def report_data(report: DeployReport) -> dict[str, Any]:
         "ollama_versions_checked": [rt.server_version] if rt else [],
         "round_trip": round_trip,
         "warnings": list(report.warnings),
-    } | _adapter_data(report)
+    }
+    return data | _quant_data(report.gguf) | _adapter_data(report)
+
+
+#: What llama-quantize (and our quantizer, byte for byte) records in a GGUF quantized with an
+#: importance matrix, under ``quantize.imatrix.``; the report's names for them.
+_IMATRIX_KEYS = {"file": "file", "dataset": "dataset", "entries_count": "entries",
+                 "chunks_count": "chunks"}  # fmt: skip
+
+
+def _quant_data(gguf: Path) -> dict[str, Any]:
+    """``imatrix`` read from the deployed GGUF's header and ``quality`` from ``quality.json``
+    beside it (``export --measure``): only what the file itself carries, so a report never
+    claims an imatrix or numbers of another file.
+    """
+    out: dict[str, Any] = {}
+    if (imatrix := gguf_imatrix(gguf)) is not None:
+        out["imatrix"] = imatrix
+    if (quality := measured_quality(gguf)) is not None:
+        out["quality"] = quality
+    return out
+
+
+def gguf_imatrix(path: Path) -> dict[str, Any] | None:
+    """The ``quantize.imatrix.*`` facts of the GGUF at ``path``; None without (or unreadable)."""
+    if path.suffix.lower() != ".gguf" or not path.is_file():
+        return None
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+    except (ValueError, OSError, IndexError):
+        return None
+    found: dict[str, Any] = {}
+    for key, name in _IMATRIX_KEYS.items():
+        field = fields.get(f"quantize.imatrix.{key}")
+        if field is not None:
+            value = field.contents()
+            found[name] = int(value) if isinstance(value, int) else str(value)
+    return found or None
+
+
+def measured_quality(path: Path) -> dict[str, Any] | None:
+    """``path``'s row of the ``quality.json`` beside it, with what it was measured against.
+
+    None when there is none, or when the row was measured on a file of another size (the GGUF
+    was re-exported since without ``--measure``).
+    """
+    from .measuring import QUALITY_FILE
+
+    try:
+        data = json.loads((path.parent / QUALITY_FILE).read_text(encoding="utf-8"))
+        row = data["files"][path.name]
+        if row.get("bytes") != path.stat().st_size:
+            return None
+        return {
+            "kl_mean": row["kl_mean"],
+            "kl_median": row["kl_median"],
+            "kl_p99": row["kl_p99"],
+            "top1": row["top1"],
+            "perplexity": row["perplexity"],
+            "reference": data["reference"],
+            "reference_perplexity": data["reference_perplexity"],
+            "eval": data["eval"],
+            "tokens": data["tokens"],
+            "tool": data["tool"],
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _adapter_data(report: DeployReport) -> dict[str, Any]:
@@ -159,6 +227,7 @@ def summary_markdown(data: dict[str, Any]) -> str:
             f"- Prompt tokens: {gen['prompt_eval_count']} in Ollama vs "
             f"{gen.get('expected_prompt_tokens')} in transformers"
         )
+    lines += _quant_lines(data)
     adapter = data.get("adapter")
     if isinstance(adapter, dict):
         base_rt = adapter.get("base_round_trip") or {}
@@ -169,8 +238,40 @@ def summary_markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _quant_lines(data: dict[str, Any]) -> list[str]:
+    """The card's lines for the imatrix and the measured quality, when the report has them.
+
+    >>> lines = _quant_lines({"imatrix": {"dataset": "wiki.txt", "entries": 154},
+    ...     "quality": {"kl_mean": 0.0123, "top1": 0.95, "perplexity": 7.1, "tokens": 2040,
+    ...     "eval": "wiki.txt", "reference": "m.F16.gguf", "reference_perplexity": 7.0}})
+    >>> lines[0]
+    '- Quantized with an importance matrix: 154 entries, computed on wiki.txt'
+    >>> lines[1][:60]
+    '- Quality (measured): KL mean 0.01230, top-1 95.00%, perplex'
+    >>> _quant_lines({})
+    []
+    """
+    lines = []
+    imatrix = data.get("imatrix")
+    if isinstance(imatrix, dict):
+        on = f", computed on {imatrix['dataset']}" if imatrix.get("dataset") else ""
+        lines.append(
+            f"- Quantized with an importance matrix: {imatrix.get('entries', '?')} entries{on}"
+        )
+    q = data.get("quality")
+    if isinstance(q, dict):
+        lines.append(
+            f"- Quality (measured): KL mean {q['kl_mean']:.5f}, top-1 {q['top1']:.2%}, "
+            f"perplexity {q['perplexity']:.4f} ({q['reference']}: "
+            f"{q['reference_perplexity']:.4f}) over {q['tokens']:,} tokens of {q['eval']}"
+        )
+    return lines
+
+
 __all__ = [
     "REPORT_NAME",
+    "gguf_imatrix",
+    "measured_quality",
     "read_report_for",
     "report_data",
     "summary_markdown",

@@ -92,6 +92,10 @@ class AdapterNotConvertibleError(InputError):
     """The adapter holds full weights (embeddings, lm_head) that a GGUF LoRA cannot carry."""
 
 
+class AdapterRouteUnavailableError(InputError):
+    """The Ollama server no longer registers ``ADAPTER`` models (``--mode adapter``)."""
+
+
 class MergeError(DeployError):
     """Merging a LoRA adapter into its base failed or is not supported."""
 

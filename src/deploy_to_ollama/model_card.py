@@ -15,6 +15,7 @@ from typing import Literal
 import jinja2
 
 from ._resources import template_environment
+from .adapter_gate import ADAPTER_CREATE_REFUSED_FROM
 
 PushKind = Literal["gguf", "merged", "adapter"]
 
@@ -58,6 +59,8 @@ class ModelCardData:
     """Adapter pushes whose base GGUF is not in the repository: the Ollama model FROM names."""
     quality: str | None = None
     """Markdown table of ``export --measure`` (``measuring.quality_markdown``)."""
+    imatrix: tuple[str, ...] = ()
+    """One line per pushed GGUF quantized with an importance matrix (read from its header)."""
 
 
 def format_size(size: int) -> str:
@@ -157,5 +160,6 @@ def render_model_card(data: ModelCardData) -> str:
             default_gguf=default,
             modelfile_from=data.modelfile_from,
             params_json=json.dumps(dict(data.parameters), indent=2, ensure_ascii=False),
+            adapter_refused_from=".".join(map(str, ADAPTER_CREATE_REFUSED_FROM)),
         )
     )

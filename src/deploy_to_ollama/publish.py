@@ -6,13 +6,11 @@ reports content it already stores (LFS/Xet) and unchanged files, so only what is
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import importlib
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +18,14 @@ from typing import Any
 from ._fs import read_json_object
 from ._version import __version__
 from .deploy_report import REPORT_NAME, summary_markdown
-from .errors import HubError, HubUnavailableError, InputError, InputNotFoundError, UsageError
+from .errors import HubError, InputError, InputNotFoundError, UsageError
 from .inputs import TOKENIZER_FILES as MERGED_TOKENIZER_FILES
 from .model_card import CardFile, ModelCardData, PushKind, hub_base_model, render_model_card
 from .progress import NullProgress, ProgressReporter
 from .publish_adapter import find_adapter_route
+from .publish_hub import hub_errors
+from .publish_hub import resolve_token as resolve_token  # re-exported: export checks it early
+from .publish_hub import translate_hub_error as translate_hub_error
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +318,7 @@ def build_repo_files(
         proof=_proof(folder),
         base_ollama_model=route.base_model_name if route else None,
         quality=quality_markdown(folder) if what == "gguf" else None,
+        imatrix=imatrix_lines(files),
     )
     extra["README.md"] = render_model_card(data).encode()
     return extra
@@ -329,6 +331,19 @@ def quality_markdown(folder: Path) -> str | None:
     return table(folder)
 
 
+def imatrix_lines(files: list[Path]) -> tuple[str, ...]:
+    """The card's line for each pushed GGUF whose header records an importance matrix."""
+    from .deploy_report import gguf_imatrix
+
+    lines = []
+    for path in files:
+        facts = gguf_imatrix(path)
+        if facts is not None:
+            on = f", computed on {facts['dataset']}" if facts.get("dataset") else ""
+            lines.append(f"`{path.name}`: {facts.get('entries', '?')} entries{on}")
+    return tuple(lines)
+
+
 def _proof(folder: Path) -> str | None:
     """The card's summary of the folder's ``deploy-report.json``, when it has one."""
     path = folder / REPORT_NAME
@@ -336,100 +351,6 @@ def _proof(folder: Path) -> str | None:
         return None
     data = read_json_object(path)
     return summary_markdown(data) if data else None
-
-
-# --------------------------------------------------------------------------- hub access
-
-
-def resolve_token(token: str | None) -> str:
-    """``token``, else HF_TOKEN, else the huggingface_hub login; a HubError when none."""
-    from huggingface_hub import get_token
-
-    found = token or get_token()
-    if not found:
-        raise HubError(
-            "no Hugging Face token: pushing needs one with write access",
-            hint="set HF_TOKEN=hf_… or run `hf auth login`",
-        )
-    return found
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Network failures of huggingface_hub's HTTP stack (httpx2 in 2.x, httpx before)."""
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for module in ("httpx2", "httpx"):
-        with contextlib.suppress(ImportError, AttributeError):
-            found.append(importlib.import_module(module).TransportError)
-    return tuple(found)
-
-
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def translate_hub_error(err: BaseException, repo_id: str, endpoint: str) -> HubError | None:
-    """Turn a huggingface_hub / network error into one HubError with a hint (None: not ours)."""
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
-    namespace = repo_id.partition("/")[0]
-    transport = _transport_errors()
-    for cause in _chain(err):
-        if isinstance(cause, OfflineModeIsEnabled):
-            return HubError(
-                "huggingface_hub is in offline mode (HF_HUB_OFFLINE)",
-                hint="unset HF_HUB_OFFLINE (or set it to 0) to push",
-            )
-        if isinstance(cause, HfHubHTTPError):
-            status = cause.response.status_code if cause.response is not None else 0
-            return _http_error(status, repo_id, namespace, cause)
-        if isinstance(cause, transport) and not isinstance(cause, HubError):
-            return HubUnavailableError(
-                f"cannot reach the Hub at {endpoint}: {cause}",
-                hint="check the network (or HF_ENDPOINT) and rerun: stored files are not resent",
-            )
-    return None
-
-
-def _http_error(status: int, repo_id: str, namespace: str, cause: Any) -> HubError:
-    if status == 401:
-        return HubError(
-            f"the Hub rejected the token (401) for {repo_id}",
-            hint="set HF_TOKEN to a valid token with write access, or run `hf auth login`",
-        )
-    if status == 403:
-        return HubError(
-            f"no write permission on {repo_id} (403)",
-            hint=f"use a token with write access to '{namespace}' "
-            "(fine-grained tokens must list it), or push to your own namespace",
-        )
-    if status == 404:
-        return HubError(
-            f"repository {repo_id} not found or not visible to this token (404)",
-            hint="check USER/REPO and that the token can see it",
-        )
-    detail = getattr(cause, "server_message", None) or str(cause).splitlines()[0]
-    return HubError(
-        f"the Hub answered {status} for {repo_id}: {detail}",
-        hint="rerun the push: files already uploaded are not sent again",
-    )
-
-
-@contextlib.contextmanager
-def _hub_errors(repo_id: str, endpoint: str) -> Iterator[None]:
-    try:
-        yield
-    except HubError:
-        raise
-    except Exception as err:
-        translated = translate_hub_error(err, repo_id, endpoint)
-        if translated is None:
-            raise
-        raise translated from err
 
 
 # --------------------------------------------------------------------------- push
@@ -494,7 +415,7 @@ def push_to_hub(
     add = CommitOperationAdd
     operations = [add(path_in_repo=f.name, path_or_fileobj=str(f)) for f in files]
     operations += [add(path_in_repo=n, path_or_fileobj=d) for n, d in generated.items()]
-    with _hub_errors(repo_id, api.endpoint):
+    with hub_errors(repo_id, api.endpoint):
         reporter.start("repo", f"hub: repository {repo_id}")
         repo_url = api.create_repo(repo_id, private=True if private else None, exist_ok=True)
         reporter.done("repo")
