@@ -54,7 +54,7 @@ BUILD_LOG = "build.log"
 #: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
 #: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
 QUANT_LIBRARY = "libdto-llama.so"
-#: Our AVX2 Q4_K/Q5_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several times
+#: Our AVX2 Q4_K/Q5_K/Q6_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several times
 #: faster; optional: absent where they cannot be compiled (no x86-64), and then ggml's code is used.
 KERNEL_LIBRARY = "libdto-kquants.so"
 KERNEL_SOURCE = Path(__file__).with_name("kquants_avx2.c")
