@@ -34,6 +34,15 @@ wall 42.6). Quantization is the floor on 2 cores. That run's peak RSS (1.32 GB f
 was the parent's: it generated the model itself, and a child's ru_maxrss includes its parent's
 high-water mark at spawn; generation now runs in a child. Measured alone with a small parent:
 0.51 GB for q4_k_m, 0.53 GB for the three-quant pass (memory does not grow with the types).
+
+Measured 2026-12-03 20:20-20:32 UTC, box under load ~6-8 on 2 cores, with the AVX2 Q6_K kernel
+(before it, ggml's scalar Q6_K took 37.8 ns/value of CPU against 6.9 now; Q4_K 12.9): same run
+baseline 260.0 s wall / 114.3 s CPU / 2.33 GB; ours 109.9 / 46.3 / 0.52 (ratios wall 0.42, CPU
+0.41, RSS 0.22: the wall is the load's); ours x3 125.0 s = 1.14x ours (CPU 1.38x). Per stage
+of ours q4_k_m: quantize 12.4 CPU s (Q4_K 10.7, Q6_K 1.7), merge 25.0, convert 33.5, read 4.0,
+write 2.5 busy s (wall-clock, inflated by the load). Back to back, ours alone with main's
+kernel (no Q6_K) vs this one: 75.9 -> 59.1 s wall, 46.1 -> 42.9 s CPU, worker 59.9 -> 47.2 s.
+Quantize is no longer the biggest share; merge and convert are (next to cut).
 """
 
 from __future__ import annotations
