@@ -289,6 +289,12 @@ def test_several_quants_in_one_pass_equal_each_exported_alone(
         timings = file.timings
         assert timings is not None and timings["quantize"] > 0 and timings["write"] > 0
         assert {"wall", "read", "merge", "convert"} <= set(timings)
+        # quantize split by the GGML types the file holds, e.g. q4_k_m's Q6_K output tensor
+        split = {k.split(":", 1)[1]: v for k, v in timings.items() if k.startswith("quantize:")}
+        assert set(split) <= set(file.tensor_types or {}), (split, file.tensor_types)
+        assert sum(split.values()) == pytest.approx(timings["quantize"], abs=0.01)
+        if file.quant == "q4_k_m":
+            assert {"Q4_K", "Q6_K"} <= set(split)
     # The shared stages are the run's: the same numbers on every file it wrote.
     assert len({(f.timings or {})["wall"] for f in together.files}) == 1
     assert not list((tmp_path / "one").glob(".*partial"))

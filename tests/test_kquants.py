@@ -1,7 +1,9 @@
-"""Our AVX2 Q4_K/Q5_K kernels write exactly the bytes of ggml's quantizer, on all kinds of weights.
+"""Our AVX2 Q4_K/Q5_K/Q6_K kernels write exactly the bytes of ggml's quantizer, on all kinds of
+weights.
 
 The oracle is ``ggml_quantize_chunk`` of the pinned llama.cpp (the function llama-quantize
-calls), through the same ``QuantLibrary``, with the kernel switched off.
+calls), through the same ``QuantLibrary``, with the kernel switched off. The kernel under test is
+compiled from this tree's source (the shared toolchain's copy may come from another checkout).
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deploy_to_ollama.gguf.quantizer import GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, QuantLibrary
+from deploy_to_ollama.gguf.quantizer import (
+    GGML_TYPE_Q4_K,
+    GGML_TYPE_Q5_K,
+    GGML_TYPE_Q6_K,
+    QuantLibrary,
+)
+from deploy_to_ollama.gguf.toolchain_build import KERNEL_LIBRARY, compile_kernel
 
 _RNG = np.random.default_rng(20261127)
 
@@ -25,6 +33,9 @@ def _cases() -> dict[str, np.ndarray]:
         "positive-only": _RNG.uniform(0.0, 1.0, (32, 1024)),
         "negative-only": _RNG.uniform(-1.0, 0.0, (32, 1024)),
         "zeros": np.zeros((4, 1024)),
+        "zero-sub-blocks": np.where((np.arange(1024) // 16 % 3 == 0)[None, :], 0.0, normal),
+        "one-value-per-sub-block": np.where((np.arange(1024) % 16 == 5)[None, :], normal, 0.0),
+        "below-group-eps": normal * 1e-16,
         "constant": np.full((4, 1024), 0.37),
         "constant-negative": np.full((4, 1024), -0.37),
         "fp16-subnormal-scales": normal * 1e-7,
@@ -32,6 +43,7 @@ def _cases() -> dict[str, np.ndarray]:
         "level-grid": _RNG.integers(0, 16, (32, 1024)) / 15.0 - 0.5,
         "mostly-zero": np.where(mask < 0.9, 0.0, normal),
         "large": normal * 1e4,
+        "sub-block-scales": normal * np.repeat(10.0 ** _RNG.uniform(-8, 3, (64, 64)), 16, axis=1),
         "bf16-rounded": _bf16(normal * 0.05),
     }
 
@@ -41,12 +53,22 @@ def _bf16(values: np.ndarray) -> np.ndarray:
     return bits.view(np.float32)
 
 
-def _libraries(toolchain: Any) -> tuple[QuantLibrary, QuantLibrary]:
-    if toolchain.quant_library is None or toolchain.kernel_library is None:
-        pytest.fail("the provisioned toolchain lacks the quantizer library or the Q4_K kernel")
-    fast = QuantLibrary(toolchain.quant_library, toolchain.kernel_library)
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """This tree's kernel source, compiled as ``setup`` compiles it."""
+    path = tmp_path_factory.mktemp("kernel") / KERNEL_LIBRARY
+    if not compile_kernel(path):
+        pytest.fail("the AVX2 kernel did not compile (no C compiler?)")
+    return path
+
+
+def _libraries(toolchain: Any, kernel: Any) -> tuple[QuantLibrary, QuantLibrary]:
+    if toolchain.quant_library is None:
+        pytest.fail("the provisioned toolchain lacks the quantizer library")
+    fast = QuantLibrary(toolchain.quant_library, kernel)
     if not fast.has_kernel:
         pytest.skip("this CPU has no AVX2/F16C: the kernel is not used here")
+    assert fast.kernel_types == set(KINDS.values())
     return fast, QuantLibrary(toolchain.quant_library)
 
 
@@ -57,26 +79,50 @@ def _quantize(library: QuantLibrary, ggml_type: int, rows: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-KINDS = {"q4_K": GGML_TYPE_Q4_K, "q5_K": GGML_TYPE_Q5_K}
+KINDS = {"q4_K": GGML_TYPE_Q4_K, "q5_K": GGML_TYPE_Q5_K, "q6_K": GGML_TYPE_Q6_K}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("case", sorted(_cases()))
-def test_kernel_equals_ggml(case: str, kind: str, llama_cpp_toolchain: Any) -> None:
-    fast, reference = _libraries(llama_cpp_toolchain)
+def test_kernel_equals_ggml(case: str, kind: str, llama_cpp_toolchain: Any, kernel: Any) -> None:
+    fast, reference = _libraries(llama_cpp_toolchain, kernel)
     rows = _cases()[case]
     assert _quantize(fast, KINDS[kind], rows) == _quantize(reference, KINDS[kind], rows)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_kernel_equals_ggml_on_random_scales(kind: str, llama_cpp_toolchain: Any) -> None:
+def test_kernel_equals_ggml_on_random_scales(
+    kind: str, llama_cpp_toolchain: Any, kernel: Any
+) -> None:
     """Many small tensors with per-block scales drawn over ten orders of magnitude."""
-    fast, reference = _libraries(llama_cpp_toolchain)
+    fast, reference = _libraries(llama_cpp_toolchain, kernel)
     for seed in range(40):
         rng = np.random.default_rng(seed)
         blocks = rng.standard_normal((8, 2048)) * 10.0 ** rng.uniform(-6, 4, (8, 1))
         blocks += rng.uniform(-1, 1, (8, 1)) * np.abs(blocks).max() * rng.uniform()
         got = _quantize(fast, KINDS[kind], blocks)
         assert got == _quantize(reference, KINDS[kind], blocks), f"seed {seed}"
+
+
+@pytest.mark.slow
+def test_kernel_without_q6_k_leaves_q6_k_to_ggml(llama_cpp_toolchain: Any, tmp_path: Any) -> None:
+    """A kernel compiled from an older source (no Q6_K function) is still used for what it has."""
+    import subprocess
+
+    source = tmp_path / "old.c"
+    source.write_text(
+        "#include <stddef.h>\n#include <stdint.h>\n"
+        "int dto_kquants_supported(void) { return 1; }\n"
+        "size_t dto_quantize_q4_k(const float *s, void *d, int64_t n) { return 0; }\n"
+        "size_t dto_quantize_q5_k(const float *s, void *d, int64_t n) { return 0; }\n",
+        encoding="utf-8",
+    )
+    old = tmp_path / "libold.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", old, source], check=True)
+    library = QuantLibrary(llama_cpp_toolchain.quant_library, old)
+    assert library.kernel_types == {GGML_TYPE_Q4_K, GGML_TYPE_Q5_K}
+    rows = _cases()["llm-weights"]
+    reference = QuantLibrary(llama_cpp_toolchain.quant_library)
+    assert _quantize(library, GGML_TYPE_Q6_K, rows) == _quantize(reference, GGML_TYPE_Q6_K, rows)

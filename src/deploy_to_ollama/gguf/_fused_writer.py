@@ -229,7 +229,9 @@ def _job(
     """The function producing a tensor's final bytes for each output, and their counts.
 
     Outputs that want the same type share one result: the quantizer is deterministic, so the
-    bytes are the ones a single-type export computes.
+    bytes are the ones a single-type export computes. Timings: ``quantize <quant>`` per file, and
+    its split by GGML type, ``quantize:<TYPE> <quant>`` (``quantize:Q6_K q4_k_m``: the output
+    tensor and half the attn_v/ffn_down of a q4_k_m), to see which kernel the time goes to.
     """
     n_per_row = spec.ne[0]
     nrows = int(np.prod(spec.ne[1:])) if len(spec.ne) > 1 else 1
@@ -240,6 +242,7 @@ def _job(
     }
     quantized = sorted(t for t in sizes if t != spec.ggml_type)
     stored = gguf.GGMLQuantizationType(spec.ggml_type)
+    type_names = {t: gguf.GGMLQuantizationType(t).name for t in quantized}
     times = pipeline.times
 
     def produce() -> list[np.ndarray]:
@@ -252,7 +255,9 @@ def _job(
             blocks = _f32_blocks(info.tensor, stored, n_per_row, raw)
             made, seconds = pipeline.quantize(quantized, blocks, nrows, n_per_row, sizes)
             for label, target in zip(labels, targets, strict=True):
-                times.add(f"quantize {label}", seconds.get(target, 0.0))
+                if target in seconds:
+                    times.add(f"quantize {label}", seconds[target])
+                    times.add(f"quantize:{type_names[target]} {label}", seconds[target])
         return [raw if t == spec.ggml_type and raw is not None else made[t] for t in targets]
 
     return produce, [sizes[t] for t in targets]
@@ -428,9 +433,14 @@ class _Pipeline:
     def _quantize_rows(
         self, ggml_type: int, rows: np.ndarray, out: np.ndarray
     ) -> tuple[int, float]:
-        started = time.perf_counter()
+        """Quantize one block; return its type and the CPU seconds this thread spent on it.
+
+        CPU time, not wall: a quantizer thread does nothing but compute, so on a shared machine
+        its wall time would count the other processes' turns on the core as ours.
+        """
+        started = time.thread_time()
         self._library.quantize_rows(ggml_type, rows, out)
-        return ggml_type, time.perf_counter() - started
+        return ggml_type, time.thread_time() - started
 
     def close(self) -> None:
         self._stopping.set()

@@ -29,6 +29,7 @@ _MAX_DIMS = 4
 #: ggml's type ids (``enum ggml_type``) of the types our AVX2 kernels compute.
 GGML_TYPE_Q4_K = 12
 GGML_TYPE_Q5_K = 13
+GGML_TYPE_Q6_K = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +214,13 @@ class QuantLibrary:
 
     @property
     def has_kernel(self) -> bool:
-        """True when Q4_K and Q5_K go through our AVX2 kernels instead of ggml's scalar code."""
+        """True when K-quants go through our AVX2 kernels instead of ggml's scalar code."""
         return bool(self._kernels)
+
+    @property
+    def kernel_types(self) -> frozenset[int]:
+        """The GGML types our AVX2 kernels compute here (Q6_K only from a kernel that has it)."""
+        return frozenset(self._kernels)
 
     def row_size(self, ggml_type: int, n_per_row: int) -> int:
         """Bytes of one quantized row of ``n_per_row`` values."""
@@ -322,8 +328,12 @@ def _load_kernels(path: Path) -> dict[int, Any]:
     for ggml_type, name in (
         (GGML_TYPE_Q4_K, "dto_quantize_q4_k"),
         (GGML_TYPE_Q5_K, "dto_quantize_q5_k"),
+        (GGML_TYPE_Q6_K, "dto_quantize_q6_k"),
     ):
-        function = getattr(library, name)
+        # A kernel compiled from an older source lacks the newer types: ggml computes those.
+        function = getattr(library, name, None)
+        if function is None:
+            continue
         function.restype = ctypes.c_size_t
         function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
         kernels[ggml_type] = function

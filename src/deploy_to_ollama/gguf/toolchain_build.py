@@ -54,7 +54,7 @@ BUILD_LOG = "build.log"
 #: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
 #: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
 QUANT_LIBRARY = "libdto-llama.so"
-#: Our AVX2 Q4_K/Q5_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several times
+#: Our AVX2 Q4_K/Q5_K/Q6_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several times
 #: faster; optional: absent where they cannot be compiled (no x86-64), and then ggml's code is used.
 KERNEL_LIBRARY = "libdto-kquants.so"
 KERNEL_SOURCE = Path(__file__).with_name("kquants_avx2.c")
@@ -314,7 +314,7 @@ def _link_quant_library(build: Path, dest: Path) -> None:
 
 
 def compile_kernel(dest: Path) -> bool:
-    """Compile the AVX2 Q4_K kernel to ``dest`` unless it is there and newer than its source.
+    """Compile the AVX2 K-quant kernels to ``dest`` unless it is there and newer than its source.
 
     Best effort: without a C compiler or off x86-64 there is no kernel and ggml's quantizer is
     used, which is slower and writes the same bytes.
@@ -329,11 +329,11 @@ def compile_kernel(dest: Path) -> bool:
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     command: list[str | Path] = [compiler, *KERNEL_FLAGS, "-o", tmp, KERNEL_SOURCE]
     try:
-        run_tool(command, what="compiling the Q4_K kernel")
+        run_tool(command, what="compiling the AVX2 K-quant kernels")
         os.replace(tmp, dest)
         stamp.write_text(digest, encoding="utf-8")
     except ConversionError as err:
-        logger.info("no AVX2 Q4_K kernel (%s); ggml's quantizer will be used", err.message)
+        logger.info("no AVX2 K-quant kernels (%s); ggml's quantizer will be used", err.message)
         return False
     finally:
         tmp.unlink(missing_ok=True)
