@@ -345,38 +345,45 @@ def test_mode_adapter_on_a_merged_model_is_a_usage_error(
 
 
 @pytest.mark.usefixtures("toolchain_env")
-def test_a_base_model_not_in_ollama_is_refused_before_any_work(
-    ollama_server: OllamaServer, taught: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    before = _listed(ollama_server)
-    code, report, err = _deploy(
-        capsys, taught.adapter_dir, "ad-nobase", ollama_server,
-        "--mode", "adapter", "--base-model", "no-such-base",
-    )  # fmt: skip
-    assert code == 1, err
-    assert report["error_type"] == "ModelNotFoundError"
-    assert "no-such-base:latest is not in Ollama" in report["error"]
-    assert "ollama list" in report["hint"]
-    assert _listed(ollama_server) == before
-
-
-@pytest.mark.usefixtures("toolchain_env")
-def test_an_adapter_of_another_base_is_refused(
+@pytest.mark.parametrize(
+    ("adapter", "needs", "base", "error_type", "error", "hint"),
+    [
+        pytest.param(
+            "taught", (), "no-such-base", "ModelNotFoundError",
+            "no-such-base:latest is not in Ollama", "ollama list",
+            id="base-not-in-ollama",
+        ),
+        # A hidden-64 LoRA on the hidden-128 taught base that first_deploy registered.
+        pytest.param(
+            "tiny_llama", ("first_deploy",), "ad-taught-base", "AdapterBaseMismatchError",
+            "embedding_length is 128 there, the adapter's base has 64", "--base-model",
+            id="adapter-of-another-base",
+        ),
+    ],
+)  # fmt: skip
+def test_a_base_model_the_adapter_cannot_go_on_is_refused_before_any_work(
     ollama_server: OllamaServer,
-    first_deploy: dict[str, Any],
-    tiny_llama: Any,
+    request: pytest.FixtureRequest,
     capsys: pytest.CaptureFixture[str],
+    adapter: str,
+    needs: tuple[str, ...],
+    base: str,
+    error_type: str,
+    error: str,
+    hint: str,
 ) -> None:
-    """A hidden-64 LoRA on the hidden-128 taught base: refused, nothing registered."""
+    """Refused with the reason and the fix, and nothing registered."""
+    for fixture in needs:
+        request.getfixturevalue(fixture)
+    adapter_dir = request.getfixturevalue(adapter).adapter_dir
     before = _listed(ollama_server)
     code, report, err = _deploy(
-        capsys, tiny_llama.adapter_dir, "ad-other", ollama_server,
-        "--mode", "adapter", "--base-model", "ad-taught-base",
-    )  # fmt: skip
+        capsys, adapter_dir, "ad-refused", ollama_server, "--mode", "adapter", "--base-model", base
+    )
     assert code == 1, err
-    assert report["error_type"] == "AdapterBaseMismatchError"
-    assert "embedding_length is 128 there, the adapter's base has 64" in report["error"]
-    assert "--base-model" in report["hint"]
+    assert report["error_type"] == error_type
+    assert error in report["error"]
+    assert hint in report["hint"]
     assert _listed(ollama_server) == before
 
 
