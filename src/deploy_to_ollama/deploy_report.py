@@ -22,6 +22,7 @@ from .modelfile import parse_modelfile
 
 if TYPE_CHECKING:
     from .reports import DeployReport
+    from .roundtrip import RoundTripReport
 
 REPORT_NAME = "deploy-report.json"
 SCHEMA = 1
@@ -31,26 +32,6 @@ def report_data(report: DeployReport) -> dict[str, Any]:
     """The JSON document of ``report`` (see the module docstring for why these fields)."""
     modelfile = parse_modelfile(report.modelfile.read_text(encoding="utf-8"))
     rt = report.round_trip
-    round_trip: dict[str, Any] | None = None
-    if rt is not None:
-        gen = rt.generation
-        round_trip = {
-            "verdict": rt.verdict,
-            "passed": rt.passed,
-            "render_method": rt.render_method,
-            "render_verified": rt.render_verified,
-            "reference": rt.reference,
-            "problems": list(rt.problems),
-            "generation": None
-            if gen is None
-            else {
-                "question": gen.question,
-                "answer": gen.answer,
-                "done_reason": gen.done_reason,
-                "prompt_eval_count": gen.prompt_eval_count,
-                "expected_prompt_tokens": gen.expected_prompt_tokens,
-            },
-        }
     data = {
         "schema": SCHEMA,
         "tool": f"deploy-to-ollama {__version__}",
@@ -64,7 +45,7 @@ def report_data(report: DeployReport) -> dict[str, Any]:
         else ["completion", *go_template_capabilities(modelfile.template)],
         "template_route": report.route.to_json() if report.route else None,
         "ollama_versions_checked": [rt.server_version] if rt else [],
-        "round_trip": round_trip,
+        "round_trip": _round_trip_data(rt, full=True),
         "warnings": list(report.warnings),
     }
     return data | _quant_data(report.gguf) | _adapter_data(report)
@@ -142,21 +123,42 @@ def _adapter_data(report: DeployReport) -> dict[str, Any]:
     facts = report.adapter
     if facts is None:
         return {}
-    rt = facts.base_round_trip
-    gen = rt.generation if rt is not None else None
     return {
         "adapter": {
             "base_model": facts.base_model,
             "base_check": facts.base_check,
             "upload": dict(facts.upload),
-            "base_round_trip": None
-            if rt is None
-            else {
-                "verdict": rt.verdict,
-                "passed": rt.passed,
-                "answer": gen.answer if gen is not None else None,
-            },
+            "base_round_trip": _round_trip_data(facts.base_round_trip, full=False),
         }
+    }
+
+
+def _round_trip_data(rt: RoundTripReport | None, *, full: bool) -> dict[str, Any] | None:
+    """A round trip's verdict; ``full`` adds how it was checked and the whole generation.
+
+    The base's check in ``--mode adapter`` is shown short (verdict and answer): the puller
+    needs to know the base held, the fine-tune's own round trip carries the details.
+    """
+    if rt is None:
+        return None
+    gen = rt.generation
+    data: dict[str, Any] = {"verdict": rt.verdict, "passed": rt.passed}
+    if not full:
+        return data | {"answer": gen.answer if gen is not None else None}
+    return data | {
+        "render_method": rt.render_method,
+        "render_verified": rt.render_verified,
+        "reference": rt.reference,
+        "problems": list(rt.problems),
+        "generation": None
+        if gen is None
+        else {
+            "question": gen.question,
+            "answer": gen.answer,
+            "done_reason": gen.done_reason,
+            "prompt_eval_count": gen.prompt_eval_count,
+            "expected_prompt_tokens": gen.expected_prompt_tokens,
+        },
     }
 
 
