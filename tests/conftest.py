@@ -14,6 +14,7 @@ pytest_plugins: list[str] = [
     "support.doctor_models",
     "support.models",
     "support.fake_hub",
+    "support.push_folders",
     "support.taught_ollama",
     "support.imatrix_tools",
 ]

@@ -21,32 +21,29 @@ from deploy_to_ollama.chat import ChatDone, ChatSession
 from deploy_to_ollama.cli import app
 from deploy_to_ollama.errors import HubError, HubUnavailableError, InputError, UsageError
 from deploy_to_ollama.model_card import CardFile, ModelCardData, render_model_card
-from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelfile
+from deploy_to_ollama.modelfile import Modelfile, parse_modelfile
 from deploy_to_ollama.publish import push_to_hub, quant_tag
 from deploy_to_ollama.registrar import register_model
 from support.fake_hub import FakeHub, point_hub_client_at
 from support.ollama_server import TINY_OLLAMA_TEMPLATE, free_port, write_tiny_gguf
+from support.push_folders import VERIFIED_HEADER, PushFolder
 
 TEMPLATE_WITH_FENCE = TINY_OLLAMA_TEMPLATE + "{{/* ``` inside */}}"
 
 
 @pytest.fixture
-def gguf_dir(tmp_path: Path) -> Path:
+def gguf_dir(push_folder: PushFolder) -> Path:
     """What ``export`` writes: two GGUFs and a Modelfile naming one, template verified."""
-    out = tmp_path / "export"
-    out.mkdir()
-    write_tiny_gguf(out / "bot.Q8_0.gguf", seed=1)
-    write_tiny_gguf(out / "bot.Q4_K_M.gguf", seed=2)
-    (out / ".bot.F16.gguf.abc.partial").write_bytes(b"left over by an interrupted export")
     modelfile = Modelfile(
         from_="./bot.Q8_0.gguf",
         template=TEMPLATE_WITH_FENCE,
         system="You are terse.",
         parameters=(("stop", "<|im_end|>"), ("temperature", "0.2"), ("num_thread", "1")),
-        header_comment="Written by deploy-to-ollama.\nTemplate verified against transformers' "
-        "rendering.",
+        header_comment=VERIFIED_HEADER,
     )
-    (out / "Modelfile").write_text(render_modelfile(modelfile), encoding="utf-8")
+    ggufs = {"bot.Q8_0.gguf": 1, "bot.Q4_K_M.gguf": 2}
+    out = push_folder("export", ggufs, {"Modelfile": modelfile})
+    (out / ".bot.F16.gguf.abc.partial").write_bytes(b"left over by an interrupted export")
     return out
 
 
@@ -306,15 +303,14 @@ def test_quant_tag_and_card_without_modelfile() -> None:
     assert "## Chat template" not in card
 
 
-def test_adapter_mode_export_is_not_offered_as_a_quant(fake_hub: FakeHub, tmp_path: Path) -> None:
-    folder = tmp_path / "adapter-export"
-    folder.mkdir()
-    write_tiny_gguf(folder / "bot-base.Q8_0.gguf")
-    write_tiny_gguf(folder / "bot-lora.F16.gguf", seed=5)
+def test_adapter_mode_export_is_not_offered_as_a_quant(
+    fake_hub: FakeHub, push_folder: PushFolder
+) -> None:
     modelfile = Modelfile(
         from_="./bot-base.Q8_0.gguf", adapters=("./bot-lora.F16.gguf",), template="{{ .Prompt }}"
     )
-    (folder / "Modelfile").write_text(render_modelfile(modelfile))
+    ggufs = {"bot-base.Q8_0.gguf": 0, "bot-lora.F16.gguf": 5}
+    folder = push_folder("adapter-export", ggufs, {"Modelfile": modelfile})
     push_to_hub(folder, "alice/bot-adapter", what="gguf")
     card = fake_hub.file_bytes("alice/bot-adapter", "README.md").decode()
     assert "| `bot-lora.F16.gguf` |  |" in card

@@ -14,43 +14,41 @@ from pathlib import Path
 
 import pytest
 
-from deploy_to_ollama.modelfile import Modelfile, parse_modelfile, render_modelfile
+from deploy_to_ollama.modelfile import Modelfile, parse_modelfile
 from deploy_to_ollama.publish import push_to_hub
 from support.fake_hub import FakeHub
-from support.ollama_server import TINY_OLLAMA_TEMPLATE, write_tiny_gguf
+from support.ollama_server import TINY_OLLAMA_TEMPLATE
+from support.push_folders import VERIFIED_HEADER, PushFolder
 
-HEADER = "Written by deploy-to-ollama.\nTemplate verified against transformers' rendering."
 PARAMS = (("stop", "<|eot_id|>"), ("temperature", "0"), ("num_thread", "1"))
 
 
-def _keep_folder(tmp_path: Path, *, with_base: bool) -> Path:
-    folder = tmp_path / "keep"
-    folder.mkdir()
+def _keep_folder(push_folder: PushFolder, *, with_base: bool) -> Path:
+    ggufs = {"base-lora.F16.gguf": 2}
+    modelfiles = {
+        "Modelfile": Modelfile(
+            from_="bot-base:latest",
+            adapters=("./base-lora.F16.gguf",),
+            template=TINY_OLLAMA_TEMPLATE,
+            system="You are terse.",
+            parameters=PARAMS,
+            header_comment=VERIFIED_HEADER,
+        )
+    }
     if with_base:
-        write_tiny_gguf(folder / "base-base.Q8_0.gguf", seed=1)
+        ggufs["base-base.Q8_0.gguf"] = 1
         base = Modelfile(from_="./base-base.Q8_0.gguf", template=TINY_OLLAMA_TEMPLATE)
-        (folder / "Modelfile.base").write_text(render_modelfile(base))
-    write_tiny_gguf(folder / "base-lora.F16.gguf", seed=2)
-    fine_tune = Modelfile(
-        from_="bot-base:latest",
-        adapters=("./base-lora.F16.gguf",),
-        template=TINY_OLLAMA_TEMPLATE,
-        system="You are terse.",
-        parameters=PARAMS,
-        header_comment=HEADER,
-    )
-    (folder / "Modelfile").write_text(render_modelfile(fine_tune))
+        modelfiles["Modelfile.base"] = base
     report = {"model": "bot:latest", "template": {"verified": True}, "probes": [],
               "round_trip": {"verdict": "PASSED"}, "ollama_versions_checked": ["0.9.3"],
               "capabilities": ["completion"]}  # fmt: skip
-    (folder / "deploy-report.json").write_text(json.dumps(report))
-    return folder
+    return push_folder("keep", ggufs, modelfiles, report=report)
 
 
 def test_adapter_push_writes_the_adapter_modelfile_from_a_file_of_the_repo(
-    fake_hub: FakeHub, tmp_path: Path
+    fake_hub: FakeHub, push_folder: PushFolder
 ) -> None:
-    folder = _keep_folder(tmp_path, with_base=True)
+    folder = _keep_folder(push_folder, with_base=True)
     push_to_hub(folder, "alice/bot-lora", what="adapter")
     repo = fake_hub.repos["alice/bot-lora"]
     assert repo.paths() == [
@@ -83,10 +81,10 @@ def test_adapter_push_writes_the_adapter_modelfile_from_a_file_of_the_repo(
 
 
 def test_adapter_push_on_a_given_base_names_it_and_offers_no_hf_run(
-    fake_hub: FakeHub, tmp_path: Path
+    fake_hub: FakeHub, push_folder: PushFolder
 ) -> None:
     """--base-model: the base GGUF is not in the folder, so FROM keeps the Ollama name."""
-    folder = _keep_folder(tmp_path, with_base=False)
+    folder = _keep_folder(push_folder, with_base=False)
     push_to_hub(folder, "alice/bot-lora2", what="adapter")
     repo = fake_hub.repos["alice/bot-lora2"]
     assert "base-base.Q8_0.gguf" not in repo.paths()
@@ -100,11 +98,11 @@ def test_adapter_push_on_a_given_base_names_it_and_offers_no_hf_run(
 
 
 def test_adapter_push_without_peft_files_or_adapter_route_is_refused(
-    fake_hub: FakeHub, tmp_path: Path
+    fake_hub: FakeHub, push_folder: PushFolder
 ) -> None:
     from deploy_to_ollama.errors import InputError
 
-    folder = _keep_folder(tmp_path, with_base=True)
+    folder = _keep_folder(push_folder, with_base=True)
     (folder / "base-lora.F16.gguf").unlink()  # ADAPTER names a missing file: no route
     with pytest.raises(InputError, match=r"has no adapter_config\.json"):
         push_to_hub(folder, "alice/x", what="adapter")
