@@ -280,7 +280,7 @@ def _run(binary: Path, args: Sequence[str | Path], *, what: str, done: re.Patter
     (llama.cpp issue 22142: "logs may be lost if not flushed before the program exits"), so on
     a busy machine the statistics at the end are sometimes cut off. Up to ``ATTEMPTS`` runs,
     until the line ``done`` matches; the toolchain ``setup`` builds carries a patch that waits
-    for the logger (see ``toolchain_build.SOURCE_PATCHES``), so there one run suffices.
+    for the logger (see ``toolchain_sources.SOURCE_PATCHES``), so there one run suffices.
     """
     from .._subprocess import kill_with_parent
 

@@ -3,7 +3,8 @@
 The toolchain dir is laid out the way Unsloth expects (``llama-quantize``,
 ``convert_hf_to_gguf.py``, ``convert_lora_to_gguf.py``, ``conversion/``, ``gguf-py/`` at its root),
 so the Unsloth backend can point ``UNSLOTH_LLAMA_CPP_PATH`` at it. How it is built lives in
-``toolchain_build``; how finished toolchains are stored, locked and replaced in ``toolchain_store``.
+``toolchain_build`` (its sources, libraries and marker: ``toolchain_sources``, ``toolchain_libs``,
+``toolchain_marker``); how finished toolchains are stored, locked and replaced: ``toolchain_store``.
 """
 
 from __future__ import annotations
@@ -23,24 +24,26 @@ from . import toolchain_store as store
 from .toolchain_build import (
     BUILD_LOG,
     CMAKE_FLAGS,
+    build_toolchain,
+    complete_toolchain,
+    progress_key,
+)
+from .toolchain_libs import KERNEL_LIBRARY, QUANT_LIBRARY, compile_kernel
+from .toolchain_marker import (
     IMATRIX_BINARY,
-    KERNEL_LIBRARY,
-    LLAMA_CPP_COMMIT,
-    LLAMA_CPP_PYTHON_VERSION,
     MARKER_FILE,
     OPTIONAL_TOOLS,
     PERPLEXITY_BINARY,
-    QUANT_LIBRARY,
-    SDIST_NAME,
     SERVER_BINARY,
-    SETUP_HINT,
-    TOOLCHAIN_DIRNAME,
-    build_toolchain,
-    compile_kernel,
-    complete_toolchain,
-    progress_key,
     read_marker,
     untried_tools,
+)
+from .toolchain_sources import (
+    LLAMA_CPP_COMMIT,
+    LLAMA_CPP_PYTHON_VERSION,
+    SDIST_NAME,
+    SETUP_HINT,
+    TOOLCHAIN_DIRNAME,
 )
 
 logger = logging.getLogger(__name__)
