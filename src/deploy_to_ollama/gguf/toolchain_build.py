@@ -239,11 +239,7 @@ def build_toolchain(
     (see ``toolchain_store.install_version``).
     """
     report = BuildReport()
-    with _step(report, reporter, "fetch", "llama.cpp: getting the sources (77 MB, once)", None):
-        source = obtain_sdist(cache_dir, sdist)
-    with _step(report, reporter, "extract", "llama.cpp: unpacking the sources", None):
-        key = progress_key("extract")
-        src = extract_vendor(source, work / "src", lambda n: reporter.advance(key, n))
+    src = _unpack_sources(cache_dir, sdist, work, report, reporter)
     staged = work / "toolchain"
     staged.mkdir()
     for part in PYTHON_PARTS:
@@ -263,6 +259,22 @@ def build_toolchain(
     shutil.copy2(log, staged / BUILD_LOG)
     write_marker(staged, report)
     return staged, report
+
+
+def _unpack_sources(
+    cache_dir: Path,
+    sdist: Path | None,
+    work: Path,
+    report: BuildReport,
+    reporter: ProgressReporter,
+) -> Path:
+    """Get the pinned sdist (once) and unpack its llama.cpp into ``work/src``; return that tree."""
+    with _step(report, reporter, "fetch", "llama.cpp: getting the sources (77 MB, once)", None):
+        source = obtain_sdist(cache_dir, sdist)
+    with _step(report, reporter, "extract", "llama.cpp: unpacking the sources", None):
+        key = progress_key("extract")
+        src = extract_vendor(source, work / "src", lambda n: reporter.advance(key, n))
+    return src
 
 
 def _configure(
@@ -297,11 +309,7 @@ def complete_toolchain(
     staged = work / "toolchain"
     shutil.copytree(existing, staged, symlinks=True,
                     ignore=shutil.ignore_patterns(IN_USE_FILE, MARKER_FILE))  # fmt: skip
-    with _step(report, reporter, "fetch", "llama.cpp: getting the sources (77 MB, once)", None):
-        source = obtain_sdist(cache_dir, sdist)
-    with _step(report, reporter, "extract", "llama.cpp: unpacking the sources", None):
-        key = progress_key("extract")
-        src = extract_vendor(source, work / "src", lambda n: reporter.advance(key, n))
+    src = _unpack_sources(cache_dir, sdist, work, report, reporter)
     build = _configure(src, work / "build", log, report, reporter)
     for target in missing:
         build_optional(build, staged, target, jobs=jobs, log=log, reporter=reporter, report=report)
