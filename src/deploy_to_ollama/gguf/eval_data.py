@@ -11,6 +11,7 @@ used. Bad files fail here, before any GGUF is written, with one line that says w
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -100,20 +101,35 @@ def parse_chat_jsonl(text: str, path: Path) -> list[list[dict[str, Any]]]:
         InputError: a line is not a JSON object with a list of role/content turns (the message
             names the line).
     """
-    conversations: list[list[dict[str, Any]]] = []
+    records = jsonl_records(
+        text,
+        what=f"--eval-data {path} is not JSONL",
+        hint='one JSON object per line, {"messages": [{"role": ..., "content": ...}]}; '
+        "or rename it to .txt to measure on it as plain text",
+    )
+    return [_turns(record, path, number) for number, record in records]
+
+
+def jsonl_records(text: str, *, what: str, hint: str) -> Iterator[tuple[int, object]]:
+    """(line number, value) of each non-blank line of a JSON Lines text, counted from 1.
+
+    One reader for the JSONL files users give (``--eval-data``, ``--imatrix`` calibration text).
+
+    >>> list(jsonl_records('{"a": 1}\\n\\n[2]\\n', what="x", hint="y"))
+    [(1, {'a': 1}), (3, [2])]
+
+    Raises:
+        InputError: ``"{what}: line N is not JSON (why)"`` with ``hint``, for the first line
+            that is not JSON.
+    """
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise InputError(
-                f"--eval-data {path} is not JSONL: line {number} is not JSON ({err.msg})",
-                hint='one JSON object per line, {"messages": [{"role": ..., "content": ...}]}; '
-                "or rename it to .txt to measure on it as plain text",
-            ) from err
-        conversations.append(_turns(record, path, number))
-    return conversations
+            raise InputError(f"{what}: line {number} is not JSON ({err.msg})", hint=hint) from err
+        yield number, record
 
 
 def _turns(record: object, path: Path, number: int) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ find, so an imatrix of another model would give a plain quant under an imatrix l
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from .._fs import atomic_path
 from .._subprocess import run_tool
 from ..errors import ConversionError, InputError, InputNotFoundError
+from .eval_data import jsonl_records
 from .toolchain import Toolchain
 
 logger = logging.getLogger(__name__)
@@ -137,19 +137,12 @@ def calibration_text(path: Path | None) -> tuple[str, str]:
 
 
 def _jsonl_strings(text: str, path: Path) -> str:
-    lines: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(
-                f"{path} line {number} is not JSON ({err.msg})",
-                hint="a .jsonl file holds one JSON object per line; pass plain text as .txt",
-            ) from err
-        lines.extend(_strings(record))
-    return "\n".join(lines)
+    records = jsonl_records(
+        text,
+        what=f"calibration text {path}",
+        hint="a .jsonl file holds one JSON object per line; pass plain text as .txt",
+    )
+    return "\n".join(s for _, record in records for s in _strings(record))
 
 
 def _strings(value: object) -> list[str]:
