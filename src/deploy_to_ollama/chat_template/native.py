@@ -252,10 +252,11 @@ def _stub(source: TemplateSource, path: Path) -> Path:
 
 def gguf_lacks_template(path: Path) -> str | None:
     """Why ``path`` cannot take the native path (no ``tokenizer.chat_template``), else None."""
-    from gguf import GGUFReader
+    from ..gguf.metadata import read_gguf_fields
 
-    field_ = GGUFReader(str(path)).fields.get("tokenizer.chat_template")
-    if field_ is None or not str(field_.contents() or "").strip():
+    # The header alone: a 1B GGUF is not mapped tensor by tensor to learn one string.
+    template = read_gguf_fields(path, ["tokenizer.chat_template"]).get("tokenizer.chat_template")
+    if not isinstance(template, str) or not template.strip():
         return f"{path} has no tokenizer.chat_template: llama-server would use its own default"
     return None
 
