@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..modelfile import GENERATION_PARAMETERS
+from .conversations import CONVERSATION_CHECKS, conversation_renders
 from .findings import Diagnosis, DoctorContext, ProbeRender
 from .prompt_checks import (
     check_double_bos,
@@ -159,15 +160,24 @@ def check_tools(ctx: DoctorContext) -> list[Diagnosis]:
     if ref.mentions_tools == ollama_tools:
         return []
     if ref.mentions_tools:
+        # The tool conversations as this TEMPLATE writes them: what a client loses, shown.
+        renders = conversation_renders(ctx, "tools")
+        differ = sum(r.tier == "differs" for r in renders)
+        shown = (
+            (f"{differ} of {len(renders)} tool conversations render differently through it",)
+            if renders
+            else ()
+        )
         return [
             Diagnosis(
                 "tools_missing",
                 "warning",
                 "the fine-tune supports tools but the TEMPLATE does not",
                 "Tool calls are ignored: Ollama says the model does not support tools.",
-                ("the reference template reads `tools`; the TEMPLATE never uses .Tools",),
+                ("the reference template reads `tools`; the TEMPLATE never uses .Tools", *shown),
                 "`doctor --fix` writes a TEMPLATE with the tool format of the reference",
                 fixable=True,
+                probes=renders,
             )
         ]
     return [
@@ -295,6 +305,7 @@ CHECKS = (
     check_eot_stop,
     check_stops_in_answers,
     check_tools,
+    *CONVERSATION_CHECKS,  # tool and thinking conversations, probe by probe
     check_capabilities,
     check_sampling,
 )
