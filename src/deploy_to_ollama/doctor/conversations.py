@@ -217,13 +217,7 @@ def _check(ctx: DoctorContext, kind: Kind, code: str) -> list[Diagnosis]:
     differing = [r for r in renders if r.tier == "differs"]
     if not differing:
         return []
-    has = _template_has(kind, ctx.target.effective_template)
-    lead = (
-        f"Ollama gives this TEMPLATE the {kind} capability, yet its prompt differs"
-        if has
-        else f"the TEMPLATE lacks the {kind} capability: Ollama refuses such requests, and "
-        "the conversation it renders without it drops what the reference writes"
-    )
+    lead = f"Ollama gives this TEMPLATE the {kind} capability, yet its prompt differs"
     exact = sum(r.tier == "exact" for r in renders)
     return [
         Diagnosis(
@@ -260,7 +254,10 @@ def check_tool_prompts(ctx: DoctorContext) -> list[Diagnosis]:
 
 
 def check_thinking_prompts(ctx: DoctorContext) -> list[Diagnosis]:
-    """Thinking conversations (think on/off, earlier reasoning, prefill) render differently."""
+    """Thinking conversations (think on/off, earlier reasoning, prefill) render differently;
+    a TEMPLATE without the thinking capability is ``capabilities_lost``, which carries them."""
+    if not ctx.has_template or not _template_has("thinking", ctx.target.effective_template):
+        return []
     return _check(ctx, "thinking", "thinking_prompt_mismatch")
 
 

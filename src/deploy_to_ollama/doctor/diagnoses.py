@@ -208,6 +208,10 @@ def check_capabilities(ctx: DoctorContext) -> list[Diagnosis]:
     if not missing and not (parity.round_trip_lost and not covered):
         return []
     lost = ", ".join(missing) or "the tool round trip"
+    # What the lost capability does to a real conversation, probe by probe (with its tier).
+    renders = conversation_renders(ctx, "thinking") if "thinking" in missing else ()
+    differ = sum(r.tier == "differs" for r in renders)
+    shown = (f"{differ} of {len(renders)} thinking conversations render differently",)
     return [
         Diagnosis(
             LOST_CODE,
@@ -219,10 +223,12 @@ def check_capabilities(ctx: DoctorContext) -> list[Diagnosis]:
                 f"Ollama derives {list(parity.jinja)} from the reference Jinja and "
                 f"{list(parity.template)} from the TEMPLATE",
                 *[line for line in parity.problems() if "claims" not in line],
+                *(shown if renders else ()),
             ),
             "`doctor --fix` writes the translated TEMPLATE; where the translator cannot carry "
             "the capability, serve the GGUF's Jinja (Ollama 0.30+, OLLAMA_GO_TEMPLATE=0)",
             fixable=True,
+            probes=renders,
         )
     ]
 
