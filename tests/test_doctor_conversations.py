@@ -133,3 +133,14 @@ def test_a_template_without_thinking_shows_the_conversation_it_drops(
     tiers = {p.probe: p.tier for p in lost.probes}
     assert tiers["think_off"] == "differs"  # no switch: the pre-closed <think> block is lost
     assert any("thinking conversations render differently" in e for e in lost.evidence)
+
+
+def test_fix_writes_a_template_that_renders_the_tool_conversations(
+    tmp_path: Path, doctor_gguf_dir: Path
+) -> None:
+    path, ref = _target(tmp_path, doctor_gguf_dir, TOOLS_JINJA, TOOLS_BROKEN_TEMPLATE)
+    result = runner.invoke(app, ["doctor", str(path), "--source", str(ref), "--fix", "--json"])
+    assert result.exit_code == 0, result.output
+    fix = json.loads(result.stdout)["fix"]
+    assert fix["translation_verified"] and fix["after"]["healthy"]
+    assert fix["after"]["diagnoses"] == []  # the re-check renders the same conversations

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["check_thinking_prompts", "check_tool_prompts", "conversation_renders"]
 
 Kind = Literal["tools", "thinking"]
+_NOUN = {"tools": "tool", "thinking": "thinking"}
 #: What a client loses when a conversation of this kind gets the wrong prompt.
 _SYMPTOM = {
     "tools": "Tool calls come out malformed, are not parsed, or the answer ignores the tool "
@@ -223,7 +224,7 @@ def _check(ctx: DoctorContext, kind: Kind, code: str) -> list[Diagnosis]:
         Diagnosis(
             code,
             "error",
-            f"{kind} conversations get another prompt than the fine-tune's "
+            f"{_NOUN[kind]} conversations get another prompt "
             f"({len(differing)} of {len(renders)} probes differ, {exact} exact)",
             _SYMPTOM[kind],
             (lead, *_evidence(renders), f"first difference: {_first(differing[0])}"),
