@@ -85,3 +85,16 @@ def test_bad_files(tmp_path: Path) -> None:
     short.write_bytes(header[: start + 40])  # the template's length says more than is there
     with pytest.raises(InputError, match="past the end"):
         read_gguf_fields(short, ["tokenizer.chat_template"])
+
+
+def test_the_vocabulary_stub_keeps_every_tokenizer_key_and_no_weight(tmp_path: Path) -> None:
+    from deploy_to_ollama.gguf.metadata import read_gguf_prefixed
+    from deploy_to_ollama.gguf.template_gguf import write_vocabulary_stub
+
+    model = _write(tmp_path / "m.gguf")
+    stub = write_vocabulary_stub(tmp_path / "stub.gguf", model)
+    assert read_gguf_prefixed(stub, "tokenizer.") == read_gguf_prefixed(model, "tokenizer.")
+    assert read_gguf_prefixed(stub, "test.") == {}  # only the tokenizer's keys travel
+    tensors = {t.name for t in gguf.GGUFReader(str(stub)).tensors}
+    assert "blob" not in tensors and "token_embd.weight" in tensors
+    assert not list(tmp_path.glob(".*partial"))  # written atomically

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, InputNotFoundError
 
-__all__ = ["read_gguf_fields"]
+__all__ = ["GgufField", "read_gguf_fields", "read_gguf_prefixed"]
 
 MAGIC = b"GGUF"
 #: GGUF value type -> struct code of its scalar (8 string and 9 array are handled apart).
@@ -71,6 +72,17 @@ class _Cursor:
         return value if keep else None
 
 
+@dataclass(frozen=True, slots=True)
+class GgufField:
+    """One key/value with its GGUF types, so that it can be written again unchanged."""
+
+    kind: int
+    """GGUF value type (``gguf.GGUFValueType``)."""
+    item: int | None
+    """Item type of an array; None for a scalar or string."""
+    value: Any
+
+
 def read_gguf_fields(path: Path, keys: Iterable[str]) -> dict[str, Any]:
     """The values of ``keys`` that ``path``'s header holds (absent keys are left out).
 
@@ -81,13 +93,29 @@ def read_gguf_fields(path: Path, keys: Iterable[str]) -> dict[str, Any]:
         InputNotFoundError: ``path`` does not exist.
         InputError: ``path`` is not a GGUF file, or its header is cut short or malformed.
     """
-    wanted = set(keys)
+    wanted = frozenset(keys)
+    found = _open_and_read(path, wanted.__contains__, len(wanted))
+    return {key: field.value for key, field in found.items()}
+
+
+def read_gguf_prefixed(path: Path, prefix: str) -> dict[str, GgufField]:
+    """Every key/value of ``path``'s header whose key starts with ``prefix``, with its types.
+
+    Raises:
+        InputNotFoundError / InputError: as :func:`read_gguf_fields`.
+    """
+    return _open_and_read(path, lambda key: key.startswith(prefix), None)
+
+
+def _open_and_read(
+    path: Path, keep: Callable[[str], bool], limit: int | None
+) -> dict[str, GgufField]:
     try:
         with (
             path.open("rb") as handle,
             mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data,
         ):
-            return _read(data, wanted)
+            return _read(data, keep, limit)
     except FileNotFoundError as err:
         raise InputNotFoundError(f"GGUF file {path} does not exist", path=path) from err
     except (OSError, ValueError, struct.error) as err:
@@ -97,7 +125,8 @@ def read_gguf_fields(path: Path, keys: Iterable[str]) -> dict[str, Any]:
         ) from err
 
 
-def _read(data: mmap.mmap, wanted: set[str]) -> dict[str, Any]:
+def _read(data: mmap.mmap, keep: Callable[[str], bool], limit: int | None) -> dict[str, GgufField]:
+    """The kept key/values; stops after ``limit`` of them (None: reads the whole header)."""
     if data[:4] != MAGIC:
         raise ValueError("no GGUF magic")
     # A big-endian GGUF shows its version byte-swapped to a little-endian reader.
@@ -107,13 +136,15 @@ def _read(data: mmap.mmap, wanted: set[str]) -> dict[str, Any]:
     if cursor.unpack("I") < 2:
         raise ValueError("GGUF version 1 (32-bit counts) is not supported")
     cursor.unpack("Q")  # tensor count: the tensors are never read
-    found: dict[str, Any] = {}
+    found: dict[str, GgufField] = {}
     for _ in range(cursor.unpack("Q")):
-        if len(found) == len(wanted):
+        if limit is not None and len(found) == limit:
             break
         key = cursor.string()
         kind = cursor.unpack("I")
-        value = cursor.value(kind, keep=key in wanted)
-        if key in wanted:
-            found[key] = value
+        wanted = keep(key)
+        item = struct.unpack_from(endian + "I", data, cursor.pos)[0] if kind == _ARRAY else None
+        value = cursor.value(kind, keep=wanted)
+        if wanted:
+            found[key] = GgufField(kind, item, value)
     return found
