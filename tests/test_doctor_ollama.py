@@ -15,7 +15,13 @@ from deploy_to_ollama.cli import app, main
 from deploy_to_ollama.errors import UsageError
 from deploy_to_ollama.modelfile import Modelfile
 from deploy_to_ollama.registrar import register_model
-from support.doctor_models import CHATML_TEMPLATE, DEFAULT_SYSTEM, LLAMA3_TEMPLATE, copy_gguf
+from support.doctor_models import (
+    CHATML_TEMPLATE,
+    DEFAULT_SYSTEM,
+    LLAMA3_TEMPLATE,
+    copy_gguf,
+    write_reference_dir,
+)
 from support.ollama_server import OllamaServer, free_port
 
 pytestmark = pytest.mark.ollama
@@ -138,6 +144,63 @@ def test_broken_model_is_diagnosed_and_fixed_in_place(
     shown = _show(ollama_server, name)
     assert "<|im_start|>assistant" in shown["template"]
     assert "num_thread" in shown["parameters"]  # the user's other parameters survive
+
+
+#: (reference Jinja, TEMPLATE registered, the conversation diagnosis expected or None).
+CONVERSATIONS: dict[str, tuple[str, str, str | None]] = {
+    "tools_correct": ("tools_jinja", "tools_ok", None),
+    "tools_broken": ("tools_jinja", "tools_broken", "tool_prompt_mismatch"),
+    "thinking_correct": ("think_jinja", "think_ok", None),
+    "thinking_broken": ("think_jinja", "think_broken", "thinking_prompt_mismatch"),
+}
+
+
+def _conversation_texts() -> dict[str, str]:
+    from support.doctor_models import think_broken_template, tools_broken_template
+    from support.taught_tools import THINK_GO_TEMPLATE, THINK_JINJA, TOOLS_GO_TEMPLATE, TOOLS_JINJA
+
+    return {
+        "tools_jinja": TOOLS_JINJA,
+        "tools_ok": TOOLS_GO_TEMPLATE,
+        "tools_broken": tools_broken_template(),
+        "think_jinja": THINK_JINJA,
+        "think_ok": THINK_GO_TEMPLATE,
+        "think_broken": think_broken_template(),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(CONVERSATIONS))
+def test_tool_and_thinking_conversations_on_the_server(
+    case: str, ollama_server: OllamaServer, doctor_gguf_dir: Path, tmp_path: Path
+) -> None:
+    """The TEMPLATE as the server stores it (``/api/show``), its capabilities as the server
+    reports them, and the conversation diagnosis only for the deliberately broken one."""
+    jinja_key, template_key, expected = CONVERSATIONS[case]
+    texts = _conversation_texts()
+    jinja, template = texts[jinja_key], texts[template_key]
+    reference = write_reference_dir(tmp_path / "ref", chat_template=jinja)
+    name = _register(
+        ollama_server, doctor_gguf_dir, tmp_path, f"doc-conv-{case.replace('_', '-')}",
+        template=template,
+    )  # fmt: skip
+    kind = "tools" if case.startswith("tools") else "thinking"
+    # The server grants the capability to both TEMPLATEs: capabilities cannot tell them apart.
+    assert kind in _show(ollama_server, name).get("capabilities", [])
+    code, doc = _doctor(ollama_server, name, "--source", str(reference))
+    codes = [d["code"] for d in doc["diagnoses"]]
+    assert doc["target"]["server_version"] == "0.9.3"
+    if expected is None:
+        assert code == 0 and doc["diagnoses"] == [], codes
+        return
+    assert code == 3 and expected in codes, codes
+    found = next(d for d in doc["diagnoses"] if d["code"] == expected)
+    tiers = {p["probe"]: p["tier"] for p in found["probes"]}
+    assert "differs" in tiers.values()
+    if kind == "tools":
+        assert tiers["tool_call_and_result"] == "differs"
+        assert tiers["tools_available"] == "json_equivalent"  # Go's compact JSON, same values
+    else:
+        assert tiers["think_off"] == "differs" and tiers["think_on"] == "exact"
 
 
 def test_fix_under_a_new_name_leaves_the_original(

@@ -186,6 +186,24 @@ def test_a_gguf_without_jinja_is_unavailable_and_the_written_gguf_is_served(
     assert single.token_match is True and single.token_delta == 0
 
 
+@pytest.mark.slow
+def test_the_vocabulary_stub_tokenizes_like_the_model(
+    llama_server_binary: Path, tmp_path: Path
+) -> None:
+    """verify_native serves a GGUF we wrote as its tokenizer keys only: same tokens."""
+    from deploy_to_ollama.gguf.llama_server import start_llama_server
+    from deploy_to_ollama.gguf.template_gguf import write_vocabulary_stub
+
+    model = write_tiny_gguf(tmp_path / "m.gguf")
+    stub = write_vocabulary_stub(tmp_path / "stub.gguf", model)
+    text = "<|im_start|>user\nHéllo, wörld! 12345<|im_end|>\n<|im_start|>assistant\n"
+    ids = []
+    for path in (model, stub):
+        with start_llama_server(llama_server_binary, path, tmp_path / "logs") as server:
+            ids.append(server.tokenize(text))
+    assert ids[0] == ids[1] and 0 < len(ids[0]) < len(text)
+
+
 # ------------------------------------------------------------------------------- CLI
 
 

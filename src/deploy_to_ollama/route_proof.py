@@ -153,8 +153,7 @@ def prove_native(
 
 def _gguf_jinja(gguf: Path) -> str | None:
     """``tokenizer.chat_template`` of ``gguf`` (None without one)."""
-    from gguf import GGUFReader
+    from .gguf.metadata import read_gguf_fields
 
-    field_ = GGUFReader(str(gguf)).fields.get("tokenizer.chat_template")
-    text = str(field_.contents() or "") if field_ is not None else ""
-    return text or None
+    text = read_gguf_fields(gguf, ["tokenizer.chat_template"]).get("tokenizer.chat_template")
+    return text if isinstance(text, str) and text else None

@@ -112,3 +112,29 @@ def copy_gguf(folder: Path, variant: str, dest: Path) -> Path:
     """Copy one GGUF variant into ``dest`` (a test's own folder) and return the copy."""
     dest.mkdir(parents=True, exist_ok=True)
     return Path(shutil.copy2(folder / f"{variant}.gguf", dest / f"{variant}.gguf"))
+
+
+def _broken(template: str, old: str, new: str) -> str:
+    assert old in template
+    return template.replace(old, new)
+
+
+def tools_broken_template() -> str:
+    """The taught tools TEMPLATE with the tool result wrapped in another tag: it keeps the
+    tools capability (and round trip), so only a rendered tool conversation shows the break."""
+    from support.taught_tools import TOOLS_GO_TEMPLATE  # not at import: a pytest plugin module
+
+    return _broken(
+        TOOLS_GO_TEMPLATE, "<tool_response>\n{{ .Content }}\n</tool_response>",
+        "<tool_result>\n{{ .Content }}\n</tool_result>",
+    )  # fmt: skip
+
+
+def think_broken_template() -> str:
+    """The taught thinking TEMPLATE without its think-off switch: thinking capability kept."""
+    from support.taught_tools import THINK_GO_TEMPLATE
+
+    return _broken(
+        THINK_GO_TEMPLATE,
+        "{{ if and $.IsThinkSet (not $.Think) }}<think>\n\n</think>\n\n{{ end }}", "",
+    )  # fmt: skip

@@ -31,6 +31,7 @@ from ..gguf.llama_server import (
     LlamaServerError,
     start_llama_server,
 )
+from ..gguf.template_gguf import write_vocabulary_stub
 from .probes import Probe, load_probes
 from .source import TemplateSource
 from .thinking import switch_name
@@ -192,8 +193,10 @@ def verify_native(
     Args:
         source: the Jinja template and its tokens (what transformers renders with).
         server_binary: the toolchain's ``llama-server``.
-        gguf: the GGUF we wrote, to serve as is; default: a stub GGUF carrying ``source``'s
-            template, BOS/EOS and add-BOS flag (what llama.cpp's engine takes from a GGUF).
+        gguf: the GGUF we wrote: served as a stub with its ``tokenizer.*`` keys (vocabulary,
+            chat templates, BOS/EOS, flags), read from its header, and no real weights;
+            default: a stub GGUF carrying ``source``'s template, BOS/EOS and add-BOS flag
+            (what llama.cpp's engine takes from a GGUF).
         work_dir: where the stub GGUF goes (default: a temporary dir, removed afterwards).
         log_dir: where the server log goes (default: ``$TMPDIR/dto-llama-server``); it is
             removed after a good run and kept, named in the error, after a failed start.
@@ -210,7 +213,13 @@ def verify_native(
         return NativeUnavailable(missing)
     logs = log_dir or Path(tempfile.gettempdir()) / "dto-llama-server"
     with tempfile.TemporaryDirectory(prefix="dto-native-", dir=work_dir) as tmp:
-        model = gguf or _stub(source, Path(tmp) / "template.gguf")
+        # The GGUF we wrote, by its tokenizer keys only: llama-server renders and tokenizes
+        # from them, and would otherwise load (and repack) every weight of a real model.
+        model = (
+            write_vocabulary_stub(Path(tmp) / "vocabulary.gguf", gguf)
+            if gguf is not None
+            else _stub(source, Path(tmp) / "template.gguf")
+        )
         try:
             server = start_llama_server(server_binary, model, logs)
         except ChatTemplateRejectedError as err:
@@ -252,10 +261,11 @@ def _stub(source: TemplateSource, path: Path) -> Path:
 
 def gguf_lacks_template(path: Path) -> str | None:
     """Why ``path`` cannot take the native path (no ``tokenizer.chat_template``), else None."""
-    from gguf import GGUFReader
+    from ..gguf.metadata import read_gguf_fields
 
-    field_ = GGUFReader(str(path)).fields.get("tokenizer.chat_template")
-    if field_ is None or not str(field_.contents() or "").strip():
+    # The header alone: a 1B GGUF is not mapped tensor by tensor to learn one string.
+    template = read_gguf_fields(path, ["tokenizer.chat_template"]).get("tokenizer.chat_template")
+    if not isinstance(template, str) or not template.strip():
         return f"{path} has no tokenizer.chat_template: llama-server would use its own default"
     return None
 

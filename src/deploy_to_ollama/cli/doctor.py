@@ -21,7 +21,9 @@ round trip), 1 bad input, 2 usage error, 4 Ollama unreachable.
       "diagnoses": [{"code": str, "severity": "error"|"warning"|"info", "title": str,
                      "symptom": str, "evidence": [str], "fix": str, "fixable": bool,
                      "probes": [{"probe": str, "expected": str, "actual": str,
-                                 "first_difference": int|null, "summary": str|null}]}],
+                                 "first_difference": int|null, "summary": str|null,
+                                 "tier": "exact"|"json_equivalent"|"differs"|null,
+                                 "actual_difference": int|null}]}],  # index in "actual"
       "fix": null | {"modelfile": str|null, "registered": str|null, "changes": [str],
                      "translation_verified": bool,
                      "after": {"healthy": bool, "diagnoses": [...]}|null,
@@ -30,7 +32,9 @@ round trip), 1 bad input, 2 usage error, 4 Ollama unreachable.
 
 Diagnosis codes: no_template, template_mismatch, generation_prompt_missing, double_bos,
 default_system_lost, system_duplicated, eot_not_stop, stop_in_answers, tools_missing,
-tools_extra, sampling_conflict, reference_disagreement, no_reference, capabilities_lost,
+tools_extra, tool_prompt_mismatch, thinking_prompt_mismatch (tool / thinking conversations
+rendered both ways, every probe with its tier), sampling_conflict, reference_disagreement,
+no_reference, capabilities_lost,
 template_overridden, native_render_mismatch, library_template_attached (the last three: which
 prompt path Ollama 0.30+ takes, ``doctor/routes.py``; ``--fix`` switches to the proven route).
 With exit 3 the document above also carries ``"ok": false``, ``error``, ``error_type`` and
@@ -294,25 +298,29 @@ def _panel(diagnosis: Diagnosis) -> Panel:
         *(f"  • {escape(e)}" for e in diagnosis.evidence),
     ]
     for probe in diagnosis.probes[:1]:
-        lines += _side_by_side(probe.expected, probe.actual, probe.first_difference)
+        lines += _side_by_side(
+            probe.expected, probe.actual, probe.first_difference, probe.actual_difference
+        )
     lines.append(f"[bold]Fix:[/] {escape(diagnosis.fix)}")
     style = _STYLE[diagnosis.severity]
     title = f"[{style}]{diagnosis.severity.upper()}[/] {escape(diagnosis.title)}"
     return Panel("\n".join(lines), title=title, title_align="left", width=REPORT_WIDTH)
 
 
-def _side_by_side(expected: str, actual: str, at: int | None) -> list[str]:
-    """The reference and Ollama's prompt around the first difference (highlighted)."""
-    pos = at or 0
-    lo = max(0, pos - 30)
+def _side_by_side(
+    expected: str, actual: str, at: int | None, actual_at: int | None = None
+) -> list[str]:
+    """The reference and Ollama's prompt around the first difference (highlighted); Ollama's
+    own index where JSON of another layout shifted it."""
 
-    def snippet(text: str) -> str:
-        head, tail = text[lo:pos], text[pos : pos + 40]
+    def snippet(text: str, pos: int) -> str:
+        head, tail = text[max(0, pos - 30) : pos], text[pos : pos + 40]
         return f"{escape(repr(head)[1:-1])}[reverse]{escape(repr(tail)[1:-1])}[/]"
 
+    pos = at or 0
     return [
-        f"  reference: …{snippet(expected)}",
-        f"  Ollama:    …{snippet(actual)}",
+        f"  reference: …{snippet(expected, pos)}",
+        f"  Ollama:    …{snippet(actual, pos if actual_at is None else actual_at)}",
     ]
 
 

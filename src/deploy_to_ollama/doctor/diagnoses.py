@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..modelfile import GENERATION_PARAMETERS
+from .conversations import CONVERSATION_CHECKS, conversation_renders
 from .findings import Diagnosis, DoctorContext, ProbeRender
 from .prompt_checks import (
     check_double_bos,
@@ -159,15 +160,24 @@ def check_tools(ctx: DoctorContext) -> list[Diagnosis]:
     if ref.mentions_tools == ollama_tools:
         return []
     if ref.mentions_tools:
+        # The tool conversations as this TEMPLATE writes them: what a client loses, shown.
+        renders = conversation_renders(ctx, "tools")
+        differ = sum(r.tier == "differs" for r in renders)
+        shown = (
+            (f"{differ} of {len(renders)} tool conversations render differently through it",)
+            if renders
+            else ()
+        )
         return [
             Diagnosis(
                 "tools_missing",
                 "warning",
                 "the fine-tune supports tools but the TEMPLATE does not",
                 "Tool calls are ignored: Ollama says the model does not support tools.",
-                ("the reference template reads `tools`; the TEMPLATE never uses .Tools",),
+                ("the reference template reads `tools`; the TEMPLATE never uses .Tools", *shown),
                 "`doctor --fix` writes a TEMPLATE with the tool format of the reference",
                 fixable=True,
+                probes=renders,
             )
         ]
     return [
@@ -198,6 +208,10 @@ def check_capabilities(ctx: DoctorContext) -> list[Diagnosis]:
     if not missing and not (parity.round_trip_lost and not covered):
         return []
     lost = ", ".join(missing) or "the tool round trip"
+    # What the lost capability does to a real conversation, probe by probe (with its tier).
+    renders = conversation_renders(ctx, "thinking") if "thinking" in missing else ()
+    differ = sum(r.tier == "differs" for r in renders)
+    shown = (f"{differ} of {len(renders)} thinking conversations render differently",)
     return [
         Diagnosis(
             LOST_CODE,
@@ -209,10 +223,12 @@ def check_capabilities(ctx: DoctorContext) -> list[Diagnosis]:
                 f"Ollama derives {list(parity.jinja)} from the reference Jinja and "
                 f"{list(parity.template)} from the TEMPLATE",
                 *[line for line in parity.problems() if "claims" not in line],
+                *(shown if renders else ()),
             ),
             "`doctor --fix` writes the translated TEMPLATE; where the translator cannot carry "
             "the capability, serve the GGUF's Jinja (Ollama 0.30+, OLLAMA_GO_TEMPLATE=0)",
             fixable=True,
+            probes=renders,
         )
     ]
 
@@ -295,6 +311,7 @@ CHECKS = (
     check_eot_stop,
     check_stops_in_answers,
     check_tools,
+    *CONVERSATION_CHECKS,  # tool and thinking conversations, probe by probe
     check_capabilities,
     check_sampling,
 )

@@ -12,8 +12,9 @@ from .reference import ReferenceChoice, ReferenceTemplate
 from .targets import PROMPT_FALLBACK, Target
 
 Severity = Literal["error", "warning", "info"]
+ProbeTier = Literal["exact", "json_equivalent", "differs"]
 
-__all__ = ["Diagnosis", "DoctorContext", "ProbeRender", "Severity"]
+__all__ = ["Diagnosis", "DoctorContext", "ProbeRender", "ProbeTier", "Severity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,12 @@ class ProbeRender:
     """What Ollama sends the model (BOS that llama.cpp adds included)."""
     first_difference: int | None
     summary: str | None = None
+    tier: ProbeTier | None = None
+    """``exact`` (modulo one leading BOS), ``json_equivalent`` (equal up to the layout of the
+    JSON values), or ``differs``; None where only differences are listed."""
+    actual_difference: int | None = None
+    """Where Ollama's prompt departs, when JSON values of another layout put it elsewhere
+    than ``first_difference`` (which indexes the reference); None: the same index."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,8 @@ class Diagnosis:
                     "actual": p.actual,
                     "first_difference": p.first_difference,
                     "summary": p.summary,
+                    "tier": p.tier,
+                    "actual_difference": p.actual_difference,
                 }
                 for p in self.probes
             ],

@@ -53,7 +53,9 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
             actual = effective_ollama(ctx.target, messages)
         except DeployError as err:
             renders.append(
-                ProbeRender(name, expected, "", 0, f"Ollama cannot render it: {err.message}")
+                ProbeRender(
+                    name, expected, "", 0, f"Ollama cannot render it: {err.message}", "differs"
+                )
             )
             continue
         # One leading BOS on either side is the tokenizer's business, not the template's.
@@ -61,7 +63,9 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
             continue
         at = snap_to_marker(expected, actual, first_difference(expected, actual))
         renders.append(
-            ProbeRender(name, expected, actual, at, summarize_difference(expected, actual))
+            ProbeRender(
+                name, expected, actual, at, summarize_difference(expected, actual), "differs"
+            )
         )
     if not renders:
         return []

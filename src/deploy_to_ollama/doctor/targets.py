@@ -31,6 +31,16 @@ EOG_KEYS = (
     "tokenizer.ggml.eom_token_id",
 )
 
+#: Every GGUF key ``gguf_info_from_metadata`` reads.
+GGUF_INFO_KEYS = (
+    "tokenizer.ggml.tokens",
+    "tokenizer.ggml.bos_token_id",
+    "tokenizer.ggml.add_bos_token",
+    "tokenizer.chat_template",
+    "general.architecture",
+    *EOG_KEYS,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class GgufInfo:
@@ -100,25 +110,17 @@ def read_gguf_info(path: Path) -> GgufInfo:
         raise InputNotFoundError(
             f"GGUF file {path} does not exist", path=path, hint="check the path"
         )
-    import gguf
+    from ..gguf.metadata import read_gguf_fields
 
     try:
-        reader = gguf.GGUFReader(str(path))
-    except (ValueError, OSError, IndexError) as err:
+        # The header keys GgufInfo needs, not gguf-py's map of every field and tensor.
+        fields = read_gguf_fields(path, GGUF_INFO_KEYS)
+    except InputError as err:
         raise InputError(
-            f"{path} is not a readable GGUF file ({type(err).__name__})",
+            err.message,
             hint="pass a .gguf written by llama.cpp, a Modelfile, a model dir or an Ollama model",
         ) from err
-    fields = {name: _field_value(field) for name, field in reader.fields.items()}
     return gguf_info_from_metadata(fields)
-
-
-def _field_value(field: Any) -> Any:
-    """Decode one GGUFReader field into a Python scalar, string or list."""
-    try:
-        return field.contents()
-    except (AttributeError, TypeError, ValueError):
-        return None
 
 
 def gguf_info_from_metadata(meta: Mapping[str, Any]) -> GgufInfo:

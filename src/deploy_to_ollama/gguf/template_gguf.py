@@ -10,7 +10,9 @@ exactly those token strings and that ``add_bos_token`` flag.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: Model width of the stub: the smallest llama.cpp's CPU backend runs without complaint.
 N_EMBD = 32
@@ -39,13 +41,57 @@ def write_template_gguf(
     ``bos``/``eos`` None: the vocabulary's BOS/EOS is a control token with empty text, so
     ``{{ bos_token }}`` renders as nothing, as an undefined variable does in transformers.
     """
-    import gguf
-    import numpy as np
-
     specials = list(dict.fromkeys([bos or UNSET, eos or UNSET]))
     tokens = [*_byte_symbols(), "Ġt", "he", *specials]  # llama.cpp wants some merges
     types = [1] * 258 + [5 if s == UNSET else 3 for s in specials]
-    n_vocab, n_ff = len(tokens), 2 * N_EMBD
+
+    def tokenizer(writer: Any) -> None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_token_merges(["Ġ t", "h e"])
+        writer.add_bos_token_id(tokens.index(bos or UNSET))
+        writer.add_eos_token_id(tokens.index(eos or UNSET))
+        writer.add_add_bos_token(add_bos)
+        writer.add_chat_template(template)
+
+    return _write_stub(path, len(tokens), tokenizer)
+
+
+def write_vocabulary_stub(path: Path, model: Path) -> Path:
+    """Write a stub GGUF carrying every ``tokenizer.*`` key of ``model`` (vocabulary, merges,
+    BOS/EOS ids and flags, chat templates), read from its header only; atomically.
+
+    llama-server renders and tokenizes from these keys alone, so ``/apply-template`` and
+    ``/tokenize`` answer as on ``model`` while the server maps a few MiB instead of the
+    weights (a 1B Q4_K_M: ~960 MiB resident, repacked for the CPU backend).
+
+    Raises:
+        InputError: ``model`` is not a readable GGUF.
+    """
+    from gguf import GGUFValueType
+
+    from .metadata import read_gguf_prefixed
+
+    fields = read_gguf_prefixed(model, "tokenizer.")
+    tokens = fields.get("tokenizer.ggml.tokens")
+    n_vocab = len(tokens.value) if tokens is not None else 0
+
+    def tokenizer(writer: Any) -> None:
+        for key, field in fields.items():
+            sub = GGUFValueType(field.item) if field.item is not None else None
+            writer.add_key_value(key, field.value, GGUFValueType(field.kind), sub_type=sub)
+
+    return _write_stub(path, n_vocab, tokenizer)
+
+
+def _write_stub(path: Path, n_vocab: int, tokenizer: Callable[[Any], None]) -> Path:
+    """A one-layer llama of width N_EMBD whose tokenizer keys ``tokenizer`` writes."""
+    import gguf
+    import numpy as np
+
+    n_ff = 2 * N_EMBD
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     writer = gguf.GGUFWriter(str(partial), "llama")
     writer.add_name("dto-template-stub")
@@ -58,15 +104,7 @@ def write_template_gguf(
     writer.add_rope_dimension_count(N_EMBD // N_HEAD)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(["Ġ t", "h e"])
-    writer.add_bos_token_id(tokens.index(bos or UNSET))
-    writer.add_eos_token_id(tokens.index(eos or UNSET))
-    writer.add_add_bos_token(add_bos)
-    writer.add_chat_template(template)
+    tokenizer(writer)
     weights = {
         "token_embd.weight": (n_vocab, N_EMBD),
         "output.weight": (n_vocab, N_EMBD),
