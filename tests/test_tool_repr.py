@@ -28,7 +28,10 @@ from deploy_to_ollama.chat_template.pyrepr import (
 )
 from deploy_to_ollama.chat_template.translate import ESCAPED
 from deploy_to_ollama.chat_template.verify import strip_bos
+from deploy_to_ollama.modelfile import Modelfile
+from deploy_to_ollama.registrar import register_model
 from support.go_oracle import GoOracle, to_ollama_api_messages
+from support.ollama_server import OllamaServer
 
 #: Strings whose repr takes each branch: either quote, both, none, escapes, non-printables.
 STRINGS = [
@@ -182,3 +185,41 @@ def test_awkward_tools_rename_the_key_and_its_required_entry() -> None:
     (key,) = renamed["parameters"]["properties"]
     assert renamed["parameters"]["required"] == [key]
     assert "'" in key and '"' in key and "'" in renamed["name"]
+
+
+@pytest.mark.ollama
+def test_real_ollama_prints_the_repr_and_offers_tools(
+    ollama_server: OllamaServer, tiny_gguf: Path, tmp_path: Path
+) -> None:
+    """The real server (0.9.3, built with Go 1.24) parses the TEMPLATE, lists the tools
+    capability and sends the prompt transformers renders, awkward tool text included."""
+    import httpx
+
+    source = _source(HAMMER_LIKE)
+    result = translate_template(source, server_version="0.9.3")
+    assert result.report.tools_verified
+    (tmp_path / "tiny.gguf").symlink_to(tiny_gguf)
+    modelfile = Modelfile(
+        from_="./tiny.gguf",
+        template=result.template,
+        parameters=(("num_predict", "1"), ("num_thread", "1"), ("temperature", "0")),
+    )
+    name = register_model("repr-tools", modelfile, base_dir=tmp_path, host=ollama_server.host).name
+    shown = httpx.post(f"{ollama_server.host}/api/show", json={"model": name}, timeout=60)
+    assert "tools" in shown.json()["capabilities"]
+    probe = next(p for p in load_probes() if p.id == "tools_available")
+    tools = awkward_tools(probe.tools[0])
+    ollama_server.mark_log()
+    body = {"model": name, "messages": list(probe.messages), "tools": tools, "stream": False}
+    response = httpx.post(f"{ollama_server.host}/api/chat", json=body, timeout=300)
+    assert response.status_code == 200, response.text
+    want = render_hf(
+        HAMMER_LIKE,
+        list(probe.messages),
+        tokens=source.template_variables(),
+        add_generation_prompt=True,
+        tools=tools,
+    )
+    (prompt,) = ollama_server.prompts()
+    assert prompt == want
+    assert repr(AWKWARD_TEXTS[0]) in prompt
