@@ -167,7 +167,8 @@ def test_html_escaped_tool_text_is_refused_and_named() -> None:
     assert not result.report.tools_verified and "$pyS" not in result.template
     offered = next(p for p in result.report.probes if p.probe == "tools_available")
     assert offered.status == "skipped"
-    assert ESCAPED in (offered.reason or "") and "HTML entities" in (offered.reason or "")
+    reason = offered.reason or ""
+    assert ESCAPED in reason and "HTML entities" in reason and "byte walk" in reason
 
 
 def test_awkward_check_fails_a_template_that_misprints_one_field() -> None:
@@ -223,3 +224,17 @@ def test_real_ollama_prints_the_repr_and_offers_tools(
     (prompt,) = ollama_server.prompts()
     assert prompt == want
     assert repr(AWKWARD_TEXTS[0]) in prompt
+
+
+def test_markupsafe_escaped_tool_text_names_go_html() -> None:
+    """Tool text glued to a |safe string is escaped by markupsafe (Functionary 3.1's way):
+    the reason says Go's html prints the same entities, not that nothing could."""
+    glued = SMOLLM_LIKE.replace(
+        "{{ t|string }}", "{{ 'Use '|safe + t.function.description + ' now'|safe }}"
+    )
+    source = _source(glued)
+    assert how_escaped(source) == "HTML entities (Jinja's |e)"
+    result = translate_template(source)
+    offered = next(p for p in result.report.probes if p.probe == "tools_available")
+    assert not result.report.tools_verified and offered.status == "skipped"
+    assert "Go's html function prints the same entities" in (offered.reason or "")

@@ -50,8 +50,18 @@ ESCAPED_LEAD = (
     "the Jinja template escapes quotes, apostrophes, backslashes or newlines in tool text"
 )
 ESCAPED = (
-    ESCAPED_LEAD + " ({how}), which no Ollama template function reproduces: common tool text "
-    "would print otherwise"
+    ESCAPED_LEAD + " ({how}), which the TEMPLATE does not reproduce: common tool text would "
+    "print otherwise{note}"
+)
+
+#: What the reason adds where Go could print the escaping but no reading does yet.
+_REPRODUCIBLE = (
+    "; only Python's repr (|string) has a reading, a byte walk that Ollama >= 0.5.13 runs and "
+    "that could print any per-character escaping"
+)
+_GO_HTML = (
+    "; Go's html function prints the same entities (it differs only on NUL, printed as "
+    "U+FFFD), but no reading prints tool text through it yet"
 )
 
 #: What a TEMPLATE with the ``repr`` reading asks of the server (a deploy warning).
@@ -67,6 +77,10 @@ REPR_DIFFERS = (
     "the TEMPLATE printing tool strings as Python's repr (the Jinja's |string) differs on "
     "probes the plain TEMPLATE matches"
 )
+
+
+#: How :func:`how_escaped` names markupsafe's escaping of the text itself.
+_MARKUP = "HTML entities (Jinja's |e)"
 
 
 def _markup(text: str) -> str:
@@ -88,7 +102,7 @@ def _escapings(text: str) -> list[tuple[str, str]]:
     ]
     found = []
     for name, base in bases:
-        found.append((f"{name}, then HTML entities (Jinja's |e)", _markup(base)))
+        found.append((f"{name}, then {_MARKUP}", _markup(base)))
         found.append((f"{name}, then HTML entities (html.escape)", html.escape(base)))
         found.append((name, base))
     return [(name.removeprefix(", then "), printed) for name, printed in found if name]
@@ -329,7 +343,9 @@ def repr_reading(
 
     changed = with_python_repr(template)
     if changed is None or not prints_awkward_text(source, changed, system):
-        return ESCAPED.format(how=how_escaped(source))
+        how = how_escaped(source)
+        note = _GO_HTML if how == _MARKUP else _REPRODUCIBLE
+        return ESCAPED.format(how=how, note=note)
     version = current_version()
     if not server_reads_repr(version):
         return REPR_NEEDS_GO124.format(version=version)
