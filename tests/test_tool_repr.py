@@ -182,7 +182,7 @@ def test_awkward_check_fails_a_template_that_misprints_one_field() -> None:
 
 def test_awkward_tools_rename_the_key_and_its_required_entry() -> None:
     probe = next(p for p in load_probes() if p.id == "tools_available")
-    renamed = awkward_tools(probe.tools[0])[-1]["function"]
+    renamed = awkward_tools(probe.tools[0])[-3]["function"]
     (key,) = renamed["parameters"]["properties"]
     assert renamed["parameters"]["required"] == [key]
     assert "'" in key and '"' in key and "'" in renamed["name"]
@@ -238,3 +238,47 @@ def test_markupsafe_escaped_tool_text_names_go_html() -> None:
     offered = next(p for p in result.report.probes if p.probe == "tools_available")
     assert not result.report.tools_verified and offered.status == "skipped"
     assert "Go's html function prints the same entities" in (offered.reason or "")
+
+
+def test_required_list_only_where_the_request_has_one(go_oracle: GoOracle) -> None:
+    """repr omits a key the tool lacks, prints ``[]`` for an empty list: absent, empty and
+    filled lists, in one request, print as transformers does in Go; the unconditional list
+    (the layout before) is caught."""
+    source = _source(SMOLLM_LIKE)
+    result = translate_template(source)
+    assert "$pyReq" in result.template
+    probe = next(p for p in load_probes() if p.id == "tools_available")
+    tool = probe.tools[0]
+    params = tool["function"]["parameters"]
+    absent = {k: v for k, v in params.items() if k != "required"}
+    tools = [
+        {**tool, "function": {**tool["function"], "name": name, "parameters": parameters}}
+        for name, parameters in (
+            ("absent", absent),
+            ("empty", {**params, "required": []}),
+            ("filled", params),
+        )
+    ]
+    case = {
+        "kind": "ollama",
+        "template": result.template,
+        "messages": to_ollama_api_messages(list(probe.messages)),
+        "system": result.system or "",
+        "think": None,
+        "tools": tools,
+    }
+    (go,) = go_oracle.run([case])
+    want = render_hf(
+        SMOLLM_LIKE,
+        list(probe.messages),
+        tokens=source.template_variables(),
+        add_generation_prompt=True,
+        tools=tools,
+    )
+    assert not go.failed and go.output == want
+    assert "'required': []" in want and want.count("'required'") == 2
+    always = result.template.replace(
+        "{{ if $pyReq }}, 'required': [{{ end }}", ", 'required': ["
+    ).replace("{{ if $pyReq }}]{{ end }}", "]")
+    assert always != result.template
+    assert not prints_awkward_text(source, always, result.system)

@@ -17,6 +17,12 @@ reshaped into Python's. Go's printable (``unicode.IsPrint``) and Python's
 part only on characters one Unicode database assigns and the other does not (Go 1.24 has
 Unicode 15.0, the Python here :data:`unicodedata.unidata_version`).
 
+Python's repr also omits a key the dict lacks: a tool sent without ``required`` has no
+``'required'`` entry, one sent with ``[]`` has ``'required': []``. Ollama decodes the first as
+a nil list (``json`` prints ``null``), the second as an empty one, so the TEMPLATE tells them
+apart too. Other keys (``enum``, ``items``, ...) and the request's key order stay out of reach:
+the layout prints type and description per parameter, in its own order.
+
 Ollama is built with Go 1.24 from v0.5.13 (``go.mod``); an older server cannot parse such a
 TEMPLATE, so the reading is only offered for the newest server or one from v0.5.13 on.
 """
@@ -234,7 +240,62 @@ def with_python_repr(template: str) -> str | None:
     """
     changed = _LOOP_QUOTED.sub(_loop_sub, template)
     changed = _QUOTED.sub(_plain_sub, changed)
+    changed = optional_required(changed)
     return None if changed == template else changed
+
+
+#: The tool loop of the layout: each later item first closes the one before (``]}}}, ...``),
+#: and the text after the loop closes the last, so the required list closes in both places.
+_TOOLS_LOOP = re.compile(
+    r"(?P<open>\n?\{\{-? range (?P<k>\$\w+), (?P<t>\$\w+) := \$\.Tools \}\})"
+    r"(?P<sep>\n\{\{- if (?P=k) \}\})\]"
+)
+
+#: The actions that open and close blocks, for finding a block's ``end``.
+_BLOCK = re.compile(r"\{\{-? *(?P<word>if|range|with|end|define|block)\b")
+
+
+def _matching_end(template: str, start: int) -> int | None:
+    """The index just past the ``end`` action closing the first block opened from ``start``."""
+    depth = 0
+    for match in _BLOCK.finditer(template, start):
+        depth += -1 if match["word"] == "end" else 1
+        if depth == 0:
+            close = template.find("}}", match.end())
+            return None if close < 0 else close + 2
+    return None
+
+
+def _optional_loop(template: str, match: re.Match[str]) -> tuple[str, int] | None:
+    """The tool loop at ``match`` with its required list printed only where the request has
+    one, and the index the rewrite ends at; None when the loop is not the expected layout."""
+    end = _matching_end(template, match.start())
+    if end is None or template[end : end + 1] != "]":
+        return None
+    expr = f"{match['t']}.Function.Parameters.Required"
+    opened = f", 'required': [\n{{{{- if {expr} }}}}"
+    body = template[match.end() : end]
+    if body.count(opened) != 1:
+        return None
+    has = f'{{{{ $pyReq = ne (json {expr}) "null" }}}}'
+    body = body.replace(opened, has + "{{ if $pyReq }}, 'required': [{{ end }}" + opened[16:])
+    head = "{{ $pyReq := true }}" + match["open"] + match["sep"] + "{{ if $pyReq }}]{{ end }}"
+    return head + body + "{{ if $pyReq }}]{{ end }}", end + 1
+
+
+def optional_required(template: str) -> str:
+    """``template`` printing each tool's ``'required': [...]`` only where the request has the
+    key: Python's repr omits a key the dict lacks, where the layout printed ``[]``. Ollama
+    decodes an absent list as nil, which ``json`` prints ``null``, and ``[]`` as empty.
+    """
+    out, last = [], 0
+    for match in _TOOLS_LOOP.finditer(template):
+        found = _optional_loop(template, match) if match.start() >= last else None
+        if found is None:
+            continue
+        out += [template[last : match.start()], found[0]]
+        last = found[1]
+    return "".join(out) + template[last:]
 
 
 def server_reads_repr(version: str | None) -> bool:
@@ -266,11 +327,12 @@ AWKWARD_KEY = 'city\'s "name"'
 
 
 def awkward_tools(tool: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``tool`` with each of :data:`AWKWARD_TEXTS` as every description, and once with an
-    awkward function and parameter name too (the required list follows the renamed key).
+    """``tool`` with each of :data:`AWKWARD_TEXTS` as every description, once with an
+    awkward function and parameter name too (the required list follows the renamed key), once
+    without a required list and once without parameters.
 
     >>> [t["function"]["description"] for t in awkward_tools(_TOOL)] == list(AWKWARD_TEXTS) + [
-    ...     AWKWARD_TEXTS[0]]
+    ...     AWKWARD_TEXTS[0]] * 3
     True
     """
     function = tool["function"]
@@ -296,6 +358,11 @@ def awkward_tools(tool: Mapping[str, Any]) -> list[dict[str, Any]]:
     required = [keys.get(k, k) for k in first["parameters"].get("required", [])]
     renamed = {**first["parameters"], "properties": props, "required": required}
     found.append({**tool, "function": {**first, "name": AWKWARD_NAME, "parameters": renamed}})
+    # Without a required list, and without parameters (a tool taking no arguments).
+    optional = {k: v for k, v in first["parameters"].items() if k != "required"}
+    found.append({**tool, "function": {**first, "name": "optional_args", "parameters": optional}})
+    bare = {"type": "object", "properties": {}}
+    found.append({**tool, "function": {**first, "name": "no_args", "parameters": bare}})
     return found
 
 
@@ -363,6 +430,7 @@ __all__ = [
     "REPR_SERVER",
     "awkward_tools",
     "how_escaped",
+    "optional_required",
     "prints_awkward_text",
     "repr_action",
     "repr_reading",
