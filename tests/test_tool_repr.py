@@ -16,15 +16,17 @@ from deploy_to_ollama.chat_template import TemplateSource, load_probes, translat
 from deploy_to_ollama.chat_template.go_template import parse_template
 from deploy_to_ollama.chat_template.hf_render import render_hf
 from deploy_to_ollama.chat_template.pyrepr import (
-    AWKWARD_TEXTS,
-    REPR_NEEDS_GO124,
     REPR_SERVER,
-    awkward_tools,
-    how_escaped,
-    prints_awkward_text,
     repr_action,
     server_reads_repr,
     with_python_repr,
+)
+from deploy_to_ollama.chat_template.tool_escapes import (
+    AWKWARD_TEXTS,
+    REPR_NEEDS_GO124,
+    awkward_tools,
+    how_escaped,
+    prints_awkward_text,
 )
 from deploy_to_ollama.chat_template.translate import ESCAPED
 from deploy_to_ollama.chat_template.verify import strip_bos

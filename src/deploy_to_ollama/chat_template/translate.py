@@ -18,13 +18,14 @@ from .dates import prints_date, translate_dated
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
-from .pyrepr import ESCAPED_LEAD, REPR_DIFFERS, REPR_SERVER, repr_reading
+from .pyrepr import REPR_SERVER
 from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
+from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
@@ -310,7 +311,7 @@ def _with_tools(
 
 
 #: How the reason begins when a TEMPLATE that matches the probes is still refused because the
-#: Jinja escapes tool text (``pyrepr.ESCAPED`` names the escaping).
+#: Jinja escapes tool text (``tool_escapes.ESCAPED`` names the escaping).
 ESCAPED = ESCAPED_LEAD
 
 #: Why tool-call values other than strings carry no proof (per-argument calls).
