@@ -45,7 +45,7 @@ MID_SYSTEM_RATCHET = 285
 #: A probe differing only by argument key order is skipped as an Ollama limit (Go ranges a
 #: map sorted); a reading that escapes quotes in tool text is refused. Left: Command-R
 #: (conversation-wide call-id counters), gpt-oss, Kimi K2 instruct (transformers' sandbox
-#: rejects list.append), SmolLM3 / Hammer / Apriel / Functionary (escaped tool text), Seed /
+#: rejects list.append), Functionary 3.1 (escaped tool text), Seed /
 #: MiniCPM3 / Apertus / GigaChat (typed signatures; GigaChat also prints only the first of
 #: parallel calls), Functionary 3.2 (arguments concatenated as a string), Mistral (2) and Solar
 #: (plain chat not verified, or calls as Python JSON).
@@ -54,7 +54,11 @@ MID_SYSTEM_RATCHET = 285
 #: text that holds today's date forever; verification now renders date-printing probes on a
 #: second day too (dates.py), so those probes differ. The other 21 corpus templates that print
 #: the date keep their claims through Ollama's currentDate (Ollama >= 0.11.0).
-TOOLS_RATCHET = 83
+#: 83 -> 87: SmolLM3 (hfjs), Hammer 2.1, Apriel 1.5 and 1.6 print tools with |string (Python's
+#: repr of the dict); the TEMPLATE now prints each string as repr does, walking it with range
+#: over an integer (pyrepr.py; Ollama >= 0.5.13), checked on awkward tool text (both quotes,
+#: backslashes, control and non-printable characters) and re-rendered in Go.
+TOOLS_RATCHET = 87
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

@@ -18,12 +18,14 @@ from .dates import prints_date, translate_dated
 from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
+from .pyrepr import REPR_SERVER
 from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
+from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
@@ -287,27 +289,30 @@ def _with_tools(
     found = tool_candidates(source, shape, with_defs, lead, plain, system, last_user)
     for template in found:
         report = verify_template(source, template, system=system, tools=True, references=refs)
+        notes: tuple[str, ...] = ()
         if _holds(report, allowed) and report.tools_verified:
             if escapes_tool_text(source, template, system):
-                why = ESCAPED
-                continue
-            return replace(
-                result,
-                template=template,
-                report=report,
-                warnings=_tool_warnings(result, tool_shape, per_property=per_property),
-            )
+                # The Jinja may print tool strings as Python's repr (tool|string).
+                reading = repr_reading(source, template, system, refs)
+                if isinstance(reading, str):
+                    why = reading
+                    continue
+                template, report = reading
+                if not (_holds(report, allowed) and report.tools_verified):
+                    why = REPR_DIFFERS
+                    continue
+                notes = (REPR_SERVER,)
+            warnings = _tool_warnings(result, tool_shape, per_property=per_property)
+            return replace(result, template=template, report=report, warnings=warnings + notes)
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
 
 
-#: Why a TEMPLATE that matches the probes is still refused.
-ESCAPED = (
-    "the Jinja template escapes quotes, apostrophes or newlines in tool descriptions (Python "
-    "repr, HTML entities), which no TEMPLATE reproduces: common tool text would print otherwise"
-)
+#: How the reason begins when a TEMPLATE that matches the probes is still refused because the
+#: Jinja escapes tool text (``tool_escapes.ESCAPED`` names the escaping).
+ESCAPED = ESCAPED_LEAD
 
 #: Why tool-call values other than strings carry no proof (per-argument calls).
 VALUES_UNPROVEN = (
