@@ -54,7 +54,9 @@ MID_SYSTEM_RATCHET = 285
 #: text that holds today's date forever; verification now renders date-printing probes on a
 #: second day too (dates.py), so those probes differ. The other 21 corpus templates that print
 #: the date keep their claims through Ollama's currentDate (Ollama >= 0.11.0).
-TOOLS_RATCHET = 83
+#: 83 -> 84: Cohere2MoE (Command A family): call ids numbered across the conversation and
+#: results mapped back to their call's number, counted in Go (tool_ordinals.py), thinking kept.
+TOOLS_RATCHET = 84
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

@@ -24,6 +24,7 @@ from .source import TemplateSource
 from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
+from .tool_ordinals import numbered_tool_shape
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
@@ -256,7 +257,7 @@ def _with_tools(
 ) -> TranslatedTemplate | str:
     """The verified plain TEMPLATE extended with tool calls, results and definitions, when
     one such extension verifies on every probe, tool probes included; else why not."""
-    tool_shape = infer_tool_shape(source, shape)
+    tool_shape = numbered_tool_shape(source, shape) or infer_tool_shape(source, shape)
     if tool_shape.calls is None and not tool_shape.results:
         logger.info("tool calls not translated: %s", tool_shape.reason)
         return tool_shape.reason
