@@ -178,9 +178,13 @@ def test_no_counter_reading_for_a_server_without_call_ids() -> None:
     assert any(NO_IDS in (reason or "") for reason in reasons)
 
 
-@pytest.mark.parametrize("name", ["command-r__cohere2moe.json"])
-def test_command_a_corpus_template_gets_tools_and_keeps_thinking(go_oracle: Any, name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["command-r__cohere2moe.json", "command-r__axolotl-command_a_tool_use.json"]
+)
+def test_command_a_corpus_templates_get_tools_and_keep_thinking(go_oracle: Any, name: str) -> None:
     import json
+
+    from deploy_to_ollama.chat_template.shape import renders_reasoning
 
     require_shared(CHAT_TEMPLATES_DIR)
     record = json.loads((CHAT_TEMPLATES_DIR / name).read_text(encoding="utf-8"))
@@ -192,5 +196,6 @@ def test_command_a_corpus_template_gets_tools_and_keeps_thinking(go_oracle: Any,
         eos_token=record.get("eos_token") or "</s>",
     )
     result = translate_template(source)
-    assert result.verified and result.report.tools_verified and result.report.thinking_verified
+    assert result.verified and result.report.tools_verified
+    assert result.report.thinking_verified or not renders_reasoning(source)
     assert _go_mismatches(go_oracle, source, result, (TWO_TURNS,)) == []
