@@ -24,6 +24,7 @@ from .source import TemplateSource
 from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
+from .tool_html import html_escaped
 from .tool_ordinals import numbered_tool_shape
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
@@ -290,8 +291,11 @@ def _with_tools(
         report = verify_template(source, template, system=system, tools=True, references=refs)
         if _holds(report, allowed) and report.tools_verified:
             if escapes_tool_text(source, template, system):
-                why = ESCAPED
-                continue
+                escaped = _html_reading(source, template, system, refs, allowed)
+                if escaped is None:
+                    why = ESCAPED
+                    continue
+                template, report = escaped
             return replace(
                 result,
                 template=template,
@@ -302,6 +306,22 @@ def _with_tools(
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
+
+
+def _html_reading(
+    source: TemplateSource,
+    template: str,
+    system: str | None,
+    refs: Mapping[str, Any],
+    allowed: set[str],
+) -> tuple[str, VerificationReport] | None:
+    """``template`` with tool names and descriptions HTML-escaped (``tool_html``) and its
+    report, when that prints awkward tool text as the Jinja does and every probe holds."""
+    escaped = html_escaped(template)
+    if escaped is None or escapes_tool_text(source, escaped, system):
+        return None
+    report = verify_template(source, escaped, system=system, tools=True, references=refs)
+    return (escaped, report) if _holds(report, allowed) and report.tools_verified else None
 
 
 #: Why a TEMPLATE that matches the probes is still refused.
