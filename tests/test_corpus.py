@@ -25,13 +25,13 @@ from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 RATCHET = 298
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
-#: 194 measured with the Command A and Functionary v3.1 readings (189 before).
-TOOL_RESULT_RATCHET = 194
+#: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
+TOOL_RESULT_RATCHET = 195
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
-#: 263 measured with the Command A and Functionary v3.1 readings (258 before).
-VERIFIED_ALL_RATCHET = 263
+#: 264 measured with the Command A/R7B and Functionary v3.1 readings (258 before).
+VERIFIED_ALL_RATCHET = 264
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -64,7 +64,9 @@ MID_SYSTEM_RATCHET = 290
 #: (tool_ordinals.py); Cohere2MoE keeps its thinking claim.
 #: 85 -> 86: Functionary v3.1: tool text HTML-escaped by the Jinja (Markup + str) printed
 #: through Go's html, JSON-quoted with printf "%q" inside its escaped JSON (tool_html.py).
-TOOLS_RATCHET = 86
+#: 86 -> 87: Command R7B tool use: the user suffix had taken <|START_RESPONSE|>, the opening
+#: of a turn without calls; the tool reading moves it to the assistant prefix (tool_opening.py).
+TOOLS_RATCHET = 87
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

@@ -25,6 +25,7 @@ from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
 from .tool_html import html_escaped
+from .tool_opening import OPENS_UNLIKE, marker_moved
 from .tool_ordinals import numbered_tool_shape
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
@@ -259,6 +260,11 @@ def _with_tools(
     """The verified plain TEMPLATE extended with tool calls, results and definitions, when
     one such extension verifies on every probe, tool probes included; else why not."""
     tool_shape = numbered_tool_shape(source, shape) or infer_tool_shape(source, shape)
+    moved = marker_moved(shape) if tool_shape.reason == OPENS_UNLIKE else None
+    if moved is not None:
+        # The user suffix took the ordinary turn's opening (Command R7B): give it back.
+        shape = moved
+        tool_shape = numbered_tool_shape(source, shape) or infer_tool_shape(source, shape)
     if tool_shape.calls is None and not tool_shape.results:
         logger.info("tool calls not translated: %s", tool_shape.reason)
         return tool_shape.reason
