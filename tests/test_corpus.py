@@ -48,9 +48,11 @@ MID_SYSTEM_RATCHET = 290
 #: opening, bare answers after results, system-dropping lead-ins; 80 before content printed
 #: after the results of its calls, Gemma 4), short of the 90% asked.
 #: A probe differing only by argument key order is skipped as an Ollama limit (Go ranges a
-#: map sorted); a reading that escapes quotes in tool text is refused. Left: Command-R
-#: (conversation-wide call-id counters), gpt-oss, Kimi K2 instruct (transformers' sandbox
-#: rejects list.append), SmolLM3 / Hammer / Apriel / Functionary (escaped tool text), Seed /
+#: map sorted); a reading that escapes quotes in tool text is refused. Left: Command A
+#: reasoning (a string tool result prints one JSON entry per character: no Go range over a
+#: string), gpt-oss (one call per turn, results named after the call, TypeScript definitions),
+#: Kimi K2 instruct (transformers' sandbox rejects list.append), SmolLM3 / Hammer / Apriel
+#: (escaped tool text), Seed /
 #: MiniCPM3 / Apertus / GigaChat (typed signatures; GigaChat also prints only the first of
 #: parallel calls), Functionary 3.2 (arguments concatenated as a string), Mistral (2) and Solar
 #: (plain chat not verified, or calls as Python JSON).
