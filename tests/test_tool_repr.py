@@ -228,9 +228,9 @@ def test_real_ollama_prints_the_repr_and_offers_tools(
     assert repr(AWKWARD_TEXTS[0]) in prompt
 
 
-def test_markupsafe_escaped_tool_text_names_go_html() -> None:
+def test_markupsafe_escaped_tool_text_is_printed_through_go_html(go_oracle: GoOracle) -> None:
     """Tool text glued to a |safe string is escaped by markupsafe (Functionary 3.1's way):
-    the reason says Go's html prints the same entities, not that nothing could."""
+    the html reading (tool_html.py) prints it through Go's html, proven on awkward text."""
     glued = SMOLLM_LIKE.replace(
         "{{ t|string }}", "{{ 'Use '|safe + t.function.description + ' now'|safe }}"
     )
@@ -238,8 +238,32 @@ def test_markupsafe_escaped_tool_text_names_go_html() -> None:
     assert how_escaped(source) == "HTML entities (Jinja's |e)"
     result = translate_template(source)
     offered = next(p for p in result.report.probes if p.probe == "tools_available")
-    assert not result.report.tools_verified and offered.status == "skipped"
-    assert "Go's html function prints the same entities" in (offered.reason or "")
+    assert result.report.tools_verified and offered.status == "match", offered.reason
+    assert "html" in result.template and "$pyS :=" not in result.template
+    probe = next(p for p in load_probes() if p.id == "tools_available")
+    variants = awkward_tools(probe.tools[0])
+    cases = [
+        {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(list(probe.messages)),
+            "system": result.system or "",
+            "think": None,
+            "tools": [tool],
+        }
+        for tool in variants
+    ]
+    for tool, go in zip(variants, go_oracle.run(cases), strict=True):
+        want = render_hf(
+            glued,
+            list(probe.messages),
+            tokens=source.template_variables(),
+            add_generation_prompt=True,
+            tools=[tool],
+        )
+        assert not go.failed, go.error or go.parse_error
+        exp, act = strip_bos(want, go.output, "<s>")
+        assert exp == act
 
 
 def test_required_list_only_where_the_request_has_one(go_oracle: GoOracle) -> None:

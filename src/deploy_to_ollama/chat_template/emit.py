@@ -182,10 +182,17 @@ def _emit_header(
         # tools the Jinja template prints its own default, as when no system message is given.
         has = f"(and {has} (ne $sys0 {go_string(default)}))"
     pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""')]
+    pieces += [Act("$inl0 := false")] if empty_system == "inline" else []
     pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
     pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
     pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
+    inline = _inline_head(shape) if empty_system == "inline" else None
+    if inline is not None:
+        # An empty leading system turn prints between the lead-in and the first user turn
+        # (Command A), so the lead-in stops before the user opening it otherwise ends with.
+        pieces += [Act('else if and .Messages (eq (index .Messages 0).Role "system")')]
+        pieces += [Lit(_strip_bos(source, inline)), Act("$inl0 = true")]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
     pieces += _call_content_decl(tools)
@@ -194,7 +201,10 @@ def _emit_header(
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
     pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
-    pieces += [Act("else"), *_content(".Content", shape.trim("user"), "g"), Act("end")]
+    pieces += [Act("else")]
+    if inline is not None:
+        pieces += [Act("if $inl0"), Lit(shape.user_prefix), Act("end")]
+    pieces += [*_content(".Content", shape.trim("user"), "g"), Act("end")]
     pieces += [Act("else"), Lit(shape.user_prefix), *_content(".Content", shape.trim("user"), "u")]
     pieces += [Act("end"), *_user_tail(shape)]
     if shape.mid_system is not None:
@@ -204,6 +214,15 @@ def _emit_header(
         pieces += [*_content(".Content", shape.trim("system_mid"), "m"), Lit(suffix)]
     pieces += _assistant(shape, tools)
     return pieces
+
+
+def _inline_head(shape: TemplateShape) -> str | None:
+    """The lead-in less the first user opening it ends with, where an empty leading system
+    message prints as its own turn before that opening; None when it does not end so."""
+    prefix = shape.user_prefix
+    if shape.mid_system is None or not prefix or not shape.head.endswith(prefix):
+        return None
+    return shape.head[: len(shape.head) - len(prefix)]
 
 
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:

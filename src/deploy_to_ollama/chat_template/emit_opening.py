@@ -24,6 +24,9 @@ def opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
             assistant_prefix=shape.assistant_prefix[tools.opening :],
             assistant_prefix_last=shape.assistant_prefix_last[tools.opening :],
         )
+        with_reasoning = _own_opening_reasoning(shape, rest, tools.opening)
+        if with_reasoning is not None:
+            return with_reasoning
         pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
         pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
     elif shape.think is not None and shape.think.head is not None:
@@ -33,6 +36,29 @@ def opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         pieces += reasoning_pieces(shape, thinking_cond(shape), plain)
     else:
         pieces += _query_prefix(shape, tools)
+    return pieces
+
+
+def _own_opening_reasoning(
+    shape: TemplateShape, rest: TemplateShape, shared: int
+) -> list[Piece] | None:
+    """A turn with tool calls that opens with its own text, where reasoning follows the
+    shared header (Command A: ``<|START_THINKING|>...<|END_THINKING|>`` then
+    ``<|START_ACTION|>`` or ``<|START_TEXT|>``): the reasoning block ends before the text a
+    turn without calls opens with. None when the shape is not of that kind."""
+    think = shape.think
+    if think is None or think.head is None or think.after_calls is not None or think.dropped:
+        return None
+    own = rest.assistant_prefix
+    if len(think.head) != shared or rest.assistant_prefix_last != own:
+        return None
+    if not own or not think.after.endswith(own):
+        return None
+    pieces: list[Piece] = [Lit(think.head), Act("$tc := .ToolCalls")]
+    pieces += [Act(f"if {thinking_cond(shape)}"), Act("if $tc"), Lit(think.before)]
+    pieces += [Act(".Thinking"), Lit(think.after[: len(think.after) - len(own)]), Act("else")]
+    pieces += [Lit(think.before), Act(".Thinking"), Lit(think.after), Act("end")]
+    pieces += [Act("else if not $tc"), *_prefix(replace(rest, think=None)), Act("end")]
     return pieces
 
 

@@ -7,7 +7,8 @@ one found in a rendering says which field printed there.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from ..errors import TemplateRenderError
@@ -54,6 +55,13 @@ CONTENT = "Zqcallcontent"
 A2 = "Zqasstfinal"
 
 
+#: Set by a reading that must see renders changed (``tool_ordinals.marking_numbers``): called
+#: with the plain render, the messages and the keyword arguments.
+RENDER_WRAPPER: ContextVar[Callable[..., str | None] | None] = ContextVar(
+    "tool_render_wrapper", default=None
+)
+
+
 def render(
     source: TemplateSource,
     messages: Sequence[Mapping[str, Any]],
@@ -61,6 +69,22 @@ def render(
     tools: Sequence[Mapping[str, Any]] | None = None,
     gen: bool,
 ) -> str | None:
+    wrapper = RENDER_WRAPPER.get()
+    if wrapper is not None:
+        return wrapper(
+            lambda m, **kw: render_plain(source, m, **kw), messages, tools=tools, gen=gen
+        )
+    return render_plain(source, messages, tools=tools, gen=gen)
+
+
+def render_plain(
+    source: TemplateSource,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    gen: bool,
+) -> str | None:
+    """The Jinja rendering with ``tojson`` output marked; None when the template raises."""
     from .hf_render import render_hf
 
     try:
@@ -93,4 +117,14 @@ def call_conv(
     return messages + ([{"role": "user", "content": U2}] if end else [])
 
 
-__all__ = ["A2", "CALLS", "CONTENT", "RESULTS", "TOOLS", "call_conv", "render"]
+__all__ = [
+    "A2",
+    "CALLS",
+    "CONTENT",
+    "RENDER_WRAPPER",
+    "RESULTS",
+    "TOOLS",
+    "call_conv",
+    "render",
+    "render_plain",
+]

@@ -26,6 +26,9 @@ from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
 from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
+from .tool_html import html_escaped
+from .tool_opening import OPENS_UNLIKE, marker_moved
+from .tool_ordinals import numbered_tool_shape
 from .tool_props import definitions as per_property_definitions
 from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
@@ -258,7 +261,12 @@ def _with_tools(
 ) -> TranslatedTemplate | str:
     """The verified plain TEMPLATE extended with tool calls, results and definitions, when
     one such extension verifies on every probe, tool probes included; else why not."""
-    tool_shape = infer_tool_shape(source, shape)
+    tool_shape = numbered_tool_shape(source, shape) or infer_tool_shape(source, shape)
+    moved = marker_moved(shape) if tool_shape.reason == OPENS_UNLIKE else None
+    if moved is not None:
+        # The user suffix took the ordinary turn's opening (Command R7B): give it back.
+        shape = moved
+        tool_shape = numbered_tool_shape(source, shape) or infer_tool_shape(source, shape)
     if tool_shape.calls is None and not tool_shape.results:
         logger.info("tool calls not translated: %s", tool_shape.reason)
         return tool_shape.reason
@@ -292,22 +300,43 @@ def _with_tools(
         notes: tuple[str, ...] = ()
         if _holds(report, allowed) and report.tools_verified:
             if escapes_tool_text(source, template, system):
-                # The Jinja may print tool strings as Python's repr (tool|string).
-                reading = repr_reading(source, template, system, refs)
-                if isinstance(reading, str):
-                    why = reading
-                    continue
-                template, report = reading
-                if not (_holds(report, allowed) and report.tools_verified):
-                    why = REPR_DIFFERS
-                    continue
-                notes = (REPR_SERVER,)
+                # The Jinja may HTML-escape tool text (Markup + str) or print tool strings as
+                # Python's repr (tool|string): try the html reading, then the repr reading.
+                escaped = _html_reading(source, template, system, refs, allowed)
+                if escaped is not None:
+                    template, report = escaped
+                else:
+                    reading = repr_reading(source, template, system, refs)
+                    if isinstance(reading, str):
+                        why = reading
+                        continue
+                    template, report = reading
+                    if not (_holds(report, allowed) and report.tools_verified):
+                        why = REPR_DIFFERS
+                        continue
+                    notes = (REPR_SERVER,)
             warnings = _tool_warnings(result, tool_shape, per_property=per_property)
             return replace(result, template=template, report=report, warnings=warnings + notes)
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
+
+
+def _html_reading(
+    source: TemplateSource,
+    template: str,
+    system: str | None,
+    refs: Mapping[str, Any],
+    allowed: set[str],
+) -> tuple[str, VerificationReport] | None:
+    """``template`` with tool names and descriptions HTML-escaped (``tool_html``) and its
+    report, when that prints awkward tool text as the Jinja does and every probe holds."""
+    escaped = html_escaped(template)
+    if escaped is None or escapes_tool_text(source, escaped, system):
+        return None
+    report = verify_template(source, escaped, system=system, tools=True, references=refs)
+    return (escaped, report) if _holds(report, allowed) and report.tools_verified else None
 
 
 #: How the reason begins when a TEMPLATE that matches the probes is still refused because the
