@@ -34,7 +34,9 @@ VERIFIED_ALL_RATCHET = 235
 #: reason). 285 of 293; the 8 left print it in ways no reading covers yet (Solar, Nemotron-mini,
 #: Smaug, ChatQA, DeepSeek V2.5, Phi-4-mini-reasoning, Apriel) or drop only its text (axolotl
 #: alpaca), each reported as a difference.
-MID_SYSTEM_RATCHET = 285
+#: 285 -> 286: Solar Open's system lead-in (a copied provider prompt, then "## System Prompt")
+#: collects every system message, joined as Ollama's .System is (the hoisted head reading).
+MID_SYSTEM_RATCHET = 286
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument
@@ -54,7 +56,10 @@ MID_SYSTEM_RATCHET = 285
 #: text that holds today's date forever; verification now renders date-printing probes on a
 #: second day too (dates.py), so those probes differ. The other 21 corpus templates that print
 #: the date keep their claims through Ollama's currentDate (Ollama >= 0.11.0).
-TOOLS_RATCHET = 83
+#: 83 -> 84: ciscai's Mistral v0.3 "sota" (its tool list, dumped to JSON before the calls and
+#: printed after them, is now marked as JSON; the system prompt it prints in the last user
+#: turn only when tools are offered is read with tools offered, tool_system.py).
+TOOLS_RATCHET = 84
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

@@ -14,9 +14,16 @@ from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
-from .system_variants import absent_system_default, hoisted_system, system_content
+from .system_variants import (
+    absent_system_default,
+    any_system,
+    hoisted_expr,
+    hoisted_system,
+    system_content,
+)
 from .thinking import generation_text, switch_pieces
 from .tool_shape import Loop, ToolShape
+from .tool_system import system_with_tools
 
 
 def _strip_bos(source: TemplateSource, preamble: str) -> str:
@@ -98,6 +105,8 @@ def tool_candidates(
         variants = [shape]
         if shape.system_mode == "last_user":
             variants.append(replace(shape, system_mode="final_user"))
+        placed = system_with_tools(source, shape)
+        variants += [placed] if placed is not None else []
         if shape.default_system == system:
             for variant in variants:
                 for mode in modes:
@@ -176,16 +185,20 @@ def _emit_header(
     """
     assert shape.head_system is not None
     before, after = shape.head_system
-    has = "$hasSystem" if empty_system == "render" else "$sys0"
+    scan, expr = hoisted_expr(shape) if shape.system_mode.startswith("hoist") else ([], "$sys0")
+    has = "$hasSystem" if empty_system == "render" else expr
+    if has == "$hasSystem" and expr != "$sys0":
+        # Hoisted: any system message, wherever it stands, opens the system lead-in.
+        scan, has = [*scan, *any_system()], "$anySystem"
     if default is not None:
         # Ollama sends the Modelfile SYSTEM (the plain default) as a system message; with
         # tools the Jinja template prints its own default, as when no system message is given.
         has = f"(and {has} (ne $sys0 {go_string(default)}))"
-    pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""')]
+    pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""'), *scan]
     pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
     pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
-    pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
+    pieces += [*_content(expr, shape.trim("system"), "s"), Lit(after)]
     pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
     pieces += _call_content_decl(tools)

@@ -1,0 +1,121 @@
+"""Tool readings of session 5 (issue 12, toolsA): JSON computed before it is printed, a system
+prompt placed only when tools are offered, a hoisted system lead-in, names looked up by id.
+
+Each case renders real Jinja (transformers) against our Ollama port; every claim is re-rendered
+by Go's own text/template, and each reading has a case where it must come out false.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
+from deploy_to_ollama.chat_template.hf_render import JSON_CLOSE, JSON_OPEN, mark_json_values
+from deploy_to_ollama.chat_template.shape import infer_shape
+from deploy_to_ollama.chat_template.tool_system import system_with_tools
+from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
+
+# ciscai's Mistral v0.3 "sota": the tool list is dumped to JSON before the loop and printed in
+# the last user turn, after the calls dumped later; the system prompt shows only with tools.
+MISTRAL_SOTA = (
+    "{{ bos_token }}{% set ns = namespace(lastuser=-1, system=false, functions=false) %}"
+    "{% if tools %}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{% set ns.lastuser = loop.index0 %}{% elif message['role'] == 'system' %}"
+    "{% set ns.system = message['content'] %}{% endif %}{% endfor %}"
+    "{% set ns.functions = tools|selectattr('type','eq','function')|map(attribute='function')"
+    "|list|tojson %}{% endif %}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{% if loop.index0 == ns.lastuser and ns.functions %}{{ '[AVAILABLE_TOOLS] ' }}"
+    "{{ ns.functions }}{{ '[/AVAILABLE_TOOLS]' }}{% endif %}{{ '[INST] ' }}"
+    "{% if loop.index0 == ns.lastuser and ns.system %}{{ ns.system + ' ' }}{% endif %}"
+    "{{ message['content'] }}{{ '[/INST]' }}{% elif message['role'] == 'tool' %}"
+    "{{ '[TOOL_RESULTS] ' }}{{ dict(call_id=message['tool_call_id'], "
+    "content=message['content'])|tojson }}{{ '[/TOOL_RESULTS]' }}"
+    "{% elif message['role'] == 'assistant' %}{% if message['tool_calls'] %}"
+    "{{ '[TOOL_CALLS] [' }}{% for call in message['tool_calls'] %}"
+    "{% if call['type'] == 'function' %}{{ dict(id=call['id'], name=call['function']['name'], "
+    "arguments=call['function']['arguments'])|tojson }}{% endif %}"
+    "{% if not loop.last %}{{ ', ' }}{% endif %}{% endfor %}{{ ']' }}"
+    "{% else %}{{ message['content'] }}{% endif %}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def _source(template: str) -> TemplateSource:
+    return TemplateSource(
+        template=template, origin=Path("t.jinja"), kind="jinja", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def _tool_probes(result: Any) -> dict[str, Any]:
+    ids = {p.id for p in load_probes() if p.needs_tools and not p.needs_thinking}
+    return {p.probe: p for p in result.report.probes if p.probe in ids}
+
+
+def _go_confirms(source: TemplateSource, result: Any, go_oracle: Any) -> int:
+    """Re-render every matching probe with Go's text/template; the number of claims checked."""
+    from support.go_oracle import to_ollama_api_messages
+
+    probes = {p.id: p for p in load_probes()}
+    checked = [p for p in result.report.probes if p.status == "match"]
+    cases = [
+        {
+            "kind": "ollama",
+            "template": result.template,
+            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
+            "tools": list(probes[c.probe].tools) or None,
+            "system": result.system or "",
+        }
+        for c in checked
+    ]
+    for claim, go in zip(checked, go_oracle.run(cases), strict=True):
+        assert not go.failed, (claim.probe, go.error)
+        assert go.output == claim.actual, claim.probe
+        exp, act = strip_bos(claim.expected or "", go.output, source.bos_token)
+        if claim.tier == "exact":
+            assert exp == act, claim.probe
+        else:
+            assert json_equivalent(source, probes[claim.probe], claim.expected or "", act)
+    return len(checked)
+
+
+def test_json_printed_after_json_dumped_later_is_still_marked() -> None:
+    # The first tojson output is printed last: it must not hide the ones printed before it.
+    marked = mark_json_values('[1] b {"a": 2} c', ['{"a": 2}', "[1]"])
+    assert marked == f'{JSON_OPEN}[1]{JSON_CLOSE} b {JSON_OPEN}{{"a": 2}}{JSON_CLOSE} c'
+    # Text that merely looks like an output is marked once, never twice, never out of JSON.
+    assert mark_json_values("[1] x", ["[1]", "[1]"]) == f"{JSON_OPEN}[1]{JSON_CLOSE} x"
+    assert mark_json_values("[1 x", ["[1]"]) == "[1 x"
+
+
+def test_mistral_tool_system_in_last_user_turn_verifies_and_go_agrees(go_oracle: Any) -> None:
+    source = _source(MISTRAL_SOTA)
+    result = translate_template(source)
+    tools = _tool_probes(result)
+    assert result.verified and result.report.tools_verified
+    ran = [p for p in tools.values() if p.status == "match"]
+    assert len(ran) >= 6 and all(p.tier == "json_equivalent" for p in ran)
+    offered = tools["tools_offered_not_called"]
+    # The system prompt shows in the last user turn only because tools are offered.
+    assert "[INST] You are a helpful assistant. What can" in (offered.expected or "")
+    assert _go_confirms(source, result, go_oracle) >= len(ran)
+
+
+def test_system_placed_with_tools_is_read_only_where_the_jinja_does_it() -> None:
+    source = _source(MISTRAL_SOTA)
+    placed = system_with_tools(source, infer_shape(source))
+    assert placed is not None
+    read = (placed.system_mode, placed.system_prefix, placed.system_suffix)
+    assert read == ("last_user", "", " ")
+    # The system prompt in the first user turn is not the last-user reading.
+    first = MISTRAL_SOTA.replace("{% set ns.lastuser = loop.index0 %}", "").replace(
+        "lastuser=-1", "lastuser=0"
+    )
+    assert system_with_tools(_source(first), infer_shape(_source(first))) is None
+    # Nor one printed after the user content.
+    after = MISTRAL_SOTA.replace(
+        "{% if loop.index0 == ns.lastuser and ns.system %}{{ ns.system + ' ' }}{% endif %}"
+        "{{ message['content'] }}",
+        "{{ message['content'] }}{% if loop.index0 == ns.lastuser and ns.system %}"
+        "{{ ' ' + ns.system }}{% endif %}",
+    )
+    assert system_with_tools(_source(after), infer_shape(_source(after))) is None
