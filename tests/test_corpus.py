@@ -59,7 +59,9 @@ MID_SYSTEM_RATCHET = 286
 #: 83 -> 84: ciscai's Mistral v0.3 "sota" (its tool list, dumped to JSON before the calls and
 #: printed after them, is now marked as JSON; the system prompt it prints in the last user
 #: turn only when tools are offered is read with tools offered, tool_system.py).
-TOOLS_RATCHET = 84
+#: 84 -> 85: Upstage Solar Open (a tool result's name looked up from the call whose id it
+#: answers, as its get_tool_name macro does: tool_names.py).
+TOOLS_RATCHET = 85
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

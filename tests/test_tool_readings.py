@@ -119,3 +119,74 @@ def test_system_placed_with_tools_is_read_only_where_the_jinja_does_it() -> None
         "{{ ' ' + ns.system }}{% endif %}",
     )
     assert system_with_tools(_source(after), infer_shape(_source(after))) is None
+
+
+# Solar Open's layout: a provider prompt, then every system message under "## System Prompt",
+# then the tools, in one lead-in; a tool result names the call it answers (looked up by id).
+SOLAR_LIKE = (
+    "{%- macro get_tool_name(messages, tool_call_id) %}"
+    "{%- for msg in messages -%}{%- if msg.role == 'assistant' and msg.tool_calls -%}"
+    "{%- for tool_call in msg.tool_calls -%}{%- if tool_call.id == tool_call_id -%}"
+    "{{- tool_call.function.name }}{%- endif -%}{%- endfor -%}{%- endif -%}{%- endfor -%}"
+    "{%- endmacro %}"
+    "{%- set ns = namespace(system_messages=[]) -%}"
+    "{%- for message in messages -%}{%- if message.role == 'system' -%}"
+    "{%- set ns.system_messages = ns.system_messages + [message.content] -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "<|begin|>system<|content|>{{- '## Provider System Prompt\\n\\nYou are Solar.' }}"
+    "{%- if ns.system_messages %}{{- '\\n\\n## System Prompt' }}"
+    "{%- for m in ns.system_messages %}{{- '\\n\\n' + m }}{%- endfor %}{%- endif %}"
+    "{%- if tools %}{{- '\\n\\n## Tools\\n' }}<|tools:begin|>"
+    "{%- for tool in tools %}<|tool:begin|>"
+    "{{- tool.function | tojson }}<|tool:end|>{%- endfor %}<|tools:end|>{%- endif %}<|end|>"
+    "{%- for message in messages -%}"
+    "{%- if message.role == 'user' -%}<|begin|>user<|content|>{{ message.content }}<|end|>"
+    "{%- elif message.role == 'tool' -%}"
+    "{%- set prev_is_tool = loop.index0 > 0 and messages[loop.index0 - 1].role == 'tool' -%}"
+    "{%- set next_is_tool = loop.index0 < (messages | length - 1) and "
+    "messages[loop.index0 + 1].role == 'tool' -%}"
+    "{%- if not prev_is_tool -%}<|begin|>tool<|tool_response|>{%- endif -%}"
+    "<|tool_response:begin|>{{ message.tool_call_id }}<|tool_response:name|>"
+    "{{- get_tool_name(messages, message.tool_call_id) }}<|tool_response:result|>"
+    "{{- message.content }}<|tool_response:end|>"
+    "{%- if not next_is_tool -%}<|end|>{%- endif -%}"
+    "{%- elif message.role == 'assistant' -%}"
+    "{%- if message.tool_calls -%}<|begin|>assistant<|tool_calls|>"
+    "{%- for tool_call in message.tool_calls -%}<|tool_call:begin|>{{ tool_call.id }}"
+    "<|tool_call:name|>{{ tool_call.function.name }}<|tool_call:args|>"
+    "{{- tool_call.function.arguments | tojson }}<|tool_call:end|>{%- endfor -%}<|calls|>"
+    "{%- else -%}<|begin|>assistant<|content|>{{ message.content }}<|end|>{%- endif -%}"
+    "{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}<|begin|>assistant{%- endif -%}"
+)
+
+
+def test_solar_lead_in_and_names_looked_up_by_call_id_verify_and_go_agrees(
+    go_oracle: Any,
+) -> None:
+    source = _source(SOLAR_LIKE)
+    result = translate_template(source)
+    probes = {p.probe: p for p in result.report.probes}
+    assert result.verified and result.report.tools_verified
+    # Every system message joined as Ollama's .System is, in the lead-in.
+    assert probes["two_system_messages"].status == "match"
+    assert "$.System" in result.template
+    # The result names the call it answers: the probe's tool message carries no name.
+    answer = probes["tool_call_and_result"]
+    assert "<|tool_response:name|>get_weather<|tool_response:result|>" in (answer.expected or "")
+    assert "$rid := .ToolCallID" in result.template
+    assert _go_confirms(source, result, go_oracle) >= 10
+
+
+def test_readings_that_do_not_hold_are_not_taken() -> None:
+    # The result's own name: no lookup.
+    own = SOLAR_LIKE.replace(
+        "{{- get_tool_name(messages, message.tool_call_id) }}", "{{- message.name }}"
+    )
+    result = translate_template(_source(own))
+    assert result.report.tools_verified and "$rid" not in result.template
+    # System messages joined with one newline: neither .System nor the first one alone holds.
+    joined = SOLAR_LIKE.replace("'\\n\\n' + m", "'\\n' + m")
+    assert joined != SOLAR_LIKE
+    probes = {p.probe: p for p in translate_template(_source(joined)).report.probes}
+    assert probes["two_system_messages"].status == "differs"

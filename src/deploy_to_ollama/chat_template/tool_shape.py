@@ -20,6 +20,7 @@ from .shape import U1, U2, TemplateShape
 from .source import TemplateSource
 from .tool_args import ARGS_ACT, ArgumentLoop, per_argument, placeholder, splice
 from .tool_defs import definitions_loop, last_user_insertion, tool_lead
+from .tool_names import with_looked_up_names
 from .tool_sentinels import A2, CALLS, CONTENT, RESULTS, TOOLS
 from .tool_sentinels import call_conv as _call_conv
 from .tool_sentinels import render as _render
@@ -180,6 +181,7 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
     if opening is not None and shaped.calls is None:
         return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
     after = opening is None and shaped.calls is not None and _opens_as_last(source, shape)
+    shaped = with_looked_up_names(source, shaped, final=regions.final)
     return replace(shaped, opening=opening, prefix_after_query=after)
 
 
