@@ -61,7 +61,10 @@ MID_SYSTEM_RATCHET = 286
 #: turn only when tools are offered is read with tools offered, tool_system.py).
 #: 84 -> 85: Upstage Solar Open (a tool result's name looked up from the call whose id it
 #: answers, as its get_tool_name macro does: tool_names.py).
-TOOLS_RATCHET = 85
+#: 85 -> 86: Mistral Small 3.2 again, now truly: the dated default is printed through
+#: currentDate by the copied lead-in, and the tool list goes into the last user turn's prefix
+#: printed in the loop (Ollama >= 0.11.0; on older servers its probes differ, with the reason).
+TOOLS_RATCHET = 86
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

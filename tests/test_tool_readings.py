@@ -190,3 +190,50 @@ def test_readings_that_do_not_hold_are_not_taken() -> None:
     assert joined != SOLAR_LIKE
     probes = {p.probe: p for p in translate_template(_source(joined)).report.probes}
     assert probes["two_system_messages"].status == "differs"
+
+
+# Mistral Small 3.2's layout: a dated default system prompt (only a TEMPLATE with currentDate
+# can print it, so the lead-in is copied from observation) and the tools in the last user turn.
+MISTRAL_SMALL_32_LIKE = (
+    "{%- set default_system_message = 'You are Mistral Small. Today is ' + "
+    "strftime_now('%Y-%m-%d') + '.' %}{{- bos_token }}"
+    "{%- set system_prompt = default_system_message %}{%- set loop_messages = messages %}"
+    "{%- if messages|length > 0 and messages[0]['role'] == 'system' %}"
+    "{%- set system_prompt = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}"
+    "{%- endif %}"
+    "{%- set user_messages = loop_messages | selectattr('role', 'equalto', 'user') | list %}"
+    "{{- '[SYSTEM_PROMPT]' + system_prompt + '[/SYSTEM_PROMPT]' }}"
+    "{%- for message in loop_messages %}"
+    "{%- if message['role'] == 'user' %}"
+    "{%- if tools and message == user_messages[-1] %}"
+    "{{- '[AVAILABLE_TOOLS]' + tools|tojson + '[/AVAILABLE_TOOLS]' }}{%- endif %}"
+    "{{- '[INST]' + message['content'] + '[/INST]' }}"
+    "{%- elif message['role'] == 'assistant' %}"
+    "{%- if message.get('tool_calls') %}{%- for tool_call in message.tool_calls %}"
+    "{{- '[TOOL_CALLS]' + tool_call.function.name + '[CALL_ID]' + tool_call.id }}"
+    "{{- '[ARGS]' + tool_call['function']['arguments']|tojson }}{%- endfor %}"
+    "{{- eos_token }}{%- else %}{{- message['content'] + eos_token }}{%- endif %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{- '[TOOL_RESULTS]' + message.tool_call_id + '[TOOL_CONTENT]' + message.content"
+    " + '[/TOOL_RESULTS]' }}{%- endif %}{%- endfor %}"
+)
+
+
+def test_dated_lead_in_with_tools_in_the_last_user_turn(go_oracle: Any) -> None:
+    source = _source(MISTRAL_SMALL_32_LIKE)
+    result = translate_template(source)
+    assert result.verified and result.report.tools_verified
+    assert result.system is None and "currentDate" in result.template
+    tools = _tool_probes(result)
+    # Two user turns, tools offered: the definitions go into the last one only.
+    offered = tools["tools_offered_not_called"]
+    assert offered.status == "match"
+    assert (offered.expected or "").count("[AVAILABLE_TOOLS]") == 1
+    assert "[/INST]I am" in (offered.expected or "")
+    assert (offered.expected or "").index("[AVAILABLE_TOOLS]") > (offered.expected or "").index(
+        "[/INST]"
+    )
+    assert _go_confirms(source, result, go_oracle) >= 10
+    # Before Ollama 0.11.0 there is no currentDate: the dated default cannot be printed.
+    old = translate_template(source, server_version="0.9.3")
+    assert not old.verified and not old.report.tools_verified

@@ -113,6 +113,10 @@ def tool_candidates(
                     bodies.append(
                         _emit(source, variant, empty_system=mode, tools=tools, last_user=last_user)
                     )
+    if shape.head_system is not None and last_user is not None:
+        # The lead-in copied from observation, the definitions in the last user turn.
+        for empty_system in ("skip", "render"):
+            bodies.append(_emit_header(source, shape, empty_system, tools, system, last_user))
     for body_pieces in bodies:
         expanded = _expand_definitions(body_pieces, tools.definitions)
         if expanded is not None:
@@ -174,6 +178,7 @@ def _emit_header(
     empty_system: str,
     tools: ToolShape | None,
     default: str | None = None,
+    last_user: tuple[int, str] | None = None,
 ) -> list[Piece]:
     """A template whose whole lead-in (default system, preambles) is copied from observation.
 
@@ -182,9 +187,16 @@ def _emit_header(
     either the no-system lead-in or (prefix, system, suffix) as observed. ``empty_system``:
     an empty leading system message is absent (``skip``), present (``render``), or absent from
     the lead-in but rendered as an ordinary system turn (``inline``, Command-A does this).
+    ``last_user``: tool definitions inside the last user turn's prefix (Mistral Small 3.2's
+    ``[AVAILABLE_TOOLS]``), so every user turn prints its prefix in the loop.
     """
     assert shape.head_system is not None
     before, after = shape.head_system
+    if last_user is not None:
+        cut = _prefix_out_of_head(shape, after)
+        if cut is None:
+            return []
+        shape, after = cut
     scan, expr = hoisted_expr(shape) if shape.system_mode.startswith("hoist") else ([], "$sys0")
     has = "$hasSystem" if empty_system == "render" else expr
     if has == "$hasSystem" and expr != "$sys0":
@@ -204,11 +216,14 @@ def _emit_header(
     pieces += _call_content_decl(tools)
     pieces += after_query_scan(tools)
     pieces += last_query(shape)
+    pieces += _last_user_scan(last_user)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
-    pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
+    pieces += [Act('if eq .Role "user"'), *_user_prefix(shape, last_user, every=True)]
+    pieces += [Act("if eq $i $sysAt")]
     pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
     pieces += [Act("else"), *_content(".Content", shape.trim("user"), "g"), Act("end")]
-    pieces += [Act("else"), Lit(shape.user_prefix), *_content(".Content", shape.trim("user"), "u")]
+    rest = _user_prefix(shape, last_user, every=False)
+    pieces += [Act("else"), *rest, *_content(".Content", shape.trim("user"), "u")]
     pieces += [Act("end"), *_user_tail(shape)]
     if shape.mid_system is not None:
         prefix, suffix = shape.mid_system
@@ -217,6 +232,38 @@ def _emit_header(
         pieces += [*_content(".Content", shape.trim("system_mid"), "m"), Lit(suffix)]
     pieces += _assistant(shape, tools)
     return pieces
+
+
+def _prefix_out_of_head(shape: TemplateShape, after: str) -> tuple[TemplateShape, str] | None:
+    """The lead-in without the first user prefix it ends with (printed in the loop instead);
+    None where it does not end with it."""
+    up = shape.user_prefix
+    if not up or not after.endswith(up) or not shape.head.endswith(up):
+        return None
+    head = shape.head[: len(shape.head) - len(up)]
+    return replace(shape, head=head), after[: len(after) - len(up)]
+
+
+def _last_user_scan(last_user: tuple[int, str] | None) -> list[Piece]:
+    """``$lastUser``: index of the last user message, where tool definitions go."""
+    if last_user is None:
+        return []
+    pieces = [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
+    return [*pieces, Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
+
+
+def _user_prefix(
+    shape: TemplateShape, last_user: tuple[int, str] | None, *, every: bool
+) -> list[Piece]:
+    """A user turn's prefix in the loop of :func:`_emit_header`: with tool definitions in the
+    last one, every turn prints it (``every``); without, only turns after the first."""
+    if last_user is None:
+        return [] if every else [Lit(shape.user_prefix)]
+    if not every:
+        return []
+    at, text = last_user
+    up = shape.user_prefix
+    return [Lit(up[:at]), Act("if eq $i $lastUser"), Lit(text), Act("end"), Lit(up[at:])]
 
 
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
