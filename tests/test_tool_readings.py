@@ -237,3 +237,31 @@ def test_dated_lead_in_with_tools_in_the_last_user_turn(go_oracle: Any) -> None:
     # Before Ollama 0.11.0 there is no currentDate: the dated default cannot be printed.
     old = translate_template(source, server_version="0.9.3")
     assert not old.verified and not old.report.tools_verified
+
+
+def test_a_jinja_that_raises_on_every_tool_call_says_so() -> None:
+    from deploy_to_ollama.chat_template.tool_sentinels import calls_rejected
+
+    # Kimi K2 (llama.cpp's fixture) queues call ids with list.append, which transformers'
+    # immutable sandbox refuses: no reference rendering of a call exists to prove against.
+    kimi_like = (
+        "{%- set q = namespace(ids=[]) -%}{%- if tools %}<|tools|>{{ tools | tojson }}{% endif -%}"
+        "{%- for m in messages -%}"
+        "<|im_{{ m.role }}|>{{ m.content }}"
+        "{%- for c in m.tool_calls or [] -%}{%- set _ = q.ids.append(c.id) -%}"
+        "<|call|>{{ c.function.name }}{%- endfor -%}<|im_end|>{%- endfor -%}"
+        "{%- if add_generation_prompt -%}<|im_assistant|>{%- endif -%}"
+    )
+    reason = calls_rejected(_source(kimi_like))
+    assert reason is not None and "'append' of 'list'" in reason
+    result = translate_template(_source(kimi_like))
+    assert result.report.tools_required and not result.report.tools_verified
+    skipped = _tool_probes(result)["tools_offered_not_called"]
+    assert skipped.status == "skipped" and "raises on every conversation with tool calls" in (
+        skipped.reason or ""
+    )
+    # A template that renders calls has nothing to say here.
+    assert calls_rejected(_source(SOLAR_LIKE)) is None
+    assert (
+        calls_rejected(_source(kimi_like.replace("{%- set _ = q.ids.append(c.id) -%}", ""))) is None
+    )

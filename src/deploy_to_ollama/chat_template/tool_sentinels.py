@@ -77,6 +77,29 @@ def render(
         return None
 
 
+def calls_rejected(source: TemplateSource) -> str | None:
+    """Why no tool inference can start: the Jinja template raises on every sentinel
+    conversation with a tool call and its result (None where one renders). Kimi K2's
+    ``list.append`` is refused by transformers' immutable sandbox, so the calls have no
+    reference rendering to prove a TEMPLATE against."""
+    from .hf_render import render_hf
+
+    error = ""
+    for final in (True, False):
+        try:
+            render_hf(
+                source.template,
+                call_conv(1, content="", results=1, final=final),
+                tokens=source.template_variables(),
+                add_generation_prompt=True,
+            )
+        except TemplateRenderError as err:
+            error = str(err)
+            continue
+        return None
+    return f"the Jinja template raises on every conversation with tool calls ({error})"
+
+
 def call_conv(
     calls: int, *, content: str, results: int, final: bool, end: bool = True
 ) -> list[dict[str, Any]]:
@@ -93,4 +116,4 @@ def call_conv(
     return messages + ([{"role": "user", "content": U2}] if end else [])
 
 
-__all__ = ["A2", "CALLS", "CONTENT", "RESULTS", "TOOLS", "call_conv", "render"]
+__all__ = ["A2", "CALLS", "CONTENT", "RESULTS", "TOOLS", "call_conv", "calls_rejected", "render"]
