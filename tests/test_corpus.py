@@ -46,11 +46,13 @@ MID_SYSTEM_RATCHET = 286
 #: after the results of its calls, Gemma 4), short of the 90% asked.
 #: A probe differing only by argument key order is skipped as an Ollama limit (Go ranges a
 #: map sorted); a reading that escapes quotes in tool text is refused. Left: Command-R
-#: (conversation-wide call-id counters), gpt-oss, Kimi K2 instruct (transformers' sandbox
-#: rejects list.append), SmolLM3 / Hammer / Apriel / Functionary (escaped tool text), Seed /
+#: (conversation-wide call-id counters), gpt-oss, Kimi K2 instruct and thinking (transformers'
+#: sandbox rejects list.append on every conversation with tool calls), SmolLM3 / Hammer /
+#: Apriel / Functionary (escaped tool text), Seed /
 #: MiniCPM3 / Apertus / GigaChat (typed signatures; GigaChat also prints only the first of
-#: parallel calls), Functionary 3.2 (arguments concatenated as a string), Mistral (2) and Solar
-#: (plain chat not verified, or calls as Python JSON).
+#: parallel calls), Functionary 3.2 (arguments concatenated as a string), mistral.rs's Mistral
+#: Small tool-call template (plain chat not verified: a final user turn is wrapped as
+#: [SYSTEM_PROMPT]system\n\ncontent[/SYSTEM_PROMPT], earlier ones as [INST]...[/INST]).
 #: 84 -> 83: Mistral Small 3.2's claim was false. Its Jinja prints today's date (strftime_now)
 #: in the default system prompt, which the tool TEMPLATE carried as the Modelfile SYSTEM, plain
 #: text that holds today's date forever; verification now renders date-printing probes on a
