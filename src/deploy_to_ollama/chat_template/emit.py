@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
@@ -193,7 +194,7 @@ def _emit_header(
     assert shape.head_system is not None
     before, after = shape.head_system
     if last_user is not None:
-        cut = _prefix_out_of_head(shape, after)
+        cut = prefix_out_of_head(shape, after)
         if cut is None:
             return []
         shape, after = cut
@@ -216,13 +217,13 @@ def _emit_header(
     pieces += _call_content_decl(tools)
     pieces += after_query_scan(tools)
     pieces += last_query(shape)
-    pieces += _last_user_scan(last_user)
+    pieces += last_user_scan(last_user)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
-    pieces += [Act('if eq .Role "user"'), *_user_prefix(shape, last_user, every=True)]
+    pieces += [Act('if eq .Role "user"'), *user_prefix_in_loop(shape, last_user, every=True)]
     pieces += [Act("if eq $i $sysAt")]
     pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
     pieces += [Act("else"), *_content(".Content", shape.trim("user"), "g"), Act("end")]
-    rest = _user_prefix(shape, last_user, every=False)
+    rest = user_prefix_in_loop(shape, last_user, every=False)
     pieces += [Act("else"), *rest, *_content(".Content", shape.trim("user"), "u")]
     pieces += [Act("end"), *_user_tail(shape)]
     if shape.mid_system is not None:
@@ -232,38 +233,6 @@ def _emit_header(
         pieces += [*_content(".Content", shape.trim("system_mid"), "m"), Lit(suffix)]
     pieces += _assistant(shape, tools)
     return pieces
-
-
-def _prefix_out_of_head(shape: TemplateShape, after: str) -> tuple[TemplateShape, str] | None:
-    """The lead-in without the first user prefix it ends with (printed in the loop instead);
-    None where it does not end with it."""
-    up = shape.user_prefix
-    if not up or not after.endswith(up) or not shape.head.endswith(up):
-        return None
-    head = shape.head[: len(shape.head) - len(up)]
-    return replace(shape, head=head), after[: len(after) - len(up)]
-
-
-def _last_user_scan(last_user: tuple[int, str] | None) -> list[Piece]:
-    """``$lastUser``: index of the last user message, where tool definitions go."""
-    if last_user is None:
-        return []
-    pieces = [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
-    return [*pieces, Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
-
-
-def _user_prefix(
-    shape: TemplateShape, last_user: tuple[int, str] | None, *, every: bool
-) -> list[Piece]:
-    """A user turn's prefix in the loop of :func:`_emit_header`: with tool definitions in the
-    last one, every turn prints it (``every``); without, only turns after the first."""
-    if last_user is None:
-        return [] if every else [Lit(shape.user_prefix)]
-    if not every:
-        return []
-    at, text = last_user
-    up = shape.user_prefix
-    return [Lit(up[:at]), Act("if eq $i $lastUser"), Lit(text), Act("end"), Lit(up[at:])]
 
 
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
@@ -445,8 +414,7 @@ def _emit(
     pieces += after_query_scan(tools)
     pieces += last_query(shape)
     if last_user is not None:
-        pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
-        pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
+        pieces += last_user_scan(last_user)
     if shape.system_mode in ("hoist", "hoist_last"):
         trim = shape.trim("system")
         pieces += hoisted_system(shape, empty_system, lambda expr: _content(expr, trim, "h"))
