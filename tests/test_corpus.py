@@ -26,12 +26,12 @@ RATCHET = 298
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
-TOOL_RESULT_RATCHET = 199
+TOOL_RESULT_RATCHET = 201
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
 #: 264 measured with the Command A/R7B and Functionary v3.1 readings (258 before).
-VERIFIED_ALL_RATCHET = 267
+VERIFIED_ALL_RATCHET = 270
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -39,7 +39,9 @@ VERIFIED_ALL_RATCHET = 267
 #: it in ways no reading covers yet (Solar, Nemotron-mini,
 #: Smaug, ChatQA, DeepSeek V2.5, Phi-4-mini-reasoning, Apriel) or drop only its text (axolotl
 #: alpaca), each reported as a difference.
-MID_SYSTEM_RATCHET = 290
+#: 285 -> 286: Solar Open's system lead-in (a copied provider prompt, then "## System Prompt")
+#: collects every system message, joined as Ollama's .System is (the hoisted head reading).
+MID_SYSTEM_RATCHET = 291
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument
@@ -51,10 +53,12 @@ MID_SYSTEM_RATCHET = 290
 #: map sorted); a reading that escapes quotes in tool text is refused. Left: Command A
 #: reasoning (a string tool result prints one JSON entry per character: no Go range over a
 #: string), gpt-oss (one call per turn, results named after the call, TypeScript definitions),
-#: Kimi K2 instruct (transformers' sandbox rejects list.append), Seed /
+#: Kimi K2 instruct and thinking (transformers' sandbox rejects list.append on every
+#: conversation with tool calls), Seed /
 #: MiniCPM3 / Apertus / GigaChat (typed signatures; GigaChat also prints only the first of
-#: parallel calls), Functionary 3.2 (arguments concatenated as a string), Mistral (2) and Solar
-#: (plain chat not verified, or calls as Python JSON).
+#: parallel calls), Functionary 3.2 (arguments concatenated as a string), mistral.rs's Mistral
+#: Small tool-call template (plain chat not verified: a final user turn is wrapped as
+#: [SYSTEM_PROMPT]system\n\ncontent[/SYSTEM_PROMPT], earlier ones as [INST]...[/INST]).
 #: 84 -> 83: Mistral Small 3.2's claim was false. Its Jinja prints today's date (strftime_now)
 #: in the default system prompt, which the tool TEMPLATE carried as the Modelfile SYSTEM, plain
 #: text that holds today's date forever; verification now renders date-printing probes on a
@@ -67,11 +71,21 @@ MID_SYSTEM_RATCHET = 290
 #: through Go's html, JSON-quoted with printf "%q" inside its escaped JSON (tool_html.py).
 #: 86 -> 87: Command R7B tool use: the user suffix had taken <|START_RESPONSE|>, the opening
 #: of a turn without calls; the tool reading moves it to the assistant prefix (tool_opening.py).
-#: 87 -> 91 (merged with the four above): SmolLM3 (hfjs), Hammer 2.1, Apriel 1.5 and 1.6 print tools with |string (Python's
-#: repr of the dict); the TEMPLATE now prints each string as repr does, walking it with range
+#: 87 -> 91 (merged with the four above): SmolLM3 (hfjs), Hammer 2.1, Apriel 1.5 and 1.6
+#: print tools with |string (Python's repr of the dict); the TEMPLATE now prints each string
+#: as repr does, walking it with range
 #: over an integer (pyrepr.py; Ollama >= 0.5.13), checked on awkward tool text (both quotes,
 #: backslashes, control and non-printable characters) and re-rendered in Go.
-TOOLS_RATCHET = 91
+#: Merged with toolsA's three below (measured together, see TOOLS_RATCHET):
+#: 83 -> 84: ciscai's Mistral v0.3 "sota" (its tool list, dumped to JSON before the calls and
+#: printed after them, is now marked as JSON; the system prompt it prints in the last user
+#: turn only when tools are offered is read with tools offered, tool_system.py).
+#: 84 -> 85: Upstage Solar Open (a tool result's name looked up from the call whose id it
+#: answers, as its get_tool_name macro does: tool_names.py).
+#: 85 -> 86: Mistral Small 3.2 again, now truly: the dated default is printed through
+#: currentDate by the copied lead-in, and the tool list goes into the last user turn's prefix
+#: printed in the loop (Ollama >= 0.11.0; on older servers its probes differ, with the reason).
+TOOLS_RATCHET = 94
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

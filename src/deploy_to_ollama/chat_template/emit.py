@@ -9,14 +9,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
 from .source import TemplateSource
-from .system_variants import absent_system_default, hoisted_system, system_content
+from .system_variants import (
+    absent_system_default,
+    any_system,
+    hoisted_expr,
+    hoisted_system,
+    system_content,
+)
 from .thinking import generation_text, switch_pieces
 from .tool_shape import Loop, ToolShape
+from .tool_system import system_with_tools
 
 
 def _strip_bos(source: TemplateSource, preamble: str) -> str:
@@ -98,12 +106,18 @@ def tool_candidates(
         variants = [shape]
         if shape.system_mode == "last_user":
             variants.append(replace(shape, system_mode="final_user"))
+        placed = system_with_tools(source, shape)
+        variants += [placed] if placed is not None else []
         if shape.default_system == system:
             for variant in variants:
                 for mode in modes:
                     bodies.append(
                         _emit(source, variant, empty_system=mode, tools=tools, last_user=last_user)
                     )
+    if shape.head_system is not None and last_user is not None:
+        # The lead-in copied from observation, the definitions in the last user turn.
+        for empty_system in ("skip", "render"):
+            bodies.append(_emit_header(source, shape, empty_system, tools, system, last_user))
     for body_pieces in bodies:
         expanded = _expand_definitions(body_pieces, tools.definitions)
         if expanded is not None:
@@ -165,6 +179,7 @@ def _emit_header(
     empty_system: str,
     tools: ToolShape | None,
     default: str | None = None,
+    last_user: tuple[int, str] | None = None,
 ) -> list[Piece]:
     """A template whose whole lead-in (default system, preambles) is copied from observation.
 
@@ -173,20 +188,31 @@ def _emit_header(
     either the no-system lead-in or (prefix, system, suffix) as observed. ``empty_system``:
     an empty leading system message is absent (``skip``), present (``render``), or absent from
     the lead-in but rendered as an ordinary system turn (``inline``, Command-A does this).
+    ``last_user``: tool definitions inside the last user turn's prefix (Mistral Small 3.2's
+    ``[AVAILABLE_TOOLS]``), so every user turn prints its prefix in the loop.
     """
     assert shape.head_system is not None
     before, after = shape.head_system
-    has = "$hasSystem" if empty_system == "render" else "$sys0"
+    if last_user is not None:
+        cut = prefix_out_of_head(shape, after)
+        if cut is None:
+            return []
+        shape, after = cut
+    scan, expr = hoisted_expr(shape) if shape.system_mode.startswith("hoist") else ([], "$sys0")
+    has = "$hasSystem" if empty_system == "render" else expr
+    if has == "$hasSystem" and expr != "$sys0":
+        # Hoisted: any system message, wherever it stands, opens the system lead-in.
+        scan, has = [*scan, *any_system()], "$anySystem"
     if default is not None:
         # Ollama sends the Modelfile SYSTEM (the plain default) as a system message; with
         # tools the Jinja template prints its own default, as when no system message is given.
         has = f"(and {has} (ne $sys0 {go_string(default)}))"
-    pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""')]
+    pieces: list[Piece] = [*_system_slot_scan("first_user"), Act('$sys0 := ""'), *scan]
     pieces += [Act("$inl0 := false")] if empty_system == "inline" else []
     pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
     pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
-    pieces += [*_content("$sys0", shape.trim("system"), "s"), Lit(after)]
+    pieces += [*_content(expr, shape.trim("system"), "s"), Lit(after)]
     inline = _inline_head(shape) if empty_system == "inline" else None
     if inline is not None:
         # An empty leading system turn prints between the lead-in and the first user turn
@@ -198,14 +224,17 @@ def _emit_header(
     pieces += _call_content_decl(tools)
     pieces += after_query_scan(tools)
     pieces += last_query(shape)
+    pieces += last_user_scan(last_user)
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
-    pieces += [Act('if eq .Role "user"'), Act("if eq $i $sysAt")]
+    pieces += [Act('if eq .Role "user"'), *user_prefix_in_loop(shape, last_user, every=True)]
+    pieces += [Act("if eq $i $sysAt")]
     pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
     pieces += [Act("else")]
     if inline is not None:
         pieces += [Act("if $inl0"), Lit(shape.user_prefix), Act("end")]
     pieces += [*_content(".Content", shape.trim("user"), "g"), Act("end")]
-    pieces += [Act("else"), Lit(shape.user_prefix), *_content(".Content", shape.trim("user"), "u")]
+    rest = user_prefix_in_loop(shape, last_user, every=False)
+    pieces += [Act("else"), *rest, *_content(".Content", shape.trim("user"), "u")]
     pieces += [Act("end"), *_user_tail(shape)]
     if shape.mid_system is not None:
         prefix, suffix = shape.mid_system
@@ -404,8 +433,7 @@ def _emit(
     pieces += after_query_scan(tools)
     pieces += last_query(shape)
     if last_user is not None:
-        pieces += [Act("$lastUser := -1"), Act("range $i, $m := .Messages")]
-        pieces += [Act('if eq $m.Role "user"'), Act("$lastUser = $i"), Act("end"), Act("end")]
+        pieces += last_user_scan(last_user)
     if shape.system_mode in ("hoist", "hoist_last"):
         trim = shape.trim("system")
         pieces += hoisted_system(shape, empty_system, lambda expr: _content(expr, trim, "h"))

@@ -151,34 +151,49 @@ def _marked_tojson(template: str, *, enabled: bool) -> Iterator[list[str]]:
 def mark_json_values(text: str, outputs: Sequence[str]) -> str:
     """Put :data:`JSON_OPEN`/:data:`JSON_CLOSE` around each JSON value the template printed
     from ``tojson`` output: found in order, widened to the whole JSON value starting there
-    (a template may cut the last brace and paste more keys on).
+    (a template may cut the last brace and paste more keys on). An output not found after
+    the previous one is looked for from the start, clear of the spans already taken: a
+    template may compute JSON first and print it later (Mistral's ``ns.functions``, printed
+    in the last user turn, after the tool calls it recorded afterwards).
 
     >>> mark_json_values('a {"x": 1} b', ['{"x": 1}'])
     'a \ue000{"x": 1}\ue001 b'
     >>> mark_json_values('{"x": 1, "id": 2}', ['{"x": 1}'])
     '\ue000{"x": 1, "id": 2}\ue001'
+    >>> mark_json_values('[1] b [2] c', ['[2]', '[1]'])
+    '\ue000[1]\ue001 b \ue000[2]\ue001 c'
     """
-    import json
-
-    decoder = json.JSONDecoder()
     spans: list[tuple[int, int]] = []
     pos = 0
     for out in outputs:
-        at, size = text.find(out, pos), len(out)
-        if at < 0 and len(out) > 1:
-            at, size = text.find(out[:-1], pos), len(out) - 1
-        if at < 0:
-            continue
-        try:
-            _, end = decoder.raw_decode(text, at)
-        except ValueError:
-            continue
-        if end >= at + size:
-            spans.append((at, end))
-            pos = end
-    for start, end in reversed(spans):
+        span = _json_span(text, out, pos, spans) or _json_span(text, out, 0, spans)
+        if span is not None:
+            spans.append(span)
+            pos = span[1]
+    for start, end in sorted(spans, reverse=True):
         text = text[:start] + JSON_OPEN + text[start:end] + JSON_CLOSE + text[end:]
     return text
+
+
+def _json_span(
+    text: str, out: str, pos: int, taken: Sequence[tuple[int, int]]
+) -> tuple[int, int] | None:
+    """The first whole JSON value at or after ``pos`` that starts with ``out`` (or ``out``
+    less its last character) and overlaps none of ``taken``."""
+    import json
+
+    decoder = json.JSONDecoder()
+    for needle in (out, out[:-1]) if len(out) > 1 else (out,):
+        at = text.find(needle, pos)
+        while at >= 0:
+            try:
+                _, end = decoder.raw_decode(text, at)
+            except ValueError:
+                end = -1
+            if end >= at + len(needle) and all(end <= s or at >= e for s, e in taken):
+                return at, end
+            at = text.find(needle, at + 1)
+    return None
 
 
 def split_marked(text: str) -> list[tuple[bool, str]] | None:

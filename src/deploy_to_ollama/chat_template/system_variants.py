@@ -35,6 +35,11 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
         # Joined as Ollama's .System is, or only the last one (DeepSeek R1 overwrites).
         for mode in ("hoist", "hoist_last"):
             found.append(replace(shape, system_mode=mode, mid_system=None))
+    if text.find(SYS2) < text.find(U1) and shape.system_mode == "drop" and shape.head_system:
+        # A lead-in copied from observation (Solar Open's provider prompt, then "## System
+        # Prompt"): every system message joined into it, or the last one.
+        for mode in ("hoist", "hoist_last"):
+            found.append(replace(shape, system_mode=mode, mid_system=None))
     if shape.default_system and shape.system_mode == "block" and shape.default_system not in text:
         found.append(replace(shape, system_mode="default_block"))
     moved = _resplit(render, shape, text)
@@ -76,6 +81,20 @@ def _resplit(render: _Renderer, shape: TemplateShape, text: str) -> TemplateShap
     return _with_system(render, moved)
 
 
+def hoisted_expr(shape: TemplateShape) -> tuple[list[Piece], str]:
+    """(scan, expression) of the hoisted system text: Ollama's ``.System`` (every system
+    message joined with ``"\n\n"``) for ``hoist``, the last one's content for ``hoist_last``."""
+    if shape.system_mode != "hoist_last":
+        return [], "$.System"
+    scan = [Act('$lastSystem := ""'), Act("range .Messages"), Act('if eq .Role "system"')]
+    return [*scan, Act("$lastSystem = .Content"), Act("end"), Act("end")], "$lastSystem"
+
+
+def any_system() -> list[Piece]:
+    """``$anySystem``: whether any message is a system one."""
+    return _any_system()
+
+
 def hoisted_system(
     shape: TemplateShape, empty_system: str, content: Callable[[str], list[Piece]]
 ) -> list[Piece]:
@@ -83,11 +102,7 @@ def hoisted_system(
     collect them before the first turn do: all of them joined as Ollama's ``.System`` is
     (``"\n\n"``, mode ``hoist``) or only the last one (``hoist_last``). ``content(expr)``
     prints ``expr`` with the template's trimming."""
-    expr, scan = "$.System", []
-    if shape.system_mode == "hoist_last":
-        expr = "$lastSystem"
-        scan = [Act('$lastSystem := ""'), Act("range .Messages"), Act('if eq .Role "system"')]
-        scan += [Act("$lastSystem = .Content"), Act("end"), Act("end")]
+    scan, expr = hoisted_expr(shape)
     body: list[Piece] = [Lit(shape.system_prefix), *content(expr), Lit(shape.system_suffix)]
     if empty_system == "render":
         return [*scan, *_any_system(), Act("if $anySystem"), *body, Act("end")]
@@ -165,7 +180,9 @@ def dropped_reason(messages: Sequence[Mapping[str, Any]], expected: str) -> str 
 
 __all__ = [
     "absent_system_default",
+    "any_system",
     "dropped_reason",
+    "hoisted_expr",
     "hoisted_system",
     "later_systems",
     "rejected_reason",

@@ -101,6 +101,29 @@ def render_plain(
         return None
 
 
+def calls_rejected(source: TemplateSource) -> str | None:
+    """Why no tool inference can start: the Jinja template raises on every sentinel
+    conversation with a tool call and its result (None where one renders). Kimi K2's
+    ``list.append`` is refused by transformers' immutable sandbox, so the calls have no
+    reference rendering to prove a TEMPLATE against."""
+    from .hf_render import render_hf
+
+    error = ""
+    for final in (True, False):
+        try:
+            render_hf(
+                source.template,
+                call_conv(1, content="", results=1, final=final),
+                tokens=source.template_variables(),
+                add_generation_prompt=True,
+            )
+        except TemplateRenderError as err:
+            error = str(err)
+            continue
+        return None
+    return f"the Jinja template raises on every conversation with tool calls ({error})"
+
+
 def call_conv(
     calls: int, *, content: str, results: int, final: bool, end: bool = True
 ) -> list[dict[str, Any]]:
@@ -125,6 +148,7 @@ __all__ = [
     "RESULTS",
     "TOOLS",
     "call_conv",
+    "calls_rejected",
     "render",
     "render_plain",
 ]

@@ -20,7 +20,8 @@ from .shape import U1, U2, TemplateShape
 from .source import TemplateSource
 from .tool_args import ARGS_ACT, ArgumentLoop, per_argument, placeholder, splice
 from .tool_defs import definitions_loop, last_user_insertion, tool_lead
-from .tool_sentinels import A2, CALLS, CONTENT, RESULTS, TOOLS
+from .tool_names import with_looked_up_names
+from .tool_sentinels import A2, CALLS, CONTENT, RESULTS, TOOLS, calls_rejected
 from .tool_sentinels import call_conv as _call_conv
 from .tool_sentinels import render as _render
 
@@ -136,7 +137,8 @@ def _opening(source: TemplateSource, shape: TemplateShape) -> int | None:
 def _regions(source: TemplateSource, shape: TemplateShape) -> _Regions | str:
     shared = _opening(source, shape)
     if shared is None:
-        return "an assistant turn with tool calls opens unlike other turns"
+        rejected = calls_rejected(source)
+        return rejected or "an assistant turn with tool calls opens unlike other turns"
     lead = shape.user_suffix + shape.assistant_prefix[:shared]
     for final in (True, False):
         stop, next_prefix = (A2, shape.assistant_prefix) if final else (U2, shape.user_prefix)
@@ -180,6 +182,7 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
     if opening is not None and shaped.calls is None:
         return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
     after = opening is None and shaped.calls is not None and _opens_as_last(source, shape)
+    shaped = with_looked_up_names(source, shaped, final=regions.final)
     return replace(shaped, opening=opening, prefix_after_query=after)
 
 
