@@ -54,7 +54,10 @@ MID_SYSTEM_RATCHET = 285
 #: text that holds today's date forever; verification now renders date-printing probes on a
 #: second day too (dates.py), so those probes differ. The other 21 corpus templates that print
 #: the date keep their claims through Ollama's currentDate (Ollama >= 0.11.0).
-TOOLS_RATCHET = 83
+#: 83 -> 84 (toolsB, measured 84/106): typed signatures, Apertus. A type mapped to words of the
+#: template's own with one fixed word for unknown types (``any``) becomes a Go table, and a
+#: parameter printed otherwise when required (``city?``) asks ``Required`` (tool_typed.py).
+TOOLS_RATCHET = 84
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

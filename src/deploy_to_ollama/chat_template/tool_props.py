@@ -11,6 +11,7 @@ list as usual. Ollama's properties reach a TEMPLATE as a Go map, walked in sorte
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +19,7 @@ from .gotext import Act, Lit, Piece
 from .loops import Loop, infer_loop, mentions
 from .source import TemplateSource
 from .tool_args import ItemLoop, infer_item_loop, splice
+from .tool_typed import Render, constant_type, required_mark, type_chain
 
 #: Stands for a tool's whole property list until the loop is spliced in.
 PROPS_ACT = "__properties__"
@@ -63,41 +65,78 @@ def _placeholder(tag: str) -> str:
 
 
 def property_loop(source: TemplateSource) -> ItemLoop | None:
-    """The per-property loop, read off tool ``a`` with one property and with two (no
-    ``required`` list, so a property name is printed only where its item is)."""
+    """The per-property loop, read off tool ``a`` with one property and with two, first with
+    no parameter required (a property name is printed only where its item is), then with
+    every one required: where the item prints otherwise for a required parameter (``city``
+    vs ``city?``), it asks ``Required`` (:func:`.tool_typed.required_mark`)."""
+    loose = _property_loop(source, required=False)
+    if loose is None:
+        return None
+    strict = _property_loop(source, required=True)
+    if strict is None:
+        return loose
+    return required_mark(loose, strict)
+
+
+def _typed_render(source: TemplateSource, *, required: bool) -> Render:
+    """Renders tool ``a`` (and ``c``) with the given property types, every parameter
+    required or none."""
     from .shape import U1
     from .tool_sentinels import render as _render
 
     user = [{"role": "user", "content": U1}]
-    one = _render(source, user, tools=[_tool("a", required=False)], gen=True)
-    two = _render(source, user, tools=[_tool("a", "c", required=False)], gen=True)
+
+    def render(type_a: str, type_c: str | None) -> str | None:
+        tool = _tool("a", None if type_c is None else "c", required=required)
+        props = tool["function"]["parameters"]["properties"]
+        props["zqarga"]["type"] = type_a
+        if type_c is not None:
+            props["zqargc"]["type"] = type_c
+            if required:
+                tool["function"]["parameters"]["required"] = ["zqarga", "zqargc"]
+        return _render(source, user, tools=[tool], gen=True)
+
+    return render
+
+
+def _property_loop(source: TemplateSource, *, required: bool) -> ItemLoop | None:
+    render = _typed_render(source, required=required)
+    one, two = render("Zqtypea", None), render("Zqtypea", "Zqtypec")
     if one is None or two is None:
         return None
     first = dict(zip(_sentinels("a"), ("$pk", "$pv.Type", "$pv.Description"), strict=True))
     second = _sentinels("c")
     table: dict[str, str] = {}
+    otherwise: Piece = Act("$ty")
+    fixed = None
     if "Zqtypea" not in one:
         # Types printed transformed (Gemma 4's STRING): read each JSON type's form off.
         shown = next((f(x) for f in _CASES for x in ["Zqtypea"] if f(x) in one), None)
-        if shown is None or f"Zqtype{shown[-1]}" in two:
+        if shown is None:
+            # Or mapped to words of its own, unknown types one fixed word (Apertus's any).
+            found = constant_type(render)
+            if found is None:
+                return None
+            one, two, fixed, table = found
+            first["Zqtypea"] = TYPE_ACT
+            otherwise = Lit(fixed)
+        elif f"Zqtype{shown[-1]}" in two:
             return None
-        table = _type_table(source, one, shown)
-        first = {
-            shown if k == "Zqtypea" else k: TYPE_ACT if k == "Zqtypea" else v
-            for k, v in first.items()
-        }
-        second = [second[0], shown[:-1] + ("C" if shown[-1] == "A" else "c"), second[2]]
+        else:
+            table = _type_table(source, one, shown)
+            first = {
+                shown if k == "Zqtypea" else k: TYPE_ACT if k == "Zqtypea" else v
+                for k, v in first.items()
+            }
+            second = [second[0], shown[:-1] + ("C" if shown[-1] == "A" else "c"), second[2]]
     loop = infer_item_loop(one, two, first, second, _HEAD)
     if loop is None or not table:
         return loop
-    pieces: list[Piece] = [Act("$ty := print $pv.Type")]
-    for n, (name, shown_as) in enumerate(table.items()):
-        pieces += [Act(f'{"else " if n else ""}if eq $ty "{name}"'), Lit(shown_as)]
-    pieces += [Act("else"), Act("$ty"), Act("end")]
     item: list[Piece] = []
     for piece in loop.item:
-        item += pieces if piece == Act(TYPE_ACT) else [piece]
-    return replace(loop, item=tuple(item))
+        item += type_chain(table, otherwise) if piece == Act(TYPE_ACT) else [piece]
+    text = loop.item_text if fixed is None else loop.item_text.replace("Zqtypea", fixed)
+    return replace(loop, item=tuple(item), item_text=text)
 
 
 #: Stands for a property's type when the Jinja template prints types transformed.
@@ -254,8 +293,10 @@ def _splice_pieces(pieces: list[Piece], act: str, replacement: list[Piece]) -> l
 
 def prints_other_fields(source: TemplateSource) -> bool:
     """Whether the Jinja template prints a parameter's fields other than type and
-    description (an ``enum`` here), or prints some type as more than a changed word (Gemma 4's
-    ``object``): the per-property loop prints only a type name and a description."""
+    description (an ``enum``, an array's ``items`` here), or prints some type as more than a
+    changed word (Gemma 4's ``object``), or maps some type to no word of its own table: the
+    per-property loop
+    prints only a type name and a description."""
     from .shape import U1
     from .tool_sentinels import render as _render
 
@@ -265,13 +306,20 @@ def prints_other_fields(source: TemplateSource) -> bool:
     transformed = one is not None and "Zqtypea" not in one and shown is not None
     if transformed and len(_type_table(source, one or "", shown or "")) < len(_TYPES):
         return True
-    plain = _tool("a")
-    extra = _tool("a")
-    props = extra["function"]["parameters"]["properties"]
-    props["zqarga"] = {**props["zqarga"], "enum": ["Zqenumval"]}
-    return _render(source, user, tools=[plain], gen=True) != _render(
-        source, user, tools=[extra], gen=True
-    )
+    if one is not None and "Zqtypea" not in one and shown is None:
+        found = constant_type(_typed_render(source, required=False))
+        if found is not None and len(found[3]) < len(_TYPES):
+            return True
+    for kind, field in (("Zqtypea", "enum"), ("string", "enum"), ("array", "items")):
+        plain = _tool("a")
+        plain["function"]["parameters"]["properties"]["zqarga"]["type"] = kind
+        extra = copy.deepcopy(plain)
+        value = ["Zqenumval"] if field == "enum" else {"type": "string"}
+        extra["function"]["parameters"]["properties"]["zqarga"][field] = value
+        texts = [_render(source, user, tools=[t], gen=True) for t in (plain, extra)]
+        if texts[0] != texts[1]:
+            return True
+    return False
 
 
 #: Tool text with quotes, an apostrophe, a backslash and a newline: a Jinja template that

@@ -1,0 +1,140 @@
+"""Tool definitions printed as typed signatures (Apertus's TypeScript, Seed-OSS's Python).
+
+The type of each parameter is mapped to a word of the template's own, with one fixed word for
+every type it does not know (our sentinel type included), and a parameter prints otherwise
+when it is required (``city`` vs ``city?``). The translator reads the word table and the
+required mark off real Jinja renderings; every claim is re-rendered by Go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from deploy_to_ollama.chat_template import load_probes, translate_template
+from deploy_to_ollama.chat_template.gotext import Act, Lit
+from deploy_to_ollama.chat_template.tool_args import ItemLoop
+from deploy_to_ollama.chat_template.tool_typed import required_mark
+from deploy_to_ollama.chat_template.translate import FIELDS_UNPROVEN
+from deploy_to_ollama.chat_template.verify import verify_template
+from support.go_oracle import to_ollama_api_messages
+from test_tool_args import _TURNS, _go_holds, _source, _tool_probes
+
+_TYPE = "{{ {'string': 'string', 'number': 'number', 'integer': 'number'}.get(v.type, 'any') }}"
+
+# Apertus-style: a TypeScript signature per tool, `?` after an optional parameter's name.
+TS_LIKE = (
+    "{% if tools %}Tools:\n{% for t in tools %}// {{ t.function.description }}\n"
+    "type {{ t.function.name }} = (_: {\n"
+    "{% for k, v in t.function.parameters.properties.items() %}// {{ v.description }}\n"
+    "{{ k }}{% if k not in t.function.parameters.required %}?{% endif %}: " + _TYPE + ""
+    "{% if not loop.last %},{% endif %}\n{% endfor %}}) => any;\n{% endfor %}{% endif %}"
+) + _TURNS
+
+
+def test_typed_signatures_become_a_type_table_and_a_required_flag(go_oracle: Any) -> None:
+    source = _source(TS_LIKE)
+    result = translate_template(source)
+    assert "range $t.Function.Parameters.Required" in result.template
+    assert '{{- else if eq $ty "integer" }}number' in result.template
+    assert "{{- else }}any" in result.template
+    assert result.verified and result.report.tools_verified
+    assert FIELDS_UNPROVEN not in result.warnings
+    offered = _tool_probes(result)["tools_available"]
+    assert "city: string" in (offered.actual or "")
+    assert _go_holds(go_oracle, source, result) == []
+
+
+def test_an_optional_parameter_and_other_types_print_as_the_jinja_prints_them(
+    go_oracle: Any,
+) -> None:
+    """The probes' parameters are all required strings; a tool with an optional number, a
+    boolean and an array proves the flag and the word table on Go's side too."""
+    source = _source(TS_LIKE)
+    result = translate_template(source)
+    offered = next(p for p in load_probes() if p.id == "tools_available")
+    tool = offered.tools[0]
+    props = {
+        "city": {"type": "string", "description": "City"},
+        "days": {"type": "integer", "description": "Days ahead"},
+        "metric": {"type": "boolean", "description": "Metric units"},
+        "tags": {"type": "array", "description": "Tags"},
+    }
+    params = {"type": "object", "properties": props, "required": ["city"]}
+    probe = replace(
+        offered, tools=({**tool, "function": {**tool["function"], "parameters": params}},)
+    )
+    report = verify_template(
+        source, result.template, system=result.system, tools=True, probes=[probe]
+    )
+    (checked,) = report.probes
+    assert checked.status == "match", checked.actual
+    text = checked.actual or ""
+    assert "city: string," in text and "days?: number," in text
+    assert "metric?: any," in text and "tags?: any}" in text
+    case = {
+        "kind": "ollama",
+        "template": result.template,
+        "messages": to_ollama_api_messages(list(probe.messages)),
+        "system": result.system or "",
+        "think": None,
+        "tools": list(probe.tools),
+    }
+    (go,) = go_oracle.run([case])
+    assert not go.failed and go.output == checked.actual
+
+
+def test_a_required_mark_no_go_template_can_print_is_not_verified() -> None:
+    """A required parameter's name upper-cased: more than literal text changes, so the
+    reading is refused and the tool probes stay unverified with a reason."""
+    upper = TS_LIKE.replace(
+        "{{ k }}{% if k not in t.function.parameters.required %}?{% endif %}",
+        "{% if k in t.function.parameters.required %}{{ k | upper }}{% else %}{{ k }}?{% endif %}",
+    )
+    assert upper != TS_LIKE
+    result = translate_template(_source(upper))
+    assert not result.report.tools_verified
+    offered = _tool_probes(result)["tools_available"]
+    assert offered.status == "skipped" and offered.reason
+
+
+def test_a_type_word_that_depends_on_other_fields_is_said_to_be_unproven() -> None:
+    """Seed-/MiniCPM-style ``List[str]`` from an array's ``items``: the word table cannot hold
+    it, so the claim carries the warning (and the template without it does not)."""
+    with_items = TS_LIKE.replace(
+        _TYPE,
+        "{% if v.type == 'array' and v['items'] %}{{ v['items'].type }}[]{% else %}"
+        + _TYPE
+        + "{% endif %}",
+    )
+    assert with_items != TS_LIKE
+    result = translate_template(_source(with_items))
+    assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
+
+
+def _loop(*item: Act | Lit) -> ItemLoop:
+    return ItemLoop("x", item, ",", "range $pk, $pv := {var}.P", ("x",))
+
+
+def test_required_mark_asks_required_only_where_literal_text_differs() -> None:
+    loose = _loop(Act("$pk"), Lit("?: "), Act("$pv.Type"))
+    strict = _loop(Act("$pk"), Lit(": "), Act("$pv.Type"))
+    marked = required_mark(loose, strict)
+    assert marked is not None
+    assert Act("range $t.Function.Parameters.Required") in marked.item
+    assert marked.item[-6:] == (
+        Act("if $req"),
+        Lit(": "),
+        Act("else"),
+        Lit("?: "),
+        Act("end"),
+        Act("$pv.Type"),
+    )
+    assert required_mark(strict, strict) == strict
+    # An action that differs (the name upper-cased) is not a mark a literal can print.
+    assert required_mark(loose, _loop(Act("upper $pk"), Lit(": "), Act("$pv.Type"))) is None
+    # A mark with nothing on one side (`k?` vs `k`) is still only literal text.
+    bare = required_mark(
+        _loop(Act("$pk"), Lit("?"), Act("$pv.Type")), _loop(Act("$pk"), Act("$pv.Type"))
+    )
+    assert bare is not None and Act("else") in bare.item
