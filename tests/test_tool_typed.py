@@ -112,6 +112,18 @@ def test_a_type_word_that_depends_on_other_fields_is_said_to_be_unproven() -> No
     assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
 
 
+def test_a_parameter_without_description_printed_otherwise_is_said_to_be_unproven() -> None:
+    """Apertus drops the whole ``// ...`` line of a parameter without description, where the
+    TEMPLATE prints an empty description: the probes (all described) match, the claim says
+    which tools it covers."""
+    dropped = TS_LIKE.replace(
+        "// {{ v.description }}\n", "{% if v.description %}// {{ v.description }}\n{% endif %}"
+    )
+    assert dropped != TS_LIKE
+    result = translate_template(_source(dropped))
+    assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
+
+
 def _loop(*item: Act | Lit) -> ItemLoop:
     return ItemLoop("x", item, ",", "range $pk, $pv := {var}.P", ("x",))
 

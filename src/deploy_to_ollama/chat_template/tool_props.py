@@ -293,10 +293,10 @@ def _splice_pieces(pieces: list[Piece], act: str, replacement: list[Piece]) -> l
 
 def prints_other_fields(source: TemplateSource) -> bool:
     """Whether the Jinja template prints a parameter's fields other than type and
-    description (an ``enum``, an array's ``items`` here), or prints some type as more than a
-    changed word (Gemma 4's ``object``), or maps some type to no word of its own table: the
-    per-property loop
-    prints only a type name and a description."""
+    description (an ``enum``, an array's ``items`` here) or a missing description otherwise
+    than an empty one, or prints some type as more than a changed word (Gemma 4's
+    ``object``), or maps some type to no word of its own table: the per-property loop prints
+    only a type name and a description."""
     from .shape import U1
     from .tool_sentinels import render as _render
 
@@ -319,7 +319,14 @@ def prints_other_fields(source: TemplateSource) -> bool:
         texts = [_render(source, user, tools=[t], gen=True) for t in (plain, extra)]
         if texts[0] != texts[1]:
             return True
-    return False
+    # A parameter without a description: Go prints an empty one where the Jinja may print
+    # something else (Apertus drops its whole ``// ...`` line).
+    plain = _tool("a")
+    bare = copy.deepcopy(plain)
+    del bare["function"]["parameters"]["properties"]["zqarga"]["description"]
+    with_doc = _render(source, user, tools=[plain], gen=True)
+    without = _render(source, user, tools=[bare], gen=True)
+    return with_doc is not None and without != with_doc.replace("Zqargadoc", "")
 
 
 #: Tool text with quotes, an apostrophe, a backslash and a newline: a Jinja template that

@@ -319,8 +319,9 @@ VALUES_UNPROVEN = (
 #: Why parameter fields other than type and description carry no proof (per-parameter tools).
 FIELDS_UNPROVEN = (
     "the Jinja template prints tool parameters one by one, with fields beyond type and "
-    "description (enum, nested object properties, ...); the TEMPLATE prints type and "
-    "description only, so only tools whose parameters have no other fields are proven"
+    "description (enum, nested object properties, ...) or a missing description otherwise "
+    "than an empty one; the TEMPLATE prints type and description only, so only tools whose "
+    "parameters have no other fields and a description each are proven"
 )
 
 
