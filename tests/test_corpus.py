@@ -57,7 +57,9 @@ MID_SYSTEM_RATCHET = 285
 #: 83 -> 84 (toolsB, measured 84/106): typed signatures, Apertus. A type mapped to words of the
 #: template's own with one fixed word for unknown types (``any``) becomes a Go table, and a
 #: parameter printed otherwise when required (``city?``) asks ``Required`` (tool_typed.py).
-TOOLS_RATCHET = 84
+#: 84 -> 85 (toolsB, measured 85/106): Seed-OSS, whose tools list their parameters twice (a
+#: typed signature, then Args): two property ranges per tool.
+TOOLS_RATCHET = 85
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

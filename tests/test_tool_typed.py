@@ -124,6 +124,45 @@ def test_a_parameter_without_description_printed_otherwise_is_said_to_be_unprove
     assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
 
 
+# Seed-OSS-style: each tool lists its parameters twice, a typed signature and then its Args.
+_PY_TYPE = "{{ {'string': 'str', 'integer': 'int', 'number': 'int'}.get(v.type, 'Any') }}"
+TWO_LISTS = (
+    "{% if tools %}{% for t in tools %}\n\nFunction:\ndef {{ t.function.name }}("
+    "{% for k, v in t.function.parameters.properties.items() %}{{ k }}: " + _PY_TYPE + ""
+    "{% if not loop.last %},{% endif %}{% endfor %}):\n    \"\"\"\n    "
+    "{{ t.function.description }}\n\n    Args:"
+    "{% for k, v in t.function.parameters.properties.items() %}\n    - {{ k }} (" + _PY_TYPE + ")"
+    "{% if k in t.function.parameters.required %} [required]{% else %} [optional]{% endif %}: "
+    "{{ v.description }}{% endfor %}\n    \"\"\"{% endfor %}\n{% endif %}"
+) + _TURNS
+
+
+def test_parameters_listed_twice_become_two_ranges(go_oracle: Any) -> None:
+    source = _source(TWO_LISTS)
+    result = translate_template(source)
+    # Two ranges per tool list (the TEMPLATE prints the list in a branch with and without system).
+    assert result.template.count("range $pk, $pv := $t.Function.Parameters.Properties") in (2, 4)
+    assert "Args:" in result.template
+    assert result.verified and result.report.tools_verified
+    offered = _tool_probes(result)["tools_offered_not_called"]
+    assert "def get_time(timezone: str):" in (offered.actual or "")
+    assert "- timezone (str) [required]: IANA timezone name" in (offered.actual or "")
+    assert _go_holds(go_oracle, source, result) == []
+
+
+def test_two_lists_that_disagree_on_the_parameters_are_not_verified() -> None:
+    """The Args list skips the first parameter: the lists are not two loops over the same
+    properties, so nothing is claimed."""
+    skewed = TWO_LISTS.replace(
+        "{% for k, v in t.function.parameters.properties.items() %}\n    - ",
+        "{% for k, v in t.function.parameters.properties.items() %}{% if not loop.first %}"
+        "\n    - ",
+    ).replace("{{ v.description }}{% endfor %}", "{{ v.description }}{% endif %}{% endfor %}")
+    assert skewed != TWO_LISTS
+    result = translate_template(_source(skewed))
+    assert not result.report.tools_verified
+
+
 def _loop(*item: Act | Lit) -> ItemLoop:
     return ItemLoop("x", item, ",", "range $pk, $pv := {var}.P", ("x",))
 

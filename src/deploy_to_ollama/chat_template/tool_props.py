@@ -19,7 +19,7 @@ from .gotext import Act, Lit, Piece
 from .loops import Loop, infer_loop, mentions
 from .source import TemplateSource
 from .tool_args import ItemLoop, infer_item_loop, splice
-from .tool_typed import Render, constant_type, required_mark, type_chain
+from .tool_typed import Render, constant_type, required_mark, split_loops, type_chain
 
 #: Stands for a tool's whole property list until the loop is spliced in.
 PROPS_ACT = "__properties__"
@@ -52,30 +52,50 @@ def _sentinels(tag: str) -> list[str]:
 
 def _shown(props: ItemLoop, tag: str) -> list[str]:
     """Tool ``tag``'s sentinels as the loop's item prints them (a type upper-cased where the
-    Jinja template does that)."""
+    Jinja template does that), in the loop's order."""
     out = []
-    for printed, plain, mine in zip(props.sentinels, _sentinels("a"), _sentinels(tag), strict=True):
-        case = next((f for f in (str, *_CASES) if f(plain) == printed), str)
-        out.append(case(mine))
+    for printed in props.sentinels:
+        for plain, mine in zip(_sentinels("a"), _sentinels(tag), strict=True):
+            case = next((f for f in (str, *_CASES) if f(plain) == printed), None)
+            if case is not None:
+                out.append(case(mine))
+                break
+        else:
+            out.append(printed)
     return out
 
 
-def _placeholder(tag: str) -> str:
-    return f"Zqprops{tag}holder"
+def _placeholder(tag: str, n: int = 0) -> str:
+    """Tool ``tag``'s ``n``-th list of properties in a rendering (none a prefix of another)."""
+    return f"Zqprops{tag}{n or ''}holder"
+
+
+def _props_act(n: int) -> str:
+    return PROPS_ACT if not n else f"__properties{n}__"
 
 
 def property_loop(source: TemplateSource) -> ItemLoop | None:
-    """The per-property loop, read off tool ``a`` with one property and with two, first with
+    """The per-property loop where each tool lists its properties once (see
+    :func:`property_loops`)."""
+    loops = property_loops(source)
+    return loops[0] if loops is not None and len(loops) == 1 else None
+
+
+def property_loops(source: TemplateSource) -> list[ItemLoop] | None:
+    """The per-property loops, read off tool ``a`` with one property and with two, first with
     no parameter required (a property name is printed only where its item is), then with
     every one required: where the item prints otherwise for a required parameter (``city``
-    vs ``city?``), it asks ``Required`` (:func:`.tool_typed.required_mark`)."""
+    vs ``city?``), it asks ``Required`` (:func:`.tool_typed.required_mark`). Two loops where
+    a tool lists its properties twice (Seed-OSS's signature, then its ``Args``)."""
     loose = _property_loop(source, required=False)
     if loose is None:
         return None
     strict = _property_loop(source, required=True)
-    if strict is None:
+    if strict is None or len(strict) != len(loose):
+        # Required names printed elsewhere (Qwen3-Coder's block) read as another list.
         return loose
-    return required_mark(loose, strict)
+    marked = [required_mark(a, b) for a, b in zip(loose, strict, strict=True)]
+    return loose if None in marked else [m for m in marked if m is not None]
 
 
 def _typed_render(source: TemplateSource, *, required: bool) -> Render:
@@ -99,7 +119,7 @@ def _typed_render(source: TemplateSource, *, required: bool) -> Render:
     return render
 
 
-def _property_loop(source: TemplateSource, *, required: bool) -> ItemLoop | None:
+def _property_loop(source: TemplateSource, *, required: bool) -> list[ItemLoop] | None:
     render = _typed_render(source, required=required)
     one, two = render("Zqtypea", None), render("Zqtypea", "Zqtypec")
     if one is None or two is None:
@@ -129,14 +149,21 @@ def _property_loop(source: TemplateSource, *, required: bool) -> ItemLoop | None
                 for k, v in first.items()
             }
             second = [second[0], shown[:-1] + ("C" if shown[-1] == "A" else "c"), second[2]]
-    loop = infer_item_loop(one, two, first, second, _HEAD)
-    if loop is None or not table:
-        return loop
-    item: list[Piece] = []
-    for piece in loop.item:
-        item += type_chain(table, otherwise) if piece == Act(TYPE_ACT) else [piece]
-    text = loop.item_text if fixed is None else loop.item_text.replace("Zqtypea", fixed)
-    return replace(loop, item=tuple(item), item_text=text)
+    if one.count("zqarga") > 1:
+        loops = split_loops(one, two, first, second, _HEAD)
+    else:
+        loop = infer_item_loop(one, two, first, second, _HEAD)
+        loops = [loop] if loop is not None else None
+    if loops is None or not table:
+        return loops
+    typed = []
+    for loop in loops:
+        item: list[Piece] = []
+        for piece in loop.item:
+            item += type_chain(table, otherwise) if piece == Act(TYPE_ACT) else [piece]
+        text = loop.item_text if fixed is None else loop.item_text.replace("Zqtypea", fixed)
+        typed.append(replace(loop, item=tuple(item), item_text=text))
+    return typed
 
 
 #: Stands for a property's type when the Jinja template prints types transformed.
@@ -177,8 +204,8 @@ def definitions(
     from .tool_defs import tool_lead, tool_subst
     from .tool_sentinels import render as _render
 
-    props = property_loop(source)
-    if props is None:
+    loops = property_loops(source)
+    if loops is None:
         return None
     tools = [_tool("a"), _tool("b")]
     conv = [{"role": "system", "content": SYS}, {"role": "user", "content": U1}]
@@ -186,8 +213,8 @@ def definitions(
     if None in renders:
         conv = conv[1:]
         renders = [_render(source, conv, tools=tools[:n], gen=True) for n in (1, 2)]
-    hidden = [_hide(text, props, tools) for text in renders]
-    required = _required_block(source, props)
+    hidden = [_hide(text, loops, tools) for text in renders]
+    required = _required_block(source, loops[0]) if len(loops) == 1 else None
     if required is not None:
         hidden = [_hide_required(text, required[0]) for text in hidden]
     lead = tool_lead(source, tools[:1])
@@ -199,14 +226,20 @@ def definitions(
         strings, values = tool_subst(tool, "$t")
         params = tool["function"]["parameters"]
         values = [*values, (params["required"], "$t.Function.Parameters.Required")]
-        subst.append(({**strings, _placeholder(tag): PROPS_ACT, _req(tag): REQUIRED_ACT}, values))
-    found = [[*mentions(t), _placeholder(tag)] for t, tag in zip(tools, "ab", strict=True)]
+        holders = {_placeholder(tag, n): _props_act(n) for n in range(len(loops))}
+        subst.append(({**strings, **holders, _req(tag): REQUIRED_ACT}, values))
+    found = [
+        [*mentions(t), *(_placeholder(tag, n) for n in range(len(loops)))]
+        for t, tag in zip(tools, "ab", strict=True)
+    ]
     if required is not None:
         found = [[*m, _req(tag)] for m, tag in zip(found, "ab", strict=True)]
     loop = infer_loop(one, two, found, subst)
     if loop is None:
         return None
-    item = splice(loop.item, props, "$t", PROPS_ACT)
+    item: list[Piece] | None = list(loop.item)
+    for n, props in enumerate(loops):
+        item = splice(item, props, "$t", _props_act(n)) if item is not None else None
     if item is not None and required is not None:
         block, names = required
         at = block.index(names.item_text)
@@ -215,7 +248,9 @@ def definitions(
         item = _splice_pieces(item, REQUIRED_ACT, pieces)
     if item is None:
         return None
-    text = loop.item_text.replace(_placeholder("a"), props.text_for(_shown(props, "a")))
+    text = loop.item_text
+    for n, props in enumerate(loops):
+        text = text.replace(_placeholder("a", n), props.text_for(_shown(props, "a")))
     if required is not None:
         text = text.replace(_req("a"), required[0])
     return Loop(loop.before, tuple(item), loop.glue, loop.after, text), lead
@@ -353,17 +388,18 @@ def escapes_tool_text(source: TemplateSource, template: str, system: str | None)
     return any(p.status == "differs" for p in report.probes)
 
 
-def _hide(text: str | None, props: ItemLoop, tools: list[dict[str, Any]]) -> str | None:
-    """``text`` with each tool's property item replaced by its placeholder."""
+def _hide(text: str | None, loops: list[ItemLoop], tools: list[dict[str, Any]]) -> str | None:
+    """``text`` with each tool's property items replaced by their placeholders."""
     if text is None:
         return None
     for tool, tag in zip(tools, "ab", strict=False):
         if tool["function"]["name"] not in text:
             continue
-        item = props.text_for(_shown(props, tag))
-        if text.count(item) != 1:
-            return None
-        text = text.replace(item, _placeholder(tag))
+        for n, props in enumerate(loops):
+            item = props.text_for(_shown(props, tag))
+            if text.count(item) != 1:
+                return None
+            text = text.replace(item, _placeholder(tag, n))
     return text
 
 
