@@ -59,7 +59,9 @@ MID_SYSTEM_RATCHET = 285
 #: parameter printed otherwise when required (``city?``) asks ``Required`` (tool_typed.py).
 #: 84 -> 85 (toolsB, measured 85/106): Seed-OSS, whose tools list their parameters twice (a
 #: typed signature, then Args): two property ranges per tool.
-TOOLS_RATCHET = 85
+#: 85 -> 86 (toolsB, measured 86/106): MiniCPM3, whose Jinja raises on a type it does not
+#: know (our sentinel type): its words read off with ``string`` in the sentinel's place.
+TOOLS_RATCHET = 86
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

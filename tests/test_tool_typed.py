@@ -163,6 +163,42 @@ def test_two_lists_that_disagree_on_the_parameters_are_not_verified() -> None:
     assert not result.report.tools_verified
 
 
+# MiniCPM3-style: a type the template does not know raises (MiniCPM3 recurses into the
+# letters of a type name), a bare name in the signature, ``Optional[...]`` when optional.
+STRICT_TYPES = (
+    "{% if tools %}{% for t in tools %}\ndef {{ t.function.name }}("
+    "{% for k, v in t.function.parameters.properties.items() %}{{ ', ' if not loop.first }}"
+    "{{ k }}{{ '=None' if k not in t.function.parameters.required }}{% endfor %}):\n"
+    "    Args:{% for k, v in t.function.parameters.properties.items() %}"
+    "{% set ty = {'string': 'str', 'integer': 'int', 'number': 'float', 'boolean': 'bool',"
+    " 'array': 'list', 'object': 'dict', 'null': 'None'}.get(v.type) %}"
+    "{% if ty is none %}{{ raise_exception('unknown type ' ~ v.type) }}{% endif %}"
+    "\n        {{ k }}: {{ ty if k in t.function.parameters.required else 'Optional[' ~ ty ~ ']' }}"
+    " = Field(description={{ v.description | tojson }}){% endfor %}{% endfor %}\n{% endif %}"
+) + _TURNS
+
+
+def test_a_template_that_rejects_unknown_types_is_read_with_string_in_their_place(
+    go_oracle: Any,
+) -> None:
+    source = _source(STRICT_TYPES)
+    result = translate_template(source)
+    assert '{{- if eq $ty "string" }}str' in result.template
+    assert result.verified and result.report.tools_verified
+    offered = _tool_probes(result)["tools_available"]
+    assert 'city: str = Field(description="City name")' in (offered.actual or "")
+    assert "def get_weather(city):" in (offered.actual or "")
+    assert _go_holds(go_oracle, source, result) == []
+
+
+def test_a_template_that_rejects_every_type_claims_no_tools() -> None:
+    """Where even ``string`` raises, no parameter's word can be read: nothing is claimed."""
+    rejecting = STRICT_TYPES.replace("'string': 'str', ", "")
+    assert rejecting != STRICT_TYPES
+    result = translate_template(_source(rejecting))
+    assert not result.report.tools_verified
+
+
 def _loop(*item: Act | Lit) -> ItemLoop:
     return ItemLoop("x", item, ",", "range $pk, $pv := {var}.P", ("x",))
 

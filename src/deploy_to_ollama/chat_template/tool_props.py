@@ -122,14 +122,19 @@ def _typed_render(source: TemplateSource, *, required: bool) -> Render:
 def _property_loop(source: TemplateSource, *, required: bool) -> list[ItemLoop] | None:
     render = _typed_render(source, required=required)
     one, two = render("Zqtypea", None), render("Zqtypea", "Zqtypec")
-    if one is None or two is None:
-        return None
     first = dict(zip(_sentinels("a"), ("$pk", "$pv.Type", "$pv.Description"), strict=True))
     second = _sentinels("c")
     table: dict[str, str] = {}
     otherwise: Piece = Act("$ty")
     fixed = None
-    if "Zqtypea" not in one:
+    if one is None or two is None:
+        # The sentinel type rejected (MiniCPM3): ``string``'s word stands in for it.
+        found = constant_type(render, base="string")
+        if found is None:
+            return None
+        one, two, fixed, table = found
+        first["Zqtypea"] = TYPE_ACT
+    elif "Zqtypea" not in one:
         # Types printed transformed (Gemma 4's STRING): read each JSON type's form off.
         shown = next((f(x) for f in _CASES for x in ["Zqtypea"] if f(x) in one), None)
         if shown is None:
@@ -208,6 +213,11 @@ def definitions(
     if loops is None:
         return None
     tools = [_tool("a"), _tool("b")]
+    if _render(source, [{"role": "user", "content": U1}], tools=tools, gen=True) is None:
+        # The sentinel type rejected: the loops were read with ``string`` in its place.
+        for tool in tools:
+            for prop in tool["function"]["parameters"]["properties"].values():
+                prop["type"] = "string"
     conv = [{"role": "system", "content": SYS}, {"role": "user", "content": U1}]
     renders = [_render(source, conv, tools=tools[:n], gen=True) for n in (1, 2)]
     if None in renders:
@@ -395,7 +405,8 @@ def _hide(text: str | None, loops: list[ItemLoop], tools: list[dict[str, Any]]) 
     for tool, tag in zip(tools, "ab", strict=False):
         if tool["function"]["name"] not in text:
             continue
-        for n, props in enumerate(loops):
+        # The longest item first: a shorter one may be part of it (MiniCPM3's bare name).
+        for n, props in sorted(enumerate(loops), key=lambda e: -len(e[1].item_text)):
             item = props.text_for(_shown(props, tag))
             if text.count(item) != 1:
                 return None

@@ -90,15 +90,12 @@ def _mark(text: str, word: str, marks: dict[int, str]) -> str:
 Render = Callable[[str, str | None], str | None]
 
 
-def _variants(sentinel: str, second: str) -> list[tuple[str, str | None]]:
-    """One property with the sentinel type and with ``string``; two with both sentinels,
-    the first ``string``, the second ``string``."""
-    one: list[tuple[str, str | None]] = [(sentinel, None), ("string", None)]
-    return [*one, (sentinel, second), ("string", second), (sentinel, "string")]
-
-
 def constant_type(
-    render: Render, sentinel: str = "Zqtypea", second: str = "Zqtypec"
+    render: Render,
+    sentinel: str = "Zqtypea",
+    second: str = "Zqtypec",
+    *,
+    base: str | None = None,
 ) -> tuple[str, str, str, dict[str, str]] | None:
     """(one property marked, two properties marked, the fixed word, JSON type -> word).
 
@@ -107,8 +104,18 @@ def constant_type(
     fixed word replaced by the sentinel type wherever it stands for that type (once per list
     of parameters the tool prints); None where the sentinel type does not print as one word
     that ``string`` changes.
+
+    ``base``: a JSON type to read in place of the sentinel type, for a template that rejects
+    types it does not know (MiniCPM3 recurses into a type name's letters): the word of
+    ``base`` is found beside ``integer``'s and marked as the sentinel type.
     """
-    texts = [render(*types) for types in _variants(sentinel, second)]
+    # One property typed as read and as another type; two, then each one typed otherwise.
+    variants: list[tuple[str, str | None]] = [(sentinel, None), ("string", None)]
+    variants += [(sentinel, second), ("string", second), (sentinel, "string")]
+    if base is not None:
+        variants = [(base, None), ("integer", None), (base, base), ("integer", base)]
+        variants.append((base, "integer"))
+    texts = [render(*types) for types in variants]
     if any(text is None for text in texts):
         return None
     one, one_s, two, two_a, two_c = (text or "" for text in texts)
