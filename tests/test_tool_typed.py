@@ -199,6 +199,27 @@ def test_a_template_that_rejects_every_type_claims_no_tools() -> None:
     assert not result.report.tools_verified
 
 
+def test_parameterless_tools_and_trimmed_descriptions_printed_otherwise_are_said_unproven() -> None:
+    """Seed-OSS prints ``Args:`` only for a tool with parameters and trims a tool's
+    description; the probes' tools have parameters and trimmed descriptions, so they match,
+    and the claim says which tools it leaves out. Where the Jinja prints both as the
+    TEMPLATE does, nothing is said."""
+    from deploy_to_ollama.chat_template.tool_props import SHAPES_UNPROVEN
+
+    plain = translate_template(_source(TWO_LISTS))
+    assert plain.report.tools_verified and SHAPES_UNPROVEN not in plain.warnings
+    header = "\n\n    Args:{% for"
+    guarded = TWO_LISTS.replace(
+        header, "{% if t.function.parameters.properties %}" + header[:-6] + "{% endif %}{% for"
+    )
+    description = "{{ t.function.description }}"
+    trimmed = TWO_LISTS.replace(description, description.replace(" }}", " | trim }}"))
+    for variant in (guarded, trimmed):
+        assert variant != TWO_LISTS
+        result = translate_template(_source(variant))
+        assert result.report.tools_verified and SHAPES_UNPROVEN in result.warnings
+
+
 def _loop(*item: Act | Lit) -> ItemLoop:
     return ItemLoop("x", item, ",", "range $pk, $pv := {var}.P", ("x",))
 

@@ -398,6 +398,38 @@ def escapes_tool_text(source: TemplateSource, template: str, system: str | None)
     return any(p.status == "differs" for p in report.probes)
 
 
+#: Why a per-parameter reading's claim leaves out tools without parameters or with untrimmed
+#: descriptions, where the Jinja template prints those otherwise.
+SHAPES_UNPROVEN = (
+    "the Jinja template prints a tool without parameters, or a description with leading or "
+    "trailing spaces, otherwise than the TEMPLATE does (a signature of its own, trim): only "
+    "tools with parameters and trimmed descriptions are proven"
+)
+
+
+def tool_shapes_differ(source: TemplateSource, template: str, system: str | None) -> bool:
+    """Whether ``template`` prints a tool without parameters, or one whose description has
+    spaces around it, unlike the Jinja template (the probes' tools have neither)."""
+    from .probes import load_probes
+    from .verify import verify_template
+
+    offered = next(p for p in load_probes() if p.id == "tools_available")
+    tool = offered.tools[0]
+    function = tool["function"]
+    bare = {"type": "object", "properties": {}, "required": []}
+    variants = [
+        {**tool, "function": {**function, "parameters": bare}},
+        {**tool, "function": {**function, "description": f" {function['description']}\n"}},
+    ]
+    # One at a time: a report keys its renders by probe id.
+    for variant in variants:
+        probe = replace(offered, tools=(variant,))
+        report = verify_template(source, template, system=system, tools=True, probes=[probe])
+        if any(p.status == "differs" for p in report.probes):
+            return True
+    return False
+
+
 def _hide(text: str | None, loops: list[ItemLoop], tools: list[dict[str, Any]]) -> str | None:
     """``text`` with each tool's property items replaced by their placeholders."""
     if text is None:
@@ -417,8 +449,11 @@ def _hide(text: str | None, loops: list[ItemLoop], tools: list[dict[str, Any]]) 
 __all__ = [
     "AWKWARD_TEXT",
     "PROPS_ACT",
+    "SHAPES_UNPROVEN",
     "definitions",
     "escapes_tool_text",
     "prints_other_fields",
     "property_loop",
+    "property_loops",
+    "tool_shapes_differ",
 ]

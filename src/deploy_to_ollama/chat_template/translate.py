@@ -24,8 +24,13 @@ from .source import TemplateSource
 from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
+from .tool_props import (
+    SHAPES_UNPROVEN,
+    escapes_tool_text,
+    prints_other_fields,
+    tool_shapes_differ,
+)
 from .tool_props import definitions as per_property_definitions
-from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
     ToolShape,
     definitions_loop,
@@ -272,12 +277,13 @@ def _with_tools(
             return replace(result, template=plain, report=report)
         return "tool calls or results differ"
     loop, lead = definitions_loop(source), tool_lead(source)
-    per_property = False
+    per_property = read_by_property = False
     if loop is None and lead is not None:
         # Parameters printed one by one (Qwen3-Coder): the lead goes with that reading.
         by_property = per_property_definitions(source)
         loop, lead = by_property or (None, lead)
-        per_property = by_property is not None and prints_other_fields(source)
+        read_by_property = by_property is not None
+        per_property = read_by_property and prints_other_fields(source)
     if loop is None or lead is None:
         logger.info("tool definitions not translated: no loop of sentinel tools found")
         return "the tool definitions do not print as a loop of sentinel-only items"
@@ -291,12 +297,12 @@ def _with_tools(
             if escapes_tool_text(source, template, system):
                 why = ESCAPED
                 continue
-            return replace(
-                result,
-                template=template,
-                report=report,
-                warnings=_tool_warnings(result, tool_shape, per_property=per_property),
-            )
+            # Said of this TEMPLATE only (one read before may have carried it).
+            warnings = _tool_warnings(result, tool_shape, per_property=per_property)
+            warnings = tuple(w for w in warnings if w != SHAPES_UNPROVEN)
+            if read_by_property and tool_shapes_differ(source, template, system):
+                warnings = (*warnings, SHAPES_UNPROVEN)
+            return replace(result, template=template, report=report, warnings=warnings)
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
