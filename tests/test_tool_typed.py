@@ -112,6 +112,18 @@ def test_a_type_word_that_depends_on_other_fields_is_said_to_be_unproven() -> No
     assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
 
 
+def test_a_printed_default_or_nested_properties_are_said_to_be_unproven() -> None:
+    """Apertus prints a default, MiniCPM3 nested classes: fields the TEMPLATE does not print."""
+    for extra in (
+        "{% if v.default is defined %} = {{ v.default }}{% endif %}",
+        "{% if v.properties %} {{ v.properties | list | join(',') }}{% endif %}",
+    ):
+        with_field = TS_LIKE.replace(_TYPE, _TYPE + extra)
+        assert with_field != TS_LIKE
+        result = translate_template(_source(with_field))
+        assert result.report.tools_verified and FIELDS_UNPROVEN in result.warnings
+
+
 def test_a_parameter_without_description_printed_otherwise_is_said_to_be_unproven() -> None:
     """Apertus drops the whole ``// ...`` line of a parameter without description, where the
     TEMPLATE prints an empty description: the probes (all described) match, the claim says

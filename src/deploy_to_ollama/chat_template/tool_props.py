@@ -336,9 +336,20 @@ def _splice_pieces(pieces: list[Piece], act: str, replacement: list[Piece]) -> l
     return out if seen == 1 else None
 
 
+#: (type, field, value): a parameter field beyond type and description that a template may
+#: print (an enum, an array's items, an object's properties, a default).
+_OTHER_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("Zqtypea", "enum", ["Zqenumval"]),
+    ("string", "enum", ["Zqenumval"]),
+    ("array", "items", {"type": "string"}),
+    ("object", "properties", {"zqnested": {"type": "string"}}),
+    ("string", "default", "Zqdefault"),
+)
+
+
 def prints_other_fields(source: TemplateSource) -> bool:
     """Whether the Jinja template prints a parameter's fields other than type and
-    description (an ``enum``, an array's ``items`` here) or a missing description otherwise
+    description (:data:`_OTHER_FIELDS`) or a missing description otherwise
     than an empty one, or prints some type as more than a changed word (Gemma 4's
     ``object``), or maps some type to no word of its own table: the per-property loop prints
     only a type name and a description."""
@@ -355,11 +366,10 @@ def prints_other_fields(source: TemplateSource) -> bool:
         found = constant_type(_typed_render(source, required=False))
         if found is not None and len(found[3]) < len(_TYPES):
             return True
-    for kind, field in (("Zqtypea", "enum"), ("string", "enum"), ("array", "items")):
+    for kind, field, value in _OTHER_FIELDS:
         plain = _tool("a")
         plain["function"]["parameters"]["properties"]["zqarga"]["type"] = kind
         extra = copy.deepcopy(plain)
-        value = ["Zqenumval"] if field == "enum" else {"type": "string"}
         extra["function"]["parameters"]["properties"]["zqarga"][field] = value
         texts = [_render(source, user, tools=[t], gen=True) for t in (plain, extra)]
         if texts[0] != texts[1]:
