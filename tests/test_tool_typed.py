@@ -258,3 +258,37 @@ def test_required_mark_asks_required_only_where_literal_text_differs() -> None:
         _loop(Act("$pk"), Lit("?"), Act("$pv.Type")), _loop(Act("$pk"), Act("$pv.Type"))
     )
     assert bare is not None and Act("else") in bare.item
+
+
+def _first_only(calls: str) -> str:
+    return (
+        "{% for m in messages %}<|{{ m.role }}|>\n{% if m.role == 'tool' %}"
+        "<tool_response>{{ m.content }}</tool_response>{% else %}{{ m.content }}"
+        + calls
+        + "{% endif %}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+
+
+def test_a_template_that_prints_only_the_first_call_is_told_apart() -> None:
+    """GigaChat prints ``tool_calls[0]`` only: the reason says so, not that calls are no loop;
+    calls printed in reverse are no loop, and a template printing every call reads off."""
+    from deploy_to_ollama.chat_template.shape import infer_shape
+    from deploy_to_ollama.chat_template.tool_shape import FIRST_CALL_ONLY, infer_tool_shape
+
+    call = "<tool_call>{{ c.function.name }}{{ c.function.arguments | tojson }}</tool_call>"
+    cases = {
+        "{% if m.tool_calls %}{% set c = m.tool_calls[0] %}" + call + "{% endif %}": (
+            FIRST_CALL_ONLY
+        ),
+        "{% for c in (m.tool_calls or []) | reverse %}" + call + "{% endfor %}": "no loop",
+        "{% for c in m.tool_calls or [] %}" + call + "{% endfor %}": "",
+    }
+    for calls, reason in cases.items():
+        source = _source(_first_only(calls))
+        shape = infer_tool_shape(source, infer_shape(source))
+        if reason == FIRST_CALL_ONLY:
+            assert shape.calls is None and shape.reason == FIRST_CALL_ONLY
+        elif reason:
+            assert shape.calls is None and shape.reason not in ("", FIRST_CALL_ONLY)
+        else:
+            assert shape.calls is not None
