@@ -26,12 +26,12 @@ RATCHET = 298
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
-TOOL_RESULT_RATCHET = 201
+TOOL_RESULT_RATCHET = 204
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
 #: 264 measured with the Command A/R7B and Functionary v3.1 readings (258 before).
-VERIFIED_ALL_RATCHET = 270
+VERIFIED_ALL_RATCHET = 272
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -85,7 +85,15 @@ MID_SYSTEM_RATCHET = 291
 #: 85 -> 86: Mistral Small 3.2 again, now truly: the dated default is printed through
 #: currentDate by the copied lead-in, and the tool list goes into the last user turn's prefix
 #: printed in the loop (Ollama >= 0.11.0; on older servers its probes differ, with the reason).
-TOOLS_RATCHET = 94
+#: Merged with toolsB's three below (measured together, see TOOLS_RATCHET):
+#: 83 -> 84 (toolsB, measured 84/106): typed signatures, Apertus. A type mapped to words of the
+#: template's own with one fixed word for unknown types (``any``) becomes a Go table, and a
+#: parameter printed otherwise when required (``city?``) asks ``Required`` (tool_typed.py).
+#: 84 -> 85 (toolsB, measured 85/106): Seed-OSS, whose tools list their parameters twice (a
+#: typed signature, then Args): two property ranges per tool.
+#: 85 -> 86 (toolsB, measured 86/106): MiniCPM3, whose Jinja raises on a type it does not
+#: know (our sentinel type): its words read off with ``string`` in the sentinel's place.
+TOOLS_RATCHET = 97
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

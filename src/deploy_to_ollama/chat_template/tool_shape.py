@@ -202,6 +202,12 @@ def _opens_as_last(source: TemplateSource, shape: TemplateShape) -> bool:
 #: Why calls were not read off as a loop (the per-argument reading is tried next).
 _NOT_A_LOOP = "the tool calls do not print as a loop of sentinel-only items"
 
+#: Why calls were not read off where only the first of parallel calls prints.
+FIRST_CALL_ONLY = (
+    "the Jinja template prints only the first of parallel tool calls (tool_calls[0]), "
+    "which the translator does not read off"
+)
+
 
 def _region(text: str | None, shape: TemplateShape, regions: _Regions) -> str | None:
     """The text between the opening of the tool-calling turn and the next turn, as in
@@ -250,6 +256,9 @@ def _tool_parts(
     if calls is not None and args is not None:
         item = splice(calls.item, args, "$c")
         calls = replace(calls, item=tuple(item)) if item is not None else None
+    if calls is None and two is not None and args is None and cut(two) == one:
+        # The second of two calls never prints (GigaChat's tool_calls[0]).
+        return ToolShape(reason=FIRST_CALL_ONLY)
     if calls is None:
         return ToolShape(reason=_NOT_A_LOOP)
     parts = ToolShape(calls=calls)

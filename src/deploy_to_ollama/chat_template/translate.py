@@ -29,8 +29,13 @@ from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
 from .tool_html import html_escaped
 from .tool_opening import OPENS_UNLIKE, marker_moved
 from .tool_ordinals import numbered_tool_shape
+from .tool_props import (
+    SHAPES_UNPROVEN,
+    escapes_tool_text,
+    prints_other_fields,
+    tool_shapes_differ,
+)
 from .tool_props import definitions as per_property_definitions
-from .tool_props import escapes_tool_text, prints_other_fields
 from .tool_shape import (
     ToolShape,
     definitions_loop,
@@ -282,12 +287,13 @@ def _with_tools(
             return replace(result, template=plain, report=report)
         return "tool calls or results differ"
     loop, lead = definitions_loop(source), tool_lead(source)
-    per_property = False
+    per_property = read_by_property = False
     if loop is None and lead is not None:
         # Parameters printed one by one (Qwen3-Coder): the lead goes with that reading.
         by_property = per_property_definitions(source)
         loop, lead = by_property or (None, lead)
-        per_property = by_property is not None and prints_other_fields(source)
+        read_by_property = by_property is not None
+        per_property = read_by_property and prints_other_fields(source)
     if loop is None or lead is None:
         logger.info("tool definitions not translated: no loop of sentinel tools found")
         return "the tool definitions do not print as a loop of sentinel-only items"
@@ -315,7 +321,11 @@ def _with_tools(
                         why = REPR_DIFFERS
                         continue
                     notes = (REPR_SERVER,)
+            # Said of this TEMPLATE only (one read before may have carried it).
             warnings = _tool_warnings(result, tool_shape, per_property=per_property)
+            warnings = tuple(w for w in warnings if w != SHAPES_UNPROVEN)
+            if read_by_property and tool_shapes_differ(source, template, system):
+                warnings = (*warnings, SHAPES_UNPROVEN)
             return replace(result, template=template, report=report, warnings=warnings + notes)
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
@@ -353,8 +363,9 @@ VALUES_UNPROVEN = (
 #: Why parameter fields other than type and description carry no proof (per-parameter tools).
 FIELDS_UNPROVEN = (
     "the Jinja template prints tool parameters one by one, with fields beyond type and "
-    "description (enum, nested object properties, ...); the TEMPLATE prints type and "
-    "description only, so only tools whose parameters have no other fields are proven"
+    "description (enum, nested object properties, ...) or a missing description otherwise "
+    "than an empty one; the TEMPLATE prints type and description only, so only tools whose "
+    "parameters have no other fields and a description each are proven"
 )
 
 
