@@ -7,7 +7,9 @@ reading of turn wrappers covers that, but each setting alone is an ordinary temp
 the switch in the Jinja source, translate both settings with the usual inference, and join the
 two TEMPLATEs under ``{{ if and $.IsThinkSet (not $.Think) }}``. The pair is kept only when
 it verifies on every probe of the original template that the single TEMPLATE matched, and on
-the thinking probes.
+the thinking probes. A Jinja whose default is thinking off is joined the same way under
+``{{ if not $.Think }}``, and only for a server before v0.12.4: there a request without
+``think`` reaches the TEMPLATE as think false; newer servers send it as true.
 
 Where neither setting prints reasoning (SmolLM3 drops it from every turn), Ollama still needs
 ``.Thinking`` inside the messages loop to infer the tags it parses the model's output with;
@@ -24,6 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError, TemplateRenderError
+from .server_rules import current_rules, unset_think_on
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
 from .thinking import OFF, switch_name
@@ -39,6 +42,11 @@ OPEN_RE = re.compile(r"(<([A-Za-z_]{1,20})>)\s*$")
 #: An empty reasoning block at the end of a thinking-off generation prompt: ``<think>\n\n</think>``.
 EMPTY_BLOCK_RE = re.compile(r"(<([A-Za-z_|]{1,20})>)\s*(</\2>)\s*$")
 
+
+#: The action that opens the thinking-off TEMPLATE for a Jinja whose default is thinking off:
+#: every request but ``think: true``. Only where a request without ``think`` reaches the
+#: TEMPLATE as think false (Ollama before v0.12.4) does that render the Jinja's default.
+OFF_BY_DEFAULT = "if not $.Think"
 
 #: Why thinking probes skip for a template whose default is not thinking on.
 DEFAULT_OFF = (
@@ -57,15 +65,18 @@ def with_switched_thinking(
         return result
     name = switch_name(source)
     renders = _generation_prompts(source, name)
+    cond = OFF
     if renders is not None and renders[0] != renders[1] and renders[1] != renders[2]:
-        return _default_off(result)
+        if unset_think_on(current_rules()) or renders[0] != renders[2]:
+            return _default_off(result)
+        cond = OFF_BY_DEFAULT  # the server sends an unset think as false: the Jinja's default
     if not result.report.public_verified:
         return result
     try:
         if renders is None or renders[1] == renders[2]:
             joined = _opened(source, result, refs)
         else:
-            joined = _joined(source, name, result, refs, renders[2])
+            joined = _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
         return result
@@ -117,6 +128,7 @@ def _joined(
     result: TranslatedTemplate,
     refs: Mapping[str, Any],
     off_prompt: str,
+    cond: str = OFF,
 ) -> TranslatedTemplate | None:
     from .translate import translate_template
 
@@ -130,8 +142,8 @@ def _joined(
         if tags is None:
             return None
         on_text += _declaration(tags.group(1), tags.group(3))
-    template = "{{- " + OFF + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
-    flagged = _with_inband_flags(source, name, off.template, on_text, on.system)
+    template = "{{- " + cond + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
+    flagged = _with_inband_flags(source, name, off.template, on_text, on.system, cond)
     if flagged is not None:
         accepted = accept_thinking(source, result, flagged, on.system, refs)
         if accepted is not None:
@@ -140,7 +152,7 @@ def _joined(
 
 
 def _with_inband_flags(
-    source: TemplateSource, name: str, off: str, on: str, system: str | None
+    source: TemplateSource, name: str, off: str, on: str, system: str | None, cond: str = OFF
 ) -> str | None:
     """The two-setting TEMPLATE that also obeys ``/no_think``-style flags in the system
     message, where the Jinja has them and conversations carrying each flag verify."""
@@ -149,7 +161,7 @@ def _with_inband_flags(
 
     variants = {value: fixed(source, name, value=value) for value in (True, False)}
     flags = inband_flags(source, variants)
-    template = with_flags(off, on, OFF, flags) if flags else None
+    template = with_flags(off, on, cond, flags) if flags else None
     if template is None:
         return None
     probes = flag_probes(flags)
@@ -248,6 +260,7 @@ def _analysis(source: TemplateSource) -> Any:
 __all__ = [
     "DEFAULT_OFF",
     "EMPTY_BLOCK_RE",
+    "OFF_BY_DEFAULT",
     "OPEN_RE",
     "accept_thinking",
     "fixed",

@@ -86,6 +86,9 @@ class VerificationReport:
     when it does not."""
     server_version: str | None = None
     """The Ollama release whose prompt building the Ollama side used (None: the newest)."""
+    thinking_holds_for: tuple[str, ...] = ()
+    """The Ollama generations (``think_generations.GENERATIONS``) where the thinking claim
+    holds; empty when thinking is not verified."""
 
     @property
     def matched(self) -> int:
