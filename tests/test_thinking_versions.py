@@ -1,0 +1,228 @@
+"""Thinking claims per Ollama generation (ollama/ollama history, read in the mirror).
+
+``.Think`` / ``.IsThinkSet`` reached TEMPLATEs in v0.9.0 (5f57b0ef4) and a request without
+``think`` arrived as think false; v0.12.4 (90d429f5a) sends it as think true to a thinking
+TEMPLATE. A Jinja whose default is thinking off is therefore provable before 0.12.4 only, and
+the report must say so. The Ollama side is our Python renderer here, checked against Go in
+tests/test_corpus.py; newer servers than 0.9.3 do not run here, so their rule is the one
+``ollama_route.prompt_rules`` reads from the release history.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
+from deploy_to_ollama.chat_template.ollama_prompt import render_ollama_prompt, template_thinks
+from deploy_to_ollama.chat_template.server_rules import for_server
+from deploy_to_ollama.chat_template.switched import DEFAULT_OFF, OFF_BY_DEFAULT
+from deploy_to_ollama.chat_template.think_generations import (
+    GENERATIONS,
+    thinking_json,
+    thinking_note,
+)
+from deploy_to_ollama.chat_template.verify import verify_template
+from deploy_to_ollama.ollama_route import THINK_UNSET_ON, parse_server_version, prompt_rules
+
+OLD, NEW = GENERATIONS[0].label, GENERATIONS[1].label
+
+LAST_QUERY = (
+    "{% set ns = namespace(last=-1) %}{% for m in messages %}{% if m.role == 'user' %}"
+    "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}"
+)
+# GLM 4.7's shape: <think>R</think> after the last query, </think> before; the generation
+# prompt ends <think> with thinking on and </think> with it off. Default: on.
+DEFAULT_ON_JINJA = (
+    LAST_QUERY + "{% for m in messages %}{% if m.role == 'assistant' %}<|assistant|>"
+    "{% if m.reasoning_content and loop.index0 > ns.last %}<think>{{ m.reasoning_content }}"
+    "</think>{% else %}</think>{% endif %}{{ m.content }}"
+    "{% else %}<|{{ m.role }}|>{{ m.content }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>"
+    "{% if enable_thinking is defined and not enable_thinking %}</think>{% else %}<think>"
+    "{% endif %}{% endif %}"
+)
+# The same with its default off (DeepSeek V3.1, Bielik, EXAONE 4 do this).
+DEFAULT_OFF_JINJA = DEFAULT_ON_JINJA.replace(
+    "{% if enable_thinking is defined and not enable_thinking %}</think>{% else %}<think>",
+    "{% if enable_thinking is defined and enable_thinking %}<think>{% else %}</think>",
+)
+# Three settings: unset prints neither tag, so think false cannot stand for the default.
+THREE_SETTINGS_JINJA = DEFAULT_ON_JINJA.replace(
+    "{% if enable_thinking is defined and not enable_thinking %}</think>{% else %}<think>",
+    "{% if enable_thinking is not defined %}{% elif enable_thinking %}<think>{% else %}</think>",
+)
+USER = [{"role": "user", "content": "Hi"}]
+
+
+def _source(template: str) -> TemplateSource:
+    return TemplateSource(
+        template=template, origin=Path("t.jinja"), kind="jinja", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def _thinking_reasons(result: Any) -> set[str]:
+    ids = {p.id for p in load_probes() if p.needs_thinking}
+    return {p.reason for p in result.report.probes if p.probe in ids}
+
+
+def test_the_release_that_turns_an_unset_think_on_is_0_12_4() -> None:
+    assert THINK_UNSET_ON == (0, 12, 4)
+    for version, on in (("0.9.3", False), ("0.12.3", False), ("0.12.4", True), ("0.33.0", True)):
+        assert prompt_rules(parse_server_version(version)[0]).think_unset_on is on, version
+
+
+def test_an_unset_think_reaches_the_template_as_false_before_0_12_4() -> None:
+    template = (
+        "{{ range .Messages }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
+        "{{ .Content }}{{ end }}{{ if .IsThinkSet }}set{{ end }}{{ if .Think }}on{{ else }}off"
+        "{{ end }}"
+    )
+    assert template_thinks(template)
+    assert render_ollama_prompt(template, USER).endswith("seton")  # the newest: think true
+    with for_server("0.12.4"):
+        assert render_ollama_prompt(template, USER).endswith("seton")
+    with for_server("0.12.3"):
+        assert render_ollama_prompt(template, USER).endswith("Hioff")
+    with for_server("0.9.3"):
+        assert render_ollama_prompt(template, USER).endswith("Hioff")
+        assert render_ollama_prompt(template, USER, think=True).endswith("seton")
+        assert render_ollama_prompt(template, USER, think=False).endswith("setoff")
+
+
+def test_a_default_off_jinja_is_proven_for_0_9_3_and_says_it_stops_at_0_12_3() -> None:
+    source = _source(DEFAULT_OFF_JINJA)
+    result = translate_template(source, server_version="0.9.3")
+    assert result.verified and result.report.thinking_verified
+    assert template_thinks(result.template) and OFF_BY_DEFAULT in result.template
+    assert result.report.thinking_holds_for == (OLD,)
+    note = thinking_note(result.report) or ""
+    assert "thinks by default" in note and "v0.12.4" in note
+    assert thinking_json(result.report) == {"verified": True, "holds_for": [OLD], "note": note}
+    # The claim is false on a newer server: there a request without think renders the on
+    # state, while the Jinja's default (what the fine-tune saw) is off.
+    newer = verify_template(source, result.template, system=result.system, server_version="0.12.4")
+    plain = {p.probe: p for p in newer.probes}["single_user"]
+    assert plain.status == "differs"
+    assert (plain.expected or "").endswith("</think>") and (plain.actual or "").endswith("<think>")
+
+
+@pytest.mark.parametrize("version", [None, "0.12.4"])
+def test_a_default_off_jinja_keeps_the_refusal_on_newer_servers(version: str | None) -> None:
+    result = translate_template(_source(DEFAULT_OFF_JINJA), server_version=version)
+    assert result.verified and not result.report.thinking_verified
+    assert not template_thinks(result.template)
+    assert _thinking_reasons(result) == {DEFAULT_OFF}
+    assert result.report.thinking_holds_for == ()
+    assert thinking_json(result.report) == {"verified": False, "holds_for": [], "note": None}
+
+
+def test_a_third_default_is_not_taken_for_thinking_off() -> None:
+    result = translate_template(_source(THREE_SETTINGS_JINJA), server_version="0.9.3")
+    assert not result.report.thinking_verified
+    assert result.report.thinking_holds_for == ()
+
+
+@pytest.mark.parametrize("version", [None, "0.9.3"])
+def test_a_default_on_jinja_holds_on_both_generations(version: str | None) -> None:
+    result = translate_template(_source(DEFAULT_ON_JINJA), server_version=version)
+    assert result.report.thinking_verified
+    assert OFF_BY_DEFAULT not in result.template
+    assert result.report.thinking_holds_for == (OLD, NEW)
+    assert thinking_note(result.report) is None
+
+
+@pytest.mark.parametrize(("version", "proven"), [("0.9.3", True), (None, False)])
+def test_doctor_fix_translates_for_the_serving_ollama(version: str | None, proven: bool) -> None:
+    from deploy_to_ollama.doctor import plan_fix
+    from deploy_to_ollama.doctor.reference import ReferenceTemplate
+    from deploy_to_ollama.doctor.targets import Target
+
+    target = Target(
+        kind="modelfile", label="m", template=None, system=None, parameters=(), gguf=None,
+        weights="./m.gguf", server_version=version,
+    )  # fmt: skip
+    reference = ReferenceTemplate(
+        template=DEFAULT_OFF_JINJA, origin="source", location="t.jinja", bos_token="<s>",
+        eos_token="</s>", stop_tokens=("</s>",), add_bos=None, source=_source(DEFAULT_OFF_JINJA),
+    )  # fmt: skip
+    plan = plan_fix(target, reference, [])
+    template = plan.modelfile.template or ""
+    assert plan.translation_verified
+    # On 0.9.3 the fixed TEMPLATE switches thinking; for the newest it has none to switch.
+    assert (OFF_BY_DEFAULT in template) is proven
+    assert template_thinks(template) is proven
+
+
+def test_the_deploy_report_says_which_generations_thinking_holds_for(tmp_path: Path) -> None:
+    """The template stage carries the claim's scope to the deploy report, its --json, the
+    ``deploy-report.json`` and the model card line; an unlimited claim adds no warning."""
+    import json
+
+    from deploy_to_ollama.deploy_report import report_data, summary_markdown
+    from deploy_to_ollama.modelfile import Modelfile, render_modelfile
+    from deploy_to_ollama.reports import DeployReport
+    from deploy_to_ollama.stages import translate_stage
+    from support.ollama_server import write_tiny_gguf
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    config = {"chat_template": DEFAULT_OFF_JINJA, "bos_token": "<s>", "eos_token": "</s>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    old = translate_stage(folder, None, server_version="0.9.3")
+    assert old.thinking_holds_for == (OLD,) and "thinks by default" in (old.thinking_note or "")
+    new = translate_stage(folder, None)
+    assert new.thinking_holds_for == () and new.thinking_note is None
+    on = tmp_path / "on"
+    on.mkdir()
+    config["chat_template"] = DEFAULT_ON_JINJA
+    (on / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    both = translate_stage(on, None, server_version="0.9.3")
+    assert both.thinking_holds_for == (OLD, NEW) and both.thinking_note is None
+
+    gguf = write_tiny_gguf(tmp_path / "m.gguf")
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(render_modelfile(Modelfile(from_="./m.gguf", template=old.template)))
+    report = DeployReport(
+        name="m:latest", host="http://127.0.0.1:1", quant="q8_0", gguf=gguf,
+        gguf_bytes=gguf.stat().st_size, modelfile=modelfile, template_verified=old.verified,
+        stages=(), round_trip=None, thinking_holds_for=old.thinking_holds_for,
+    )  # fmt: skip
+    assert report.to_dict()["thinking_holds_for"] == [OLD]
+    assert f"thinking verified for Ollama {OLD}" in report.summary_lines()
+    data = report_data(report)
+    assert data["thinking_holds_for"] == [OLD]
+    assert f"- Thinking verified for Ollama {OLD}" in summary_markdown(data)
+    assert "thinking" in data["capabilities"]
+
+
+@pytest.mark.ollama
+@pytest.mark.slow
+def test_deploy_on_the_real_0_9_3_server_proves_thinking_and_says_where_it_holds(
+    ollama_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real Ollama 0.9.3: the deployed TEMPLATE gets the thinking capability, and the
+    report's --json says the claim holds for 0.9.0-0.12.3 only, with the upgrade warning."""
+    import json
+
+    from deploy_to_ollama.ollama_client import OllamaClient
+    from support.cli import run_cli
+    from support.ollama_server import write_tiny_gguf
+
+    gguf = write_tiny_gguf(tmp_path / "off.gguf", chat_template=DEFAULT_OFF_JINJA)
+    code, out, _ = run_cli(
+        ["deploy", str(gguf), "--name", "think-off", "--host", ollama_server.host, "--no-check",
+         "--keep", str(tmp_path / "k"), "--method", "api", "--json"],
+        capsys,
+    )  # fmt: skip
+    doc = json.loads(out)
+    assert code == 0, doc
+    assert doc["server_version"] == "0.9.3" and doc["template_route"] == "go"
+    assert doc["template_verified"] is True and doc["thinking_holds_for"] == [OLD]
+    assert any("thinks by default" in w for w in doc["warnings"])
+    shown = OllamaClient(ollama_server.host).require("think-off")
+    assert "thinking" in list(shown.capabilities or [])  # what Ollama itself derives
+    saved = json.loads((tmp_path / "k" / "deploy-report.json").read_text(encoding="utf-8"))
+    assert saved["thinking_holds_for"] == [OLD]
