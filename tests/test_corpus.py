@@ -68,11 +68,13 @@ THINKING_RATCHET = 27
 #: The same 47 translated for Ollama 0.9.3, the test server (``server_version="0.9.3"``).
 #: Before v0.12.4 a request without think reaches the TEMPLATE as think false, so a Jinja
 #: whose default is thinking off is joined under {{ if not $.Think }} (switched.py) and proven
-#: there: 27 -> 35 with Bielik, QwQ, the R1 distill, DeepSeek V3.1 / V3.2, EXAONE 4 and Reka
-#: (their claim holds for 0.9.0-0.12.3 only, which the report says). Left: Gemma 4 (8) and
-#: Cogito (2), whose thinking-on setting adds a system block (the two settings' SYSTEMs
-#: differ); Apertus and Command R7B (plain chat not verified); RWKV (three settings).
-THINKING_093_RATCHET = 35
+#: there: 22 -> 30 with Bielik, QwQ, the R1 distill, DeepSeek V3.1 / V3.2, EXAONE 4, Reka,
+#: and RWKV World, whose default is a third setting told apart by .IsThinkSet (their claims
+#: hold for 0.9.0-0.12.3 only, which the report says). Left: Gemma 4 (8) and Cogito (2),
+#: whose thinking-on setting adds a system block (the two settings' SYSTEMs differ); Apertus
+#: and Command R7B (plain chat not verified); SmolLM3 (2), LFM2.5-VL and gpt-oss (2) print
+#: today's date, which 0.9.3 cannot (currentDate arrived in v0.11.0).
+THINKING_093_RATCHET = 30
 
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt
 #: opens the block and earlier turns drop what precedes its closing tag (QwQ, DeepSeek-R1
@@ -178,15 +180,17 @@ def test_verified_share_never_drops(corpus_results: list[tuple[dict[str, Any], A
 
 
 @pytest.fixture(scope="module")
-def reasoning_results_093() -> list[tuple[dict[str, Any], Any]]:
-    """The templates whose Jinja renders reasoning, translated for Ollama 0.9.3."""
+def reasoning_results_093(
+    corpus_results: list[tuple[dict[str, Any], Any]],
+) -> list[tuple[dict[str, Any], Any]]:
+    """The templates whose Jinja renders reasoning (the newest server's 47), translated for
+    Ollama 0.9.3."""
     from deploy_to_ollama.chat_template.shape import renders_reasoning
 
-    require_shared(CHAT_TEMPLATES_DIR)
     results: list[tuple[dict[str, Any], Any]] = []
-    for record in corpus_records():
+    for record, newest in corpus_results:
         source = _source(record)
-        if renders_reasoning(source):
+        if not isinstance(newest, DeployError) and renders_reasoning(source):
             results.append((record, translate_template(source, server_version="0.9.3")))
     return results
 
@@ -234,7 +238,8 @@ def test_thinking_on_ollama_093_and_the_generations_it_holds_for(
         exp, act = strip_bos(checked.expected or "", go.output, record.get("bos_token") or "<s>")
         if go.failed or exp != act:
             false_claims.append((record["_file"], checked.probe))
-    assert len(checks) > 500 and false_claims == []
+    assert len(checks) > 400  # 450 on 30 templates
+    assert false_claims == []
     # Limited claims: on >= 0.12.4 (unset think on) Go renders a plain request differently.
     single = probes["single_user"]
     answers = go_oracle.run([_case_093(r, single, unset_think_off=False) for _, r in limited])

@@ -18,7 +18,11 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.ollama_prompt import render_ollama_prompt, template_thinks
 from deploy_to_ollama.chat_template.server_rules import for_server
-from deploy_to_ollama.chat_template.switched import DEFAULT_OFF, OFF_BY_DEFAULT
+from deploy_to_ollama.chat_template.switched import (
+    DEFAULT_OFF,
+    DEFAULT_OFF_NOT_JOINED,
+    OFF_BY_DEFAULT,
+)
 from deploy_to_ollama.chat_template.think_generations import (
     GENERATIONS,
     thinking_json,
@@ -53,6 +57,12 @@ DEFAULT_OFF_JINJA = DEFAULT_ON_JINJA.replace(
 THREE_SETTINGS_JINJA = DEFAULT_ON_JINJA.replace(
     "{% if enable_thinking is defined and not enable_thinking %}</think>{% else %}<think>",
     "{% if enable_thinking is not defined %}{% elif enable_thinking %}<think>{% else %}</think>",
+)
+# Thinking on prints what no TEMPLATE can (the first message upper-cased): the on setting
+# alone does not verify, so the pair cannot join.
+UNJOINABLE_JINJA = (
+    "{% if enable_thinking is defined and enable_thinking %}{{ messages[0].content|upper }}"
+    "{% endif %}" + DEFAULT_OFF_JINJA
 )
 USER = [{"role": "user", "content": "Hi"}]
 
@@ -119,10 +129,24 @@ def test_a_default_off_jinja_keeps_the_refusal_on_newer_servers(version: str | N
     assert thinking_json(result.report) == {"verified": False, "holds_for": [], "note": None}
 
 
-def test_a_third_default_is_not_taken_for_thinking_off() -> None:
-    result = translate_template(_source(THREE_SETTINGS_JINJA), server_version="0.9.3")
-    assert not result.report.thinking_verified
-    assert result.report.thinking_holds_for == ()
+def test_a_third_default_is_told_apart_by_is_think_set_before_0_12_4() -> None:
+    source = _source(THREE_SETTINGS_JINJA)
+    result = translate_template(source, server_version="0.9.3")
+    assert result.verified and result.report.thinking_verified
+    assert "if not $.IsThinkSet" in result.template and template_thinks(result.template)
+    assert result.report.thinking_holds_for == (OLD,)
+    probes = {p.probe: p for p in result.report.probes}
+    assert (probes["single_user"].actual or "").endswith("<|assistant|>")  # neither tag
+    assert (probes["think_on"].actual or "").endswith("<think>")
+    assert (probes["think_off"].actual or "").endswith("</think>")
+    newest = translate_template(source)
+    assert not newest.report.thinking_verified and _thinking_reasons(newest) == {DEFAULT_OFF}
+
+
+def test_a_default_off_jinja_that_does_not_join_says_so_for_0_9_3() -> None:
+    result = translate_template(_source(UNJOINABLE_JINJA), server_version="0.9.3")
+    assert result.verified and not result.report.thinking_verified
+    assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
 
 
 @pytest.mark.parametrize("version", [None, "0.9.3"])

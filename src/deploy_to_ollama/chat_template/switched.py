@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError, TemplateRenderError
-from .server_rules import current_rules, unset_think_on
+from .server_rules import current_rules, current_version, unset_think_on
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
 from .thinking import OFF, switch_name
@@ -56,6 +56,26 @@ DEFAULT_OFF = (
 )
 
 
+#: Why thinking probes skip where a server before v0.12.4 could render a default of thinking
+#: off, but the two settings' TEMPLATEs did not join into one that verifies.
+DEFAULT_OFF_NOT_JOINED = (
+    "the Jinja template's default is thinking off; Ollama {version} sends a request without "
+    "think as think false, so one TEMPLATE per setting joined under {{{{ if not $.Think }}}} "
+    "could render it, but that pair did not verify (each setting translated alone, with the "
+    "same SYSTEM, losing no probe), so thinking is left out"
+)
+
+
+#: Why thinking probes skip for a Jinja whose default is a third setting, where the
+#: three TEMPLATEs did not join into one that verifies.
+THREE_NOT_JOINED = (
+    "the Jinja template's default is neither its thinking-on nor its thinking-off setting; "
+    "Ollama {version} tells a request without think apart (.IsThinkSet false), but the "
+    "TEMPLATEs of the default and of each setting did not join into one that verifies, so "
+    "thinking is left out"
+)
+
+
 def with_switched_thinking(
     source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
 ) -> TranslatedTemplate:
@@ -67,27 +87,45 @@ def with_switched_thinking(
     renders = _generation_prompts(source, name)
     cond = OFF
     if renders is not None and renders[0] != renders[1] and renders[1] != renders[2]:
-        if unset_think_on(current_rules()) or renders[0] != renders[2]:
+        if unset_think_on(current_rules()):
             return _default_off(result)
+        if renders[0] != renders[2]:
+            return _three_settings(source, name, result, refs)
         cond = OFF_BY_DEFAULT  # the server sends an unset think as false: the Jinja's default
+    joined = _joined_or_opened(source, name, result, refs, renders, cond)
+    if joined is not None:
+        return joined
+    if cond == OFF_BY_DEFAULT:
+        version = current_version() or "before v0.12.4"
+        return _default_off(result, DEFAULT_OFF_NOT_JOINED.format(version=version))
+    return result
+
+
+def _joined_or_opened(
+    source: TemplateSource,
+    name: str,
+    result: TranslatedTemplate,
+    refs: Mapping[str, Any],
+    renders: tuple[str, str, str] | None,
+    cond: str,
+) -> TranslatedTemplate | None:
+    """The two-setting TEMPLATE, or the declared tags of an opened block (None: neither)."""
     if not result.report.public_verified:
-        return result
+        return None
     try:
         if renders is None or renders[1] == renders[2]:
-            joined = _opened(source, result, refs)
-        else:
-            joined = _joined(source, name, result, refs, renders[2], cond)
+            return _opened(source, result, refs)
+        return _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
-        return result
-    return joined if joined is not None else result
+        return None
 
 
-def _default_off(result: TranslatedTemplate) -> TranslatedTemplate:
+def _default_off(result: TranslatedTemplate, reason: str = DEFAULT_OFF) -> TranslatedTemplate:
     from .verify import NO_THINKING
 
     probes = tuple(
-        replace(p, reason=DEFAULT_OFF) if p.status == "skipped" and p.reason == NO_THINKING else p
+        replace(p, reason=reason) if p.status == "skipped" and p.reason == NO_THINKING else p
         for p in result.report.probes
     )
     return replace(result, report=replace(result.report, probes=probes))
@@ -148,6 +186,44 @@ def _joined(
         accepted = accept_thinking(source, result, flagged, on.system, refs)
         if accepted is not None:
             return accepted
+    return accept_thinking(source, result, template, on.system, refs)
+
+
+def _three_settings(
+    source: TemplateSource, name: str, result: TranslatedTemplate, refs: Mapping[str, Any]
+) -> TranslatedTemplate:
+    """A Jinja whose default is neither setting (RWKV World: unset prints no tag), on a server
+    before v0.12.4, where ``.IsThinkSet`` tells an unset ``think`` apart: ``result`` for the
+    default, then one TEMPLATE per setting. Without that, the reason says why."""
+    joined = None
+    if result.report.public_verified:
+        try:
+            joined = _three_joined(source, name, result, refs)
+        except DeployError as err:
+            logger.info("thinking settings not joined: %s", err)
+    if joined is not None:
+        return joined
+    version = current_version() or "before v0.12.4"
+    return _default_off(result, THREE_NOT_JOINED.format(version=version))
+
+
+def _three_joined(
+    source: TemplateSource, name: str, result: TranslatedTemplate, refs: Mapping[str, Any]
+) -> TranslatedTemplate | None:
+    from .translate import translate_template
+
+    on = translate_template(fixed(source, name, value=True))
+    off = translate_template(fixed(source, name, value=False))
+    settings = (on.report.public_verified, off.report.public_verified)
+    if not all(settings) or not result.system == on.system == off.system:
+        return None
+    if not (_declares_thinking(on.template) or _declares_thinking(off.template)):
+        return None
+    template = (
+        "{{- if not $.IsThinkSet }}" + result.template
+        + "{{- else if $.Think }}" + on.template
+        + "{{- else }}" + off.template + "{{- end }}"
+    )  # fmt: skip
     return accept_thinking(source, result, template, on.system, refs)
 
 
@@ -259,9 +335,11 @@ def _analysis(source: TemplateSource) -> Any:
 
 __all__ = [
     "DEFAULT_OFF",
+    "DEFAULT_OFF_NOT_JOINED",
     "EMPTY_BLOCK_RE",
     "OFF_BY_DEFAULT",
     "OPEN_RE",
+    "THREE_NOT_JOINED",
     "accept_thinking",
     "fixed",
     "with_switched_thinking",

@@ -109,8 +109,8 @@ def thinking_note(report: VerificationReport) -> str | None:
     if held == (GENERATIONS[0].label,):
         return (
             f"thinking verified for Ollama {held[0]} only: from v0.12.4 Ollama sends a request "
-            "without think as think true, so this TEMPLATE thinks by default there while the "
-            "Jinja's default is off; send think: false or redeploy for the newer server"
+            "without think as think true, so this TEMPLATE thinks by default there, unlike "
+            "the Jinja's default; send think explicitly or redeploy for the newer server"
         )
     return (
         f"thinking verified for Ollama {', '.join(held)} only: before v0.12.4 Ollama sends a "
