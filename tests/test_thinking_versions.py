@@ -108,7 +108,7 @@ def test_a_default_off_jinja_is_proven_for_0_9_3_and_says_it_stops_at_0_12_3() -
     assert result.verified and result.report.thinking_verified
     assert template_thinks(result.template) and OFF_BY_DEFAULT in result.template
     assert result.report.thinking_holds_for == (OLD,)
-    note = thinking_note(result.report) or ""
+    note = thinking_note(result.report.thinking_holds_for) or ""
     assert "thinks by default" in note and "v0.12.4" in note
     assert thinking_json(result.report) == {"verified": True, "holds_for": [OLD], "note": note}
     # The claim is false on a newer server: there a request without think renders the on
@@ -155,7 +155,7 @@ def test_a_default_on_jinja_holds_on_both_generations(version: str | None) -> No
     assert result.report.thinking_verified
     assert OFF_BY_DEFAULT not in result.template
     assert result.report.thinking_holds_for == (OLD, NEW)
-    assert thinking_note(result.report) is None
+    assert thinking_note(result.report.thinking_holds_for) is None
 
 
 @pytest.mark.parametrize(("version", "proven"), [("0.9.3", True), (None, False)])
@@ -250,3 +250,22 @@ def test_deploy_on_the_real_0_9_3_server_proves_thinking_and_says_where_it_holds
     assert "thinking" in list(shown.capabilities or [])  # what Ollama itself derives
     saved = json.loads((tmp_path / "k" / "deploy-report.json").read_text(encoding="utf-8"))
     assert saved["thinking_holds_for"] == [OLD]
+
+
+def test_think_levels_only_for_servers_that_have_them() -> None:
+    """gpt-oss's reasoning_effort maps onto .ThinkLevel, which arrived in v0.11.0: a TEMPLATE
+    for 0.10.1 must not read it, and a claim that does names 0.11.0 as its first release."""
+    import json
+
+    from support.shared import CHAT_TEMPLATES_DIR, require_shared
+
+    name = "gpt-oss__openai-gpt-oss-120b.json"
+    record = json.loads((require_shared(CHAT_TEMPLATES_DIR) / name).read_text(encoding="utf-8"))
+    source = TemplateSource(
+        template=record["jinja"], origin=CHAT_TEMPLATES_DIR / name, kind="jinja",
+        bos_token=record.get("bos_token") or "<s>", eos_token=record.get("eos_token") or "</s>",
+    )  # fmt: skip
+    assert "ThinkLevel" not in translate_template(source, server_version="0.10.1").template
+    levels = translate_template(source, server_version="0.11.0")
+    assert "$.ThinkLevel" in levels.template and levels.report.thinking_verified
+    assert levels.report.thinking_holds_for == ("0.11.0-0.12.3", NEW)

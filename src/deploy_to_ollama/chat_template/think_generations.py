@@ -43,11 +43,24 @@ GENERATIONS = (
 def with_thinking_generations(
     source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
 ) -> TranslatedTemplate:
-    """``result`` with ``thinking_holds_for`` filled in (empty when thinking is not verified)."""
+    """``result`` with the generations its thinking claim holds for (none when thinking is
+    not verified)."""
     if not result.report.thinking_verified:
         return result
-    held = tuple(g.label for g in GENERATIONS if _holds(source, result, refs, g))
-    return replace(result, report=replace(result.report, thinking_holds_for=held))
+    held = tuple(_label(g, result.template) for g in GENERATIONS if _holds(source, result, refs, g))
+    return replace(result, report=replace(result.report, thinking_generations=held))
+
+
+def _label(generation: Generation, template: str) -> str:
+    """The generation's label, narrowed to v0.11.0 on for a TEMPLATE that reads
+    ``.ThinkLevel`` (older servers have no such value: the TEMPLATE fails there).
+
+    >>> _label(GENERATIONS[0], "{{ $.ThinkLevel }}"), _label(GENERATIONS[0], "{{ .Think }}")
+    ('0.11.0-0.12.3', '0.9.0-0.12.3')
+    """
+    if ".ThinkLevel" in template and generation.label.startswith("0.9.0-"):
+        return "0.11.0-" + generation.label.removeprefix("0.9.0-")
+    return generation.label
 
 
 def _holds(
@@ -88,25 +101,22 @@ def thinking_json(report: VerificationReport) -> dict[str, Any]:
     return {
         "verified": report.thinking_verified,
         "holds_for": list(report.thinking_holds_for),
-        "note": thinking_note(report),
+        "note": thinking_note(report.thinking_holds_for),
     }
 
 
-def thinking_note(report: VerificationReport) -> str | None:
-    """One line where a verified thinking claim does not hold on every generation.
+def thinking_note(held: tuple[str, ...]) -> str | None:
+    """One line where a verified thinking claim does not hold on every generation (``held``:
+    ``VerificationReport.thinking_holds_for``).
 
-    >>> from deploy_to_ollama.chat_template.verify import VerificationReport
-    >>> old = VerificationReport(probes=(), thinking_holds_for=("0.9.0-0.12.3",))
-    >>> thinking_note(old)[:67]
+    >>> thinking_note(("0.9.0-0.12.3",))[:67]
     'thinking verified for Ollama 0.9.0-0.12.3 only: from v0.12.4 Ollama'
-    >>> both = ("0.9.0-0.12.3", ">=0.12.4")
-    >>> thinking_note(VerificationReport(probes=(), thinking_holds_for=both)) is None
+    >>> thinking_note(("0.9.0-0.12.3", ">=0.12.4")) is None
     True
     """
-    held = report.thinking_holds_for
     if not held or len(held) == len(GENERATIONS):
         return None
-    if held == (GENERATIONS[0].label,):
+    if GENERATIONS[1].label not in held:
         return (
             f"thinking verified for Ollama {held[0]} only: from v0.12.4 Ollama sends a request "
             "without think as think true, so this TEMPLATE thinks by default there, unlike "
