@@ -269,3 +269,46 @@ def test_think_levels_only_for_servers_that_have_them() -> None:
     levels = translate_template(source, server_version="0.11.0")
     assert "$.ThinkLevel" in levels.template and levels.report.thinking_verified
     assert levels.report.thinking_holds_for == ("0.11.0-0.12.3", NEW)
+
+
+@pytest.mark.ollama
+@pytest.mark.slow
+@pytest.mark.parametrize("jinja", [DEFAULT_OFF_JINJA, THREE_SETTINGS_JINJA], ids=["off", "three"])
+def test_the_real_0_9_3_server_renders_the_jinjas_default_and_both_settings(
+    ollama_server: Any, tmp_path: Path, jinja: str, request: pytest.FixtureRequest
+) -> None:
+    """The prompts real Ollama 0.9.3 renders (its debug log) for think unset, true and false
+    are the Jinja's own, with the default where the request leaves think unset."""
+    import httpx
+
+    from deploy_to_ollama.chat_template.hf_render import render_hf
+    from deploy_to_ollama.chat_template.thinking import think_kwargs
+    from deploy_to_ollama.modelfile import Modelfile
+    from deploy_to_ollama.registrar import register_model
+    from support.ollama_server import write_tiny_gguf
+
+    source = _source(jinja)
+    result = translate_template(source, server_version="0.9.3")
+    assert result.report.thinking_holds_for == (OLD,)
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    name = f"think-default-{request.node.callspec.id}:latest"
+    modelfile = Modelfile(from_=str(gguf), template=result.template)
+    register_model(name, modelfile, base_dir=tmp_path, host=ollama_server.host, force=True)
+    question = [{"role": "user", "content": "How many r's are in strawberry?"}]
+    rendered = {}
+    for think in (None, True, False):
+        ollama_server.mark_log()
+        body: dict[str, Any] = {"model": name, "messages": question, "stream": False}
+        body["options"] = {"num_predict": 1}
+        if think is not None:
+            body["think"] = think
+        response = httpx.post(f"{ollama_server.host}/api/chat", json=body, timeout=300)
+        assert response.status_code == 200, response.text
+        prompts = ollama_server.prompts()
+        assert prompts, ollama_server.log_tail()
+        expected = render_hf(
+            jinja, question, add_generation_prompt=True, kwargs=think_kwargs(source, think=think)
+        )
+        assert prompts[-1] == expected, think
+        rendered[think] = prompts[-1]
+    assert len(set(rendered.values())) == (2 if jinja == DEFAULT_OFF_JINJA else 3)
