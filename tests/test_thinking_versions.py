@@ -312,3 +312,23 @@ def test_the_real_0_9_3_server_renders_the_jinjas_default_and_both_settings(
         assert prompts[-1] == expected, think
         rendered[think] = prompts[-1]
     assert len(set(rendered.values())) == (2 if jinja == DEFAULT_OFF_JINJA else 3)
+
+
+@pytest.mark.parametrize(
+    ("version", "holds_for"), [("0.9.3", [OLD]), ("0.12.4", [])], ids=["0.9.3", "0.12.4"]
+)
+def test_template_json_says_where_thinking_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], version: str, holds_for: list[str]
+) -> None:
+    import json
+
+    from support.cli import run_cli
+
+    path = tmp_path / "chat_template.jinja"
+    path.write_text(DEFAULT_OFF_JINJA, encoding="utf-8")
+    code, out, _ = run_cli(["template", str(path), "--ollama-version", version, "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["ollama_version"] == version
+    assert doc["thinking"]["holds_for"] == holds_for
+    assert doc["thinking"]["verified"] is bool(holds_for)
+    assert (doc["thinking"]["note"] is not None) is bool(holds_for)
