@@ -104,6 +104,17 @@ TOOLS_RATCHET = 97
 #: unset, so a TEMPLATE with thinking cannot render their default and still switch thinking on.
 THINKING_RATCHET = 27
 
+#: The same 47 translated for Ollama 0.9.3, the test server (``server_version="0.9.3"``).
+#: Before v0.12.4 a request without think reaches the TEMPLATE as think false, so a Jinja
+#: whose default is thinking off is joined under {{ if not $.Think }} (switched.py) and proven
+#: there: 22 -> 30 with Bielik, QwQ, the R1 distill, DeepSeek V3.1 / V3.2, EXAONE 4, Reka,
+#: and RWKV World, whose default is a third setting told apart by .IsThinkSet (their claims
+#: hold for 0.9.0-0.12.3 only, which the report says). Left: Gemma 4 (8) and Cogito (2),
+#: whose thinking-on setting adds a system block (the two settings' SYSTEMs differ); Apertus
+#: and Command R7B (plain chat not verified); SmolLM3 (2), LFM2.5-VL and gpt-oss (2) print
+#: today's date, which 0.9.3 cannot (currentDate arrived in v0.11.0).
+THINKING_093_RATCHET = 30
+
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt
 #: opens the block and earlier turns drop what precedes its closing tag (QwQ, DeepSeek-R1
 #: distills, DeepCoder, EXAONE Deep's <thought>, Nemotron Nano 2), so Ollama can separate the
@@ -205,6 +216,92 @@ def test_verified_share_never_drops(corpus_results: list[tuple[dict[str, Any], A
     assert opened >= THINKING_OPENED_RATCHET
     # A template whose Jinja renders tools is verified only with its tool probes among them.
     assert all(r.report.tools_verified for r in rendering if r.verified)
+
+
+@pytest.fixture(scope="module")
+def reasoning_results_093(
+    corpus_results: list[tuple[dict[str, Any], Any]],
+) -> list[tuple[dict[str, Any], Any]]:
+    """The templates whose Jinja renders reasoning (the newest server's 47), translated for
+    Ollama 0.9.3."""
+    from deploy_to_ollama.chat_template.shape import renders_reasoning
+
+    results: list[tuple[dict[str, Any], Any]] = []
+    for record, newest in corpus_results:
+        source = _source(record)
+        if not isinstance(newest, DeployError) and renders_reasoning(source):
+            results.append((record, translate_template(source, server_version="0.9.3")))
+    return results
+
+
+@pytest.mark.slow
+def test_thinking_on_ollama_093_and_the_generations_it_holds_for(
+    corpus_results: list[tuple[dict[str, Any], Any]],
+    reasoning_results_093: list[tuple[dict[str, Any], Any]],
+    go_oracle: Any,
+) -> None:
+    """Thinking claims for 0.9.3 are re-rendered by Go with 0.9.3's prompt building, and a
+    claim said to hold for 0.9.0-0.12.3 only really fails where an unset think is true."""
+    from deploy_to_ollama.chat_template.think_generations import GENERATIONS
+
+    old, new = GENERATIONS[0].label, GENERATIONS[1].label
+    newest = [r for _, r in corpus_results if not isinstance(r, DeployError)]
+    both = sum(r.report.thinking_holds_for == (old, new) for r in newest)
+    print(f"newest Ollama: {both} thinking claims hold on both generations")
+    # A claim made for the newest server holds there, by construction of the check.
+    assert all(new in r.report.thinking_holds_for for r in newest if r.report.thinking_verified)
+    verified = [(rec, r) for rec, r in reasoning_results_093 if r.report.thinking_verified]
+    limited = [(rec, r) for rec, r in verified if r.report.thinking_holds_for == (old,)]
+    print(
+        f"thinking verified on Ollama 0.9.3: {len(verified)}/{len(reasoning_results_093)}; "
+        f"{len(limited)} of them for {old} only"
+    )
+    assert len(reasoning_results_093) == 47
+    assert len(verified) >= THINKING_093_RATCHET
+    assert all(r.report.thinking_holds_for for _, r in verified)
+    probes = {p.id: p for p in load_probes()}
+    cases, checks = [], []
+    for record, result in verified:
+        for checked in result.report.probes:
+            probe = probes[checked.probe]
+            if checked.status != "match" or not (checked.public or probe.needs_thinking):
+                continue
+            if checked.tier != "exact" or probe.tools:
+                continue  # tool-free claims: the thinking ones and the plain ones they change
+            cases.append(_case_093(result, probe, unset_think_off=True))
+            checks.append((record, checked))
+    false_claims = []
+    from deploy_to_ollama.chat_template.verify import strip_bos
+
+    for (record, checked), go in zip(checks, go_oracle.run(cases), strict=True):
+        exp, act = strip_bos(checked.expected or "", go.output, record.get("bos_token") or "<s>")
+        if go.failed or exp != act:
+            false_claims.append((record["_file"], checked.probe))
+    assert len(checks) > 400  # 450 on 30 templates
+    assert false_claims == []
+    # Limited claims: on >= 0.12.4 (unset think on) Go renders a plain request differently.
+    single = probes["single_user"]
+    answers = go_oracle.run([_case_093(r, single, unset_think_off=False) for _, r in limited])
+    for (record, result), go in zip(limited, answers, strict=True):
+        checked = next(p for p in result.report.probes if p.probe == "single_user")
+        exp, act = strip_bos(checked.expected or "", go.output, record.get("bos_token") or "<s>")
+        assert exp != act, record["_file"]
+
+
+def _case_093(result: Any, probe: Any, *, unset_think_off: bool) -> dict[str, Any]:
+    """A Go oracle request rendered with Ollama 0.9.3's prompt building."""
+    from support.go_oracle import to_ollama_api_messages
+
+    return {
+        "kind": "ollama",
+        "template": result.template,
+        "messages": to_ollama_api_messages(list(probe.messages)),
+        "system": result.system or "",
+        "think": probe.think,
+        "merge_tools": True,
+        "no_date_funcs": True,
+        "unset_think_off": unset_think_off,
+    }
 
 
 @pytest.mark.slow

@@ -283,6 +283,7 @@ class _Route:
         if not template.verified:
             warnings.append(f"template not verified: {template.note or ''}")
         warnings += template.capabilities_lost
+        warnings += [template.thinking_note] if template.thinking_note else []
         warnings += _same_answer_warning(rt, base_rt)
         facts = AdapterFacts(
             base_model=self.base_name,
@@ -306,6 +307,7 @@ class _Route:
             warnings=tuple(warnings),
             failed_model=failed,
             adapter=facts,
+            thinking_holds_for=template.thinking_holds_for,
         )
 
     # ------------------------------------------------------------------- stages

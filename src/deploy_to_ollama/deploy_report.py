@@ -45,6 +45,7 @@ def report_data(report: DeployReport) -> dict[str, Any]:
         else ["completion", *go_template_capabilities(modelfile.template)],
         "template_route": report.route.to_json() if report.route else None,
         "ollama_versions_checked": [rt.server_version] if rt else [],
+        "thinking_holds_for": report.to_dict()["thinking_holds_for"],
         "round_trip": _round_trip_data(rt, full=True),
         "warnings": list(report.warnings),
     }
@@ -237,6 +238,9 @@ def summary_markdown(data: dict[str, Any]) -> str:
         lines.append(f"- Adapter on base `{adapter.get('base_model')}`: base round trip {verdict}")
     capabilities = ", ".join(data.get("capabilities") or []) or "none"
     lines.append(f"- Capabilities (from the TEMPLATE): {capabilities}")
+    held = data.get("thinking_holds_for")
+    if held:  # a generation of Ollama treats a request without think its own way
+        lines.append(f"- Thinking verified for Ollama {', '.join(held)}")
     return "\n".join(lines)
 
 

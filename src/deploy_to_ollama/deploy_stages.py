@@ -131,6 +131,7 @@ def run_template(
         values = {k: v for k, v in done.items() if k != "key"}
         values["stops"] = tuple(values.get("stops") or ())
         values["capabilities_lost"] = tuple(values.get("capabilities_lost") or ())
+        values["thinking_holds_for"] = tuple(values.get("thinking_holds_for") or ())
         return TemplateResult(**values), "reused"
     progress.start("template", "template: translating the chat template")
     result = translate_stage(path, base_dir, server_version=server_version)

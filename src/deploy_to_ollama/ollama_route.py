@@ -33,6 +33,7 @@ from .capabilities import (
 __all__ = [
     "LIBRARY_MATCH_DISTANCE",
     "NATIVE_SINCE",
+    "THINK_UNSET_ON",
     "LibraryTemplate",
     "ModelFacts",
     "PromptRules",
@@ -132,9 +133,19 @@ class PromptRules:
     up to v0.9.5; from v0.9.6 each tool result stays its own message."""
     think_level: bool
     """``.ThinkLevel`` exists (v0.11.0 and later)."""
+    think_unset_on: bool
+    """A request without ``think`` reaches a thinking TEMPLATE as ``.Think`` true (v0.12.4
+    and later, server/routes.go); before, as false with ``.IsThinkSet`` false (``.Think``
+    and ``.IsThinkSet`` arrived together in v0.9.0)."""
     required_omitted_when_empty: bool
     """A tool's ``parameters.required`` is left out when empty (v0.12.11 and later); before,
     Go's ``json`` printed ``"required":null``."""
+
+
+#: The first release that turns ``think`` on for a thinking-capable model when a request
+#: leaves it unset (ollama/ollama 90d429f5a, "thinking: turn on thinking mode for all
+#: reasoning models", first tagged v0.12.4).
+THINK_UNSET_ON = (0, 12, 4)
 
 
 def prompt_rules(version: ServerVersion) -> PromptRules:
@@ -144,11 +155,14 @@ def prompt_rules(version: ServerVersion) -> PromptRules:
     True
     >>> prompt_rules(parse_server_version("0.33.0")[0]).merge_tool_messages
     False
+    >>> [prompt_rules(parse_server_version(v)[0]).think_unset_on for v in ("0.12.3", "0.12.4")]
+    [False, True]
     """
     parts = (99, 0, 0) if version.newest else version.parts
     return PromptRules(
         merge_tool_messages=parts < (0, 9, 6),
         think_level=parts >= (0, 11, 0),
+        think_unset_on=parts >= THINK_UNSET_ON,
         required_omitted_when_empty=parts >= (0, 12, 11),
     )
 

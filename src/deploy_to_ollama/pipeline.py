@@ -296,6 +296,8 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
     if not template.verified:
         warnings.append(f"template not verified: {template.note or ''}")
     warnings += template.capabilities_lost if route.route == "go" else ()
+    go = route.route == "go"  # the TEMPLATE is what serves; native routes drop it
+    warnings += [template.thinking_note] if go and template.thinking_note else []
     warnings += route.warnings
     return DeployReport(
         name=plan.name,
@@ -310,6 +312,7 @@ def _run(plan: _Plan, path: Path, resolved: ResolvedInput) -> DeployReport:
         warnings=tuple(warnings),
         failed_model=failed_model,
         route=route,
+        thinking_holds_for=template.thinking_holds_for if go else None,
     )
 
 

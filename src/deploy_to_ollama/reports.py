@@ -33,6 +33,9 @@ class DeployReport:
     """``--mode adapter``: the base it runs on, the bytes uploaded, the base's own round trip."""
     route: RouteChoice | None = None
     """The template route, why, its proof and the capabilities Ollama reports (``routing``)."""
+    thinking_holds_for: tuple[str, ...] | None = None
+    """The Ollama generations where the TEMPLATE's thinking is verified (``think_generations``;
+    empty: it is not; None: no TEMPLATE of ours serves, a native route)."""
 
     @property
     def passed(self) -> bool:
@@ -58,6 +61,7 @@ class DeployReport:
             "round_trip": self.round_trip.to_dict() if self.round_trip else None,
             "warnings": list(self.warnings),
             "failed_model": self.failed_model,
+            "thinking_holds_for": _listed(self.thinking_holds_for),
             "run": self.run_command,
             **(self.route.to_json() if self.route else {}),
         } | (self.adapter.to_dict() if self.adapter else {})
@@ -69,6 +73,8 @@ class DeployReport:
             f"quant    {self.quant} ({size}, {self.gguf})",
             f"template {'verified' if self.template_verified else 'NOT verified'}",
         ]
+        if self.thinking_holds_for:
+            lines.append(f"thinking verified for Ollama {', '.join(self.thinking_holds_for)}")
         lines += self.route.summary_lines() if self.route else []
         rt = self.round_trip
         if rt is None:
@@ -83,6 +89,10 @@ class DeployReport:
             lines[1:2] = self.adapter.summary_lines()
         lines.append(f"run      {self.run_command}")
         return lines
+
+
+def _listed(values: tuple[str, ...] | None) -> list[str] | None:
+    return None if values is None else list(values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ def translate_stage(
     """
     from .capabilities import capability_warnings
     from .chat_template import load_template_source, translate_template
+    from .chat_template.think_generations import thinking_note
 
     try:
         template_source = load_template_source(source)
@@ -55,6 +56,8 @@ def translate_stage(
         note=note or "; ".join(translated.warnings) or None,
         capabilities_lost=tuple(capability_warnings(template_source.template, translated.template)),
         differs=tuple(p.probe for p in translated.report.probes if p.status == "differs"),
+        thinking_holds_for=translated.report.thinking_holds_for,
+        thinking_note=thinking_note(translated.report.thinking_holds_for),
     )
 
 

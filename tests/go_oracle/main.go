@@ -33,6 +33,9 @@ type request struct {
 	ThinkLevel string `json:"think_level"`
 	// MergeTools: collate joins consecutive tool results too (Ollama up to v0.9.5).
 	MergeTools bool `json:"merge_tools"`
+	// UnsetThinkOff: a request without think stays think false even for a TEMPLATE with
+	// thinking tags (Ollama before v0.12.4; server/routes.go turns it on since).
+	UnsetThinkOff bool `json:"unset_think_off"`
 	// Today pins time.Now()'s date for currentDate/yesterdayDate ("2006-01-02"; empty: the
 	// clock), so a test renders a TEMPLATE on another day than today.
 	Today string `json:"today"`

@@ -28,7 +28,7 @@ func runOllama(req request) result {
 		msgs = append([]Message{{Role: "system", Content: req.System}}, msgs...)
 	}
 	think := req.Think
-	if think == nil {
+	if think == nil && !req.UnsetThinkOff {
 		open, closing := inferTags(tmpl)
 		if open != "" && closing != "" {
 			t := true

@@ -36,8 +36,12 @@ def with_think_levels(
     """``result`` with ``.ThinkLevel`` in place of the Jinja's default effort, where that
     verifies; else ``result``."""
     from .ollama_prompt import template_thinks
+    from .server_rules import current_rules
     from .switched import accept_thinking
 
+    rules = current_rules()
+    if rules is not None and not rules.think_level:
+        return result  # the serving Ollama (before v0.11.0) has no .ThinkLevel
     try:
         if not template_thinks(result.template):
             return result

@@ -225,7 +225,8 @@ def render_ollama_prompt(
         messages: HF/OpenAI-format chat messages.
         system: the Modelfile SYSTEM, prepended when the first message is not a system one.
         tools: tool definitions (OpenAI JSON schema shape), as in the request's ``tools``.
-        think: the request's ``think``; None lets Ollama enable it for thinking templates.
+        think: the request's ``think``; None lets Ollama (>= 0.12.4, see
+            ``server_rules.for_server``) enable it for thinking templates.
         merge_tool_results: join consecutive tool results as Ollama up to v0.9.5 does
             (``ollama_route.prompt_rules``); the newest releases keep them apart. None: as
             the rules in force say (``server_rules.for_server``; the newest outside it).
@@ -239,12 +240,16 @@ def render_ollama_prompt(
     msgs = to_ollama_messages(messages)
     if msgs and msgs[0].role != "system" and system:
         msgs.insert(0, OllamaMessage("system", system))
-    if think is None and thinks:
-        think = True
+    from deploy_to_ollama.chat_template.server_rules import (
+        current_rules,
+        merges_tool_results,
+        unset_think_on,
+    )
+
+    if think is None and thinks and unset_think_on(current_rules()):
+        think = True  # server/routes.go since v0.12.4; before, unset stays false
     think_values = _think_values(think=think)
     if merge_tool_results is None:
-        from deploy_to_ollama.chat_template.server_rules import current_rules, merges_tool_results
-
         merge_tool_results = merges_tool_results(current_rules())
     joined_system, collated = _collate(msgs, merge_tools=merge_tool_results)
     if "messages" in names:

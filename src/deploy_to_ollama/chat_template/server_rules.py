@@ -2,7 +2,9 @@
 
 Prompt building differs between releases before the TEMPLATE runs (``ollama_route.
 prompt_rules``): up to v0.9.5, ``collate`` joins consecutive tool results into one message
-(``"\\n\\n"``), so a TEMPLATE there can never print two results apart as the Jinja does. The
+(``"\\n\\n"``), so a TEMPLATE there can never print two results apart as the Jinja does;
+before v0.12.4 a request without ``think`` reaches the TEMPLATE as think false, so a
+Jinja whose default is thinking off can be matched there (``switched.py``). The
 rules in force for one verification travel in a context variable, so that every render the
 translator's candidate search makes uses them without threading them through each call.
 """
@@ -65,6 +67,12 @@ def current_version() -> str | None:
     return _VERSION.get() or None
 
 
+def unset_think_on(rules: PromptRules | None) -> bool:
+    """Whether a request without ``think`` reaches a thinking TEMPLATE as ``.Think`` true
+    under ``rules`` (None: the newest Ollama, where it does)."""
+    return rules is None or rules.think_unset_on
+
+
 def merges_tool_results(rules: PromptRules | None) -> bool:
     """Whether ``rules`` join consecutive tool results."""
     return rules is not None and rules.merge_tool_messages
@@ -97,5 +105,6 @@ __all__ = [
     "has_consecutive_tool_results",
     "joined_results_limit",
     "merges_tool_results",
+    "unset_think_on",
     "using_rules",
 ]

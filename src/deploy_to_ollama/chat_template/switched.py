@@ -7,7 +7,9 @@ reading of turn wrappers covers that, but each setting alone is an ordinary temp
 the switch in the Jinja source, translate both settings with the usual inference, and join the
 two TEMPLATEs under ``{{ if and $.IsThinkSet (not $.Think) }}``. The pair is kept only when
 it verifies on every probe of the original template that the single TEMPLATE matched, and on
-the thinking probes.
+the thinking probes. A Jinja whose default is thinking off is joined the same way under
+``{{ if not $.Think }}``, and only for a server before v0.12.4: there a request without
+``think`` reaches the TEMPLATE as think false; newer servers send it as true.
 
 Where neither setting prints reasoning (SmolLM3 drops it from every turn), Ollama still needs
 ``.Thinking`` inside the messages loop to infer the tags it parses the model's output with;
@@ -24,6 +26,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError, TemplateRenderError
+from .server_rules import current_rules, current_version, unset_think_on
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
 from .thinking import OFF, switch_name
@@ -40,11 +43,36 @@ OPEN_RE = re.compile(r"(<([A-Za-z_]{1,20})>)\s*$")
 EMPTY_BLOCK_RE = re.compile(r"(<([A-Za-z_|]{1,20})>)\s*(</\2>)\s*$")
 
 
+#: The action that opens the thinking-off TEMPLATE for a Jinja whose default is thinking off:
+#: every request but ``think: true``. Only where a request without ``think`` reaches the
+#: TEMPLATE as think false (Ollama before v0.12.4) does that render the Jinja's default.
+OFF_BY_DEFAULT = "if not $.Think"
+
 #: Why thinking probes skip for a template whose default is not thinking on.
 DEFAULT_OFF = (
     "the Jinja template's default is not thinking on, while Ollama (>= 0.12.4) sends think: "
     "true to a TEMPLATE with thinking when a request leaves it unset: no TEMPLATE renders the "
     "default and still switches thinking on, so thinking is left out"
+)
+
+
+#: Why thinking probes skip where a server before v0.12.4 could render a default of thinking
+#: off, but the two settings' TEMPLATEs did not join into one that verifies.
+DEFAULT_OFF_NOT_JOINED = (
+    "the Jinja template's default is thinking off; Ollama {version} sends a request without "
+    "think as think false, so one TEMPLATE per setting joined under {{{{ if not $.Think }}}} "
+    "could render it, but that pair did not verify (each setting translated alone, with the "
+    "same SYSTEM, losing no probe), so thinking is left out"
+)
+
+
+#: Why thinking probes skip for a Jinja whose default is a third setting, where the
+#: three TEMPLATEs did not join into one that verifies.
+THREE_NOT_JOINED = (
+    "the Jinja template's default is neither its thinking-on nor its thinking-off setting; "
+    "Ollama {version} tells a request without think apart (.IsThinkSet false), but the "
+    "TEMPLATEs of the default and of each setting did not join into one that verifies, so "
+    "thinking is left out"
 )
 
 
@@ -57,26 +85,47 @@ def with_switched_thinking(
         return result
     name = switch_name(source)
     renders = _generation_prompts(source, name)
+    cond = OFF
     if renders is not None and renders[0] != renders[1] and renders[1] != renders[2]:
-        return _default_off(result)
+        if unset_think_on(current_rules()):
+            return _default_off(result)
+        if renders[0] != renders[2]:
+            return _three_settings(source, name, result, refs)
+        cond = OFF_BY_DEFAULT  # the server sends an unset think as false: the Jinja's default
+    joined = _joined_or_opened(source, name, result, refs, renders, cond)
+    if joined is not None:
+        return joined
+    if cond == OFF_BY_DEFAULT:
+        version = current_version() or "before v0.12.4"
+        return _default_off(result, DEFAULT_OFF_NOT_JOINED.format(version=version))
+    return result
+
+
+def _joined_or_opened(
+    source: TemplateSource,
+    name: str,
+    result: TranslatedTemplate,
+    refs: Mapping[str, Any],
+    renders: tuple[str, str, str] | None,
+    cond: str,
+) -> TranslatedTemplate | None:
+    """The two-setting TEMPLATE, or the declared tags of an opened block (None: neither)."""
     if not result.report.public_verified:
-        return result
+        return None
     try:
         if renders is None or renders[1] == renders[2]:
-            joined = _opened(source, result, refs)
-        else:
-            joined = _joined(source, name, result, refs, renders[2])
+            return _opened(source, result, refs)
+        return _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
-        return result
-    return joined if joined is not None else result
+        return None
 
 
-def _default_off(result: TranslatedTemplate) -> TranslatedTemplate:
+def _default_off(result: TranslatedTemplate, reason: str = DEFAULT_OFF) -> TranslatedTemplate:
     from .verify import NO_THINKING
 
     probes = tuple(
-        replace(p, reason=DEFAULT_OFF) if p.status == "skipped" and p.reason == NO_THINKING else p
+        replace(p, reason=reason) if p.status == "skipped" and p.reason == NO_THINKING else p
         for p in result.report.probes
     )
     return replace(result, report=replace(result.report, probes=probes))
@@ -117,6 +166,7 @@ def _joined(
     result: TranslatedTemplate,
     refs: Mapping[str, Any],
     off_prompt: str,
+    cond: str = OFF,
 ) -> TranslatedTemplate | None:
     from .translate import translate_template
 
@@ -130,8 +180,8 @@ def _joined(
         if tags is None:
             return None
         on_text += _declaration(tags.group(1), tags.group(3))
-    template = "{{- " + OFF + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
-    flagged = _with_inband_flags(source, name, off.template, on_text, on.system)
+    template = "{{- " + cond + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
+    flagged = _with_inband_flags(source, name, off.template, on_text, on.system, cond)
     if flagged is not None:
         accepted = accept_thinking(source, result, flagged, on.system, refs)
         if accepted is not None:
@@ -139,8 +189,46 @@ def _joined(
     return accept_thinking(source, result, template, on.system, refs)
 
 
+def _three_settings(
+    source: TemplateSource, name: str, result: TranslatedTemplate, refs: Mapping[str, Any]
+) -> TranslatedTemplate:
+    """A Jinja whose default is neither setting (RWKV World: unset prints no tag), on a server
+    before v0.12.4, where ``.IsThinkSet`` tells an unset ``think`` apart: ``result`` for the
+    default, then one TEMPLATE per setting. Without that, the reason says why."""
+    joined = None
+    if result.report.public_verified:
+        try:
+            joined = _three_joined(source, name, result, refs)
+        except DeployError as err:
+            logger.info("thinking settings not joined: %s", err)
+    if joined is not None:
+        return joined
+    version = current_version() or "before v0.12.4"
+    return _default_off(result, THREE_NOT_JOINED.format(version=version))
+
+
+def _three_joined(
+    source: TemplateSource, name: str, result: TranslatedTemplate, refs: Mapping[str, Any]
+) -> TranslatedTemplate | None:
+    from .translate import translate_template
+
+    on = translate_template(fixed(source, name, value=True))
+    off = translate_template(fixed(source, name, value=False))
+    settings = (on.report.public_verified, off.report.public_verified)
+    if not all(settings) or not result.system == on.system == off.system:
+        return None
+    if not (_declares_thinking(on.template) or _declares_thinking(off.template)):
+        return None
+    template = (
+        "{{- if not $.IsThinkSet }}" + result.template
+        + "{{- else if $.Think }}" + on.template
+        + "{{- else }}" + off.template + "{{- end }}"
+    )  # fmt: skip
+    return accept_thinking(source, result, template, on.system, refs)
+
+
 def _with_inband_flags(
-    source: TemplateSource, name: str, off: str, on: str, system: str | None
+    source: TemplateSource, name: str, off: str, on: str, system: str | None, cond: str = OFF
 ) -> str | None:
     """The two-setting TEMPLATE that also obeys ``/no_think``-style flags in the system
     message, where the Jinja has them and conversations carrying each flag verify."""
@@ -149,7 +237,7 @@ def _with_inband_flags(
 
     variants = {value: fixed(source, name, value=value) for value in (True, False)}
     flags = inband_flags(source, variants)
-    template = with_flags(off, on, OFF, flags) if flags else None
+    template = with_flags(off, on, cond, flags) if flags else None
     if template is None:
         return None
     probes = flag_probes(flags)
@@ -247,8 +335,11 @@ def _analysis(source: TemplateSource) -> Any:
 
 __all__ = [
     "DEFAULT_OFF",
+    "DEFAULT_OFF_NOT_JOINED",
     "EMPTY_BLOCK_RE",
+    "OFF_BY_DEFAULT",
     "OPEN_RE",
+    "THREE_NOT_JOINED",
     "accept_thinking",
     "fixed",
     "with_switched_thinking",

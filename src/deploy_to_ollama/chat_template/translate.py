@@ -100,10 +100,12 @@ def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> 
     """The translation with the Jinja's thinking settings joined in (``switched``, ``levels``)."""
     from .levels import with_think_levels
     from .switched import with_switched_thinking
+    from .think_generations import with_thinking_generations
 
     refs = dict(references) if references is not None else reference_renders(source)
     result = with_switched_thinking(source, _translate_plain(source, refs), refs)
-    return with_think_levels(source, result, refs)
+    result = with_think_levels(source, result, refs)
+    return with_thinking_generations(source, result, refs)
 
 
 def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:

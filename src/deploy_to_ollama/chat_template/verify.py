@@ -86,6 +86,9 @@ class VerificationReport:
     when it does not."""
     server_version: str | None = None
     """The Ollama release whose prompt building the Ollama side used (None: the newest)."""
+    thinking_generations: tuple[str, ...] = ()
+    """The Ollama generations (``think_generations.GENERATIONS``) where the thinking probes
+    verified, as checked when the TEMPLATE was chosen (see :attr:`thinking_holds_for`)."""
 
     @property
     def matched(self) -> int:
@@ -114,6 +117,13 @@ class VerificationReport:
         ids = frozenset(p.id for p in load_probes() if p.needs_thinking)
         ran = [p for p in self.probes if p.probe in ids and p.status != "skipped"]
         return bool(ran) and all(p.status == "match" for p in ran)
+
+    @property
+    def thinking_holds_for(self) -> tuple[str, ...]:
+        """The Ollama generations where the thinking claim holds; empty while thinking is not
+        verified (a later step, such as the fixed-date check, may turn a probe into a
+        difference after the generations were checked)."""
+        return self.thinking_generations if self.thinking_verified else ()
 
     @property
     def verified(self) -> bool:

@@ -147,6 +147,8 @@ def run_native(loaded: TemplateSource) -> NativeReport | NativeUnavailable:
 def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) -> dict[str, Any]:
     """The ``--json`` document of ``template show`` (``capabilities`` when ``jinja`` is given:
     what Ollama derives from the Jinja and from the TEMPLATE, see ``capabilities.py``)."""
+    from ..chat_template.think_generations import thinking_json
+
     extra: dict[str, Any] = {}
     if jinja is not None:
         from ..capabilities import compare_capabilities
@@ -162,6 +164,7 @@ def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) ->
         "json_equivalent_probes": result.report.json_equivalent_count,
         "warnings": list(result.warnings),
         "ollama_version": result.report.server_version,
+        "thinking": thinking_json(result.report),
     } | extra
 
 

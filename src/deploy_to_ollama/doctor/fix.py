@@ -71,7 +71,8 @@ def plan_fix(target: Target, reference: ReferenceTemplate, found: Sequence[Diagn
         raise TemplateTranslationError(
             "no template source to translate", hint="pass --source the fine-tune's folder"
         )
-    translated = translate_template(reference.source)
+    # Verified for the serving Ollama's prompt building (None: unknown, the newest).
+    translated = translate_template(reference.source, server_version=target.server_version)
     verified = bool(getattr(translated.report, "verified", False))
     route = _route(target, reference, translated.template, found, verified=verified)
     system = _fixed_system(target, translated.system, found)

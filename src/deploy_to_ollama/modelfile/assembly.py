@@ -46,6 +46,10 @@ class TemplateResult:
     """``capabilities_lost: …`` lines: what Ollama derives from the Jinja but not the TEMPLATE."""
     differs: tuple[str, ...] = ()
     """The probes whose prompt differs from transformers' (the go route's proof)."""
+    thinking_holds_for: tuple[str, ...] = ()
+    """The Ollama generations where the TEMPLATE's thinking is verified (empty: it is not)."""
+    thinking_note: str | None = None
+    """Where the thinking claim does not hold on every generation, the one line that says so."""
 
 
 def format_number(value: float | int) -> str:
