@@ -7,11 +7,12 @@ straight into the GGUF converter, or into sharded safetensors with ``save_merged
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -128,10 +129,49 @@ class MergedTensors:
         """True when the merge leaves ``name`` as the base has it (rows can then be read alone)."""
         return name in self._where and name not in self._patches and name not in self._extra
 
+    def row_reader(self, name: str) -> Callable[[int, int], torch.Tensor] | None:
+        """``rows(first, count)`` of merged tensor ``name`` without the whole merged tensor.
+
+        For an unchanged tensor it reads just those rows. For a plain LoRA patch it computes the
+        whole fp32 delta once (``B @ A`` is not split: BLAS rounds a product of a row slice
+        differently from the same rows of the full product) and adds the base rows to it as
+        they are asked for, so neither the whole base tensor nor the whole merged one in the
+        base dtype is ever in memory next to the delta. Each row is exactly ``self[name]``'s.
+        None where the whole tensor is needed (replacements, base overrides, embedding LoRA,
+        ``fan_in_fan_out``): use ``self[name]``.
+        """
+        if self.is_unchanged(name):
+            return functools.partial(self.rows, name)
+        patch = self._patches.get(name)
+        if name not in self._where or name in self._extra or patch is None or self._cfg is None:
+            return None
+        if patch.replacement is not None or patch.base_override is not None:
+            return None
+        if set(patch.lora) != {"lora_A", "lora_B"} or self._cfg.fan_in_fan_out:
+            return None
+        shape = tuple(int(d) for d in self._where[name][2]["shape"])
+        delta = _delta(patch, self._cfg)
+        if tuple(delta.shape) != shape:
+            raise _delta_shape_error(patch, delta, shape)
+        dtype = _safetensors_torch_dtype(self._where[name][2]["dtype"])
+        if dtype is None:
+            return None  # self[name] raises the error that names it
+
+        def rows(first: int, count: int) -> torch.Tensor:
+            base = self._base_rows(name, first, count)
+            # As _apply, row by row: fp32 delta + base, cast to the base dtype.
+            return delta[first : first + base.shape[0]].add(base).to(dtype)
+
+        return rows
+
     def rows(self, name: str, first: int, count: int) -> torch.Tensor:
         """Rows ``first .. first + count`` of an unchanged tensor, reading only those bytes."""
         if not self.is_unchanged(name):
             return self[name][first : first + count]
+        return self._base_rows(name, first, count)
+
+    def _base_rows(self, name: str, first: int, count: int) -> torch.Tensor:
+        """Rows ``first .. first + count`` of base tensor ``name``, as stored in its file."""
         _, _, info = self._where[name]
         shape = [int(d) for d in info["shape"]]
         row_bytes = (int(info["data_offsets"][1]) - int(info["data_offsets"][0])) // max(
@@ -207,12 +247,18 @@ def _apply(base: torch.Tensor, patch: _ModulePatch, cfg: AdapterConfig) -> torch
         return base.to(dtype)
     delta = _delta(patch, cfg)
     if tuple(delta.shape) != tuple(base.shape):
-        raise MergeError(
-            f"LoRA delta for {patch.module} has shape {list(delta.shape)}, base {list(base.shape)}",
-            hint="pass --base with the exact model the adapter was trained on",
-        )
+        raise _delta_shape_error(patch, delta, tuple(base.shape))
     # In place (the sum is exactly base.float() + delta): one fp32 copy fewer per tensor.
     return delta.add_(base).to(dtype)
+
+
+def _delta_shape_error(
+    patch: _ModulePatch, delta: torch.Tensor, shape: tuple[int, ...]
+) -> MergeError:
+    return MergeError(
+        f"LoRA delta for {patch.module} has shape {list(delta.shape)}, base {list(shape)}",
+        hint="pass --base with the exact model the adapter was trained on",
+    )
 
 
 def _delta(patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
