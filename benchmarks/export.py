@@ -43,6 +43,22 @@ of ours q4_k_m: quantize 12.4 CPU s (Q4_K 10.7, Q6_K 1.7), merge 25.0, convert 3
 write 2.5 busy s (wall-clock, inflated by the load). Back to back, ours alone with main's
 kernel (no Q6_K) vs this one: 75.9 -> 59.1 s wall, 46.1 -> 42.9 s CPU, worker 59.9 -> 47.2 s.
 Quantize is no longer the biggest share; merge and convert are (next to cut).
+
+``--params 3B`` (Llama 3.2 3B's shape, 3212.7M params, 128K vocabulary, tied embeddings) runs
+ours at 1B and at 3B in the same run, baseline skipped (``BASELINE_3B_SKIPPED`` says why).
+Measured 2026-12-03 on the same box under load ~7-8, ``nice -n 10``, same run each:
+before (main e786e32): 1B 0.51 GB / 161.7 s, 3B 0.82 GB / 406.7 s: 3B/1B 1.61 (MISSED 1.2).
+The growth: the fused writer held each tensor's whole quantized bytes, and the tied 394M-value
+embedding is the output tensor (Q6_K, 323 MB); each LoRA-merged tensor existed whole in fp32,
+bf16 base and bf16 result at once (25M values at 3B: ~200 MB); the whole adapter was loaded.
+After streaming blocks to the files and adding base rows to the LoRA delta row by row:
+1B 0.48 GB / 163.9 s, 3B 0.58 GB / 235.5 s: 3B/1B 1.21 (ours 3B stage busy s: read 11.4,
+merge 99.8, convert 46.5, quantize 42.8 = Q4_K 35.4 + Q6_K 7.3, write 3.8; wall 169.0).
+Reading each LoRA pair only when merged came after that run: ``MergedTensors`` alone held
+18.9 MB (1B) / 31.0 MB (3B) of adapter before, 0.5 / 0.6 MB after (not re-run end to end).
+What still grows: the fp32 delta ``B @ A`` of one tensor (46 MB at 1B, 100 MB at 3B), kept
+whole because MKL rounds a product of a row slice differently from the same rows of the full
+product (bit-identity with peft's merge would be lost), and the 128K vs 32K vocabulary.
 """
 
 from __future__ import annotations
@@ -254,7 +270,7 @@ def measure(argv: list[str]) -> dict[str, float]:
         # CPU seconds of the whole tree (wait4 counts the children it waited for): unlike the
         # wall, hardly moved by other load on a shared box.
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_gb": round(usage.ru_maxrss / 1e6, 2),
+        "peak_rss_gb": round(usage.ru_maxrss / 1e6, 3),
         "written_gb": round(usage.ru_oublock * 512 / 1e9, 2),
     }
 
@@ -295,7 +311,7 @@ def print_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) ->
     for kind, row in results.items():
         print(
             f"{kind:<12}{row['parameters'] / 1e6:>9.1f}{row['wall_s']:>9.1f}{row['cpu_s']:>8.1f}"
-            f"{row['peak_rss_gb']:>13.2f}{row['written_gb']:>12.2f}"
+            f"{row['peak_rss_gb']:>13.3f}{row['written_gb']:>12.2f}"
             f"{row['q4_k_m_bytes'] / 1e6:>11.1f}"
         )
     cells = []
