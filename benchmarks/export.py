@@ -17,7 +17,7 @@ Each pipeline runs in its own child process; ``wait4`` gives its peak RSS (large
 its tree) and the bytes it wrote (``ru_oublock``, counted when pages are dirtied, so files deleted
 before a flush still count). Needs the toolchain (``deploy-to-ollama setup``) and ~8 GB of disk.
 
-    python benchmarks/export.py [--work DIR] [--layers 18] [--keep]
+    python benchmarks/export.py [--params 1B|3B] [--work DIR] [--layers N] [--keep]
 
 Measured 2026-11-27 on the 2-core dev box, idle, 942.7M params, r=16, same run:
 baseline 93.5 s / 2.35 GB peak RSS / 4.35 GB written; ours 40.0 s / 0.49 GB / 0.58 GB
@@ -43,6 +43,22 @@ of ours q4_k_m: quantize 12.4 CPU s (Q4_K 10.7, Q6_K 1.7), merge 25.0, convert 3
 write 2.5 busy s (wall-clock, inflated by the load). Back to back, ours alone with main's
 kernel (no Q6_K) vs this one: 75.9 -> 59.1 s wall, 46.1 -> 42.9 s CPU, worker 59.9 -> 47.2 s.
 Quantize is no longer the biggest share; merge and convert are (next to cut).
+
+``--params 3B`` (Llama 3.2 3B's shape, 3212.7M params, 128K vocabulary, tied embeddings) runs
+ours at 1B and at 3B in the same run, baseline skipped (``BASELINE_3B_SKIPPED`` says why).
+Measured 2026-12-03 on the same box under load ~7-8, ``nice -n 10``, same run each:
+before (main e786e32): 1B 0.51 GB / 161.7 s, 3B 0.82 GB / 406.7 s: 3B/1B 1.61 (MISSED 1.2).
+The growth: the fused writer held each tensor's whole quantized bytes, and the tied 394M-value
+embedding is the output tensor (Q6_K, 323 MB); each LoRA-merged tensor existed whole in fp32,
+bf16 base and bf16 result at once (25M values at 3B: ~200 MB); the whole adapter was loaded.
+After streaming blocks to the files and adding base rows to the LoRA delta row by row:
+1B 0.48 GB / 163.9 s, 3B 0.58 GB / 235.5 s: 3B/1B 1.21 (ours 3B stage busy s: read 11.4,
+merge 99.8, convert 46.5, quantize 42.8 = Q4_K 35.4 + Q6_K 7.3, write 3.8; wall 169.0).
+Reading each LoRA pair only when merged came after that run: ``MergedTensors`` alone held
+18.9 MB (1B) / 31.0 MB (3B) of adapter before, 0.5 / 0.6 MB after (not re-run end to end).
+What still grows: the fp32 delta ``B @ A`` of one tensor (46 MB at 1B, 100 MB at 3B), kept
+whole because MKL rounds a product of a row slice differently from the same rows of the full
+product (bit-identity with peft's merge would be lost), and the 128K vs 32K vocabulary.
 """
 
 from __future__ import annotations
@@ -54,36 +70,61 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, VOCAB = 2048, 5632, 32, 8, 32000
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 RANK = 16
 
 
-def _shapes(layers: int) -> dict[str, tuple[int, ...]]:
-    head = HIDDEN // HEADS
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (VOCAB, HIDDEN)}
-    for i in range(layers):
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """A Llama-architecture model size (random weights of this shape are generated locally)."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    layers: int
+    tied: bool
+
+
+#: ``--params``: "1B" is the shape every earlier figure in this file was measured on (942.7M,
+#: a TinyLlama-like 32K vocabulary); "3B" is Llama 3.2 3B's (3.21B, 128K vocabulary, tied
+#: embeddings, so its 394M-value token embedding is also the output tensor, quantized to Q6_K).
+SHAPES = {
+    "1B": Shape(2048, 5632, 32, 8, 32000, 18, tied=False),
+    "3B": Shape(3072, 8192, 24, 8, 128256, 28, tied=True),
+}
+
+
+def _shapes(shape: Shape) -> dict[str, tuple[int, ...]]:
+    hidden, inter, head = shape.hidden, shape.intermediate, shape.hidden // shape.heads
+    kv = shape.kv_heads * head
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (shape.vocab, hidden)}
+    for i in range(shape.layers):
         p = f"model.layers.{i}"
         shapes |= {
-            f"{p}.input_layernorm.weight": (HIDDEN,),
-            f"{p}.post_attention_layernorm.weight": (HIDDEN,),
-            f"{p}.self_attn.q_proj.weight": (HIDDEN, HIDDEN),
-            f"{p}.self_attn.k_proj.weight": (KV_HEADS * head, HIDDEN),
-            f"{p}.self_attn.v_proj.weight": (KV_HEADS * head, HIDDEN),
-            f"{p}.self_attn.o_proj.weight": (HIDDEN, HIDDEN),
-            f"{p}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
-            f"{p}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
-            f"{p}.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
+            f"{p}.input_layernorm.weight": (hidden,),
+            f"{p}.post_attention_layernorm.weight": (hidden,),
+            f"{p}.self_attn.q_proj.weight": (hidden, hidden),
+            f"{p}.self_attn.k_proj.weight": (kv, hidden),
+            f"{p}.self_attn.v_proj.weight": (kv, hidden),
+            f"{p}.self_attn.o_proj.weight": (hidden, hidden),
+            f"{p}.mlp.gate_proj.weight": (inter, hidden),
+            f"{p}.mlp.up_proj.weight": (inter, hidden),
+            f"{p}.mlp.down_proj.weight": (hidden, inter),
         }
-    shapes |= {"model.norm.weight": (HIDDEN,), "lm_head.weight": (VOCAB, HIDDEN)}
+    shapes["model.norm.weight"] = (hidden,)
+    if not shape.tied:
+        shapes["lm_head.weight"] = (shape.vocab, hidden)
     return shapes
 
 
-def generate(work: Path, layers: int) -> tuple[Path, Path]:
+def generate(work: Path, shape: Shape) -> tuple[Path, Path]:
     """Write the random base (4 shards) and LoRA, tensor by tensor (never the whole model)."""
     import torch
     from safetensors.torch import save_file
@@ -101,15 +142,13 @@ def generate(work: Path, layers: int) -> tuple[Path, Path]:
         if (base / name).exists():
             shutil.copy2(base / name, adapter / name)
     gen = torch.Generator().manual_seed(0)
-    shapes = _shapes(layers)
+    shapes = _shapes(shape)
     names = list(shapes)
     shards = [names[i::4] for i in range(4)]
     weight_map: dict[str, str] = {}
     for index, shard in enumerate(shards):
         file = f"model-{index + 1:05d}-of-00004.safetensors"
-        tensors = {
-            n: (torch.randn(shapes[n], generator=gen) * 0.02).to(torch.bfloat16) for n in shard
-        }
+        tensors = {n: _random_bf16(shapes[n], gen) for n in shard}
         save_file(tensors, base / file, metadata={"format": "pt"})
         weight_map |= dict.fromkeys(shard, file)
         del tensors
@@ -118,16 +157,16 @@ def generate(work: Path, layers: int) -> tuple[Path, Path]:
     config = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
-        "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE,
-        "num_hidden_layers": layers,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "vocab_size": VOCAB,
+        "hidden_size": shape.hidden,
+        "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads,
+        "vocab_size": shape.vocab,
         "max_position_embeddings": 4096,
         "rms_norm_eps": 1e-5,
         "rope_theta": 500000.0,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": shape.tied,
         "torch_dtype": "bfloat16",
         "hidden_act": "silu",
     }
@@ -159,6 +198,18 @@ def generate(work: Path, layers: int) -> tuple[Path, Path]:
     }
     (adapter / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
     return base, adapter
+
+
+def _random_bf16(shape: tuple[int, ...], gen: Any) -> Any:
+    """N(0, 0.02) values in bf16, drawn in row blocks (a 3B embedding in float32 is 1.6 GB)."""
+    import torch
+
+    out = torch.empty(shape, dtype=torch.bfloat16)
+    step = max(1, (1 << 24) // max(1, out[0].numel())) if out.dim() > 1 else out.shape[0]
+    for first in range(0, out.shape[0], step):
+        part = out[first : first + step]
+        part.copy_(torch.randn(part.shape, generator=gen) * 0.02)
+    return out
 
 
 #: The K-quants of the one-pass row.
@@ -219,7 +270,7 @@ def measure(argv: list[str]) -> dict[str, float]:
         # CPU seconds of the whole tree (wait4 counts the children it waited for): unlike the
         # wall, hardly moved by other load on a shared box.
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-        "peak_rss_gb": round(usage.ru_maxrss / 1e6, 2),
+        "peak_rss_gb": round(usage.ru_maxrss / 1e6, 3),
         "written_gb": round(usage.ru_oublock * 512 / 1e9, 2),
     }
 
@@ -228,7 +279,15 @@ def measure(argv: list[str]) -> dict[str, float]:
 RATIO_TARGETS = {"wall_s": 0.25, "peak_rss_gb": 0.2}
 #: Three K-quants in one pass: at most this multiple of one quant's wall time.
 ONE_PASS_TARGET = 1.5
+#: ``--params 3B``: ours' peak RSS at most this multiple of ours at 1B (flat in model size).
+RSS_GROWTH_TARGET = 1.2
 KINDS = ("baseline", "ours", "ours x3")
+#: Why ``--params 3B`` runs only ours (``--pipelines`` overrides it).
+BASELINE_3B_SKIPPED = (
+    "baseline not run at 3B: peft merge_and_unload holds the whole 6.4 GB bf16 model, then"
+    " writes 6.4 GB merged + 6.4 GB BF16 GGUF, ~3.4x its 1B wall (100-260 s here), on 2 shared"
+    " cores; pass --pipelines baseline,ours to run it anyway"
+)
 
 
 def stage_times(out: Path) -> dict[str, dict[str, float]]:
@@ -240,39 +299,47 @@ def stage_times(out: Path) -> dict[str, dict[str, float]]:
     return {f["quant"]: f["timings"] for f in files if f.get("timings")}
 
 
-def print_table(params: int, results: dict[str, dict[str, Any]], ratios: dict[str, float]) -> None:
-    """The comparison as a table, with each ratio checked against its target."""
-    print(f"{params / 1e6:.1f}M parameters, LoRA r={RANK}, to q4_k_m")
+def print_table(results: dict[str, dict[str, Any]], ratios: dict[str, float]) -> None:
+    """The comparison as a table, with each ratio checked against its target.
+
+    ``results`` maps a row name (``ours``, ``ours 1B`` ...) to its measurement.
+    """
     print(
-        f"{'pipeline':<10}{'wall s':>9}{'CPU s':>8}{'peak RSS GB':>13}{'written GB':>12}"
-        f"{'q4_k_m MB':>11}"
+        f"{'pipeline':<12}{'params M':>9}{'wall s':>9}{'CPU s':>8}{'peak RSS GB':>13}"
+        f"{'written GB':>12}{'q4_k_m MB':>11}"
     )
-    for kind in KINDS:
-        row = results[kind]
+    for kind, row in results.items():
         print(
-            f"{kind:<10}{row['wall_s']:>9.1f}{row['cpu_s']:>8.1f}{row['peak_rss_gb']:>13.2f}"
-            f"{row['written_gb']:>12.2f}{row['q4_k_m_bytes'] / 1e6:>11.1f}"
+            f"{kind:<12}{row['parameters'] / 1e6:>9.1f}{row['wall_s']:>9.1f}{row['cpu_s']:>8.1f}"
+            f"{row['peak_rss_gb']:>13.3f}{row['written_gb']:>12.2f}"
+            f"{row['q4_k_m_bytes'] / 1e6:>11.1f}"
         )
     cells = []
     for key, ratio in ratios.items():
         target = RATIO_TARGETS.get(key)
         verdict = "" if target is None else (" ok" if ratio <= target else f" MISSED {target}")
         cells.append(f"{key} {ratio:.2f}{verdict}")
-    print("ours/baseline: " + ", ".join(cells))
-    three = results["ours x3"]["wall_s"] / results["ours"]["wall_s"]
-    three_cpu = results["ours x3"]["cpu_s"] / results["ours"]["cpu_s"]
-    verdict = "ok" if three <= ONE_PASS_TARGET else f"MISSED {ONE_PASS_TARGET}"
-    print(
-        f"three K-quants in one pass ({THREE_K_QUANTS}) / one: wall {three:.2f} {verdict}"
-        f" (CPU {three_cpu:.2f})"
-    )
-    for kind in ("ours", "ours x3"):
-        for quant, times in results[kind].get("stages", {}).items():
+    if cells:
+        print("ours/baseline: " + ", ".join(cells))
+    if "ours x3" in results and "ours" in results:
+        three = results["ours x3"]["wall_s"] / results["ours"]["wall_s"]
+        three_cpu = results["ours x3"]["cpu_s"] / results["ours"]["cpu_s"]
+        verdict = "ok" if three <= ONE_PASS_TARGET else f"MISSED {ONE_PASS_TARGET}"
+        print(
+            f"three K-quants in one pass ({THREE_K_QUANTS}) / one: wall {three:.2f} {verdict}"
+            f" (CPU {three_cpu:.2f})"
+        )
+    if "ours 1B" in results and "ours" in results:
+        growth = results["ours"]["peak_rss_gb"] / results["ours 1B"]["peak_rss_gb"]
+        verdict = "ok" if growth <= RSS_GROWTH_TARGET else f"MISSED {RSS_GROWTH_TARGET}"
+        print(f"ours peak RSS 3B / 1B: {growth:.2f} {verdict}")
+    for kind, row in results.items():
+        for quant, times in row.get("stages", {}).items():
             stages = ", ".join(f"{stage} {s:.1f}" for stage, s in times.items())
             print(f"  {kind} {quant} stage seconds: {stages}")
-    if single := results["ours"].get("stages", {}).get("q4_k_m"):
-        name, seconds, total = biggest_share(single)
-        print(f"  ours q4_k_m biggest share: {name} {seconds:.1f} s of {total:.1f} busy s")
+        if single := row.get("stages", {}).get("q4_k_m"):
+            name, seconds, total = biggest_share(single)
+            print(f"  {kind} q4_k_m biggest share: {name} {seconds:.1f} s of {total:.1f} busy s")
 
 
 def biggest_share(times: dict[str, float]) -> tuple[str, float, float]:
@@ -292,69 +359,117 @@ def biggest_share(times: dict[str, float]) -> tuple[str, float, float]:
     return name, parts[name], sum(parts.values())
 
 
+def _generate(work: Path, params: str, layers: int | None) -> Path:
+    """Generate (or reuse) the model of ``params`` under ``work/params``, in a child.
+
+    In a child: ru_maxrss of a process started later includes this process's peak at the time
+    it was spawned (the exec keeps the high-water mark), so generating the model here would add
+    its ~1.3 GB to every pipeline's figure.
+    """
+    folder = work / params
+    command = [sys.executable, __file__, "--work", str(work), "--params", params, "--generate"]
+    if layers is not None:
+        command += ["--layers", str(layers)]
+    subprocess.run(command, check=True)
+    return folder
+
+
+def _measure_kinds(
+    folder: Path, params: str, kinds: list[str], llama_cpp: Path
+) -> dict[str, dict[str, Any]]:
+    """Run each pipeline on the model in ``folder``, one child each, and measure it."""
+    from deploy_to_ollama.gguf.quants import count_parameters
+
+    parameters = count_parameters(folder / "base")
+    me = [sys.executable, __file__, "--work", str(folder.parent), "--params", params, "--child"]
+    results: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        shutil.rmtree(folder / kind, ignore_errors=True)
+        results[kind] = {"parameters": parameters, **measure([*me, kind, str(llama_cpp)])}
+        outputs = sorted((folder / kind).rglob("*.Q4_K_M.gguf"))
+        results[kind]["q4_k_m_bytes"] = outputs[0].stat().st_size if outputs else 0
+        results[kind]["stages"] = stage_times(folder / kind)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/dto-bench"))
-    parser.add_argument("--layers", type=int, default=18)
+    parser.add_argument("--params", choices=sorted(SHAPES), default="1B",
+                        help="model size: 1B (default) or 3B (Llama 3.2 3B's shape)")  # fmt: skip
+    parser.add_argument("--layers", type=int, default=None, help="override the layer count")
+    parser.add_argument("--pipelines", default=None,
+                        help=f"comma list of {','.join(KINDS)} (default: all at 1B, ours at 3B,"
+                             " which also runs ours at 1B for the RSS growth)")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep outputs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    base, adapter = args.work / "base", args.work / "adapter"
+    folder = args.work / args.params
+    base, adapter = folder / "base", folder / "adapter"
     if args.generate:
-        generate(args.work, args.layers)
+        shape = SHAPES[args.params]
+        if args.layers is not None:
+            shape = replace(shape, layers=args.layers)
+        generate(folder, shape)
         return 0
     if args.child:
         kind, llama_cpp = args.child[0], Path(args.child[1])
         if kind == "ours":
-            run_ours(adapter, args.work / "ours")
+            run_ours(adapter, folder / "ours")
         elif kind == "ours x3":
-            run_ours(adapter, args.work / "ours x3", THREE_K_QUANTS)
+            run_ours(adapter, folder / "ours x3", THREE_K_QUANTS)
         else:
-            run_baseline(base, adapter, args.work / "baseline", llama_cpp)
+            run_baseline(base, adapter, folder / "baseline", llama_cpp)
         return 0
     from deploy_to_ollama.gguf.toolchain import find_toolchain
     from deploy_to_ollama.settings import Settings
 
     settings = Settings.from_env()
     llama_cpp = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).root
-    # In a child: ru_maxrss of a process started later includes this process's peak at the time
-    # it was spawned (the exec keeps the high-water mark), so generating the model here would add
-    # its ~1.3 GB to every pipeline's figure.
-    subprocess.run([sys.executable, __file__, "--work", str(args.work), "--generate",
-                    "--layers", str(args.layers)], check=True)  # fmt: skip
-    from deploy_to_ollama.gguf.quants import count_parameters
-
-    params = count_parameters(base)
-    me = [sys.executable, __file__, "--work", str(args.work), "--child"]
+    default = list(KINDS) if args.params == "1B" else ["ours"]
+    kinds = args.pipelines.split(",") if args.pipelines else default
+    if unknown := set(kinds) - set(KINDS):
+        parser.error(f"unknown pipelines {sorted(unknown)}")
     results: dict[str, dict[str, Any]] = {}
-    for kind in KINDS:
-        shutil.rmtree(args.work / kind, ignore_errors=True)
-        results[kind] = measure([*me, kind, str(llama_cpp)])
-        outputs = sorted((args.work / kind).rglob("*.Q4_K_M.gguf"))
-        results[kind]["q4_k_m_bytes"] = outputs[0].stat().st_size if outputs else 0
-        results[kind]["stages"] = stage_times(args.work / kind)
-    ratios = {
-        key: round(results["ours"][key] / results["baseline"][key], 3)
-        for key in ("wall_s", "cpu_s", "peak_rss_gb", "written_gb")
-        if results["baseline"][key]
-    }
-    one_pass = round(results["ours x3"]["wall_s"] / results["ours"]["wall_s"], 3)
-    report = {
-        "parameters": params,
-        "lora_rank": RANK,
-        **results,
-        "ours/baseline": ratios,
-        "three K-quants in one pass / one (wall)": one_pass,
-    }
+    notes: list[str] = []
+    if args.params != "1B" and not args.pipelines:
+        # Same run, same load: the 1B reference the growth is measured against.
+        reference = _generate(args.work, "1B", None)
+        results["ours 1B"] = _measure_kinds(reference, "1B", ["ours"], llama_cpp)["ours"]
+        notes.append(BASELINE_3B_SKIPPED)
+    folder = _generate(args.work, args.params, args.layers)
+    results |= _measure_kinds(folder, args.params, kinds, llama_cpp)
+    ratios = {}
+    if "baseline" in results and "ours" in results:
+        ratios = {
+            key: round(results["ours"][key] / results["baseline"][key], 3)
+            for key in ("wall_s", "cpu_s", "peak_rss_gb", "written_gb")
+            if results["baseline"][key]
+        }
+    report: dict[str, Any] = {"params": args.params, "lora_rank": RANK, **results, "notes": notes}
+    if ratios:
+        report["ours/baseline"] = ratios
+    if "ours x3" in results and "ours" in results:
+        report["three K-quants in one pass / one (wall)"] = round(
+            results["ours x3"]["wall_s"] / results["ours"]["wall_s"], 3
+        )
+    if "ours 1B" in results:
+        report["ours peak RSS 3B / 1B"] = round(
+            results["ours"]["peak_rss_gb"] / results["ours 1B"]["peak_rss_gb"], 3
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print_table(params, results, ratios)
+        print(f"{args.params} ({SHAPES[args.params]}), LoRA r={RANK}, to q4_k_m")
+        print_table(results, ratios)
+        for note in notes:
+            print(note)
     if not args.keep:
         for kind in KINDS:
-            shutil.rmtree(args.work / kind, ignore_errors=True)
+            for size in SHAPES:
+                shutil.rmtree(args.work / size / kind, ignore_errors=True)
     return 0
 
 

@@ -160,3 +160,23 @@ def test_random_access_equals_the_stream_in_any_order(tiny_llama: LoraFixture) -
             assert merged[name].equal(streamed[name]), name
         with pytest.raises(KeyError):
             merged["model.no_such.weight"]
+
+
+@pytest.mark.slow
+def test_row_reader_rows_equal_the_whole_merge(tiny_llama: LoraFixture) -> None:
+    """Rows merged alone (the GGUF writer's chunks) are exactly the whole merged tensor's rows."""
+    import torch
+
+    resolved = resolve_input(tiny_llama.adapter_dir)
+    with MergedTensors(resolved) as merged:
+        merged_alone = 0
+        for name in merged.names():
+            reader = merged.row_reader(name)
+            whole = merged[name]
+            if reader is None or whole.dim() != 2:
+                continue
+            merged_alone += not merged.is_unchanged(name)
+            rows = [reader(first, 3) for first in range(0, whole.shape[0], 3)]
+            assert torch.cat(rows).equal(whole), name
+            assert rows[0].dtype == whole.dtype, name
+        assert merged_alone, "no LoRA-merged tensor was read row by row"

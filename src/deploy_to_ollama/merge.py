@@ -7,11 +7,12 @@ straight into the GGUF converter, or into sharded safetensors with ``save_merged
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,12 +39,42 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
 
 
+@dataclass(frozen=True, slots=True)
+class _StoredTensor:
+    """An adapter tensor left in its file until its merge reads it.
+
+    Why: a LoRA on every linear layer of a 3B model is ~50 MB in bf16; reading only the pair
+    being merged keeps the merge's memory from growing with the model.
+    """
+
+    file: Path
+    offset: int
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    def load(self) -> torch.Tensor:
+        import torch
+
+        buffer = bytearray(self.nbytes)
+        try:
+            with self.file.open("rb") as fh:
+                got = os.preadv(fh.fileno(), [buffer], self.offset)
+        except OSError as err:
+            raise MergeError(f"cannot read {self.file}: {err}", hint="re-save the adapter") from err
+        if got != self.nbytes:
+            raise MergeError(f"{self.file} is truncated", hint="re-save the adapter")
+        if not buffer:
+            return torch.empty(self.shape, dtype=self.dtype)
+        return torch.frombuffer(buffer, dtype=self.dtype).reshape(self.shape)
+
+
 @dataclass(slots=True)
 class _ModulePatch:
     """What the adapter does to one base tensor."""
 
     module: str
-    lora: dict[str, torch.Tensor] = field(default_factory=dict)
+    lora: dict[str, _StoredTensor] = field(default_factory=dict)
     replacement: torch.Tensor | None = None
     base_override: torch.Tensor | None = None
 
@@ -128,10 +159,49 @@ class MergedTensors:
         """True when the merge leaves ``name`` as the base has it (rows can then be read alone)."""
         return name in self._where and name not in self._patches and name not in self._extra
 
+    def row_reader(self, name: str) -> Callable[[int, int], torch.Tensor] | None:
+        """``rows(first, count)`` of merged tensor ``name`` without the whole merged tensor.
+
+        For an unchanged tensor it reads just those rows. For a plain LoRA patch it computes the
+        whole fp32 delta once (``B @ A`` is not split: BLAS rounds a product of a row slice
+        differently from the same rows of the full product) and adds the base rows to it as
+        they are asked for, so neither the whole base tensor nor the whole merged one in the
+        base dtype is ever in memory next to the delta. Each row is exactly ``self[name]``'s.
+        None where the whole tensor is needed (replacements, base overrides, embedding LoRA,
+        ``fan_in_fan_out``): use ``self[name]``.
+        """
+        if self.is_unchanged(name):
+            return functools.partial(self.rows, name)
+        patch = self._patches.get(name)
+        if name not in self._where or name in self._extra or patch is None or self._cfg is None:
+            return None
+        if patch.replacement is not None or patch.base_override is not None:
+            return None
+        if set(patch.lora) != {"lora_A", "lora_B"} or self._cfg.fan_in_fan_out:
+            return None
+        shape = tuple(int(d) for d in self._where[name][2]["shape"])
+        delta = _delta(patch, self._cfg)
+        if tuple(delta.shape) != shape:
+            raise _delta_shape_error(patch, delta, shape)
+        dtype = _safetensors_torch_dtype(self._where[name][2]["dtype"])
+        if dtype is None:
+            return None  # self[name] raises the error that names it
+
+        def rows(first: int, count: int) -> torch.Tensor:
+            base = self._base_rows(name, first, count)
+            # As _apply, row by row: fp32 delta + base, cast to the base dtype.
+            return delta[first : first + base.shape[0]].add(base).to(dtype)
+
+        return rows
+
     def rows(self, name: str, first: int, count: int) -> torch.Tensor:
         """Rows ``first .. first + count`` of an unchanged tensor, reading only those bytes."""
         if not self.is_unchanged(name):
             return self[name][first : first + count]
+        return self._base_rows(name, first, count)
+
+    def _base_rows(self, name: str, first: int, count: int) -> torch.Tensor:
+        """Rows ``first .. first + count`` of base tensor ``name``, as stored in its file."""
         _, _, info = self._where[name]
         shape = [int(d) for d in info["shape"]]
         row_bytes = (int(info["data_offsets"][1]) - int(info["data_offsets"][0])) // max(
@@ -207,21 +277,28 @@ def _apply(base: torch.Tensor, patch: _ModulePatch, cfg: AdapterConfig) -> torch
         return base.to(dtype)
     delta = _delta(patch, cfg)
     if tuple(delta.shape) != tuple(base.shape):
-        raise MergeError(
-            f"LoRA delta for {patch.module} has shape {list(delta.shape)}, base {list(base.shape)}",
-            hint="pass --base with the exact model the adapter was trained on",
-        )
+        raise _delta_shape_error(patch, delta, tuple(base.shape))
     # In place (the sum is exactly base.float() + delta): one fp32 copy fewer per tensor.
     return delta.add_(base).to(dtype)
+
+
+def _delta_shape_error(
+    patch: _ModulePatch, delta: torch.Tensor, shape: tuple[int, ...]
+) -> MergeError:
+    return MergeError(
+        f"LoRA delta for {patch.module} has shape {list(delta.shape)}, base {list(shape)}",
+        hint="pass --base with the exact model the adapter was trained on",
+    )
 
 
 def _delta(patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
     """``transpose(B @ A) * scaling`` in fp32, as PEFT's get_delta_weight computes it."""
     scaling = cfg.scaling(patch.module)
     if "lora_embedding_A" in patch.lora:
-        a, b = patch.lora["lora_embedding_A"].float(), patch.lora["lora_embedding_B"].float()
+        a = patch.lora["lora_embedding_A"].load().float()
+        b = patch.lora["lora_embedding_B"].load().float()
         return (b @ a).T.mul_(scaling)
-    a, b = patch.lora["lora_A"].float(), patch.lora["lora_B"].float()
+    a, b = patch.lora["lora_A"].load().float(), patch.lora["lora_B"].load().float()
     product = b @ a
     return (product.T if cfg.fan_in_fan_out else product).mul_(scaling)
 
@@ -230,16 +307,10 @@ def _load_patches(
     resolved: ResolvedInput, shapes: dict[str, tuple[list[int], str]]
 ) -> dict[str, _ModulePatch]:
     """Read the (small) adapter and index its tensors by the base tensor they change."""
-    from safetensors.torch import load_file
-
     file = resolved.path / ADAPTER_WEIGHTS
-    try:
-        tensors = load_file(str(file))
-    except Exception as err:  # SafetensorError, OSError
-        raise MergeError(f"cannot read {file}: {err}", hint="re-save the adapter") from err
     tied = _is_tied(resolved.config, shapes)
     patches: dict[str, _ModulePatch] = {}
-    for key, tensor in tensors.items():
+    for key, stored in _stored_tensors(file).items():
         role, module = classify_adapter_key(key)
         if role == "original":
             continue
@@ -255,14 +326,34 @@ def _load_patches(
         if role == "replace":
             # peft may store both X.modules_to_save.weight (the trained copy) and X.weight.
             if ".modules_to_save." in key or patch.replacement is None:
-                patch.replacement = tensor
+                patch.replacement = stored.load()
         elif role == "base_layer":
-            patch.base_override = tensor
+            patch.base_override = stored.load()
         else:
-            patch.lora[role] = tensor
+            patch.lora[role] = stored
     for target, patch in patches.items():
         _check_pairs(target, patch)
     return patches
+
+
+def _stored_tensors(file: Path) -> dict[str, _StoredTensor]:
+    """Every tensor of the adapter's safetensors file, by key, located but not read."""
+    try:
+        data_start, header = read_safetensors_layout(file)
+    except InputError as err:
+        raise MergeError(f"cannot read {file}: {err}", hint="re-save the adapter") from err
+    stored: dict[str, _StoredTensor] = {}
+    for key, info in header.items():
+        dtype = _safetensors_torch_dtype(info["dtype"])
+        if dtype is None:
+            raise MergeError(
+                f"{file}: tensor {key} has unsupported dtype {info['dtype']}",
+                hint="re-save the adapter in float16, bfloat16 or float32",
+            )
+        begin, end = (int(x) for x in info["data_offsets"])
+        shape = tuple(int(d) for d in info["shape"])
+        stored[key] = _StoredTensor(file, data_start + begin, end - begin, dtype, shape)
+    return stored
 
 
 def _check_pairs(target: str, patch: _ModulePatch) -> None:

@@ -109,27 +109,41 @@ class _MergedSource:
         """A 2-D tensor as float32 row chunks, loaded when the writer reaches it.
 
         Why: the converter turns a whole tensor into float32 and then into its output type, so a
-        32000x2048 embedding briefly costs over 1 GB; chunks of ~4 MiB cost a few.
+        32000x2048 embedding briefly costs over 1 GB; chunks of ~4 MiB cost a few. Unchanged
+        tensors are read row by row and LoRA-merged ones add the base rows to their fp32 delta
+        row by row (``MergedTensors.row_reader``); other merged tensors are loaded whole.
         """
         import torch
 
         from deploy_to_ollama.gguf._fused_writer import SourceChunks, gguf
 
         rows_per_chunk = max(1, CHUNK_VALUES // max(1, shape[1]))
-        held: dict[str, Any] = {}
-        unchanged = self._merged.is_unchanged(name)
+        held: dict[str, Callable[[int, int], Any]] = {}
+
+        def reader() -> Callable[[int, int], Any]:
+            with TIMES.timed("merge"):  # the fp32 LoRA delta, when there is one
+                found = self._merged.row_reader(name)
+            if found is not None:
+                self.requested.add(name)
+                return found
+            tensor = self.load(name, shape)  # times its own read and merge
+            return lambda first, count: tensor[first : first + count]
 
         def chunk(first: int) -> Any:
-            if unchanged:  # read just these rows: the whole tensor is never in memory
-                if first == 0:
-                    self.requested.add(name)
-                rows = self._merged.rows(name, first, rows_per_chunk)
-            else:
-                if "tensor" not in held:
-                    held["tensor"] = self.load(name, shape)
-                rows = held["tensor"][first : first + rows_per_chunk]
-                if first + rows_per_chunk >= shape[0]:
-                    held.clear()
+            if "rows" not in held:
+                held["rows"] = reader()
+            reads = TIMES.get("read")
+            with TIMES.timed("merge"):
+                rows = held["rows"](first, rows_per_chunk)
+            TIMES.add("merge", reads - TIMES.get("read"))  # the reads inside were counted as such
+            if tuple(rows.shape[1:]) != shape[1:]:
+                raise WorkerError(
+                    f"merged tensor {name} has rows of shape {tuple(rows.shape[1:])},"
+                    f" expected {shape[1:]}",
+                    "the adapter does not fit this base model; check --base",
+                )
+            if first + rows_per_chunk >= shape[0]:
+                held.clear()
             return rows.to(torch.float32).numpy()
 
         chunks = SourceChunks(

@@ -3,13 +3,16 @@
 The usual route is converter → 16-bit GGUF on disk → ``llama-quantize`` → quantized GGUF. Here
 the converter's writer is re-planned before it writes: every tensor gets the type llama-quantize
 would give it (llama.cpp's own rules, through ``quantizer.QuantLibrary``), tensors are put in
-llama.cpp's order, and each one is quantized by ggml's kernels on a thread pool while the next
-one is being merged. The 16-bit values each tensor is quantized from are exactly those the
-16-bit GGUF would hold, so the file is byte for byte what the two-step route writes.
+llama.cpp's order, and each one is quantized by ggml's kernels on a thread pool, block of rows
+by block, while the next is being merged; each block is written as soon as it is quantized, so
+memory holds a few blocks, not a tensor (a 3B model's 394M-value embedding would otherwise cost
+its whole quantized size, 323 MB in Q6_K). The 16-bit values each tensor is quantized from are
+exactly those the 16-bit GGUF would hold, so the file is byte for byte what the two-step route
+writes.
 
 Several quant types in one run: one writer per output file (``clone_writer``), each with its own
 type plan; every tensor is read, merged and converted once, quantized once per distinct type,
-and its bytes go into every file before the next tensor is taken (``write_quantized``).
+and each block's bytes go into every file before the next block is taken (``write_quantized``).
 
 This module imports the toolchain's vendored ``gguf`` package: it runs only in the worker.
 """
@@ -44,8 +47,13 @@ TensorInfo: Any = gguf.gguf_writer.TensorInfo
 #: float32 values per block handed to the quantizer threads (4 MiB; llama-quantize uses 16K-value
 #: chunks, we hand bigger ones because each call also costs a Python round trip).
 _BLOCK_VALUES = 1 << 20
-#: Finished tensors waiting for the writer: one, so merging runs one tensor ahead of writing.
-_QUEUE_DEPTH = 1
+#: Pieces (one block of rows, for every output file) on their way to the writer, quantized or
+#: being quantized, per quantizer thread. Bounds memory to a few blocks whatever the tensor size.
+_PIECES_PER_THREAD = 2
+
+#: One piece of a tensor's bytes for each output file, in file order: bytes made, bytes being
+#: quantized, or None (nothing for that file in this piece).
+Piece = list["np.ndarray | Future[np.ndarray] | None"]
 
 
 class SourceChunks(list[Callable[[], Any]]):
@@ -179,9 +187,10 @@ def write_quantized(
 ) -> None:
     """Write every planned writer's file, tensor by tensor, side by side.
 
-    Each finished tensor goes into every file at once (what the writer's own
-    ``write_tensors_to_file`` would write: data, then padding to the alignment), so no output
-    waits in memory for another file to catch up.
+    Each piece of a tensor (a block of rows) goes into every file as soon as it is quantized,
+    and a finished tensor is padded to the alignment (what the writer's own
+    ``write_tensors_to_file`` writes), so neither a whole quantized tensor nor an output waiting
+    for another file to catch up is ever held in memory.
     """
     times = pipeline.times
     for writer, path in zip(writers, paths, strict=True):
@@ -193,9 +202,16 @@ def write_quantized(
     pipeline.start()
     try:
         for index, name in enumerate(names, start=1):
-            for writer, label, data in zip(writers, labels, pipeline.take(name), strict=True):
+            written = [0] * len(writers)
+            for piece in pipeline.take(name):
+                for out, part in enumerate(piece):
+                    data = part.result() if isinstance(part, Future) else part
+                    if data is not None:
+                        with times.timed(f"write {labels[out]}"):
+                            written[out] += _write_piece(writers[out], name, data)
+            for writer, label, nbytes in zip(writers, labels, written, strict=True):
                 with times.timed(f"write {label}"):
-                    _write_tensor(writer, name, data)
+                    _end_tensor(writer, name, nbytes)
             on_tensor(index, len(names))
     finally:
         pipeline.close()
@@ -203,18 +219,24 @@ def write_quantized(
             writer.close()
 
 
-def _write_tensor(writer: Any, name: str, data: np.ndarray) -> None:
-    info = writer.tensors[0][name]
-    if data.nbytes != info.nbytes:
-        raise ValueError(f"{name}: produced {data.nbytes} bytes, planned {info.nbytes}")
+def _write_piece(writer: Any, name: str, data: np.ndarray) -> int:
+    """Append one piece of tensor ``name`` to the writer's file; return the bytes written."""
     fout = writer.fout[0]
     start = fout.tell()
     data.tofile(fout)
     # a short write here would only surface as a corrupt file at load time
-    if fout.tell() - start != info.nbytes:
+    if fout.tell() - start != data.nbytes:
         written = fout.tell() - start
-        raise ValueError(f"tensor {name!r} wrote {written} bytes, expected {info.nbytes}")
-    writer.write_padding(fout, info.nbytes)
+        raise ValueError(f"tensor {name!r} wrote {written} bytes, expected {data.nbytes}")
+    return int(data.nbytes)
+
+
+def _end_tensor(writer: Any, name: str, nbytes: int) -> None:
+    """Check that ``name`` got its planned bytes, then pad to the alignment."""
+    info = writer.tensors[0][name]
+    if nbytes != info.nbytes:
+        raise ValueError(f"{name}: produced {nbytes} bytes, planned {info.nbytes}")
+    writer.write_padding(writer.fout[0], info.nbytes)
     writer.state = gguf.gguf_writer.WriterState.WEIGHTS
 
 
@@ -225,8 +247,8 @@ def _job(
     labels: Sequence[str],
     library: QuantLibrary,
     pipeline: _Pipeline,
-) -> tuple[Callable[[], list[np.ndarray]], list[int]]:
-    """The function producing a tensor's final bytes for each output, and their counts.
+) -> tuple[Callable[[], Iterator[Piece]], list[int]]:
+    """The function producing a tensor's final bytes for each output, piece by piece; sizes.
 
     Outputs that want the same type share one result: the quantizer is deterministic, so the
     bytes are the ones a single-type export computes. Timings: ``quantize <quant>`` per file, and
@@ -242,25 +264,32 @@ def _job(
     }
     quantized = sorted(t for t in sizes if t != spec.ggml_type)
     stored = gguf.GGMLQuantizationType(spec.ggml_type)
-    type_names = {t: gguf.GGMLQuantizationType(t).name for t in quantized}
+    stages = {t: _quantize_stages(t, labels, targets) for t in quantized}
     times = pipeline.times
 
-    def produce() -> list[np.ndarray]:
+    def produce() -> Iterator[Piece]:
         raw: np.ndarray | None = None
         if kept:
             with times.timed("source"):
                 raw = _materialize(info.tensor)
-        made: dict[int, np.ndarray] = {}
+            yield [raw if t == spec.ggml_type else None for t in targets]
         if quantized:
             blocks = _f32_blocks(info.tensor, stored, n_per_row, raw)
-            made, seconds = pipeline.quantize(quantized, blocks, nrows, n_per_row, sizes)
-            for label, target in zip(labels, targets, strict=True):
-                if target in seconds:
-                    times.add(f"quantize {label}", seconds[target])
-                    times.add(f"quantize:{type_names[target]} {label}", seconds[target])
-        return [raw if t == spec.ggml_type and raw is not None else made[t] for t in targets]
+            for made in pipeline.quantize(quantized, blocks, nrows, n_per_row, sizes, stages):
+                yield [made.get(t) for t in targets]
 
     return produce, [sizes[t] for t in targets]
+
+
+def _quantize_stages(ggml_type: int, labels: Sequence[str], targets: Sequence[int]) -> list[str]:
+    """The stages a block quantized to ``ggml_type`` counts for: each output that wants it."""
+    name = gguf.GGMLQuantizationType(ggml_type).name
+    return [
+        stage
+        for label, target in zip(labels, targets, strict=True)
+        if target == ggml_type
+        for stage in (f"quantize {label}", f"quantize:{name} {label}")
+    ]
 
 
 def _materialize(tensor: Any) -> np.ndarray:
@@ -339,12 +368,13 @@ def _release_free_memory() -> None:
 
 
 class _Pipeline:
-    """Produces tensors in write order on a background thread, one ahead of the writer.
+    """Produces tensors in write order on a background thread, ahead of the writer.
 
     The producer merges and converts a tensor (torch and numpy release the GIL in their loops)
-    while quantizer threads (ctypes releases it too) work on the tensor before, so the merge,
-    the quantization and the disk writes overlap on every core. Each job yields the tensor's
-    bytes for every output file.
+    and hands its row blocks to quantizer threads (ctypes releases it too), going on to the next
+    block, and the next tensor, while they work; the writer takes the pieces in order as they
+    finish. So the merge, the quantization and the disk writes overlap on every core, and at most
+    ``_PIECES_PER_THREAD`` blocks per thread are in memory, whatever the size of the tensor.
     """
 
     def __init__(self, library: QuantLibrary, threads: int, times: StageTimes) -> None:
@@ -352,15 +382,16 @@ class _Pipeline:
         self._threads = max(1, threads)
         self.times = times
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dto-quantize")
-        self._jobs: deque[tuple[str, Callable[[], list[np.ndarray]]]] = deque()
+        self._jobs: deque[tuple[str, Callable[[], Iterator[Piece]]]] = deque()
         self._last = ""
-        self._done: queue.Queue[tuple[str, list[np.ndarray] | BaseException]] = queue.Queue(
-            _QUEUE_DEPTH
+        # Items: (name, piece), (name, None) when the tensor is complete, or (name, error).
+        self._done: queue.Queue[tuple[str, Piece | BaseException | None]] = queue.Queue(
+            _PIECES_PER_THREAD * self._threads
         )
         self._producer = threading.Thread(target=self._produce, name="dto-merge", daemon=True)
         self._stopping = threading.Event()
 
-    def add(self, name: str, job: Callable[[], list[np.ndarray]]) -> None:
+    def add(self, name: str, job: Callable[[], Iterator[Piece]]) -> None:
         self._jobs.append((name, job))
         self._last = name
 
@@ -373,26 +404,41 @@ class _Pipeline:
             # which cache their values) must be freed before the next one runs.
             name, job = self._jobs.popleft()
             try:
-                result: list[np.ndarray] | BaseException = job()
+                for piece in job():
+                    self._put(name, piece)
+                    if self._stopping.is_set():
+                        return
             except BaseException as err:  # handed to the writer thread, which raises it
-                result = err
+                self._put(name, err)
+                return
             del job
             _release_free_memory()
-            self._done.put((name, result))
-            if isinstance(result, BaseException):
-                return
+            self._put(name, None)
 
-    def take(self, name: str) -> list[np.ndarray]:
-        """The next finished tensor, which must be ``name`` (the writer's order is ours)."""
-        got, result = self._done.get()
-        if isinstance(result, BaseException):
-            self.close()
-            raise result
-        if got != name:
-            raise ValueError(f"pipeline produced {got}, the writer wants {name}")
+    def _put(self, name: str, item: Piece | BaseException | None) -> None:
+        """Queue ``item`` for the writer; give up when the writer has stopped taking."""
+        while not self._stopping.is_set():
+            try:
+                self._done.put((name, item), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def take(self, name: str) -> Iterator[Piece]:
+        """The pieces of the next tensor, which must be ``name`` (the writer's order is ours)."""
+        while True:
+            got, item = self._done.get()
+            if isinstance(item, BaseException):
+                self.close()
+                raise item
+            if got != name:
+                self.close()
+                raise ValueError(f"pipeline produced {got}, the writer wants {name}")
+            if item is None:
+                break
+            yield item
         if got == self._last:
             self.close()
-        return result
 
     def quantize(
         self,
@@ -401,51 +447,44 @@ class _Pipeline:
         nrows: int,
         n_per_row: int,
         sizes: Mapping[int, int],
-    ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-        """Quantize float32 row blocks to each of ``types``, ``threads`` blocks at a time.
+        stages: Mapping[int, Sequence[str]],
+    ) -> Iterator[dict[int, Future[np.ndarray]]]:
+        """Hand float32 row blocks to the quantizer threads, one future per type and block.
 
-        Each block is produced once and handed to every type. Returns one buffer per type and
-        the quantizer-thread seconds each type took.
+        Each block is produced once and handed to every type; ``stages[type]`` get the
+        quantizer-thread seconds of that type.
         """
-        outs = {t: np.empty(sizes[t], dtype=np.uint8) for t in types}
         row_bytes = {t: sizes[t] // nrows for t in types}
-        seconds = dict.fromkeys(types, 0.0)
-        pending: deque[Future[tuple[int, float]]] = deque()
         row = 0
         while True:
             with self.times.timed("source"):
                 rows = next(blocks, None)
             if rows is None:
                 break
-            count = rows.shape[0]
-            for t in types:
-                target = outs[t][row * row_bytes[t] : (row + count) * row_bytes[t]]
-                pending.append(self._pool.submit(self._quantize_rows, t, rows, target))
-            row += count
-            while len(pending) > 2 * self._threads:
-                _add(seconds, pending.popleft().result())
-        for future in pending:
-            _add(seconds, future.result())
+            row += rows.shape[0]
+            yield {
+                t: self._pool.submit(self._quantize_rows, t, rows, row_bytes[t], stages[t])
+                for t in types
+            }
         if row != nrows:
             raise ValueError(f"quantized {row} rows of {nrows}")
-        return outs, seconds
 
     def _quantize_rows(
-        self, ggml_type: int, rows: np.ndarray, out: np.ndarray
-    ) -> tuple[int, float]:
-        """Quantize one block; return its type and the CPU seconds this thread spent on it.
+        self, ggml_type: int, rows: np.ndarray, row_bytes: int, stages: Sequence[str]
+    ) -> np.ndarray:
+        """Quantize one block; add the CPU seconds this thread spent on it to ``stages``.
 
         CPU time, not wall: a quantizer thread does nothing but compute, so on a shared machine
         its wall time would count the other processes' turns on the core as ours.
         """
         started = time.thread_time()
+        out = np.empty(rows.shape[0] * row_bytes, dtype=np.uint8)
         self._library.quantize_rows(ggml_type, rows, out)
-        return ggml_type, time.thread_time() - started
+        seconds = time.thread_time() - started
+        for stage in stages:
+            self.times.add(stage, seconds)
+        return out
 
     def close(self) -> None:
         self._stopping.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _add(seconds: dict[int, float], done: tuple[int, float]) -> None:
-    seconds[done[0]] += done[1]
