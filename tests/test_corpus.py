@@ -26,12 +26,14 @@ RATCHET = 298
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
-TOOL_RESULT_RATCHET = 204
+#: 204 -> 206 (toolsE): the two gpt-oss templates' tool results (see TOOLS_RATCHET).
+TOOL_RESULT_RATCHET = 206
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
 #: 264 measured with the Command A/R7B and Functionary v3.1 readings (258 before).
-VERIFIED_ALL_RATCHET = 272
+#: 272 -> 274 (toolsE): the two gpt-oss templates, tools included (see TOOLS_RATCHET).
+VERIFIED_ALL_RATCHET = 274
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -93,7 +95,14 @@ MID_SYSTEM_RATCHET = 291
 #: typed signature, then Args): two property ranges per tool.
 #: 85 -> 86 (toolsB, measured 86/106): MiniCPM3, whose Jinja raises on a type it does not
 #: know (our sentinel type): its words read off with ``string`` in the sentinel's place.
-TOOLS_RATCHET = 97
+#: 97 -> 99 (toolsE): both gpt-oss templates (harmony). Only the first call of a turn prints
+#: (tool_calls[0]: the call item guarded by its index), each result is named after the call
+#: before it (last_tool_call.name: a Go scan of the earlier messages), the content or reasoning
+#: of a turn with calls prints on the analysis channel only until an answer follows ($answered),
+#: and a turn without calls keeps its reasoning after the shared <|start|>assistant. The
+#: TypeScript namespace is the per-parameter reading with its Go type table (no toTypeScriptType,
+#: so it holds on servers before v0.11.3 too); thinking kept.
+TOOLS_RATCHET = 99
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,

@@ -42,6 +42,10 @@ type request struct {
 	// NoDateFuncs: a server before v0.11.0, whose template functions lack currentDate and
 	// yesterdayDate (template.go gained them with gpt-oss).
 	NoDateFuncs bool `json:"no_date_funcs"`
+	// NoTypeScriptFunc: a server before v0.11.3, whose template functions lack
+	// toTypeScriptType (v0.11.0-v0.11.2 have the date functions but not it). NoDateFuncs
+	// implies it: no server before v0.11.0 has it either.
+	NoTypeScriptFunc bool `json:"no_typescript_func"`
 }
 
 // pinnedToday is the request's Today, read by now().
@@ -54,16 +58,21 @@ func now() time.Time {
 	return time.Now()
 }
 
-// funcsFor is Ollama's function map, without the date functions for an older server.
+// funcsFor is Ollama's function map, without the functions an older server lacks: the date
+// functions before v0.11.0, toTypeScriptType before v0.11.3.
 func funcsFor(req request) template.FuncMap {
-	if !req.NoDateFuncs {
+	if !req.NoDateFuncs && !req.NoTypeScriptFunc {
 		return funcs
 	}
 	older := template.FuncMap{}
 	for name, fn := range funcs {
-		if name != "currentDate" && name != "yesterdayDate" {
-			older[name] = fn
+		if name == "toTypeScriptType" {
+			continue
 		}
+		if req.NoDateFuncs && (name == "currentDate" || name == "yesterdayDate") {
+			continue
+		}
+		older[name] = fn
 	}
 	return older
 }

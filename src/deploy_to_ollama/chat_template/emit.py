@@ -23,7 +23,7 @@ from .system_variants import (
     system_content,
 )
 from .thinking import generation_text, switch_pieces
-from .tool_shape import Loop, ToolShape
+from .tool_shape import ANSWERED_SCAN, Loop, ToolShape
 from .tool_system import system_with_tools
 
 
@@ -308,8 +308,17 @@ def _calls(
         return _calls_then_content(shape, tools, calls, text)
     if content:
         cond = "$tc" if tools.content_always else "and $tc .Content"
+        if tools.content_until_answer:
+            pieces += list(ANSWERED_SCAN)
+            cond += " (not $answered)"
         pieces += [Act("$tc := .ToolCalls"), Act(f"if {cond}")]
         pieces += [Lit(_plain(tools.content_pre)), *text, Lit(_plain(tools.content_post))]
+        if tools.content_until_answer and shape.think is not None:
+            # Reasoning of a turn with calls and no content prints where the content would
+            # (gpt-oss's analysis channel), until an answer follows.
+            pieces += [Act("else if and $tc .Thinking (not $answered)")]
+            pieces += [Lit(_plain(tools.content_pre)), Act(".Thinking")]
+            pieces += [Lit(_plain(tools.content_post))]
         pieces += [Act("else if not $tc"), *text, Act("end")]
     pieces += [Act("if .ToolCalls"), *_tagged(_plain(calls.before))]
     pieces += [Act("range $k, $c := .ToolCalls"), Act("if $k"), Lit(_plain(calls.glue))]

@@ -28,7 +28,8 @@ def opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         if with_reasoning is not None:
             return with_reasoning
         pieces += [Act("$tc := .ToolCalls"), Lit(shape.assistant_prefix[: tools.opening])]
-        pieces += [Act("if not $tc"), *_prefix(rest), Act("end")]
+        pieces += [Act("if not $tc"), *_rest_with_reasoning(shape, rest, tools.opening)]
+        pieces += [Act("end")]
     elif shape.think is not None and shape.think.head is not None:
         # Reasoning replaces part of the opening (GLM): the reasoning block carries it, and
         # a turn without reasoning opens with the rest, tool calls after the query included.
@@ -37,6 +38,19 @@ def opening(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     else:
         pieces += _query_prefix(shape, tools)
     return pieces
+
+
+def _rest_with_reasoning(shape: TemplateShape, rest: TemplateShape, shared: int) -> list[Piece]:
+    """A turn without calls after the shared part, where reasoning replaces part of the
+    opening and its header starts with that shared part (gpt-oss: ``<|start|>assistant``,
+    then ``<|channel|>analysis...`` or ``<|channel|>final...``)."""
+    think = shape.think
+    if think is None or think.head is None or len(think.head) <= shared:
+        return _prefix(rest)
+    if not think.head.startswith(shape.assistant_prefix[:shared]):
+        return _prefix(rest)
+    own = replace(rest, think=replace(think, head=think.head[shared:]))
+    return reasoning_pieces(own, thinking_cond(shape), _prefix(without_head(own)))
 
 
 def _own_opening_reasoning(

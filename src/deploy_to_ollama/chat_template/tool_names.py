@@ -133,4 +133,72 @@ def with_looked_up_names(source: TemplateSource, tools: ToolShape, *, final: boo
     return replace(tools, result=tuple(found)) if found is not None else tools
 
 
-__all__ = ["LOOKUP", "name_from_call", "with_looked_up_names"]
+#: The first call's name of the latest assistant turn before this message (empty after an
+#: assistant turn without calls): gpt-oss names each result after the call before it
+#: (``last_tool_call.name``), whatever the result's own name.
+PREVIOUS_CALL: tuple[Piece, ...] = (
+    Act('$pn := ""'),
+    Act("range (slice $.Messages 0 $i)"),
+    # (len .ToolCalls), not .ToolCalls: Ollama takes the first {{ if }} naming .ToolCalls
+    # as its argument for the tool-call tag, and that must stay the assistant's.
+    Act('if and (eq .Role "assistant") (len .ToolCalls)'),
+    Act("$pn = (index .ToolCalls 0).Function.Name"),
+    Act('else if eq .Role "assistant"'),
+    Act('$pn = ""'),
+    Act("end"),
+    Act("end"),
+    Act("$pn"),
+)
+
+
+def names_after_call(texts: Sequence[str]) -> list[str] | None:
+    """``texts`` (renderings of sentinel calls and their results) with each later occurrence
+    of the first call's name, where no result prints its own name, replaced by the name of
+    the result it stands in (the first later one by the first result's, and so on); None
+    where results print their own names or the call's name shows once only.
+
+    A result item read off these prints ``.ToolName``; :func:`with_previous_call` turns that
+    into :data:`PREVIOUS_CALL`, and the probes (parallel calls of two tools) decide.
+
+    >>> names_after_call(["<c>Zqcallaname</c><r Zqcallaname>1</r><r Zqcallaname>2</r>"])
+    ['<c>Zqcallaname</c><r Zqresnamea>1</r><r Zqresnameb>2</r>']
+    >>> names_after_call(["<c>Zqcallaname</c><r Zqresnamea>1</r>"]) is None
+    True
+    """
+    names = [str(r["name"]) for r in RESULTS]
+    if any(name in text for text in texts for name in names):
+        return None
+    out = []
+    for text in texts:
+        first = text.find(CALL_NAME)
+        if first < 0:
+            out.append(text)
+            continue
+        head, rest = text[: first + len(CALL_NAME)], text[first + len(CALL_NAME) :].split(CALL_NAME)
+        if len(rest) - 1 > len(names):
+            return None
+        tail = rest[0] + "".join(names[n] + part for n, part in enumerate(rest[1:]))
+        out.append(head + tail)
+    return out if out != list(texts) else None
+
+
+def with_previous_call(item: Sequence[Piece]) -> tuple[Piece, ...] | None:
+    """The result item with its ``.ToolName`` read as :data:`PREVIOUS_CALL`; None where the
+    item prints no tool name."""
+    if not any(isinstance(p, Act) and p.code == ".ToolName" for p in item):
+        return None
+    found: list[Piece] = []
+    for piece in item:
+        named = isinstance(piece, Act) and piece.code == ".ToolName"
+        found.extend(PREVIOUS_CALL if named else (piece,))
+    return tuple(found)
+
+
+__all__ = [
+    "LOOKUP",
+    "PREVIOUS_CALL",
+    "name_from_call",
+    "names_after_call",
+    "with_looked_up_names",
+    "with_previous_call",
+]

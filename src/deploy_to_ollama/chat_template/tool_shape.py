@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .gotext import Piece
+from .gotext import Act, Piece
 from .loops import Loop, extent, infer_loop, mentions, single_loop
 from .shape import U1, U2, TemplateShape
 from .source import TemplateSource
 from .tool_args import ARGS_ACT, ArgumentLoop, per_argument, placeholder, splice
 from .tool_defs import definitions_loop, last_user_insertion, tool_lead
-from .tool_names import with_looked_up_names
+from .tool_names import names_after_call, with_looked_up_names, with_previous_call
 from .tool_sentinels import A2, CALLS, CONTENT, RESULTS, TOOLS, calls_rejected
 from .tool_sentinels import call_conv as _call_conv
 from .tool_sentinels import render as _render
@@ -75,6 +75,9 @@ class ToolShape:
     """``content_pre``/``content_post`` wrap the content of a turn with calls even when empty."""
     results_dropped: bool = False
     """The Jinja template prints no tool result (only the generation prompt after a last one)."""
+    content_until_answer: bool = False
+    """The content of a turn with calls prints (``content_pre``/``content_post``) only where no
+    assistant turn without calls follows later (gpt-oss drops the analysis once answered)."""
     reason: str = ""
     """Why some part was not inferred (empty when all were)."""
 
@@ -134,13 +137,15 @@ def _opening(source: TemplateSource, shape: TemplateShape) -> int | None:
     return shared
 
 
-def _regions(source: TemplateSource, shape: TemplateShape) -> _Regions | str:
+def _regions(
+    source: TemplateSource, shape: TemplateShape, finals: tuple[bool, ...] = (True, False)
+) -> _Regions | str:
     shared = _opening(source, shape)
     if shared is None:
         rejected = calls_rejected(source)
         return rejected or "an assistant turn with tool calls opens unlike other turns"
     lead = shape.user_suffix + shape.assistant_prefix[:shared]
-    for final in (True, False):
+    for final in finals:
         stop, next_prefix = (A2, shape.assistant_prefix) if final else (U2, shape.user_prefix)
         found: dict[tuple[int, str], str] = {}
         for n in (1, 2):
@@ -176,14 +181,77 @@ def infer_tool_shape(source: TemplateSource, shape: TemplateShape) -> ToolShape:
     if isinstance(regions, str):
         return ToolShape(reason=regions)
     opening = regions.shared if regions.shared < len(shape.assistant_prefix) else None
-    shaped = _tool_parts(source, shape, regions)
+    after_call = _names_after_call(regions)
+    shaped = _tool_parts(source, shape, after_call or regions)
+    if after_call is not None:
+        # Results named after the call before them (gpt-oss): the name is a lookup.
+        named = with_previous_call(shaped.result)
+        if named is None:
+            return ToolShape(reason="tool results print the call's name, not read off")
+        shaped = replace(shaped, result=named)
     if shaped.calls is None and shaped.reason == _NOT_A_LOOP:
         shaped = per_argument(source, shape, regions) or shaped
     if opening is not None and shaped.calls is None:
         return ToolShape(reason="an assistant turn with tool calls opens unlike other turns")
+    if shaped.content_dropped and regions.final:
+        shaped = _content_until_answer(source, shape, shaped)
     after = opening is None and shaped.calls is not None and _opens_as_last(source, shape)
     shaped = with_looked_up_names(source, shaped, final=regions.final)
     return replace(shaped, opening=opening, prefix_after_query=after)
+
+
+#: ``$answered``: an assistant turn without calls comes at or after this message (the
+#: current one has calls, so it never counts). ``(not .ToolCalls)`` sits inside a pipeline,
+#: where Ollama's search for the tool-call ``{{ if }}`` does not look.
+ANSWERED_SCAN: tuple[Piece, ...] = (
+    Act("$answered := false"),
+    Act("range (slice $.Messages $i)"),
+    Act('if and (eq .Role "assistant") (not .ToolCalls)'),
+    Act("$answered = true"),
+    Act("end"),
+    Act("end"),
+)
+
+
+def _content_until_answer(
+    source: TemplateSource, shape: TemplateShape, shaped: ToolShape
+) -> ToolShape:
+    """``shaped`` (content dropped where an answer follows the results) with the content
+    printed as the Jinja does where no answer follows, if it prints there around the same
+    calls; else ``shaped``."""
+    regions = _regions(source, shape, finals=(False,))
+    if isinstance(regions, str):
+        return shaped
+    after_call = _names_after_call(regions)
+    unanswered = _tool_parts(source, shape, after_call or regions)
+    if unanswered.calls != shaped.calls or unanswered.content_dropped or unanswered.reason:
+        return shaped
+    if unanswered.content_always or unanswered.content_after is not None:
+        return shaped
+    if not (unanswered.content_pre or unanswered.content_post):
+        return shaped
+    return replace(
+        shaped,
+        content_dropped=False,
+        content_pre=unanswered.content_pre,
+        content_post=unanswered.content_post,
+        content_until_answer=True,
+    )
+
+
+def _names_after_call(regions: _Regions) -> _Regions | None:
+    """``regions`` with results' names read as the preceding call's (:func:`names_after_call`),
+    or None where results print their own names or none."""
+    keys = list(regions.calls)
+    texts = [regions.calls[k] for k in keys]
+    if regions.results_two is not None:
+        texts.append(regions.results_two)
+    found = names_after_call(texts)
+    if found is None:
+        return None
+    calls = dict(zip(keys, found, strict=False))
+    two = found[-1] if regions.results_two is not None else None
+    return replace(regions, calls=calls, results_two=two)
 
 
 def _opens_as_last(source: TemplateSource, shape: TemplateShape) -> bool:
@@ -257,8 +325,10 @@ def _tool_parts(
         item = splice(calls.item, args, "$c")
         calls = replace(calls, item=tuple(item)) if item is not None else None
     if calls is None and two is not None and args is None and cut(two) == one:
-        # The second of two calls never prints (GigaChat's tool_calls[0]).
-        return ToolShape(reason=FIRST_CALL_ONLY)
+        # The second of two calls never prints (GigaChat's, gpt-oss's tool_calls[0]).
+        calls = first_call_only(one, call_mentions[0], subst[0])
+        if calls is None:
+            return ToolShape(reason=FIRST_CALL_ONLY)
     if calls is None:
         return ToolShape(reason=_NOT_A_LOOP)
     parts = ToolShape(calls=calls)
@@ -294,6 +364,19 @@ def _tool_parts(
     else:
         parts = replace(parts, content_pre=with_content[:at], content_post=rest[:suffix_at])
     return _with_results(source, shape, parts, calls.after, regions)
+
+
+def first_call_only(
+    one: str, mentions: Sequence[str], subst: tuple[Mapping[str, str], Sequence[tuple[Any, str]]]
+) -> Loop | None:
+    """The call loop of a Jinja template that prints ``tool_calls[0]`` only: the item read off
+    one call, printed for the loop's first index only (``$k`` is the call loop's index), so
+    the TEMPLATE drops later calls exactly as the Jinja does; None where one call does not
+    read off as an item."""
+    loop = single_loop(one, mentions, subst)
+    if loop is None:
+        return None
+    return replace(loop, item=(Act("if eq $k 0"), *loop.item, Act("end")))
 
 
 def _content_after_results(regions: _Regions) -> str | None:
@@ -388,6 +471,7 @@ def _with_results(
 
 
 __all__ = [
+    "ANSWERED_SCAN",
     "CALLS",
     "RESULTS",
     "TOOLS",
