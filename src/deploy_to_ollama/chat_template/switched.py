@@ -14,7 +14,8 @@ the thinking probes. A Jinja whose default is thinking off is joined the same wa
 Where neither setting prints reasoning (SmolLM3 drops it from every turn), Ollama still needs
 ``.Thinking`` inside the messages loop to infer the tags it parses the model's output with;
 we take them from the empty reasoning block the Jinja prints with thinking off
-(``<think>\\n\\n</think>``) and declare them in a branch that prints nothing, as the Jinja.
+(``<think>\\n\\n</think>``, Gemma 4's ``<|channel>thought\\n<channel|>``) and declare them in a
+branch that prints nothing, as the Jinja.
 """
 
 from __future__ import annotations
@@ -41,6 +42,28 @@ OPEN_RE = re.compile(r"(<([A-Za-z_]{1,20})>)\s*$")
 
 #: An empty reasoning block at the end of a thinking-off generation prompt: ``<think>\n\n</think>``.
 EMPTY_BLOCK_RE = re.compile(r"(<([A-Za-z_|]{1,20})>)\s*(</\2>)\s*$")
+
+#: The same with mirrored bars and a channel name (Gemma 4: ``<|channel>thought\n<channel|>``).
+EMPTY_CHANNEL_RE = re.compile(r"(<\|([A-Za-z_]{1,20})>[A-Za-z_]{0,20})\s*(<\2\|>)\s*$")
+
+
+def empty_block(prompt: str) -> tuple[str, str] | None:
+    r"""(opening, closing) of the empty reasoning block that ends ``prompt``, the tags Ollama
+    should separate the model's reasoning with (None: the prompt ends otherwise). The opening
+    keeps a channel name (``<|channel>thought``): the model writes it before its reasoning.
+
+    >>> empty_block("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    ('<think>', '</think>')
+    >>> empty_block("<|turn>model\n<|channel>thought\n<channel|>")
+    ('<|channel>thought', '<channel|>')
+    >>> empty_block("<|turn>model\n<|channel>thought\n<other|>") is None
+    True
+    """
+    for pattern in (EMPTY_BLOCK_RE, EMPTY_CHANNEL_RE):
+        found = pattern.search(prompt)
+        if found is not None:
+            return found.group(1), found.group(3)
+    return None
 
 
 #: The action that opens the thinking-off TEMPLATE for a Jinja whose default is thinking off:
@@ -176,10 +199,10 @@ def _joined(
         return None
     on_text = on.template
     if not _declares_thinking(on_text) and not _declares_thinking(off.template):
-        tags = EMPTY_BLOCK_RE.search(off_prompt)
+        tags = empty_block(off_prompt)
         if tags is None:
             return None
-        on_text += _declaration(tags.group(1), tags.group(3))
+        on_text += _declaration(*tags)
     template = "{{- " + cond + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
     flagged = _with_inband_flags(source, name, off.template, on_text, on.system, cond)
     if flagged is not None:
@@ -337,10 +360,12 @@ __all__ = [
     "DEFAULT_OFF",
     "DEFAULT_OFF_NOT_JOINED",
     "EMPTY_BLOCK_RE",
+    "EMPTY_CHANNEL_RE",
     "OFF_BY_DEFAULT",
     "OPEN_RE",
     "THREE_NOT_JOINED",
     "accept_thinking",
+    "empty_block",
     "fixed",
     "with_switched_thinking",
 ]
