@@ -12,10 +12,23 @@ Ollama infers from it (the oracle's ``capabilities``, here).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
-from deploy_to_ollama.chat_template.switched import DEFAULT_OFF, DEFAULT_OFF_NOT_JOINED
+from deploy_to_ollama.chat_template.call_reasoning import (
+    CallReasoning,
+    earlier_loops_hold,
+    read_call_reasoning,
+    with_call_reasoning,
+)
+from deploy_to_ollama.chat_template.switched import (
+    DEFAULT_OFF,
+    DEFAULT_OFF_NOT_JOINED,
+    fixed,
+)
 from support.go_oracle import GoOracle
 
 # Gemma 4's shape, cut down: <|think|> opens the system turn with thinking on; thinking off
@@ -73,3 +86,66 @@ def test_an_unpaired_block_names_no_tags() -> None:
     result = translate_template(_source(UNPAIRED_JINJA), server_version="0.9.3")
     assert result.verified and not result.report.thinking_verified
     assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
+
+
+# Gemma 4 31B keeps reasoning only in tool-calling turns after the last user message; the
+# edge models' Jinja prints no empty block with thinking off, so the tool loop is where the
+# tags show.
+INTERLEAVED = ("gemma4__google-gemma-4-31b-it.json", "gemma4__unsloth-studio-gemma-4-edge.json")
+
+
+def _corpus(name: str) -> TemplateSource:
+    from support.shared import CHAT_TEMPLATES_DIR, require_shared
+
+    record = json.loads(require_shared(CHAT_TEMPLATES_DIR / name).read_text())
+    return TemplateSource(
+        template=record["jinja"],
+        origin=CHAT_TEMPLATES_DIR / name,
+        kind="jinja",
+        bos_token=record.get("bos_token") or "<s>",
+        eos_token=record.get("eos_token") or "</s>",
+    )
+
+
+@pytest.mark.parametrize("name", INTERLEAVED)
+def test_reasoning_kept_in_tool_loops_is_printed_and_parsed(go_oracle: GoOracle, name: str) -> None:
+    source = _corpus(name)
+    assert read_call_reasoning(source) == CallReasoning(
+        before="<|channel>thought\n", after="\n<channel|>", earlier=False
+    )
+    result = translate_template(source, server_version="0.9.3")
+    assert result.verified and result.report.tools_verified and result.report.thinking_verified
+    loop = {p.probe: p for p in result.report.probes}["reasoning_tool_loop"]
+    assert loop.status == "match" and "<|channel>thought\nI need the weather tool.\n<channel|>" in (
+        loop.actual or ""
+    )
+    caps, tag = go_oracle.run(
+        [
+            {"kind": "capabilities", "template": result.template, "data": None},
+            {"kind": "tooltag", "template": result.template},
+        ]
+    )
+    found = json.loads(caps.output)
+    assert {"tools", "thinking"} <= set(found["capabilities"] or [])
+    assert (found["open"], found["close"]) == ("<|channel>thought", "<channel|>")
+    assert tag.output == "<|tool_call>call:"  # the calls' own if stays the first on .ToolCalls
+    # Newer servers keep the refusal: the Jinja's default is thinking off.
+    assert not translate_template(source).report.thinking_verified
+
+
+def test_a_wrong_reading_of_earlier_tool_loops_is_caught() -> None:
+    source = _corpus(INTERLEAVED[0])
+    result = translate_template(source, server_version="0.9.3")
+    assert earlier_loops_hold(source, result.template, result.system)
+    # Read as if the Jinja kept every tool loop's reasoning: the TEMPLATE then prints the
+    # reasoning of a loop before the last user message, which the Jinja drops.
+    reading = read_call_reasoning(source)
+    assert reading is not None
+    on = translate_template(fixed(source, "enable_thinking", value=True), server_version="0.9.3")
+    wrong = with_call_reasoning(on.template, replace(reading, earlier=True))
+    assert wrong is not None
+    assert not earlier_loops_hold(source, wrong, result.system)
+
+
+def test_a_jinja_without_tool_loop_reasoning_gives_no_reading() -> None:
+    assert read_call_reasoning(_source(CHANNEL_JINJA)) is None

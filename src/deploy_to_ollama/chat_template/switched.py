@@ -197,19 +197,46 @@ def _joined(
     off = translate_template(fixed(source, name, value=False))
     if not (on.report.public_verified and off.report.public_verified) or on.system != off.system:
         return None
-    on_text = on.template
-    if not _declares_thinking(on_text) and not _declares_thinking(off.template):
+    on_text, off_text = on.template, off.template
+    calls = None
+    if not _declares_thinking(on_text) and not _declares_thinking(off_text):
+        # The tags: from the reasoning the Jinja keeps in tool loops, else from the empty
+        # block its thinking-off prompt ends with (a branch that prints nothing).
+        calls = _call_reasoning(source, on_text, off_text)
         tags = empty_block(off_prompt)
-        if tags is None:
+        if calls is not None:
+            on_text, off_text = calls
+        elif tags is not None:
+            on_text += _declaration(*tags)
+        else:
             return None
-        on_text += _declaration(*tags)
-    template = "{{- " + cond + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
-    flagged = _with_inband_flags(source, name, off.template, on_text, on.system, cond)
-    if flagged is not None:
-        accepted = accept_thinking(source, result, flagged, on.system, refs)
-        if accepted is not None:
+    template = "{{- " + cond + " }}" + off_text + "{{- else }}" + on_text + "{{- end }}"
+    flagged = _with_inband_flags(source, name, off_text, on_text, on.system, cond)
+    for candidate in (flagged, template):
+        accepted = None
+        if candidate is not None:
+            accepted = accept_thinking(source, result, candidate, on.system, refs)
+        if accepted is not None and (calls is None or _loops_hold(source, accepted)):
             return accepted
-    return accept_thinking(source, result, template, on.system, refs)
+    return None
+
+
+def _loops_hold(source: TemplateSource, result: TranslatedTemplate) -> bool:
+    from .call_reasoning import earlier_loops_hold
+
+    return earlier_loops_hold(source, result.template, result.system)
+
+
+def _call_reasoning(source: TemplateSource, on: str, off: str) -> tuple[str, str] | None:
+    """Both settings' TEMPLATEs printing tool-calling turns' reasoning, where the Jinja does
+    that and nothing else with reasoning (Gemma 4; ``call_reasoning.py``)."""
+    from .call_reasoning import read_call_reasoning, with_call_reasoning
+
+    reading = read_call_reasoning(source)
+    if reading is None:
+        return None
+    texts = with_call_reasoning(on, reading), with_call_reasoning(off, reading)
+    return None if texts[0] is None or texts[1] is None else (texts[0], texts[1])
 
 
 def _three_settings(
