@@ -24,9 +24,11 @@ from deploy_to_ollama.chat_template.call_reasoning import (
     read_call_reasoning,
     with_call_reasoning,
 )
+from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
 from deploy_to_ollama.chat_template.switched import (
     DEFAULT_OFF,
     DEFAULT_OFF_NOT_JOINED,
+    NO_TAGS,
     fixed,
 )
 from support.go_oracle import GoOracle
@@ -85,7 +87,44 @@ def test_a_channel_block_stays_refused_where_an_unset_think_is_on() -> None:
 def test_an_unpaired_block_names_no_tags() -> None:
     result = translate_template(_source(UNPAIRED_JINJA), server_version="0.9.3")
     assert result.verified and not result.report.thinking_verified
+    assert not template_thinks(result.template)
+    assert _thinking_reasons(result) == {NO_TAGS.format(version="0.9.3")}
+
+
+# Cogito (v1 preview): thinking on only adds a system line; no turn prints reasoning, and the
+# model's tags appear nowhere in the Jinja.
+SYSTEM_LINE_JINJA = (
+    "{% if enable_thinking is defined and enable_thinking %}<|im_start|>system\n"
+    "Enable deep thinking subroutine.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_a_switch_that_only_adds_a_system_line_says_no_tags_are_named() -> None:
+    result = translate_template(_source(SYSTEM_LINE_JINJA), server_version="0.9.3")
+    assert result.verified and not result.report.thinking_verified
+    assert not template_thinks(result.template)
+    assert _thinking_reasons(result) == {NO_TAGS.format(version="0.9.3")}
+
+
+def test_a_block_that_does_not_join_keeps_its_own_reason() -> None:
+    # The off prompt shows a channel block, so the tags are named: the reason is the join.
+    upper = "{% if enable_thinking is defined and enable_thinking %}{{ messages[0].content|upper }}"
+    result = translate_template(
+        _source(upper + "{% endif %}" + CHANNEL_JINJA), server_version="0.9.3"
+    )
+    assert not result.report.thinking_verified
     assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
+
+
+@pytest.mark.parametrize(
+    "name", ["chatml__ollama-library-cogito-14b.json", "llama3__ollama-library-cogito-3b.json"]
+)
+def test_cogito_is_not_claimed_and_says_why(name: str) -> None:
+    result = translate_template(_corpus(name), server_version="0.9.3")
+    assert not result.report.thinking_verified and not template_thinks(result.template)
+    assert _thinking_reasons(result) == {NO_TAGS.format(version="0.9.3")}
 
 
 # Gemma 4 31B keeps reasoning only in tool-calling turns after the last user message; the

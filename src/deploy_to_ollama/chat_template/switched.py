@@ -89,6 +89,17 @@ DEFAULT_OFF_NOT_JOINED = (
 )
 
 
+#: Why thinking probes skip where the Jinja's default is thinking off and nothing it prints
+#: names the tags the model writes its reasoning in.
+NO_TAGS = (
+    "the Jinja template's default is thinking off and its thinking-on setting only changes the "
+    "prompt: it prints no reasoning in any turn and no empty reasoning block, so nothing in it "
+    "names the tags the model writes its reasoning in; Ollama {version} infers those tags from "
+    "the TEMPLATE alone (the text around .Thinking in the messages loop, thinking/template.go), "
+    "and tags the Jinja does not show would be a guess, so thinking is left out"
+)
+
+
 #: Why thinking probes skip for a Jinja whose default is a third setting, where the
 #: three TEMPLATEs did not join into one that verifies.
 THREE_NOT_JOINED = (
@@ -120,8 +131,39 @@ def with_switched_thinking(
         return joined
     if cond == OFF_BY_DEFAULT:
         version = current_version() or "before v0.12.4"
+        if renders is not None and _names_no_tags(source, name, renders):
+            return _default_off(result, NO_TAGS.format(version=version))
         return _default_off(result, DEFAULT_OFF_NOT_JOINED.format(version=version))
     return result
+
+
+def _names_no_tags(source: TemplateSource, name: str, renders: tuple[str, str, str]) -> bool:
+    """Whether nothing the Jinja prints names reasoning tags: no turn's reasoning (with
+    thinking on), no tool loop's, no generation prompt opening or closing an empty block
+    (Cogito: thinking on only adds a system line)."""
+    from .call_reasoning import read_call_reasoning
+    from .hf_render import render_hf
+
+    if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or read_call_reasoning(source):
+        return False
+    turns = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": A1, "reasoning_content": R1},
+        {"role": "user", "content": U2},
+    ]
+    for messages in (turns, turns[:2]):
+        try:
+            text = render_hf(
+                source.template,
+                messages,
+                tokens=source.template_variables(),
+                kwargs={name: True},
+            )
+        except TemplateRenderError:
+            return False
+        if R1 in text:
+            return False
+    return True
 
 
 def _joined_or_opened(
@@ -388,6 +430,7 @@ __all__ = [
     "DEFAULT_OFF_NOT_JOINED",
     "EMPTY_BLOCK_RE",
     "EMPTY_CHANNEL_RE",
+    "NO_TAGS",
     "OFF_BY_DEFAULT",
     "OPEN_RE",
     "THREE_NOT_JOINED",
