@@ -239,28 +239,34 @@ def _joined(
     off = translate_template(fixed(source, name, value=False))
     if not (on.report.public_verified and off.report.public_verified) or on.system != off.system:
         return None
-    on_text, off_text = on.template, off.template
-    calls = None
-    if not _declares_thinking(on_text) and not _declares_thinking(off_text):
-        # The tags: from the reasoning the Jinja keeps in tool loops, else from the empty
-        # block its thinking-off prompt ends with (a branch that prints nothing).
-        calls = _call_reasoning(source, on_text, off_text)
-        tags = empty_block(off_prompt)
-        if calls is not None:
-            on_text, off_text = calls
-        elif tags is not None:
-            on_text += _declaration(*tags)
-        else:
-            return None
-    template = "{{- " + cond + " }}" + off_text + "{{- else }}" + on_text + "{{- end }}"
-    flagged = _with_inband_flags(source, name, off_text, on_text, on.system, cond)
-    for candidate in (flagged, template):
-        accepted = None
-        if candidate is not None:
-            accepted = accept_thinking(source, result, candidate, on.system, refs)
-        if accepted is not None and (calls is None or _loops_hold(source, accepted)):
-            return accepted
+    for on_text, off_text, calls in _settings(source, on.template, off.template, off_prompt):
+        template = "{{- " + cond + " }}" + off_text + "{{- else }}" + on_text + "{{- end }}"
+        flagged = _with_inband_flags(source, name, off_text, on_text, on.system, cond)
+        for candidate in (flagged, template):
+            accepted = None
+            if candidate is not None:
+                accepted = accept_thinking(source, result, candidate, on.system, refs)
+            if accepted is not None and (not calls or _loops_hold(source, accepted)):
+                return accepted
     return None
+
+
+def _settings(
+    source: TemplateSource, on: str, off: str, off_prompt: str
+) -> list[tuple[str, str, bool]]:
+    """(on, off, prints tool loops' reasoning) to try, in order. Where neither setting prints
+    reasoning, Ollama's tags come from the reasoning the Jinja keeps in tool loops, else from
+    the empty block its thinking-off prompt ends with (a branch that prints nothing)."""
+    if _declares_thinking(on) or _declares_thinking(off):
+        return [(on, off, False)]
+    tries = []
+    calls = _call_reasoning(source, on, off)
+    if calls is not None:
+        tries.append((calls[0], calls[1], True))
+    tags = empty_block(off_prompt)
+    if tags is not None:
+        tries.append((on + _declaration(*tags), off, False))
+    return tries
 
 
 def _loops_hold(source: TemplateSource, result: TranslatedTemplate) -> bool:
