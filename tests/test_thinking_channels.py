@@ -21,6 +21,7 @@ from deploy_to_ollama.chat_template import TemplateSource, load_probes, translat
 from deploy_to_ollama.chat_template.call_reasoning import (
     CallReasoning,
     earlier_loops_hold,
+    prints_call_reasoning,
     read_call_reasoning,
     with_call_reasoning,
 )
@@ -116,6 +117,25 @@ def test_a_block_that_does_not_join_keeps_its_own_reason() -> None:
     )
     assert not result.report.thinking_verified
     assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
+
+
+def test_a_system_line_that_names_tags_in_words_is_not_said_to_name_none() -> None:
+    # Granite 3.2/3.3: "Write your thoughts between <think></think>" (a guess still: the
+    # tags are named, the join is what fails; the reason must not say otherwise).
+    named = SYSTEM_LINE_JINJA.replace(
+        "Enable deep thinking subroutine.", "Write your thoughts between <think></think>."
+    )
+    result = translate_template(_source(named), server_version="0.9.3")
+    assert not result.report.thinking_verified
+    assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
+
+
+def test_reasoning_printed_in_tool_loops_in_any_form_is_seen() -> None:
+    # Command R7B prints <|START_THINKING|>R<|END_THINKING|> in tool-calling turns: no
+    # one-block reading (the empty form prints without reasoning too), but tags are shown.
+    r7b = _corpus("command-r__cohereforai-c4ai-command-r7b-12-2024-tool_use.json")
+    assert prints_call_reasoning(r7b) and read_call_reasoning(r7b) is None
+    assert not prints_call_reasoning(_corpus("chatml__ollama-library-cogito-14b.json"))
 
 
 @pytest.mark.parametrize(

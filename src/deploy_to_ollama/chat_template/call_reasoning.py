@@ -97,6 +97,13 @@ def _render(source: TemplateSource, messages: list[dict[str, Any]]) -> str | Non
         return None
 
 
+def prints_call_reasoning(source: TemplateSource) -> bool:
+    """Whether a tool-calling turn's reasoning shows in the Jinja's rendering at all (in any
+    form, Command R7B's ``<|START_THINKING|>R<|END_THINKING|>`` too)."""
+    reasoned = _render(source, _loop(reasoning=True))
+    return reasoned is not None and REASONING in reasoned
+
+
 def read_call_reasoning(source: TemplateSource) -> CallReasoning | None:
     """How ``source`` prints a tool-calling turn's reasoning (None: it prints none, or not
     as one block inserted where nothing else changes)."""
@@ -197,6 +204,7 @@ __all__ = [
     "CallReasoning",
     "call_reasoning_probes",
     "earlier_loops_hold",
+    "prints_call_reasoning",
     "read_call_reasoning",
     "with_call_reasoning",
 ]

@@ -89,14 +89,18 @@ DEFAULT_OFF_NOT_JOINED = (
 )
 
 
-#: Why thinking probes skip where the Jinja's default is thinking off and nothing it prints
-#: names the tags the model writes its reasoning in.
+#: A closing tag (``</think>``, ``<channel|>``) in a rendering.
+CLOSING_RE = re.compile(r"</[A-Za-z_]{1,20}>|<[A-Za-z_]{1,20}\|>")
+
+#: Why thinking probes skip where the Jinja's default is thinking off and no rendering of it
+#: shows the tags the model writes its reasoning in.
 NO_TAGS = (
     "the Jinja template's default is thinking off and its thinking-on setting only changes the "
-    "prompt: it prints no reasoning in any turn and no empty reasoning block, so nothing in it "
-    "names the tags the model writes its reasoning in; Ollama {version} infers those tags from "
-    "the TEMPLATE alone (the text around .Thinking in the messages loop, thinking/template.go), "
-    "and tags the Jinja does not show would be a guess, so thinking is left out"
+    "prompt: no rendering shows a reasoning tag (no turn's or tool loop's reasoning is printed, "
+    "no empty reasoning block, no closing tag in what thinking on adds), while Ollama {version} "
+    "infers the tags it separates reasoning with from the TEMPLATE alone (the text around "
+    ".Thinking in the messages loop, thinking/template.go); tags the Jinja does not show would "
+    "be a guess, so thinking is left out"
 )
 
 
@@ -138,14 +142,16 @@ def with_switched_thinking(
 
 
 def _names_no_tags(source: TemplateSource, name: str, renders: tuple[str, str, str]) -> bool:
-    """Whether nothing the Jinja prints names reasoning tags: no turn's reasoning (with
-    thinking on), no tool loop's, no generation prompt opening or closing an empty block
-    (Cogito: thinking on only adds a system line)."""
-    from .call_reasoning import read_call_reasoning
+    """Whether no rendering shows reasoning tags: no turn's reasoning (with thinking on), no
+    tool loop's, no generation prompt opening or closing an empty block, no closing tag in
+    what thinking on adds (Cogito: thinking on only adds a system line)."""
+    from .call_reasoning import prints_call_reasoning
     from .hf_render import render_hf
 
-    if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or read_call_reasoning(source):
+    if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or prints_call_reasoning(source):
         return False
+    if set(CLOSING_RE.findall(renders[1])) - set(CLOSING_RE.findall(renders[2])):
+        return False  # thinking on names a tag, if only in words (Granite: "<think></think>")
     turns = [
         {"role": "user", "content": U1},
         {"role": "assistant", "content": A1, "reasoning_content": R1},
@@ -432,6 +438,7 @@ def _analysis(source: TemplateSource) -> Any:
 
 
 __all__ = [
+    "CLOSING_RE",
     "DEFAULT_OFF",
     "DEFAULT_OFF_NOT_JOINED",
     "EMPTY_BLOCK_RE",
