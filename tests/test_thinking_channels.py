@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -208,3 +209,73 @@ def test_a_wrong_reading_of_earlier_tool_loops_is_caught() -> None:
 
 def test_a_jinja_without_tool_loop_reasoning_gives_no_reading() -> None:
     assert read_call_reasoning(_source(CHANNEL_JINJA)) is None
+
+
+@pytest.mark.slow
+def test_the_real_0_9_3_server_thinks_with_the_joined_gemma_4_template(
+    ollama_server: Any, tmp_path: Path
+) -> None:
+    """Real Ollama 0.9.3 lists the thinking and tools capabilities it derives from the joined
+    Gemma 4 TEMPLATE itself, and renders (its debug log) think unset, true and false as the
+    Jinja does: unset is the Jinja's default, thinking off."""
+    from deploy_to_ollama.modelfile import Modelfile
+    from deploy_to_ollama.ollama_client import OllamaClient
+    from deploy_to_ollama.registrar import register_model
+    from support.ollama_server import write_tiny_gguf
+
+    source = _corpus(INTERLEAVED[0])
+    result = translate_template(source, server_version="0.9.3")
+    assert result.report.thinking_holds_for == ("0.9.0-0.12.3",)
+    gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
+    name = "gemma4-loop:latest"
+    modelfile = Modelfile(from_=str(gguf), template=result.template)
+    register_model(name, modelfile, base_dir=tmp_path, host=ollama_server.host, force=True)
+    shown = OllamaClient(ollama_server.host).require(name)
+    assert {"thinking", "tools"} <= set(shown.capabilities or [])
+    probe = {p.id: p for p in load_probes()}["reasoning_tool_loop"]
+    # Tool loops are proven through Go only (tests/test_corpus.py): 0.9.3 has no .ToolName on
+    # api.Message, which the TEMPLATE's tool turn reads (another part's claim; see the
+    # report). Here: the three settings on a question, with tools offered.
+    question = [{"role": "user", "content": "Weather in Oslo?"}]
+    _chat_prompts_match(ollama_server, name, source, probe.tools, question)
+
+
+def _chat_prompts_match(
+    ollama_server: Any,
+    name: str,
+    source: TemplateSource,
+    tools: tuple[dict[str, Any], ...],
+    messages: list[dict[str, Any]],
+) -> None:
+    import httpx
+
+    from deploy_to_ollama.chat_template.hf_render import render_hf
+    from support.go_oracle import to_ollama_api_messages
+
+    for think in (None, True, False):
+        ollama_server.mark_log()
+        body: dict[str, Any] = {
+            "model": name,
+            "messages": to_ollama_api_messages(messages),
+            "tools": list(tools),
+            "stream": False,
+            "options": {"num_predict": 1},
+        }
+        if think is not None:
+            body["think"] = think
+        response = httpx.post(f"{ollama_server.host}/api/chat", json=body, timeout=300)
+        assert response.status_code == 200, response.text
+        prompts = ollama_server.prompts()
+        assert prompts, ollama_server.log_tail()
+        kwargs = {} if think is None else {"enable_thinking": think}
+        expected = render_hf(
+            source.template,
+            messages,
+            tools=list(tools),
+            tokens={"bos_token": ""},
+            add_generation_prompt=True,
+            kwargs=kwargs,
+        )
+        assert prompts[-1] == expected, think
+        off = prompts[-1].endswith("<|turn>model\n<|channel>thought\n<channel|>")
+        assert off is (think is not True) and ("<|think|>" in prompts[-1]) is (think is True)
