@@ -118,11 +118,15 @@ THINKING_RATCHET = 27
 #: whose default is thinking off is joined under {{ if not $.Think }} (switched.py) and proven
 #: there: 22 -> 30 with Bielik, QwQ, the R1 distill, DeepSeek V3.1 / V3.2, EXAONE 4, Reka,
 #: and RWKV World, whose default is a third setting told apart by .IsThinkSet (their claims
-#: hold for 0.9.0-0.12.3 only, which the report says). Left: Gemma 4 (8) and Cogito (2),
-#: whose thinking-on setting adds a system block (the two settings' SYSTEMs differ); Apertus
-#: and Command R7B (plain chat not verified); SmolLM3 (2), LFM2.5-VL and gpt-oss (2) print
-#: today's date, which 0.9.3 cannot (currentDate arrived in v0.11.0).
-THINKING_093_RATCHET = 30
+#: hold for 0.9.0-0.12.3 only, which the report says). 30 -> 37 with 7 of the 8 Gemma 4
+#: templates: Ollama's tags read off the empty <|channel>thought\n<channel|> block of the
+#: thinking-off prompt, or off the reasoning the Jinja keeps in tool loops after the last
+#: user message, which both settings' TEMPLATEs now print (call_reasoning.py). Left: Cogito
+#: (2) and unsloth's Gemma 4, whose Jinja names no reasoning tags at all (thinking on only
+#: adds a system line: reason NO_TAGS, no tags guessed); Apertus and Command R7B (plain chat
+#: not verified); SmolLM3 (2), LFM2.5-VL and gpt-oss (2) print today's date, which 0.9.3
+#: cannot (currentDate arrived in v0.11.0).
+THINKING_093_RATCHET = 37
 
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt
 #: opens the block and earlier turns drop what precedes its closing tag (QwQ, DeepSeek-R1

@@ -14,7 +14,8 @@ the thinking probes. A Jinja whose default is thinking off is joined the same wa
 Where neither setting prints reasoning (SmolLM3 drops it from every turn), Ollama still needs
 ``.Thinking`` inside the messages loop to infer the tags it parses the model's output with;
 we take them from the empty reasoning block the Jinja prints with thinking off
-(``<think>\\n\\n</think>``) and declare them in a branch that prints nothing, as the Jinja.
+(``<think>\\n\\n</think>``, Gemma 4's ``<|channel>thought\\n<channel|>``) and declare them in a
+branch that prints nothing, as the Jinja.
 """
 
 from __future__ import annotations
@@ -42,6 +43,28 @@ OPEN_RE = re.compile(r"(<([A-Za-z_]{1,20})>)\s*$")
 #: An empty reasoning block at the end of a thinking-off generation prompt: ``<think>\n\n</think>``.
 EMPTY_BLOCK_RE = re.compile(r"(<([A-Za-z_|]{1,20})>)\s*(</\2>)\s*$")
 
+#: The same with mirrored bars and a channel name (Gemma 4: ``<|channel>thought\n<channel|>``).
+EMPTY_CHANNEL_RE = re.compile(r"(<\|([A-Za-z_]{1,20})>[A-Za-z_]{0,20})\s*(<\2\|>)\s*$")
+
+
+def empty_block(prompt: str) -> tuple[str, str] | None:
+    r"""(opening, closing) of the empty reasoning block that ends ``prompt``, the tags Ollama
+    should separate the model's reasoning with (None: the prompt ends otherwise). The opening
+    keeps a channel name (``<|channel>thought``): the model writes it before its reasoning.
+
+    >>> empty_block("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    ('<think>', '</think>')
+    >>> empty_block("<|turn>model\n<|channel>thought\n<channel|>")
+    ('<|channel>thought', '<channel|>')
+    >>> empty_block("<|turn>model\n<|channel>thought\n<other|>") is None
+    True
+    """
+    for pattern in (EMPTY_BLOCK_RE, EMPTY_CHANNEL_RE):
+        found = pattern.search(prompt)
+        if found is not None:
+            return found.group(1), found.group(3)
+    return None
+
 
 #: The action that opens the thinking-off TEMPLATE for a Jinja whose default is thinking off:
 #: every request but ``think: true``. Only where a request without ``think`` reaches the
@@ -63,6 +86,21 @@ DEFAULT_OFF_NOT_JOINED = (
     "think as think false, so one TEMPLATE per setting joined under {{{{ if not $.Think }}}} "
     "could render it, but that pair did not verify (each setting translated alone, with the "
     "same SYSTEM, losing no probe), so thinking is left out"
+)
+
+
+#: A closing tag (``</think>``, ``<channel|>``) in a rendering.
+CLOSING_RE = re.compile(r"</[A-Za-z_]{1,20}>|<[A-Za-z_]{1,20}\|>")
+
+#: Why thinking probes skip where the Jinja's default is thinking off and no rendering of it
+#: shows the tags the model writes its reasoning in.
+NO_TAGS = (
+    "the Jinja template's default is thinking off and its thinking-on setting only changes the "
+    "prompt: no rendering shows a reasoning tag (no turn's or tool loop's reasoning is printed, "
+    "no empty reasoning block, no closing tag in what thinking on adds), while Ollama {version} "
+    "infers the tags it separates reasoning with from the TEMPLATE alone (the text around "
+    ".Thinking in the messages loop, thinking/template.go); tags the Jinja does not show would "
+    "be a guess, so thinking is left out"
 )
 
 
@@ -97,8 +135,41 @@ def with_switched_thinking(
         return joined
     if cond == OFF_BY_DEFAULT:
         version = current_version() or "before v0.12.4"
+        if renders is not None and _names_no_tags(source, name, renders):
+            return _default_off(result, NO_TAGS.format(version=version))
         return _default_off(result, DEFAULT_OFF_NOT_JOINED.format(version=version))
     return result
+
+
+def _names_no_tags(source: TemplateSource, name: str, renders: tuple[str, str, str]) -> bool:
+    """Whether no rendering shows reasoning tags: no turn's reasoning (with thinking on), no
+    tool loop's, no generation prompt opening or closing an empty block, no closing tag in
+    what thinking on adds (Cogito: thinking on only adds a system line)."""
+    from .call_reasoning import prints_call_reasoning
+    from .hf_render import render_hf
+
+    if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or prints_call_reasoning(source):
+        return False
+    if set(CLOSING_RE.findall(renders[1])) - set(CLOSING_RE.findall(renders[2])):
+        return False  # thinking on names a tag, if only in words (Granite: "<think></think>")
+    turns = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": A1, "reasoning_content": R1},
+        {"role": "user", "content": U2},
+    ]
+    for messages in (turns, turns[:2]):
+        try:
+            text = render_hf(
+                source.template,
+                messages,
+                tokens=source.template_variables(),
+                kwargs={name: True},
+            )
+        except TemplateRenderError:
+            return False
+        if R1 in text:
+            return False
+    return True
 
 
 def _joined_or_opened(
@@ -174,19 +245,52 @@ def _joined(
     off = translate_template(fixed(source, name, value=False))
     if not (on.report.public_verified and off.report.public_verified) or on.system != off.system:
         return None
-    on_text = on.template
-    if not _declares_thinking(on_text) and not _declares_thinking(off.template):
-        tags = EMPTY_BLOCK_RE.search(off_prompt)
-        if tags is None:
-            return None
-        on_text += _declaration(tags.group(1), tags.group(3))
-    template = "{{- " + cond + " }}" + off.template + "{{- else }}" + on_text + "{{- end }}"
-    flagged = _with_inband_flags(source, name, off.template, on_text, on.system, cond)
-    if flagged is not None:
-        accepted = accept_thinking(source, result, flagged, on.system, refs)
-        if accepted is not None:
-            return accepted
-    return accept_thinking(source, result, template, on.system, refs)
+    for on_text, off_text, calls in _settings(source, on.template, off.template, off_prompt):
+        template = "{{- " + cond + " }}" + off_text + "{{- else }}" + on_text + "{{- end }}"
+        flagged = _with_inband_flags(source, name, off_text, on_text, on.system, cond)
+        for candidate in (flagged, template):
+            accepted = None
+            if candidate is not None:
+                accepted = accept_thinking(source, result, candidate, on.system, refs)
+            if accepted is not None and (not calls or _loops_hold(source, accepted)):
+                return accepted
+    return None
+
+
+def _settings(
+    source: TemplateSource, on: str, off: str, off_prompt: str
+) -> list[tuple[str, str, bool]]:
+    """(on, off, prints tool loops' reasoning) to try, in order. Where neither setting prints
+    reasoning, Ollama's tags come from the reasoning the Jinja keeps in tool loops, else from
+    the empty block its thinking-off prompt ends with (a branch that prints nothing)."""
+    if _declares_thinking(on) or _declares_thinking(off):
+        return [(on, off, False)]
+    tries = []
+    calls = _call_reasoning(source, on, off)
+    if calls is not None:
+        tries.append((calls[0], calls[1], True))
+    tags = empty_block(off_prompt)
+    if tags is not None:
+        tries.append((on + _declaration(*tags), off, False))
+    return tries
+
+
+def _loops_hold(source: TemplateSource, result: TranslatedTemplate) -> bool:
+    from .call_reasoning import earlier_loops_hold
+
+    return earlier_loops_hold(source, result.template, result.system)
+
+
+def _call_reasoning(source: TemplateSource, on: str, off: str) -> tuple[str, str] | None:
+    """Both settings' TEMPLATEs printing tool-calling turns' reasoning, where the Jinja does
+    that and nothing else with reasoning (Gemma 4; ``call_reasoning.py``)."""
+    from .call_reasoning import read_call_reasoning, with_call_reasoning
+
+    reading = read_call_reasoning(source)
+    if reading is None:
+        return None
+    texts = with_call_reasoning(on, reading), with_call_reasoning(off, reading)
+    return None if texts[0] is None or texts[1] is None else (texts[0], texts[1])
 
 
 def _three_settings(
@@ -334,13 +438,17 @@ def _analysis(source: TemplateSource) -> Any:
 
 
 __all__ = [
+    "CLOSING_RE",
     "DEFAULT_OFF",
     "DEFAULT_OFF_NOT_JOINED",
     "EMPTY_BLOCK_RE",
+    "EMPTY_CHANNEL_RE",
+    "NO_TAGS",
     "OFF_BY_DEFAULT",
     "OPEN_RE",
     "THREE_NOT_JOINED",
     "accept_thinking",
+    "empty_block",
     "fixed",
     "with_switched_thinking",
 ]
