@@ -42,6 +42,9 @@ type request struct {
 	// NoDateFuncs: a server before v0.11.0, whose template functions lack currentDate and
 	// yesterdayDate (template.go gained them with gpt-oss).
 	NoDateFuncs bool `json:"no_date_funcs"`
+	// Server: the Ollama release whose template values to model ("0.9.3"; empty: the newest):
+	// fields and functions it lacks are missing as they are there (releases.go).
+	Server string `json:"server"`
 }
 
 // pinnedToday is the request's Today, read by now().
@@ -56,12 +59,10 @@ func now() time.Time {
 
 // funcsFor is Ollama's function map, without the date functions for an older server.
 func funcsFor(req request) template.FuncMap {
-	if !req.NoDateFuncs {
-		return funcs
-	}
 	older := template.FuncMap{}
 	for name, fn := range funcs {
-		if name != "currentDate" && name != "yesterdayDate" {
+		dates := name == "currentDate" || name == "yesterdayDate"
+		if has(req.Server, name) && !(dates && req.NoDateFuncs) {
 			older[name] = fn
 		}
 	}

@@ -332,6 +332,8 @@ def _with_tools(
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
+            if failure.position is None and failure.reason:  # Ollama fails (a missing field)
+                why = f"probe {failure.probe}: {failure.reason}"
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
 
 
