@@ -10,10 +10,12 @@ cannot run it; the real 0.9.3 server settles what 0.9.3 does.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deploy_to_ollama.chat_template import TemplateSource, translate_template
 from deploy_to_ollama.chat_template.ollama_prompt import render_ollama_prompt
 from deploy_to_ollama.chat_template.server_rules import for_server
 from deploy_to_ollama.errors import DeployError
@@ -124,3 +126,82 @@ def test_which_release_fails_where() -> None:
         render_ollama_prompt(TOOL_NAME, CONVERSATIONS["result"], tools=[WEATHER])
     assert "can't evaluate field ToolName" in str(caught.value)
     assert "Ollama 0.9.3 has no .ToolName (it arrived in v0.9.6)" in str(caught.value)
+
+
+YANDEX = "other__yandex-yandexgpt-5-lite-8b-instruct.json"
+
+
+def _corpus_source(name: str) -> TemplateSource:
+    import json
+
+    from support.shared import CHAT_TEMPLATES_DIR, require_shared
+
+    record = json.loads((require_shared(CHAT_TEMPLATES_DIR) / name).read_text(encoding="utf-8"))
+    return TemplateSource(
+        template=record["jinja"], origin=CHAT_TEMPLATES_DIR / name, kind="jinja",
+        bos_token=record.get("bos_token") or "<s>", eos_token=record.get("eos_token") or "</s>",
+    )  # fmt: skip
+
+
+def test_a_tool_name_template_is_verified_for_the_newest_release_only() -> None:
+    """A Jinja that prints the tool's name next to its result: its TEMPLATE reads
+    ``.ToolName``, which holds on the newest release and fails on 0.9.3 with the reason."""
+    source = _corpus_source(YANDEX)
+    newest = translate_template(source)
+    assert ".ToolName" in newest.template and newest.report.tools_verified
+    old = translate_template(source, server_version="0.9.3")
+    assert not old.report.tools_verified
+    reasons = " ".join(
+        p.reason or "" for p in old.report.probes if p.probe == "tool_call_and_result"
+    )
+    assert "Ollama 0.9.3 has no .ToolName (it arrived in v0.9.6)" in reasons
+
+
+@pytest.mark.ollama
+@pytest.mark.slow
+def test_the_real_0_9_3_server_fails_where_the_verifier_says(
+    ollama_server: Any, tmp_path: Path
+) -> None:
+    """Deployed on the real Ollama 0.9.3, the newest release's TEMPLATE with ``.ToolName``
+    answers a plain chat with the prompt we verified, and refuses a tool conversation with
+    Go's missing-field error: exactly the verdicts the verifier gives for 0.9.3."""
+    import httpx
+
+    from deploy_to_ollama.chat_template.probes import load_probes
+    from deploy_to_ollama.chat_template.verify import verify_template
+    from deploy_to_ollama.modelfile import Modelfile
+    from deploy_to_ollama.registrar import register_model
+    from support.ollama_server import write_tiny_gguf
+
+    source = _corpus_source(YANDEX)
+    template = translate_template(source).template
+    probes = {p.id: p for p in load_probes()}
+    chosen = [probes["single_user"], probes["tool_call_and_result"]]
+    report = verify_template(source, template, tools=True, probes=chosen, server_version="0.9.3")
+    verdict = {p.probe: p for p in report.probes}
+    assert verdict["single_user"].status == "match"
+    assert verdict["tool_call_and_result"].status != "match"
+    assert ".ToolName" in (verdict["tool_call_and_result"].reason or "")
+
+    name = "toolname-093:latest"
+    modelfile = Modelfile(from_=str(write_tiny_gguf(tmp_path / "tiny.gguf")), template=template)
+    register_model(name, modelfile, base_dir=tmp_path, host=ollama_server.host, force=True)
+    answers = {}
+    for probe in chosen:
+        ollama_server.mark_log()
+        body = {
+            "model": name,
+            "messages": [dict(m) for m in probe.messages],
+            "tools": [dict(t) for t in probe.tools],
+            "stream": False,
+            "options": {"num_predict": 1},
+        }
+        answers[probe.id] = httpx.post(f"{ollama_server.host}/api/chat", json=body, timeout=300)
+        if probe.id == "single_user":
+            assert answers[probe.id].status_code == 200, answers[probe.id].text
+            assert ollama_server.prompts()[-1] == verdict["single_user"].actual
+    refused = answers["tool_call_and_result"]
+    assert refused.status_code != 200
+    go_error = "can't evaluate field ToolName in type *api.Message"
+    assert go_error in refused.text, refused.text  # 500 on 0.9.3
+    assert go_error in (verdict["tool_call_and_result"].reason or "")  # the same, predicted
