@@ -143,18 +143,25 @@ def _corpus_source(name: str) -> TemplateSource:
     )  # fmt: skip
 
 
-def test_a_tool_name_template_is_verified_for_the_newest_release_only() -> None:
-    """A Jinja that prints the tool's name next to its result: its TEMPLATE reads
-    ``.ToolName``, which holds on the newest release and fails on 0.9.3 with the reason."""
+def test_a_tool_name_template_fails_on_0_9_3_and_its_reading_without_it_holds() -> None:
+    """A Jinja that prints the tool's name next to its result: the newest release's TEMPLATE
+    reads ``.ToolName`` and fails on 0.9.3 with the reason; translated for 0.9.3 it names
+    the result after the call before it (``without_tool_name``) and is verified there."""
+    from deploy_to_ollama.chat_template.probes import load_probes
+    from deploy_to_ollama.chat_template.verify import verify_template
+
     source = _corpus_source(YANDEX)
     newest = translate_template(source)
     assert ".ToolName" in newest.template and newest.report.tools_verified
-    old = translate_template(source, server_version="0.9.3")
-    assert not old.report.tools_verified
-    reasons = " ".join(
-        p.reason or "" for p in old.report.probes if p.probe == "tool_call_and_result"
+    probes = [p for p in load_probes() if p.id == "tool_call_and_result"]
+    report = verify_template(
+        source, newest.template, tools=True, probes=probes, server_version="0.9.3"
     )
-    assert "Ollama 0.9.3 has no .ToolName (it arrived in v0.9.6)" in reasons
+    assert report.probes[0].status != "match"
+    assert "Ollama 0.9.3 has no .ToolName (it arrived in v0.9.6)" in (report.probes[0].reason or "")
+    old = translate_template(source, server_version="0.9.3")
+    assert ".ToolName" not in old.template and "$dtoToolName" in old.template
+    assert old.report.tools_verified
 
 
 @pytest.mark.ollama
@@ -205,3 +212,26 @@ def test_the_real_0_9_3_server_fails_where_the_verifier_says(
     go_error = "can't evaluate field ToolName in type *api.Message"
     assert go_error in refused.text, refused.text  # 500 on 0.9.3
     assert go_error in (verdict["tool_call_and_result"].reason or "")  # the same, predicted
+
+    # Translated for 0.9.3 (the result named after the call before it): 0.9.3 renders the
+    # tool conversation, and the prompt the verifier claimed.
+    older = translate_template(source, server_version="0.9.3")
+    claimed = next(p for p in older.report.probes if p.probe == "tool_call_and_result")
+    assert older.report.tools_verified and claimed.status == "match"
+    name = "toolname-093-reading:latest"
+    modelfile = Modelfile(from_=str(tmp_path / "tiny.gguf"), template=older.template)
+    register_model(name, modelfile, base_dir=tmp_path, host=ollama_server.host, force=True)
+    probe = probes["tool_call_and_result"]
+    ollama_server.mark_log()
+    body = {
+        "model": name,
+        "messages": [dict(m) for m in probe.messages],
+        "tools": [dict(t) for t in probe.tools],
+        "stream": False,
+        "options": {"num_predict": 1},
+    }
+    answer = httpx.post(f"{ollama_server.host}/api/chat", json=body, timeout=300)
+    assert answer.status_code == 200, answer.text
+    # The Jinja prints the tool JSON Python's way: equal as JSON, the rest byte for byte.
+    assert claimed.tier == "json_equivalent"
+    assert ollama_server.prompts()[-1] == claimed.actual

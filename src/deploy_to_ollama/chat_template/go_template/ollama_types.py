@@ -277,7 +277,15 @@ class TemplateMessage(GoValue):
 
     kind: ClassVar[str] = "ptr"
     go_type = "*template.templateMessage"
-    fields: ClassVar[tuple[str, ...]] = ("Role", "Content", "Thinking", "Images", "ToolCalls", "ToolName", "ToolCallID")
+    fields: ClassVar[tuple[str, ...]] = (
+        "Role",
+        "Content",
+        "Thinking",
+        "Images",
+        "ToolCalls",
+        "ToolName",
+        "ToolCallID",
+    )
 
     def __init__(
         self,
