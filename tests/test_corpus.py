@@ -120,7 +120,9 @@ THINKING_093_RATCHET = 30
 #: release's template values; 20 of them read .ToolName (v0.9.6) or a call's .ID /
 #: .ToolCallID (v0.12.10), which 0.9.3 lacks: its Go answers a tool conversation with "can't
 #: evaluate field ToolName in type *api.Message" (test_server_fields.py, on the real server).
-TOOLS_093_RATCHET = 60
+#: 60 -> 67: Gemma 4 (4), Jamba (2) and YandexGPT name each result after the call before it
+#: (server_rules.without_tool_name); the other 13 print call ids, which 0.9.3 never has.
+TOOLS_093_RATCHET = 67
 
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt
 #: opens the block and earlier turns drop what precedes its closing tag (QwQ, DeepSeek-R1
