@@ -128,6 +128,15 @@ THINKING_RATCHET = 27
 #: cannot (currentDate arrived in v0.11.0).
 THINKING_093_RATCHET = 37
 
+#: Templates whose Jinja renders tools (106) with every tool probe verified when translated
+#: for Ollama 0.9.3, the test server. 80 were claimed before the renderer modelled each
+#: release's template values; 20 of them read .ToolName (v0.9.6) or a call's .ID /
+#: .ToolCallID (v0.12.10), which 0.9.3 lacks: its Go answers a tool conversation with "can't
+#: evaluate field ToolName in type *api.Message" (test_server_fields.py, on the real server).
+#: 60 -> 67: Gemma 4 (4), Jamba (2) and YandexGPT name each result after the call before it
+#: (server_rules.without_tool_name); the other 13 print call ids, which 0.9.3 never has.
+TOOLS_093_RATCHET = 67
+
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt
 #: opens the block and earlier turns drop what precedes its closing tag (QwQ, DeepSeek-R1
 #: distills, DeepCoder, EXAONE Deep's <thought>, Nemotron Nano 2), so Ollama can separate the
@@ -301,6 +310,45 @@ def test_thinking_on_ollama_093_and_the_generations_it_holds_for(
         assert exp != act, record["_file"]
 
 
+@pytest.mark.slow
+def test_tools_on_ollama_093_hold_in_go_with_093s_values(
+    corpus_results: list[tuple[dict[str, Any], Any]], go_oracle: Any
+) -> None:
+    """Tool claims for Ollama 0.9.3 re-rendered by real Go with 0.9.3's message types (no
+    .ToolName, no call ids) and prompt building: zero false claims, and the share ratchets."""
+    from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
+
+    rendering = [
+        (record, translate_template(_source(record), server_version="0.9.3"))
+        for record, r in corpus_results
+        if not isinstance(r, DeployError) and r.report.tools_required
+    ]
+    verified = [(record, r) for record, r in rendering if r.report.tools_verified]
+    print(f"tools verified on Ollama 0.9.3: {len(verified)}/{len(rendering)}")
+    assert len(verified) >= TOOLS_093_RATCHET
+    probes = {p.id: p for p in load_probes()}
+    cases, checks = [], []
+    for record, result in verified:
+        for checked in result.report.probes:
+            probe = probes[checked.probe]
+            if checked.status != "match" or not probe.needs_tools:
+                continue
+            case = _case_093(result, probe, unset_think_off=True)
+            case["tools"] = list(probe.tools)
+            cases.append(case)
+            checks.append((record, checked, probe))
+    false_claims = []
+    for (record, checked, probe), go in zip(checks, go_oracle.run(cases), strict=True):
+        exp, act = strip_bos(checked.expected or "", go.output, record.get("bos_token") or "<s>")
+        holds = exp == act
+        if checked.tier == "json_equivalent":
+            holds = json_equivalent(_source(record), probe, checked.expected or "", act)
+        if go.failed or not holds:
+            false_claims.append((record["_file"], checked.probe, go.error or go.parse_error))
+    assert len(checks) > 300
+    assert false_claims == []
+
+
 def _case_093(result: Any, probe: Any, *, unset_think_off: bool) -> dict[str, Any]:
     """A Go oracle request rendered with Ollama 0.9.3's prompt building."""
     from support.go_oracle import to_ollama_api_messages
@@ -314,6 +362,7 @@ def _case_093(result: Any, probe: Any, *, unset_think_off: bool) -> dict[str, An
         "merge_tools": True,
         "no_date_funcs": True,
         "unset_think_off": unset_think_off,
+        "server": "0.9.3",
     }
 
 

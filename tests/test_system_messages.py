@@ -369,7 +369,10 @@ def test_corpus_claims_for_ollama_0_9_3_hold_in_go_with_joined_tool_results(
                 skipped += 1
             if checked.status != "match":
                 continue
-            case = _go_case(result, list(probe.messages), merge_tools=True)
+            # Ollama 0.9.3 as a whole: joined results, unset think stays off, its own types.
+            case = _go_case(
+                result, list(probe.messages), merge_tools=True, unset_think_off=True, server="0.9.3"
+            )
             if ".Tools" in result.template and probe.tools:
                 case["tools"] = list(probe.tools)
             cases.append(case)

@@ -58,8 +58,12 @@ def _source(template: str) -> TemplateSource:
     )
 
 
+def _thinking_ids() -> set[str]:
+    return {p.id for p in load_probes() if p.needs_thinking}
+
+
 def _thinking_reasons(result: object) -> set[str]:
-    ids = {p.id for p in load_probes() if p.needs_thinking}
+    ids = _thinking_ids()
     report = result.report  # type: ignore[attr-defined]
     return {p.reason for p in report.probes if p.probe in ids}
 
@@ -145,7 +149,12 @@ def test_reasoning_printed_in_tool_loops_in_any_form_is_seen() -> None:
 def test_cogito_is_not_claimed_and_says_why(name: str) -> None:
     result = translate_template(_corpus(name), server_version="0.9.3")
     assert not result.report.thinking_verified and not template_thinks(result.template)
-    assert _thinking_reasons(result) == {NO_TAGS.format(version="0.9.3")}
+    reasons = {p.probe: p.reason for p in result.report.probes if p.probe in _thinking_ids()}
+    # The tool loop may instead be skipped for its tools (Cogito 3B prints call ids, which
+    # Ollama 0.9.3 has not); every other thinking probe gives the no-tags reason.
+    tool_loop = reasons.pop("reasoning_tool_loop", None)
+    assert set(reasons.values()) == {NO_TAGS.format(version="0.9.3")}
+    assert tool_loop == NO_TAGS.format(version="0.9.3") or "0.9.3" in (tool_loop or "")
 
 
 # Gemma 4 31B keeps reasoning only in tool-calling turns after the last user message; the

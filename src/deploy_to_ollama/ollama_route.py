@@ -31,6 +31,7 @@ from .capabilities import (
 )
 
 __all__ = [
+    "FIELDS_SINCE",
     "LIBRARY_MATCH_DISTANCE",
     "NATIVE_SINCE",
     "THINK_UNSET_ON",
@@ -140,7 +141,27 @@ class PromptRules:
     required_omitted_when_empty: bool
     """A tool's ``parameters.required`` is left out when empty (v0.12.11 and later); before,
     Go's ``json`` printed ``"required":null``."""
+    missing: tuple[tuple[str, str], ...] = ()
+    """Template values this release lacks, with the release that added each (``FIELDS_SINCE``):
+    a TEMPLATE naming one fails there (Go: "can't evaluate field", or a parse error for a
+    function), however the newest release renders it."""
 
+
+#: Template values (fields as ``.Name``, functions bare) and the first release that has them,
+#: read from ``git show TAG:api/types.go`` / ``template/template.go``: ``Message.ToolName``
+#: arrived in v0.9.6, ``Message.ToolCallID`` and ``ToolCall.ID`` in v0.12.10 (ollama#12956),
+#: ``.ThinkLevel`` in v0.11.0, the ``currentDate`` function in v0.11.0, ``toTypeScriptType`` in
+#: v0.11.3 ("tools: support anyOf types"), ``yesterdayDate`` in v0.13.3. ``.Thinking``,
+#: ``.Think`` and ``.IsThinkSet`` exist from v0.9.0 on, the oldest release modelled here.
+FIELDS_SINCE: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    (".ToolName", (0, 9, 6)),
+    (".ToolCallID", (0, 12, 10)),
+    (".ID", (0, 12, 10)),
+    (".ThinkLevel", (0, 11, 0)),
+    ("currentDate", (0, 11, 0)),
+    ("toTypeScriptType", (0, 11, 3)),
+    ("yesterdayDate", (0, 13, 3)),
+)
 
 #: The first release that turns ``think`` on for a thinking-capable model when a request
 #: leaves it unset (ollama/ollama 90d429f5a, "thinking: turn on thinking mode for all
@@ -157,6 +178,10 @@ def prompt_rules(version: ServerVersion) -> PromptRules:
     False
     >>> [prompt_rules(parse_server_version(v)[0]).think_unset_on for v in ("0.12.3", "0.12.4")]
     [False, True]
+    >>> dict(prompt_rules(parse_server_version("0.12.3")[0]).missing)
+    {'.ToolCallID': 'v0.12.10', '.ID': 'v0.12.10', 'yesterdayDate': 'v0.13.3'}
+    >>> prompt_rules(parse_server_version("0.33.0")[0]).missing
+    ()
     """
     parts = (99, 0, 0) if version.newest else version.parts
     return PromptRules(
@@ -164,6 +189,9 @@ def prompt_rules(version: ServerVersion) -> PromptRules:
         think_level=parts >= (0, 11, 0),
         think_unset_on=parts >= THINK_UNSET_ON,
         required_omitted_when_empty=parts >= (0, 12, 11),
+        missing=tuple(
+            (name, "v" + ".".join(map(str, since))) for name, since in FIELDS_SINCE if parts < since
+        ),
     )
 
 

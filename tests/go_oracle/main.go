@@ -46,6 +46,9 @@ type request struct {
 	// toTypeScriptType (v0.11.0-v0.11.2 have the date functions but not it). NoDateFuncs
 	// implies it: no server before v0.11.0 has it either.
 	NoTypeScriptFunc bool `json:"no_typescript_func"`
+	// Server: the Ollama release whose template values to model ("0.9.3"; empty: the newest):
+	// fields and functions it lacks are missing as they are there (releases.go).
+	Server string `json:"server"`
 }
 
 // pinnedToday is the request's Today, read by now().
@@ -61,12 +64,12 @@ func now() time.Time {
 // funcsFor is Ollama's function map, without the functions an older server lacks: the date
 // functions before v0.11.0, toTypeScriptType before v0.11.3.
 func funcsFor(req request) template.FuncMap {
-	if !req.NoDateFuncs && !req.NoTypeScriptFunc {
-		return funcs
-	}
 	older := template.FuncMap{}
 	for name, fn := range funcs {
-		if name == "toTypeScriptType" {
+		if !has(req.Server, name) {
+			continue
+		}
+		if (req.NoDateFuncs || req.NoTypeScriptFunc) && name == "toTypeScriptType" {
 			continue
 		}
 		if req.NoDateFuncs && (name == "currentDate" || name == "yesterdayDate") {

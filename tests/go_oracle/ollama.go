@@ -46,24 +46,33 @@ func runOllama(req request) result {
 	system, collated := collate(msgs, req.MergeTools)
 	var b bytes.Buffer
 	if slices.Contains(vars, "messages") {
-		err := tmpl.Execute(&b, map[string]any{
-			"System": system, "Messages": messagesView(collated), "Tools": toolsView(req.Tools),
-			"Response": "", "Think": thinkVal, "ThinkLevel": thinkLevel, "IsThinkSet": isSet,
-		})
+		data := map[string]any{
+			"System": system, "Messages": messagesFor(req.Server, collated),
+			"Tools": toolsView(req.Tools), "Response": "", "Think": thinkVal,
+			"ThinkLevel": thinkLevel, "IsThinkSet": isSet,
+		}
+		if !has(req.Server, "ThinkLevel") {
+			delete(data, "ThinkLevel")
+		}
+		err := tmpl.Execute(&b, data)
 		if err != nil {
 			return result{Output: b.Bytes(), Error: err.Error()}
 		}
 		return result{Output: b.Bytes()}
 	}
-	return legacy(tmpl, collated, thinkVal, thinkLevel, isSet)
+	return legacy(tmpl, collated, thinkVal, thinkLevel, isSet, has(req.Server, "ThinkLevel"))
 }
 
-func legacy(tmpl *template.Template, msgs []*Message, think bool, level string, isSet bool) result {
+func legacy(tmpl *template.Template, msgs []*Message, think bool, level string, isSet, hasLevel bool) result {
 	var b bytes.Buffer
 	system, prompt, response := "", "", ""
 	data := func() map[string]any {
-		return map[string]any{"System": system, "Prompt": prompt, "Response": response,
+		d := map[string]any{"System": system, "Prompt": prompt, "Response": response,
 			"Think": think, "ThinkLevel": level, "IsThinkSet": isSet}
+		if !hasLevel {
+			delete(d, "ThinkLevel")
+		}
+		return d
 	}
 	flush := func() error {
 		if err := tmpl.Execute(&b, data()); err != nil {

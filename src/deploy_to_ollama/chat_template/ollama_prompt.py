@@ -9,6 +9,7 @@ entries, built-in renderers/parsers and the qwen3/deepseek-r1 ``<think>`` filter
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -16,13 +17,16 @@ from typing import Any
 
 from deploy_to_ollama.chat_template.go_template import GoTemplate, nodes, parse_template
 from deploy_to_ollama.chat_template.go_template.ollama_types import (
+    ApiMessage,
+    ApiMessageNoToolName,
+    ApiToolCall,
     TemplateMessage,
     TemplateTool,
     TemplateToolCall,
     TemplateToolCallFunction,
     TemplateTools,
 )
-from deploy_to_ollama.errors import InputError
+from deploy_to_ollama.errors import InputError, TemplateRenderError, TemplateSyntaxError
 
 __all__ = [
     "OllamaMessage",
@@ -141,17 +145,25 @@ def _collate(
     return "\n\n".join(system), collated
 
 
-def _template_message(message: OllamaMessage) -> TemplateMessage:
+def _template_message(message: OllamaMessage, missing: frozenset[str]) -> TemplateMessage:
+    """The message as the server's template sees it; fields in ``missing`` (the release lacks
+    them, ``PromptRules.missing``) are absent, so naming one is Go's exec error there too."""
+    call_type = ApiToolCall if ".ID" in missing else TemplateToolCall
     calls = None
     if message.tool_calls is not None:
         calls = [
-            TemplateToolCall(
+            call_type(
                 call["id"],
                 TemplateToolCallFunction(call["index"], call["name"], call["arguments"]),
             )
             for call in message.tool_calls
         ]
-    return TemplateMessage(
+    message_type: type[TemplateMessage] = TemplateMessage
+    if ".ToolName" in missing:
+        message_type = ApiMessageNoToolName
+    elif ".ToolCallID" in missing:
+        message_type = ApiMessage
+    return message_type(
         role=message.role,
         content=message.content,
         thinking=message.thinking,
@@ -237,6 +249,8 @@ def render_ollama_prompt(
         InputError: a message Ollama's API could not decode.
     """
     tmpl, names, thinks = _prepare(template)
+    missing = _missing_values()
+    _check_functions(template, missing)
     msgs = to_ollama_messages(messages)
     if msgs and msgs[0].role != "system" and system:
         msgs.insert(0, OllamaMessage("system", system))
@@ -249,25 +263,88 @@ def render_ollama_prompt(
     if think is None and thinks and unset_think_on(current_rules()):
         think = True  # server/routes.go since v0.12.4; before, unset stays false
     think_values = _think_values(think=think)
+    if ".ThinkLevel" in missing:
+        del think_values["ThinkLevel"]  # a missing key: Go's missingkey=zero gives nil
     if merge_tool_results is None:
         merge_tool_results = merges_tool_results(current_rules())
     joined_system, collated = _collate(msgs, merge_tools=merge_tool_results)
     if "messages" in names:
         data = {
             "System": joined_system,
-            "Messages": _message_slice(collated),
+            "Messages": _message_slice(collated, missing),
             "Tools": _template_tools(tools),
             "Response": "",
             **think_values,
         }
-        return tmpl.execute(data)
+        try:
+            return tmpl.execute(data)
+        except TemplateRenderError as err:
+            raise _explained(err, missing) from err
     return _render_legacy(tmpl, collated, think_values)
 
 
-def _message_slice(collated: list[OllamaMessage]) -> Any:
+def _message_slice(collated: list[OllamaMessage], missing: frozenset[str]) -> Any:
     from deploy_to_ollama.chat_template.go_template import GoSlice
 
-    return GoSlice([_template_message(m) for m in collated])
+    return GoSlice([_template_message(m, missing) for m in collated])
+
+
+def _missing_values() -> frozenset[str]:
+    """The template values the server version in force lacks (none for the newest)."""
+    from deploy_to_ollama.chat_template.server_rules import current_rules
+
+    rules = current_rules()
+    return frozenset(name for name, _ in rules.missing) if rules is not None else frozenset()
+
+
+def _since(name: str) -> str:
+    from deploy_to_ollama.chat_template.server_rules import current_rules, current_version
+
+    rules = current_rules()
+    release = dict(rules.missing).get(name, "a later release") if rules else "a later release"
+    version = current_version() or "this release"
+    what = name if name.startswith(".") else f"function {name}"
+    return f"Ollama {version} has no {what} (it arrived in {release})"
+
+
+def _check_functions(template: str, missing: frozenset[str]) -> None:
+    """Go checks function names when it parses: a TEMPLATE calling a function the release
+    lacks is refused as a whole there (``ollama create`` fails), whatever the request."""
+    absent = sorted(name for name in missing if not name.startswith(".") and name in template)
+    used = [name for name in absent if _calls_function(template, name)]
+    if used:
+        raise TemplateSyntaxError(
+            f'template: function "{used[0]}" not defined: {_since(used[0])}',
+            hint="deploy for a newer Ollama, or translate without this function",
+        )
+
+
+def _calls_function(template: str, name: str) -> bool:
+    """Whether any tree of ``template`` names the function ``name`` (not text that spells it)."""
+    stack: list[Any] = list(parse_template(template).trees.values())
+    while stack:
+        node = stack.pop()
+        if isinstance(node, nodes.IdentifierNode) and node.name == name:
+            return True
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, nodes.Node):
+            stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
+    return False
+
+
+#: Message and tool-call fields that releases gained (``.ThinkLevel`` is a map key instead:
+#: missing there, it is nil, never an error).
+_STRUCT_FIELDS = frozenset({".ToolName", ".ToolCallID", ".ID"})
+
+
+def _explained(err: TemplateRenderError, missing: frozenset[str]) -> TemplateRenderError:
+    """Go's "can't evaluate field X" on a field the release lacks, with the release that
+    added it, so the verdict says why the newest release renders it and this one does not."""
+    for name in sorted(missing & _STRUCT_FIELDS):
+        if f"can't evaluate field {name[1:]} in type" in str(err):
+            return TemplateRenderError(f"{err}: {_since(name)}", hint=err.hint)
+    return err
 
 
 def _render_legacy(

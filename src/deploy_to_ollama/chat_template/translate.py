@@ -19,7 +19,7 @@ from .emit import candidates, tool_candidates
 from .gotext import go_string
 from .probes import load_probes
 from .pyrepr import REPR_SERVER
-from .server_rules import for_server
+from .server_rules import for_server, release_readings
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
@@ -303,7 +303,7 @@ def _with_tools(
     why = "the tool definitions are not printed before the first user message"
     last_user = last_user_insertion(source, shape)
     found = tool_candidates(source, shape, with_defs, lead, plain, system, last_user)
-    for template in found:
+    for template in release_readings(found):  # a release's own reading first
         report = verify_template(source, template, system=system, tools=True, references=refs)
         notes: tuple[str, ...] = ()
         if _holds(report, allowed) and report.tools_verified:
@@ -332,6 +332,8 @@ def _with_tools(
         failure = report.first_failure()
         if failure is not None and why.startswith("the tool definitions are not"):
             why = f"probe {failure.probe} differs at character {failure.position}"
+            if failure.position is None and failure.reason:  # Ollama fails (a missing field)
+                why = f"probe {failure.probe}: {failure.reason}"
     return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
 
 

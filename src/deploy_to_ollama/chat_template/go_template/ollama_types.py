@@ -262,7 +262,7 @@ class TemplateToolCallFunction(GoValue):
 
 class TemplateToolCall(GoValue):
     go_type = "template.templateToolCall"
-    fields = ("ID", "Function")
+    fields: ClassVar[tuple[str, ...]] = ("ID", "Function")
 
     def __init__(self, call_id: str, function: TemplateToolCallFunction) -> None:
         self.ID = call_id
@@ -277,7 +277,15 @@ class TemplateMessage(GoValue):
 
     kind: ClassVar[str] = "ptr"
     go_type = "*template.templateMessage"
-    fields = ("Role", "Content", "Thinking", "Images", "ToolCalls", "ToolName", "ToolCallID")
+    fields: ClassVar[tuple[str, ...]] = (
+        "Role",
+        "Content",
+        "Thinking",
+        "Images",
+        "ToolCalls",
+        "ToolName",
+        "ToolCallID",
+    )
 
     def __init__(
         self,
@@ -299,6 +307,30 @@ class TemplateMessage(GoValue):
 
     def to_json(self) -> Any:
         return JsonObject([(name, getattr(self, name)) for name in self.fields])
+
+
+class ApiToolCall(TemplateToolCall):
+    """``api.ToolCall`` before v0.12.10: no ``ID`` (``.ID`` is a Go exec error there)."""
+
+    go_type = "api.ToolCall"
+    fields = ("Function",)
+
+    def to_json(self) -> Any:
+        return JsonObject([("Function", self.Function)])
+
+
+class ApiMessage(TemplateMessage):
+    """``*api.Message`` from v0.9.6 to v0.12.9: ``ToolName`` but no ``ToolCallID``."""
+
+    go_type = "*api.Message"
+    fields = ("Role", "Content", "Thinking", "Images", "ToolCalls", "ToolName")
+
+
+class ApiMessageNoToolName(TemplateMessage):
+    """``*api.Message`` before v0.9.6: neither ``ToolName`` nor ``ToolCallID``."""
+
+    go_type = "*api.Message"
+    fields = ("Role", "Content", "Thinking", "Images", "ToolCalls")
 
 
 def go_number_view(value: Any) -> Any:
