@@ -269,8 +269,8 @@ def _first_only(calls: str) -> str:
 
 
 def test_a_template_that_prints_only_the_first_call_is_told_apart() -> None:
-    """GigaChat prints ``tool_calls[0]`` only: the reason says so, not that calls are no loop;
-    calls printed in reverse are no loop, and a template printing every call reads off."""
+    """GigaChat and gpt-oss print ``tool_calls[0]`` only: read as a loop that prints the first
+    index; calls printed in reverse are no loop, and a template printing every call reads off."""
     from deploy_to_ollama.chat_template.shape import infer_shape
     from deploy_to_ollama.chat_template.tool_shape import FIRST_CALL_ONLY, infer_tool_shape
 
@@ -286,7 +286,9 @@ def test_a_template_that_prints_only_the_first_call_is_told_apart() -> None:
         source = _source(_first_only(calls))
         shape = infer_tool_shape(source, infer_shape(source))
         if reason == FIRST_CALL_ONLY:
-            assert shape.calls is None and shape.reason == FIRST_CALL_ONLY
+            # Read since gpt-oss (tool_shape.first_call_only): a loop printing index 0 only.
+            assert shape.calls is not None, shape.reason
+            assert any(getattr(a, "code", "") == "if eq $k 0" for a in shape.calls.item)
         elif reason:
             assert shape.calls is None and shape.reason not in ("", FIRST_CALL_ONLY)
         else:
