@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
-from deploy_to_ollama.chat_template.verify import strip_bos, verify_template
-from support.go_oracle import to_ollama_api_messages
+from deploy_to_ollama.chat_template import TemplateSource, translate_template
+from deploy_to_ollama.chat_template.verify import verify_template
+from support.go_claims import go_mismatches
 
 COMMAND_A_LIKE = (
     "{{ bos_token }}{%- if messages and messages[0].role == 'system' %}"
@@ -48,20 +48,8 @@ def test_an_empty_first_system_prints_as_its_own_turn(go_oracle: Any) -> None:
     assert empty.status == "match"
     assert "Be kind.<|EOT|><|SOT|><|SYS|><|EOT|><|SOT|><|USER|>" in (empty.actual or "")
     assert statuses["system_user"].status == "match"
-    probes = {p.id: p for p in load_probes()}
     checks = [statuses[name] for name in ("empty_system", "system_user", "single_user")]
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-            "system": result.system or "",
-        }
-        for c in checks
-    ]
-    for checked, go in zip(checks, go_oracle.run(cases), strict=True):
-        exp, act = strip_bos(checked.expected or "", go.output, "<s>")
-        assert not go.failed and exp == act, checked.probe
+    assert go_mismatches(go_oracle, source, result, checks) == []
 
 
 def test_without_the_user_opening_after_it_the_empty_system_differs() -> None:

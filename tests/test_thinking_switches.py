@@ -19,6 +19,7 @@ from deploy_to_ollama.chat_template.ollama_prompt import infer_thinking_tags, te
 from deploy_to_ollama.chat_template.switched import DEFAULT_OFF as DEFAULT_OFF_REASON
 from deploy_to_ollama.chat_template.thinking import switch_name, think_kwargs
 from deploy_to_ollama.chat_template.verify import strip_bos
+from support.go_claims import go_mismatches
 
 LAST_QUERY = (
     "{% set ns = namespace(last=-1) %}{% for m in messages %}{% if m.role == 'user' %}"
@@ -179,26 +180,11 @@ def test_a_generation_prompt_that_opens_the_block_gets_the_tags() -> None:
 
 def _assert_go_holds(go_oracle: Any, template: str, must: set[str]) -> None:
     """Every match claimed for ``template`` holds when Go renders the TEMPLATE."""
-    from support.go_oracle import to_ollama_api_messages
-
-    probes = {p.id: p for p in load_probes()}
-    result = translate_template(_source(template))
+    source = _source(template)
+    result = translate_template(source)
     claims = [c for c in result.report.probes if c.status == "match"]
     assert must <= {c.probe for c in claims}
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-            "system": result.system or "",
-            "think": probes[c.probe].think,
-        }
-        for c in claims
-    ]
-    for claim, go in zip(claims, go_oracle.run(cases), strict=True):
-        assert not go.failed, (claim.probe, go.error)
-        exp, act = strip_bos(claim.expected or "", go.output, "<s>")
-        assert exp == act, claim.probe
+    assert go_mismatches(go_oracle, source, result, claims) == []
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from deploy_to_ollama.chat_template import TemplateSource, load_probes, translat
 from deploy_to_ollama.chat_template.tool_props import AWKWARD_TEXT
 from deploy_to_ollama.chat_template.translate import ESCAPED
 from deploy_to_ollama.chat_template.verify import strip_bos, verify_template
+from support.go_claims import go_mismatches
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, require_shared
 
@@ -112,18 +113,5 @@ def test_functionary_v31_gets_tools_with_escaped_json(go_oracle: Any) -> None:
     )
     (checked,) = report.probes
     assert checked.status == "match"
-    probes = {p.id: p for p in load_probes()}
     claimed = [p for p in result.report.probes if p.status == "match" and p.tier == "exact"]
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-            "system": result.system or "",
-            **({"tools": list(probes[c.probe].tools)} if probes[c.probe].tools else {}),
-        }
-        for c in claimed
-    ]
-    for c, go in zip(claimed, go_oracle.run(cases), strict=True):
-        expected, actual = strip_bos(c.expected or "", go.output, "<s>")
-        assert not go.failed and expected == actual, c.probe
+    assert go_mismatches(go_oracle, source, result, claimed, bos="<s>") == []

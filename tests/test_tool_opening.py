@@ -14,8 +14,7 @@ from typing import Any
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.shape import infer_shape
 from deploy_to_ollama.chat_template.tool_opening import OPENS_UNLIKE
-from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
-from support.go_oracle import to_ollama_api_messages
+from support.go_claims import go_mismatches
 
 R7B_LIKE = (
     "{%- if tools %}<|SYS|>{% for t in tools %}{{ t | tojson }}\n{% endfor %}<|EOT|>{% endif %}"
@@ -51,24 +50,7 @@ def test_the_turn_with_calls_opens_after_the_shared_header(go_oracle: Any) -> No
     probes = {p.id: p for p in load_probes()}
     checks = [p for p in result.report.probes if p.status == "match" and probes[p.probe].tools]
     assert {"tool_call_and_result", "tool_results_then_answer"} <= {c.probe for c in checks}
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-            "system": result.system or "",
-            "tools": list(probes[c.probe].tools),
-        }
-        for c in checks
-    ]
-    for checked, go in zip(checks, go_oracle.run(cases), strict=True):
-        exp, act = strip_bos(checked.expected or "", go.output, "<s>")
-        whole = checked.expected or ""
-        probe = probes[checked.probe]
-        holds = (
-            exp == act if checked.tier == "exact" else json_equivalent(source, probe, whole, act)
-        )
-        assert not go.failed and holds, checked.probe
+    assert go_mismatches(go_oracle, source, result, checks) == []
 
 
 def test_a_turn_that_opens_with_another_header_stays_unverified() -> None:

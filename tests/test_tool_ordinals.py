@@ -17,8 +17,8 @@ from deploy_to_ollama.chat_template import TemplateSource, load_probes, translat
 from deploy_to_ollama.chat_template.probes import Probe
 from deploy_to_ollama.chat_template.tool_ordinals import NO_IDS, numbers_calls
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
-from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
-from support.go_oracle import to_ollama_api_messages
+from deploy_to_ollama.chat_template.verify import verify_template
+from support.go_claims import go_mismatches
 from support.shared import CHAT_TEMPLATES_DIR, require_shared
 
 #: Command-style: the call number counts across the conversation; a result looks its call
@@ -99,7 +99,6 @@ def _go_mismatches(
 ) -> list[str]:
     """Probe ids claimed to match (and ``extra`` ones, checked the same way) whose Go
     rendering of the TEMPLATE is not the Jinja's, byte for byte or as JSON where claimed."""
-    probes = {p.id: p for p in (*load_probes(), *extra)}
     report = result.report
     if extra:
         more = verify_template(
@@ -108,29 +107,7 @@ def _go_mismatches(
         assert all(p.status == "match" for p in more.probes)
         report = more
     checks = [p for p in (*result.report.probes, *report.probes) if p.status == "match"]
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-            "system": result.system or "",
-            "think": probes[c.probe].think,
-            **({"tools": list(probes[c.probe].tools)} if probes[c.probe].tools else {}),
-        }
-        for c in checks
-    ]
-    wrong = []
-    for checked, go in zip(checks, go_oracle.run(cases), strict=True):
-        exp, act = strip_bos(checked.expected or "", go.output, "<s>")
-        probe = probes[checked.probe]
-        # json_equivalent takes the Jinja's text as rendered (it allows the BOS itself).
-        whole = checked.expected or ""
-        holds = (
-            exp == act if checked.tier == "exact" else json_equivalent(source, probe, whole, act)
-        )
-        if go.failed or not holds:
-            wrong.append(checked.probe)
-    return wrong
+    return go_mismatches(go_oracle, source, result, checks, extra=extra, bos="<s>")
 
 
 def test_a_conversation_wide_call_counter_is_translated(go_oracle: Any) -> None:

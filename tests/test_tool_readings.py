@@ -14,7 +14,7 @@ from deploy_to_ollama.chat_template import TemplateSource, load_probes, translat
 from deploy_to_ollama.chat_template.hf_render import JSON_CLOSE, JSON_OPEN, mark_json_values
 from deploy_to_ollama.chat_template.shape import infer_shape
 from deploy_to_ollama.chat_template.tool_system import system_with_tools
-from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
+from support.go_claims import go_mismatches
 
 # ciscai's Mistral v0.3 "sota": the tool list is dumped to JSON before the loop and printed in
 # the last user turn, after the calls dumped later; the system prompt shows only with tools.
@@ -53,28 +53,8 @@ def _tool_probes(result: Any) -> dict[str, Any]:
 
 def _go_confirms(source: TemplateSource, result: Any, go_oracle: Any) -> int:
     """Re-render every matching probe with Go's text/template; the number of claims checked."""
-    from support.go_oracle import to_ollama_api_messages
-
-    probes = {p.id: p for p in load_probes()}
     checked = [p for p in result.report.probes if p.status == "match"]
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-            "tools": list(probes[c.probe].tools) or None,
-            "system": result.system or "",
-        }
-        for c in checked
-    ]
-    for claim, go in zip(checked, go_oracle.run(cases), strict=True):
-        assert not go.failed, (claim.probe, go.error)
-        assert go.output == claim.actual, claim.probe
-        exp, act = strip_bos(claim.expected or "", go.output, source.bos_token)
-        if claim.tier == "exact":
-            assert exp == act, claim.probe
-        else:
-            assert json_equivalent(source, probes[claim.probe], claim.expected or "", act)
+    assert go_mismatches(go_oracle, source, result, checked, same_as_port=True) == []
     return len(checked)
 
 

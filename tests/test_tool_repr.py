@@ -9,6 +9,7 @@ the TEMPLATE in Go's own text/template; the cases where it must come out false a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,6 +127,18 @@ def test_tool_string_translates_and_holds_in_go(jinja: str, go_oracle: GoOracle)
     probe = next(p for p in load_probes() if p.id == "tools_available")
     variants = awkward_tools(probe.tools[0])
     tool_sets = [[v] for v in variants] + [variants]
+    for tools, act in zip(
+        tool_sets, _go_prints_as_jinja(go_oracle, source, result, tool_sets), strict=True
+    ):
+        assert repr(tools[0]["function"]["description"]) in act
+
+
+def _go_prints_as_jinja(
+    go_oracle: GoOracle, source: TemplateSource, result: Any, tool_sets: list[list[dict[str, Any]]]
+) -> list[str]:
+    """Go's prompts (BOS stripped) for the tools_available probe with each tool set, each
+    asserted equal to transformers' rendering of ``source``'s Jinja."""
+    probe = next(p for p in load_probes() if p.id == "tools_available")
     cases = [
         {
             "kind": "ollama",
@@ -137,9 +150,10 @@ def test_tool_string_translates_and_holds_in_go(jinja: str, go_oracle: GoOracle)
         }
         for tools in tool_sets
     ]
+    printed = []
     for tools, go in zip(tool_sets, go_oracle.run(cases), strict=True):
         want = render_hf(
-            jinja,
+            source.template,
             list(probe.messages),
             tokens=source.template_variables(),
             add_generation_prompt=True,
@@ -148,7 +162,8 @@ def test_tool_string_translates_and_holds_in_go(jinja: str, go_oracle: GoOracle)
         assert not go.failed, go.error or go.parse_error
         exp, act = strip_bos(want, go.output, "<s>")
         assert exp == act
-        assert repr(tools[0]["function"]["description"]) in act
+        printed.append(act)
+    return printed
 
 
 def test_a_server_before_go_1_24_gets_the_refusal_with_its_reason() -> None:
@@ -241,29 +256,9 @@ def test_markupsafe_escaped_tool_text_is_printed_through_go_html(go_oracle: GoOr
     assert result.report.tools_verified and offered.status == "match", offered.reason
     assert "html" in result.template and "$pyS :=" not in result.template
     probe = next(p for p in load_probes() if p.id == "tools_available")
-    variants = awkward_tools(probe.tools[0])
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probe.messages)),
-            "system": result.system or "",
-            "think": None,
-            "tools": [tool],
-        }
-        for tool in variants
-    ]
-    for tool, go in zip(variants, go_oracle.run(cases), strict=True):
-        want = render_hf(
-            glued,
-            list(probe.messages),
-            tokens=source.template_variables(),
-            add_generation_prompt=True,
-            tools=[tool],
-        )
-        assert not go.failed, go.error or go.parse_error
-        exp, act = strip_bos(want, go.output, "<s>")
-        assert exp == act
+    _go_prints_as_jinja(
+        go_oracle, source, result, [[tool] for tool in awkward_tools(probe.tools[0])]
+    )
 
 
 def test_required_list_only_where_the_request_has_one(go_oracle: GoOracle) -> None:

@@ -15,6 +15,7 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
 from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
+from support.go_claims import go_mismatches
 
 # Qwen2.5-style: tools as Python JSON in the system turn, <tool_call> JSON calls, results
 # grouped in one user turn.
@@ -147,30 +148,10 @@ def test_tool_call_tag_is_what_the_fine_tune_emits_in_go_too(go_oracle: Any) -> 
 
 
 def test_go_renders_the_tool_probes_as_claimed(go_oracle: Any) -> None:
-    from support.go_oracle import to_ollama_api_messages
-
     source = _source(QWEN_LIKE)
     result = translate_template(source)
-    probes = {p.id: p for p in load_probes()}
     checked = [p for p in result.report.probes if p.status == "match"]
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[c.probe].messages)),
-            "tools": list(probes[c.probe].tools) or None,
-            "system": result.system or "",
-        }
-        for c in checked
-    ]
-    for claim, go in zip(checked, go_oracle.run(cases), strict=True):
-        assert not go.failed, (claim.probe, go.error)
-        assert go.output == claim.actual, claim.probe
-        exp, act = strip_bos(claim.expected or "", go.output, "<s>")
-        if claim.tier == "exact":
-            assert exp == act, claim.probe
-        else:
-            assert json_equivalent(source, probes[claim.probe], claim.expected or "", act)
+    assert go_mismatches(go_oracle, source, result, checked, bos="<s>", same_as_port=True) == []
 
 
 def _tiny_tokenizer(path: Path, template: str) -> Path:

@@ -54,7 +54,7 @@ TEMPLATE = (
 )
 
 
-def _case(**flags: bool) -> dict[str, Any]:
+def _case(**flags: Any) -> dict[str, Any]:
     tool = {
         "type": "function",
         "function": {
@@ -85,7 +85,7 @@ def test_python_rule_is_not_the_jinja_rule() -> None:
 
 def test_go_prints_the_words_the_rule_predicts(go_oracle: Any) -> None:
     newest, older, oldest = go_oracle.run(
-        [_case(), _case(no_typescript_func=True), _case(no_date_funcs=True)]
+        [_case(), _case(server="0.11.2"), _case(no_date_funcs=True)]
     )
     assert not newest.failed, newest.error or newest.parse_error
     assert _words(newest.output) == {k: typescript_type(v) for k, v in PROPS.items()}
@@ -96,7 +96,7 @@ def test_go_prints_the_words_the_rule_predicts(go_oracle: Any) -> None:
 
 def test_without_the_function_only_it_is_missing(go_oracle: Any) -> None:
     """v0.11.0-v0.11.2 keep currentDate: dropping toTypeScriptType drops nothing else."""
-    case = _case(no_typescript_func=True, today="2030-01-02")
+    case = _case(server="0.11.2", today="2030-01-02")
     case["template"] = "{{ currentDate }}{{ range .Messages }}{{ .Content }}{{ end }}"
     (result,) = go_oracle.run([case])
     assert not result.failed, result.error or result.parse_error

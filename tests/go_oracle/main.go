@@ -42,10 +42,6 @@ type request struct {
 	// NoDateFuncs: a server before v0.11.0, whose template functions lack currentDate and
 	// yesterdayDate (template.go gained them with gpt-oss).
 	NoDateFuncs bool `json:"no_date_funcs"`
-	// NoTypeScriptFunc: a server before v0.11.3, whose template functions lack
-	// toTypeScriptType (v0.11.0-v0.11.2 have the date functions but not it). NoDateFuncs
-	// implies it: no server before v0.11.0 has it either.
-	NoTypeScriptFunc bool `json:"no_typescript_func"`
 	// Server: the Ollama release whose template values to model ("0.9.3"; empty: the newest):
 	// fields and functions it lacks are missing as they are there (releases.go).
 	Server string `json:"server"`
@@ -69,7 +65,7 @@ func funcsFor(req request) template.FuncMap {
 		if !has(req.Server, name) {
 			continue
 		}
-		if (req.NoDateFuncs || req.NoTypeScriptFunc) && name == "toTypeScriptType" {
+		if req.NoDateFuncs && name == "toTypeScriptType" {
 			continue
 		}
 		if req.NoDateFuncs && (name == "currentDate" || name == "yesterdayDate") {

@@ -17,9 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-#: The first Ollama release whose TEMPLATE functions include ``toTypeScriptType``.
-TYPESCRIPT_SINCE = (0, 11, 3)
-
 _WORDS = {
     "string": "string",
     "number": "number",
@@ -39,10 +36,10 @@ def has_typescript_function(version: str | None) -> bool:
     """
     if version is None:
         return True
-    from ..ollama_route import parse_server_version
+    from ..ollama_route import FIELDS_SINCE, parse_server_version
 
     parsed = parse_server_version(version)[0]
-    return parsed.newest or parsed.parts >= TYPESCRIPT_SINCE
+    return parsed.newest or parsed.parts >= dict(FIELDS_SINCE)["toTypeScriptType"]
 
 
 def typescript_type(prop: Mapping[str, Any]) -> str:
@@ -65,4 +62,4 @@ def typescript_type(prop: Mapping[str, Any]) -> str:
     return " | ".join(_WORDS.get(k, "any") if isinstance(k, str) else "any" for k in kinds)
 
 
-__all__ = ["TYPESCRIPT_SINCE", "has_typescript_function", "typescript_type"]
+__all__ = ["has_typescript_function", "typescript_type"]
