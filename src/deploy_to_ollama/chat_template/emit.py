@@ -11,7 +11,14 @@ from dataclasses import replace
 
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
-from .emit_tools import call_content_decl, expand_definitions, named, tool_calls, tool_results
+from .emit_tools import (
+    call_content_decl,
+    expand_definitions,
+    if_tools,
+    named,
+    tool_calls,
+    tool_results,
+)
 from .emit_trim import trimmed
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .shape import TemplateShape
@@ -45,13 +52,14 @@ def candidates(
     wrappers; the candidates keep their order, so index ``n`` is the same reading either way.
     """
     return [
-        (join_pieces(pieces), system) for pieces, system in _candidate_pieces(source, shape, tools)
+        (join_pieces(pieces), system) for pieces, system in candidate_pieces(source, shape, tools)
     ]
 
 
-def _candidate_pieces(
+def candidate_pieces(
     source: TemplateSource, shape: TemplateShape | None, tools: ToolShape | None
 ) -> list[tuple[list[Piece], str | None]]:
+    """:func:`candidates` as pieces, for the tool TEMPLATEs that embed one (``tool_candidates``)."""
     if shape is None:
         return [([Act("range .Messages"), Act(".Content"), Act("end")], None)]
     found: list[tuple[list[Piece], str | None]] = []
@@ -80,7 +88,7 @@ def tool_candidates(
     shape: TemplateShape,
     tools: ToolShape,
     lead: tuple[str, tuple[str, str] | None],
-    plain: str,
+    plain: list[Piece],
     system: str | None = None,
     last_user: tuple[int, str] | None = None,
 ) -> list[str]:
@@ -92,10 +100,13 @@ def tool_candidates(
         shape: the plain shape (turn wrappers after the lead-in).
         tools: with ``definitions`` set.
         lead: (head, head_system) rendered with one sentinel tool offered.
-        plain: the TEMPLATE for requests without tools.
+        plain: the TEMPLATE for requests without tools, as pieces.
         system: the Modelfile SYSTEM that goes with ``plain``.
         last_user: where the definitions go in the last user turn, if the Jinja puts them
             there (tried before the lead-in readings).
+
+    Where the server in force has no ``.ToolName`` (before v0.9.6), each TEMPLATE that reads
+    it comes after its reading without it (:func:`emit_tools.without_tool_name`).
     """
     assert tools.definitions is not None
     head, head_system = lead
@@ -122,16 +133,14 @@ def tool_candidates(
     for body_pieces in bodies:
         expanded = expand_definitions(body_pieces, tools.definitions)
         if expanded is not None:
-            body = join_pieces(expanded)
-            found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
+            found += if_tools(expanded, plain)
     if head_system is None and shape.system_mode == "drop" and head.endswith(shape.user_prefix):
         # System messages are dropped anyway: the lead-in with tools is the preamble.
         dropped = replace(shape, preamble=head[: len(head) - len(shape.user_prefix)])
         pieces = _emit(source, dropped, empty_system="skip", tools=tools)
         expanded = expand_definitions(pieces, tools.definitions)
         if expanded is not None:
-            body = join_pieces(expanded)
-            found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
+            found += if_tools(expanded, plain)
     if head_system is None:
         return found
     for empty_system in ("skip", "render", "inline"):
@@ -141,8 +150,7 @@ def tool_candidates(
         expanded = expand_definitions(pieces, tools.definitions)
         if expanded is None:
             return []
-        body = join_pieces(expanded)
-        found.append("{{- if .Tools }}" + body + "{{- else }}" + plain + "{{- end }}")
+        found += if_tools(expanded, plain)
     return found
 
 
@@ -366,4 +374,4 @@ def _system_slot_scan(mode: str) -> list[Piece]:
     ]
 
 
-__all__ = ["candidates", "tool_candidates"]
+__all__ = ["candidate_pieces", "candidates", "tool_candidates"]

@@ -8,9 +8,14 @@ own; ``emit.py`` only decides where these pieces go.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from typing import TypeGuard
+
 from .emit_trim import trimmed
-from .gotext import Act, Lit, Piece, go_string
+from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
+from .server_rules import current_rules
 from .shape import TOOL_NAME, TemplateShape
 from .thinking import generation_text, switch_pieces
 from .tool_shape import ANSWERED_SCAN, Loop, ToolShape
@@ -172,4 +177,93 @@ def named(text: str) -> list[Piece]:
     return pieces
 
 
-__all__ = ["call_content_decl", "expand_definitions", "named", "tool_calls", "tool_results"]
+def if_tools(body: list[Piece], plain: list[Piece]) -> list[str]:
+    """``{{ if .Tools }}body{{ else }}plain{{ end }}``, preceded by its reading for the release
+    in force where that release lacks ``.ToolName`` (:func:`without_tool_name`); the original
+    comes last, so a failure is reported with the missing field's own reason."""
+    readings = [[body, plain]]
+    older = without_tool_name(readings[0])
+    if older is not None:
+        readings.insert(0, older)
+    return [
+        "{{- if .Tools }}" + join_pieces(b) + "{{- else }}" + join_pieces(p) + "{{- end }}"
+        for b, p in readings
+    ]
+
+
+#: An action that loops over the messages, whose body a release without ``.ToolName`` updates.
+_MESSAGES_LOOP = re.compile(r"range (?:\$\w+(?:, \$\w+)? := )?\.Messages")
+#: After such a loop's action: the name of the turn's first call, if it has any. A range, not
+#: an if on .ToolCalls: Ollama takes the tool-call tag from the text of the first if on
+#: .ToolCalls (tools/template.go), which must stay the calls' own.
+_KEEP_NAME = (
+    "range $dtoK, $dtoC := .ToolCalls }}{{ if eq $dtoK 0 }}"
+    "{{ $dtoToolName = $dtoC.Function.Name }}{{ end }}{{ end"
+)
+
+
+def without_tool_name(parts: Sequence[list[Piece]]) -> list[list[Piece]] | None:
+    """``parts`` (one TEMPLATE's pieces, each part joined on its own) for a release without
+    ``.ToolName`` (before v0.9.6), or None where the release in force has it or none is read.
+
+    Such a release joins consecutive tool results anyway, so a result answers the call of
+    the assistant turn before it: its name is that turn's first call's, kept in a variable
+    each loop over the messages updates. Verification decides whether the reading holds (the
+    other two namings: ``tool_names``'s lookup by call id and its ``PREVIOUS_CALL``).
+
+    >>> from .server_rules import for_server
+    >>> t = [[Act("range .Messages"), Lit("<"), Act(".ToolName"), Lit(">"), Act("end")]]
+    >>> without_tool_name(t) is None  # the newest release has .ToolName
+    True
+    >>> with for_server("0.9.3"):
+    ...     older = join_pieces((without_tool_name(t) or [[]])[0])
+    >>> older.startswith('{{ $dtoToolName := "" }}{{ range .Messages }}{{ range $dtoK')
+    True
+    >>> older.endswith("<\\n{{- $dtoToolName }}>\\n{{- end }}"), "$dtoToolName = $dtoC" in older
+    (True, True)
+    """
+    rules = current_rules()
+    if rules is None or ".ToolName" not in dict(rules.missing):
+        return None
+    flat = [piece for part in parts for piece in part]
+    loops = [n for n, piece in enumerate(flat) if _loops_messages(piece)]
+    named = [n for n, piece in enumerate(flat) if piece == Act(".ToolName")]
+    if not loops or not named or named[0] < loops[0]:
+        return None
+    return [_name_kept(part) for part in parts]
+
+
+def _loops_messages(piece: Piece) -> TypeGuard[Act]:
+    return isinstance(piece, Act) and _MESSAGES_LOOP.fullmatch(piece.code) is not None
+
+
+def _name_kept(pieces: list[Piece]) -> list[Piece]:
+    """Each loop over the messages declares and updates ``$dtoToolName``; ``.ToolName`` reads it."""
+    out: list[Piece] = []
+    previous: Piece | None = None
+    for piece in pieces:
+        if _loops_messages(piece):
+            # One action, so that join_pieces adds no newline inside; the loop's own action
+            # trims as join_pieces makes the declaration's do (after an action or non-space).
+            trims = previous is not None and (
+                isinstance(previous, Act) or not previous.text[-1:].isspace()
+            )
+            loop = "{{" + ("- " if trims else " ") + piece.code + " }}"
+            piece = Act('$dtoToolName := "" }}' + loop + "{{ " + _KEEP_NAME)
+        elif piece == Act(".ToolName"):
+            piece = Act("$dtoToolName")
+        out.append(piece)
+        if isinstance(piece, Act) or piece.text:
+            previous = piece
+    return out
+
+
+__all__ = [
+    "call_content_decl",
+    "expand_definitions",
+    "if_tools",
+    "named",
+    "tool_calls",
+    "tool_results",
+    "without_tool_name",
+]
