@@ -134,7 +134,7 @@ THINKING_093_RATCHET = 37
 #: .ToolCallID (v0.12.10), which 0.9.3 lacks: its Go answers a tool conversation with "can't
 #: evaluate field ToolName in type *api.Message" (test_server_fields.py, on the real server).
 #: 60 -> 67: Gemma 4 (4), Jamba (2) and YandexGPT name each result after the call before it
-#: (server_rules.without_tool_name); the other 13 print call ids, which 0.9.3 never has.
+#: (emit_tools.without_tool_name); the other 13 print call ids, which 0.9.3 never has.
 TOOLS_093_RATCHET = 67
 
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt

@@ -11,8 +11,7 @@ translator's candidate search makes uses them without threading them through eac
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from itertools import pairwise
@@ -98,66 +97,6 @@ def joined_results_limit(messages: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-#: The one loop over the messages, whose body a release without ``.ToolName`` can update.
-_MESSAGES_LOOP = re.compile(
-    r"\{\{(-?)\s*range\s+(?:\$\w+\s*(?:,\s*\$\w+\s*)?:=\s*)?\.Messages\s*(-?)\}\}"
-)
-_TOOL_NAME = re.compile(r"(?<![\w)\]])(?:\$\w*)?\.ToolName\b")
-
-
-def without_tool_name(template: str) -> str | None:
-    """``template`` for a release without ``.ToolName`` (before v0.9.6), or None.
-
-    Such a release joins consecutive tool results anyway, so a result answers the call of
-    the assistant turn before it: its name is that turn's first call's, kept in a variable
-    the loop updates. Verification decides whether the reading holds.
-
-    >>> t = '{{ range .Messages }}<{{ .ToolName }}>{{ end }}'
-    >>> without_tool_name(t) is None  # the newest release has .ToolName
-    True
-    >>> with for_server("0.9.3"):
-    ...     older = without_tool_name(t) or ""
-    >>> older.endswith("<{{ $dtoToolName }}>{{ end }}"), "$dtoToolName = $dtoC" in older
-    (True, True)
-    """
-    rules = current_rules()
-    if rules is None or ".ToolName" not in dict(rules.missing):
-        return None
-    loops = list(_MESSAGES_LOOP.finditer(template))
-    if (
-        not loops
-        or not _TOOL_NAME.search(template)
-        or _TOOL_NAME.search(template, 0, loops[0].start())
-    ):
-        return None
-    pieces = [template[: loops[0].start()]]
-    ends = [loop.start() for loop in loops[1:]] + [len(template)]
-    for loop, end in zip(loops, ends, strict=True):
-        # Each loop (a TEMPLATE may hold one per variant) keeps its own variable.
-        left, right = loop.group(1), loop.group(2)
-        pieces += [
-            "{{" + left + ' $dtoToolName := "" }}',
-            loop.group(0),
-            # A range, not an if on .ToolCalls: Ollama takes the tool-call tag from the text
-            # of the first if on .ToolCalls (tools/template.go), which must stay the calls' own.
-            "{{ range $dtoK, $dtoC := .ToolCalls }}{{ if eq $dtoK 0 }}",
-            "{{ $dtoToolName = $dtoC.Function.Name }}{{ end }}{{ end " + right + "}}",
-            _TOOL_NAME.sub("$dtoToolName", template[loop.end() : end]),
-        ]
-    return "".join(pieces)
-
-
-def release_readings(templates: Iterable[str]) -> Iterator[str]:
-    """Each candidate TEMPLATE, preceded by its reading for the release in force where that
-    release lacks a value it names (:func:`without_tool_name`); the original comes last, so
-    a failure is reported with the missing field's own reason."""
-    for template in templates:
-        older = without_tool_name(template)
-        if older is not None:
-            yield older
-        yield template
-
-
 __all__ = [
     "JOINED_TOOL_RESULTS",
     "current_rules",
@@ -166,8 +105,6 @@ __all__ = [
     "has_consecutive_tool_results",
     "joined_results_limit",
     "merges_tool_results",
-    "release_readings",
     "unset_think_on",
     "using_rules",
-    "without_tool_name",
 ]

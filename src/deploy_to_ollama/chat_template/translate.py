@@ -15,11 +15,11 @@ from typing import Any
 
 from ..errors import TemplateRenderError, TemplateTranslationError
 from .dates import prints_date, translate_dated
-from .emit import candidates, tool_candidates
-from .gotext import go_string
+from .emit import candidate_pieces, candidates, tool_candidates
+from .gotext import go_string, join_pieces
 from .probes import load_probes
 from .pyrepr import REPR_SERVER
-from .server_rules import for_server, release_readings
+from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
@@ -277,7 +277,8 @@ def _with_tools(
     if tool_shape.calls is None and not tool_shape.results:
         logger.info("tool calls not translated: %s", tool_shape.reason)
         return tool_shape.reason
-    plain, system = candidates(source, shape, tool_shape)[index]
+    plain_pieces, system = candidate_pieces(source, shape, tool_shape)[index]
+    plain = join_pieces(plain_pieces)
     # Probes the plain TEMPLATE already fails may fail again; no other may start to.
     allowed = {p.probe for p in result.report.probes if p.status == "differs"}
     if analysis.mode == "ignored":
@@ -302,8 +303,8 @@ def _with_tools(
     with_defs = replace(tool_shape, definitions=loop)
     why = "the tool definitions are not printed before the first user message"
     last_user = last_user_insertion(source, shape)
-    found = tool_candidates(source, shape, with_defs, lead, plain, system, last_user)
-    for template in release_readings(found):  # a release's own reading first
+    found = tool_candidates(source, shape, with_defs, lead, plain_pieces, system, last_user)
+    for template in found:  # a release's own reading first (emit_tools.if_tools)
         report = verify_template(source, template, system=system, tools=True, references=refs)
         notes: tuple[str, ...] = ()
         if _holds(report, allowed) and report.tools_verified:
