@@ -28,7 +28,6 @@ from deploy_to_ollama.chat_template.call_reasoning import (
 )
 from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
 from deploy_to_ollama.chat_template.switched import (
-    DEFAULT_OFF,
     DEFAULT_OFF_NOT_JOINED,
     NO_TAGS,
     fixed,
@@ -71,7 +70,7 @@ def _thinking_reasons(result: object) -> set[str]:
 def test_a_channel_block_gives_ollama_its_tags_on_0_9_3(go_oracle: GoOracle) -> None:
     result = translate_template(_source(CHANNEL_JINJA), server_version="0.9.3")
     assert result.verified and result.report.thinking_verified
-    assert result.report.thinking_holds_for == ("0.9.0-0.12.3",)
+    assert result.report.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
     probes = {p.probe: p for p in result.report.probes}
     off = probes["think_off"].actual or ""
     assert off.endswith("<|turn>model\n<|channel>thought\n<channel|>")
@@ -84,10 +83,14 @@ def test_a_channel_block_gives_ollama_its_tags_on_0_9_3(go_oracle: GoOracle) -> 
     assert (caps["open"], caps["close"]) == ("<|channel>thought", "<channel|>")
 
 
-def test_a_channel_block_stays_refused_where_an_unset_think_is_on() -> None:
+def test_a_channel_block_is_joined_where_an_unset_think_is_on() -> None:
+    # From v0.12.4 a request without think is think true: the Jinja's thinking-on setting.
     result = translate_template(_source(CHANNEL_JINJA))
-    assert result.verified and not result.report.thinking_verified
-    assert _thinking_reasons(result) == {DEFAULT_OFF}
+    assert result.verified and result.report.thinking_verified
+    assert result.report.thinking_default_off
+    single = {p.probe: p for p in result.report.probes}["single_user"]
+    assert single.unset_think_on and "<|think|>" in (single.expected or "")
+    assert "<|think|>" in (single.actual or "")
 
 
 def test_an_unpaired_block_names_no_tags() -> None:
@@ -198,8 +201,11 @@ def test_reasoning_kept_in_tool_loops_is_printed_and_parsed(go_oracle: GoOracle,
     assert {"tools", "thinking"} <= set(found["capabilities"] or [])
     assert (found["open"], found["close"]) == ("<|channel>thought", "<channel|>")
     assert tag.output == "<|tool_call>call:"  # the calls' own if stays the first on .ToolCalls
-    # Newer servers keep the refusal: the Jinja's default is thinking off.
-    assert not translate_template(source).report.thinking_verified
+    # Newer servers get the same join, the default-off warning and the unset probes compared
+    # with the Jinja's thinking-on setting.
+    newest = translate_template(source).report
+    assert newest.thinking_verified and newest.thinking_default_off
+    assert newest.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
 
 
 def test_a_wrong_reading_of_earlier_tool_loops_is_caught() -> None:
@@ -234,7 +240,7 @@ def test_the_real_0_9_3_server_thinks_with_the_joined_gemma_4_template(
 
     source = _corpus(INTERLEAVED[0])
     result = translate_template(source, server_version="0.9.3")
-    assert result.report.thinking_holds_for == ("0.9.0-0.12.3",)
+    assert result.report.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
     gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
     name = "gemma4-loop:latest"
     modelfile = Modelfile(from_=str(gguf), template=result.template)
