@@ -138,12 +138,61 @@ def test_a_system_line_that_names_tags_in_words_is_not_said_to_name_none() -> No
     assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
 
 
+R7B = "command-r__cohereforai-c4ai-command-r7b-12-2024-tool_use.json"
+#: Command R7B's reading: the pair it prints around an empty reasoning too, in every turn.
+R7B_READING = CallReasoning(
+    before="<|START_THINKING|>", after="<|END_THINKING|>", earlier=True, filled=True
+)
+
+
 def test_reasoning_printed_in_tool_loops_in_any_form_is_seen() -> None:
-    # Command R7B prints <|START_THINKING|>R<|END_THINKING|> in tool-calling turns: no
-    # one-block reading (the empty form prints without reasoning too), but tags are shown.
-    r7b = _corpus("command-r__cohereforai-c4ai-command-r7b-12-2024-tool_use.json")
-    assert prints_call_reasoning(r7b) and read_call_reasoning(r7b) is None
+    # Command R7B prints <|START_THINKING|>R<|END_THINKING|> in tool-calling turns, and the
+    # empty pair without reasoning: the reasoning fills the pair (a filled reading).
+    r7b = _corpus(R7B)
+    assert prints_call_reasoning(r7b) and read_call_reasoning(r7b) == R7B_READING
     assert not prints_call_reasoning(_corpus("chatml__ollama-library-cogito-14b.json"))
+
+
+def test_a_filled_pair_carries_tool_loop_reasoning_and_its_tags(go_oracle: GoOracle) -> None:
+    """Command R7B (default thinking off): its TEMPLATE prints the pair with .Thinking between
+    in place of its own empty pair, Go infers the tags from it and reads the calls' tag after
+    it, and thinking verifies on the newest Ollama (unset think compared as think true)."""
+    result = translate_template(_corpus(R7B))
+    report = result.report
+    assert report.verified and report.tools_verified and report.thinking_verified
+    assert report.thinking_default_off and report.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
+    loop = {p.probe: p for p in report.probes}["reasoning_tool_loop"]
+    assert (
+        loop.status == "match"
+        and "<|START_THINKING|>I need the weather tool.<|END_THINKING|>" in (loop.actual or "")
+    )
+    caps, tag = go_oracle.run(
+        [
+            {"kind": "capabilities", "template": result.template, "data": None},
+            {"kind": "tooltag", "template": result.template},
+        ]
+    )
+    found = json.loads(caps.output)
+    assert {"tools", "thinking"} <= set(found["capabilities"] or [])
+    assert (found["open"], found["close"]) == ("<|START_THINKING|>", "<|END_THINKING|>")
+    assert tag.output.startswith("<|START_ACTION|>[")
+
+
+def test_a_filled_pair_needs_the_pair_in_the_template_and_in_every_turn() -> None:
+    # The claim that must come out false: a TEMPLATE whose calls do not open with the pair
+    # gets no reasoning block, and a pair kept only after the last user message has no
+    # place for a condition between its tags (Ollama reads the tags around .Thinking).
+    template = (
+        '{{- range $i, $m := .Messages }}{{- if eq .Role "user" }}U{{ .Content }}'
+        '{{- else if eq .Role "assistant" }}{{- if .ToolCalls }}<|START_ACTION|>{{- end }}'
+        "{{- end }}{{- end }}"
+    )
+    assert with_call_reasoning(template, R7B_READING) is None
+    paired = template.replace("<|START_ACTION|>", "<|START_THINKING|><|END_THINKING|>")
+    filled = with_call_reasoning(paired, R7B_READING) or ""
+    assert "<|START_THINKING|>{{ .Thinking }}<|END_THINKING|>" in filled
+    assert "<|START_THINKING|><|END_THINKING|>" not in filled
+    assert with_call_reasoning(paired, replace(R7B_READING, earlier=False)) is None
 
 
 @pytest.mark.parametrize(
