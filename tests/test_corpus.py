@@ -112,12 +112,13 @@ TOOLS_RATCHET = 99
 #: and the two settings' TEMPLATEs joined under {{ if not $.Think }} (as for 0.9.x) verify
 #: there too, with the warning that the Jinja's default is thinking off (Gemma 4 (7),
 #: DeepSeek V3.1/V3.2, QwQ and the R1 distill, EXAONE 4, Reka, Bielik, RWKV World's three
-#: settings). Left: Cogito (2) and unsloth's Gemma 4 name no tags (NO_TAGS, no guess), Apertus
-#: shows its tags only in its own content-block format (NO_TAGS). 42 -> 43 (thinknew):
-#: Command R7B, whose tool-calling turns print <|START_THINKING|>R<|END_THINKING|> and the
-#: empty pair without reasoning: the reasoning fills the TEMPLATE's own pair
-#: (call_reasoning.CallReasoning.filled), which shows Ollama the tags.
-THINKING_RATCHET = 43
+#: settings). 42 -> 43 (thinknew): Command R7B, whose tool-calling turns print
+#: <|START_THINKING|>R<|END_THINKING|> and the empty pair without reasoning: the reasoning
+#: fills the TEMPLATE's own pair (call_reasoning.CallReasoning.filled), which shows Ollama the
+#: tags. 43 -> 44: Apertus, whose tags show in its own content-block format
+#: (<|inner_prefix|>R<|inner_suffix|>, switched.block_tags). Left: Cogito (2) and unsloth's
+#: Gemma 4, whose Jinja names no tags anywhere (NO_TAGS, no guess).
+THINKING_RATCHET = 44
 
 #: The same 47 translated for Ollama 0.9.3, the test server (``server_version="0.9.3"``).
 #: Before v0.12.4 a request without think reaches the TEMPLATE as think false, so a Jinja

@@ -30,6 +30,7 @@ from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
 from deploy_to_ollama.chat_template.switched import (
     DEFAULT_OFF_NOT_JOINED,
     NO_TAGS,
+    block_tags,
     fixed,
 )
 from support.go_oracle import GoOracle
@@ -343,3 +344,39 @@ def _chat_prompts_match(
         assert prompts[-1] == expected, think
         off = prompts[-1].endswith("<|turn>model\n<|channel>thought\n<channel|>")
         assert off is (think is not True) and ("<|think|>" in prompts[-1]) is (think is True)
+
+
+APERTUS = "other__apertus-8b-instruct.json"
+
+
+def test_tags_read_off_typed_content_blocks(go_oracle: GoOracle) -> None:
+    """Apertus prints reasoning only for its own content-block format (a "thoughts" block:
+    <|inner_prefix|>R<|inner_suffix|>); OpenAI-format turns lose it. Those are the tags
+    its model writes, shown by the Jinja itself: declared in a branch that prints nothing,
+    they let Ollama separate the reasoning, and the claim holds in Go."""
+    source = _corpus(APERTUS)
+    assert block_tags(source, "enable_thinking") == ("<|inner_prefix|>", "<|inner_suffix|>")
+    result = translate_template(source)
+    report = result.report
+    assert report.verified and report.thinking_verified and report.thinking_default_off
+    [caps] = go_oracle.run([{"kind": "capabilities", "template": result.template, "data": None}])
+    found = json.loads(caps.output)
+    assert "thinking" in (found["capabilities"] or [])
+    assert (found["open"], found["close"]) == ("<|inner_prefix|>", "<|inner_suffix|>")
+
+
+def test_content_blocks_printed_as_text_name_no_tags() -> None:
+    # A Jinja that prints a turn's content as it is (the dict's repr) shows no tags there:
+    # Cogito stays refused, and so does a system-line switch (no tags guessed).
+    assert block_tags(_corpus("chatml__ollama-library-cogito-14b.json"), "enable_thinking") is None
+    assert block_tags(_source(SYSTEM_LINE_JINJA), "enable_thinking") is None
+    typed = SYSTEM_LINE_JINJA.replace(
+        "{{ m.content }}",
+        "{% if m.content is mapping %}{% for b in m.content.blocks %}"
+        "{% if b.type == 'thoughts' %}<|inner_prefix|>{{ b.text }}<|inner_suffix|>"
+        "{% else %}{{ b.text }}{% endif %}{% endfor %}{% else %}{{ m.content }}{% endif %}",
+    )
+    assert block_tags(_source(typed), "enable_thinking") == ("<|inner_prefix|>", "<|inner_suffix|>")
+    # A block whose reasoning is not right between two special tokens names none.
+    loose = typed.replace("<|inner_prefix|>{{ b.text }}", "<|inner_prefix|>Thoughts: {{ b.text }}")
+    assert block_tags(_source(loose), "enable_thinking") is None

@@ -129,7 +129,7 @@ def read_call_reasoning(source: TemplateSource) -> CallReasoning | None:
     before, after = block.split(REASONING)
     filled = not before and not after
     if filled:
-        pair = _surrounding_markers(reasoned, start, end)
+        pair = surrounding_markers(reasoned, start, end)
         if pair is None:
             return None
         before, after = pair
@@ -141,7 +141,7 @@ def read_call_reasoning(source: TemplateSource) -> CallReasoning | None:
     return CallReasoning(before=before, after=after, earlier=REASONING in later, filled=filled)
 
 
-def _surrounding_markers(text: str, start: int, end: int) -> tuple[str, str] | None:
+def surrounding_markers(text: str, start: int, end: int) -> tuple[str, str] | None:
     """The special tokens right before ``start`` and right after ``end`` in ``text`` (the
     empty pair the reasoning fills), or None."""
     from .shape import MARKER_RE
@@ -240,5 +240,6 @@ __all__ = [
     "earlier_loops_hold",
     "prints_call_reasoning",
     "read_call_reasoning",
+    "surrounding_markers",
     "with_call_reasoning",
 ]

@@ -145,6 +145,8 @@ def _names_no_tags(source: TemplateSource, name: str, renders: tuple[str, str, s
 
     if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or prints_call_reasoning(source):
         return False
+    if block_tags(source, name) is not None:
+        return False
     if set(CLOSING_RE.findall(renders[1])) - set(CLOSING_RE.findall(renders[2])):
         return False  # thinking on names a tag, if only in words (Granite: "<think></think>")
     turns = [
@@ -264,10 +266,40 @@ def _settings(
     calls = _call_reasoning(source, on, off)
     if calls is not None:
         tries.append((calls[0], calls[1], True))
-    tags = empty_block(off_prompt)
+    tags = empty_block(off_prompt) or block_tags(source, switch_name(source))
     if tags is not None:
         tries.append((on + _declaration(*tags), off, False))
     return tries
+
+
+def block_tags(source: TemplateSource, name: str) -> tuple[str, str] | None:
+    """The tags around reasoning in an assistant turn written as typed content blocks
+    (Apertus: ``{"blocks": [{"type": "thoughts", ...}, {"type": "response", ...}]}`` prints
+    ``<|inner_prefix|>R<|inner_suffix|>A``), with thinking on; None where the Jinja has no
+    such format or prints no special token right around the reasoning. Ollama's messages
+    never arrive in that format; the rendering only shows which tags the model writes."""
+    from .call_reasoning import surrounding_markers
+    from .hf_render import render_hf
+
+    blocks = [{"type": "thoughts", "text": R1}, {"type": "response", "text": A1}]
+    turns: list[dict[str, Any]] = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": {"blocks": blocks}},
+        {"role": "user", "content": U2},
+    ]
+    try:
+        text = render_hf(
+            source.template, turns, tokens=source.template_variables(), kwargs={name: True}
+        )
+    except TemplateRenderError:
+        return None
+    if text.count(R1) != 1:
+        return None
+    start = text.index(R1)
+    tags = surrounding_markers(text, start, start + len(R1))
+    if tags is None or not text.startswith(tags[1] + A1, start + len(R1)):
+        return None
+    return tags
 
 
 def _loops_hold(source: TemplateSource, result: TranslatedTemplate) -> bool:
@@ -453,6 +485,7 @@ __all__ = [
     "OPEN_RE",
     "THREE_NOT_JOINED",
     "accept_thinking",
+    "block_tags",
     "empty_block",
     "fixed",
     "with_switched_thinking",
