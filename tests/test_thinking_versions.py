@@ -367,3 +367,35 @@ def test_template_json_says_where_thinking_holds(
     single = next(p for p in doc["probes"] if p["probe"] == "single_user")
     assert single["unset_think_on"] is (version == "0.12.4")
     assert (single["note"] == UNSET_ON) is (version == "0.12.4")
+
+
+@pytest.mark.parametrize("version", [None, "0.9.3"])
+def test_the_doctor_compares_an_unset_think_as_the_serving_ollama_sends_it(
+    version: str | None,
+) -> None:
+    """The doctor's prompt and conversation checks use the verifier's rule: the joined
+    TEMPLATE of a default-off Jinja raises no error on either generation, and one that
+    prints the off setting whatever the request is a mismatch where an unset think is true
+    (the claim that must come out false)."""
+    from deploy_to_ollama.doctor import diagnose
+    from deploy_to_ollama.doctor.reference import ReferenceChoice, ReferenceTemplate
+    from deploy_to_ollama.doctor.targets import Target
+
+    source = _source(DEFAULT_OFF_JINJA)
+    joined = translate_template(source, server_version=version).template
+    reference = ReferenceTemplate(
+        template=DEFAULT_OFF_JINJA, origin="source", location="t.jinja", bos_token="<s>",
+        eos_token="</s>", stop_tokens=("</s>",), add_bos=None, source=source,
+    )  # fmt: skip
+    choice = ReferenceChoice(reference=reference, note="test")
+
+    def errors(template: str) -> set[str]:
+        target = Target(
+            kind="modelfile", label="m", template=template, system=None, parameters=(),
+            gguf=None, weights="./m.gguf", server_version=version,
+        )  # fmt: skip
+        return {d.code for d in diagnose(target, choice) if d.severity == "error"}
+
+    assert errors(joined) == set()
+    always_off = errors(joined.replace(OFF_BY_DEFAULT, "if true"))
+    assert ("template_mismatch" in always_off) is (version is None)

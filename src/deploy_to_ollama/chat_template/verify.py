@@ -322,6 +322,25 @@ def _sent_as_on(go_template: str, probe: Probe) -> bool:
     return probe.think is None and unset_think_on(current_rules()) and _thinks(go_template)
 
 
+def sent_probe(probe: Probe, go_template: str) -> Probe:
+    """``probe`` as the server in force sends it to ``go_template``: with ``think: true``
+    where it leaves think unset and the server (>= 0.12.4) turns that on (:data:`UNSET_ON`).
+    For checks outside :func:`verify_template` (the doctor's conversations)."""
+    return replace(probe, think=True) if _sent_as_on(go_template, probe) else probe
+
+
+def unset_think_kwargs(source: TemplateSource, go_template: str) -> dict[str, Any]:
+    """The Jinja variables for a request without ``think`` to ``go_template`` on the server
+    in force: the thinking switch on where that server sends it as think true
+    (:data:`UNSET_ON`), none elsewhere. For checks outside the probe suite (the doctor)."""
+    from .server_rules import current_rules, unset_think_on
+    from .thinking import think_kwargs
+
+    if unset_think_on(current_rules()) and _thinks(go_template):
+        return think_kwargs(source, think=True)
+    return {}
+
+
 def _on_reference(source: TemplateSource, probe: Probe) -> str | TemplateRenderError:
     """transformers' rendering of ``probe`` with the Jinja's thinking switch on (cached: every
     candidate TEMPLATE of one source asks for the same; not where the date is printed, which
