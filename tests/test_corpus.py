@@ -105,13 +105,20 @@ MID_SYSTEM_RATCHET = 291
 TOOLS_RATCHET = 99
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
-#: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 is 57%,
-#: short of the 90% asked, and every one of the 20 left is out of reach of any TEMPLATE on
-#: Ollama >= 0.12.4: they default to thinking off (Gemma 4, DeepSeek V3.1/3.2, QwQ and R1
-#: distills patched with enable_thinking, EXAONE 4, Cogito, Apertus, Reka, Bielik, Command
-#: R7B; RWKV has three settings), while Ollama sends think: true when a request leaves it
-#: unset, so a TEMPLATE with thinking cannot render their default and still switch thinking on.
-THINKING_RATCHET = 27
+#: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 (57%) while
+#: the 20 that default to thinking off were refused on Ollama >= 0.12.4. 27 -> 42 (thinknew):
+#: Ollama >= 0.12.4 sends a request without think as think true to a thinking TEMPLATE, so
+#: such a probe is compared with the Jinja's thinking-on setting (ProbeResult.unset_think_on)
+#: and the two settings' TEMPLATEs joined under {{ if not $.Think }} (as for 0.9.x) verify
+#: there too, with the warning that the Jinja's default is thinking off (Gemma 4 (7),
+#: DeepSeek V3.1/V3.2, QwQ and the R1 distill, EXAONE 4, Reka, Bielik, RWKV World's three
+#: settings). 42 -> 43 (thinknew): Command R7B, whose tool-calling turns print
+#: <|START_THINKING|>R<|END_THINKING|> and the empty pair without reasoning: the reasoning
+#: fills the TEMPLATE's own pair (call_reasoning.CallReasoning.filled), which shows Ollama the
+#: tags. 43 -> 44: Apertus, whose tags show in its own content-block format
+#: (<|inner_prefix|>R<|inner_suffix|>, switched.block_tags). Left: Cogito (2) and unsloth's
+#: Gemma 4, whose Jinja names no tags anywhere (NO_TAGS, no guess).
+THINKING_RATCHET = 44
 
 #: The same 47 translated for Ollama 0.9.3, the test server (``server_version="0.9.3"``).
 #: Before v0.12.4 a request without think reaches the TEMPLATE as think false, so a Jinja
@@ -126,6 +133,8 @@ THINKING_RATCHET = 27
 #: adds a system line: reason NO_TAGS, no tags guessed); Apertus and Command R7B (plain chat
 #: not verified); SmolLM3 (2), LFM2.5-VL and gpt-oss (2) print today's date, which 0.9.3
 #: cannot (currentDate arrived in v0.11.0).
+#: Since thinknew the claims on a default-off Jinja hold on both generations (compared with
+#: the thinking-on setting where an unset think is true), with a warning; none is limited.
 THINKING_093_RATCHET = 37
 
 #: Templates whose Jinja renders tools (106) with every tool probe verified when translated
@@ -140,8 +149,9 @@ TOOLS_093_RATCHET = 67
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt
 #: opens the block and earlier turns drop what precedes its closing tag (QwQ, DeepSeek-R1
 #: distills, DeepCoder, EXAONE Deep's <thought>, Nemotron Nano 2), so Ollama can separate the
-#: reasoning.
-THINKING_OPENED_RATCHET = 8
+#: reasoning. 8 -> 9: measured 9 on the newest Ollama (thinknew, unset think compared as
+#: think true on a thinking TEMPLATE).
+THINKING_OPENED_RATCHET = 9
 
 
 def _source(record: dict[str, Any]) -> TemplateSource:
@@ -308,6 +318,27 @@ def test_thinking_on_ollama_093_and_the_generations_it_holds_for(
         checked = next(p for p in result.report.probes if p.probe == "single_user")
         exp, act = strip_bos(checked.expected or "", go.output, record.get("bos_token") or "<s>")
         assert exp != act, record["_file"]
+    # Claims on a Jinja whose default is thinking off that hold on both generations: where an
+    # unset think is true, Go renders a plain request as the Jinja's thinking-on setting, and
+    # that is not the Jinja's default (the warning's reason).
+    from deploy_to_ollama.chat_template.hf_render import render_hf
+    from deploy_to_ollama.chat_template.thinking import think_kwargs
+
+    off = [(rec, r) for rec, r in verified if r.report.thinking_default_off]
+    assert all(r.report.thinking_holds_for == (old, new) for _, r in off)
+    print(f"{len(off)} of them on a Jinja whose default is thinking off, warned")
+    assert len(off) >= 15  # measured 15 (thinknew)
+    answers = go_oracle.run([_case_093(r, single, unset_think_off=False) for _, r in off])
+    for (record, _), go in zip(off, answers, strict=True):
+        source = _source(record)
+        on, default = (
+            render_hf(source.template, list(single.messages), tokens=source.template_variables(),
+                      kwargs=kwargs)
+            for kwargs in (think_kwargs(source, think=True), {})
+        )  # fmt: skip
+        bos = record.get("bos_token") or "<s>"
+        assert strip_bos(on, go.output, bos)[0] == strip_bos(on, go.output, bos)[1], record
+        assert on != default, record["_file"]
 
 
 @pytest.mark.slow
@@ -384,7 +415,11 @@ def test_no_false_verified_claim_go_oracle(
     corpus_results: list[tuple[dict[str, Any], Any]], go_oracle: Any
 ) -> None:
     """Every verified claim holds when Go itself renders the TEMPLATE, at the claimed tier."""
+    from deploy_to_ollama.chat_template.hf_render import render_hf
+    from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
+    from deploy_to_ollama.chat_template.thinking import think_kwargs
     from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
+    from support.go_claims import jinja_probe
     from support.go_oracle import to_ollama_api_messages
 
     probes = {p.id: p for p in load_probes()}
@@ -423,12 +458,32 @@ def test_no_false_verified_claim_go_oracle(
             holds = exp == act
         else:
             source = _source(record)
-            holds = json_equivalent(source, probe, checked.expected or "", act) and exp != act
+            asked = jinja_probe(probe, checked)
+            holds = json_equivalent(source, asked, checked.expected or "", act) and exp != act
         if go.failed or not holds:
             false_claims.append((record["_file"], checked.probe, go.error or go.parse_error))
     assert len(checks) > 2500
     assert tool_claims > 0 and json_claims > 0 and think_claims > 0
     assert false_claims == []
+    # The Jinja side of a request without think, re-rendered here: Go (like Ollama >= 0.12.4)
+    # sends it to a thinking TEMPLATE as think true, so the claim's reference must be the
+    # Jinja's thinking-on setting there, and its default elsewhere.
+    wrong_reference, unset_on = [], 0
+    for record, result, checked, probe in checks:
+        if probe.think is not None:
+            continue
+        thinks = template_thinks(result.template)
+        unset_on += thinks
+        source = _source(record)
+        kwargs = think_kwargs(source, think=True) if thinks else {}
+        want = render_hf(
+            source.template, list(probe.messages), tokens=source.template_variables(),
+            tools=list(probe.tools) or None, kwargs=kwargs,
+        )  # fmt: skip
+        if checked.unset_think_on is not thinks or checked.expected != want:
+            wrong_reference.append((record["_file"], checked.probe))
+    assert unset_on > 500
+    assert wrong_reference == []
 
 
 @pytest.mark.slow

@@ -28,9 +28,9 @@ from deploy_to_ollama.chat_template.call_reasoning import (
 )
 from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
 from deploy_to_ollama.chat_template.switched import (
-    DEFAULT_OFF,
     DEFAULT_OFF_NOT_JOINED,
     NO_TAGS,
+    block_tags,
     fixed,
 )
 from support.go_oracle import GoOracle
@@ -71,7 +71,7 @@ def _thinking_reasons(result: object) -> set[str]:
 def test_a_channel_block_gives_ollama_its_tags_on_0_9_3(go_oracle: GoOracle) -> None:
     result = translate_template(_source(CHANNEL_JINJA), server_version="0.9.3")
     assert result.verified and result.report.thinking_verified
-    assert result.report.thinking_holds_for == ("0.9.0-0.12.3",)
+    assert result.report.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
     probes = {p.probe: p for p in result.report.probes}
     off = probes["think_off"].actual or ""
     assert off.endswith("<|turn>model\n<|channel>thought\n<channel|>")
@@ -84,10 +84,14 @@ def test_a_channel_block_gives_ollama_its_tags_on_0_9_3(go_oracle: GoOracle) -> 
     assert (caps["open"], caps["close"]) == ("<|channel>thought", "<channel|>")
 
 
-def test_a_channel_block_stays_refused_where_an_unset_think_is_on() -> None:
+def test_a_channel_block_is_joined_where_an_unset_think_is_on() -> None:
+    # From v0.12.4 a request without think is think true: the Jinja's thinking-on setting.
     result = translate_template(_source(CHANNEL_JINJA))
-    assert result.verified and not result.report.thinking_verified
-    assert _thinking_reasons(result) == {DEFAULT_OFF}
+    assert result.verified and result.report.thinking_verified
+    assert result.report.thinking_default_off
+    single = {p.probe: p for p in result.report.probes}["single_user"]
+    assert single.unset_think_on and "<|think|>" in (single.expected or "")
+    assert "<|think|>" in (single.actual or "")
 
 
 def test_an_unpaired_block_names_no_tags() -> None:
@@ -135,12 +139,61 @@ def test_a_system_line_that_names_tags_in_words_is_not_said_to_name_none() -> No
     assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
 
 
+R7B = "command-r__cohereforai-c4ai-command-r7b-12-2024-tool_use.json"
+#: Command R7B's reading: the pair it prints around an empty reasoning too, in every turn.
+R7B_READING = CallReasoning(
+    before="<|START_THINKING|>", after="<|END_THINKING|>", earlier=True, filled=True
+)
+
+
 def test_reasoning_printed_in_tool_loops_in_any_form_is_seen() -> None:
-    # Command R7B prints <|START_THINKING|>R<|END_THINKING|> in tool-calling turns: no
-    # one-block reading (the empty form prints without reasoning too), but tags are shown.
-    r7b = _corpus("command-r__cohereforai-c4ai-command-r7b-12-2024-tool_use.json")
-    assert prints_call_reasoning(r7b) and read_call_reasoning(r7b) is None
+    # Command R7B prints <|START_THINKING|>R<|END_THINKING|> in tool-calling turns, and the
+    # empty pair without reasoning: the reasoning fills the pair (a filled reading).
+    r7b = _corpus(R7B)
+    assert prints_call_reasoning(r7b) and read_call_reasoning(r7b) == R7B_READING
     assert not prints_call_reasoning(_corpus("chatml__ollama-library-cogito-14b.json"))
+
+
+def test_a_filled_pair_carries_tool_loop_reasoning_and_its_tags(go_oracle: GoOracle) -> None:
+    """Command R7B (default thinking off): its TEMPLATE prints the pair with .Thinking between
+    in place of its own empty pair, Go infers the tags from it and reads the calls' tag after
+    it, and thinking verifies on the newest Ollama (unset think compared as think true)."""
+    result = translate_template(_corpus(R7B))
+    report = result.report
+    assert report.verified and report.tools_verified and report.thinking_verified
+    assert report.thinking_default_off and report.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
+    loop = {p.probe: p for p in report.probes}["reasoning_tool_loop"]
+    assert (
+        loop.status == "match"
+        and "<|START_THINKING|>I need the weather tool.<|END_THINKING|>" in (loop.actual or "")
+    )
+    caps, tag = go_oracle.run(
+        [
+            {"kind": "capabilities", "template": result.template, "data": None},
+            {"kind": "tooltag", "template": result.template},
+        ]
+    )
+    found = json.loads(caps.output)
+    assert {"tools", "thinking"} <= set(found["capabilities"] or [])
+    assert (found["open"], found["close"]) == ("<|START_THINKING|>", "<|END_THINKING|>")
+    assert tag.output.startswith("<|START_ACTION|>[")
+
+
+def test_a_filled_pair_needs_the_pair_in_the_template_and_in_every_turn() -> None:
+    # The claim that must come out false: a TEMPLATE whose calls do not open with the pair
+    # gets no reasoning block, and a pair kept only after the last user message has no
+    # place for a condition between its tags (Ollama reads the tags around .Thinking).
+    template = (
+        '{{- range $i, $m := .Messages }}{{- if eq .Role "user" }}U{{ .Content }}'
+        '{{- else if eq .Role "assistant" }}{{- if .ToolCalls }}<|START_ACTION|>{{- end }}'
+        "{{- end }}{{- end }}"
+    )
+    assert with_call_reasoning(template, R7B_READING) is None
+    paired = template.replace("<|START_ACTION|>", "<|START_THINKING|><|END_THINKING|>")
+    filled = with_call_reasoning(paired, R7B_READING) or ""
+    assert "<|START_THINKING|>{{ .Thinking }}<|END_THINKING|>" in filled
+    assert "<|START_THINKING|><|END_THINKING|>" not in filled
+    assert with_call_reasoning(paired, replace(R7B_READING, earlier=False)) is None
 
 
 @pytest.mark.parametrize(
@@ -198,8 +251,11 @@ def test_reasoning_kept_in_tool_loops_is_printed_and_parsed(go_oracle: GoOracle,
     assert {"tools", "thinking"} <= set(found["capabilities"] or [])
     assert (found["open"], found["close"]) == ("<|channel>thought", "<channel|>")
     assert tag.output == "<|tool_call>call:"  # the calls' own if stays the first on .ToolCalls
-    # Newer servers keep the refusal: the Jinja's default is thinking off.
-    assert not translate_template(source).report.thinking_verified
+    # Newer servers get the same join, the default-off warning and the unset probes compared
+    # with the Jinja's thinking-on setting.
+    newest = translate_template(source).report
+    assert newest.thinking_verified and newest.thinking_default_off
+    assert newest.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
 
 
 def test_a_wrong_reading_of_earlier_tool_loops_is_caught() -> None:
@@ -234,7 +290,7 @@ def test_the_real_0_9_3_server_thinks_with_the_joined_gemma_4_template(
 
     source = _corpus(INTERLEAVED[0])
     result = translate_template(source, server_version="0.9.3")
-    assert result.report.thinking_holds_for == ("0.9.0-0.12.3",)
+    assert result.report.thinking_holds_for == ("0.9.0-0.12.3", ">=0.12.4")
     gguf = write_tiny_gguf(tmp_path / "tiny.gguf")
     name = "gemma4-loop:latest"
     modelfile = Modelfile(from_=str(gguf), template=result.template)
@@ -288,3 +344,39 @@ def _chat_prompts_match(
         assert prompts[-1] == expected, think
         off = prompts[-1].endswith("<|turn>model\n<|channel>thought\n<channel|>")
         assert off is (think is not True) and ("<|think|>" in prompts[-1]) is (think is True)
+
+
+APERTUS = "other__apertus-8b-instruct.json"
+
+
+def test_tags_read_off_typed_content_blocks(go_oracle: GoOracle) -> None:
+    """Apertus prints reasoning only for its own content-block format (a "thoughts" block:
+    <|inner_prefix|>R<|inner_suffix|>); OpenAI-format turns lose it. Those are the tags
+    its model writes, shown by the Jinja itself: declared in a branch that prints nothing,
+    they let Ollama separate the reasoning, and the claim holds in Go."""
+    source = _corpus(APERTUS)
+    assert block_tags(source, "enable_thinking") == ("<|inner_prefix|>", "<|inner_suffix|>")
+    result = translate_template(source)
+    report = result.report
+    assert report.verified and report.thinking_verified and report.thinking_default_off
+    [caps] = go_oracle.run([{"kind": "capabilities", "template": result.template, "data": None}])
+    found = json.loads(caps.output)
+    assert "thinking" in (found["capabilities"] or [])
+    assert (found["open"], found["close"]) == ("<|inner_prefix|>", "<|inner_suffix|>")
+
+
+def test_content_blocks_printed_as_text_name_no_tags() -> None:
+    # A Jinja that prints a turn's content as it is (the dict's repr) shows no tags there:
+    # Cogito stays refused, and so does a system-line switch (no tags guessed).
+    assert block_tags(_corpus("chatml__ollama-library-cogito-14b.json"), "enable_thinking") is None
+    assert block_tags(_source(SYSTEM_LINE_JINJA), "enable_thinking") is None
+    typed = SYSTEM_LINE_JINJA.replace(
+        "{{ m.content }}",
+        "{% if m.content is mapping %}{% for b in m.content.blocks %}"
+        "{% if b.type == 'thoughts' %}<|inner_prefix|>{{ b.text }}<|inner_suffix|>"
+        "{% else %}{{ b.text }}{% endif %}{% endfor %}{% else %}{{ m.content }}{% endif %}",
+    )
+    assert block_tags(_source(typed), "enable_thinking") == ("<|inner_prefix|>", "<|inner_suffix|>")
+    # A block whose reasoning is not right between two special tokens names none.
+    loose = typed.replace("<|inner_prefix|>{{ b.text }}", "<|inner_prefix|>Thoughts: {{ b.text }}")
+    assert block_tags(_source(loose), "enable_thinking") is None

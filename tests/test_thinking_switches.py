@@ -16,7 +16,8 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.go_template import parse_template
 from deploy_to_ollama.chat_template.ollama_prompt import infer_thinking_tags, template_thinks
-from deploy_to_ollama.chat_template.switched import DEFAULT_OFF as DEFAULT_OFF_REASON
+from deploy_to_ollama.chat_template.switched import OFF_BY_DEFAULT
+from deploy_to_ollama.chat_template.think_generations import DEFAULT_OFF_NOTE, thinking_json
 from deploy_to_ollama.chat_template.thinking import switch_name, think_kwargs
 from deploy_to_ollama.chat_template.verify import strip_bos
 from support.go_claims import go_mismatches
@@ -110,18 +111,18 @@ def test_think_maps_onto_the_templates_own_switch() -> None:
     assert (off.expected or "").endswith("<|assistant|></think>") and off.status == "match"
 
 
-def test_a_template_that_defaults_to_thinking_off_gets_no_thinking() -> None:
+def test_a_template_that_defaults_to_thinking_off_switches_thinking_with_a_warning() -> None:
     result = translate_template(_source(DEFAULT_OFF))
     assert result.verified  # plain chat still holds
-    assert not template_thinks(result.template)
-    assert not result.report.thinking_verified
-    # The report says precisely why, on each thinking probe.
-    thinking = {p.id for p in load_probes() if p.needs_thinking}
-    reasons = {p.reason for p in result.report.probes if p.probe in thinking}
-    assert reasons == {DEFAULT_OFF_REASON}
-    # A template with its default on keeps the generic reason where it gets no thinking.
-    plain = translate_template(_source(PLAIN)).report.probes
-    assert DEFAULT_OFF_REASON not in {p.reason for p in plain}
+    assert template_thinks(result.template) and OFF_BY_DEFAULT in result.template
+    assert result.report.thinking_verified and result.report.thinking_default_off
+    # On the newest Ollama a request without think is think true: compared as such, and said.
+    single = _probes(result)["single_user"]
+    assert single.status == "match" and single.unset_think_on
+    assert thinking_json(result.report)["note"] == DEFAULT_OFF_NOTE
+    # A template with its default on gets no such warning.
+    plain = translate_template(_source(PLAIN)).report
+    assert not plain.thinking_default_off
 
 
 # SmolLM3: thinking off rewrites the system block, every assistant turn and the generation

@@ -57,7 +57,10 @@ def translate_stage(
         capabilities_lost=tuple(capability_warnings(template_source.template, translated.template)),
         differs=tuple(p.probe for p in translated.report.probes if p.status == "differs"),
         thinking_holds_for=translated.report.thinking_holds_for,
-        thinking_note=thinking_note(translated.report.thinking_holds_for),
+        thinking_note=thinking_note(
+            translated.report.thinking_holds_for,
+            default_off=translated.report.thinking_default_off,
+        ),
     )
 
 

@@ -8,6 +8,7 @@ same JSON objects for a ``json_equivalent`` one.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from deploy_to_ollama.chat_template import load_probes
@@ -27,6 +28,12 @@ def go_case(result: Any, probe: Any) -> dict[str, Any]:
     if probe.tools:
         case["tools"] = list(probe.tools)
     return case
+
+
+def jinja_probe(probe: Any, claim: Any) -> Any:
+    """The probe as the Jinja side of ``claim`` rendered it: a request without think that the
+    server sends as think true (``ProbeResult.unset_think_on``) with the thinking switch on."""
+    return replace(probe, think=True) if claim.unset_think_on else probe
 
 
 def go_mismatches(
@@ -54,7 +61,7 @@ def go_mismatches(
         if claim.tier == "exact":
             holds = exp == act
         else:  # json_equivalent takes the Jinja's text as rendered (it allows the BOS itself)
-            holds = json_equivalent(source, probes[claim.probe], whole, act)
+            holds = json_equivalent(source, jinja_probe(probes[claim.probe], claim), whole, act)
         if same_as_port and go.output != claim.actual:
             holds = False
         if go.failed or not holds:
@@ -62,4 +69,4 @@ def go_mismatches(
     return wrong
 
 
-__all__ = ["go_case", "go_mismatches"]
+__all__ = ["go_case", "go_mismatches", "jinja_probe"]

@@ -47,7 +47,8 @@ _TOOL = {
 RANGE_RE = re.compile(r"\{\{-? range (\$\w+), \$\w+ := \.Messages \}\}")
 #: Where an emitted TEMPLATE starts printing an assistant turn's tool calls.
 CALLS = "{{- if .ToolCalls }}"
-ASSISTANT = '{{ else if eq .Role "assistant" }}'
+#: Where an emitted TEMPLATE prints an assistant turn (with or without trimming before it).
+ASSISTANT_RE = re.compile(r'\{\{-? else if eq \.Role "assistant" \}\}')
 #: The index of the last user message, before the messages loop.
 SCAN = (
     "{{- $lastUser := -1 }}{{- range $k, $m := $.Messages }}"
@@ -63,6 +64,10 @@ class CallReasoning:
     before: str
     after: str
     earlier: bool
+    filled: bool = False
+    """The Jinja prints ``before`` and ``after`` around an empty reasoning too (Command R7B:
+    ``<|START_THINKING|><|END_THINKING|>`` in every tool-calling turn): the TEMPLATE's own
+    copy of that pair gives way to the block."""
 
 
 def _loop(*, reasoning: bool, later_user: bool = False) -> list[dict[str, Any]]:
@@ -122,12 +127,30 @@ def read_call_reasoning(source: TemplateSource) -> CallReasoning | None:
     if plain != reasoned[:start] + reasoned[end:] or REASONING not in block:
         return None
     before, after = block.split(REASONING)
+    filled = not before and not after
+    if filled:
+        pair = surrounding_markers(reasoned, start, end)
+        if pair is None:
+            return None
+        before, after = pair
     if not before.strip() or not after.strip() or "{{" in block or "}}" in block:
         return None  # Ollama needs literal text on both sides to infer the tags
     later = _render(source, _loop(reasoning=True, later_user=True))
     if later is None:
         return None
-    return CallReasoning(before=before, after=after, earlier=REASONING in later)
+    return CallReasoning(before=before, after=after, earlier=REASONING in later, filled=filled)
+
+
+def surrounding_markers(text: str, start: int, end: int) -> tuple[str, str] | None:
+    """The special tokens right before ``start`` and right after ``end`` in ``text`` (the
+    empty pair the reasoning fills), or None."""
+    from .shape import MARKER_RE
+
+    before = [m for m in MARKER_RE.finditer(text, 0, start) if m.end() == start]
+    after = MARKER_RE.match(text, end)
+    if not before or after is None:
+        return None
+    return before[-1].group(0), after.group(0)
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -148,9 +171,9 @@ def with_call_reasoning(template: str, reading: CallReasoning) -> str | None:
     """``template`` (one setting's emitted TEMPLATE) printing tool-calling turns' reasoning
     as the Jinja does, in each copy of its messages loop (with and without tools); None when
     a copy has not the assistant branch and tool calls this rewrites."""
-    branches = [m.start() for m in re.finditer(re.escape(ASSISTANT), template)]
-    if not branches:
-        return None
+    branches = [m.start() for m in ASSISTANT_RE.finditer(template)]
+    if not branches or (reading.filled and not reading.earlier):
+        return None  # a filled pair prints in every turn: no condition can sit inside it
     out = template
     for branch in reversed(branches):  # from the end: earlier offsets stay valid
         calls = out.find(CALLS, branch)
@@ -158,6 +181,17 @@ def with_call_reasoning(template: str, reading: CallReasoning) -> str | None:
         if calls < 0 or not headers:
             return None
         header = headers[-1]  # the loop this assistant branch is in
+        if reading.filled:
+            pair = reading.before + reading.after
+            if not out.startswith(pair, calls + len(CALLS)):
+                return None
+            out = out[: calls + len(CALLS)] + out[calls + len(CALLS) + len(pair) :]
+            block = (
+                "{{- $rt := .ToolCalls }}{{- if $rt }}"
+                + reading.before + "{{ .Thinking }}" + reading.after + "{{- end }}"
+            )  # fmt: skip
+            out = out[:calls] + block + out[calls:]
+            continue
         cond = "and $rt .Thinking"
         if not reading.earlier:
             cond += f" (gt {header.group(1)} $lastUser)"
@@ -206,5 +240,6 @@ __all__ = [
     "earlier_loops_hold",
     "prints_call_reasoning",
     "read_call_reasoning",
+    "surrounding_markers",
     "with_call_reasoning",
 ]

@@ -8,8 +8,10 @@ the switch in the Jinja source, translate both settings with the usual inference
 two TEMPLATEs under ``{{ if and $.IsThinkSet (not $.Think) }}``. The pair is kept only when
 it verifies on every probe of the original template that the single TEMPLATE matched, and on
 the thinking probes. A Jinja whose default is thinking off is joined the same way under
-``{{ if not $.Think }}``, and only for a server before v0.12.4: there a request without
-``think`` reaches the TEMPLATE as think false; newer servers send it as true.
+``{{ if not $.Think }}``: before v0.12.4 a request without ``think`` reaches the TEMPLATE as
+think false, the Jinja's default; from v0.12.4 the server sends it as true, and verification
+compares it with the Jinja's thinking-on setting (``verify.UNSET_ON``). The report then says
+that the Jinja's default is off (``think_generations.DEFAULT_OFF_NOTE``).
 
 Where neither setting prints reasoning (SmolLM3 drops it from every turn), Ollama still needs
 ``.Thinking`` inside the messages loop to infer the tags it parses the model's output with;
@@ -27,7 +29,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError, TemplateRenderError
-from .server_rules import current_rules, current_version, unset_think_on
+from .server_rules import current_version
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
 from .thinking import OFF, switch_name
@@ -71,21 +73,14 @@ def empty_block(prompt: str) -> tuple[str, str] | None:
 #: TEMPLATE as think false (Ollama before v0.12.4) does that render the Jinja's default.
 OFF_BY_DEFAULT = "if not $.Think"
 
-#: Why thinking probes skip for a template whose default is not thinking on.
-DEFAULT_OFF = (
-    "the Jinja template's default is not thinking on, while Ollama (>= 0.12.4) sends think: "
-    "true to a TEMPLATE with thinking when a request leaves it unset: no TEMPLATE renders the "
-    "default and still switches thinking on, so thinking is left out"
-)
-
-
-#: Why thinking probes skip where a server before v0.12.4 could render a default of thinking
-#: off, but the two settings' TEMPLATEs did not join into one that verifies.
+#: Why thinking probes skip where the Jinja's default is thinking off and the two settings'
+#: TEMPLATEs did not join into one that verifies.
 DEFAULT_OFF_NOT_JOINED = (
-    "the Jinja template's default is thinking off; Ollama {version} sends a request without "
-    "think as think false, so one TEMPLATE per setting joined under {{{{ if not $.Think }}}} "
-    "could render it, but that pair did not verify (each setting translated alone, with the "
-    "same SYSTEM, losing no probe), so thinking is left out"
+    "the Jinja template's default is thinking off; one TEMPLATE per setting joined under "
+    "{{{{ if not $.Think }}}} would render it (Ollama before v0.12.4 sends a request without "
+    "think as think false, the Jinja's default; from v0.12.4 as think true, its thinking-on "
+    "setting), but that pair did not verify for Ollama {version} (each setting translated "
+    "alone, with the same SYSTEM, losing no probe), so thinking is left out"
 )
 
 
@@ -108,9 +103,9 @@ NO_TAGS = (
 #: three TEMPLATEs did not join into one that verifies.
 THREE_NOT_JOINED = (
     "the Jinja template's default is neither its thinking-on nor its thinking-off setting; "
-    "Ollama {version} tells a request without think apart (.IsThinkSet false), but the "
-    "TEMPLATEs of the default and of each setting did not join into one that verifies, so "
-    "thinking is left out"
+    "Ollama before v0.12.4 tells a request without think apart (.IsThinkSet false), from "
+    "v0.12.4 it sends it as think true, but the TEMPLATEs of the default and of each setting "
+    "did not join into one that verifies for Ollama {version}, so thinking is left out"
 )
 
 
@@ -125,16 +120,16 @@ def with_switched_thinking(
     renders = _generation_prompts(source, name)
     cond = OFF
     if renders is not None and renders[0] != renders[1] and renders[1] != renders[2]:
-        if unset_think_on(current_rules()):
-            return _default_off(result)
         if renders[0] != renders[2]:
             return _three_settings(source, name, result, refs)
-        cond = OFF_BY_DEFAULT  # the server sends an unset think as false: the Jinja's default
+        # Before v0.12.4 an unset think is false: the Jinja's default; from v0.12.4 it is
+        # true, and verification compares it with the Jinja's thinking-on setting.
+        cond = OFF_BY_DEFAULT
     joined = _joined_or_opened(source, name, result, refs, renders, cond)
     if joined is not None:
-        return joined
+        return _default_off_noted(joined) if cond == OFF_BY_DEFAULT else joined
     if cond == OFF_BY_DEFAULT:
-        version = current_version() or "before v0.12.4"
+        version = _version()
         if renders is not None and _names_no_tags(source, name, renders):
             return _default_off(result, NO_TAGS.format(version=version))
         return _default_off(result, DEFAULT_OFF_NOT_JOINED.format(version=version))
@@ -149,6 +144,8 @@ def _names_no_tags(source: TemplateSource, name: str, renders: tuple[str, str, s
     from .hf_render import render_hf
 
     if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or prints_call_reasoning(source):
+        return False
+    if block_tags(source, name) is not None:
         return False
     if set(CLOSING_RE.findall(renders[1])) - set(CLOSING_RE.findall(renders[2])):
         return False  # thinking on names a tag, if only in words (Granite: "<think></think>")
@@ -192,7 +189,7 @@ def _joined_or_opened(
         return None
 
 
-def _default_off(result: TranslatedTemplate, reason: str = DEFAULT_OFF) -> TranslatedTemplate:
+def _default_off(result: TranslatedTemplate, reason: str) -> TranslatedTemplate:
     from .verify import NO_THINKING
 
     probes = tuple(
@@ -269,10 +266,40 @@ def _settings(
     calls = _call_reasoning(source, on, off)
     if calls is not None:
         tries.append((calls[0], calls[1], True))
-    tags = empty_block(off_prompt)
+    tags = empty_block(off_prompt) or block_tags(source, switch_name(source))
     if tags is not None:
         tries.append((on + _declaration(*tags), off, False))
     return tries
+
+
+def block_tags(source: TemplateSource, name: str) -> tuple[str, str] | None:
+    """The tags around reasoning in an assistant turn written as typed content blocks
+    (Apertus: ``{"blocks": [{"type": "thoughts", ...}, {"type": "response", ...}]}`` prints
+    ``<|inner_prefix|>R<|inner_suffix|>A``), with thinking on; None where the Jinja has no
+    such format or prints no special token right around the reasoning. Ollama's messages
+    never arrive in that format; the rendering only shows which tags the model writes."""
+    from .call_reasoning import surrounding_markers
+    from .hf_render import render_hf
+
+    blocks = [{"type": "thoughts", "text": R1}, {"type": "response", "text": A1}]
+    turns: list[dict[str, Any]] = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": {"blocks": blocks}},
+        {"role": "user", "content": U2},
+    ]
+    try:
+        text = render_hf(
+            source.template, turns, tokens=source.template_variables(), kwargs={name: True}
+        )
+    except TemplateRenderError:
+        return None
+    if text.count(R1) != 1:
+        return None
+    start = text.index(R1)
+    tags = surrounding_markers(text, start, start + len(R1))
+    if tags is None or not text.startswith(tags[1] + A1, start + len(R1)):
+        return None
+    return tags
 
 
 def _loops_hold(source: TemplateSource, result: TranslatedTemplate) -> bool:
@@ -307,8 +334,7 @@ def _three_settings(
             logger.info("thinking settings not joined: %s", err)
     if joined is not None:
         return joined
-    version = current_version() or "before v0.12.4"
-    return _default_off(result, THREE_NOT_JOINED.format(version=version))
+    return _default_off(result, THREE_NOT_JOINED.format(version=_version()))
 
 
 def _three_joined(
@@ -328,7 +354,19 @@ def _three_joined(
         + "{{- else if $.Think }}" + on.template
         + "{{- else }}" + off.template + "{{- end }}"
     )  # fmt: skip
-    return accept_thinking(source, result, template, on.system, refs)
+    accepted = accept_thinking(source, result, template, on.system, refs)
+    return None if accepted is None else _default_off_noted(accepted)
+
+
+def _version() -> str:
+    """The serving Ollama in reasons (the newest when none is named)."""
+    return current_version() or "(the newest)"
+
+
+def _default_off_noted(result: TranslatedTemplate) -> TranslatedTemplate:
+    """``result`` with its report saying the Jinja's default is not thinking on: the warning
+    ``think_generations.thinking_note`` gives next to the claim."""
+    return replace(result, report=replace(result.report, thinking_default_off=True))
 
 
 def _with_inband_flags(
@@ -439,7 +477,6 @@ def _analysis(source: TemplateSource) -> Any:
 
 __all__ = [
     "CLOSING_RE",
-    "DEFAULT_OFF",
     "DEFAULT_OFF_NOT_JOINED",
     "EMPTY_BLOCK_RE",
     "EMPTY_CHANNEL_RE",
@@ -448,6 +485,7 @@ __all__ = [
     "OPEN_RE",
     "THREE_NOT_JOINED",
     "accept_thinking",
+    "block_tags",
     "empty_block",
     "fixed",
     "with_switched_thinking",

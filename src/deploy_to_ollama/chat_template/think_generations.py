@@ -3,11 +3,12 @@
 ``.Think`` and ``.IsThinkSet`` reached TEMPLATEs in v0.9.0 (ollama/ollama 5f57b0ef4); a
 request without ``think`` arrived there as think false. v0.12.4 (90d429f5a, server/routes.go)
 turned ``think`` on for every thinking-capable model when a request leaves it unset. A
-TEMPLATE proven on one side of that line need not hold on the other: one that renders a Jinja
-whose default is thinking off, by printing the off state for ``not $.Think``, thinks by
-default after an upgrade. So a thinking claim is verified again with the other generation's
-treatment of an unset ``think`` (every other rule as the serving release's), and the report
-lists each generation where it holds instead of one unqualified "thinking verified".
+TEMPLATE proven on one side of that line need not hold on the other. Where an unset ``think``
+is true, the Jinja side of such a request is its thinking-on setting (``verify.UNSET_ON``), so
+a Jinja whose default is thinking off, joined under ``{{ if not $.Think }}``, holds on both,
+with a warning (:data:`DEFAULT_OFF_NOTE`). A thinking claim is verified again with the other
+generation's treatment of an unset ``think`` (every other rule as the serving release's), and
+the report lists each generation where it holds instead of one unqualified "thinking verified".
 """
 
 from __future__ import annotations
@@ -97,31 +98,49 @@ def _lost(before: VerificationReport, after: VerificationReport) -> list[str]:
 
 def thinking_json(report: VerificationReport) -> dict[str, Any]:
     """The ``thinking`` section of ``--json``: verified, for which server generations, and
-    what changes on the others (None when nothing does)."""
+    what changes between them (None when nothing does)."""
     return {
         "verified": report.thinking_verified,
         "holds_for": list(report.thinking_holds_for),
-        "note": thinking_note(report.thinking_holds_for),
+        "jinja_default_off": report.thinking_verified and report.thinking_default_off,
+        "note": thinking_note(report.thinking_holds_for, default_off=report.thinking_default_off),
     }
 
 
-def thinking_note(held: tuple[str, ...]) -> str | None:
+#: The warning for a verified claim on a Jinja whose default is not thinking on.
+DEFAULT_OFF_NOTE = (
+    "the Jinja's default is thinking off (the notebook renders no reasoning unless asked); "
+    "Ollama >= 0.12.4 thinks unless the request sends think:false (before v0.12.4 a request "
+    "without think gets the Jinja's default)"
+)
+
+
+def thinking_note(held: tuple[str, ...], *, default_off: bool = False) -> str | None:
     """One line where a verified thinking claim does not hold on every generation (``held``:
-    ``VerificationReport.thinking_holds_for``).
+    ``VerificationReport.thinking_holds_for``), or where the Jinja's default is thinking off
+    (``default_off``: ``VerificationReport.thinking_default_off``): a warning, not a failure.
 
     >>> thinking_note(("0.9.0-0.12.3",))[:67]
     'thinking verified for Ollama 0.9.0-0.12.3 only: from v0.12.4 Ollama'
     >>> thinking_note(("0.9.0-0.12.3", ">=0.12.4")) is None
     True
+    >>> thinking_note(("0.9.0-0.12.3", ">=0.12.4"), default_off=True)[:41]
+    "the Jinja's default is thinking off (the "
+    >>> thinking_note((), default_off=True) is None
+    True
     """
-    if not held or len(held) == len(GENERATIONS):
+    if not held:
         return None
+    if len(held) == len(GENERATIONS):
+        return DEFAULT_OFF_NOTE if default_off else None
     if GENERATIONS[1].label not in held:
         return (
             f"thinking verified for Ollama {held[0]} only: from v0.12.4 Ollama sends a request "
             "without think as think true, so this TEMPLATE thinks by default there, unlike "
             "the Jinja's default; send think explicitly or redeploy for the newer server"
         )
+    if default_off:
+        return f"thinking verified for Ollama {', '.join(held)} only: {DEFAULT_OFF_NOTE}"
     return (
         f"thinking verified for Ollama {', '.join(held)} only: before v0.12.4 Ollama sends a "
         "request without think as think false, which this TEMPLATE does not render as the "
@@ -130,6 +149,7 @@ def thinking_note(held: tuple[str, ...]) -> str | None:
 
 
 __all__ = [
+    "DEFAULT_OFF_NOTE",
     "GENERATIONS",
     "Generation",
     "thinking_json",

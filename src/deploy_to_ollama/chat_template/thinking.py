@@ -11,9 +11,9 @@ templates differ from it in two ways this module reads off sentinel renders inst
   instead of appending to it.
 
 Ollama treats a request without ``think`` as ``think: true`` for a TEMPLATE with thinking
-tags (ollama/ollama ``server/routes.go`` since v0.12.4), so there only a template whose
-default is thinking on can be matched on every probe; one whose default is off is left
-without thinking, except for an older server (``switched.py``, ``think_generations.py``).
+tags (ollama/ollama ``server/routes.go`` since v0.12.4), so there such a request is compared
+with the Jinja's thinking-on setting (``verify.UNSET_ON``); a Jinja whose default is off gets
+one TEMPLATE per setting (``switched.py``, ``think_generations.py``).
 """
 
 from __future__ import annotations

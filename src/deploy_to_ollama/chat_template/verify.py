@@ -11,6 +11,7 @@ the current date matches only if it matches on another day too (``dates``).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,10 @@ class ProbeResult:
     None for a probe that differs or was skipped."""
     token_delta: int | None = None
     """Ollama's token count minus transformers' for a json_equivalent match (with a tokenizer)."""
+    unset_think_on: bool = False
+    """The probe leaves ``think`` unset and was compared as ``think: true`` (:data:`UNSET_ON`):
+    the server thinks for such a request to a thinking TEMPLATE, so the Jinja side is its
+    thinking-on setting, not its default."""
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form (without the full renderings)."""
@@ -72,6 +77,8 @@ class ProbeResult:
             "actual": self.actual_snippet,
             "reason": self.reason,
             "token_match": self.token_match,
+            "unset_think_on": self.unset_think_on,
+            "note": UNSET_ON if self.unset_think_on else None,
         }
 
 
@@ -89,6 +96,10 @@ class VerificationReport:
     thinking_generations: tuple[str, ...] = ()
     """The Ollama generations (``think_generations.GENERATIONS``) where the thinking probes
     verified, as checked when the TEMPLATE was chosen (see :attr:`thinking_holds_for`)."""
+    thinking_default_off: bool = False
+    """The Jinja's default is not thinking on, and the TEMPLATE switches thinking anyway: a
+    request without ``think`` is the default before v0.12.4, thinking on from v0.12.4
+    (``think_generations.thinking_note`` warns)."""
 
     @property
     def matched(self) -> int:
@@ -144,6 +155,13 @@ class VerificationReport:
         """The first probe that differs, for one-line reasons."""
         return next((p for p in self.probes if p.status == "differs"), None)
 
+
+#: What a probe compared as ``think: true`` (:attr:`ProbeResult.unset_think_on`) says.
+UNSET_ON = (
+    "think unset = think true on Ollama >= 0.12.4: the request leaves think unset, which that "
+    "server sends to a thinking TEMPLATE as think true, so the Jinja side is rendered with "
+    "thinking on"
+)
 
 #: Why tool probes do not run for a TEMPLATE that does not claim tools.
 NO_TOOLS = "tool calling is not translated: the TEMPLATE ignores tools"
@@ -260,6 +278,10 @@ def _check(
         return skipped(NO_THINKING)
     if expected is None:
         return skipped("no transformers rendering")
+    if _sent_as_on(go_template, probe):
+        probe, expected = replace(probe, think=True), _on_reference(source, probe)
+        result = _check(source, go_template, system, probe, expected, tools=tools, encode=encode)
+        return replace(result, unset_think_on=True)
     if isinstance(expected, Exception):
         from .system_variants import rejected_reason
 
@@ -287,6 +309,65 @@ NO_THINKING = (
     "the TEMPLATE has no thinking capability (no .Thinking inside the messages loop), so "
     "Ollama refuses a request's think: nothing to compare"
 )
+
+
+def _sent_as_on(go_template: str, probe: Probe) -> bool:
+    """Whether the server in force sends ``probe`` to ``go_template`` as ``think: true``:
+    the probe leaves ``think`` unset, the TEMPLATE thinks and the server is v0.12.4 or newer
+    (server/routes.go sets a missing think to true for a thinking-capable model before the
+    TEMPLATE runs, ``.IsThinkSet`` included). The Jinja side follows: its thinking-on setting
+    is what such a request gets, whatever the Jinja's default."""
+    from .server_rules import current_rules, unset_think_on
+
+    return probe.think is None and unset_think_on(current_rules()) and _thinks(go_template)
+
+
+def sent_probe(probe: Probe, go_template: str) -> Probe:
+    """``probe`` as the server in force sends it to ``go_template``: with ``think: true``
+    where it leaves think unset and the server (>= 0.12.4) turns that on (:data:`UNSET_ON`).
+    For checks outside :func:`verify_template` (the doctor's conversations)."""
+    return replace(probe, think=True) if _sent_as_on(go_template, probe) else probe
+
+
+def unset_think_kwargs(source: TemplateSource, go_template: str) -> dict[str, Any]:
+    """The Jinja variables for a request without ``think`` to ``go_template`` on the server
+    in force: the thinking switch on where that server sends it as think true
+    (:data:`UNSET_ON`), none elsewhere. For checks outside the probe suite (the doctor)."""
+    from .server_rules import current_rules, unset_think_on
+    from .thinking import think_kwargs
+
+    if unset_think_on(current_rules()) and _thinks(go_template):
+        return think_kwargs(source, think=True)
+    return {}
+
+
+def _on_reference(source: TemplateSource, probe: Probe) -> str | TemplateRenderError:
+    """transformers' rendering of ``probe`` with the Jinja's thinking switch on (cached: every
+    candidate TEMPLATE of one source asks for the same; not where the date is printed, which
+    a pinned clock changes)."""
+    on = replace(probe, think=True)
+    if prints_date(source.template):
+        return _hf_side(source, on)
+    tokens = tuple(sorted(source.template_variables().items()))
+    payload = json.dumps([on.messages, on.tools], ensure_ascii=False)  # key order kept
+    from .thinking import switch_name
+
+    return _rendered_on(source.template, tokens, switch_name(source), payload)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rendered_on(
+    template: str, tokens: tuple[tuple[str, str], ...], name: str, payload: str
+) -> str | TemplateRenderError:
+    from .hf_render import render_hf
+
+    messages, tools = json.loads(payload)
+    try:
+        return render_hf(
+            template, messages, tokens=dict(tokens), tools=tools or None, kwargs={name: True}
+        )
+    except TemplateRenderError as err:
+        return err
 
 
 def _thinks(go_template: str) -> bool:

@@ -195,6 +195,11 @@ def _summary(report: VerificationReport) -> None:
         f"{verdict}: {matched}/{len(ran)} probes match{tiers}, "
         f"{len(report.probes) - len(ran)} skipped"
     )
+    from ..chat_template.think_generations import thinking_note
+
+    note = thinking_note(report.thinking_holds_for, default_off=report.thinking_default_off)
+    if note is not None:
+        print_line(f"warning: {note}")
     failure = report.first_failure()
     if failure is not None:
         print_line(

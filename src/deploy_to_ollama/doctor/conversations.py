@@ -187,14 +187,15 @@ def _common_length(text: str, other: str) -> int:
 def conversation_renders(ctx: DoctorContext, kind: Kind) -> tuple[ProbeRender, ...]:
     """Every evaluated probe of ``kind``, graded; differing ones first. Empty when there is
     no reference or TEMPLATE, or the reference Jinja has no such capability."""
-    from ..chat_template.verify import reference_renders
+    from ..chat_template.verify import reference_renders, sent_probe
 
     ref = ctx.reference
     if ref is None or ref.source is None or not ctx.has_template or ctx.target.route == "native":
         return ()
     if not _jinja_has(kind, ref.template):
         return ()
-    probes = _probes(kind)
+    # A request without think is think true on Ollama >= 0.12.4 (a thinking TEMPLATE).
+    probes = tuple(sent_probe(p, ctx.target.effective_template) for p in _probes(kind))
     expected = reference_renders(ref.source, probes)
     renders: list[ProbeRender] = []
     for probe in probes:

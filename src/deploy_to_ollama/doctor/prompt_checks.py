@@ -7,6 +7,7 @@ doubled BOS, the default system prompt).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ..errors import DeployError
 from .findings import Diagnosis, DoctorContext, ProbeRender
@@ -41,9 +42,10 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
         return []
     bos = ref.bos_token or (ctx.target.gguf.bos_token if ctx.target.gguf else None)
     renders: list[ProbeRender] = []
+    think = _unset_think(ctx)
     for name, messages in DOCTOR_PROBES:
         try:
-            expected = effective_reference(ref, messages)
+            expected = effective_reference(ref, messages, kwargs=think)
         except DeployError as err:
             # The fine-tune's own template refuses this conversation (e.g. no system role):
             # nothing Ollama could be compared with.
@@ -87,6 +89,18 @@ def check_renders(ctx: DoctorContext) -> list[Diagnosis]:
     ]
 
 
+def _unset_think(ctx: DoctorContext) -> dict[str, Any]:
+    """The reference's variables for the probes, which leave think unset: its thinking switch
+    on where the serving Ollama (>= 0.12.4) sends such a request to a thinking TEMPLATE as
+    think true, as the template engine verifies it (``verify.UNSET_ON``)."""
+    from ..chat_template.verify import unset_think_kwargs
+
+    ref = ctx.reference
+    if ref is None or ref.source is None or not ctx.target.effective_template:
+        return {}
+    return unset_think_kwargs(ref.source, ctx.target.effective_template)
+
+
 def _family_evidence(first: ProbeRender, bos: str | None) -> tuple[str, ...]:
     """A line naming the other chat format when no reference marker survives in Ollama's prompt
     (BOS does not count: llama.cpp adds it whatever the TEMPLATE)."""
@@ -107,7 +121,7 @@ def check_generation_prompt(ctx: DoctorContext) -> list[Diagnosis]:
     if ref is None or not ctx.has_template:
         return []
     try:
-        suffix = generation_suffix(ref)
+        suffix = generation_suffix(ref, kwargs=_unset_think(ctx))
         actual = effective_ollama(ctx.target, DOCTOR_PROBES[0][1])
     except DeployError:
         return []

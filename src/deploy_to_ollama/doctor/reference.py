@@ -50,6 +50,7 @@ class ReferenceTemplate:
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         add_generation_prompt: bool = True,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> str:
         """Render like ``apply_chat_template(tokenize=False)``.
 
@@ -65,6 +66,7 @@ class ReferenceTemplate:
             tools=tools,
             add_generation_prompt=add_generation_prompt,
             continue_final_message=False,
+            kwargs=kwargs,
         )
 
     @property

@@ -7,7 +7,7 @@ port of Ollama's prompt building on the TEMPLATE, plus the BOS llama.cpp adds.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..chat_template.verify import first_difference
@@ -148,11 +148,12 @@ def eot_marker(ref: ReferenceTemplate) -> str | None:
     return marker or None
 
 
-def generation_suffix(ref: ReferenceTemplate) -> str:
-    """What ``add_generation_prompt`` adds (the assistant header the model answers after)."""
+def generation_suffix(ref: ReferenceTemplate, kwargs: Mapping[str, Any] | None = None) -> str:
+    """What ``add_generation_prompt`` adds (the assistant header the model answers after);
+    ``kwargs``: the Jinja's variables, such as its thinking switch."""
     messages = [{"role": "user", "content": _USER}]
-    with_prompt = ref.render(messages, add_generation_prompt=True)
-    without = ref.render(messages, add_generation_prompt=False)
+    with_prompt = ref.render(messages, add_generation_prompt=True, kwargs=kwargs)
+    without = ref.render(messages, add_generation_prompt=False, kwargs=kwargs)
     return with_prompt[len(without) :] if with_prompt.startswith(without) else ""
 
 
