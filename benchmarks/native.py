@@ -4,7 +4,8 @@ Per template (one per family of the corpus, or ``--all``): the llama-server star
 GGUF (once per template, not counted in the target: the server as Ollama runs it, plus the
 render-only one where it renders alike, ``chat_template.native_servers``), then
 ``render_and_compare`` of every case (probes plus think on/off) through ``/apply-template`` and
-transformers, warm (transformers has compiled the Jinja once), and the llama.cpp side alone.
+transformers, warm (transformers has compiled the Jinja once), and the llama.cpp side alone
+(each the median of ``REPEATS`` runs).
 ``--exact-only``: every case on the server as Ollama runs it (the method before the
 render-only server), for comparison. Baseline, same run, same template: the
 Go path's proof, ``verify_template`` of the TEMPLATE ``translate_template`` emitted (translation
@@ -43,6 +44,8 @@ from deploy_to_ollama.settings import Settings
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "chat_templates"
 TARGET_S = 0.5
+#: Warm runs per template; the table shows their median.
+REPEATS = 3
 
 
 def _sources(corpus: Path, *, every: bool) -> list[tuple[str, str, TemplateSource]]:
@@ -84,16 +87,18 @@ def _time_one(
         start = time.perf_counter() - started
         cases = native_cases(source.template)
         render_and_compare(server, source, cases)  # warm-up: transformers compiles the Jinja
-        t0 = time.perf_counter()
-        render_and_compare(server, source, cases)
-        full = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for case in cases:
-            # a refused case costs its round trip all the same
-            with contextlib.suppress(ApplyTemplateError):
-                server.apply_template(request_body(case))
-        native = time.perf_counter() - t0
-    return start, full, native, len(cases)
+        fulls, natives = [], []
+        for _ in range(REPEATS):  # the median of a few: 2 cores shared with other jobs
+            t0 = time.perf_counter()
+            render_and_compare(server, source, cases)
+            fulls.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for case in cases:
+                # a refused case costs its round trip all the same
+                with contextlib.suppress(ApplyTemplateError):
+                    server.apply_template(request_body(case))
+            natives.append(time.perf_counter() - t0)
+    return start, statistics.median(fulls), statistics.median(natives), len(cases)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from ..gguf.llama_server import (
     LlamaServerError,
 )
 from ..gguf.template_gguf import write_vocabulary_stub
-from .native_servers import start_native_renderer
+from .native_servers import NativeRenderer, start_native_renderer
 from .probes import Probe, load_probes
 from .source import TemplateSource
 from .thinking import switch_name
@@ -296,13 +296,18 @@ def render_and_compare(
     # llama.cpp's side costs 1-2 ms a request on the render-only server, 2-100 ms on the exact
     # one (it analyses the template on each request): ask for every prompt at once (llama-server
     # answers on several HTTP threads) while transformers renders here, so they overlap.
+    # The cases only the exact server renders (tens of ms each) are asked for first.
+    order = sorted(range(len(cases)), key=lambda i: _renders_fast(server, cases[i]))
     with ThreadPoolExecutor(max_workers=NATIVE_REQUESTS, thread_name_prefix="dto-native") as pool:
-        futures = [pool.submit(_native_prompt, server, case) for case in cases]
+        futures = {i: pool.submit(_native_prompt, server, cases[i]) for i in order}
         results = tuple(
-            _check(source, case, future.result, encode)
-            for case, future in zip(cases, futures, strict=True)
+            _check(source, case, futures[i].result, encode) for i, case in enumerate(cases)
         )
     return NativeReport(results, token_level=encode is not None)
+
+
+def _renders_fast(server: PromptRenderer, case: NativeCase) -> bool:
+    return isinstance(server, NativeRenderer) and server.renders_alike(request_body(case))
 
 
 def _native_prompt(server: PromptRenderer, case: NativeCase) -> str | ApplyTemplateError:
