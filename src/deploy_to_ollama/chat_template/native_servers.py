@@ -42,6 +42,7 @@ from ..gguf.llama_server import (
     LlamaServer,
     LlamaServerError,
     start_llama_server,
+    start_llama_servers,
 )
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ class NativeRenderer:
     """The servers' ``enable_thinking`` default, stated to the render-only one."""
     tool_use_template: bool = False
     """The GGUF has a ``tool_use`` template: requests with tools render with it."""
+    link: Path | None = None
+    """The model link the render-only server serves (removed on stop)."""
 
     def __enter__(self) -> NativeRenderer:
         return self
@@ -161,6 +164,8 @@ class NativeRenderer:
                 self.render_only.stop()
         finally:
             self.exact.stop()
+            if self.link is not None:
+                self.link.unlink(missing_ok=True)
 
     def remove_logs(self) -> None:
         """Remove both logs (after a good run; a failed start keeps its log)."""
@@ -172,45 +177,59 @@ class NativeRenderer:
 def start_native_renderer(
     binary: Path, model: Path, log_dir: Path, *, render_only: bool = True
 ) -> NativeRenderer:
-    """Start the exact server on ``model`` (``--jinja``, default log level), then the
-    render-only one, kept where its start-up log says the template takes the auto-parser. A
-    render-only server that does not start, or says nothing, only costs the speed-up.
+    """Start the exact server on ``model`` (``--jinja``, default log level) and, at the same
+    time, the render-only one, kept where its start-up log says the template takes the
+    auto-parser. A render-only server that does not start, or says nothing, only costs the
+    speed-up. The render-only server serves a link beside ``model`` (removed on stop), so that
+    each start knows its own server by ``/props`` even on a port both happened to pick.
 
     Raises:
         ChatTemplateRejectedError: llama.cpp cannot parse the template or derive its parser.
         LlamaServerError: the exact server did not start (the message names its log).
     """
-    renderer = NativeRenderer(start_llama_server(binary, model, log_dir))
     if not render_only:
-        return renderer
+        return NativeRenderer(start_llama_server(binary, model, log_dir))
+    link = model.with_name(f"{model.stem}.render-only{model.suffix}")
     try:
-        renderer.render_only = _start_render_only(binary, model, log_dir, renderer)
+        link.unlink(missing_ok=True)
+        link.symlink_to(model.name)
+    except OSError as err:
+        logger.info("no render-only llama-server (%s): exact server only", err)
+        return NativeRenderer(start_llama_server(binary, model, log_dir))
+    # The render-only server's own start-up log tells the path: the exact server stays at the
+    # default log level, since the trace level also renders an example conversation that may
+    # fail.
+    exact, fast = start_llama_servers(
+        binary, [(model, ()), (link, RENDER_ONLY_ARGS + PATH_LOG_ARGS)], log_dir
+    )
+    renderer = NativeRenderer(exact, link=link) if isinstance(exact, LlamaServer) else None
+    if renderer is None or isinstance(fast, LlamaServerError):
+        _stop(fast, link)
+        if isinstance(exact, LlamaServerError):
+            raise exact
+        logger.info("render-only llama-server unavailable (%s): exact server only", fast)
+        assert renderer is not None
+        return renderer
+    path = read_chat_path(fast.log)
+    if path is None or not path.autoparser:
+        logger.info("%s: not the auto-parser path, exact server only", model.name)
+        _stop(fast, None)
+        fast.log.unlink(missing_ok=True)
+        return renderer
+    renderer.render_only, renderer.thinking = fast, path.thinking
+    try:
+        renderer.tool_use_template = _has_tool_use_template(fast)
     except BaseException:
         renderer.stop()
         raise
     return renderer
 
 
-def _start_render_only(
-    binary: Path, model: Path, log_dir: Path, renderer: NativeRenderer
-) -> LlamaServer | None:
-    """The render-only server where it renders like the exact one, else None (stopped)."""
-    try:
-        # Its own start-up log tells the path: the exact server stays at Ollama's log level,
-        # since the trace level also renders an example conversation that may fail.
-        server = start_llama_server(binary, model, log_dir, args=RENDER_ONLY_ARGS + PATH_LOG_ARGS)
-    except LlamaServerError as err:
-        logger.info("render-only llama-server unavailable (%s): exact server only", err.message)
-        return None
-    path = read_chat_path(server.log)
-    if path is None or not path.autoparser:
-        logger.info("%s: not the auto-parser path, exact server only", model.name)
+def _stop(server: LlamaServer | LlamaServerError, link: Path | None) -> None:
+    if isinstance(server, LlamaServer):
         server.stop()
-        server.log.unlink(missing_ok=True)
-        return None
-    renderer.thinking = path.thinking
-    renderer.tool_use_template = _has_tool_use_template(server)
-    return server
+    if link is not None:
+        link.unlink(missing_ok=True)
 
 
 def _has_tool_use_template(server: LlamaServer) -> bool:
