@@ -57,7 +57,7 @@ AUTOPARSER_LINE = "common_chat_templates_apply_jinja: using differential autopar
 #: The server's start-up trace of its ``enable_thinking`` default (``server-context.cpp``).
 THINKING_LINE = "init: chat template, thinking = "
 #: How long the start-up lines may lag behind ``/health`` in the log (written by a thread).
-LOG_WAIT_S = 5.0
+LOG_WAIT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +226,12 @@ def start_native_renderer(
 
 
 def _stop(server: LlamaServer | LlamaServerError, link: Path | None) -> None:
+    """Stop a render-only server, or forget one that did not start (its log is no error of
+    the user's), and remove the link."""
     if isinstance(server, LlamaServer):
         server.stop()
+    elif server.log is not None:
+        server.log.unlink(missing_ok=True)
     if link is not None:
         link.unlink(missing_ok=True)
 
