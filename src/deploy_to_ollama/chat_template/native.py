@@ -21,17 +21,16 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 from ..errors import TemplateRenderError
 from ..gguf.llama_server import (
     ApplyTemplateError,
     ChatTemplateRejectedError,
-    LlamaServer,
     LlamaServerError,
-    start_llama_server,
 )
 from ..gguf.template_gguf import write_vocabulary_stub
+from .native_servers import NativeRenderer, start_native_renderer
 from .probes import Probe, load_probes
 from .source import TemplateSource
 from .thinking import switch_name
@@ -45,6 +44,15 @@ SNIPPET = 40
 _THINK_BASE = "system_multi_turn"
 #: ``/apply-template`` requests in flight at once (llama-server has at least 3 HTTP threads).
 NATIVE_REQUESTS = 4
+
+
+class PromptRenderer(Protocol):
+    """What renders a chat-endpoint body into llama.cpp's prompt (a server, or the pair of
+    ``native_servers.NativeRenderer``)."""
+
+    def apply_template(self, body: dict[str, Any]) -> str:
+        """The prompt for ``body``; raises ``ApplyTemplateError`` where llama.cpp refuses."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +229,8 @@ def verify_native(
             else _stub(source, Path(tmp) / "template.gguf")
         )
         try:
-            server = start_llama_server(server_binary, model, logs)
+            # The server Ollama runs, plus a render-only one where it renders alike (fast).
+            server = start_native_renderer(server_binary, model, logs)
         except ChatTemplateRejectedError as err:
             return NativeUnavailable(err.message)
         with server:
@@ -229,7 +238,7 @@ def verify_native(
             encode = server.tokenize if gguf is not None else None
             cases = native_cases(source.template, probes, switch=switch_name(source))
             report = render_and_compare(server, source, cases, encode=encode)
-        server.log.unlink(missing_ok=True)  # kept only when the server failed
+        server.remove_logs()  # kept only when a server failed
         return report
 
 
@@ -271,7 +280,7 @@ def gguf_lacks_template(path: Path) -> str | None:
 
 
 def render_and_compare(
-    server: LlamaServer,
+    server: PromptRenderer,
     source: TemplateSource,
     cases: Sequence[NativeCase],
     *,
@@ -284,19 +293,24 @@ def render_and_compare(
     from concurrent.futures import ThreadPoolExecutor
 
     encode = _token_encoder(source) or encode
-    # llama.cpp's side costs 2-100 ms a request (it analyses the template on each one): ask for
-    # every prompt at once (llama-server answers on several HTTP threads) while transformers
-    # renders here, so the two engines overlap instead of taking turns.
+    # llama.cpp's side costs 1-2 ms a request on the render-only server, 2-100 ms on the exact
+    # one (it analyses the template on each request): ask for every prompt at once (llama-server
+    # answers on several HTTP threads) while transformers renders here, so they overlap.
+    # The cases only the exact server renders (tens of ms each) are asked for first.
+    order = sorted(range(len(cases)), key=lambda i: _renders_fast(server, cases[i]))
     with ThreadPoolExecutor(max_workers=NATIVE_REQUESTS, thread_name_prefix="dto-native") as pool:
-        futures = [pool.submit(_native_prompt, server, case) for case in cases]
+        futures = {i: pool.submit(_native_prompt, server, cases[i]) for i in order}
         results = tuple(
-            _check(source, case, future.result, encode)
-            for case, future in zip(cases, futures, strict=True)
+            _check(source, case, futures[i].result, encode) for i, case in enumerate(cases)
         )
     return NativeReport(results, token_level=encode is not None)
 
 
-def _native_prompt(server: LlamaServer, case: NativeCase) -> str | ApplyTemplateError:
+def _renders_fast(server: PromptRenderer, case: NativeCase) -> bool:
+    return isinstance(server, NativeRenderer) and server.renders_alike(request_body(case))
+
+
+def _native_prompt(server: PromptRenderer, case: NativeCase) -> str | ApplyTemplateError:
     """llama.cpp's prompt for ``case``, or its refusal (a per-case outcome, not an error)."""
     try:
         return server.apply_template(request_body(case))

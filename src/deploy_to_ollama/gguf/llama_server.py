@@ -192,51 +192,107 @@ def start_llama_server(
         ChatTemplateRejectedError: llama.cpp's Jinja engine cannot parse the GGUF's template.
         LlamaServerError: it exited or did not answer in time (the message names the log).
     """
-    from .._subprocess import kill_with_parent
-
     log_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(BIND_ATTEMPTS):
         chosen = port if port is not None and attempt == 0 else free_port()
-        log = log_dir / f"llama-server-{chosen}.log"
-        command = [
-            str(binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(chosen),
-            "--jinja", "--ctx-size", "512", "--parallel", "1", "--threads", str(threads),
-            "--no-warmup", *args,
-        ]  # fmt: skip
-        logger.debug("starting %s", " ".join(command))
-        try:
-            with log.open("wb") as sink:
-                process = subprocess.Popen(
-                    command, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=kill_with_parent
-                )
-        except OSError as err:
-            raise LlamaServerError(
-                f"cannot run {binary}: {err}", hint="run `deploy-to-ollama setup --force`"
-            ) from err
-        server = LlamaServer(f"http://127.0.0.1:{chosen}", process, log)
-        healthy = _wait_healthy(server)
-        if healthy and _is_ours(server, model):
+        server = _spawn(binary, model, log_dir, args=args, threads=threads, port=chosen)
+        if _settle(server, model):
             return server
-        server.stop()
-        if healthy:  # another server answers on that port
-            logger.info("port %d is in use by another server; trying another", chosen)
-            continue
-        if (rejected := template_error(log)) is not None:
-            raise ChatTemplateRejectedError(
-                f"llama-server rejects the chat template: {rejected}",
-                log=log,
-                hint="the native (llama-server) path cannot serve this template; use the "
-                "Go TEMPLATE",
-            )
-        if "couldn't bind" in log_tail(log, 50):
-            logger.info("port %d is in use; trying another", chosen)
-        else:
-            raise LlamaServerError(
-                f"llama-server did not start (see {log}): {log_tail(log, 2)}",
-                log=log,
-                hint="read the log; `deploy-to-ollama setup --force` rebuilds llama-server",
-            )
     raise LlamaServerError(f"llama-server found no free port in {BIND_ATTEMPTS} attempts")
+
+
+def start_llama_servers(
+    binary: Path, models: Sequence[tuple[Path, Sequence[str]]], log_dir: Path
+) -> list[LlamaServer | LlamaServerError]:
+    """Start one server per ``(model, args)`` at once; each, or why it did not start.
+
+    Every process is spawned before any is waited for, all from the calling thread (a child
+    dies with the *thread* that spawned it, ``kill_with_parent``); one whose port was taken
+    meanwhile is started again by :func:`start_llama_server`. Distinct model paths keep each
+    server recognisable by ``/props``.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results: list[LlamaServer | LlamaServerError] = []
+    spawned: list[LlamaServer | LlamaServerError] = []
+    try:
+        for model, args in models:
+            try:
+                spawned.append(_spawn(binary, model, log_dir, args=args, port=free_port()))
+            except LlamaServerError as err:
+                spawned.append(err)
+        for (model, args), first in zip(models, spawned, strict=True):
+            try:
+                if isinstance(first, LlamaServerError):
+                    raise first
+                ok = _settle(first, model)
+                results.append(
+                    first if ok else start_llama_server(binary, model, log_dir, args=args)
+                )
+            except LlamaServerError as err:
+                results.append(err)
+    except BaseException:
+        for started in [*spawned, *results]:
+            if isinstance(started, LlamaServer):
+                started.stop()
+        raise
+    return results
+
+
+def _spawn(
+    binary: Path, model: Path, log_dir: Path, *, args: Sequence[str], port: int, threads: int = 1
+) -> LlamaServer:
+    """The llama-server process on ``port``, not yet waited for."""
+    from .._subprocess import kill_with_parent
+
+    log = log_dir / f"llama-server-{port}.log"
+    command = [
+        str(binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+        "--jinja", "--ctx-size", "512", "--parallel", "1", "--threads", str(threads),
+        "--no-warmup", *args,
+    ]  # fmt: skip
+    logger.debug("starting %s", " ".join(command))
+    try:
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                command, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=kill_with_parent
+            )
+    except OSError as err:
+        raise LlamaServerError(
+            f"cannot run {binary}: {err}", hint="run `deploy-to-ollama setup --force`"
+        ) from err
+    return LlamaServer(f"http://127.0.0.1:{port}", process, log)
+
+
+def _settle(server: LlamaServer, model: Path) -> bool:
+    """Wait for a spawned server: True when it is up and ours, False (stopped) when its port
+    was taken.
+
+    Raises:
+        ChatTemplateRejectedError: llama.cpp's Jinja engine cannot parse the GGUF's template.
+        LlamaServerError: it exited or did not answer in time (the message names the log).
+    """
+    healthy = _wait_healthy(server)
+    if healthy and _is_ours(server, model):
+        return True
+    server.stop()
+    port, log = server.url.rsplit(":", 1)[1], server.log
+    if healthy:  # another server answers on that port
+        logger.info("port %s is in use by another server; trying another", port)
+        return False
+    if (rejected := template_error(log)) is not None:
+        raise ChatTemplateRejectedError(
+            f"llama-server rejects the chat template: {rejected}",
+            log=log,
+            hint="the native (llama-server) path cannot serve this template; use the Go TEMPLATE",
+        )
+    if "couldn't bind" in log_tail(log, 50):
+        logger.info("port %s is in use; trying another", port)
+        return False
+    raise LlamaServerError(
+        f"llama-server did not start (see {log}): {log_tail(log, 2)}",
+        log=log,
+        hint="read the log; `deploy-to-ollama setup --force` rebuilds llama-server",
+    )
 
 
 def _is_ours(server: LlamaServer, model: Path) -> bool:
