@@ -33,7 +33,9 @@ TOOL_RESULT_RATCHET = 206
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
 #: 264 measured with the Command A/R7B and Functionary v3.1 readings (258 before).
 #: 272 -> 274 (toolsE): the two gpt-oss templates, tools included (see TOOLS_RATCHET).
-VERIFIED_ALL_RATCHET = 274
+#: 274 -> 280 (plaingaps): a prefilled final assistant message keeps the trailing whitespace
+#: that transformers keeps (Llama 2's `` </s>`` after the stripped content; prefill_after_system).
+VERIFIED_ALL_RATCHET = 280
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
+from .emit_prefill import prefill_trailing
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .hf_render import JSON_CLOSE, JSON_OPEN
 from .shape import TOOL_NAME, TemplateShape
@@ -275,6 +276,7 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         pieces += _calls(shape, tools, tools.calls)
     else:
         pieces += _content(".Content", shape.trim("assistant"), "a")
+        pieces += prefill_trailing(shape, "a")
         if shape.assistant_suffix:
             pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
     if tools is not None and tools.results:

@@ -90,6 +90,11 @@ class TemplateShape:
     """(prefix, suffix, suffix when last) of a tool result message, where one was observed."""
     think: ThinkShape | None = None
     """How the template prints reasoning and its thinking switch, where it has them."""
+    prefill_trailing: bool = False
+    """Whether transformers keeps the trailing whitespace of a continued (prefilled) final
+    assistant message that the template strips on other turns: it appends a tag to that
+    message and cuts at it, so the whitespace stays before the tag when what follows the
+    content (Llama 2's `` </s>``) gives the tag its space back."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""
@@ -280,7 +285,20 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
         mid_system=_mid_system(render, assistant_suffix, user_prefix),
         trims=_observe_trims(render),
     )
+    if shape.trim("assistant")[1]:
+        shape = replace(shape, prefill_trailing=_prefill_trailing(render))
     return _with_system(render, shape)
+
+
+#: Trailing whitespace of the continued message in :func:`_prefill_trailing`.
+TRAIL = " \n "
+
+
+def _prefill_trailing(render: _Renderer) -> bool:
+    """Whether a prefilled final assistant message keeps its trailing whitespace (observed:
+    the continued render ends with the whole content, not the stripped one)."""
+    text = render([("user", U1), ("assistant", A1 + TRAIL)], gen=False, cont=True)
+    return text is not None and text.endswith(A1 + TRAIL)
 
 
 PAD = "\n \n"
