@@ -35,7 +35,9 @@ TOOL_RESULT_RATCHET = 206
 #: 272 -> 274 (toolsE): the two gpt-oss templates, tools included (see TOOLS_RATCHET).
 #: 274 -> 280 (plaingaps): a prefilled final assistant message keeps the trailing whitespace
 #: that transformers keeps (Llama 2's `` </s>`` after the stripped content; prefill_after_system).
-VERIFIED_ALL_RATCHET = 280
+#: 280 -> 282 (plaingaps): a blank first user message takes the lead-in's trailing whitespace
+#: with it where the Jinja strips both together (Vigogne, mistral.rs' Llama 2; head_joined).
+VERIFIED_ALL_RATCHET = 282
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .emit_joined import joined_head
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
 from .emit_prefill import prefill_trailing
@@ -212,15 +213,16 @@ def _emit_header(
     pieces += [Act("$inl0 := false")] if empty_system == "inline" else []
     pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
+    inline = _inline_head(shape) if empty_system == "inline" else None
+    head, after, lead, head_lead = joined_head(shape, _strip_bos(source, shape.head), after, inline)
     pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
     pieces += [*_content(expr, shape.trim("system"), "s"), Lit(after)]
-    inline = _inline_head(shape) if empty_system == "inline" else None
     if inline is not None:
         # An empty leading system turn prints between the lead-in and the first user turn
         # (Command A), so the lead-in stops before the user opening it otherwise ends with.
         pieces += [Act('else if and .Messages (eq (index .Messages 0).Role "system")')]
         pieces += [Lit(_strip_bos(source, inline)), Act("$inl0 = true")]
-    pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
+    pieces += [Act("else"), Lit(head), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
     pieces += _call_content_decl(tools)
     pieces += after_query_scan(tools)
@@ -229,11 +231,11 @@ def _emit_header(
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), *user_prefix_in_loop(shape, last_user, every=True)]
     pieces += [Act("if eq $i $sysAt")]
-    pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f")]
+    pieces += [Act(f"if {has}"), *_content(".Content", shape.trim("user_sys"), "f", lead)]
     pieces += [Act("else")]
     if inline is not None:
         pieces += [Act("if $inl0"), Lit(shape.user_prefix), Act("end")]
-    pieces += [*_content(".Content", shape.trim("user"), "g"), Act("end")]
+    pieces += [*_content(".Content", shape.trim("user"), "g", head_lead), Act("end")]
     rest = user_prefix_in_loop(shape, last_user, every=False)
     pieces += [Act("else"), *rest, *_content(".Content", shape.trim("user"), "u")]
     pieces += [Act("end"), *_user_tail(shape)]
@@ -504,8 +506,9 @@ def _is_in(var: str, kind: str) -> str:
     return f"or {tests}" if len(_CHARS[kind]) > 1 else tests[1:-1]
 
 
-def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
-    """Print ``expr``, stripping whitespace as the Jinja template does.
+def _content(expr: str, trim: tuple[str, str], tag: str, lead: str = "") -> list[Piece]:
+    """Print ``expr``, stripping whitespace as the Jinja template does (``lead`` before it
+    where it is not blank: ``emit_joined``).
 
     Ollama gives templates no trim function and no arithmetic, so this scans bytes with
     ``range`` over an int (Go >= 1.22), ``index`` and ``break``, from the front for the left
@@ -514,7 +517,7 @@ def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
     """
     left, right = trim
     if not left and not right:
-        return [Act(expr)]
+        return [Lit(lead), Act(expr)] if lead else [Act(expr)]
     s, a, b, c = f"$s{tag}", f"$a{tag}", f"$b{tag}", f"$c{tag}"
     body: list[Piece] = [Act(f"{s} := {expr}"), Act(f"{a} := {f'len {s}' if left else 0}")]
     body += [Act(f"{b} := {0 if right else f'len {s}'}")]
@@ -527,8 +530,8 @@ def _content(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
         body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} ({back})")]
         body += [Act(f"if not ({_is_in(c, right)})"), Act(f"{b} = len (slice {s} $k)")]
         body += [Act("break"), Act("end"), Act("end")]
-    body += [Act(f"if lt {a} {b}"), Act(f"slice {s} {a} {b}"), Act("end")]
-    return body
+    body += [Act(f"if lt {a} {b}"), *([Lit(lead)] if lead else []), Act(f"slice {s} {a} {b}")]
+    return [*body, Act("end")]
 
 
 def _user_tail(shape: TemplateShape) -> list[Piece]:

@@ -95,6 +95,11 @@ class TemplateShape:
     assistant message that the template strips on other turns: it appends a tag to that
     message and cuts at it, so the whitespace stays before the tag when what follows the
     content (Llama 2's `` </s>``) gives the tag its space back."""
+    head_joined: bool = False
+    """Whether the first user message is stripped together with the lead-in before it (Llama 2
+    variants join the system block and the message, then ``strip()``): a blank first message
+    takes the lead-in's trailing whitespace (``<</SYS>>\n\n``) with it, with or without a
+    system message."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""
@@ -287,7 +292,22 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
     )
     if shape.trim("assistant")[1]:
         shape = replace(shape, prefill_trailing=_prefill_trailing(render))
+    if _head_joined(render, u_nog, sys_pieces):
+        shape = replace(shape, head_joined=True)
     return _with_system(render, shape)
+
+
+def _head_joined(render: _Renderer, u_nog: str, sys_pieces: tuple[str, str] | None) -> bool:
+    """Whether a blank first user message takes the lead-in's trailing whitespace with it
+    (observed without a system message, and with one where the template renders it)."""
+    head, tail = u_nog.split(U1, 1)
+    if head == head.rstrip() or render([("user", PAD)], gen=False) != head.rstrip() + tail:
+        return False
+    if sys_pieces is None:
+        return True
+    before, after = sys_pieces
+    blank = render([("system", SYS), ("user", PAD)], gen=False)
+    return blank == before + SYS + after.rstrip() + tail
 
 
 #: Trailing whitespace of the continued message in :func:`_prefill_trailing`.
