@@ -115,12 +115,15 @@ class _Renderer:
     def __init__(self, source: TemplateSource) -> None:
         self.source = source
         self.tokens = source.template_variables()
+        self.error: TemplateRenderError | None = None
+        """The last render's error, for saying why a shape cannot be read."""
 
     def __call__(
         self, messages: Sequence[tuple[str, str]], *, gen: bool, cont: bool = False
     ) -> str | None:
         from .hf_render import render_hf
 
+        self.error = None
         try:
             return render_hf(
                 self.source.template,
@@ -129,7 +132,8 @@ class _Renderer:
                 add_generation_prompt=gen,
                 continue_final_message=cont,
             )
-        except TemplateRenderError:
+        except TemplateRenderError as err:
+            self.error = err
             return None
 
 
@@ -231,7 +235,10 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
 
     def need(value: Any, what: str) -> Any:
         if value is None:
-            raise TemplateTranslationError(f"the template cannot render {what}")
+            # A render that raised says why (Hermes 2 Pro's tool-use Jinja iterates ``tools``
+            # even when there are none); a render that dropped the sentinels does not.
+            why = f" ({render.error})" if render.error is not None else ""
+            raise TemplateTranslationError(f"the template cannot render {what}{why}")
         return value
 
     u_gen = need(render([("user", U1)], gen=True), "a single user message")
