@@ -37,7 +37,9 @@ TOOL_RESULT_RATCHET = 206
 #: that transformers keeps (Llama 2's `` </s>`` after the stripped content; prefill_after_system).
 #: 280 -> 282 (plaingaps): a blank first user message takes the lead-in's trailing whitespace
 #: with it where the Jinja strips both together (Vigogne, mistral.rs' Llama 2; head_joined).
-VERIFIED_ALL_RATCHET = 282
+#: 282 -> 283 (plaingaps): a later system message printed as its wrapper only (axolotl alpaca;
+#: mid_dropped, see MID_SYSTEM_RATCHET).
+VERIFIED_ALL_RATCHET = 283
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -47,7 +49,9 @@ VERIFIED_ALL_RATCHET = 282
 #: alpaca), each reported as a difference.
 #: 285 -> 286: Solar Open's system lead-in (a copied provider prompt, then "## System Prompt")
 #: collects every system message, joined as Ollama's .System is (the hoisted head reading).
-MID_SYSTEM_RATCHET = 291
+#: 291 -> 292 (plaingaps): axolotl alpaca's later system messages print their wrapper (the blank
+#: line after every message) without their text (TemplateShape.mid_dropped).
+MID_SYSTEM_RATCHET = 292
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument

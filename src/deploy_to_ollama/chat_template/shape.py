@@ -95,6 +95,10 @@ class TemplateShape:
     assistant message that the template strips on other turns: it appends a tag to that
     message and cuts at it, so the whitespace stays before the tag when what follows the
     content (Llama 2's `` </s>``) gives the tag its space back."""
+    mid_dropped: bool = False
+    """Whether a system message after the first message prints its wrapper without its
+    content (axolotl's alpaca prints only a ``loop.first`` system message, and the blank line
+    after every message); ``block`` mode only."""
     head_joined: bool = False
     """Whether the first user message is stripped together with the lead-in before it (Llama 2
     variants join the system block and the message, then ``strip()``): a blank first message
@@ -301,7 +305,18 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
         shape = replace(shape, prefill_trailing=_prefill_trailing(render))
     if _head_joined(render, u_nog, sys_pieces):
         shape = replace(shape, head_joined=True)
-    return _with_system(render, shape)
+    shape = _with_system(render, shape)
+    if shape.system_mode == "block" and shape.mid_system is None and _mid_dropped(render, shape):
+        shape = replace(shape, mid_dropped=True)
+    return shape
+
+
+def _mid_dropped(render: _Renderer, shape: TemplateShape) -> bool:
+    """Whether a later system message prints exactly its wrapper, with no content."""
+    text = render([("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2)], gen=False)
+    split = _between(text, A1, U2) if text else None
+    wrapper = shape.system_prefix + shape.system_suffix
+    return split is not None and split[1] == shape.assistant_suffix + wrapper + shape.user_prefix
 
 
 def _head_joined(render: _Renderer, u_nog: str, sys_pieces: tuple[str, str] | None) -> bool:

@@ -129,9 +129,13 @@ def system_content(
     shape: TemplateShape, content: Callable[[str, tuple[str, str], str], list[Piece]]
 ) -> list[Piece]:
     """A system message's content inside the messages loop, trimmed as the Jinja trims the
-    first one (``$i`` 0) and as it trims later ones, where the two differ.
+    first one (``$i`` 0) and as it trims later ones, where the two differ (none for later
+    ones where the Jinja drops them: ``TemplateShape.mid_dropped``).
     ``content(expr, trim, tag)`` prints ``expr`` with that trimming."""
     first, later = shape.trim("system"), shape.trim("system_mid")
+    if shape.mid_dropped:
+        # Only the first message's content is printed; later ones keep their wrapper only.
+        return [Act("if eq $i 0"), *content(".Content", first, "s"), Act("end")]
     if first == later:
         return content(".Content", first, "s")
     return [
