@@ -39,7 +39,9 @@ TOOL_RESULT_RATCHET = 206
 #: with it where the Jinja strips both together (Vigogne, mistral.rs' Llama 2; head_joined).
 #: 282 -> 283 (plaingaps): a later system message printed as its wrapper only (axolotl alpaca;
 #: mid_dropped, see MID_SYSTEM_RATCHET).
-VERIFIED_ALL_RATCHET = 283
+#: 283 -> 285 (plaingaps): system messages collected one by one with the template's own
+#: separator (Nemotron-Mini, Phi-4-mini-reasoning; hoist_sep, see MID_SYSTEM_RATCHET).
+VERIFIED_ALL_RATCHET = 285
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -51,7 +53,9 @@ VERIFIED_ALL_RATCHET = 283
 #: collects every system message, joined as Ollama's .System is (the hoisted head reading).
 #: 291 -> 292 (plaingaps): axolotl alpaca's later system messages print their wrapper (the blank
 #: line after every message) without their text (TemplateShape.mid_dropped).
-MID_SYSTEM_RATCHET = 292
+#: 292 -> 294 (plaingaps): Nemotron-Mini and Phi-4-mini-reasoning collect the system messages
+#: before the first turn, each trimmed or not, joined with "\n" or " " (TemplateShape.hoist_sep).
+MID_SYSTEM_RATCHET = 294
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument

@@ -95,6 +95,10 @@ class TemplateShape:
     assistant message that the template strips on other turns: it appends a tag to that
     message and cuts at it, so the whitespace stays before the tag when what follows the
     content (Llama 2's `` </s>``) gives the tag its space back."""
+    hoist_sep: str | None = None
+    """Between two system messages that ``hoist`` collects before the first turn, where the
+    template prints each one trimmed with its own separator (``system_each``) instead of
+    Ollama's ``.System`` (joined with a blank line); None: ``.System``."""
     mid_dropped: bool = False
     """Whether a system message after the first message prints its wrapper without its
     content (axolotl's alpaca prints only a ``loop.first`` system message, and the blank line
