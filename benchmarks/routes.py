@@ -2,11 +2,14 @@
 route is proven (go or native), per server generation, and that the reported route always
 equals ``ollama_route.select_route`` on the Modelfile deploy writes.
 
-Per template of ``../shared/chat_templates``: the Go translation and its verification (as the
-template stage runs it), llama.cpp's engine on a stub GGUF (``verify_native``), then
-``routing.choose_route`` with ``auto`` for Ollama 0.9.3 and 0.33.0. Prints the shares, the
-route counts and the unproven templates' families.
-Usage: ``PYTHONPATH=src .venv/bin/python benchmarks/routes.py [--corpus DIR] [--limit N]``.
+Per template of ``../shared/chat_templates`` and server version: the Go translation and its
+verification for that server (as the template stage runs it: ``deploy`` passes the user's server
+version, whose prompt building the proof must use), llama.cpp's engine on a stub GGUF
+(``verify_native``, once: it does not depend on Ollama's version), then ``routing.choose_route``
+with ``auto`` for Ollama 0.9.3 and 0.33.0. Prints the shares, the route counts and the unproven
+templates' families (``--names``: each unproven template with the route's reason).
+Usage: ``PYTHONPATH=src .venv/bin/python benchmarks/routes.py [--corpus DIR] [--limit N]
+[--names]``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from deploy_to_ollama.errors import DeployError
 from deploy_to_ollama.gguf.toolchain import find_toolchain
 from deploy_to_ollama.modelfile import Modelfile, TemplateResult
 from deploy_to_ollama.ollama_route import ModelFacts, select_route
-from deploy_to_ollama.routing import choose_route, go_proof, modelfile_for_route, native_proof
+from deploy_to_ollama.routing import (
+    GoProof,
+    choose_route,
+    go_proof,
+    modelfile_for_route,
+    native_proof,
+)
 from deploy_to_ollama.settings import Settings
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "chat_templates"
@@ -41,10 +50,21 @@ def _source(path: Path, record: dict[str, object]) -> TemplateSource:
     )
 
 
+def _go_route(source: TemplateSource, version: str) -> tuple[str, GoProof]:
+    """The TEMPLATE ``deploy`` writes for a server of ``version`` and its go-route proof."""
+    try:
+        translated = translate_template(source, server_version=version)
+        template, verified = translated.template, translated.verified
+    except DeployError:
+        template, verified = "{{ .Prompt }}", False
+    return template, go_proof(TemplateResult(template, (), None, verified), source.template)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--names", action="store_true", help="list the unproven templates")
     args = parser.parse_args()
     settings = Settings.from_env()
     binary = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).require_server()
@@ -57,15 +77,9 @@ def main() -> None:
     for path in paths:
         record = json.loads(path.read_text(encoding="utf-8"))
         source = _source(path, record)
-        try:
-            translated = translate_template(source)
-            template, verified = translated.template, translated.verified
-        except DeployError:
-            template, verified = "{{ .Prompt }}", False
-        result = TemplateResult(template, (), None, verified)
-        go = go_proof(result, source.template)
         native = native_proof(verify_native(source, binary))
         for version in VERSIONS:
+            template, go = _go_route(source, version)
             choice = choose_route(
                 "auto", version=version, jinja=source.template, go=go, native=native,
                 template=template,
@@ -79,6 +93,8 @@ def main() -> None:
                 proven[version] += 1
             else:
                 unproven[f"{version} {record.get('family')}"] += 1
+                if args.names:
+                    print(f"unproven on {version}: {path.name} ({choice.reason})")
     total = len(paths)
     print(f"{total} templates, {time.monotonic() - started:.0f} s")
     for version in VERSIONS:

@@ -33,7 +33,15 @@ TOOL_RESULT_RATCHET = 206
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
 #: 264 measured with the Command A/R7B and Functionary v3.1 readings (258 before).
 #: 272 -> 274 (toolsE): the two gpt-oss templates, tools included (see TOOLS_RATCHET).
-VERIFIED_ALL_RATCHET = 274
+#: 274 -> 280 (plaingaps): a prefilled final assistant message keeps the trailing whitespace
+#: that transformers keeps (Llama 2's `` </s>`` after the stripped content; prefill_after_system).
+#: 280 -> 282 (plaingaps): a blank first user message takes the lead-in's trailing whitespace
+#: with it where the Jinja strips both together (Vigogne, mistral.rs' Llama 2; head_joined).
+#: 282 -> 283 (plaingaps): a later system message printed as its wrapper only (axolotl alpaca;
+#: mid_dropped, see MID_SYSTEM_RATCHET).
+#: 283 -> 285 (plaingaps): system messages collected one by one with the template's own
+#: separator (Nemotron-Mini, Phi-4-mini-reasoning; hoist_sep, see MID_SYSTEM_RATCHET).
+VERIFIED_ALL_RATCHET = 285
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -43,7 +51,11 @@ VERIFIED_ALL_RATCHET = 274
 #: alpaca), each reported as a difference.
 #: 285 -> 286: Solar Open's system lead-in (a copied provider prompt, then "## System Prompt")
 #: collects every system message, joined as Ollama's .System is (the hoisted head reading).
-MID_SYSTEM_RATCHET = 291
+#: 291 -> 292 (plaingaps): axolotl alpaca's later system messages print their wrapper (the blank
+#: line after every message) without their text (TemplateShape.mid_dropped).
+#: 292 -> 294 (plaingaps): Nemotron-Mini and Phi-4-mini-reasoning collect the system messages
+#: before the first turn, each trimmed or not, joined with "\n" or " " (TemplateShape.hoist_sep).
+MID_SYSTEM_RATCHET = 294
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .emit_joined import joined_head
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
+from .emit_prefill import prefill_trailing
 from .emit_tools import (
     call_content_decl,
     expand_definitions,
@@ -192,15 +194,16 @@ def _emit_header(
     pieces += [Act("$inl0 := false")] if empty_system == "inline" else []
     pieces += [Act('if and .Messages (eq (index .Messages 0).Role "system")')]
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
+    inline = _inline_head(shape) if empty_system == "inline" else None
+    head, after, lead, head_lead = joined_head(shape, _strip_bos(source, shape.head), after, inline)
     pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
     pieces += [*trimmed(expr, shape.trim("system"), "s"), Lit(after)]
-    inline = _inline_head(shape) if empty_system == "inline" else None
     if inline is not None:
         # An empty leading system turn prints between the lead-in and the first user turn
         # (Command A), so the lead-in stops before the user opening it otherwise ends with.
         pieces += [Act('else if and .Messages (eq (index .Messages 0).Role "system")')]
         pieces += [Lit(_strip_bos(source, inline)), Act("$inl0 = true")]
-    pieces += [Act("else"), Lit(_strip_bos(source, shape.head)), Act("end")]
+    pieces += [Act("else"), Lit(head), Act("end")]
     pieces += [Act('$prevRole := ""')] if tools is not None and tools.results else []
     pieces += call_content_decl(tools)
     pieces += after_query_scan(tools)
@@ -209,11 +212,11 @@ def _emit_header(
     pieces += [Act("range $i, $_ := .Messages"), Act("$last := eq (len (slice $.Messages $i)) 1")]
     pieces += [Act('if eq .Role "user"'), *user_prefix_in_loop(shape, last_user, every=True)]
     pieces += [Act("if eq $i $sysAt")]
-    pieces += [Act(f"if {has}"), *trimmed(".Content", shape.trim("user_sys"), "f")]
+    pieces += [Act(f"if {has}"), *trimmed(".Content", shape.trim("user_sys"), "f", lead)]
     pieces += [Act("else")]
     if inline is not None:
         pieces += [Act("if $inl0"), Lit(shape.user_prefix), Act("end")]
-    pieces += [*trimmed(".Content", shape.trim("user"), "g"), Act("end")]
+    pieces += [*trimmed(".Content", shape.trim("user"), "g", head_lead), Act("end")]
     rest = user_prefix_in_loop(shape, last_user, every=False)
     pieces += [Act("else"), *rest, *trimmed(".Content", shape.trim("user"), "u")]
     pieces += [Act("end"), *_user_tail(shape)]
@@ -256,6 +259,7 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         pieces += tool_calls(shape, tools, tools.calls)
     else:
         pieces += trimmed(".Content", shape.trim("assistant"), "a")
+        pieces += prefill_trailing(shape, "a")
         if shape.assistant_suffix:
             pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
     if tools is not None and tools.results:

@@ -6,7 +6,7 @@ Ollama's templates have no trim function, so the TEMPLATE scans the bytes itself
 
 from __future__ import annotations
 
-from .gotext import Act, Piece
+from .gotext import Act, Lit, Piece
 
 _CHARS = {"nl": (10,), "ws": (32, 9, 10, 13, 11, 12)}
 
@@ -16,8 +16,9 @@ def _is_in(var: str, kind: str) -> str:
     return f"or {tests}" if len(_CHARS[kind]) > 1 else tests[1:-1]
 
 
-def trimmed(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
-    """Print ``expr``, stripping whitespace as the Jinja template does.
+def trimmed(expr: str, trim: tuple[str, str], tag: str, lead: str = "") -> list[Piece]:
+    """Print ``expr``, stripping whitespace as the Jinja template does (``lead`` before it
+    where it is not blank: ``emit_joined``).
 
     Ollama gives templates no trim function and no arithmetic, so this scans bytes with
     ``range`` over an int (Go >= 1.22), ``index`` and ``break``, from the front for the left
@@ -26,7 +27,7 @@ def trimmed(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
     """
     left, right = trim
     if not left and not right:
-        return [Act(expr)]
+        return [Lit(lead), Act(expr)] if lead else [Act(expr)]
     s, a, b, c = f"$s{tag}", f"$a{tag}", f"$b{tag}", f"$c{tag}"
     body: list[Piece] = [Act(f"{s} := {expr}"), Act(f"{a} := {f'len {s}' if left else 0}")]
     body += [Act(f"{b} := {0 if right else f'len {s}'}")]
@@ -39,8 +40,8 @@ def trimmed(expr: str, trim: tuple[str, str], tag: str) -> list[Piece]:
         body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} ({back})")]
         body += [Act(f"if not ({_is_in(c, right)})"), Act(f"{b} = len (slice {s} $k)")]
         body += [Act("break"), Act("end"), Act("end")]
-    body += [Act(f"if lt {a} {b}"), Act(f"slice {s} {a} {b}"), Act("end")]
-    return body
+    body += [Act(f"if lt {a} {b}"), *([Lit(lead)] if lead else []), Act(f"slice {s} {a} {b}")]
+    return [*body, Act("end")]
 
 
 __all__ = ["trimmed"]

@@ -90,6 +90,24 @@ class TemplateShape:
     """(prefix, suffix, suffix when last) of a tool result message, where one was observed."""
     think: ThinkShape | None = None
     """How the template prints reasoning and its thinking switch, where it has them."""
+    prefill_trailing: bool = False
+    """Whether transformers keeps the trailing whitespace of a continued (prefilled) final
+    assistant message that the template strips on other turns: it appends a tag to that
+    message and cuts at it, so the whitespace stays before the tag when what follows the
+    content (Llama 2's `` </s>``) gives the tag its space back."""
+    hoist_sep: str | None = None
+    """Between two system messages that ``hoist`` collects before the first turn, where the
+    template prints each one trimmed with its own separator (``system_each``) instead of
+    Ollama's ``.System`` (joined with a blank line); None: ``.System``."""
+    mid_dropped: bool = False
+    """Whether a system message after the first message prints its wrapper without its
+    content (axolotl's alpaca prints only a ``loop.first`` system message, and the blank line
+    after every message); ``block`` mode only."""
+    head_joined: bool = False
+    """Whether the first user message is stripped together with the lead-in before it (Llama 2
+    variants join the system block and the message, then ``strip()``): a blank first message
+    takes the lead-in's trailing whitespace (``<</SYS>>\n\n``) with it, with or without a
+    system message."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""
@@ -105,12 +123,15 @@ class _Renderer:
     def __init__(self, source: TemplateSource) -> None:
         self.source = source
         self.tokens = source.template_variables()
+        self.error: TemplateRenderError | None = None
+        """The last render's error, for saying why a shape cannot be read."""
 
     def __call__(
         self, messages: Sequence[tuple[str, str]], *, gen: bool, cont: bool = False
     ) -> str | None:
         from .hf_render import render_hf
 
+        self.error = None
         try:
             return render_hf(
                 self.source.template,
@@ -119,7 +140,8 @@ class _Renderer:
                 add_generation_prompt=gen,
                 continue_final_message=cont,
             )
-        except TemplateRenderError:
+        except TemplateRenderError as err:
+            self.error = err
             return None
 
 
@@ -221,7 +243,10 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
 
     def need(value: Any, what: str) -> Any:
         if value is None:
-            raise TemplateTranslationError(f"the template cannot render {what}")
+            # A render that raised says why (Hermes 2 Pro's tool-use Jinja iterates ``tools``
+            # even when there are none); a render that dropped the sentinels does not.
+            why = f" ({render.error})" if render.error is not None else ""
+            raise TemplateTranslationError(f"the template cannot render {what}{why}")
         return value
 
     u_gen = need(render([("user", U1)], gen=True), "a single user message")
@@ -280,7 +305,46 @@ def infer_shape(source: TemplateSource) -> TemplateShape:
         mid_system=_mid_system(render, assistant_suffix, user_prefix),
         trims=_observe_trims(render),
     )
-    return _with_system(render, shape)
+    if shape.trim("assistant")[1]:
+        shape = replace(shape, prefill_trailing=_prefill_trailing(render))
+    if _head_joined(render, u_nog, sys_pieces):
+        shape = replace(shape, head_joined=True)
+    shape = _with_system(render, shape)
+    if shape.system_mode == "block" and shape.mid_system is None and _mid_dropped(render, shape):
+        shape = replace(shape, mid_dropped=True)
+    return shape
+
+
+def _mid_dropped(render: _Renderer, shape: TemplateShape) -> bool:
+    """Whether a later system message prints exactly its wrapper, with no content."""
+    text = render([("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2)], gen=False)
+    split = _between(text, A1, U2) if text else None
+    wrapper = shape.system_prefix + shape.system_suffix
+    return split is not None and split[1] == shape.assistant_suffix + wrapper + shape.user_prefix
+
+
+def _head_joined(render: _Renderer, u_nog: str, sys_pieces: tuple[str, str] | None) -> bool:
+    """Whether a blank first user message takes the lead-in's trailing whitespace with it
+    (observed without a system message, and with one where the template renders it)."""
+    head, tail = u_nog.split(U1, 1)
+    if head == head.rstrip() or render([("user", PAD)], gen=False) != head.rstrip() + tail:
+        return False
+    if sys_pieces is None:
+        return True
+    before, after = sys_pieces
+    blank = render([("system", SYS), ("user", PAD)], gen=False)
+    return blank == before + SYS + after.rstrip() + tail
+
+
+#: Trailing whitespace of the continued message in :func:`_prefill_trailing`.
+TRAIL = " \n "
+
+
+def _prefill_trailing(render: _Renderer) -> bool:
+    """Whether a prefilled final assistant message keeps its trailing whitespace (observed:
+    the continued render ends with the whole content, not the stripped one)."""
+    text = render([("user", U1), ("assistant", A1 + TRAIL)], gen=False, cont=True)
+    return text is not None and text.endswith(A1 + TRAIL)
 
 
 PAD = "\n \n"

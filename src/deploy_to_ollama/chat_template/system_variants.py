@@ -16,8 +16,9 @@ from dataclasses import replace
 from typing import Any
 
 from .gotext import Act, Lit, Piece
-from .shape import A1, SYS2, U1, U2, TemplateShape, _between, _Renderer, _with_system
+from .shape import A1, SYS, SYS2, U1, U2, TemplateShape, _between, _Renderer, _with_system
 from .source import TemplateSource
+from .system_each import EACH, each_system_scan
 
 #: A system message after the first turn.
 MID = (("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2))
@@ -31,21 +32,34 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
     if text is None or SYS2 not in text:
         return []
     found: list[TemplateShape] = []
+    sep = _hoist_sep(render)
     if text.find(SYS2) < text.find(U1) and shape.system_mode == "block":
         # Joined as Ollama's .System is, or only the last one (DeepSeek R1 overwrites).
         for mode in ("hoist", "hoist_last"):
             found.append(replace(shape, system_mode=mode, mid_system=None))
+        if sep is not None:
+            found.append(replace(shape, system_mode="hoist", mid_system=None, hoist_sep=sep))
     if text.find(SYS2) < text.find(U1) and shape.system_mode == "drop" and shape.head_system:
         # A lead-in copied from observation (Solar Open's provider prompt, then "## System
         # Prompt"): every system message joined into it, or the last one.
         for mode in ("hoist", "hoist_last"):
             found.append(replace(shape, system_mode=mode, mid_system=None))
+        if sep is not None:
+            found.append(replace(shape, system_mode="hoist", mid_system=None, hoist_sep=sep))
     if shape.default_system and shape.system_mode == "block" and shape.default_system not in text:
         found.append(replace(shape, system_mode="default_block"))
     moved = _resplit(render, shape, text)
     if moved is not None:
         found.append(moved)
     return found
+
+
+def _hoist_sep(render: _Renderer) -> str | None:
+    """What the Jinja prints between two collected system messages (None where it does not
+    collect a later one right after the first)."""
+    text = render([("system", SYS), *MID], gen=False)
+    split = _between(text, SYS, SYS2, U1) if text else None
+    return split[1] if split is not None else None
 
 
 def _resplit(render: _Renderer, shape: TemplateShape, text: str) -> TemplateShape | None:
@@ -84,6 +98,8 @@ def _resplit(render: _Renderer, shape: TemplateShape, text: str) -> TemplateShap
 def hoisted_expr(shape: TemplateShape) -> tuple[list[Piece], str]:
     """(scan, expression) of the hoisted system text: Ollama's ``.System`` (every system
     message joined with ``"\n\n"``) for ``hoist``, the last one's content for ``hoist_last``."""
+    if shape.system_mode == "hoist" and shape.hoist_sep is not None:
+        return each_system_scan(shape), EACH
     if shape.system_mode != "hoist_last":
         return [], "$.System"
     scan = [Act('$lastSystem := ""'), Act("range .Messages"), Act('if eq .Role "system"')]
@@ -129,9 +145,13 @@ def system_content(
     shape: TemplateShape, content: Callable[[str, tuple[str, str], str], list[Piece]]
 ) -> list[Piece]:
     """A system message's content inside the messages loop, trimmed as the Jinja trims the
-    first one (``$i`` 0) and as it trims later ones, where the two differ.
+    first one (``$i`` 0) and as it trims later ones, where the two differ (none for later
+    ones where the Jinja drops them: ``TemplateShape.mid_dropped``).
     ``content(expr, trim, tag)`` prints ``expr`` with that trimming."""
     first, later = shape.trim("system"), shape.trim("system_mid")
+    if shape.mid_dropped:
+        # Only the first message's content is printed; later ones keep their wrapper only.
+        return [Act("if eq $i 0"), *content(".Content", first, "s"), Act("end")]
     if first == later:
         return content(".Content", first, "s")
     return [
