@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,7 @@ class MergedTensors:
         self._handles: dict[Path, int] = {}
         self._product_buffer: torch.Tensor | None = None
         self._product_owner: object = None
+        self._opening = threading.Lock()
 
     @property
     def has_patches(self) -> bool:
@@ -188,7 +190,7 @@ class MergedTensors:
         product = self._product(patch, shape)
         scaling = self._cfg.scaling(patch.module)
         token = self._product_owner = object()
-        scratch: list[torch.Tensor] = []
+        scratch = threading.local()  # rows may be asked for from several threads at once
 
         def rows(first: int, count: int) -> torch.Tensor:
             import torch
@@ -197,13 +199,14 @@ class MergedTensors:
                 raise RuntimeError(f"the row reader of {name} was replaced by a newer one")
             base = self._base_rows(name, first, count)
             part = product[first : first + base.shape[0]]
-            if not scratch or scratch[0].shape != part.shape:
-                scratch[:] = [torch.empty(part.shape, dtype=torch.float32)]
+            buffer = getattr(scratch, "buffer", None)
+            if buffer is None or buffer.shape != part.shape:
+                buffer = scratch.buffer = torch.empty(part.shape, dtype=torch.float32)
             # As _apply, on these rows only: (B @ A) * scaling, + base, both in fp32, then cast to
             # the base dtype. Element-wise, so each value rounds exactly as in the whole tensor;
-            # one scratch buffer for the fp32 steps, and no pass over the whole product.
-            merged = torch.mul(part, scaling, out=scratch[0]).add_(base)
-            return merged.to(dtype, copy=True)  # a copy even for fp32: scratch is reused
+            # one scratch buffer per thread for the fp32 steps, no pass over the whole product.
+            merged = torch.mul(part, scaling, out=buffer).add_(base)
+            return merged.to(dtype, copy=True)  # a copy even for fp32: the buffer is reused
 
         return rows
 
@@ -266,9 +269,13 @@ class MergedTensors:
             )
         buffer = bytearray(end - begin - skip if size is None else size)
         try:
-            if file not in self._handles:
-                self._handles[file] = os.open(file, os.O_RDONLY)
-            got = os.preadv(self._handles[file], [buffer], data_start + begin + skip)
+            handle = self._handles.get(file)
+            if handle is None:
+                with self._opening:  # readers on several threads open each file once
+                    if file not in self._handles:
+                        self._handles[file] = os.open(file, os.O_RDONLY)
+                handle = self._handles[file]
+            got = os.preadv(handle, [buffer], data_start + begin + skip)
         except OSError as err:
             raise MergeError(
                 f"cannot read {file}: {err}", hint="re-save or re-download it"

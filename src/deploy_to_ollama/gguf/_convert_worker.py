@@ -17,14 +17,16 @@ JSON in ``SPEC.error.json`` and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
+import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,7 @@ class _MergedSource:
         self.requested: set[str] = set()
         self._alive = 0
         self.max_alive = 0
+        self._reads = threading.local()
         self._time_reads()
 
     def _time_reads(self) -> None:
@@ -77,20 +80,35 @@ class _MergedSource:
             return
 
         def timed_read(*args: Any, **kwargs: Any) -> Any:
-            with TIMES.timed("read"):
+            started = time.perf_counter()
+            try:
                 return reader(*args, **kwargs)
+            finally:
+                seconds = time.perf_counter() - started
+                TIMES.add("read", seconds)
+                self._reads.seconds = self._thread_reads() + seconds
 
         self._merged._read = timed_read  # type: ignore[method-assign]
+
+    def _thread_reads(self) -> float:
+        """Read seconds of this thread so far (the merge's own time is its time minus these)."""
+        return float(getattr(self._reads, "seconds", 0.0))
+
+    @contextlib.contextmanager
+    def _timed_merge(self) -> Iterator[None]:
+        """Count the block's time as "merge", less the reads inside it (counted as "read")."""
+        reads = self._thread_reads()
+        with TIMES.timed("merge"):
+            yield
+        TIMES.add("merge", reads - self._thread_reads())
 
     def names(self) -> list[str]:
         return self._merged.names()
 
     def load(self, name: str, shape: tuple[int, ...]) -> Any:
         """One merged tensor, checked against the shape the converter was promised."""
-        reads = TIMES.get("read")
-        with TIMES.timed("merge"):
+        with self._timed_merge():
             tensor = self._merged[name]
-        TIMES.add("merge", reads - TIMES.get("read"))  # the reads inside were counted as such
         if tuple(tensor.shape) != shape:
             raise WorkerError(
                 f"merged tensor {name} has shape {tuple(tensor.shape)}, expected {shape}",
@@ -121,7 +139,7 @@ class _MergedSource:
         held: dict[str, Callable[[int, int], Any]] = {}
 
         def reader() -> Callable[[int, int], Any]:
-            with TIMES.timed("merge"):  # the fp32 LoRA delta, when there is one
+            with self._timed_merge():  # the fp32 LoRA product, when there is one
                 found = self._merged.row_reader(name)
             if found is not None:
                 self.requested.add(name)
@@ -129,26 +147,28 @@ class _MergedSource:
             tensor = self.load(name, shape)  # times its own read and merge
             return lambda first, count: tensor[first : first + count]
 
-        def chunk(first: int) -> Any:
+        def prepare() -> None:
             if "rows" not in held:
                 held["rows"] = reader()
-            reads = TIMES.get("read")
-            with TIMES.timed("merge"):
+
+        def chunk(first: int) -> Any:
+            prepare()  # done already when the quantizer threads load the chunks
+            with self._timed_merge():
                 rows = held["rows"](first, rows_per_chunk)
-            TIMES.add("merge", reads - TIMES.get("read"))  # the reads inside were counted as such
             if tuple(rows.shape[1:]) != shape[1:]:
                 raise WorkerError(
                     f"merged tensor {name} has rows of shape {tuple(rows.shape[1:])},"
                     f" expected {shape[1:]}",
                     "the adapter does not fit this base model; check --base",
                 )
-            if first + rows_per_chunk >= shape[0]:
-                held.clear()
             return rows.to(torch.float32).numpy()
 
+        # The reader (and a whole merged tensor, where one is loaded) lives as long as the
+        # writer's job for this tensor, which the pipeline drops when the tensor is written.
         chunks = SourceChunks(
             functools.partial(chunk, first) for first in range(0, shape[0], rows_per_chunk)
         )
+        chunks.prepare = prepare
         chunks.exact_in = {
             torch.bfloat16: gguf.GGMLQuantizationType.BF16,
             torch.float16: gguf.GGMLQuantizationType.F16,

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +60,22 @@ class SourceChunks(list[Callable[[], Any]]):
     """Row-chunk loaders of a tensor the converter passes through unchanged.
 
     ``exact_in`` names the GGML type the values are already exactly representable in (the merged
-    tensor's own dtype), so rounding them to that type again can be skipped.
+    tensor's own dtype), so rounding them to that type again can be skipped. ``prepare``, when
+    set, makes the loaders safe to call from any thread in any order (it does the tensor's
+    one-off work, such as a LoRA product): the quantizer threads then load and merge the chunks
+    themselves, in parallel, instead of the one producer thread.
     """
 
     exact_in: Any = None
+    prepare: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _DeferredBlock:
+    """A block of float32 rows that a quantizer thread loads itself (``SourceChunks.prepare``)."""
+
+    load: Callable[[], Any]
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +286,8 @@ def _job(
                 raw = _materialize(info.tensor)
             yield [raw if t == spec.ggml_type else None for t in targets]
         if quantized:
-            blocks = _f32_blocks(info.tensor, stored, n_per_row, raw)
+            deferred = _deferred_blocks(info.tensor, stored, n_per_row, nrows, raw, pipeline)
+            blocks = deferred or _f32_blocks(info.tensor, stored, n_per_row, raw)
             for made in pipeline.quantize(quantized, blocks, nrows, n_per_row, sizes, stages):
                 yield [made.get(t) for t in targets]
 
@@ -309,7 +322,7 @@ def _materialize(tensor: Any) -> np.ndarray:
 
 def _f32_blocks(
     tensor: Any, stored: Any, n_per_row: int, raw: np.ndarray | None = None
-) -> Iterator[np.ndarray]:
+) -> Iterator[np.ndarray | _DeferredBlock]:
     """The tensor as float32 rows, in blocks: the values its 16-bit GGUF would hold, exactly.
 
     ``raw``: the tensor's bytes in ``stored`` when already made (decoded instead of re-merged).
@@ -332,6 +345,37 @@ def _f32_blocks(
         part = raw[first * row_bytes : min(nrows, first + rows_per_block) * row_bytes]
         values = gguf.quants.dequantize(part.reshape(-1, row_bytes), stored)
         yield np.ascontiguousarray(values, dtype=np.float32).reshape(-1, n_per_row)
+
+
+def _deferred_blocks(
+    tensor: Any,
+    stored: Any,
+    n_per_row: int,
+    nrows: int,
+    raw: np.ndarray | None,
+    pipeline: _Pipeline,
+) -> Iterator[np.ndarray | _DeferredBlock] | None:
+    """The tensor's blocks as loaders for the quantizer threads; None where that cannot be.
+
+    Only for chunks already in their exact 16-bit values, each chunk exactly one block, with a
+    ``prepare``. The blocks of the tensors before are finished first: a source may reuse their
+    buffers (the merge's LoRA product) once this tensor is prepared.
+    """
+    if raw is not None or not isinstance(tensor, gguf.LazyChunkedTensor):
+        return None
+    chunks = tensor._chunks
+    prepare = getattr(chunks, "prepare", None)
+    if prepare is None or getattr(chunks, "exact_in", None) != stored:
+        return None
+    step = max(1, _BLOCK_VALUES // n_per_row)
+    if len(chunks) != -(-nrows // step):
+        return None
+    pipeline.drain()
+    with pipeline.times.timed("source"):
+        prepare()
+    return (
+        _DeferredBlock(load, min(step, nrows - index * step)) for index, load in enumerate(chunks)
+    )
 
 
 def _row_nbytes(stored: Any, n_per_row: int) -> int:
@@ -390,6 +434,7 @@ class _Pipeline:
         )
         self._producer = threading.Thread(target=self._produce, name="dto-merge", daemon=True)
         self._stopping = threading.Event()
+        self._submitted: deque[Future[Any]] = deque()
 
     def add(self, name: str, job: Callable[[], Iterator[Piece]]) -> None:
         self._jobs.append((name, job))
@@ -440,10 +485,22 @@ class _Pipeline:
         if got == self._last:
             self.close()
 
+    def drain(self) -> None:
+        """Wait until every block handed to the quantizer threads so far is done (or failed)."""
+        wait(self._submitted)
+        self._submitted.clear()
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        while self._submitted and self._submitted[0].done():
+            self._submitted.popleft()
+        future = self._pool.submit(fn, *args)
+        self._submitted.append(future)
+        return future
+
     def quantize(
         self,
         types: Sequence[int],
-        blocks: Iterator[np.ndarray],
+        blocks: Iterator[np.ndarray | _DeferredBlock],
         nrows: int,
         n_per_row: int,
         sizes: Mapping[int, int],
@@ -452,7 +509,8 @@ class _Pipeline:
         """Hand float32 row blocks to the quantizer threads, one future per type and block.
 
         Each block is produced once and handed to every type; ``stages[type]`` get the
-        quantizer-thread seconds of that type.
+        quantizer-thread seconds of that type. A ``_DeferredBlock`` is loaded by the quantizer
+        thread that then quantizes it to every type.
         """
         row_bytes = {t: sizes[t] // nrows for t in types}
         row = 0
@@ -461,13 +519,41 @@ class _Pipeline:
                 rows = next(blocks, None)
             if rows is None:
                 break
+            if isinstance(rows, _DeferredBlock):
+                row += rows.rows
+                futures: dict[int, Future[np.ndarray]] = {t: Future() for t in types}
+                self._submit(self._load_and_quantize, rows, n_per_row, row_bytes, stages, futures)
+                yield futures
+                continue
             row += rows.shape[0]
             yield {
-                t: self._pool.submit(self._quantize_rows, t, rows, row_bytes[t], stages[t])
+                t: self._submit(self._quantize_rows, t, rows, row_bytes[t], stages[t])
                 for t in types
             }
         if row != nrows:
             raise ValueError(f"quantized {row} rows of {nrows}")
+
+    def _load_and_quantize(
+        self,
+        block: _DeferredBlock,
+        n_per_row: int,
+        row_bytes: Mapping[int, int],
+        stages: Mapping[int, Sequence[str]],
+        futures: Mapping[int, Future[np.ndarray]],
+    ) -> None:
+        """Load one deferred block and quantize it to each type, settling each type's future."""
+        try:
+            with self.times.timed("source"):
+                rows = np.ascontiguousarray(block.load(), dtype=np.float32)
+            if rows.shape != (block.rows, n_per_row):
+                raise ValueError(f"a block of {rows.shape} rows, expected ({block.rows}, ...)")
+            for ggml_type, future in futures.items():
+                made = self._quantize_rows(ggml_type, rows, row_bytes[ggml_type], stages[ggml_type])
+                future.set_result(made)
+        except BaseException as err:
+            for future in futures.values():
+                if not future.done():
+                    future.set_exception(err)
 
     def _quantize_rows(
         self, ggml_type: int, rows: np.ndarray, row_bytes: int, stages: Sequence[str]
