@@ -359,6 +359,28 @@ def biggest_share(times: dict[str, float]) -> tuple[str, float, float]:
     return name, parts[name], sum(parts.values())
 
 
+def same_tensor_data(ours: Path, baseline: Path, llama_cpp: Path) -> dict[str, Any]:
+    """Whether our q4_k_m holds exactly the baseline's tensors (names, types, shapes, bytes).
+
+    The metadata differs on purpose (name, pre-tokenizer, chat template); the weights must not:
+    peft's merge + convert + llama-quantize, byte for byte, at the benchmark's size.
+    """
+    sys.path.insert(0, str(llama_cpp / "gguf-py"))
+    from gguf import GGUFReader
+
+    theirs = {t.name: t for t in GGUFReader(baseline).tensors}
+    mine = {t.name: t for t in GGUFReader(ours).tensors}
+    differ = sorted(
+        name
+        for name in theirs.keys() | mine.keys()
+        if name not in theirs
+        or name not in mine
+        or theirs[name].tensor_type != mine[name].tensor_type
+        or theirs[name].data.tobytes() != mine[name].data.tobytes()
+    )
+    return {"tensors": len(theirs), "differ": len(differ), "first_differing": differ[:3]}
+
+
 def _generate(work: Path, params: str, layers: int | None) -> Path:
     """Generate (or reuse) the model of ``params`` under ``work/params``, in a child.
 
@@ -459,11 +481,18 @@ def main() -> int:
         report["ours peak RSS 3B / 1B"] = round(
             results["ours"]["peak_rss_gb"] / results["ours 1B"]["peak_rss_gb"], 3
         )
+    mine = sorted((folder / "ours").rglob("*.Q4_K_M.gguf"))
+    theirs = sorted((folder / "baseline").rglob("*.Q4_K_M.gguf"))
+    if mine and theirs:
+        report["q4_k_m tensor data vs baseline"] = same_tensor_data(mine[0], theirs[0], llama_cpp)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"{args.params} ({SHAPES[args.params]}), LoRA r={RANK}, to q4_k_m")
         print_table(results, ratios)
+        if same := report.get("q4_k_m tensor data vs baseline"):
+            verdict = "identical" if not same["differ"] else f"{same['differ']} DIFFER"
+            print(f"ours q4_k_m tensor data vs the baseline's: {same['tensors']}, {verdict}")
         for note in notes:
             print(note)
     if not args.keep:
