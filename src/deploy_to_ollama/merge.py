@@ -175,6 +175,10 @@ class MergedTensors:
 
         return rows
 
+    def release_buffers(self) -> None:
+        """Drop the reused LoRA product buffer (row readers still in use keep theirs alive)."""
+        self._product_buffer = None
+
     def _product(self, patch: ModulePatch, shape: tuple[int, ...]) -> torch.Tensor:
         """``B @ A`` of ``patch`` in the buffer reused from tensor to tensor (``lora_product``).
 

@@ -45,8 +45,8 @@ STAGE_PREFIX = "@@dto-stage "
 _STAGE = {"name": "convert"}
 #: Busy seconds per stage of this run (see ``quantizer.StageTimes``).
 TIMES = StageTimes()
-#: Values per row chunk of a streamed tensor (4 MiB of float32).
-CHUNK_VALUES = 1 << 20
+#: Values per row chunk of a streamed tensor (1 MiB of float32; ``_fused_writer``'s block).
+CHUNK_VALUES = 1 << 18
 
 
 class WorkerError(Exception):
@@ -106,7 +106,13 @@ class _MergedSource:
         return self._merged.names()
 
     def load(self, name: str, shape: tuple[int, ...]) -> Any:
-        """One merged tensor, checked against the shape the converter was promised."""
+        """One merged tensor, checked against the shape the converter was promised.
+
+        Before a whole tensor is merged, the row readers' LoRA product buffer is dropped (freed
+        once the quantizer threads finish their rows of it): next to the converter's own copies
+        of a whole tensor (permuted, float32, rounded) it made the peak of memory.
+        """
+        self._merged.release_buffers()
         with self._timed_merge():
             tensor = self._merged[name]
         if tuple(tensor.shape) != shape:
@@ -332,10 +338,13 @@ def _write_quantized(writer: Any, outfile: Path, spec: dict[str, Any]) -> list[d
     from deploy_to_ollama.gguf._fused_writer import (
         QuantPlan,
         clone_writer,
+        map_large_allocations,
         plan_quantized_writes,
         write_quantized,
     )
     from deploy_to_ollama.gguf.quantizer import QuantLibrary
+
+    map_large_allocations()
 
     def ggml_type(name: str | None) -> int | None:
         return int(gguf.GGMLQuantizationType[name.upper()]) if name else None
