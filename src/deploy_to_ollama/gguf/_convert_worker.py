@@ -338,10 +338,10 @@ def _write_quantized(writer: Any, outfile: Path, spec: dict[str, Any]) -> list[d
     from deploy_to_ollama.gguf._fused_writer import (
         QuantPlan,
         clone_writer,
-        map_large_allocations,
         plan_quantized_writes,
         write_quantized,
     )
+    from deploy_to_ollama.gguf._quant_pipeline import map_large_allocations
     from deploy_to_ollama.gguf.quantizer import QuantLibrary
 
     map_large_allocations()
