@@ -180,3 +180,37 @@ def test_row_reader_rows_equal_the_whole_merge(tiny_llama: LoraFixture) -> None:
             assert torch.cat(rows).equal(whole), name
             assert rows[0].dtype == whole.dtype, name
         assert merged_alone, "no LoRA-merged tensor was read row by row"
+
+
+@pytest.mark.slow
+def test_row_readers_are_exact_from_several_threads_and_guard_their_buffer(
+    tiny_llama: LoraFixture,
+) -> None:
+    """The GGUF writer's quantizer threads merge rows of one tensor at once, each its own rows.
+
+    Rows asked for from four threads in any order are exactly the whole merge's; the LoRA
+    product buffer is shared from tensor to tensor, so a reader used after a newer one was made
+    refuses instead of returning another tensor's values; one dropped with ``release_buffers``
+    keeps working.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    resolved = resolve_input(tiny_llama.adapter_dir)
+    with MergedTensors(resolved) as merged:
+        lora = [n for n in merged.names() if not merged.is_unchanged(n) and merged.row_reader(n)]
+        assert len(lora) >= 2, "the fixture has fewer than two LoRA-merged tensors"
+        first, second = lora[0], lora[1]
+        whole = merged[first]
+        reader = merged.row_reader(first)
+        assert reader is not None
+        starts = list(range(0, whole.shape[0], 2))[::-1]
+        with ThreadPoolExecutor(4) as pool:
+            rows = dict(zip(starts, pool.map(lambda s: reader(s, 2), starts), strict=True))
+        assert torch.cat([rows[s] for s in sorted(rows)]).equal(whole)
+        merged.release_buffers()
+        assert reader(0, 2).equal(whole[:2])
+        assert merged.row_reader(second) is not None
+        with pytest.raises(RuntimeError, match="replaced by a newer one"):
+            reader(0, 2)

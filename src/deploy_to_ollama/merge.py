@@ -1,7 +1,9 @@
 """Merge a LoRA adapter into its base, tensor by tensor, with PEFT's exact semantics.
 
 Only one base tensor (plus the small adapter) is in memory at a time: the merged model streams
-straight into the GGUF converter, or into sharded safetensors with ``save_merged``.
+straight into the GGUF converter, or into sharded safetensors with ``save_merged``. This module
+is the base side (reading base tensors and rows with ``pread``, the merged model by name and
+row by row); what the adapter changes and PEFT's arithmetic for it are in ``lora_patches``.
 """
 
 from __future__ import annotations
@@ -12,23 +14,26 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._fs import check_disk_space, write_text_atomic
 from .errors import InputError, MergeError, OutputExistsError
 from .inputs import TOKENIZER_FILES, ResolvedInput
-from .lora_adapter import AdapterConfig, adapter_tensor_shapes
-from .peft_keys import ADAPTER_WEIGHTS, base_tensor_for, classify_adapter_key
-from .progress import NullProgress, ProgressReporter
-from .safetensors_io import (
-    SAFETENSORS_TORCH_DTYPES,
-    read_safetensors_layout,
-    safetensors_shapes,
-    weight_files,
+from .lora_adapter import adapter_tensor_shapes
+from .lora_patches import (
+    ModulePatch,
+    apply_patch,
+    load_patches,
+    lora_product,
+    safetensors_torch_dtype,
+    untied_extras,
 )
+from .peft_keys import classify_adapter_key
+from .progress import NullProgress, ProgressReporter
+from .safetensors_io import read_safetensors_layout, safetensors_shapes, weight_files
 
 if TYPE_CHECKING:
     import torch
@@ -37,46 +42,6 @@ logger = logging.getLogger(__name__)
 
 #: Same default shard size as transformers' save_pretrained.
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
-
-
-@dataclass(frozen=True, slots=True)
-class _StoredTensor:
-    """An adapter tensor left in its file until its merge reads it.
-
-    Why: a LoRA on every linear layer of a 3B model is ~50 MB in bf16; reading only the pair
-    being merged keeps the merge's memory from growing with the model.
-    """
-
-    file: Path
-    offset: int
-    nbytes: int
-    dtype: torch.dtype
-    shape: tuple[int, ...]
-
-    def load(self) -> torch.Tensor:
-        import torch
-
-        buffer = bytearray(self.nbytes)
-        try:
-            with self.file.open("rb") as fh:
-                got = os.preadv(fh.fileno(), [buffer], self.offset)
-        except OSError as err:
-            raise MergeError(f"cannot read {self.file}: {err}", hint="re-save the adapter") from err
-        if got != self.nbytes:
-            raise MergeError(f"{self.file} is truncated", hint="re-save the adapter")
-        if not buffer:
-            return torch.empty(self.shape, dtype=self.dtype)
-        return torch.frombuffer(buffer, dtype=self.dtype).reshape(self.shape)
-
-
-@dataclass(slots=True)
-class _ModulePatch:
-    """What the adapter does to one base tensor."""
-
-    module: str
-    lora: dict[str, _StoredTensor] = field(default_factory=dict)
-    replacement: torch.Tensor | None = None
-    base_override: torch.Tensor | None = None
 
 
 def iter_merged_tensors(
@@ -126,14 +91,17 @@ class MergedTensors:
         assert model_dir is not None  # adapters and merged models always have one
         shapes = safetensors_shapes(model_dir)
         self._cfg = resolved.adapter_config
-        self._patches = _load_patches(resolved, shapes) if resolved.kind == "adapter" else {}
-        self._extra = dict(_untied_extras(resolved, shapes, self._patches))
+        self._patches = load_patches(resolved, shapes) if resolved.kind == "adapter" else {}
+        self._extra = dict(untied_extras(resolved, shapes, self._patches))
         self._where: dict[str, tuple[Path, int, dict[str, Any]]] = {}
         for file in weight_files(model_dir):
             data_start, header = read_safetensors_layout(file)
             for name in sorted(header):
                 self._where[name] = (file, data_start, header[name])
         self._handles: dict[Path, int] = {}
+        self._product_buffer: torch.Tensor | None = None
+        self._product_owner: object = None
+        self._opening = threading.Lock()
 
     @property
     def has_patches(self) -> bool:
@@ -152,7 +120,7 @@ class MergedTensors:
         tensor = self._read(name)
         patch = self._patches.get(name)
         if patch is not None and self._cfg is not None:
-            tensor = _apply(tensor, patch, self._cfg)
+            tensor = apply_patch(tensor, patch, self._cfg)
         return tensor
 
     def is_unchanged(self, name: str) -> bool:
@@ -163,10 +131,11 @@ class MergedTensors:
         """``rows(first, count)`` of merged tensor ``name`` without the whole merged tensor.
 
         For an unchanged tensor it reads just those rows. For a plain LoRA patch it computes the
-        whole fp32 delta once (``B @ A`` is not split: BLAS rounds a product of a row slice
-        differently from the same rows of the full product) and adds the base rows to it as
-        they are asked for, so neither the whole base tensor nor the whole merged one in the
-        base dtype is ever in memory next to the delta. Each row is exactly ``self[name]``'s.
+        whole fp32 product ``B @ A`` once (not split: BLAS rounds a product of a row slice
+        differently from the same rows of the full product), then scales it and adds the base
+        rows as they are asked for, so neither the whole base tensor nor the whole merged one is
+        ever in memory next to the product. Each row is exactly ``self[name]``'s. Safe to call
+        from several threads at once; only the newest reader of this object may be used.
         None where the whole tensor is needed (replacements, base overrides, embedding LoRA,
         ``fan_in_fan_out``): use ``self[name]``.
         """
@@ -179,20 +148,44 @@ class MergedTensors:
             return None
         if set(patch.lora) != {"lora_A", "lora_B"} or self._cfg.fan_in_fan_out:
             return None
-        shape = tuple(int(d) for d in self._where[name][2]["shape"])
-        delta = _delta(patch, self._cfg)
-        if tuple(delta.shape) != shape:
-            raise _delta_shape_error(patch, delta, shape)
-        dtype = _safetensors_torch_dtype(self._where[name][2]["dtype"])
+        dtype = safetensors_torch_dtype(self._where[name][2]["dtype"])
         if dtype is None:
             return None  # self[name] raises the error that names it
+        shape = tuple(int(d) for d in self._where[name][2]["shape"])
+        product = self._product(patch, shape)
+        scaling = self._cfg.scaling(patch.module)
+        token = self._product_owner = object()
+        scratch = threading.local()  # rows may be asked for from several threads at once
 
         def rows(first: int, count: int) -> torch.Tensor:
+            import torch
+
+            if self._product_owner is not token:
+                raise RuntimeError(f"the row reader of {name} was replaced by a newer one")
             base = self._base_rows(name, first, count)
-            # As _apply, row by row: fp32 delta + base, cast to the base dtype.
-            return delta[first : first + base.shape[0]].add(base).to(dtype)
+            part = product[first : first + base.shape[0]]
+            buffer = getattr(scratch, "buffer", None)
+            if buffer is None or buffer.shape != part.shape:
+                buffer = scratch.buffer = torch.empty(part.shape, dtype=torch.float32)
+            # As apply_patch, on these rows only: (B @ A) * scaling, + base, in fp32, then cast
+            # to the base dtype. Element-wise, so each value rounds exactly as in the whole
+            # tensor; one scratch buffer per thread, and no pass over the whole product.
+            merged = torch.mul(part, scaling, out=buffer).add_(base)
+            return merged.to(dtype, copy=True)  # a copy even for fp32: the buffer is reused
 
         return rows
+
+    def release_buffers(self) -> None:
+        """Drop the reused LoRA product buffer (row readers still in use keep theirs alive)."""
+        self._product_buffer = None
+
+    def _product(self, patch: ModulePatch, shape: tuple[int, ...]) -> torch.Tensor:
+        """``B @ A`` of ``patch`` in the buffer reused from tensor to tensor (``lora_product``).
+
+        Only the newest row reader may use it (``row_reader`` checks).
+        """
+        product, self._product_buffer = lora_product(patch, shape, self._product_buffer)
+        return product
 
     def rows(self, name: str, first: int, count: int) -> torch.Tensor:
         """Rows ``first .. first + count`` of an unchanged tensor, reading only those bytes."""
@@ -221,7 +214,7 @@ class MergedTensors:
 
         file, data_start, info = self._where[name]
         begin, end = (int(x) for x in info["data_offsets"])
-        dtype = _safetensors_torch_dtype(info["dtype"])
+        dtype = safetensors_torch_dtype(info["dtype"])
         if dtype is None:
             raise MergeError(
                 f"{file}: tensor {name} has unsupported dtype {info['dtype']}",
@@ -229,9 +222,13 @@ class MergedTensors:
             )
         buffer = bytearray(end - begin - skip if size is None else size)
         try:
-            if file not in self._handles:
-                self._handles[file] = os.open(file, os.O_RDONLY)
-            got = os.preadv(self._handles[file], [buffer], data_start + begin + skip)
+            handle = self._handles.get(file)
+            if handle is None:
+                with self._opening:  # readers on several threads open each file once
+                    if file not in self._handles:
+                        self._handles[file] = os.open(file, os.O_RDONLY)
+                handle = self._handles[file]
+            got = os.preadv(handle, [buffer], data_start + begin + skip)
         except OSError as err:
             raise MergeError(
                 f"cannot read {file}: {err}", hint="re-save or re-download it"
@@ -256,153 +253,6 @@ class MergedTensors:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _safetensors_torch_dtype(name: str) -> torch.dtype | None:
-    """The torch dtype of a safetensors dtype name; None for one we do not read."""
-    import torch
-
-    attr = SAFETENSORS_TORCH_DTYPES.get(name)
-    return getattr(torch, attr) if attr else None
-
-
-def _apply(base: torch.Tensor, patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
-    """The merged value of one tensor; the base dtype is kept."""
-    dtype = base.dtype
-    if patch.replacement is not None:
-        return patch.replacement.to(dtype)
-    if patch.base_override is not None:
-        base = patch.base_override
-    if not patch.lora:
-        return base.to(dtype)
-    delta = _delta(patch, cfg)
-    if tuple(delta.shape) != tuple(base.shape):
-        raise _delta_shape_error(patch, delta, tuple(base.shape))
-    # In place (the sum is exactly base.float() + delta): one fp32 copy fewer per tensor.
-    return delta.add_(base).to(dtype)
-
-
-def _delta_shape_error(
-    patch: _ModulePatch, delta: torch.Tensor, shape: tuple[int, ...]
-) -> MergeError:
-    return MergeError(
-        f"LoRA delta for {patch.module} has shape {list(delta.shape)}, base {list(shape)}",
-        hint="pass --base with the exact model the adapter was trained on",
-    )
-
-
-def _delta(patch: _ModulePatch, cfg: AdapterConfig) -> torch.Tensor:
-    """``transpose(B @ A) * scaling`` in fp32, as PEFT's get_delta_weight computes it."""
-    scaling = cfg.scaling(patch.module)
-    if "lora_embedding_A" in patch.lora:
-        a = patch.lora["lora_embedding_A"].load().float()
-        b = patch.lora["lora_embedding_B"].load().float()
-        return (b @ a).T.mul_(scaling)
-    a, b = patch.lora["lora_A"].load().float(), patch.lora["lora_B"].load().float()
-    product = b @ a
-    return (product.T if cfg.fan_in_fan_out else product).mul_(scaling)
-
-
-def _load_patches(
-    resolved: ResolvedInput, shapes: dict[str, tuple[list[int], str]]
-) -> dict[str, _ModulePatch]:
-    """Read the (small) adapter and index its tensors by the base tensor they change."""
-    file = resolved.path / ADAPTER_WEIGHTS
-    tied = _is_tied(resolved.config, shapes)
-    patches: dict[str, _ModulePatch] = {}
-    for key, stored in _stored_tensors(file).items():
-        role, module = classify_adapter_key(key)
-        if role == "original":
-            continue
-        target = base_tensor_for(module, shapes)
-        if target is None and tied and module.endswith("lm_head"):
-            target = "__untied__lm_head.weight"  # peft shares the tied weight; handled below
-        if target is None:
-            raise MergeError(
-                f"adapter tensor {key} has no base tensor to merge into",
-                hint="pass --base with the model the adapter was trained on",
-            )
-        patch = patches.setdefault(target, _ModulePatch(module=module))
-        if role == "replace":
-            # peft may store both X.modules_to_save.weight (the trained copy) and X.weight.
-            if ".modules_to_save." in key or patch.replacement is None:
-                patch.replacement = stored.load()
-        elif role == "base_layer":
-            patch.base_override = stored.load()
-        else:
-            patch.lora[role] = stored
-    for target, patch in patches.items():
-        _check_pairs(target, patch)
-    return patches
-
-
-def _stored_tensors(file: Path) -> dict[str, _StoredTensor]:
-    """Every tensor of the adapter's safetensors file, by key, located but not read."""
-    try:
-        data_start, header = read_safetensors_layout(file)
-    except InputError as err:
-        raise MergeError(f"cannot read {file}: {err}", hint="re-save the adapter") from err
-    stored: dict[str, _StoredTensor] = {}
-    for key, info in header.items():
-        dtype = _safetensors_torch_dtype(info["dtype"])
-        if dtype is None:
-            raise MergeError(
-                f"{file}: tensor {key} has unsupported dtype {info['dtype']}",
-                hint="re-save the adapter in float16, bfloat16 or float32",
-            )
-        begin, end = (int(x) for x in info["data_offsets"])
-        shape = tuple(int(d) for d in info["shape"])
-        stored[key] = _StoredTensor(file, data_start + begin, end - begin, dtype, shape)
-    return stored
-
-
-def _check_pairs(target: str, patch: _ModulePatch) -> None:
-    roles = set(patch.lora)
-    if roles and roles not in ({"lora_A", "lora_B"}, {"lora_embedding_A", "lora_embedding_B"}):
-        raise MergeError(
-            f"adapter for {target} is incomplete (has {sorted(roles)})",
-            hint="re-save the adapter with peft's save_pretrained()",
-        )
-
-
-def _is_tied(config: dict[str, Any], shapes: dict[str, tuple[list[int], str]]) -> bool:
-    return bool(config.get("tie_word_embeddings", True)) and "lm_head.weight" not in shapes
-
-
-def _untied_extras(
-    resolved: ResolvedInput,
-    shapes: dict[str, tuple[list[int], str]],
-    patches: dict[str, _ModulePatch],
-) -> list[tuple[str, torch.Tensor]]:
-    """With tied embeddings, an lm_head LoRA changes the shared embedding as in PEFT; a full
-    lm_head replacement unties them, so it is written as its own tensor."""
-    patch = patches.pop("__untied__lm_head.weight", None)
-    if patch is None:
-        return []
-    embed = next((n for n in shapes if n.endswith(("embed_tokens.weight", "wte.weight"))), None)
-    if patch.replacement is not None:
-        dtype_name = shapes[embed][1] if embed else "F32"
-        return [("lm_head.weight", patch.replacement.to(_torch_dtype(dtype_name)))]
-    if embed is None:
-        raise MergeError(
-            "adapter changes lm_head but the base has neither lm_head nor embedding weights",
-            hint="pass --base with the model the adapter was trained on",
-        )
-    shared = patches.setdefault(embed, _ModulePatch(module=patch.module))
-    if shared.lora:
-        raise MergeError(
-            "adapter has LoRA on both tied embeddings and lm_head",
-            hint="merge it with peft's merge_and_unload() and pass the merged model dir",
-        )
-    shared.lora = patch.lora
-    return []
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    import torch
-
-    table = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-    return table.get(name, torch.float32)
 
 
 def merged_config(resolved: ResolvedInput) -> dict[str, Any]:

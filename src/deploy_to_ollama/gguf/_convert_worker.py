@@ -17,14 +17,16 @@ JSON in ``SPEC.error.json`` and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
+import threading
 import time
 import traceback
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +45,8 @@ STAGE_PREFIX = "@@dto-stage "
 _STAGE = {"name": "convert"}
 #: Busy seconds per stage of this run (see ``quantizer.StageTimes``).
 TIMES = StageTimes()
-#: Values per row chunk of a streamed tensor (4 MiB of float32).
-CHUNK_VALUES = 1 << 20
+#: Values per row chunk of a streamed tensor (1 MiB of float32; ``_fused_writer``'s block).
+CHUNK_VALUES = 1 << 18
 
 
 class WorkerError(Exception):
@@ -68,6 +70,7 @@ class _MergedSource:
         self.requested: set[str] = set()
         self._alive = 0
         self.max_alive = 0
+        self._reads = threading.local()
         self._time_reads()
 
     def _time_reads(self) -> None:
@@ -77,20 +80,41 @@ class _MergedSource:
             return
 
         def timed_read(*args: Any, **kwargs: Any) -> Any:
-            with TIMES.timed("read"):
+            started = time.perf_counter()
+            try:
                 return reader(*args, **kwargs)
+            finally:
+                seconds = time.perf_counter() - started
+                TIMES.add("read", seconds)
+                self._reads.seconds = self._thread_reads() + seconds
 
         self._merged._read = timed_read  # type: ignore[method-assign]
+
+    def _thread_reads(self) -> float:
+        """Read seconds of this thread so far (the merge's own time is its time minus these)."""
+        return float(getattr(self._reads, "seconds", 0.0))
+
+    @contextlib.contextmanager
+    def _timed_merge(self) -> Iterator[None]:
+        """Count the block's time as "merge", less the reads inside it (counted as "read")."""
+        reads = self._thread_reads()
+        with TIMES.timed("merge"):
+            yield
+        TIMES.add("merge", reads - self._thread_reads())
 
     def names(self) -> list[str]:
         return self._merged.names()
 
     def load(self, name: str, shape: tuple[int, ...]) -> Any:
-        """One merged tensor, checked against the shape the converter was promised."""
-        reads = TIMES.get("read")
-        with TIMES.timed("merge"):
+        """One merged tensor, checked against the shape the converter was promised.
+
+        Before a whole tensor is merged, the row readers' LoRA product buffer is dropped (freed
+        once the quantizer threads finish their rows of it): next to the converter's own copies
+        of a whole tensor (permuted, float32, rounded) it made the peak of memory.
+        """
+        self._merged.release_buffers()
+        with self._timed_merge():
             tensor = self._merged[name]
-        TIMES.add("merge", reads - TIMES.get("read"))  # the reads inside were counted as such
         if tuple(tensor.shape) != shape:
             raise WorkerError(
                 f"merged tensor {name} has shape {tuple(tensor.shape)}, expected {shape}",
@@ -121,7 +145,7 @@ class _MergedSource:
         held: dict[str, Callable[[int, int], Any]] = {}
 
         def reader() -> Callable[[int, int], Any]:
-            with TIMES.timed("merge"):  # the fp32 LoRA delta, when there is one
+            with self._timed_merge():  # the fp32 LoRA product, when there is one
                 found = self._merged.row_reader(name)
             if found is not None:
                 self.requested.add(name)
@@ -129,26 +153,28 @@ class _MergedSource:
             tensor = self.load(name, shape)  # times its own read and merge
             return lambda first, count: tensor[first : first + count]
 
-        def chunk(first: int) -> Any:
+        def prepare() -> None:
             if "rows" not in held:
                 held["rows"] = reader()
-            reads = TIMES.get("read")
-            with TIMES.timed("merge"):
+
+        def chunk(first: int) -> Any:
+            prepare()  # done already when the quantizer threads load the chunks
+            with self._timed_merge():
                 rows = held["rows"](first, rows_per_chunk)
-            TIMES.add("merge", reads - TIMES.get("read"))  # the reads inside were counted as such
             if tuple(rows.shape[1:]) != shape[1:]:
                 raise WorkerError(
                     f"merged tensor {name} has rows of shape {tuple(rows.shape[1:])},"
                     f" expected {shape[1:]}",
                     "the adapter does not fit this base model; check --base",
                 )
-            if first + rows_per_chunk >= shape[0]:
-                held.clear()
             return rows.to(torch.float32).numpy()
 
+        # The reader (and a whole merged tensor, where one is loaded) lives as long as the
+        # writer's job for this tensor, which the pipeline drops when the tensor is written.
         chunks = SourceChunks(
             functools.partial(chunk, first) for first in range(0, shape[0], rows_per_chunk)
         )
+        chunks.prepare = prepare
         chunks.exact_in = {
             torch.bfloat16: gguf.GGMLQuantizationType.BF16,
             torch.float16: gguf.GGMLQuantizationType.F16,
@@ -302,6 +328,12 @@ def _write_quantized(writer: Any, outfile: Path, spec: dict[str, Any]) -> list[d
     print(f"{STAGE_PREFIX}quantize", flush=True)
     _STAGE["name"] = "quantize"
     import gguf
+    import torch
+
+    # The quantizer threads take every core; torch's own OpenMP team on top of them (the merge's
+    # casts and adds) spun at its barriers waiting for members the OS had descheduled: on two
+    # busy cores the merge ran 5-7x slower than on one thread.
+    torch.set_num_threads(1)
 
     from deploy_to_ollama.gguf._fused_writer import (
         QuantPlan,
@@ -309,7 +341,10 @@ def _write_quantized(writer: Any, outfile: Path, spec: dict[str, Any]) -> list[d
         plan_quantized_writes,
         write_quantized,
     )
+    from deploy_to_ollama.gguf._quant_pipeline import map_large_allocations
     from deploy_to_ollama.gguf.quantizer import QuantLibrary
+
+    map_large_allocations()
 
     def ggml_type(name: str | None) -> int | None:
         return int(gguf.GGMLQuantizationType[name.upper()]) if name else None

@@ -20,21 +20,17 @@ This module imports the toolchain's vendored ``gguf`` package: it runs only in t
 from __future__ import annotations
 
 import copy
-import ctypes
 import importlib
 import logging
 import os
-import queue
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._quant_pipeline import DeferredBlock, Piece, Pipeline
 from .quantizer import ModelShape, QuantLibrary, StageTimes, TensorSpec, llama_cpp_order
 
 logger = logging.getLogger(__name__)
@@ -44,26 +40,24 @@ gguf: Any = importlib.import_module("gguf")
 GGUFValue: Any = gguf.gguf_writer.GGUFValue
 TensorInfo: Any = gguf.gguf_writer.TensorInfo
 
-#: float32 values per block handed to the quantizer threads (4 MiB; llama-quantize uses 16K-value
-#: chunks, we hand bigger ones because each call also costs a Python round trip).
-_BLOCK_VALUES = 1 << 20
-#: Pieces (one block of rows, for every output file) on their way to the writer, quantized or
-#: being quantized, per quantizer thread. Bounds memory to a few blocks whatever the tensor size.
-_PIECES_PER_THREAD = 2
-
-#: One piece of a tensor's bytes for each output file, in file order: bytes made, bytes being
-#: quantized, or None (nothing for that file in this piece).
-Piece = list["np.ndarray | Future[np.ndarray] | None"]
+#: float32 values per block handed to the quantizer threads (1 MiB; llama-quantize uses 16K-value
+#: chunks, we hand bigger ones because each call also costs a Python round trip). Measured at 1B
+#: on two busy cores: 4 MiB blocks peaked ~35 MB higher than 1 MiB at the same speed.
+_BLOCK_VALUES = 1 << 18
 
 
 class SourceChunks(list[Callable[[], Any]]):
     """Row-chunk loaders of a tensor the converter passes through unchanged.
 
     ``exact_in`` names the GGML type the values are already exactly representable in (the merged
-    tensor's own dtype), so rounding them to that type again can be skipped.
+    tensor's own dtype), so rounding them to that type again can be skipped. ``prepare``, when
+    set, makes the loaders safe to call from any thread in any order (it does the tensor's
+    one-off work, such as a LoRA product): the quantizer threads then load and merge the chunks
+    themselves, in parallel, instead of the one producer thread.
     """
 
     exact_in: Any = None
+    prepare: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +119,7 @@ def clone_writer(writer: Any) -> Any:
 
 def plan_quantized_writes(
     writers: Sequence[Any], plans: Sequence[QuantPlan], library: QuantLibrary, times: StageTimes
-) -> tuple[_Pipeline, list[dict[str, int]]]:
+) -> tuple[Pipeline, list[dict[str, int]]]:
     """Re-plan each writer (one per output file) to its quantized GGUF, fed by one pipeline.
 
     The writers hold the same tensors (``clone_writer``); every tensor is produced once and
@@ -153,7 +147,7 @@ def plan_quantized_writes(
         )
         for plan in plans
     ]
-    pipeline = _Pipeline(library, plans[0].threads or os.cpu_count() or 1, times)
+    pipeline = Pipeline(library, plans[0].threads or os.cpu_count() or 1, times)
     replanned: list[dict[str, Any]] = [{} for _ in plans]
     counts: list[dict[str, int]] = [{} for _ in plans]
     for index, spec in enumerate(specs):
@@ -182,7 +176,7 @@ def write_quantized(
     writers: Sequence[Any],
     paths: Sequence[Any],
     labels: Sequence[str],
-    pipeline: _Pipeline,
+    pipeline: Pipeline,
     on_tensor: Callable[[int, int], None],
 ) -> None:
     """Write every planned writer's file, tensor by tensor, side by side.
@@ -246,7 +240,7 @@ def _job(
     targets: Sequence[int],
     labels: Sequence[str],
     library: QuantLibrary,
-    pipeline: _Pipeline,
+    pipeline: Pipeline,
 ) -> tuple[Callable[[], Iterator[Piece]], list[int]]:
     """The function producing a tensor's final bytes for each output, piece by piece; sizes.
 
@@ -269,12 +263,17 @@ def _job(
 
     def produce() -> Iterator[Piece]:
         raw: np.ndarray | None = None
-        if kept:
+        if kept or not isinstance(info.tensor, gguf.LazyChunkedTensor):
             with times.timed("source"):
                 raw = _materialize(info.tensor)
+            # The converter's lazy graph keeps every step's value (merged, permuted, float32,
+            # rounded: 5x the tensor's 16-bit size); only the bytes are needed from here on.
+            info.tensor = None
+        if kept:
             yield [raw if t == spec.ggml_type else None for t in targets]
         if quantized:
-            blocks = _f32_blocks(info.tensor, stored, n_per_row, raw)
+            deferred = _deferred_blocks(info.tensor, stored, n_per_row, nrows, raw, pipeline)
+            blocks = deferred or _f32_blocks(info.tensor, stored, n_per_row, raw)
             for made in pipeline.quantize(quantized, blocks, nrows, n_per_row, sizes, stages):
                 yield [made.get(t) for t in targets]
 
@@ -309,7 +308,7 @@ def _materialize(tensor: Any) -> np.ndarray:
 
 def _f32_blocks(
     tensor: Any, stored: Any, n_per_row: int, raw: np.ndarray | None = None
-) -> Iterator[np.ndarray]:
+) -> Iterator[np.ndarray | DeferredBlock]:
     """The tensor as float32 rows, in blocks: the values its 16-bit GGUF would hold, exactly.
 
     ``raw``: the tensor's bytes in ``stored`` when already made (decoded instead of re-merged).
@@ -334,6 +333,37 @@ def _f32_blocks(
         yield np.ascontiguousarray(values, dtype=np.float32).reshape(-1, n_per_row)
 
 
+def _deferred_blocks(
+    tensor: Any,
+    stored: Any,
+    n_per_row: int,
+    nrows: int,
+    raw: np.ndarray | None,
+    pipeline: Pipeline,
+) -> Iterator[np.ndarray | DeferredBlock] | None:
+    """The tensor's blocks as loaders for the quantizer threads; None where that cannot be.
+
+    Only for chunks already in their exact 16-bit values, each chunk exactly one block, with a
+    ``prepare``. The blocks of the tensors before are finished first: a source may reuse their
+    buffers (the merge's LoRA product) once this tensor is prepared.
+    """
+    if raw is not None or not isinstance(tensor, gguf.LazyChunkedTensor):
+        return None
+    chunks = tensor._chunks
+    prepare = getattr(chunks, "prepare", None)
+    if prepare is None or getattr(chunks, "exact_in", None) != stored:
+        return None
+    step = max(1, _BLOCK_VALUES // n_per_row)
+    if len(chunks) != -(-nrows // step):
+        return None
+    pipeline.drain()
+    with pipeline.times.timed("source"):
+        prepare()
+    return (
+        DeferredBlock(load, min(step, nrows - index * step)) for index, load in enumerate(chunks)
+    )
+
+
 def _row_nbytes(stored: Any, n_per_row: int) -> int:
     block, type_size = gguf.GGML_QUANT_SIZES[stored]
     return int(n_per_row // block * type_size)
@@ -343,148 +373,3 @@ def _split_rows(rows: np.ndarray, n_per_row: int) -> Iterator[np.ndarray]:
     step = max(1, _BLOCK_VALUES // n_per_row)
     for first in range(0, rows.shape[0], step):
         yield rows[first : first + step]
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-        return trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _release_free_memory() -> None:
-    """Give freed heap pages back to the OS between tensors.
-
-    Why: glibc keeps freed blocks below its mmap threshold (which grows to 32 MiB) in the heap,
-    and the heap of a thread that merged one tensor rarely fits the next one's sizes, so without
-    a trim the resident size creeps up by tens of MB per layer.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-class _Pipeline:
-    """Produces tensors in write order on a background thread, ahead of the writer.
-
-    The producer merges and converts a tensor (torch and numpy release the GIL in their loops)
-    and hands its row blocks to quantizer threads (ctypes releases it too), going on to the next
-    block, and the next tensor, while they work; the writer takes the pieces in order as they
-    finish. So the merge, the quantization and the disk writes overlap on every core, and at most
-    ``_PIECES_PER_THREAD`` blocks per thread are in memory, whatever the size of the tensor.
-    """
-
-    def __init__(self, library: QuantLibrary, threads: int, times: StageTimes) -> None:
-        self._library = library
-        self._threads = max(1, threads)
-        self.times = times
-        self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="dto-quantize")
-        self._jobs: deque[tuple[str, Callable[[], Iterator[Piece]]]] = deque()
-        self._last = ""
-        # Items: (name, piece), (name, None) when the tensor is complete, or (name, error).
-        self._done: queue.Queue[tuple[str, Piece | BaseException | None]] = queue.Queue(
-            _PIECES_PER_THREAD * self._threads
-        )
-        self._producer = threading.Thread(target=self._produce, name="dto-merge", daemon=True)
-        self._stopping = threading.Event()
-
-    def add(self, name: str, job: Callable[[], Iterator[Piece]]) -> None:
-        self._jobs.append((name, job))
-        self._last = name
-
-    def start(self) -> None:
-        self._producer.start()
-
-    def _produce(self) -> None:
-        while self._jobs and not self._stopping.is_set():
-            # Popped, not iterated: a finished job's closure (and the lazy tensors it evaluated,
-            # which cache their values) must be freed before the next one runs.
-            name, job = self._jobs.popleft()
-            try:
-                for piece in job():
-                    self._put(name, piece)
-                    if self._stopping.is_set():
-                        return
-            except BaseException as err:  # handed to the writer thread, which raises it
-                self._put(name, err)
-                return
-            del job
-            _release_free_memory()
-            self._put(name, None)
-
-    def _put(self, name: str, item: Piece | BaseException | None) -> None:
-        """Queue ``item`` for the writer; give up when the writer has stopped taking."""
-        while not self._stopping.is_set():
-            try:
-                self._done.put((name, item), timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
-    def take(self, name: str) -> Iterator[Piece]:
-        """The pieces of the next tensor, which must be ``name`` (the writer's order is ours)."""
-        while True:
-            got, item = self._done.get()
-            if isinstance(item, BaseException):
-                self.close()
-                raise item
-            if got != name:
-                self.close()
-                raise ValueError(f"pipeline produced {got}, the writer wants {name}")
-            if item is None:
-                break
-            yield item
-        if got == self._last:
-            self.close()
-
-    def quantize(
-        self,
-        types: Sequence[int],
-        blocks: Iterator[np.ndarray],
-        nrows: int,
-        n_per_row: int,
-        sizes: Mapping[int, int],
-        stages: Mapping[int, Sequence[str]],
-    ) -> Iterator[dict[int, Future[np.ndarray]]]:
-        """Hand float32 row blocks to the quantizer threads, one future per type and block.
-
-        Each block is produced once and handed to every type; ``stages[type]`` get the
-        quantizer-thread seconds of that type.
-        """
-        row_bytes = {t: sizes[t] // nrows for t in types}
-        row = 0
-        while True:
-            with self.times.timed("source"):
-                rows = next(blocks, None)
-            if rows is None:
-                break
-            row += rows.shape[0]
-            yield {
-                t: self._pool.submit(self._quantize_rows, t, rows, row_bytes[t], stages[t])
-                for t in types
-            }
-        if row != nrows:
-            raise ValueError(f"quantized {row} rows of {nrows}")
-
-    def _quantize_rows(
-        self, ggml_type: int, rows: np.ndarray, row_bytes: int, stages: Sequence[str]
-    ) -> np.ndarray:
-        """Quantize one block; add the CPU seconds this thread spent on it to ``stages``.
-
-        CPU time, not wall: a quantizer thread does nothing but compute, so on a shared machine
-        its wall time would count the other processes' turns on the core as ours.
-        """
-        started = time.thread_time()
-        out = np.empty(rows.shape[0] * row_bytes, dtype=np.uint8)
-        self._library.quantize_rows(ggml_type, rows, out)
-        seconds = time.thread_time() - started
-        for stage in stages:
-            self.times.add(stage, seconds)
-        return out
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
