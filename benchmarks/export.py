@@ -80,6 +80,18 @@ Q6_K 5.9), merge 12.4, convert 5.8, read 3.8, write 4.2; worker wall 39.0.
 What still grows: the fp32 delta ``B @ A`` of one tensor (46 MB at 1B, 100 MB at 3B), kept
 whole because MKL rounds a product of a row slice differently from the same rows of the full
 product (bit-identity with peft's merge would be lost), and the 128K vs 32K vocabulary.
+
+Measured 2026-12-04 05:26-05:29 UTC, machine quiet (load 1-2), same run each: 1B baseline
+55.7 s wall / 91.5 CPU s / 2.322 GB; ours 13.5 / 20.5 / 0.412 (wall 0.24 ok, CPU 0.22, RSS
+0.18 ok; tensors identical, 165); ours x3 23.3 s = 1.73x ours (MISSED 1.5: CPU-bound, worker
+19.3 s wall for ~36 busy s, Q5_K 8.6 + Q3_K 7.0 CPU s with ggml's scalar kernels; the
+producer's ``drain`` waits 1.1 s while the threads work). ``--params 3B``: 1B 0.415 GB /
+12.9 s, 3B 0.488 GB / 39.2 s: 3B/1B 1.18 (ok). What changed since 05:00: the content key's
+SHA-256 (~1.4 s) runs on a thread beside the worker's start (ours 15.4-16.4 -> 13.5 s back to
+back), and the vocabulary's KV data is freed once every header is written (3B 0.496 ->
+0.486-0.488 GB). Row slices of ``B @ A`` (one torch thread) checked against the whole product:
+equal for every block of the 1B and 3B shapes at ranks 7, 8, 16, 64, but not for odd widths
+(65, 1001, 4097 columns, ranks 16-128), so the product stays whole.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ is provisioned or a byte of GGUF is written; the Modelfile is the one ``deploy``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -227,6 +228,7 @@ def _export_llama_cpp(
 
     # Config, tensors against config and base, a Jinja that parses: before any export work.
     resolved: Any = check_source(options.source, base=options.base)
+    hashed = _content_key_in_background(resolved)
     base_dir = Path(resolved.base_dir) if resolved.kind == "adapter" else None
     translation = translate_for_export(options.source, base_dir)
     weights = Path(resolved.base_dir if resolved.kind == "adapter" else resolved.path)
@@ -243,9 +245,10 @@ def _export_llama_cpp(
     adapters = [f"./{p.name}" for p in planned if p.name.endswith("-lora.F16.gguf")]
     text = _modelfile_text(options, translation, f"./{planned[0].name}", adapters, base_dir)
     _check_modelfile_target(options, text)
-    key = getattr(resolved, "content_key", None) or content_key(
-        Path(resolved.path), base_dir, exclude=options.out
-    )
+
+    def key() -> str:
+        return hashed() or content_key(Path(resolved.path), base_dir, exclude=options.out)
+
     plan = _plan_measurement(options, settings, reporter, resolved, weights, len(quants))
     result = export_gguf(
         options.source,
@@ -269,12 +272,42 @@ def _export_llama_cpp(
     if plan is not None:
         from .measuring import ReferenceSource, measure_export
 
-        ref = ReferenceSource(options.source, options.base, stem, dtype, key, resolved)
+        ref = ReferenceSource(options.source, options.base, stem, dtype, key(), resolved)
         written = [(f.quant, f.path) for f in result.files if f.role == "model"]
         quality = measure_export(plan, written, ref, out_dir=options.out,
                                  cache_dir=settings.cache_dir, settings=settings,
                                  progress=reporter)  # fmt: skip
     return result, translation, text, quality
+
+
+def _content_key_in_background(resolved: Any) -> Callable[[], str | None]:
+    """Start hashing ``resolved.content_key`` on a thread; the returned call waits for it.
+
+    Why: the SHA-256 over the weights (~1.4 s at 1B) reads and hashes with the GIL released,
+    and a first export needs the key only when it records its first file (``ExportStamp``), so
+    it runs beside the converter worker's start (imports, tokenizer: one core) instead of
+    before it. The key is the same value; its errors are raised by the call.
+    """
+    if not hasattr(type(resolved), "content_key"):
+        return lambda: None
+    box: list[str | BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(resolved.content_key)
+        except BaseException as err:  # re-raised on the caller's thread
+            box.append(err)
+
+    thread = threading.Thread(target=run, name="dto-content-key", daemon=True)
+    thread.start()
+
+    def result() -> str | None:
+        thread.join()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    return result
 
 
 def _plan_measurement(options: ExportOptions, settings: Settings, reporter: ProgressReporter,

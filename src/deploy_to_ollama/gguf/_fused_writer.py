@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ._quant_pipeline import DeferredBlock, Piece, Pipeline
+from ._quant_pipeline import DeferredBlock, Piece, Pipeline, release_free_memory
 from .quantizer import ModelShape, QuantLibrary, StageTimes, TensorSpec, llama_cpp_order
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ def write_quantized(
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         writer.write_padding(writer.fout[0], writer.fout[0].tell())
+    _drop_written_metadata(writers)
     names = list(writers[0].tensors[0])
     pipeline.start()
     try:
@@ -211,6 +212,19 @@ def write_quantized(
         pipeline.close()
         for writer in writers:
             writer.close()
+
+
+def _drop_written_metadata(writers: Sequence[Any]) -> None:
+    """Free the KV data once every file has it: nothing reads it after the header.
+
+    Why: it holds the vocabulary as Python objects (tokens, merges, scores, token types:
+    tens of MB for a 128K vocabulary, a few for 32K), the one part of the worker's memory
+    beside the tensors that grows with the model, and it would stay resident while every
+    tensor is merged and quantized.
+    """
+    for writer in writers:
+        writer.kv_data = [{} for _ in writer.kv_data]
+    release_free_memory()
 
 
 def _write_piece(writer: Any, name: str, data: np.ndarray) -> int:

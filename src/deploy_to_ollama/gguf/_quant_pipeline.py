@@ -71,7 +71,7 @@ def map_large_allocations() -> None:
     mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
-def _release_free_memory() -> None:
+def release_free_memory() -> None:
     """Give freed heap pages back to the OS between tensors.
 
     Why: glibc keeps freed blocks below its mmap threshold (which grows to 32 MiB) in the heap,
@@ -128,7 +128,7 @@ class Pipeline:
                 self._put(name, err)
                 return
             del job
-            _release_free_memory()
+            release_free_memory()
             self._put(name, None)
 
     def _put(self, name: str, item: Piece | BaseException | None) -> None:
@@ -157,8 +157,13 @@ class Pipeline:
             self.close()
 
     def drain(self) -> None:
-        """Wait until every block handed to the quantizer threads so far is done (or failed)."""
-        wait(self._submitted)
+        """Wait until every block handed to the quantizer threads so far is done (or failed).
+
+        Timed as ``drain``: the producer's wall seconds spent waiting there (the threads work
+        meanwhile, but the next tensor's merge cannot start).
+        """
+        with self.times.timed("drain"):
+            wait(self._submitted)
         self._submitted.clear()
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:

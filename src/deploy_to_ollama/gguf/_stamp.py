@@ -10,7 +10,7 @@ input still needs ``--force``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +35,30 @@ def stamp_path(out_dir: Path, stem: str) -> Path:
 
 @dataclass
 class ExportStamp:
-    """The resume record of one export (``stem`` in ``out_dir``) for one ``fingerprint``."""
+    """The resume record of one export (``stem`` in ``out_dir``) for one fingerprint.
+
+    ``key`` is the fingerprint or the call that computes it, made on first use: with no
+    export recorded under this stem nothing can be reused whatever the key, so a first export
+    needs it only when its first file is recorded (the caller hashes the input meanwhile).
+    """
 
     state: StateFile
-    fingerprint: str
+    key: str | Callable[[], str]
 
     @classmethod
-    def open(cls, out_dir: Path, stem: str, fingerprint: str) -> ExportStamp:
+    def open(cls, out_dir: Path, stem: str, fingerprint: str | Callable[[], str]) -> ExportStamp:
         state = StateFile.load(out_dir, stamp_path(out_dir, stem).name)
         return cls(state, fingerprint)
 
+    @property
+    def fingerprint(self) -> str:
+        if not isinstance(self.key, str):
+            self.key = self.key()
+        return self.key
+
     def _entry(self) -> dict[str, Any] | None:
+        if not isinstance(self.state.data.get(_STAGE), dict):
+            return None  # nothing recorded: no fingerprint needed to say so
         entry = self.state.get(_STAGE, self.fingerprint)
         if entry is None or entry.get("format") != STAMP_FORMAT:
             return None

@@ -7,6 +7,7 @@ temp name and renamed into place, so an interrupted export leaves nothing under 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,7 +66,7 @@ def export_gguf(
     toolchain: Toolchain | None = None,
     progress: ProgressReporter | None = None,
     settings: Settings | None = None,
-    content_key: str | None = None,
+    content_key: str | Callable[[], str | None] | None = None,
     resolved: Any = None,
     imatrix: ImatrixChoice | None = None,
 ) -> ExportResult:
@@ -88,7 +89,9 @@ def export_gguf(
         progress: per-stage reporter (merge, convert, quantize).
         settings: the configuration read at the entry point (``Settings.from_env()`` when
             a direct caller gives none).
-        content_key: the input's content key, when the caller already computed it.
+        content_key: the input's content key, when the caller already computed it, or the
+            call that waits for it: asked for only when an earlier stamp is checked or the
+            first file is recorded, so a first export's worker starts while it is hashed.
         resolved: the ``ResolvedInput`` of ``source``, when the caller already resolved it.
         imatrix: quantize with an importance matrix (``imatrix.parse_imatrix_option``); the
             IQ types need one.
@@ -183,7 +186,9 @@ def run_export(
     located = toolchain if isinstance(toolchain, Toolchain) else None
     tool_id = str(located.root) if located is not None else (toolchain_id or "provisioned")
     stamp = ExportStamp.open(
-        request.out_dir, stem, _fingerprint(request, resolved, quants, stem, tool_id)
+        request.out_dir,
+        stem,
+        functools.partial(_fingerprint, request, resolved, quants, stem, tool_id),
     )
     done: set[Path] = set()
     if not request.force:
@@ -285,7 +290,8 @@ def _fingerprint(
     """The input's content key plus the options and versions that shape the output bytes."""
     from .toolchain import LLAMA_CPP_COMMIT
 
-    key = request.content_key or content_key(
+    key = request.content_key() if callable(request.content_key) else request.content_key
+    key = key or content_key(
         Path(resolved.path),
         Path(resolved.base_dir) if resolved.kind == "adapter" else None,
         exclude=request.out_dir,

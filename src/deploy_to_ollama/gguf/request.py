@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,8 +28,9 @@ class ExportRequest:
     force: bool = False
     quantizer: str = "auto"
     """``Settings.quantizer``: ``llama-quantize`` forces the two-step route."""
-    content_key: str | None = None
-    """The input's content key when the caller computed it (``resume.content_key``)."""
+    content_key: str | Callable[[], str | None] | None = None
+    """The input's content key when the caller computed it (``resume.content_key``), or the
+    call that waits for it (being hashed meanwhile); asked for only when the stamp needs it."""
     disk_reserve_bytes: int = 0
     """Free space to leave on the output's filesystem (``Settings.disk_reserve_bytes``)."""
     imatrix: ImatrixChoice | None = None
