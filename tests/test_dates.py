@@ -154,6 +154,7 @@ def test_corpus_date_claims_hold_in_go_on_another_day(go_oracle: Any) -> None:
     rendered by real Go with its clock on another day, equals transformers on that day."""
     import json
 
+    from deploy_to_ollama.chat_template.thinking import think_kwargs
     from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 
     require_shared(CHAT_TEMPLATES_DIR)
@@ -178,9 +179,15 @@ def test_corpus_date_claims_hold_in_go_on_another_day(go_oracle: Any) -> None:
             probe = probes[checked.probe]
             if checked.status != "match" or probe.tools or probe.think is not None:
                 continue
+            # A request without think reaches a thinking TEMPLATE as think true on the newest
+            # Ollama, and the claim was made against the Jinja's thinking-on setting.
+            on = checked.unset_think_on
             with pinned_day(day):
                 want = render_hf(
-                    source.template, list(probe.messages), tokens=source.template_variables()
+                    source.template,
+                    list(probe.messages),
+                    tokens=source.template_variables(),
+                    kwargs=think_kwargs(source, think=True) if on else None,
                 )
             expected.append((want, source.bos_token))
             names.append((record["_file"], probe.id))
@@ -191,6 +198,7 @@ def test_corpus_date_claims_hold_in_go_on_another_day(go_oracle: Any) -> None:
                     "messages": to_ollama_api_messages(list(probe.messages)),
                     "system": result.system or "",
                     "today": day.strftime("%Y-%m-%d"),
+                    "think": True if on else None,
                 }
             )
     assert len({name for name, _ in names}) >= 20

@@ -17,7 +17,12 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.hf_render import render_hf
 from deploy_to_ollama.chat_template.server_rules import has_consecutive_tool_results
-from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
+from deploy_to_ollama.chat_template.verify import (
+    json_equivalent,
+    strip_bos,
+    unset_think_kwargs,
+    verify_template,
+)
 from deploy_to_ollama.errors import TemplateRenderError
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
@@ -141,9 +146,17 @@ def _status(result: Any, probe: str) -> Any:
     return next(p for p in result.report.probes if p.probe == probe)
 
 
-def _jinja(source: TemplateSource, messages: list[dict[str, Any]]) -> str | None:
+def _jinja(
+    source: TemplateSource, messages: list[dict[str, Any]], go_template: str = ""
+) -> str | None:
+    """transformers' rendering of a request without think, as the server sends it to
+    ``go_template``: with the thinking switch on where the newest Ollama turns an unset think
+    true for a thinking TEMPLATE (``unset_think_kwargs``)."""
+    kwargs = unset_think_kwargs(source, go_template) if go_template else {}
     try:
-        return render_hf(source.template, messages, tokens=source.template_variables())
+        return render_hf(
+            source.template, messages, tokens=source.template_variables(), kwargs=kwargs
+        )
     except TemplateRenderError:
         return None
 
@@ -169,7 +182,7 @@ def _held_out_mismatches(
     cases, expected = [], []
     for source, result in pairs:
         for n, messages in enumerate(conversations):
-            want = _jinja(source, messages)
+            want = _jinja(source, messages, result.template)
             if want is not None:
                 cases.append(_go_case(result, messages))
                 expected.append((str(source.origin), n, want, source.bos_token))
