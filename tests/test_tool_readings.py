@@ -158,17 +158,27 @@ def test_solar_lead_in_and_names_looked_up_by_call_id_verify_and_go_agrees(
     assert _go_confirms(source, result, go_oracle) >= 10
 
 
-def test_readings_that_do_not_hold_are_not_taken() -> None:
+def test_readings_that_do_not_hold_are_not_taken(go_oracle: Any) -> None:
     # The result's own name: no lookup.
     own = SOLAR_LIKE.replace(
         "{{- get_tool_name(messages, message.tool_call_id) }}", "{{- message.name }}"
     )
     result = translate_template(_source(own))
     assert result.report.tools_verified and "$rid" not in result.template
-    # System messages joined with one newline: neither .System nor the first one alone holds.
+    # System messages joined with one newline: .System (joined with a blank line) does not
+    # hold; the messages collected with the template's own separator (system_each) do.
     joined = SOLAR_LIKE.replace("'\\n\\n' + m", "'\\n' + m")
     assert joined != SOLAR_LIKE
-    probes = {p.probe: p for p in translate_template(_source(joined)).report.probes}
+    source = _source(joined)
+    result = translate_template(source)
+    probes = {p.probe: p for p in result.report.probes}
+    assert probes["two_system_messages"].status == "match"
+    assert "$.System" not in result.template
+    assert _go_confirms(source, result, go_oracle) >= 10
+    # Upper-cased system messages: no reading holds, and none is claimed.
+    upper = SOLAR_LIKE.replace("'\\n\\n' + m", "'\\n\\n' + m|upper")
+    assert upper != SOLAR_LIKE
+    probes = {p.probe: p for p in translate_template(_source(upper)).report.probes}
     assert probes["two_system_messages"].status == "differs"
 
 
