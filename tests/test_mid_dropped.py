@@ -12,6 +12,7 @@ import pytest
 
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.shape import infer_shape
+from support.go_claims import go_case
 
 _ALPACA = (
     "{{ bos_token }}{% for message in messages %}"
@@ -42,22 +43,13 @@ def test_the_reading_is_observed_from_transformers(template: str, dropped: bool)
 def test_later_system_messages_verify_in_real_go(
     template: str, printed: bool, go_oracle: Any
 ) -> None:
-    from support.go_oracle import to_ollama_api_messages
 
     result = translate_template(_source(template))
     assert result.verified
     probes = {p.id: p for p in load_probes()}
     checked = [p for p in result.report.probes if p.probe in PROBES]
     assert [p.status for p in checked] == ["match", "match"]
-    cases = [
-        {
-            "kind": "ollama",
-            "template": result.template,
-            "messages": to_ollama_api_messages(list(probes[p.probe].messages)),
-            "system": result.system or "",
-        }
-        for p in checked
-    ]
+    cases = [go_case(result, probes[p.probe]) for p in checked]
     for check, go in zip(checked, go_oracle.run(cases), strict=True):
         assert not go.failed, (go.error, go.parse_error)
         assert go.output == check.actual

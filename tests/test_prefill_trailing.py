@@ -12,6 +12,7 @@ import pytest
 
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.shape import infer_shape
+from support.go_claims import go_case
 
 #: Llama 2's turns: the stripped assistant content followed by `` </s>``.
 SPACED = (
@@ -41,7 +42,6 @@ def test_the_reading_is_observed_from_transformers(template: str, kept: bool) ->
 
 @pytest.mark.parametrize(("template", "tail"), [(SPACED, '{"x": '), (TIGHT, '{"x":')])
 def test_prefill_probe_verifies_in_real_go(template: str, tail: str, go_oracle: Any) -> None:
-    from support.go_oracle import to_ollama_api_messages
 
     result = translate_template(_source(template))
     assert result.verified
@@ -49,12 +49,6 @@ def test_prefill_probe_verifies_in_real_go(template: str, tail: str, go_oracle: 
     assert checked.status == "match"
     assert (checked.expected or "").endswith(tail)
     probe = next(p for p in load_probes() if p.id == PREFILL)
-    case = {
-        "kind": "ollama",
-        "template": result.template,
-        "messages": to_ollama_api_messages(list(probe.messages)),
-        "system": result.system or "",
-    }
-    (go,) = go_oracle.run([case])
+    (go,) = go_oracle.run([go_case(result, probe)])
     assert not go.failed, (go.error, go.parse_error)
     assert go.output.endswith(tail) and not go.output.endswith(tail + " ")

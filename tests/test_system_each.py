@@ -14,6 +14,7 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.shape import infer_shape
 from deploy_to_ollama.chat_template.system_variants import system_variants
+from support.go_claims import go_case
 
 _NEMOTRON = (
     "{{ '<extra_id_0>System' }}{% for m in messages %}{% if m.role == 'system' %}"
@@ -56,19 +57,12 @@ def test_the_separator_is_observed_from_transformers(template: str, sep: str | N
      (BLANK, "You are a concise assistant.\n\nAnswer in German from now on.\n\n")],
 )  # fmt: skip
 def test_two_system_messages_verify_in_real_go(template: str, joined: str, go_oracle: Any) -> None:
-    from support.go_oracle import to_ollama_api_messages
 
     result = translate_template(_source(template))
     assert result.verified
     checked = next(p for p in result.report.probes if p.probe == PROBE)
     assert checked.status == "match" and joined in (checked.expected or "")
     probe = next(p for p in load_probes() if p.id == PROBE)
-    case = {
-        "kind": "ollama",
-        "template": result.template,
-        "messages": to_ollama_api_messages(list(probe.messages)),
-        "system": result.system or "",
-    }
-    (go,) = go_oracle.run([case])
+    (go,) = go_oracle.run([go_case(result, probe)])
     assert not go.failed, (go.error, go.parse_error)
     assert go.output == checked.actual and joined in go.output
