@@ -9,12 +9,13 @@ version, whose prompt building the proof must use), llama.cpp's engine on a stub
 with ``auto`` for Ollama 0.9.3 and 0.33.0. Prints the shares, the route counts and the unproven
 templates' families (``--names``: each unproven template with the route's reason).
 Usage: ``PYTHONPATH=src .venv/bin/python benchmarks/routes.py [--corpus DIR] [--limit N]
-[--names]``.
+[--names] [--only GLOB ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import time
 from collections import Counter
@@ -65,10 +66,17 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--names", action="store_true", help="list the unproven templates")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="GLOB",
+        help="measure only the templates whose file name matches (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
     settings = Settings.from_env()
     binary = find_toolchain(settings.cache_dir, settings.llama_cpp_dir).require_server()
-    paths = sorted(args.corpus.glob("*.json"))[: args.limit or None]
+    paths = sorted(args.corpus.glob("*.json"))
+    if args.only:
+        paths = [p for p in paths if any(fnmatch.fnmatch(p.name, g) for g in args.only)]
+    paths = paths[: args.limit or None]
     proven: Counter[str] = Counter()
     routes: Counter[tuple[str, str]] = Counter()
     unproven: Counter[str] = Counter()
