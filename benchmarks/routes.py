@@ -55,10 +55,12 @@ def _go_route(source: TemplateSource, version: str) -> tuple[str, GoProof]:
     """The TEMPLATE ``deploy`` writes for a server of ``version`` and its go-route proof."""
     try:
         translated = translate_template(source, server_version=version)
-        template, verified = translated.template, translated.verified
     except DeployError:
-        template, verified = "{{ .Prompt }}", False
-    return template, go_proof(TemplateResult(template, (), None, verified), source.template)
+        fallback = TemplateResult("{{ .Prompt }}", (), None, verified=False)
+        return fallback.template, go_proof(fallback, source.template)
+    differs = tuple(p.probe for p in translated.report.probes if p.status == "differs")
+    result = TemplateResult(translated.template, (), None, translated.verified, differs=differs)
+    return translated.template, go_proof(result, source.template)
 
 
 def main() -> None:
