@@ -241,6 +241,10 @@ def _inline_head(shape: TemplateShape) -> str | None:
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
+    dropped = shape.calls_dropped and tools is None
+    if dropped:
+        # A message with calls and no content prints nothing (GLM-4: tool_turns.py).
+        pieces += [Act("if or .Content (not .ToolCalls)")]
     opens = opening(shape, tools)
     if tools is not None and tools.bare_after_results:
         # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
@@ -265,6 +269,7 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     if tools is not None and tools.results:
         pieces += tool_results(shape, tools)
         return [*pieces, Act("end"), Act("$prevRole = .Role"), Act("end")]
+    pieces += [Act("end")] if dropped else []
     if shape.tool_turn is not None:
         prefix, suffix, suffix_last = shape.tool_turn
         pieces += [Act('else if eq .Role "tool"'), *named(prefix), Act(".Content")]

@@ -88,6 +88,9 @@ class TemplateShape:
     ``""`` none, ``"nl"`` newlines only (``lstrip('\\n')``), ``"ws"`` all (``strip()``)."""
     tool_turn: tuple[str, str, str] | None = None
     """(prefix, suffix, suffix when last) of a tool result message, where one was observed."""
+    calls_dropped: bool = False
+    """Whether an assistant message with tool calls and empty content prints nothing at all
+    (GLM-4 prints only messages with content; ``tool_turns``)."""
     think: ThinkShape | None = None
     """How the template prints reasoning and its thinking switch, where it has them."""
     prefill_trailing: bool = False

@@ -1,0 +1,55 @@
+"""An assistant message with tool calls and no content that the Jinja drops whole (GLM-4
+prints only messages with content): the TEMPLATE skips it too, naming ``.ToolCalls``, so the
+tool conversations verify and Ollama sees a tool round trip. A Jinja that prints the call
+when there is no content stays unclaimed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploy_to_ollama.capabilities import compare_capabilities
+from deploy_to_ollama.chat_template import TemplateSource, translate_template
+from deploy_to_ollama.chat_template.tool_turns import drops_empty_calls
+from support.go_claims import go_mismatches
+
+GLM_LIKE = (
+    "[gMASK]<sop>{% for item in messages %}{% if item['tools'] is defined %}<|system|>\n"
+    "{{ item['tools'] | tojson }}{% endif %}{% if item['content'] %}<|{{ item['role'] }}|>\n"
+    "{{ item['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>"
+    "{% endif %}"
+)
+#: Near-miss: with no content, the call's name prints in the assistant's place.
+CALL_PRINTED = GLM_LIKE.replace(
+    "{{ item['content'] }}{% endif %}",
+    "{{ item['content'] }}{% elif item['tool_calls'] %}<|assistant|>\n"
+    "{{ item['tool_calls'][0]['function']['name'] }}{% endif %}",
+)
+TOOL_TURNS = ("tool_call_and_result", "tool_results_then_answer", "same_tool_twice")
+
+
+def _source(template: str) -> TemplateSource:
+    return TemplateSource(
+        template=template, origin=Path("t.jinja"), kind="jinja", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def test_a_dropped_call_turn_is_skipped_by_the_template(go_oracle: Any) -> None:
+    source = _source(GLM_LIKE)
+    assert drops_empty_calls(source)
+    result = translate_template(source)
+    assert result.verified and result.shape is not None and result.shape.calls_dropped
+    statuses = {p.probe: p.status for p in result.report.probes}
+    assert all(statuses[name] == "match" for name in TOOL_TURNS)
+    assert compare_capabilities(source.template, result.template).parity
+    assert go_mismatches(go_oracle, source, result) == []
+
+
+def test_a_call_printed_without_content_is_not_read_as_dropped() -> None:
+    source = _source(CALL_PRINTED)
+    assert not drops_empty_calls(source)
+    result = translate_template(source)
+    assert result.shape is None or not result.shape.calls_dropped
+    statuses = {p.probe: p.status for p in result.report.probes}
+    assert all(statuses[name] != "match" for name in TOOL_TURNS)
