@@ -26,11 +26,16 @@ _CALL: dict[str, Any] = {
 
 def _conversations(*, with_call: bool) -> list[list[dict[str, Any]]]:
     """Sentinel conversations around one call: after the first turn, and later on."""
-    call = {"role": "assistant", "content": "", "tool_calls": [_CALL]}
-    result = {"role": "tool", "content": _RESULT, "tool_call_id": "call_1", "name": "Zqtoolname"}
+    call: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [_CALL]}
+    result: dict[str, Any] = {
+        "role": "tool",
+        "content": _RESULT,
+        "tool_call_id": "call_1",
+        "name": "Zqtoolname",
+    }
     calls = [call] if with_call else []
-    first = [{"role": "user", "content": U1}, *calls, result]
-    later = [
+    first: list[dict[str, Any]] = [{"role": "user", "content": U1}, *calls, result]
+    later: list[dict[str, Any]] = [
         {"role": "user", "content": U1},
         {"role": "assistant", "content": A1},
         {"role": "user", "content": U2},
@@ -43,7 +48,7 @@ def _conversations(*, with_call: bool) -> list[list[dict[str, Any]]]:
 def drops_empty_calls(source: TemplateSource) -> bool:
     """Whether an assistant message with tool calls and empty content prints nothing: every
     sentinel conversation renders the same with that message as without it (with and without
-    the generation prompt), and the call's name or arguments never print."""
+    the generation prompt), and prints the tool result."""
     from .hf_render import render_hf
 
     tokens = source.template_variables()
