@@ -11,7 +11,8 @@ from typing import Any
 
 from deploy_to_ollama.capabilities import compare_capabilities
 from deploy_to_ollama.chat_template import TemplateSource, translate_template
-from deploy_to_ollama.chat_template.tool_turns import drops_empty_calls
+from deploy_to_ollama.chat_template.tool_turns import drops_empty_calls, ignores_empty_calls
+from deploy_to_ollama.ollama_route import ModelFacts, select_route
 from support.go_claims import go_mismatches
 
 GLM_LIKE = (
@@ -26,6 +27,20 @@ CALL_PRINTED = GLM_LIKE.replace(
     "{{ item['content'] }}{% elif item['tool_calls'] %}<|assistant|>\n"
     "{{ item['tool_calls'][0]['function']['name'] }}{% endif %}",
 )
+DEEPSEEK_DISTILL_LIKE = (
+    "{{ bos_token }}{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}<|User|>{{ m['content'] }}"
+    "{%- elif m['role'] == 'assistant' and m['content'] is none -%}"
+    "{%- for t in m['tool_calls'] -%}<|Assistant|><|call|>{{ t['function']['name'] }}"
+    "{%- endfor -%}"
+    "{%- elif m['role'] == 'assistant' -%}<|Assistant|>{{ m['content'] }}<|end|>"
+    "{%- elif m['role'] == 'tool' -%}<|output|>{{ m['content'] }}<|/output|>"
+    "{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}<|Assistant|>{%- endif -%}"
+)
+#: Near-miss: calls print whatever the content.
+CALLS_PRINTED = DEEPSEEK_DISTILL_LIKE.replace(
+    "and m['content'] is none", "and m['tool_calls'] is defined"
+)
 TOOL_TURNS = ("tool_call_and_result", "tool_results_then_answer", "same_tool_twice")
 
 
@@ -39,7 +54,7 @@ def test_a_dropped_call_turn_is_skipped_by_the_template(go_oracle: Any) -> None:
     source = _source(GLM_LIKE)
     assert drops_empty_calls(source)
     result = translate_template(source)
-    assert result.verified and result.shape is not None and result.shape.calls_dropped
+    assert result.verified and result.shape is not None and result.shape.call_turn == "dropped"
     statuses = {p.probe: p.status for p in result.report.probes}
     assert all(statuses[name] == "match" for name in TOOL_TURNS)
     assert compare_capabilities(source.template, result.template).parity
@@ -50,6 +65,29 @@ def test_a_call_printed_without_content_is_not_read_as_dropped() -> None:
     source = _source(CALL_PRINTED)
     assert not drops_empty_calls(source)
     result = translate_template(source)
-    assert result.shape is None or not result.shape.calls_dropped
+    assert result.shape is None or result.shape.call_turn != "dropped"
     statuses = {p.probe: p.status for p in result.report.probes}
     assert all(statuses[name] != "match" for name in TOOL_TURNS)
+
+
+def test_calls_ignored_for_empty_content_keep_the_round_trip(go_oracle: Any) -> None:
+    source = _source(DEEPSEEK_DISTILL_LIKE)
+    assert ignores_empty_calls(source) and not drops_empty_calls(source)
+    result = translate_template(source)
+    assert result.verified and result.shape is not None and result.shape.call_turn == "empty"
+    statuses = {p.probe: p.status for p in result.report.probes}
+    assert all(statuses[name] == "match" for name in TOOL_TURNS)
+    assert compare_capabilities(source.template, result.template).parity
+    decision = select_route(ModelFacts(template=result.template, jinja=source.template), "0.33.0")
+    assert decision.path == "rendered"
+    assert go_mismatches(go_oracle, source, result) == []
+
+
+def test_calls_printed_for_empty_content_are_not_read_as_ignored() -> None:
+    source = _source(CALLS_PRINTED)
+    assert not ignores_empty_calls(source) and not drops_empty_calls(source)
+    result = translate_template(source)
+    assert result.shape is None or result.shape.call_turn == ""
+    assert ".ToolCalls" not in result.template or any(
+        p.status == "match" and p.probe == "tool_call_and_result" for p in result.report.probes
+    )

@@ -241,7 +241,7 @@ def _inline_head(shape: TemplateShape) -> str | None:
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    dropped = shape.calls_dropped and tools is None
+    dropped = shape.call_turn == "dropped" and (tools is None or tools.calls is None)
     if dropped:
         # A message with calls and no content prints nothing (GLM-4: tool_turns.py).
         pieces += [Act("if or .Content (not .ToolCalls)")]
@@ -262,14 +262,17 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     elif tools is not None and tools.calls is not None:
         pieces += tool_calls(shape, tools, tools.calls)
     else:
+        if shape.call_turn == "empty":
+            # Calls print nothing (tool_turns.py); the reference gives Ollama's round trip.
+            pieces += [Act("if .ToolCalls"), Act("end")]
         pieces += trimmed(".Content", shape.trim("assistant"), "a")
         pieces += prefill_trailing(shape, "a")
         if shape.assistant_suffix:
             pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
+    pieces += [Act("end")] if dropped else []
     if tools is not None and tools.results:
         pieces += tool_results(shape, tools)
         return [*pieces, Act("end"), Act("$prevRole = .Role"), Act("end")]
-    pieces += [Act("end")] if dropped else []
     if shape.tool_turn is not None:
         prefix, suffix, suffix_last = shape.tool_turn
         pieces += [Act('else if eq .Role "tool"'), *named(prefix), Act(".Content")]

@@ -88,9 +88,12 @@ class TemplateShape:
     ``""`` none, ``"nl"`` newlines only (``lstrip('\\n')``), ``"ws"`` all (``strip()``)."""
     tool_turn: tuple[str, str, str] | None = None
     """(prefix, suffix, suffix when last) of a tool result message, where one was observed."""
-    calls_dropped: bool = False
-    """Whether an assistant message with tool calls and empty content prints nothing at all
-    (GLM-4 prints only messages with content; ``tool_turns``)."""
+    call_turn: str = ""
+    """How an assistant message with tool calls and empty content prints where the Jinja
+    ignores its calls (``tool_turns``): ``dropped``, not at all (GLM-4 prints only messages
+    with content); ``empty``, as an empty turn (DeepSeek R1's distills print calls only for a
+    content that is None), the TEMPLATE naming ``.ToolCalls`` without printing them so Ollama
+    sees the Jinja's tool round trip; ``""``: not read."""
     think: ThinkShape | None = None
     """How the template prints reasoning and its thinking switch, where it has them."""
     prefill_trailing: bool = False

@@ -1,11 +1,13 @@
 """Tool turns a Jinja template prints otherwise than an ordinary turn: an assistant message
-that carries only tool calls, which some templates drop whole.
+that carries only tool calls (empty content, as Ollama sends a call).
 
-GLM-4 prints a message only when its content is true, so an assistant turn with tool calls and
-empty content (what Ollama sends for a call) leaves no trace: the tool result follows the user
-turn directly. Read off sentinel renders: the conversation with that message and without it
-render the same; the TEMPLATE then skips an assistant message with calls and no content, which
-also names ``.ToolCalls`` (Ollama's tool round trip, ``capabilities``).
+GLM-4 prints a message only when its content is true, so that message leaves no trace: the
+tool result follows the user turn directly (``dropped``). DeepSeek R1's distills print calls
+only for a content that is None, so it prints as an empty assistant turn (``empty``). Read off
+sentinel renders: the conversations with that message render the same as without it, or as
+with the same message without its calls. The TEMPLATE then skips it, or prints it without its
+calls; either way it names ``.ToolCalls``, which gives Ollama the tool round trip the Jinja
+shows (``capabilities``), and the tool probes prove the prompts.
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ _CALL: dict[str, Any] = {
 }
 
 
-def _conversations(*, with_call: bool) -> list[list[dict[str, Any]]]:
-    """Sentinel conversations around one call: after the first turn, and later on."""
-    call: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [_CALL]}
+def _conversations(call: dict[str, Any] | None) -> list[list[dict[str, Any]]]:
+    """Sentinel conversations around one assistant message ``call`` (None: left out) and its
+    result: after the first turn, followed by a user turn, and later on."""
     result: dict[str, Any] = {
         "role": "tool",
         "content": _RESULT,
         "tool_call_id": "call_1",
         "name": "Zqtoolname",
     }
-    calls = [call] if with_call else []
+    calls = [call] if call is not None else []
     first: list[dict[str, Any]] = [{"role": "user", "content": U1}, *calls, result]
     later: list[dict[str, Any]] = [
         {"role": "user", "content": U1},
@@ -45,14 +47,17 @@ def _conversations(*, with_call: bool) -> list[list[dict[str, Any]]]:
     return [first, [*first, {"role": "user", "content": U2}], later]
 
 
-def drops_empty_calls(source: TemplateSource) -> bool:
-    """Whether an assistant message with tool calls and empty content prints nothing: every
-    sentinel conversation renders the same with that message as without it (with and without
-    the generation prompt), and prints the tool result."""
+_WITH_CALL: dict[str, Any] = {"role": "assistant", "content": "", "tool_calls": [_CALL]}
+_EMPTY: dict[str, Any] = {"role": "assistant", "content": ""}
+
+
+def _render_same(source: TemplateSource, other: dict[str, Any] | None) -> bool:
+    """Every sentinel conversation renders the same with the empty call message as with
+    ``other`` in its place (with and without the generation prompt), result printed."""
     from .hf_render import render_hf
 
     tokens = source.template_variables()
-    pairs = zip(_conversations(with_call=True), _conversations(with_call=False), strict=True)
+    pairs = zip(_conversations(_WITH_CALL), _conversations(other), strict=True)
     for with_call, without in pairs:
         for gen in (True, False):
             try:
@@ -67,14 +72,31 @@ def drops_empty_calls(source: TemplateSource) -> bool:
     return True
 
 
-def with_dropped_calls(source: TemplateSource, shape: TemplateShape) -> TemplateShape | None:
-    """``shape`` reading an assistant message with calls and no content as dropped, where the
-    Jinja drops it (None otherwise)."""
+def drops_empty_calls(source: TemplateSource) -> bool:
+    """Whether an assistant message with tool calls and empty content prints nothing: the
+    sentinel conversations render the same with that message as without it."""
+    return _render_same(source, None)
+
+
+def ignores_empty_calls(source: TemplateSource) -> bool:
+    """Whether the tool calls of an assistant message with empty content print nothing, the
+    message printing as an empty turn: the same with its calls as without them (DeepSeek R1's
+    distills print calls only for a content that is None; Ollama always sends a string)."""
+    return _render_same(source, _EMPTY)
+
+
+def with_call_turns(source: TemplateSource, shape: TemplateShape) -> TemplateShape | None:
+    """``shape`` with how an assistant message with calls and no content prints, where the
+    Jinja drops it or ignores its calls (None otherwise: the tool translation's business)."""
     from dataclasses import replace
 
-    if shape.calls_dropped or not drops_empty_calls(source):
+    if shape.call_turn:
         return None
-    return replace(shape, calls_dropped=True)
+    if drops_empty_calls(source):
+        return replace(shape, call_turn="dropped")
+    if ignores_empty_calls(source):
+        return replace(shape, call_turn="empty")
+    return None
 
 
-__all__ = ["drops_empty_calls", "with_dropped_calls"]
+__all__ = ["drops_empty_calls", "ignores_empty_calls", "with_call_turns"]

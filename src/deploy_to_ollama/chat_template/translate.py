@@ -44,7 +44,7 @@ from .tool_shape import (
     last_user_insertion,
     tool_lead,
 )
-from .tool_turns import with_dropped_calls
+from .tool_turns import with_call_turns
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -144,7 +144,7 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
-            shape = with_dropped_calls(source, shape) or shape
+            shape = with_call_turns(source, shape) or shape
     except TemplateTranslationError as err:
         logger.info("shape inference failed: %s", err)
         shape = None
