@@ -11,7 +11,11 @@ from typing import Any
 
 from deploy_to_ollama.capabilities import compare_capabilities
 from deploy_to_ollama.chat_template import TemplateSource, translate_template
-from deploy_to_ollama.chat_template.tool_turns import drops_empty_calls, ignores_empty_calls
+from deploy_to_ollama.chat_template.tool_turns import (
+    drops_empty_calls,
+    ignores_empty_calls,
+    tool_then_assistant,
+)
 from deploy_to_ollama.ollama_route import ModelFacts, select_route
 from support.go_claims import go_mismatches
 
@@ -40,6 +44,19 @@ DEEPSEEK_DISTILL_LIKE = (
 #: Near-miss: calls print whatever the content.
 CALLS_PRINTED = DEEPSEEK_DISTILL_LIKE.replace(
     "and m['content'] is none", "and m['tool_calls'] is defined"
+)
+PHI4_MINI_REASONING_LIKE = (
+    "<|system|>Be brief.{% for m in messages %}{% if m['role'] == 'system' %} "
+    "{{ m['content'] }}{% endif %}{% endfor %}<|end|>{% for m in messages %}"
+    "{% if m['role'] != 'system' %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% else %}{{ eos_token }}{% endif %}"
+    "{# tool_calls #}"
+)
+#: Near-miss: an answer after a result opens with text taken from that result.
+ANSWER_QUOTES_RESULT = PHI4_MINI_REASONING_LIKE.replace(
+    "{% if m['role'] != 'system' %}",
+    "{% if m['role'] == 'assistant' and loop.previtem and loop.previtem['role'] == 'tool' %}"
+    "<|after {{ loop.previtem['content'][:3] }}|>{% endif %}{% if m['role'] != 'system' %}",
 )
 TOOL_TURNS = ("tool_call_and_result", "tool_results_then_answer", "same_tool_twice")
 
@@ -91,3 +108,26 @@ def test_calls_printed_for_empty_content_are_not_read_as_ignored() -> None:
     assert ".ToolCalls" not in result.template or any(
         p.status == "match" and p.probe == "tool_call_and_result" for p in result.report.probes
     )
+
+
+def test_a_result_closed_before_the_answer_is_read_off(go_oracle: Any) -> None:
+    """Each turn closes at the next one's start: after a result, the answer's opening is
+    printed by the result's turn, as the user's suffix prints it after a user message."""
+    source = _source(PHI4_MINI_REASONING_LIKE)
+    result = translate_template(source)
+    assert result.verified and result.shape is not None
+    assert result.shape.tool_then_assistant == "<|end|><|assistant|>"
+    statuses = {p.probe: p.status for p in result.report.probes}
+    assert all(statuses[name] == "match" for name in (*TOOL_TURNS, "tools_available"))
+    assert compare_capabilities(source.template, result.template).parity
+    assert go_mismatches(go_oracle, source, result) == []
+
+
+def test_an_answer_quoting_the_result_is_not_claimed() -> None:
+    source = _source(ANSWER_QUOTES_RESULT)
+    result = translate_template(source)
+    assert result.shape is not None
+    assert tool_then_assistant(source, result.shape) == "<|end|><|after Zqt|><|assistant|>"
+    statuses = {p.probe: p.status for p in result.report.probes}
+    assert statuses["tool_results_then_answer"] != "match"
+    assert result.tools_inert is None

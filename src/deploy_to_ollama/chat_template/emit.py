@@ -238,6 +238,10 @@ def _inline_head(shape: TemplateShape) -> str | None:
     return shape.head[: len(shape.head) - len(prefix)]
 
 
+#: The role of the message after the current one (inside ``range $i, $_ := .Messages``).
+_NEXT_ROLE = "(index (slice $.Messages $i) 1).Role"
+
+
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
@@ -281,6 +285,10 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         else:
             pieces += [Act("if $last"), *named(suffix_last), Act("else"), *named(suffix)]
             pieces += [Act("end")]
+        if shape.tool_then_assistant:
+            # Before an assistant turn the result closes otherwise (tool_turns.py).
+            pieces += [Act("if not $last"), Act(f'if eq {_NEXT_ROLE} "assistant"')]
+            pieces += [*named(shape.tool_then_assistant), Act("end"), Act("end")]
     pieces += [Act("end"), Act("end")]
     return pieces
 

@@ -85,18 +85,50 @@ def ignores_empty_calls(source: TemplateSource) -> bool:
     return _render_same(source, _EMPTY)
 
 
-def with_call_turns(source: TemplateSource, shape: TemplateShape) -> TemplateShape | None:
+def with_call_turns(source: TemplateSource, shape: TemplateShape) -> TemplateShape:
     """``shape`` with how an assistant message with calls and no content prints, where the
-    Jinja drops it or ignores its calls (None otherwise: the tool translation's business)."""
+    Jinja drops it or ignores its calls, and what closes a result before an answer."""
     from dataclasses import replace
 
+    between = tool_then_assistant(source, shape)
+    if between and between != shape.tool_then_assistant:
+        shape = replace(shape, tool_then_assistant=between)
     if shape.call_turn:
-        return None
+        return shape
     if drops_empty_calls(source):
         return replace(shape, call_turn="dropped")
     if ignores_empty_calls(source):
         return replace(shape, call_turn="empty")
-    return None
+    return shape
 
 
-__all__ = ["drops_empty_calls", "ignores_empty_calls", "with_call_turns"]
+def tool_then_assistant(source: TemplateSource, shape: TemplateShape) -> str:
+    """What the Jinja prints after a tool result that an assistant turn follows, beyond the
+    tool turn's suffix and the assistant's opening ("" when nothing more, or unread).
+
+    Read off one sentinel conversation (a call, its result, the answer, a user turn): the text
+    between the result and the answer must be the tool suffix, then this, then the opening.
+    """
+    from .hf_render import render_hf
+
+    if shape.tool_turn is None:
+        return ""
+    answer: dict[str, Any] = {"role": "assistant", "content": A1}
+    conv = [*_conversations(_WITH_CALL)[0], answer, {"role": "user", "content": U2}]
+    try:
+        text = render_hf(
+            source.template, conv, tokens=source.template_variables(), add_generation_prompt=False
+        )
+    except TemplateRenderError:
+        return ""
+    start, end = text.find(_RESULT), text.find(A1)
+    if start < 0 or end < start:
+        return ""
+    between = text[start + len(_RESULT) : end]
+    suffix, opening = shape.tool_turn[1], shape.assistant_prefix
+    if not between.startswith(suffix) or not between.endswith(opening):
+        return ""
+    return between[len(suffix) : len(between) - len(opening)] if opening else between[len(suffix) :]
+
+
+__all__ = ["drops_empty_calls", "ignores_empty_calls", "tool_then_assistant", "with_call_turns"]

@@ -144,7 +144,7 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
-            shape = with_call_turns(source, shape) or shape
+            shape = with_call_turns(source, shape)
     except TemplateTranslationError as err:
         logger.info("shape inference failed: %s", err)
         shape = None
