@@ -6,6 +6,7 @@ run with their tools offered. A Jinja printing the list in only one case stays w
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,20 @@ def test_a_list_printed_only_after_a_system_message_gets_no_inert_tools() -> Non
     result = translate_template(source)
     assert result.tools_inert is None
     assert "tools" not in go_template_capabilities(result.template)
+
+
+def test_template_json_records_the_evidence(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from deploy_to_ollama.cli import app, rewrite_default_commands
+
+    path = tmp_path / "phi4.jinja"
+    path.write_text(PHI4_MINI_LIKE, encoding="utf-8")
+    out = CliRunner().invoke(app, rewrite_default_commands(["template", str(path), "--json"]))
+    doc = json.loads(out.stdout)
+    assert out.exit_code == 0 and "identically" in doc["tools_inert"]
+    assert doc["capabilities"]["parity"] is True
+    plain = tmp_path / "plain.jinja"
+    plain.write_text(ONLY_THINKING, encoding="utf-8")
+    out = CliRunner().invoke(app, rewrite_default_commands(["template", str(plain), "--json"]))
+    assert json.loads(out.stdout)["tools_inert"] is None
