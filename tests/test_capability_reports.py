@@ -28,7 +28,12 @@ CHATML_GO = (
     "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
     "<|im_start|>assistant\n"
 )
-LOSSY = "{# no tools here, and no <think></think> either #}" + CHATML
+#: Tools printed in a layout no TEMPLATE reproduces (upper-cased), and a comment naming the
+#: thinking tags: both capabilities lost. (A Jinja that names tools and prints nothing of them
+#: keeps tools through an inert .Tools: tool_inert.py, test_tool_inert.py.)
+LOSSY = (
+    "{# no <think></think> here #}{% if tools %}{{ tools | string | upper }}\n{% endif %}" + CHATML
+)
 
 
 def _folder(tmp_path: Path, jinja: str) -> Path:

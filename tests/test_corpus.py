@@ -27,7 +27,9 @@ RATCHET = 298
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
 #: 204 -> 206 (toolsE): the two gpt-oss templates' tool results (see TOOLS_RATCHET).
-TOOL_RESULT_RATCHET = 206
+#: 206 -> 208 (toolsb): GLM-4's two templates, whose Jinja drops an assistant message with
+#: calls and no content (tool_turns.py, TemplateShape.call_turn "dropped").
+TOOL_RESULT_RATCHET = 208
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -164,6 +166,16 @@ TOOLS_093_RATCHET = 67
 #: reasoning. 8 -> 9: measured 9 on the newest Ollama (thinknew, unset think compared as
 #: think true on a thinking TEMPLATE).
 THINKING_OPENED_RATCHET = 9
+
+
+#: Templates whose Jinja shows Ollama the tools capability (by Ollama's substring test) with a
+#: verified TEMPLATE that keeps it: tools, and a tool round trip wherever the Jinja has one, so
+#: Ollama 0.30+ keeps rendering the TEMPLATE instead of preferring the GGUF's Jinja.
+#: Measured with tool_inert.py (an inert .Tools where sentinel renders prove the Jinja ignores
+#: the tool list) and tool_turns.py (a call turn dropped or printed without its calls, a
+#: result closed before the answer): measured 111 of the 138 whose Jinja shows tools and
+#: translates, 21 of them through the inert .Tools (toolsb).
+TOOLS_PARITY_RATCHET = 111
 
 
 def _source(record: dict[str, Any]) -> TemplateSource:
@@ -520,6 +532,43 @@ def test_tool_call_tag_is_what_go_reads_and_what_the_jinja_prints(
         call = next(p for p in result.report.probes if p.probe == "tool_call_and_result")
         if call.status == "match":
             assert tag.strip() in (call.expected or ""), record["_file"]
+
+
+@pytest.mark.slow
+def test_tools_capability_is_kept_where_the_jinja_has_it(
+    corpus_results: list[tuple[dict[str, Any], Any]], go_oracle: Any
+) -> None:
+    """Verified TEMPLATEs keep the tools capability (and round trip) the Jinja shows; every
+    inert .Tools claim is re-rendered in Go with the tools offered."""
+    from deploy_to_ollama.capabilities import TOOLS, compare_capabilities, jinja_capabilities
+    from support.go_claims import go_mismatches
+
+    showing = [
+        (record, result)
+        for record, result in corpus_results
+        if TOOLS in jinja_capabilities(record["jinja"]) and not isinstance(result, DeployError)
+    ]
+    kept = []
+    for record, result in showing:
+        parity = compare_capabilities(record["jinja"], result.template)
+        if result.verified and TOOLS not in parity.lost and not parity.round_trip_lost:
+            kept.append((record, result))
+    inert = [(record, result) for record, result in corpus_results if _inert(result)]
+    print(f"tools capability kept: {len(kept)}/{len(showing)}; inert .Tools: {len(inert)}")
+    assert len(kept) >= TOOLS_PARITY_RATCHET
+    probes = {p.id for p in load_probes() if p.needs_tools}
+    wrong = []
+    for record, result in inert:
+        claims = [c for c in result.report.probes if c.status == "match" and c.probe in probes]
+        assert claims, record["_file"]
+        bos = record.get("bos_token") or "<s>"
+        wrong += [(record["_file"], probe) for probe in
+                  go_mismatches(go_oracle, _source(record), result, claims, bos=bos)]  # fmt: skip
+    assert wrong == []
+
+
+def _inert(result: Any) -> bool:
+    return not isinstance(result, DeployError) and result.tools_inert is not None
 
 
 def test_corpus_folder_layout_is_what_the_ratchet_expects() -> None:

@@ -230,9 +230,10 @@ def test_auto_replaces_a_library_template_that_leaves_native_unproven_with_ours(
     without one (real 0.9.3 stores and shows the models). That TEMPLATE keeps 0.30+ off the
     Jinja, unproven: auto registers the model again with our verified TEMPLATE, beside which
     the Jinja still wins (it shows tools ours lacks): the native route, proven."""
-    from support.routes import OWN_FORMAT
+    from support.routes import OWN_FORMAT, TOOLS_AFTER_SYSTEM
 
-    jinja = OWN_FORMAT + "{% if false %}{{ tools }}{% endif %}"  # no real library match
+    # No real library match; tools printed only after a system message (as LOST_TOOLS): lost.
+    jinja = OWN_FORMAT + TOOLS_AFTER_SYSTEM
     library = "{{ if .Tools }}{{ range .Tools }}{{ . }}{{ end }}{{ end }}{{ .Prompt }}"
     gguf = write_tiny_gguf(tmp_path / "own.gguf", chat_template=jinja)
     with newer_ollama(ollama_server.host, library_template=library) as proxy:

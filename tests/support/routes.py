@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from support.ollama_server import TINY_CHAT_TEMPLATE
 
-#: Ollama's substring rule grants the Jinja ``tools``; it never renders them, so our TEMPLATE
-#: has no ``.Tools``: the TEMPLATE is verified and lacks a capability (capabilities_lost).
-LOST_TOOLS = TINY_CHAT_TEMPLATE + "{% if false %}{{ tools }}{% endif %}"
+#: Ollama's substring rule grants the Jinja ``tools``; it prints them (their count) only after a
+#: system message, which no inert ``.Tools`` may claim (``tool_inert``: one that never prints
+#: them keeps tools) and no TEMPLATE reading reproduces, so our TEMPLATE has no ``.Tools``: it
+#: is verified and lacks a capability (capabilities_lost).
+TOOLS_AFTER_SYSTEM = (
+    "{% if tools and messages[0]['role'] == 'system' %}{{ tools | length }}{% endif %}"
+)
+LOST_TOOLS = TINY_CHAT_TEMPLATE + TOOLS_AFTER_SYSTEM
 #: ChatML behind a long comment: it renders like ChatML, but its text is at edit distance >= 100
 #: from every library template, so ``ollama create`` attaches none (``detectChatTemplate``).
 OWN_FORMAT = (

@@ -238,9 +238,17 @@ def _inline_head(shape: TemplateShape) -> str | None:
     return shape.head[: len(shape.head) - len(prefix)]
 
 
+#: The role of the message after the current one (inside ``range $i, $_ := .Messages``).
+_NEXT_ROLE = "(index (slice $.Messages $i) 1).Role"
+
+
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
+    dropped = shape.call_turn == "dropped" and (tools is None or tools.calls is None)
+    if dropped:
+        # A message with calls and no content prints nothing (GLM-4: tool_turns.py).
+        pieces += [Act("if or .Content (not .ToolCalls)")]
     opens = opening(shape, tools)
     if tools is not None and tools.bare_after_results:
         # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
@@ -258,10 +266,14 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     elif tools is not None and tools.calls is not None:
         pieces += tool_calls(shape, tools, tools.calls)
     else:
+        if shape.call_turn == "empty":
+            # Calls print nothing (tool_turns.py); the reference gives Ollama's round trip.
+            pieces += [Act("if .ToolCalls"), Act("end")]
         pieces += trimmed(".Content", shape.trim("assistant"), "a")
         pieces += prefill_trailing(shape, "a")
         if shape.assistant_suffix:
             pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
+    pieces += [Act("end")] if dropped else []
     if tools is not None and tools.results:
         pieces += tool_results(shape, tools)
         return [*pieces, Act("end"), Act("$prevRole = .Role"), Act("end")]
@@ -273,6 +285,10 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         else:
             pieces += [Act("if $last"), *named(suffix_last), Act("else"), *named(suffix)]
             pieces += [Act("end")]
+        if shape.tool_then_assistant:
+            # Before an assistant turn the result closes otherwise (tool_turns.py).
+            pieces += [Act("if not $last"), Act(f'if eq {_NEXT_ROLE} "assistant"')]
+            pieces += [*named(shape.tool_then_assistant), Act("end"), Act("end")]
     pieces += [Act("end"), Act("end")]
     return pieces
 

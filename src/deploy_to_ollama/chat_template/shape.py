@@ -88,6 +88,16 @@ class TemplateShape:
     ``""`` none, ``"nl"`` newlines only (``lstrip('\\n')``), ``"ws"`` all (``strip()``)."""
     tool_turn: tuple[str, str, str] | None = None
     """(prefix, suffix, suffix when last) of a tool result message, where one was observed."""
+    tool_then_assistant: str = ""
+    """Printed after a tool result that an assistant turn follows, between the tool turn's
+    suffix and the assistant's opening (Phi-4-mini-reasoning closes the result and opens the
+    assistant there, as a user turn's suffix does after a user message; ``tool_turns``)."""
+    call_turn: str = ""
+    """How an assistant message with tool calls and empty content prints where the Jinja
+    ignores its calls (``tool_turns``): ``dropped``, not at all (GLM-4 prints only messages
+    with content); ``empty``, as an empty turn (DeepSeek R1's distills print calls only for a
+    content that is None), the TEMPLATE naming ``.ToolCalls`` without printing them so Ollama
+    sees the Jinja's tool round trip; ``""``: not read."""
     think: ThinkShape | None = None
     """How the template prints reasoning and its thinking switch, where it has them."""
     prefill_trailing: bool = False

@@ -27,6 +27,7 @@ from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
 from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
 from .tool_html import html_escaped
+from .tool_inert import with_inert_tools
 from .tool_opening import OPENS_UNLIKE, marker_moved
 from .tool_ordinals import numbered_tool_shape
 from .tool_props import (
@@ -43,6 +44,7 @@ from .tool_shape import (
     last_user_insertion,
     tool_lead,
 )
+from .tool_turns import with_call_turns
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -59,6 +61,9 @@ class TranslatedTemplate:
     report: VerificationReport
     shape: TemplateShape | None = None
     warnings: tuple[str, ...] = field(default=())
+    tools_inert: str | None = None
+    """Why the TEMPLATE names ``.Tools`` and prints nothing of it (``tool_inert``): the
+    evidence that the Jinja ignores the tool list; None when it has no such reference."""
 
     @property
     def verified(self) -> bool:
@@ -105,7 +110,21 @@ def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> 
     refs = dict(references) if references is not None else reference_renders(source)
     result = with_switched_thinking(source, _translate_plain(source, refs), refs)
     result = with_think_levels(source, result, refs)
-    return with_thinking_generations(source, result, refs)
+    return _inert_tools(source, with_thinking_generations(source, result, refs), refs)
+
+
+def _inert_tools(
+    source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
+) -> TranslatedTemplate:
+    """``result`` keeping Ollama's tools capability where the Jinja has it and ignores the
+    tool list (``tool_inert``); else ``result``."""
+    found = with_inert_tools(
+        source, result.template, result.report, system=result.system, references=refs
+    )
+    if found is None:
+        return result
+    template, report, evidence = found
+    return replace(result, template=template, report=report, tools_inert=evidence.line())
 
 
 def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
@@ -125,6 +144,7 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
+            shape = with_call_turns(source, shape)
     except TemplateTranslationError as err:
         logger.info("shape inference failed: %s", err)
         shape = None

@@ -163,6 +163,7 @@ def translation_json(result: TranslatedTemplate, *, jinja: str | None = None) ->
         "exact_probes": result.report.exact_count,
         "json_equivalent_probes": result.report.json_equivalent_count,
         "warnings": list(result.warnings),
+        "tools_inert": result.tools_inert,
         "ollama_version": result.report.server_version,
         "thinking": thinking_json(result.report),
     } | extra
