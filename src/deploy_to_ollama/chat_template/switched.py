@@ -32,6 +32,7 @@ from ..errors import DeployError, TemplateRenderError
 from .server_rules import current_version
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
+from .think_tags import named_tags, with_named_tags
 from .thinking import OFF, switch_name
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def _joined_or_opened(
         return None
     try:
         if renders is None or renders[1] == renders[2]:
-            return _opened(source, result, refs)
+            return _opened(source, result, refs) or with_named_tags(source, result, refs)
         return _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
@@ -266,9 +267,10 @@ def _settings(
     calls = _call_reasoning(source, on, off)
     if calls is not None:
         tries.append((calls[0], calls[1], True))
-    tags = empty_block(off_prompt) or block_tags(source, switch_name(source))
+    name = switch_name(source)
+    tags = empty_block(off_prompt) or block_tags(source, name) or named_tags(source, name)
     if tags is not None:
-        tries.append((on + _declaration(*tags), off, False))
+        tries.append((on + declaration(*tags), off, False))
     return tries
 
 
@@ -447,7 +449,7 @@ def _opened(
         return None
     if R1 in text or A1 not in text:
         return None  # no evidence that the closing tag ends the reasoning
-    template = result.template + _declaration(opening, closing)
+    template = result.template + declaration(opening, closing)
     return accept_thinking(source, result, template, result.system, refs)
 
 
@@ -457,7 +459,7 @@ def _declares_thinking(template: str) -> bool:
     return template_thinks(template)
 
 
-def _declaration(opening: str, closing: str) -> str:
+def declaration(opening: str, closing: str) -> str:
     """A messages loop that prints nothing and shows Ollama the thinking tags: the Jinja
     template prints no turn's reasoning, and neither does the TEMPLATE."""
     return (
@@ -486,6 +488,7 @@ __all__ = [
     "THREE_NOT_JOINED",
     "accept_thinking",
     "block_tags",
+    "declaration",
     "empty_block",
     "fixed",
     "with_switched_thinking",
