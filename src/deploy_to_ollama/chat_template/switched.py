@@ -29,6 +29,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError, TemplateRenderError
+from .loop_reasoning import with_loop_thinking
 from .server_rules import current_version
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
@@ -183,7 +184,11 @@ def _joined_or_opened(
         return None
     try:
         if renders is None or renders[1] == renders[2]:
-            return _opened(source, result, refs) or with_named_tags(source, result, refs)
+            return (
+                _opened(source, result, refs)
+                or with_named_tags(source, result, refs)
+                or with_loop_thinking(source, result, refs)
+            )
         return _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
