@@ -17,7 +17,7 @@ import pytest
 
 from deploy_to_ollama.chat_template import TemplateSource, translate_template
 from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
-from deploy_to_ollama.chat_template.think_tags import named_tags
+from deploy_to_ollama.chat_template.think_tags import list_block_tags, named_tags
 from support.go_claims import go_mismatches
 from support.go_oracle import GoOracle
 
@@ -57,7 +57,9 @@ def _corpus(name: str) -> TemplateSource:
     )
 
 
-def _claimed_in_go(go_oracle: GoOracle, source: TemplateSource) -> Any:
+def _claimed_in_go(
+    go_oracle: GoOracle, source: TemplateSource, tags: tuple[str, str] = ("<think>", "</think>")
+) -> Any:
     """The translation, with every claim re-rendered in Go and the tags Ollama infers."""
     result = translate_template(source)
     assert result.verified and result.report.thinking_verified
@@ -65,7 +67,7 @@ def _claimed_in_go(go_oracle: GoOracle, source: TemplateSource) -> Any:
     [caps] = go_oracle.run([{"kind": "capabilities", "template": result.template, "data": None}])
     found = json.loads(caps.output)
     assert "thinking" in (found["capabilities"] or [])
-    assert (found["open"], found["close"]) == ("<think>", "</think>")
+    assert (found["open"], found["close"]) == tags
     return result
 
 
@@ -128,3 +130,38 @@ def test_granite_3_2s_quoted_wording_names_no_tag() -> None:
     assert named_tags(source, "thinking") is None
     result = translate_template(source)
     assert not result.report.thinking_verified and not template_thinks(result.template)
+
+
+MINISTRAL = "mistral__mistralai-ministral-3-14b-reasoning-2512.json"
+# Content blocks: a thinking block printed between special tokens, else the text as it is.
+BLOCKS = (
+    "{% for m in messages %}[{{ m.role }}]{% if m.content is string %}{{ m.content }}"
+    "{% else %}{% for b in m.content %}{% if b.type == 'thinking' %}[THINK]{{ b.thinking }}"
+    "[/THINK]{% else %}{{ b.text }}{% endif %}{% endfor %}{% endif %}[/{{ m.role }}]"
+    "{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"
+)
+
+
+def test_tags_read_off_a_thinking_content_block(go_oracle: GoOracle) -> None:
+    # Ministral 3 reasoning prints reasoning only from a {"type": "thinking"} block.
+    source = _corpus(MINISTRAL)
+    assert list_block_tags(source) == ("[THINK]", "[/THINK]")
+    result = _claimed_in_go(go_oracle, source, ("[THINK]", "[/THINK]"))
+    assert result.report.tools_verified
+    assert list_block_tags(_source(BLOCKS)) == ("[THINK]", "[/THINK]")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        BLOCKS.replace("[THINK]{{ b.thinking }}[/THINK]", "{{ b.thinking }}\n"),
+        BLOCKS.replace("{% if m.content is string %}{{ m.content }}{% else %}", "{{ m.content }}")
+        .replace("{% endfor %}{% endif %}[/", "{% endfor %}[/")
+        .replace("{% for b in m.content %}", "{% for b in [] %}"),
+    ],
+    ids=["no_markers", "printed_as_text"],
+)
+def test_blocks_that_show_no_tags_stay_unclaimed(template: str) -> None:
+    source = _source(template)
+    assert list_block_tags(source) is None
+    assert not template_thinks(translate_template(source).template)

@@ -33,7 +33,7 @@ from .loop_reasoning import with_loop_thinking
 from .server_rules import current_version
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
-from .think_tags import named_tags, with_named_tags
+from .think_tags import list_block_tags, named_tags, with_named_tags
 from .thinking import OFF, switch_name
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def _names_no_tags(source: TemplateSource, name: str, renders: tuple[str, str, s
 
     if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or prints_call_reasoning(source):
         return False
-    if block_tags(source, name) is not None:
+    if block_tags(source, name) is not None or list_block_tags(source) is not None:
         return False
     if set(CLOSING_RE.findall(renders[1])) - set(CLOSING_RE.findall(renders[2])):
         return False  # thinking on names a tag, if only in words (Granite: "<think></think>")
@@ -274,6 +274,7 @@ def _settings(
         tries.append((calls[0], calls[1], True))
     name = switch_name(source)
     tags = empty_block(off_prompt) or block_tags(source, name) or named_tags(source, name)
+    tags = tags or list_block_tags(source)
     if tags is not None:
         tries.append((on + declaration(*tags), off, False))
     return tries

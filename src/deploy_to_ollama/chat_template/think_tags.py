@@ -12,6 +12,10 @@ rendering names, in a branch that prints nothing (``switched.declaration``).
 Only the pair Ollama itself reads the Jinja's capability from is taken: a rendering may name
 other pairs (Granite's ``<response></response>``, a citation or answer format), and which of
 them is the model's reasoning would be a guess.
+
+Ministral 3 reasoning prints reasoning only from typed content blocks (``{"type": "thinking",
+"thinking": R}`` gives ``[THINK]R[/THINK]`` before the text block): the special tokens right
+around R there are the tags its model writes (:func:`list_block_tags`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TemplateRenderError
-from .shape import U1
+from .shape import A1, R1, U1, U2
 from .source import TemplateSource
 
 if TYPE_CHECKING:
@@ -84,20 +88,58 @@ def _prompt(source: TemplateSource, kwargs: dict[str, Any]) -> str | None:
         return None
 
 
+#: Assistant content as a list of typed blocks, reasoning first (mistral-common's ThinkChunk).
+THINKING_BLOCKS = ({"type": "thinking", "thinking": R1}, {"type": "text", "text": A1})
+
+
+def list_block_tags(source: TemplateSource) -> tuple[str, str] | None:
+    """The special tokens right around a turn's reasoning given as a typed content block,
+    where the text block follows the closing one (None: the Jinja prints such blocks
+    otherwise, or not at all). Ollama's messages never arrive in that form; the rendering
+    only shows which tags the model writes."""
+    from .call_reasoning import surrounding_markers
+    from .hf_render import render_hf
+
+    turns: list[dict[str, Any]] = [
+        {"role": "user", "content": U1},
+        {"role": "assistant", "content": [dict(block) for block in THINKING_BLOCKS]},
+        {"role": "user", "content": U2},
+    ]
+    try:
+        text = render_hf(source.template, turns, tokens=source.template_variables())
+    except TemplateRenderError:
+        return None
+    if text.count(R1) != 1:
+        return None
+    start = text.index(R1)
+    tags = surrounding_markers(text, start, start + len(R1))
+    if tags is None or not text.startswith(tags[1] + A1, start + len(R1)):
+        return None
+    return tags
+
+
 def with_named_tags(
     source: TemplateSource, result: TranslatedTemplate, refs: Mapping[str, Any]
 ) -> TranslatedTemplate | None:
-    """A Jinja without a thinking switch whose every prompt names the pair (Phi-4-reasoning):
-    ``result``'s TEMPLATE with the pair declared, kept where it verifies (None: no pair, or a
-    probe would be lost)."""
+    """A Jinja without a thinking switch whose every prompt names the pair (Phi-4-reasoning)
+    or whose content blocks show its tags (Ministral 3 reasoning): ``result``'s TEMPLATE with
+    the tags declared, kept where it verifies (None: no tags, or a probe would be lost)."""
     from .switched import accept_thinking, declaration
     from .thinking import switch_name
 
-    tags = named_tags(source, switch_name(source))
+    tags = named_tags(source, switch_name(source)) or list_block_tags(source)
     if tags is None:
         return None
     template = result.template + declaration(*tags)
     return accept_thinking(source, result, template, result.system, refs)
 
 
-__all__ = ["NAMED_PAIR_RE", "OLLAMA_PAIR", "named_pairs", "named_tags", "with_named_tags"]
+__all__ = [
+    "NAMED_PAIR_RE",
+    "OLLAMA_PAIR",
+    "THINKING_BLOCKS",
+    "list_block_tags",
+    "named_pairs",
+    "named_tags",
+    "with_named_tags",
+]
