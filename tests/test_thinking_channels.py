@@ -129,12 +129,16 @@ def test_a_block_that_does_not_join_keeps_its_own_reason() -> None:
 
 
 def test_a_system_line_that_names_tags_in_words_is_not_said_to_name_none() -> None:
-    # Granite 3.2/3.3: "Write your thoughts between <think></think>" (a guess still: the
-    # tags are named, the join is what fails; the reason must not say otherwise).
+    # Granite 3.3: "Write your thoughts between <think></think>": Ollama's own pair, named by
+    # what thinking on adds, is declared (think_tags.py) and thinking verifies on 0.9.3 too.
     named = SYSTEM_LINE_JINJA.replace(
         "Enable deep thinking subroutine.", "Write your thoughts between <think></think>."
     )
     result = translate_template(_source(named), server_version="0.9.3")
+    assert result.report.thinking_verified and template_thinks(result.template)
+    # Another pair is named, but which is the reasoning would be a guess: the join fails.
+    other = named.replace("think>", "thought>")
+    result = translate_template(_source(other), server_version="0.9.3")
     assert not result.report.thinking_verified
     assert _thinking_reasons(result) == {DEFAULT_OFF_NOT_JOINED.format(version="0.9.3")}
 

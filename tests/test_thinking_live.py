@@ -26,6 +26,7 @@ from support.taught_skills_ollama import (
     skills_gguf,  # noqa: F401  (session fixture)
 )
 from support.taught_tools import taught_skills  # noqa: F401  (session fixture)
+from test_thinking_named_tags import FIXED, WORDED
 from test_thinking_switches import GLM_LIKE, OPENED_BY_PROMPT, SMOLLM3_FLAGS
 
 pytestmark = [pytest.mark.slow, pytest.mark.ollama]
@@ -54,7 +55,9 @@ def _api(message: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "jinja", [SMOLLM3_FLAGS, OPENED_BY_PROMPT, GLM_LIKE], ids=["smollm3", "opened", "glm"]
+    "jinja",
+    [SMOLLM3_FLAGS, OPENED_BY_PROMPT, GLM_LIKE, WORDED, FIXED],
+    ids=["smollm3", "opened", "glm", "named_by_switch", "named_in_prompt"],
 )
 def test_server_renders_the_thinking_templates_as_the_jinja(
     ollama_server: OllamaServer,

@@ -29,9 +29,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DeployError, TemplateRenderError
+from .loop_reasoning import with_loop_thinking
 from .server_rules import current_version
 from .shape import A1, R1, U1, U2
 from .source import TemplateSource
+from .think_tags import list_block_tags, named_tags, with_named_tags
 from .thinking import OFF, switch_name
 
 if TYPE_CHECKING:
@@ -145,7 +147,7 @@ def _names_no_tags(source: TemplateSource, name: str, renders: tuple[str, str, s
 
     if empty_block(renders[2]) or OPEN_RE.search(renders[1]) or prints_call_reasoning(source):
         return False
-    if block_tags(source, name) is not None:
+    if block_tags(source, name) is not None or list_block_tags(source) is not None:
         return False
     if set(CLOSING_RE.findall(renders[1])) - set(CLOSING_RE.findall(renders[2])):
         return False  # thinking on names a tag, if only in words (Granite: "<think></think>")
@@ -182,7 +184,11 @@ def _joined_or_opened(
         return None
     try:
         if renders is None or renders[1] == renders[2]:
-            return _opened(source, result, refs)
+            return (
+                _opened(source, result, refs)
+                or with_named_tags(source, result, refs)
+                or with_loop_thinking(source, result, refs)
+            )
         return _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
@@ -266,9 +272,11 @@ def _settings(
     calls = _call_reasoning(source, on, off)
     if calls is not None:
         tries.append((calls[0], calls[1], True))
-    tags = empty_block(off_prompt) or block_tags(source, switch_name(source))
+    name = switch_name(source)
+    tags = empty_block(off_prompt) or block_tags(source, name) or named_tags(source, name)
+    tags = tags or list_block_tags(source)
     if tags is not None:
-        tries.append((on + _declaration(*tags), off, False))
+        tries.append((on + declaration(*tags), off, False))
     return tries
 
 
@@ -447,7 +455,7 @@ def _opened(
         return None
     if R1 in text or A1 not in text:
         return None  # no evidence that the closing tag ends the reasoning
-    template = result.template + _declaration(opening, closing)
+    template = result.template + declaration(opening, closing)
     return accept_thinking(source, result, template, result.system, refs)
 
 
@@ -457,7 +465,7 @@ def _declares_thinking(template: str) -> bool:
     return template_thinks(template)
 
 
-def _declaration(opening: str, closing: str) -> str:
+def declaration(opening: str, closing: str) -> str:
     """A messages loop that prints nothing and shows Ollama the thinking tags: the Jinja
     template prints no turn's reasoning, and neither does the TEMPLATE."""
     return (
@@ -486,6 +494,7 @@ __all__ = [
     "THREE_NOT_JOINED",
     "accept_thinking",
     "block_tags",
+    "declaration",
     "empty_block",
     "fixed",
     "with_switched_thinking",
