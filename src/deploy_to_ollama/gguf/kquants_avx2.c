@@ -1,6 +1,6 @@
 /*
- * Q4_K, Q5_K and Q6_K quantization with AVX2, bit-identical to ggml's reference quantizers (no
- * importance matrix).
+ * Q3_K, Q4_K, Q5_K and Q6_K quantization with AVX2, bit-identical to ggml's reference
+ * quantizers (no importance matrix).
  *
  * Why: Q4_K (Q5_K) is most of a q4_k_m (q5_k_m) file and ggml quantizes it one 32-value
  * sub-block at a time with scalar code; an export spends most of its time there. A super-block
@@ -17,6 +17,9 @@
  * is the same idea on 16-value sub-blocks: ggml's scalar code spends ~5x the time of our Q4_K
  * per value there, so in a q4_k_m export it was about 40% of the quantization time. Block:
  * 128 bytes of low 4 bits, 64 bytes of high 2 bits, 16 int8 scales, fp16 d (210 bytes).
+ *
+ * Q3_K (most of a q3_k_m file) is the same on 16-value sub-blocks with ggml's make_q3_quants;
+ * its scalar code took a quarter of the CPU of a three-quant export (q5_k_m,q4_k_m,q3_k_m).
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -365,6 +368,154 @@ static void quantize_q6_super_block(const float *x, uint8_t *out) {
     memcpy(out + 208, &d, 2);
 }
 
+/*
+ * Q3_K: 16 sub-blocks of 16 values, each searched by ggml's make_q3_quants (nmax 4, weights
+ * x*x, then up to 5 passes that move one level at a time while the error falls); here 8
+ * sub-blocks at a time are the 8 lanes. A pass visits the values in order and each change
+ * updates the sums the next value sees, so the values stay sequential and only the sub-blocks
+ * run side by side. A lane whose pass changed nothing would change nothing in the next pass
+ * (same inputs), so passing on until every lane is done writes ggml's levels.
+ * Block: 32 bytes of high bits, 64 bytes of low 2 bits, 12 bytes of 6-bit scales, fp16 d
+ * (110 bytes).
+ */
+#define Q3_SUB 16
+#define Q3_BYTES 110
+
+/* make_q3_quants(16, 4, x, L, true) on 8 sub-blocks: their scales and levels L (l + 4). */
+static void q3_search(const __m256 xt[Q3_SUB], __m256i levels[Q3_SUB], float scales[LANES]) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 sign_mask = _mm256_set1_ps(-0.f);
+    __m256 amax = zero, max = zero, w[Q3_SUB], wx[Q3_SUB];
+    for (int i = 0; i < Q3_SUB; ++i) {
+        const __m256 ax = _mm256_andnot_ps(sign_mask, xt[i]);
+        const __m256 larger = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+        amax = _mm256_blendv_ps(amax, ax, larger);
+        max = _mm256_blendv_ps(max, xt[i], larger);
+        w[i] = _mm256_mul_ps(xt[i], xt[i]);
+        wx[i] = _mm256_mul_ps(w[i], xt[i]);
+    }
+    const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+    const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(-4.f), max);
+    __m256 sumlx = zero, suml2 = zero, lf[Q3_SUB];
+    for (int i = 0; i < Q3_SUB; ++i) {
+        levels[i] = clamp_range(round_lanes(_mm256_mul_ps(iscale, xt[i])), -4, 3);
+        lf[i] = _mm256_cvtepi32_ps(levels[i]);
+        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
+        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
+    }
+    for (int pass = 0; pass < 5; ++pass) {
+        __m256 changed = zero;
+        for (int i = 0; i < Q3_SUB; ++i) {
+            __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
+            const __m256 positive = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
+            __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
+            const __m256i new_l = clamp_range(
+                round_lanes(_mm256_div_ps(_mm256_mul_ps(xt[i], sl2), slx)), -4, 3);
+            const __m256 new_f = _mm256_cvtepi32_ps(new_l);
+            slx = _mm256_add_ps(slx, _mm256_mul_ps(wx[i], new_f));
+            sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[i], new_f), new_f));
+            const __m256 differs = _mm256_castsi256_ps(
+                _mm256_xor_si256(_mm256_cmpeq_epi32(new_l, levels[i]), _mm256_set1_epi32(-1)));
+            const __m256 lower = _mm256_cmp_ps(
+                _mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
+                _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ);
+            /* ggml tests slx > 0 before the new level, sl2 > 0 and the error after it. */
+            const __m256 take = _mm256_and_ps(
+                _mm256_and_ps(positive, differs),
+                _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ), lower));
+            levels[i] = _mm256_blendv_epi8(levels[i], new_l, _mm256_castps_si256(take));
+            lf[i] = _mm256_blendv_ps(lf[i], new_f, take);
+            sumlx = _mm256_blendv_ps(sumlx, slx, take);
+            suml2 = _mm256_blendv_ps(suml2, sl2, take);
+            changed = _mm256_or_ps(changed, take);
+        }
+        if (_mm256_testz_ps(changed, changed)) break;
+    }
+    const __m256i zero_i = _mm256_castps_si256(all_zero);
+    for (int i = 0; i < Q3_SUB; ++i)
+        levels[i] = _mm256_andnot_si256(zero_i, _mm256_add_epi32(levels[i], _mm256_set1_epi32(4)));
+    const __m256 scale = _mm256_blendv_ps(zero, _mm256_div_ps(sumlx, suml2),
+                                          _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ));
+    _mm256_storeu_ps(scales, _mm256_blendv_ps(scale, zero, all_zero));
+}
+
+static void quantize_q3_super_block(const float *x, uint8_t *out) {
+    float scales[2 * LANES];
+    uint8_t level[SUPER];
+    for (int half = 0; half < 2; ++half) {
+        const float *base = x + half * LANES * Q3_SUB;
+        __m256 xt[Q3_SUB];
+        __m256i levels_v[Q3_SUB];
+        for (int i = 0; i < Q3_SUB; ++i) {
+            xt[i] = _mm256_setr_ps(base[i], base[Q3_SUB + i], base[2 * Q3_SUB + i],
+                                   base[3 * Q3_SUB + i], base[4 * Q3_SUB + i],
+                                   base[5 * Q3_SUB + i], base[6 * Q3_SUB + i],
+                                   base[7 * Q3_SUB + i]);
+        }
+        q3_search(xt, levels_v, scales + half * LANES);
+        int32_t lanes[Q3_SUB][LANES];
+        for (int i = 0; i < Q3_SUB; ++i) _mm256_storeu_si256((__m256i *)lanes[i], levels_v[i]);
+        for (int j = 0; j < LANES; ++j)
+            for (int i = 0; i < Q3_SUB; ++i)
+                level[(half * LANES + j) * Q3_SUB + i] = (uint8_t)lanes[i][j];
+    }
+    float max_scale = 0.f, max_abs_scale = 0.f;
+    for (int ib = 0; ib < 2 * LANES; ++ib) {
+        const float abs_scale = scales[ib] < 0 ? -scales[ib] : scales[ib];
+        if (abs_scale > max_abs_scale) {
+            max_abs_scale = abs_scale;
+            max_scale = scales[ib];
+        }
+    }
+    memset(out, 0, Q3_BYTES);
+    uint8_t *hmask = out, *qs = out + 32, *packed = out + 96;
+    int block_scales[2 * LANES];
+    uint16_t d = 0; /* fp16 +0 */
+    if (max_scale != 0.f) {
+        const float iscale = -32.f / max_scale;
+        for (int j = 0; j < 2 * LANES; ++j) {
+            /* ggml stores the rounded value in an int8_t before clamping it. */
+            const int8_t rounded = (int8_t)round_scalar(iscale * scales[j]);
+            const int s = rounded < -32 ? -32 : rounded > 31 ? 31 : rounded;
+            const int stored = s + 32;
+            block_scales[j] = s;
+            if (j < 8) packed[j] = (uint8_t)(stored & 0xF);
+            else packed[j - 8] |= (uint8_t)((stored & 0xF) << 4);
+            packed[j % 4 + 8] |= (uint8_t)((stored >> 4) << (2 * (j / 4)));
+        }
+        d = to_half(1 / iscale);
+    } else {
+        for (int j = 0; j < 2 * LANES; ++j) block_scales[j] = -32; /* the zeroed bytes, read back */
+    }
+    const float d_f = from_half(d);
+    for (int j = 0; j < 2 * LANES; ++j) {
+        const float step = d_f * (float)block_scales[j];
+        if (step == 0.f) continue; /* keep the levels of the search */
+        const __m256 sv = _mm256_set1_ps(step);
+        for (int half = 0; half < 2; ++half) {
+            const float *v = x + Q3_SUB * j + LANES * half;
+            __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), sv)), -4, 3);
+            int32_t got[LANES];
+            _mm256_storeu_si256((__m256i *)got, _mm256_add_epi32(l, _mm256_set1_epi32(4)));
+            for (int i = 0; i < LANES; ++i) level[Q3_SUB * j + LANES * half + i] = (uint8_t)got[i];
+        }
+    }
+    /* The third bit of value j goes to bit j / 32 of hmask[j % 32]. */
+    for (int j = 0; j < SUPER; ++j) {
+        if (level[j] > 3) {
+            hmask[j % 32] |= (uint8_t)(1 << (j / 32));
+            level[j] -= 4;
+        }
+    }
+    for (int j = 0; j < SUPER; j += 128) {
+        for (int i = 0; i < 32; ++i) {
+            const uint8_t *L = level + j + i;
+            qs[j / 4 + i] = (uint8_t)(L[0] | (L[32] << 2) | (L[64] << 4) | (L[96] << 6));
+        }
+    }
+    memcpy(out + 108, &d, 2);
+}
+
 /* 1 when this CPU runs the kernels (AVX2 and F16C); callers fall back to ggml otherwise. */
 int dto_kquants_supported(void) {
     __builtin_cpu_init();
@@ -389,6 +540,15 @@ size_t dto_quantize_q6_k(const float *src, void *dst, int64_t n) {
     for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
         quantize_q6_super_block(src + first, out);
         out += Q6_BYTES;
+    }
+    return (size_t)(out - (uint8_t *)dst);
+}
+
+size_t dto_quantize_q3_k(const float *src, void *dst, int64_t n) {
+    uint8_t *out = (uint8_t *)dst;
+    for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
+        quantize_q3_super_block(src + first, out);
+        out += Q3_BYTES;
     }
     return (size_t)(out - (uint8_t *)dst);
 }
