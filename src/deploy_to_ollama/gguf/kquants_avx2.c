@@ -374,91 +374,172 @@ static void quantize_q6_super_block(const float *x, uint8_t *out) {
  * sub-blocks at a time are the 8 lanes. A pass visits the values in order and each change
  * updates the sums the next value sees, so the values stay sequential and only the sub-blocks
  * run side by side. A lane whose pass changed nothing would change nothing in the next pass
- * (same inputs), so passing on until every lane is done writes ggml's levels.
+ * (same inputs), so passing on until every lane is done writes ggml's levels. Measured on
+ * 0.02-scaled normal weights, one thread: ggml 10.5 ns/value of CPU, this 2.6.
  * Block: 32 bytes of high bits, 64 bytes of low 2 bits, 12 bytes of 6-bit scales, fp16 d
  * (110 bytes).
  */
 #define Q3_SUB 16
 #define Q3_BYTES 110
 
-/* make_q3_quants(16, 4, x, L, true) on 8 sub-blocks: their scales and levels L (l + 4). */
-static void q3_search(const __m256 xt[Q3_SUB], __m256i levels[Q3_SUB], float scales[LANES]) {
-    const __m256 zero = _mm256_setzero_ps();
-    const __m256 sign_mask = _mm256_set1_ps(-0.f);
-    __m256 amax = zero, max = zero, w[Q3_SUB], wx[Q3_SUB];
-    for (int i = 0; i < Q3_SUB; ++i) {
-        const __m256 ax = _mm256_andnot_ps(sign_mask, xt[i]);
-        const __m256 larger = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-        amax = _mm256_blendv_ps(amax, ax, larger);
-        max = _mm256_blendv_ps(max, xt[i], larger);
-        w[i] = _mm256_mul_ps(xt[i], xt[i]);
-        wx[i] = _mm256_mul_ps(w[i], xt[i]);
+/* Transpose 8 rows of 8 floats in place: v[i] becomes column i (lane j = row j). */
+static inline void transpose_8x8(__m256 v[LANES]) {
+    __m256 t[LANES], s[LANES];
+    for (int k = 0; k < LANES; k += 2) {
+        t[k] = _mm256_unpacklo_ps(v[k], v[k + 1]);
+        t[k + 1] = _mm256_unpackhi_ps(v[k], v[k + 1]);
     }
-    const __m256 all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
-    const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(-4.f), max);
-    __m256 sumlx = zero, suml2 = zero, lf[Q3_SUB];
-    for (int i = 0; i < Q3_SUB; ++i) {
-        levels[i] = clamp_range(round_lanes(_mm256_mul_ps(iscale, xt[i])), -4, 3);
-        lf[i] = _mm256_cvtepi32_ps(levels[i]);
-        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
-        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
+    for (int k = 0; k < LANES; k += 4) {
+        s[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
     }
-    for (int pass = 0; pass < 5; ++pass) {
-        __m256 changed = zero;
-        for (int i = 0; i < Q3_SUB; ++i) {
-            __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wx[i], lf[i]));
-            const __m256 positive = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
-            __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w[i], lf[i]), lf[i]));
-            const __m256i new_l = clamp_range(
-                round_lanes(_mm256_div_ps(_mm256_mul_ps(xt[i], sl2), slx)), -4, 3);
-            const __m256 new_f = _mm256_cvtepi32_ps(new_l);
-            slx = _mm256_add_ps(slx, _mm256_mul_ps(wx[i], new_f));
-            sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[i], new_f), new_f));
-            const __m256 differs = _mm256_castsi256_ps(
-                _mm256_xor_si256(_mm256_cmpeq_epi32(new_l, levels[i]), _mm256_set1_epi32(-1)));
-            const __m256 lower = _mm256_cmp_ps(
-                _mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
-                _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ);
-            /* ggml tests slx > 0 before the new level, sl2 > 0 and the error after it. */
-            const __m256 take = _mm256_and_ps(
-                _mm256_and_ps(positive, differs),
-                _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ), lower));
-            levels[i] = _mm256_blendv_epi8(levels[i], new_l, _mm256_castps_si256(take));
-            lf[i] = _mm256_blendv_ps(lf[i], new_f, take);
-            sumlx = _mm256_blendv_ps(sumlx, slx, take);
-            suml2 = _mm256_blendv_ps(suml2, sl2, take);
-            changed = _mm256_or_ps(changed, take);
-        }
-        if (_mm256_testz_ps(changed, changed)) break;
+    for (int k = 0; k < 4; ++k) {
+        v[k] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x20);
+        v[k + 4] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x31);
     }
-    const __m256i zero_i = _mm256_castps_si256(all_zero);
-    for (int i = 0; i < Q3_SUB; ++i)
-        levels[i] = _mm256_andnot_si256(zero_i, _mm256_add_epi32(levels[i], _mm256_set1_epi32(4)));
-    const __m256 scale = _mm256_blendv_ps(zero, _mm256_div_ps(sumlx, suml2),
-                                          _mm256_cmp_ps(suml2, zero, _CMP_GT_OQ));
-    _mm256_storeu_ps(scales, _mm256_blendv_ps(scale, zero, all_zero));
 }
 
-static void quantize_q3_super_block(const float *x, uint8_t *out) {
-    float scales[2 * LANES];
-    uint8_t level[SUPER];
+/*
+ * make_q3_quants(16, 4, x, L, true) on the 8 sub-blocks of one group (lanes = sub-blocks); a
+ * super-block is two groups, searched side by side.
+ */
+#define Q3_GROUPS 2
+
+struct q3_group {
+    __m256 x[Q3_SUB], w[Q3_SUB], wx[Q3_SUB];
+    /* Per value, ggml's terms w*x*L and w*L*L of its current level (the same floats each time
+       ggml recomputes them), so a move that changes nothing multiplies only for the new level. */
+    __m256 lx[Q3_SUB], l2[Q3_SUB];
+    __m256i levels[Q3_SUB];
+    __m256 sumlx, suml2, sumlx2, all_zero; /* sumlx2: sumlx * sumlx */
+};
+
+static inline void q3_start(struct q3_group *g) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 sign_mask = _mm256_set1_ps(-0.f);
+    __m256 amax = zero, max = zero;
+    for (int i = 0; i < Q3_SUB; ++i) {
+        const __m256 ax = _mm256_andnot_ps(sign_mask, g->x[i]);
+        const __m256 larger = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+        amax = _mm256_blendv_ps(amax, ax, larger);
+        max = _mm256_blendv_ps(max, g->x[i], larger);
+        g->w[i] = _mm256_mul_ps(g->x[i], g->x[i]);
+        g->wx[i] = _mm256_mul_ps(g->w[i], g->x[i]);
+    }
+    g->all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+    const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(-4.f), max);
+    __m256 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < Q3_SUB; ++i) {
+        g->levels[i] = clamp_range(round_lanes(_mm256_mul_ps(iscale, g->x[i])), -4, 3);
+        const __m256 lf = _mm256_cvtepi32_ps(g->levels[i]);
+        g->lx[i] = _mm256_mul_ps(g->wx[i], lf);
+        g->l2[i] = _mm256_mul_ps(_mm256_mul_ps(g->w[i], lf), lf);
+        sumlx = _mm256_add_ps(sumlx, g->lx[i]);
+        suml2 = _mm256_add_ps(suml2, g->l2[i]);
+    }
+    g->sumlx = sumlx;
+    g->suml2 = suml2;
+    g->sumlx2 = _mm256_mul_ps(sumlx, sumlx);
+}
+
+/* ggml's move of value i to the level that suits the other values' sums; 1 if a lane took it. */
+static inline int q3_move(struct q3_group *g, int i) {
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 suml2 = g->suml2;
+    __m256 slx = _mm256_sub_ps(g->sumlx, g->lx[i]);
+    const __m256 positive = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
+    __m256 sl2 = _mm256_sub_ps(suml2, g->l2[i]);
+    const __m256i new_l =
+        clamp_range(round_lanes(_mm256_div_ps(_mm256_mul_ps(g->x[i], sl2), slx)), -4, 3);
+    const __m256 new_f = _mm256_cvtepi32_ps(new_l);
+    const __m256 new_lx = _mm256_mul_ps(g->wx[i], new_f);
+    const __m256 new_l2 = _mm256_mul_ps(_mm256_mul_ps(g->w[i], new_f), new_f);
+    slx = _mm256_add_ps(slx, new_lx);
+    sl2 = _mm256_add_ps(sl2, new_l2);
+    /* ggml tests slx > 0 before the new level, then that it differs, sl2 > 0 and the error. */
+    const __m256 same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(new_l, g->levels[i]));
+    const __m256 slx2 = _mm256_mul_ps(slx, slx);
+    const __m256 lower = _mm256_cmp_ps(_mm256_mul_ps(slx2, suml2), _mm256_mul_ps(g->sumlx2, sl2),
+                                       _CMP_GT_OQ);
+    const __m256 take = _mm256_andnot_ps(
+        same, _mm256_and_ps(positive, _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ), lower)));
+    /* Most moves change no lane: a predicted branch lets the next value start before this
+       one's test is done (a blend would chain every value's latency to the previous one's). */
+    if (_mm256_testz_ps(take, take)) return 0;
+    g->levels[i] = _mm256_blendv_epi8(g->levels[i], new_l, _mm256_castps_si256(take));
+    g->lx[i] = _mm256_blendv_ps(g->lx[i], new_lx, take);
+    g->l2[i] = _mm256_blendv_ps(g->l2[i], new_l2, take);
+    g->sumlx = _mm256_blendv_ps(g->sumlx, slx, take);
+    g->suml2 = _mm256_blendv_ps(suml2, sl2, take);
+    g->sumlx2 = _mm256_blendv_ps(g->sumlx2, slx2, take);
+    return 1;
+}
+
+/* Levels L (l + 4, 0 for an all-zero sub-block) and scales of the groups' sub-blocks. */
+static void q3_search(struct q3_group *groups, int count, float scales[][LANES]) {
+    for (int k = 0; k < count; ++k) q3_start(&groups[k]);
+    /* ggml passes over the values at most 5 times and stops after a pass that moved none. Once
+       a group has gone a whole round of 16 values without a move, every value has seen the
+       current sums and stayed: the rest of ggml's passes would move nothing, in any lane. */
+    int quiet[Q3_GROUPS] = {0}, searching = count;
+    for (int pass = 0; pass < 5 && searching > 0; ++pass) {
+        for (int i = 0; i < Q3_SUB; ++i) {
+            for (int k = 0; k < count; ++k) {
+                if (quiet[k] == Q3_SUB) continue;
+                if (q3_move(&groups[k], i)) quiet[k] = 0;
+                else if (++quiet[k] == Q3_SUB) --searching;
+            }
+        }
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    for (int k = 0; k < count; ++k) {
+        struct q3_group *g = &groups[k];
+        const __m256i zero_i = _mm256_castps_si256(g->all_zero);
+        for (int i = 0; i < Q3_SUB; ++i)
+            g->levels[i] =
+                _mm256_andnot_si256(zero_i, _mm256_add_epi32(g->levels[i], _mm256_set1_epi32(4)));
+        const __m256 scale = _mm256_blendv_ps(zero, _mm256_div_ps(g->sumlx, g->suml2),
+                                              _mm256_cmp_ps(g->suml2, zero, _CMP_GT_OQ));
+        _mm256_storeu_ps(scales[k], _mm256_blendv_ps(scale, zero, g->all_zero));
+    }
+}
+
+/* The 256 values of a super-block as two groups of 8 sub-blocks. */
+static void q3_load(const float *x, struct q3_group groups[2]) {
     for (int half = 0; half < 2; ++half) {
         const float *base = x + half * LANES * Q3_SUB;
-        __m256 xt[Q3_SUB];
-        __m256i levels_v[Q3_SUB];
-        for (int i = 0; i < Q3_SUB; ++i) {
-            xt[i] = _mm256_setr_ps(base[i], base[Q3_SUB + i], base[2 * Q3_SUB + i],
-                                   base[3 * Q3_SUB + i], base[4 * Q3_SUB + i],
-                                   base[5 * Q3_SUB + i], base[6 * Q3_SUB + i],
-                                   base[7 * Q3_SUB + i]);
+        for (int column = 0; column < Q3_SUB; column += LANES) {
+            __m256 *v = groups[half].x + column;
+            for (int j = 0; j < LANES; ++j) v[j] = _mm256_loadu_ps(base + Q3_SUB * j + column);
+            transpose_8x8(v);
         }
-        q3_search(xt, levels_v, scales + half * LANES);
-        int32_t lanes[Q3_SUB][LANES];
-        for (int i = 0; i < Q3_SUB; ++i) _mm256_storeu_si256((__m256i *)lanes[i], levels_v[i]);
-        for (int j = 0; j < LANES; ++j)
-            for (int i = 0; i < Q3_SUB; ++i)
-                level[(half * LANES + j) * Q3_SUB + i] = (uint8_t)lanes[i][j];
     }
+}
+
+/* Lane `lane` of 16 vectors of levels: the searched levels of one sub-block. */
+static void q3_lane_levels(const __m256i levels[Q3_SUB], int lane, uint8_t out[Q3_SUB]) {
+    for (int i = 0; i < Q3_SUB; ++i) {
+        int32_t got[LANES];
+        _mm256_storeu_si256((__m256i *)got, levels[i]);
+        out[i] = (uint8_t)got[lane];
+    }
+}
+
+/* Levels (l + 4) of 8 values quantized with the step of their sub-block, as int32 lanes. */
+static inline __m256i q3_level(const float *v, __m256 step) {
+    const __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), step)), -4, 3);
+    return _mm256_add_epi32(l, _mm256_set1_epi32(4));
+}
+
+/* Scales, final levels and bytes of one super-block from its two searched groups. */
+static void q3_write(const float *x, const struct q3_group groups[2],
+                     const float searched[2][LANES], uint8_t *out) {
+    uint8_t level[SUPER];
+    float scales[2 * LANES];
+    memcpy(scales, searched[0], sizeof searched[0]);
+    memcpy(scales + LANES, searched[1], sizeof searched[1]);
     float max_scale = 0.f, max_abs_scale = 0.f;
     for (int ib = 0; ib < 2 * LANES; ++ib) {
         const float abs_scale = scales[ib] < 0 ? -scales[ib] : scales[ib];
@@ -487,31 +568,42 @@ static void quantize_q3_super_block(const float *x, uint8_t *out) {
     } else {
         for (int j = 0; j < 2 * LANES; ++j) block_scales[j] = -32; /* the zeroed bytes, read back */
     }
+    /* Two sub-blocks (32 values) at a time, packed from int32 to bytes in order. */
     const float d_f = from_half(d);
-    for (int j = 0; j < 2 * LANES; ++j) {
-        const float step = d_f * (float)block_scales[j];
-        if (step == 0.f) continue; /* keep the levels of the search */
-        const __m256 sv = _mm256_set1_ps(step);
-        for (int half = 0; half < 2; ++half) {
-            const float *v = x + Q3_SUB * j + LANES * half;
-            __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), sv)), -4, 3);
-            int32_t got[LANES];
-            _mm256_storeu_si256((__m256i *)got, _mm256_add_epi32(l, _mm256_set1_epi32(4)));
-            for (int i = 0; i < LANES; ++i) level[Q3_SUB * j + LANES * half + i] = (uint8_t)got[i];
-        }
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int j = 0; j < 2 * LANES; j += 2) {
+        const float first = d_f * (float)block_scales[j];
+        const float second = d_f * (float)block_scales[j + 1];
+        const float *v = x + Q3_SUB * j;
+        const __m256i a = q3_level(v, _mm256_set1_ps(first));
+        const __m256i b = q3_level(v + LANES, _mm256_set1_ps(first));
+        const __m256i c = q3_level(v + 2 * LANES, _mm256_set1_ps(second));
+        const __m256i e = q3_level(v + 3 * LANES, _mm256_set1_ps(second));
+        const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+        _mm256_storeu_si256((__m256i *)(level + Q3_SUB * j), _mm256_permutevar8x32_epi32(bytes, order));
+        /* A zero step keeps the levels of the search (ggml skips the sub-block). */
+        if (first == 0.f)
+            q3_lane_levels(groups[j / LANES].levels, j % LANES, level + Q3_SUB * j);
+        if (second == 0.f)
+            q3_lane_levels(groups[j / LANES].levels, (j + 1) % LANES, level + Q3_SUB * (j + 1));
     }
-    /* The third bit of value j goes to bit j / 32 of hmask[j % 32]. */
-    for (int j = 0; j < SUPER; ++j) {
-        if (level[j] > 3) {
-            hmask[j % 32] |= (uint8_t)(1 << (j / 32));
-            level[j] -= 4;
-        }
+    /* The third bit of value j goes to bit j / 32 of hmask[j % 32]; byte i of the low bits
+       holds values i, i + 32, i + 64, i + 96 of its 128 (branch-free: the bits are random). */
+    const __m256i three = _mm256_set1_epi8(3);
+    __m256i high = _mm256_setzero_si256(), low[LANES];
+    for (int k = 0; k < LANES; ++k) {
+        const __m256i l = _mm256_loadu_si256((const __m256i *)(level + 32 * k));
+        const __m256i bit = _mm256_set1_epi8((char)(1 << k));
+        high = _mm256_or_si256(high, _mm256_and_si256(_mm256_cmpgt_epi8(l, three), bit));
+        low[k] = _mm256_and_si256(l, three);
     }
-    for (int j = 0; j < SUPER; j += 128) {
-        for (int i = 0; i < 32; ++i) {
-            const uint8_t *L = level + j + i;
-            qs[j / 4 + i] = (uint8_t)(L[0] | (L[32] << 2) | (L[64] << 4) | (L[96] << 6));
-        }
+    _mm256_storeu_si256((__m256i *)hmask, high);
+    for (int half = 0; half < 2; ++half) {
+        const __m256i *four = low + 4 * half; /* 2-bit values: 16-bit shifts stay in their byte */
+        const __m256i packed_low = _mm256_or_si256(
+            _mm256_or_si256(four[0], _mm256_slli_epi16(four[1], 2)),
+            _mm256_or_si256(_mm256_slli_epi16(four[2], 4), _mm256_slli_epi16(four[3], 6)));
+        _mm256_storeu_si256((__m256i *)(qs + 32 * half), packed_low);
     }
     memcpy(out + 108, &d, 2);
 }
@@ -546,8 +638,12 @@ size_t dto_quantize_q6_k(const float *src, void *dst, int64_t n) {
 
 size_t dto_quantize_q3_k(const float *src, void *dst, int64_t n) {
     uint8_t *out = (uint8_t *)dst;
+    struct q3_group groups[Q3_GROUPS];
+    float scales[Q3_GROUPS][LANES];
     for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
-        quantize_q3_super_block(src + first, out);
+        q3_load(src + first, groups);
+        q3_search(groups, Q3_GROUPS, scales);
+        q3_write(src + first, groups, scales, out);
         out += Q3_BYTES;
     }
     return (size_t)(out - (uint8_t *)dst);
