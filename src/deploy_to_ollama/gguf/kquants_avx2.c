@@ -66,6 +66,25 @@ static inline float from_half(uint16_t h) {
     return _cvtsh_ss(h);
 }
 
+/* Transpose 8 rows of 8 floats in place: v[i] becomes column i (lane j = row j). */
+static inline void transpose_8x8(__m256 v[LANES]) {
+    __m256 t[LANES], s[LANES];
+    for (int k = 0; k < LANES; k += 2) {
+        t[k] = _mm256_unpacklo_ps(v[k], v[k + 1]);
+        t[k + 1] = _mm256_unpackhi_ps(v[k], v[k + 1]);
+    }
+    for (int k = 0; k < LANES; k += 4) {
+        s[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int k = 0; k < 4; ++k) {
+        v[k] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x20);
+        v[k + 4] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x31);
+    }
+}
+
 /*
  * Search scale and min of the 8 sub-blocks of one super-block at once (lanes = sub-blocks).
  * xt[i] holds value i of every sub-block; levels[i] receives its 4-bit level.
@@ -187,54 +206,71 @@ static void unpack_scale(int j, const uint8_t packed[12], int *sc, int *m) {
     }
 }
 
+/* Int32 lanes a, b, c, e (32 values in order) as 32 bytes in the same order. */
+static inline __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i e) {
+    const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
+    return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
 static void quantize_super_block(const struct kquant *kind, const float *x, uint8_t *out) {
     __m256 xt[SUB];
     __m256i levels_v[SUB];
     float scales[LANES], mins[LANES];
-    for (int i = 0; i < SUB; ++i) {
-        xt[i] = _mm256_setr_ps(x[i], x[SUB + i], x[2 * SUB + i], x[3 * SUB + i], x[4 * SUB + i],
-                               x[5 * SUB + i], x[6 * SUB + i], x[7 * SUB + i]);
+    for (int column = 0; column < SUB; column += LANES) {
+        for (int j = 0; j < LANES; ++j) xt[column + j] = _mm256_loadu_ps(x + SUB * j + column);
+        transpose_8x8(xt + column);
     }
     search_sub_blocks(kind, xt, levels_v, scales, mins);
-    int32_t lanes[SUB][LANES];
-    for (int i = 0; i < SUB; ++i) _mm256_storeu_si256((__m256i *)lanes[i], levels_v[i]);
-    uint8_t level[SUPER];
-    for (int j = 0; j < LANES; ++j)
-        for (int i = 0; i < SUB; ++i) level[SUB * j + i] = (uint8_t)lanes[i][j];
 
     uint8_t packed[12];
     float max_scale, max_min;
     pack_scales(scales, mins, packed, &max_scale, &max_min);
     const uint16_t d = to_half(max_scale / 63.f);
     const uint16_t dmin = to_half(max_min / 63.f);
+    uint8_t level[SUPER];
     for (int j = 0; j < LANES; ++j) {
         int sc, m;
         unpack_scale(j, packed, &sc, &m);
         const float step = from_half(d) * (float)sc;
-        if (step == 0.f) continue; /* keep the levels of the search */
-        const float offset = from_half(dmin) * (float)m;
-        for (int i = 0; i < SUB; ++i) {
-            int l = round_scalar((x[SUB * j + i] + offset) / step);
-            level[SUB * j + i] = (uint8_t)(l < 0 ? 0 : l > kind->nmax ? kind->nmax : l);
+        if (step == 0.f) { /* keep the levels of the search */
+            for (int i = 0; i < SUB; ++i) {
+                int32_t got[LANES];
+                _mm256_storeu_si256((__m256i *)got, levels_v[i]);
+                level[SUB * j + i] = (uint8_t)got[j];
+            }
+            continue;
         }
+        const __m256 offset = _mm256_set1_ps(from_half(dmin) * (float)m);
+        const __m256 sv = _mm256_set1_ps(step);
+        __m256i l[4];
+        for (int k = 0; k < 4; ++k) {
+            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + SUB * j + LANES * k), offset);
+            l[k] = clamp_lanes(round_lanes(_mm256_div_ps(v, sv)), kind->nmax);
+        }
+        _mm256_storeu_si256((__m256i *)(level + SUB * j), pack_bytes(l[0], l[1], l[2], l[3]));
     }
     memcpy(out, &d, 2);
     memcpy(out + 2, &dmin, 2);
     memcpy(out + 4, packed, 12);
-    uint8_t *high = out + 16;
-    uint8_t *q = kind->nmax > 15 ? high + SUB : high;
-    if (kind->nmax > 15) memset(high, 0, SUB);
+    uint8_t *q = kind->nmax > 15 ? out + 16 + SUB : out + 16;
     /* Pairs of sub-blocks share bytes: low nibble from the first, high from the second; for
-       Q5_K the fifth bits of pair p go to bits 2p and 2p+1 of high[i]. */
+       Q5_K the fifth bits of pair p go to bits 2p and 2p+1 of high[i] (branch-free: they are
+       random, and a mispredicted branch per value cost more than the search). */
+    const __m256i nibble = _mm256_set1_epi8(15);
+    __m256i high = _mm256_setzero_si256();
     for (int pair = 0; pair < LANES / 2; ++pair) {
-        for (int i = 0; i < SUB; ++i) {
-            int a = level[64 * pair + i], b = level[64 * pair + SUB + i];
-            if (a > 15) { a -= 16; high[i] |= (uint8_t)(1 << (2 * pair)); }
-            if (b > 15) { b -= 16; high[i] |= (uint8_t)(2 << (2 * pair)); }
-            q[i] = (uint8_t)(a | (b << 4));
-        }
-        q += SUB;
+        const __m256i a = _mm256_loadu_si256((const __m256i *)(level + 64 * pair));
+        const __m256i b = _mm256_loadu_si256((const __m256i *)(level + 64 * pair + SUB));
+        const __m256i bit_a = _mm256_set1_epi8((char)(1 << (2 * pair)));
+        const __m256i bit_b = _mm256_set1_epi8((char)(2 << (2 * pair)));
+        high = _mm256_or_si256(high, _mm256_and_si256(_mm256_cmpgt_epi8(a, nibble), bit_a));
+        high = _mm256_or_si256(high, _mm256_and_si256(_mm256_cmpgt_epi8(b, nibble), bit_b));
+        /* low nibbles: 16-bit shifts of values below 16 stay in their byte */
+        const __m256i low = _mm256_or_si256(_mm256_and_si256(a, nibble),
+                                            _mm256_slli_epi16(_mm256_and_si256(b, nibble), 4));
+        _mm256_storeu_si256((__m256i *)(q + SUB * pair), low);
     }
+    if (kind->nmax > 15) _mm256_storeu_si256((__m256i *)(out + 16), high);
 }
 
 /*
@@ -381,25 +417,6 @@ static void quantize_q6_super_block(const float *x, uint8_t *out) {
  */
 #define Q3_SUB 16
 #define Q3_BYTES 110
-
-/* Transpose 8 rows of 8 floats in place: v[i] becomes column i (lane j = row j). */
-static inline void transpose_8x8(__m256 v[LANES]) {
-    __m256 t[LANES], s[LANES];
-    for (int k = 0; k < LANES; k += 2) {
-        t[k] = _mm256_unpacklo_ps(v[k], v[k + 1]);
-        t[k + 1] = _mm256_unpackhi_ps(v[k], v[k + 1]);
-    }
-    for (int k = 0; k < LANES; k += 4) {
-        s[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        s[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        s[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        s[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int k = 0; k < 4; ++k) {
-        v[k] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x20);
-        v[k + 4] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x31);
-    }
-}
 
 /*
  * make_q3_quants(16, 4, x, L, true) on the 8 sub-blocks of one group (lanes = sub-blocks); a
