@@ -92,6 +92,14 @@ back), and the vocabulary's KV data is freed once every header is written (3B 0.
 0.486-0.488 GB). Row slices of ``B @ A`` (one torch thread) checked against the whole product:
 equal for every block of the 1B and 3B shapes at ranks 7, 8, 16, 64, but not for odd widths
 (65, 1001, 4097 columns, ranks 16-128), so the product stays whole.
+
+Measured 2026-12-04 13:35-13:48 UTC, box shared with other agents (load 8-13: walls inflated
+several times, only CPU seconds compare), ``--pipelines 'ours,ours x3'``, main (8f9bc2c) and
+the AVX2 Q3_K kernel + branch-free Q4_K/Q5_K level writing back to back (three runs of main,
+two of this): ours x3 CPU 41.3-42.3 -> 33.2-33.3 s, ours (q4_k_m) 22.9-23.7 -> 21.4-23.1;
+x3/ours CPU 1.74-1.85 -> 1.44-1.55 (wall 1.66-1.97 -> 1.51 and 3.05, the load's). Quantize
+CPU s of the x3 pass per type: Q3_K 6.4-6.6 -> 1.8, Q5_K 9.0-9.2 -> 5.9-6.0, Q4_K 11.2-11.5 ->
+10.0-10.2, Q6_K 3.0 -> 3.0. The 1.5x wall target needs a quiet rerun.
 """
 
 from __future__ import annotations

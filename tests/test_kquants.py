@@ -1,4 +1,4 @@
-"""Our AVX2 Q4_K/Q5_K/Q6_K kernels write exactly the bytes of ggml's quantizer, on all kinds of
+"""Our AVX2 Q3_K/Q4_K/Q5_K/Q6_K kernels write exactly the bytes of ggml's quantizer, on all kinds of
 weights.
 
 The oracle is ``ggml_quantize_chunk`` of the pinned llama.cpp (the function llama-quantize
@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from deploy_to_ollama.errors import InvalidWeightsError
 from deploy_to_ollama.gguf.quantizer import (
+    GGML_TYPE_Q3_K,
     GGML_TYPE_Q4_K,
     GGML_TYPE_Q5_K,
     GGML_TYPE_Q6_K,
@@ -45,6 +47,13 @@ def _cases() -> dict[str, np.ndarray]:
         "large": normal * 1e4,
         "sub-block-scales": normal * np.repeat(10.0 ** _RNG.uniform(-8, 3, (64, 64)), 16, axis=1),
         "bf16-rounded": _bf16(normal * 0.05),
+        "denormals": normal * 1e-40,
+        "denormal-sub-blocks": np.where((np.arange(1024) // 16 % 2 == 0)[None, :], 1e-40, normal),
+        "tiny": normal * 1e-12,
+        "huge": normal * 1e15,
+        "huge-outliers": np.where(mask < 0.02, 3e14, normal),
+        "signed-grid": _RNG.integers(-4, 4, (32, 1024)) * 0.25,
+        "alternating-signs": np.abs(normal) * np.where(np.arange(1024) % 2 == 0, 1.0, -1.0),
     }
 
 
@@ -72,14 +81,24 @@ def _libraries(toolchain: Any, kernel: Any) -> tuple[QuantLibrary, QuantLibrary]
     return fast, QuantLibrary(toolchain.quant_library)
 
 
-def _quantize(library: QuantLibrary, ggml_type: int, rows: np.ndarray) -> bytes:
+def _quantize(library: QuantLibrary, ggml_type: int, rows: np.ndarray) -> tuple[bytes, bool]:
+    """The bytes written, and whether ggml's validation accepted them (huge weights overflow
+    fp16 scales: then both must write the same bytes and both must be refused)."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
-    out = np.empty(rows.shape[0] * library.row_size(ggml_type, rows.shape[1]), np.uint8)
-    library.quantize_rows(ggml_type, rows, out)
-    return out.tobytes()
+    out = np.zeros(rows.shape[0] * library.row_size(ggml_type, rows.shape[1]), np.uint8)
+    try:
+        library.quantize_rows(ggml_type, rows, out)
+    except InvalidWeightsError:
+        return out.tobytes(), False
+    return out.tobytes(), True
 
 
-KINDS = {"q4_K": GGML_TYPE_Q4_K, "q5_K": GGML_TYPE_Q5_K, "q6_K": GGML_TYPE_Q6_K}
+KINDS = {
+    "q3_K": GGML_TYPE_Q3_K,
+    "q4_K": GGML_TYPE_Q4_K,
+    "q5_K": GGML_TYPE_Q5_K,
+    "q6_K": GGML_TYPE_Q6_K,
+}
 
 
 @pytest.mark.slow
@@ -104,6 +123,37 @@ def test_kernel_equals_ggml_on_random_scales(
         blocks += rng.uniform(-1, 1, (8, 1)) * np.abs(blocks).max() * rng.uniform()
         got = _quantize(fast, KINDS[kind], blocks)
         assert got == _quantize(reference, KINDS[kind], blocks), f"seed {seed}"
+
+
+def _mixed_sub_blocks(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Rows whose every 16-value sub-block is drawn from a different adversarial kind."""
+    shape = (rows, 1024 // 16, 16)
+    magnitude = 10.0 ** rng.uniform(-42, 14, (*shape[:2], 1))
+    kinds = [
+        rng.standard_normal(shape) * magnitude,
+        np.zeros(shape),
+        np.broadcast_to(rng.standard_normal((*shape[:2], 1)) * magnitude, shape),
+        np.where(rng.uniform(size=shape) < 1 / 16, magnitude, 0.0),
+        rng.integers(-4, 4, shape) * magnitude,
+        -np.abs(rng.standard_normal(shape)) * magnitude,
+        rng.standard_normal(shape) * 1e-40,
+    ]
+    choice = rng.integers(0, len(kinds), (*shape[:2], 1))
+    return np.choose(choice, kinds).reshape(rows, 1024)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_kernel_equals_ggml_on_mixed_sub_blocks(
+    kind: str, llama_cpp_toolchain: Any, kernel: Any
+) -> None:
+    """Sub-blocks of zeros, constants, spikes, grids, negatives and denormals side by side, with
+    magnitudes from denormal to overflowing fp16 (a super-block mixes lanes of every kind)."""
+    fast, reference = _libraries(llama_cpp_toolchain, kernel)
+    for seed in range(20):
+        rows = _mixed_sub_blocks(np.random.default_rng(1000 + seed), 64)
+        got = _quantize(fast, KINDS[kind], rows)
+        assert got == _quantize(reference, KINDS[kind], rows), f"seed {seed}"
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from ..errors import ConversionError, InvalidWeightsError
 
 _MAX_DIMS = 4
 #: ggml's type ids (``enum ggml_type``) of the types our AVX2 kernels compute.
+GGML_TYPE_Q3_K = 11
 GGML_TYPE_Q4_K = 12
 GGML_TYPE_Q5_K = 13
 GGML_TYPE_Q6_K = 14
@@ -219,7 +220,7 @@ class QuantLibrary:
 
     @property
     def kernel_types(self) -> frozenset[int]:
-        """The GGML types our AVX2 kernels compute here (Q6_K only from a kernel that has it)."""
+        """The GGML types our AVX2 kernels compute here (an older kernel may lack Q3_K, Q6_K)."""
         return frozenset(self._kernels)
 
     def row_size(self, ggml_type: int, n_per_row: int) -> int:
@@ -326,6 +327,7 @@ def _load_kernels(path: Path) -> dict[int, Any]:
         return {}
     kernels: dict[int, Any] = {}
     for ggml_type, name in (
+        (GGML_TYPE_Q3_K, "dto_quantize_q3_k"),
         (GGML_TYPE_Q4_K, "dto_quantize_q4_k"),
         (GGML_TYPE_Q5_K, "dto_quantize_q5_k"),
         (GGML_TYPE_Q6_K, "dto_quantize_q6_k"),

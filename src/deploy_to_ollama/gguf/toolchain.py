@@ -87,7 +87,7 @@ class Toolchain:
 
     @property
     def kernel_library(self) -> Path | None:
-        """The AVX2 Q4_K kernel, when it was compiled for this machine."""
+        """The AVX2 K-quant kernels, when they were compiled for this machine."""
         path = self.root / KERNEL_LIBRARY
         return path if path.is_file() else None
 

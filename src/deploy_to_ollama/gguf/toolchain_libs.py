@@ -20,8 +20,9 @@ logger = logging.getLogger(__name__)
 #: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
 #: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
 QUANT_LIBRARY = "libdto-llama.so"
-#: Our AVX2 Q4_K/Q5_K/Q6_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several times
-#: faster; optional: absent where they cannot be compiled (no x86-64), and then ggml's code is used.
+#: Our AVX2 Q3_K/Q4_K/Q5_K/Q6_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several
+#: times faster; optional: absent where they cannot be compiled (no x86-64), and then ggml's code
+#: is used.
 KERNEL_LIBRARY = "libdto-kquants.so"
 KERNEL_SOURCE = Path(__file__).with_name("kquants_avx2.c")
 #: No -mfma and no contraction: a fused multiply-add rounds differently from ggml's code.
@@ -61,7 +62,11 @@ def link_quant_library(build: Path, dest: Path) -> None:
 
 
 def compile_kernel(dest: Path) -> bool:
-    """Compile the AVX2 K-quant kernels to ``dest`` unless it is there and newer than its source.
+    """Compile the AVX2 K-quant kernels to ``dest`` unless it was compiled from this source.
+
+    Keyed on the source's SHA-256 (a ``.sha256`` stamp beside it), not on mtimes: a changed
+    ``kquants_avx2.c`` (a new type) is recompiled at the next ``setup`` or toolchain lookup,
+    and a clean build (CI) always compiles it.
 
     Best effort: without a C compiler or off x86-64 there is no kernel and ggml's quantizer is
     used, which is slower and writes the same bytes.
