@@ -287,7 +287,8 @@ def test_several_quants_in_one_pass_equal_each_exported_alone(
         assert file.path.read_bytes() == alone.path.read_bytes(), file.quant
         assert file.tensor_types == alone.files[0].tensor_types
         timings = file.timings
-        assert timings is not None and timings["quantize"] > 0 and timings["write"] > 0
+        # Stages are rounded to the millisecond: writing a tiny model can take less than that.
+        assert timings is not None and timings["quantize"] > 0 and timings["write"] >= 0
         assert {"wall", "read", "merge", "convert"} <= set(timings)
         # quantize split by the GGML types the file holds, e.g. q4_k_m's Q6_K output tensor
         split = {k.split(":", 1)[1]: v for k, v in timings.items() if k.startswith("quantize:")}
