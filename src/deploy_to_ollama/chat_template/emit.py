@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .emit_blank import blank_opening
 from .emit_joined import joined_head
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
@@ -241,7 +242,12 @@ def _inline_head(shape: TemplateShape) -> str | None:
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    opens = opening(shape, tools)
+    calls = tools is not None and (
+        tools.calls is not None or tools.content_dropped or tools.content_after_results is not None
+    )
+    # A blank turn's shorter wrapper (emit_blank), read for turns without tool calls.
+    opened, lead, dropped = (shape, "", "") if calls else blank_opening(shape)
+    opens = opening(opened, tools)
     if tools is not None and tools.bare_after_results:
         # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
         opens = [Act('if ne $prevRole "tool"'), *opens, Act("end")]
@@ -258,10 +264,14 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     elif tools is not None and tools.calls is not None:
         pieces += tool_calls(shape, tools, tools.calls)
     else:
-        pieces += trimmed(".Content", shape.trim("assistant"), "a")
+        pieces += trimmed(".Content", shape.trim("assistant"), "a", lead)
         pieces += prefill_trailing(shape, "a")
         if shape.assistant_suffix:
-            pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
+            kept = shape.assistant_suffix[len(dropped) :]
+            unless: list[Piece] = []
+            if dropped:
+                unless = [Act("if lt $aa $ba"), Lit(dropped), Act("end")]
+            pieces += [Act("if not $last"), *unless, Lit(kept), Act("end")]
     if tools is not None and tools.results:
         pieces += tool_results(shape, tools)
         return [*pieces, Act("end"), Act("$prevRole = .Role"), Act("end")]

@@ -108,6 +108,10 @@ class TemplateShape:
     variants join the system block and the message, then ``strip()``): a blank first message
     takes the lead-in's trailing whitespace (``<</SYS>>\n\n``) with it, with or without a
     system message."""
+    blank_turn: tuple[str, str] | None = None
+    """(lead, dropped) where an assistant turn whose stripped content is blank prints neither
+    the end of its opening (``lead``) nor the start of its closing (``dropped``): Seed-OSS,
+    GLM 4.6 (``emit_blank``); None: a blank turn prints its whole wrapper."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""

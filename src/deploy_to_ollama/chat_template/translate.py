@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import TemplateRenderError, TemplateTranslationError
 from .dates import prints_date, translate_dated
 from .emit import candidate_pieces, candidates, tool_candidates
+from .emit_blank import observe_blank_turn
 from .gotext import go_string, join_pieces
 from .probes import load_probes
 from .pyrepr import REPR_SERVER
@@ -122,6 +123,7 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
     tools = analyse_tools(source)
     try:
         shape = infer_shape(source)
+        shape = replace(shape, blank_turn=observe_blank_turn(source, shape))
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
