@@ -24,6 +24,7 @@ from .emit_tools import (
 )
 from .emit_trim import trimmed
 from .gotext import Act, Lit, Piece, go_string, join_pieces
+from .last_role import preamble_by_last_role
 from .shape import TemplateShape
 from .source import TemplateSource
 from .system_variants import (
@@ -300,7 +301,7 @@ def _emit(
     ``empty_system``: what an empty system message does: ``render`` its wrapper, ``skip`` it,
     or stand for the ``default`` system prompt (templates that test the content's truth).
     """
-    pieces: list[Piece] = [Lit(_strip_bos(source, shape.preamble))]
+    pieces = preamble_by_last_role(shape, lambda text: _strip_bos(source, text))
     inside_user = shape.system_mode in ("first_user", "last_user", "final_user")
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)

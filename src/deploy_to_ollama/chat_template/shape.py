@@ -112,6 +112,9 @@ class TemplateShape:
     """(lead, dropped) where an assistant turn whose stripped content is blank prints neither
     the end of its opening (``lead``) nor the start of its closing (``dropped``): Seed-OSS,
     GLM 4.6 (``emit_blank``); None: a blank turn prints its whole wrapper."""
+    lead_after_assistant: str | None = None
+    """The preamble where the conversation ends with an assistant message, where it differs
+    from ``preamble`` (Llama Guard 3 names the role to check: ``last_role``)."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""

@@ -18,6 +18,7 @@ from .dates import prints_date, translate_dated
 from .emit import candidate_pieces, candidates, tool_candidates
 from .emit_blank import observe_blank_turn
 from .gotext import go_string, join_pieces
+from .last_role import observe_lead_after_assistant
 from .probes import load_probes
 from .pyrepr import REPR_SERVER
 from .server_rules import for_server
@@ -124,6 +125,7 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
     try:
         shape = infer_shape(source)
         shape = replace(shape, blank_turn=observe_blank_turn(source, shape))
+        shape = replace(shape, lead_after_assistant=observe_lead_after_assistant(source, shape))
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
