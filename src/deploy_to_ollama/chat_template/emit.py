@@ -27,6 +27,7 @@ from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .last_role import preamble_by_last_role
 from .shape import TemplateShape
 from .source import TemplateSource
+from .system_later import later_system
 from .system_variants import (
     absent_system_default,
     any_system,
@@ -359,6 +360,7 @@ def _emit(
         ]
     pieces += trimmed(".Content", shape.trim("user"), "u")
     pieces += _user_tail(shape)
+    pieces += later_system(shape, trimmed)
     return pieces + _assistant(shape, tools)
 
 
