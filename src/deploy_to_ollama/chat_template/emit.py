@@ -28,6 +28,7 @@ from .last_role import preamble_by_last_role
 from .shape import TemplateShape
 from .source import TemplateSource
 from .system_later import later_system
+from .system_pad import padded_lead
 from .system_variants import (
     absent_system_default,
     any_system,
@@ -199,7 +200,7 @@ def _emit_header(
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
     inline = _inline_head(shape) if empty_system == "inline" else None
     head, after, lead, head_lead = joined_head(shape, _strip_bos(source, shape.head), after, inline)
-    pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
+    pieces += [Act(f"if {has}"), *padded_lead(shape, _strip_bos(source, before))]
     pieces += [*trimmed(expr, shape.trim("system"), "s"), Lit(after)]
     if inline is not None:
         # An empty leading system turn prints between the lead-in and the first user turn

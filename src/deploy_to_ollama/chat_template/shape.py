@@ -115,6 +115,9 @@ class TemplateShape:
     lead_after_assistant: str | None = None
     """The preamble where the conversation ends with an assistant message, where it differs
     from ``preamble`` (Llama Guard 3 names the role to check: ``last_role``)."""
+    system_pad: str | None = None
+    """Text printed once per system message before the system lead-in (``head_system``'s
+    before), where the Jinja's loop over them prints it (DeepSeek V2.5: ``system_pad``)."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""

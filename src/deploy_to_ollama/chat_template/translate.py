@@ -25,6 +25,7 @@ from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
+from .system_pad import observe_system_pad
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
 from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
@@ -126,6 +127,7 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
         shape = infer_shape(source)
         shape = replace(shape, blank_turn=observe_blank_turn(source, shape))
         shape = replace(shape, lead_after_assistant=observe_lead_after_assistant(source, shape))
+        shape = replace(shape, system_pad=observe_system_pad(source, shape))
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
