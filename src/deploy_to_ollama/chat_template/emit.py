@@ -23,6 +23,7 @@ from .emit_tools import (
     tool_results,
 )
 from .emit_trim import trimmed
+from .first_bare import user_opening
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .last_role import preamble_by_last_role
 from .shape import TemplateShape
@@ -341,7 +342,7 @@ def _emit(
     else:
         pieces += [Act('if eq .Role "user"')]
     if last_user is None:
-        pieces += [Lit(shape.user_prefix)]
+        pieces += user_opening(shape)
     else:
         at, text = last_user
         pieces += [Lit(shape.user_prefix[:at]), Act("if eq $i $lastUser"), Lit(text), Act("end")]

@@ -118,6 +118,9 @@ class TemplateShape:
     system_pad: str | None = None
     """Text printed once per system message before the system lead-in (``head_system``'s
     before), where the Jinja's loop over them prints it (DeepSeek V2.5: ``system_pad``)."""
+    later_user_prefix: str | None = None
+    """The opening of a user message at index 2 or later, where the first one (index 0, or 1
+    after a system message) opens with ``user_prefix`` (Smaug: ``first_bare``)."""
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""

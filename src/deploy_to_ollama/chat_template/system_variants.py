@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from .first_bare import bare_first_variant
 from .gotext import Act, Lit, Piece
 from .shape import A1, SYS, SYS2, U1, U2, TemplateShape, _between, _Renderer, _with_system
 from .source import TemplateSource
@@ -51,6 +52,9 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
     moved = _resplit(render, shape, text)
     if moved is not None:
         found.append(moved)
+    bare = bare_first_variant(render, shape, text)
+    if bare is not None:
+        found.append(bare)
     return found
 
 
