@@ -19,6 +19,7 @@ from .first_bare import bare_first_variant
 from .gotext import Act, Lit, Piece
 from .shape import A1, SYS, SYS2, U1, U2, TemplateShape, _between, _Renderer, _with_system
 from .source import TemplateSource
+from .system_absent import empty_default_variant
 from .system_each import EACH, each_system_scan
 
 #: A system message after the first turn.
@@ -55,6 +56,9 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
     bare = bare_first_variant(render, shape, text)
     if bare is not None:
         found.append(bare)
+    empty = empty_default_variant(shape, source.bos_token or "")
+    if empty is not None:
+        found.append(empty)
     return found
 
 
