@@ -47,6 +47,7 @@ from .tool_shape import (
     tool_lead,
 )
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
+from .user_only import user_only_shape
 from .verify import VerificationReport, reference_renders, verify_template
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,9 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
             shape = replace(shape, tool_turn=tool_turn(source, shape))
     except TemplateTranslationError as err:
         logger.info("shape inference failed: %s", err)
-        shape = None
-        warnings.append(f"could not infer the template's structure: {err}")
+        shape = user_only_shape(source)
+        if shape is None:
+            warnings.append(f"could not infer the template's structure: {err}")
     best: tuple[int, TranslatedTemplate] | None = None
     for reading in _readings(source, shape):
         found = candidates(source, reading)
