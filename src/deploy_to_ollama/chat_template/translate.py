@@ -16,16 +16,14 @@ from typing import Any
 from ..errors import TemplateRenderError, TemplateTranslationError
 from .dates import prints_date, translate_dated
 from .emit import candidate_pieces, candidates, tool_candidates
-from .emit_blank import observe_blank_turn
 from .gotext import go_string, join_pieces
-from .last_role import observe_lead_after_assistant
+from .plain_readings import with_plain_readings
 from .probes import load_probes
 from .pyrepr import REPR_SERVER
 from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
-from .system_pad import observe_system_pad
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
 from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
@@ -124,11 +122,9 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
         )
     warnings: list[str] = []
     tools = analyse_tools(source)
+    shape: TemplateShape | None
     try:
-        shape = infer_shape(source)
-        shape = replace(shape, blank_turn=observe_blank_turn(source, shape))
-        shape = replace(shape, lead_after_assistant=observe_lead_after_assistant(source, shape))
-        shape = replace(shape, system_pad=observe_system_pad(source, shape))
+        shape = with_plain_readings(source, infer_shape(source))
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
