@@ -26,6 +26,7 @@ from .emit_trim import trimmed
 from .first_bare import user_opening
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .last_role import preamble_by_last_role
+from .last_turns import frame_pieces
 from .shape import TemplateShape
 from .source import TemplateSource
 from .system_later import later_system
@@ -68,7 +69,11 @@ def candidate_pieces(
 ) -> list[tuple[list[Piece], str | None]]:
     """:func:`candidates` as pieces, for the tool TEMPLATEs that embed one (``tool_candidates``)."""
     if shape is None:
-        return [([Act("range .Messages"), Act(".Content"), Act("end")], None)]
+        # A frame around the last turns (last_turns), then every content as it stands.
+        framed = frame_pieces(source)
+        fallback: list[Piece] = [Act("range .Messages"), Act(".Content"), Act("end")]
+        found_none: list[tuple[list[Piece], str | None]] = [(framed, None)] if framed else []
+        return [*found_none, (fallback, None)]
     found: list[tuple[list[Piece], str | None]] = []
     modes = ["render", "skip"] + (["default"] if shape.default_system else [])
     shapes = [shape]
