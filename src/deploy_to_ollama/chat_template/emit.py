@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .emit_blank import blank_opening
+from .emit_fold import folded
 from .emit_joined import joined_head
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
@@ -273,7 +274,8 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     elif tools is not None and tools.calls is not None:
         pieces += tool_calls(shape, tools, tools.calls)
     else:
-        pieces += trimmed(".Content", shape.trim("assistant"), "a", lead)
+        fold, text = folded(".Content", shape.fold("assistant"), "a")
+        pieces += [*fold, *trimmed(text, shape.trim("assistant"), "a", lead)]
         pieces += prefill_trailing(shape, "a")
         if shape.assistant_suffix:
             kept = shape.assistant_suffix[len(dropped) :]
@@ -365,7 +367,8 @@ def _emit(
             Lit(shape.system_suffix),
             Act("end"),
         ]
-    pieces += trimmed(".Content", shape.trim("user"), "u")
+    fold, text = folded(".Content", shape.fold("user"), "u")
+    pieces += [*fold, *trimmed(text, shape.trim("user"), "u")]
     pieces += _user_tail(shape)
     pieces += later_system(shape, trimmed)
     return pieces + _assistant(shape, tools)

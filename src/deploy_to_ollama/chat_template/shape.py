@@ -121,6 +121,13 @@ class TemplateShape:
     later_user_prefix: str | None = None
     """The opening of a user message at index 2 or later, where the first one (index 0, or 1
     after a system message) opens with ``user_prefix`` (Smaug: ``first_bare``)."""
+    folds: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """Per role, the ``str.replace`` chain the Jinja runs on a message's content before
+    printing it (Falcon folds a blank line into one newline: ``emit_fold``)."""
+
+    def fold(self, role: str) -> tuple[tuple[str, str], ...]:
+        """The rewrites of ``role``'s content, in the order the Jinja applies them."""
+        return next((chain for name, chain in self.folds if name == role), ())
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""
