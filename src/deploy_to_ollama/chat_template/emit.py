@@ -30,6 +30,7 @@ from .last_role import preamble_by_last_role
 from .last_turns import frame_pieces
 from .shape import TemplateShape
 from .source import TemplateSource
+from .system_echo import echoed_system
 from .system_later import later_system
 from .system_pad import padded_lead
 from .system_variants import (
@@ -331,7 +332,8 @@ def _emit(
         Act("$last := eq (len (slice $.Messages $i)) 1"),
     ]
     if shape.system_mode in ("hoist", "hoist_last"):
-        pieces += [Act('if eq .Role "system"'), Act('else if eq .Role "user"')]
+        echo = echoed_system(shape, system_content(shape, trimmed))
+        pieces += [Act('if eq .Role "system"'), *echo, Act('else if eq .Role "user"')]
     elif shape.system_mode in ("block", "default_block"):
         pieces += [Act('if eq .Role "system"')]
         content = system_content(shape, trimmed)

@@ -124,6 +124,9 @@ class TemplateShape:
     folds: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
     """Per role, the ``str.replace`` chain the Jinja runs on a message's content before
     printing it (Falcon folds a blank line into one newline: ``emit_fold``)."""
+    system_echo: tuple[str, str] | None = None
+    """(prefix, suffix) of a system message printed again where it stands, in ``hoist`` modes
+    whose collected text is printed before the conversation too (``system_echo``)."""
 
     def fold(self, role: str) -> tuple[tuple[str, str], ...]:
         """The rewrites of ``role``'s content, in the order the Jinja applies them."""

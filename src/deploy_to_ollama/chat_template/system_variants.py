@@ -21,6 +21,7 @@ from .shape import A1, SYS, SYS2, U1, U2, TemplateShape, _between, _Renderer, _w
 from .source import TemplateSource
 from .system_absent import empty_default_variant
 from .system_each import EACH, each_system_scan
+from .system_echo import echo_variants
 
 #: A system message after the first turn.
 MID = (("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2))
@@ -56,6 +57,7 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
     bare = bare_first_variant(render, shape, text)
     if bare is not None:
         found.append(bare)
+    found += echo_variants(shape)
     empty = empty_default_variant(shape, source.bos_token or "")
     if empty is not None:
         found.append(empty)
