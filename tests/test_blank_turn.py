@@ -6,6 +6,7 @@ untrimmed content, gets no such reading and stays unproven on the blank-turn pro
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from deploy_to_ollama.chat_template import TemplateSource, translate_template
 from deploy_to_ollama.chat_template.emit_blank import observe_blank_turn
 from deploy_to_ollama.chat_template.shape import infer_shape
 from support.go_claims import go_mismatches
+from support.shared import CHAT_TEMPLATES_DIR, require_shared
 
 #: Seed-OSS's turns: the newline and the end of turn only beside non-blank content.
 SEED = (
@@ -65,3 +67,19 @@ def test_a_blank_turn_with_its_own_text_stays_unproven() -> None:
     result = translate_template(_source(OWN_TEXT))
     assert not result.verified
     assert BLANK in {p.probe for p in result.report.probes if p.status == "differs"}
+
+
+def test_the_reading_gives_way_where_tools_and_reasoning_prove_more() -> None:
+    # Seed-OSS prints tool calls and reasoning, where the blank-turn reading is not carried:
+    # the TEMPLATE without it proves more probes (all but the blank turn), so it is kept.
+    path = require_shared(CHAT_TEMPLATES_DIR) / "seed-oss__bytedance-seed-oss.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    source = TemplateSource(
+        template=record["jinja"], origin=path, kind="jinja", bos_token="<s>", eos_token="</s>"
+    )
+    result = translate_template(source)
+    assert result.shape is not None and result.shape.blank_turn is None
+    assert result.report.public_verified and result.report.tools_verified
+    matched = {p.probe for p in result.report.probes if p.status == "match"}
+    assert {"reasoning_tool_loop", "tool_call_and_result"} <= matched
+    assert BLANK not in matched

@@ -15,9 +15,13 @@ from .source import TemplateSource
 from .system_pad import observe_system_pad
 
 
-def with_plain_readings(source: TemplateSource, shape: TemplateShape) -> TemplateShape:
-    """``shape`` with every plain-chat reading the Jinja shows filled in."""
-    shape = replace(shape, blank_turn=observe_blank_turn(source, shape))
+def with_plain_readings(
+    source: TemplateSource, shape: TemplateShape, *, blank: bool = True
+) -> TemplateShape:
+    """``shape`` with every plain-chat reading the Jinja shows filled in (the blank-turn one
+    only with ``blank``)."""
+    if blank:
+        shape = replace(shape, blank_turn=observe_blank_turn(source, shape))
     shape = replace(shape, lead_after_assistant=observe_lead_after_assistant(source, shape))
     shape = replace(shape, system_pad=observe_system_pad(source, shape))
     return replace(shape, folds=observe_folds(source))

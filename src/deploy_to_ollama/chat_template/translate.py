@@ -105,13 +105,31 @@ def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> 
     from .think_generations import with_thinking_generations
 
     refs = dict(references) if references is not None else reference_renders(source)
-    result = with_switched_thinking(source, _translate_plain(source, refs), refs)
-    result = with_think_levels(source, result, refs)
-    return with_thinking_generations(source, result, refs)
+
+    def translated(*, blank: bool) -> TranslatedTemplate:
+        result = with_switched_thinking(source, _translate_plain(source, refs, blank=blank), refs)
+        result = with_think_levels(source, result, refs)
+        return with_thinking_generations(source, result, refs)
+
+    result = translated(blank=True)
+    if result.shape is not None and result.shape.blank_turn is not None:
+        # The blank-turn reading is not carried into tool calls or reasoning (emit_blank):
+        # where the TEMPLATE without it proves more probes, that one is the better one.
+        without = translated(blank=False)
+        if _matched(without) > _matched(result):
+            return without
+    return result
 
 
-def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
-    """The translation without thinking settings joined (see ``switched.py``)."""
+def _matched(result: TranslatedTemplate) -> int:
+    return sum(p.status == "match" for p in result.report.probes)
+
+
+def _translate_plain(
+    source: TemplateSource, refs: dict[str, Any], *, blank: bool = True
+) -> TranslatedTemplate:
+    """The translation without thinking settings joined (see ``switched.py``); ``blank``:
+    with the blank-turn reading where the Jinja shows one."""
     if all(isinstance(value, TemplateRenderError) for value in refs.values()):
         first = next(iter(refs.values()))
         hint = "check that this is a chat template for messages with user/assistant roles"
@@ -124,7 +142,7 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
     tools = analyse_tools(source)
     shape: TemplateShape | None
     try:
-        shape = with_plain_readings(source, infer_shape(source))
+        shape = with_plain_readings(source, infer_shape(source), blank=blank)
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
