@@ -22,14 +22,20 @@ from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 #: Verified templates reached so far (of 319); raise it when the engine improves, never lower it.
 #: 293 -> 298: an empty leading system message printed as its own turn before the first user
 #: turn (Command A tool use, Command R7B tool use, Command A reasoning ...).
-RATCHET = 298
+#: 298 -> 306 (plainb): readings of the last turns (ShieldGemma, Granite 3 Guardian, Llama Guard
+#: 3 11B Vision, GPT4All Wizard; last_turns), the last role's lead-in (Llama Guard 3 8B), a
+#: template raising on assistant turns (GPT4All R1 distill; user_only), folded content (Falcon;
+#: emit_fold) and a system message printed twice (Pivot-MoE; system_echo).
+RATCHET = 306
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
 #: 204 -> 206 (toolsE): the two gpt-oss templates' tool results (see TOOLS_RATCHET).
 #: 206 -> 208 (toolsb): GLM-4's two templates, whose Jinja drops an assistant message with
 #: calls and no content (tool_turns.py, TemplateShape.call_turn "dropped").
-TOOL_RESULT_RATCHET = 208
+#: 208 -> 210 (plainb): Granite 3 Guardian, Pivot-MoE, GPT4All Wizard and Seed-OSS 36B (see
+#: RATCHET and VERIFIED_ALL_RATCHET; measured 210 alone, with toolsb's two see below).
+TOOL_RESULT_RATCHET = 210
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -43,7 +49,12 @@ TOOL_RESULT_RATCHET = 208
 #: mid_dropped, see MID_SYSTEM_RATCHET).
 #: 283 -> 285 (plaingaps): system messages collected one by one with the template's own
 #: separator (Nemotron-Mini, Phi-4-mini-reasoning; hoist_sep, see MID_SYSTEM_RATCHET).
-VERIFIED_ALL_RATCHET = 285
+#: 285 -> 298 (plainb): the 8 templates of RATCHET, plus a blank assistant turn's shorter
+#: wrapper (Seed-OSS 36B; emit_blank), a lead-in padded per system message (DeepSeek V2.5;
+#: system_pad), a first user message opening bare (Smaug; first_bare), a later system message
+#: printed where a leading one is dropped (ChatQA; system_later) and the system turn printed
+#: with empty content where none is given (Apriel 1.5; system_absent).
+VERIFIED_ALL_RATCHET = 298
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -57,7 +68,9 @@ VERIFIED_ALL_RATCHET = 285
 #: line after every message) without their text (TemplateShape.mid_dropped).
 #: 292 -> 294 (plaingaps): Nemotron-Mini and Phi-4-mini-reasoning collect the system messages
 #: before the first turn, each trimmed or not, joined with "\n" or " " (TemplateShape.hoist_sep).
-MID_SYSTEM_RATCHET = 294
+#: 294 -> 306 (plainb): Smaug (first_bare), ChatQA (system_later), DeepSeek V2.5 (system_pad),
+#: Apriel 1.5 (system_absent), and the 8 newly verified templates of RATCHET.
+MID_SYSTEM_RATCHET = 306
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument

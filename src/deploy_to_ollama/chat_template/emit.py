@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .emit_blank import blank_opening
+from .emit_fold import folded
 from .emit_joined import joined_head
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
 from .emit_opening import after_query_scan, last_query, opening, reasoning
@@ -22,9 +24,15 @@ from .emit_tools import (
     tool_results,
 )
 from .emit_trim import trimmed
+from .first_bare import user_opening
 from .gotext import Act, Lit, Piece, go_string, join_pieces
+from .last_role import preamble_by_last_role
+from .last_turns import frame_pieces
 from .shape import TemplateShape
 from .source import TemplateSource
+from .system_echo import echoed_system
+from .system_later import later_system
+from .system_pad import padded_lead
 from .system_variants import (
     absent_system_default,
     any_system,
@@ -63,7 +71,11 @@ def candidate_pieces(
 ) -> list[tuple[list[Piece], str | None]]:
     """:func:`candidates` as pieces, for the tool TEMPLATEs that embed one (``tool_candidates``)."""
     if shape is None:
-        return [([Act("range .Messages"), Act(".Content"), Act("end")], None)]
+        # A frame around the last turns (last_turns), then every content as it stands.
+        framed = frame_pieces(source)
+        fallback: list[Piece] = [Act("range .Messages"), Act(".Content"), Act("end")]
+        found_none: list[tuple[list[Piece], str | None]] = [(framed, None)] if framed else []
+        return [*found_none, (fallback, None)]
     found: list[tuple[list[Piece], str | None]] = []
     modes = ["render", "skip"] + (["default"] if shape.default_system else [])
     shapes = [shape]
@@ -196,7 +208,7 @@ def _emit_header(
     pieces += [Act("$sys0 = (index .Messages 0).Content"), Act("end")]
     inline = _inline_head(shape) if empty_system == "inline" else None
     head, after, lead, head_lead = joined_head(shape, _strip_bos(source, shape.head), after, inline)
-    pieces += [Act(f"if {has}"), Lit(_strip_bos(source, before))]
+    pieces += [Act(f"if {has}"), *padded_lead(shape, _strip_bos(source, before))]
     pieces += [*trimmed(expr, shape.trim("system"), "s"), Lit(after)]
     if inline is not None:
         # An empty leading system turn prints between the lead-in and the first user turn
@@ -245,11 +257,16 @@ _NEXT_ROLE = "(index (slice $.Messages $i) 1).Role"
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
-    dropped = shape.call_turn == "dropped" and (tools is None or tools.calls is None)
-    if dropped:
+    calls = tools is not None and (
+        tools.calls is not None or tools.content_dropped or tools.content_after_results is not None
+    )
+    # A blank turn's shorter wrapper (emit_blank), read for turns without tool calls.
+    opened, lead, dropped = (shape, "", "") if calls else blank_opening(shape)
+    call_dropped = shape.call_turn == "dropped" and (tools is None or tools.calls is None)
+    if call_dropped:
         # A message with calls and no content prints nothing (GLM-4: tool_turns.py).
         pieces += [Act("if or .Content (not .ToolCalls)")]
-    opens = opening(shape, tools)
+    opens = opening(opened, tools)
     if tools is not None and tools.bare_after_results:
         # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
         opens = [Act('if ne $prevRole "tool"'), *opens, Act("end")]
@@ -269,11 +286,16 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         if shape.call_turn == "empty":
             # Calls print nothing (tool_turns.py); the reference gives Ollama's round trip.
             pieces += [Act("if .ToolCalls"), Act("end")]
-        pieces += trimmed(".Content", shape.trim("assistant"), "a")
+        fold, text = folded(".Content", shape.fold("assistant"), "a")
+        pieces += [*fold, *trimmed(text, shape.trim("assistant"), "a", lead)]
         pieces += prefill_trailing(shape, "a")
         if shape.assistant_suffix:
-            pieces += [Act("if not $last"), Lit(shape.assistant_suffix), Act("end")]
-    pieces += [Act("end")] if dropped else []
+            kept = shape.assistant_suffix[len(dropped) :]
+            unless: list[Piece] = []
+            if dropped:
+                unless = [Act("if lt $aa $ba"), Lit(dropped), Act("end")]
+            pieces += [Act("if not $last"), *unless, Lit(kept), Act("end")]
+    pieces += [Act("end")] if call_dropped else []
     if tools is not None and tools.results:
         pieces += tool_results(shape, tools)
         return [*pieces, Act("end"), Act("$prevRole = .Role"), Act("end")]
@@ -306,7 +328,7 @@ def _emit(
     ``empty_system``: what an empty system message does: ``render`` its wrapper, ``skip`` it,
     or stand for the ``default`` system prompt (templates that test the content's truth).
     """
-    pieces: list[Piece] = [Lit(_strip_bos(source, shape.preamble))]
+    pieces = preamble_by_last_role(shape, lambda text: _strip_bos(source, text))
     inside_user = shape.system_mode in ("first_user", "last_user", "final_user")
     if inside_user:
         pieces += _system_slot_scan(shape.system_mode)
@@ -326,7 +348,8 @@ def _emit(
         Act("$last := eq (len (slice $.Messages $i)) 1"),
     ]
     if shape.system_mode in ("hoist", "hoist_last"):
-        pieces += [Act('if eq .Role "system"'), Act('else if eq .Role "user"')]
+        echo = echoed_system(shape, system_content(shape, trimmed))
+        pieces += [Act('if eq .Role "system"'), *echo, Act('else if eq .Role "user"')]
     elif shape.system_mode in ("block", "default_block"):
         pieces += [Act('if eq .Role "system"')]
         content = system_content(shape, trimmed)
@@ -344,7 +367,7 @@ def _emit(
     else:
         pieces += [Act('if eq .Role "user"')]
     if last_user is None:
-        pieces += [Lit(shape.user_prefix)]
+        pieces += user_opening(shape)
     else:
         at, text = last_user
         pieces += [Lit(shape.user_prefix[:at]), Act("if eq $i $lastUser"), Lit(text), Act("end")]
@@ -362,8 +385,10 @@ def _emit(
             Lit(shape.system_suffix),
             Act("end"),
         ]
-    pieces += trimmed(".Content", shape.trim("user"), "u")
+    fold, text = folded(".Content", shape.fold("user"), "u")
+    pieces += [*fold, *trimmed(text, shape.trim("user"), "u")]
     pieces += _user_tail(shape)
+    pieces += later_system(shape, trimmed)
     return pieces + _assistant(shape, tools)
 
 

@@ -118,6 +118,29 @@ class TemplateShape:
     variants join the system block and the message, then ``strip()``): a blank first message
     takes the lead-in's trailing whitespace (``<</SYS>>\n\n``) with it, with or without a
     system message."""
+    blank_turn: tuple[str, str] | None = None
+    """(lead, dropped) where an assistant turn whose stripped content is blank prints neither
+    the end of its opening (``lead``) nor the start of its closing (``dropped``): Seed-OSS,
+    GLM 4.6 (``emit_blank``); None: a blank turn prints its whole wrapper."""
+    lead_after_assistant: str | None = None
+    """The preamble where the conversation ends with an assistant message, where it differs
+    from ``preamble`` (Llama Guard 3 names the role to check: ``last_role``)."""
+    system_pad: str | None = None
+    """Text printed once per system message before the system lead-in (``head_system``'s
+    before), where the Jinja's loop over them prints it (DeepSeek V2.5: ``system_pad``)."""
+    later_user_prefix: str | None = None
+    """The opening of a user message at index 2 or later, where the first one (index 0, or 1
+    after a system message) opens with ``user_prefix`` (Smaug: ``first_bare``)."""
+    folds: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    """Per role, the ``str.replace`` chain the Jinja runs on a message's content before
+    printing it (Falcon folds a blank line into one newline: ``emit_fold``)."""
+    system_echo: tuple[str, str] | None = None
+    """(prefix, suffix) of a system message printed again where it stands, in ``hoist`` modes
+    whose collected text is printed before the conversation too (``system_echo``)."""
+
+    def fold(self, role: str) -> tuple[tuple[str, str], ...]:
+        """The rewrites of ``role``'s content, in the order the Jinja applies them."""
+        return next((chain for name, chain in self.folds if name == role), ())
 
     def trim(self, role: str) -> tuple[str, str]:
         """(left, right) stripping of ``role``'s content."""

@@ -15,10 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from .first_bare import bare_first_variant
 from .gotext import Act, Lit, Piece
 from .shape import A1, SYS, SYS2, U1, U2, TemplateShape, _between, _Renderer, _with_system
 from .source import TemplateSource
+from .system_absent import empty_default_variant
 from .system_each import EACH, each_system_scan
+from .system_echo import echo_variants
 
 #: A system message after the first turn.
 MID = (("user", U1), ("assistant", A1), ("system", SYS2), ("user", U2))
@@ -51,6 +54,13 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
     moved = _resplit(render, shape, text)
     if moved is not None:
         found.append(moved)
+    bare = bare_first_variant(render, shape, text)
+    if bare is not None:
+        found.append(bare)
+    found += echo_variants(shape)
+    empty = empty_default_variant(shape, source.bos_token or "")
+    if empty is not None:
+        found.append(empty)
     return found
 
 

@@ -17,6 +17,7 @@ from ..errors import TemplateRenderError, TemplateTranslationError
 from .dates import prints_date, translate_dated
 from .emit import candidate_pieces, candidates, tool_candidates
 from .gotext import go_string, join_pieces
+from .plain_readings import with_plain_readings
 from .probes import load_probes
 from .pyrepr import REPR_SERVER
 from .server_rules import for_server
@@ -46,6 +47,7 @@ from .tool_shape import (
 )
 from .tool_turns import with_call_turns
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
+from .user_only import user_only_shape
 from .verify import VerificationReport, reference_renders, verify_template
 
 logger = logging.getLogger(__name__)
@@ -108,9 +110,20 @@ def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> 
     from .think_generations import with_thinking_generations
 
     refs = dict(references) if references is not None else reference_renders(source)
-    result = with_switched_thinking(source, _translate_plain(source, refs), refs)
-    result = with_think_levels(source, result, refs)
-    return _inert_tools(source, with_thinking_generations(source, result, refs), refs)
+
+    def translated(*, blank: bool) -> TranslatedTemplate:
+        result = with_switched_thinking(source, _translate_plain(source, refs, blank=blank), refs)
+        result = with_think_levels(source, result, refs)
+        return _inert_tools(source, with_thinking_generations(source, result, refs), refs)
+
+    result = translated(blank=True)
+    if result.shape is not None and result.shape.blank_turn is not None:
+        # The blank-turn reading is not carried into tool calls or reasoning (emit_blank):
+        # where the TEMPLATE without it proves more probes, that one is the better one.
+        without = translated(blank=False)
+        if _matched(without) > _matched(result):
+            return without
+    return result
 
 
 def _inert_tools(
@@ -127,8 +140,15 @@ def _inert_tools(
     return replace(result, template=template, report=report, tools_inert=evidence.line())
 
 
-def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> TranslatedTemplate:
-    """The translation without thinking settings joined (see ``switched.py``)."""
+def _matched(result: TranslatedTemplate) -> int:
+    return sum(p.status == "match" for p in result.report.probes)
+
+
+def _translate_plain(
+    source: TemplateSource, refs: dict[str, Any], *, blank: bool = True
+) -> TranslatedTemplate:
+    """The translation without thinking settings joined (see ``switched.py``); ``blank``:
+    with the blank-turn reading where the Jinja shows one."""
     if all(isinstance(value, TemplateRenderError) for value in refs.values()):
         first = next(iter(refs.values()))
         hint = "check that this is a chat template for messages with user/assistant roles"
@@ -139,16 +159,18 @@ def _translate_plain(source: TemplateSource, refs: dict[str, Any]) -> Translated
         )
     warnings: list[str] = []
     tools = analyse_tools(source)
+    shape: TemplateShape | None
     try:
-        shape = infer_shape(source)
+        shape = with_plain_readings(source, infer_shape(source), blank=blank)
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
             shape = with_call_turns(source, shape)
     except TemplateTranslationError as err:
         logger.info("shape inference failed: %s", err)
-        shape = None
-        warnings.append(f"could not infer the template's structure: {err}")
+        shape = user_only_shape(source)
+        if shape is None:
+            warnings.append(f"could not infer the template's structure: {err}")
     best: tuple[int, TranslatedTemplate] | None = None
     for reading in _readings(source, shape):
         found = candidates(source, reading)
