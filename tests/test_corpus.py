@@ -34,8 +34,8 @@ RATCHET = 306
 #: 206 -> 208 (toolsb): GLM-4's two templates, whose Jinja drops an assistant message with
 #: calls and no content (tool_turns.py, TemplateShape.call_turn "dropped").
 #: 208 -> 210 (plainb): Granite 3 Guardian, Pivot-MoE, GPT4All Wizard and Seed-OSS 36B (see
-#: RATCHET and VERIFIED_ALL_RATCHET; measured 210 alone, with toolsb's two see below).
-TOOL_RESULT_RATCHET = 210
+#: RATCHET and VERIFIED_ALL_RATCHET; 210 alone). Merged with toolsb: measured 212.
+TOOL_RESULT_RATCHET = 212
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -192,7 +192,8 @@ THINKING_OPENED_RATCHET = 15
 #: the tool list) and tool_turns.py (a call turn dropped or printed without its calls, a
 #: result closed before the answer): measured 111 of the 138 whose Jinja shows tools and
 #: translates, 21 of them through the inert .Tools (toolsb).
-TOOLS_PARITY_RATCHET = 111
+#: 111 -> 113 merged with plainb (its readings prove two more of them).
+TOOLS_PARITY_RATCHET = 113
 
 
 def _source(record: dict[str, Any]) -> TemplateSource:
