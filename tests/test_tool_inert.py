@@ -27,6 +27,10 @@ ONLY_THINKING = (
     "{% if tools and enable_thinking %}<|tool|>{{ tools | tojson }}<|/tool|>{% endif %}"
     + PHI4_MINI_LIKE
 )
+#: The list printed only under a switch of the Jinja's own, which no request sets.
+ONLY_SWITCHED = (
+    "{% if tools and list_tools %}<|tool|>{{ tools | tojson }}<|/tool|>{% endif %}" + PHI4_MINI_LIKE
+)
 ONLY_WITH_SYSTEM = (
     "{% if tools and messages[0]['role'] == 'system' %}<|tool|>{{ tools | tojson }}<|/tool|>"
     "{% endif %}" + PHI4_MINI_LIKE
@@ -113,3 +117,12 @@ def test_template_json_records_the_evidence(tmp_path: Path) -> None:
     plain.write_text(ONLY_THINKING, encoding="utf-8")
     out = CliRunner().invoke(app, rewrite_default_commands(["template", str(plain), "--json"]))
     assert json.loads(out.stdout)["tools_inert"] is None
+
+
+def test_a_list_printed_only_under_a_switch_of_its_own_gets_no_inert_tools() -> None:
+    source = _source(ONLY_SWITCHED)
+    assert ignores_tool_list(source) is None
+    assert ignores_tool_list(_source(PHI4_MINI_LIKE)) is not None
+    result = translate_template(source)
+    assert result.tools_inert is None
+    assert "tools" not in go_template_capabilities(result.template)

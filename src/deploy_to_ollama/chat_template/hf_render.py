@@ -114,6 +114,18 @@ def _pinned_strftime(template: str) -> Iterator[None]:
         env.globals["strftime_now"] = original
 
 
+def caller_variables(template: str) -> frozenset[str]:
+    """The variables ``template`` reads that neither it nor transformers' environment defines:
+    what a caller may pass to ``apply_chat_template`` (messages, tools, the tokens, and the
+    template's own switches)."""
+    import jinja2.meta
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    env = _compile_jinja_template(template).environment
+    names = jinja2.meta.find_undeclared_variables(env.parse(template))
+    return frozenset(names - set(env.globals))
+
+
 #: Private-use characters around each ``tojson`` output in a marked rendering.
 JSON_OPEN = "\ue000"
 JSON_CLOSE = "\ue001"

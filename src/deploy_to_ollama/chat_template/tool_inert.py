@@ -47,18 +47,22 @@ def ignores_tool_list(source: TemplateSource) -> ListIgnored | None:
 
     A conversation the Jinja rejects both ways counts as the same; one it rejects only with
     tools does not (a client offering tools would then get an error, not the plain prompt).
-    Each thinking setting is rendered too: a Jinja printing the list only with thinking on
-    must not get the inert reading.
+    Each thinking setting is rendered too, and each other variable the Jinja reads set true
+    (then all of them): a Jinja printing the list only under a switch must not get the inert
+    reading.
 
     Returns:
         The evidence, or None when some conversation prints (or rejects) the tool list.
     """
     from .thinking import think_kwargs
 
+    flags = jinja_flags(source)
     settings: tuple[dict[str, Any], ...] = (
         {},
         think_kwargs(source, think=True),
         think_kwargs(source, think=False),
+        *({flag: True} for flag in flags),
+        *((dict.fromkeys(flags, True),) if len(flags) > 1 else ()),
     )
     renders = 0
     for probe in load_probes():
@@ -68,6 +72,24 @@ def ignores_tool_list(source: TemplateSource) -> ListIgnored | None:
                 return None
             renders += 1
     return ListIgnored(renders)
+
+
+#: Variables every chat template may read that are no switch of its own.
+_STANDARD = frozenset(
+    {"messages", "tools", "add_generation_prompt", "continue_final_message", "bos_token",
+     "eos_token", "unk_token", "pad_token"}
+)  # fmt: skip
+
+
+def jinja_flags(source: TemplateSource) -> tuple[str, ...]:
+    """The undeclared variables the Jinja reads beyond messages, tools and the tokens: the
+    switches a caller may pass (``tools_in_user_message``, ``builtin_tools`` ...), each of which
+    may print the list where the default does not."""
+    from .hf_render import caller_variables
+
+    known = _STANDARD | set(source.template_variables())
+    names = caller_variables(source.template)
+    return tuple(sorted(n for n in names if n not in known))
 
 
 def _render(
