@@ -182,7 +182,10 @@ def _joined_or_opened(
         return None
     try:
         if renders is None or renders[1] == renders[2]:
-            return _opened(source, result, refs)
+            from .think_stripped import with_stripped_thinking
+
+            opened = _opened(source, result, refs)
+            return opened or with_stripped_thinking(source, result, refs)
         return _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:
         logger.info("thinking settings not joined: %s", err)
