@@ -28,6 +28,15 @@ _R1_LIKE = (
 STRIPPED = _R1_LIKE.replace("STRIP", "content.split('</think>')[-1]")
 KEPT = _R1_LIKE.replace("STRIP", "content.split('</think>')[0]")
 NAMED_ONLY = _R1_LIKE.replace("STRIP", "content")
+#: LFM2.5-like: only turns before the last assistant turn lose their reasoning.
+EARLIER_ONLY = (
+    "{% set ns = namespace(last=-1) %}{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}{% set ns.last = loop.index0 %}{% endif %}{% endfor %}"
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}{% set c = m['content'] %}"
+    "{% if m['role'] == 'assistant' and loop.index0 != ns.last and '</think>' in c %}"
+    "{% set c = c.split('</think>')[-1] | trim %}{% endif %}{{ c + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 THINKING = ("think_on", "think_off", "earlier_reasoning", "reasoning_prefill")
 
 
@@ -39,7 +48,12 @@ def _source(template: str) -> TemplateSource:
 
 @pytest.mark.parametrize(
     ("template", "tags"),
-    [(STRIPPED, ("<think>", "</think>")), (KEPT, None), (NAMED_ONLY, None)],
+    [
+        (STRIPPED, ("<think>", "</think>")),
+        (EARLIER_ONLY, ("<think>", "</think>")),
+        (KEPT, None),
+        (NAMED_ONLY, None),
+    ],
 )
 def test_the_tags_are_observed_from_transformers(
     template: str, tags: tuple[str, str] | None
@@ -47,15 +61,16 @@ def test_the_tags_are_observed_from_transformers(
     assert stripped_tags(_source(template)) == tags
 
 
-def test_stripped_reasoning_verifies_thinking_in_real_go(go_oracle: Any) -> None:
-    result = translate_template(_source(STRIPPED))
+@pytest.mark.parametrize("template", [STRIPPED, EARLIER_ONLY])
+def test_stripped_reasoning_verifies_thinking_in_real_go(template: str, go_oracle: Any) -> None:
+    result = translate_template(_source(template))
     assert result.verified
     assert template_thinks(result.template)
     assert result.report.thinking_verified
     checked = [p for p in result.report.probes if p.probe in THINKING]
     assert [p.status for p in checked] == ["match"] * len(THINKING)
     assert "<think>{{ .Thinking }}</think>" in result.template
-    assert go_mismatches(go_oracle, _source(STRIPPED), result, checked) == []
+    assert go_mismatches(go_oracle, _source(template), result, checked) == []
 
 
 @pytest.mark.parametrize("template", [KEPT, NAMED_ONLY])

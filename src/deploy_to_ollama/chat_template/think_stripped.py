@@ -40,23 +40,34 @@ def stripped_tags(source: TemplateSource) -> tuple[str, str] | None:
     >>> stripped_tags(TemplateSource(strip.replace("[-1]", "[0]"), Path("t"), "jinja")) is None
     True
     """
-    plain = _render(source, A1)
-    if plain is None or A1 not in plain:
-        return None
-    for name in dict.fromkeys(NAMED_CLOSING_RE.findall(source.template)):
-        opening, closing = f"<{name}>", f"</{name}>"
-        if _render(source, opening + R1 + closing + A1) == plain:
-            return opening, closing
+    names = dict.fromkeys(NAMED_CLOSING_RE.findall(source.template))
+    for later in (False, True):
+        plain = _render(source, A1, later=later)
+        if plain is None or A1 not in plain:
+            continue
+        for name in names:
+            opening, closing = f"<{name}>", f"</{name}>"
+            if _render(source, opening + R1 + closing + A1, later=later) == plain:
+                return opening, closing
     return None
 
 
-def _render(source: TemplateSource, content: str) -> str | None:
+#: A later exchange after the turn that holds the block: a Jinja may strip only turns before
+#: the last assistant turn (LFM2.5), which Ollama's earlier turns always are.
+_LATER = (
+    {"role": "assistant", "content": "Zqasstlater"},
+    {"role": "user", "content": "Zquserlater"},
+)
+
+
+def _render(source: TemplateSource, content: str, *, later: bool = False) -> str | None:
     from .hf_render import render_hf
 
     turns = [
         {"role": "user", "content": U1},
         {"role": "assistant", "content": content},
         {"role": "user", "content": U2},
+        *(_LATER if later else ()),
     ]
     try:
         return render_hf(source.template, turns, tokens=source.template_variables())
