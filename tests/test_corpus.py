@@ -27,7 +27,10 @@ RATCHET = 298
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
 #: 204 -> 206 (toolsE): the two gpt-oss templates' tool results (see TOOLS_RATCHET).
-TOOL_RESULT_RATCHET = 206
+#: 206 -> 210 (deepseek): DeepSeek R1, the R1 and V3.1 library templates and axolotl's V3
+#: paste a call's arguments as text (raising on an object): compared with the arguments sent
+#: as JSON text, by JSON value (tool_arg_text.py).
+TOOL_RESULT_RATCHET = 210
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -163,7 +166,11 @@ TOOLS_093_RATCHET = 67
 #: distills, DeepCoder, EXAONE Deep's <thought>, Nemotron Nano 2), so Ollama can separate the
 #: reasoning. 8 -> 9: measured 9 on the newest Ollama (thinknew, unset think compared as
 #: think true on a thinking TEMPLATE).
-THINKING_OPENED_RATCHET = 9
+#: 9 -> 14 (deepseek): earlier turns drop what precedes a closing tag the Jinja names, where
+#: the generation prompt opens no block (DeepSeek R1, the R1 library template, axolotl's V3,
+#: the R1-distill tokenizer_config; LFM2.5, which strips only before the last assistant turn):
+#: the tags are declared in a branch that prints nothing (think_stripped.py).
+THINKING_OPENED_RATCHET = 14
 
 
 def _source(record: dict[str, Any]) -> TemplateSource:
@@ -430,6 +437,7 @@ def test_no_false_verified_claim_go_oracle(
     from deploy_to_ollama.chat_template.hf_render import render_hf
     from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
     from deploy_to_ollama.chat_template.thinking import think_kwargs
+    from deploy_to_ollama.chat_template.tool_arg_text import TEXT_ARGUMENTS, render_text_arguments
     from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
     from support.go_claims import jinja_probe
     from support.go_oracle import to_ollama_api_messages
@@ -488,7 +496,9 @@ def test_no_false_verified_claim_go_oracle(
         unset_on += thinks
         source = _source(record)
         kwargs = think_kwargs(source, think=True) if thinks else {}
-        want = render_hf(
+        # A claim made with the arguments sent as JSON text says so (tool_arg_text).
+        render = render_text_arguments if checked.reason == TEXT_ARGUMENTS else render_hf
+        want = render(
             source.template, list(probe.messages), tokens=source.template_variables(),
             tools=list(probe.tools) or None, kwargs=kwargs,
         )  # fmt: skip
