@@ -35,6 +35,9 @@ RATCHET = 306
 #: calls and no content (tool_turns.py, TemplateShape.call_turn "dropped").
 #: 208 -> 210 (plainb): Granite 3 Guardian, Pivot-MoE, GPT4All Wizard and Seed-OSS 36B (see
 #: RATCHET and VERIFIED_ALL_RATCHET; 210 alone). Merged with toolsb: measured 212.
+#: deepseek (210 alone): DeepSeek R1, the R1 and V3.1 library templates and axolotl's V3 paste
+#: a call's arguments as text (raising on an object): compared with the arguments sent as JSON
+#: text, by JSON value (tool_arg_text.py).
 TOOL_RESULT_RATCHET = 212
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
@@ -182,6 +185,10 @@ TOOLS_093_RATCHET = 67
 #: Ollama's <think></think> named in its prompt (Granite 3.3 (2), Phi-4-reasoning (2),
 #: think_tags.py), a thinking content block (Ministral 3 reasoning), and Kimi K2 Thinking's
 #: empty pair filled in the running tool loop (loop_reasoning.py).
+#: +5 (deepseek, 14 alone): earlier turns drop what precedes a closing tag the Jinja names, where
+#: the generation prompt opens no block (DeepSeek R1, the R1 library template, axolotl's V3,
+#: the R1-distill tokenizer_config; LFM2.5, which strips only before the last assistant turn):
+#: the tags are declared in a branch that prints nothing (think_stripped.py).
 THINKING_OPENED_RATCHET = 15
 
 
@@ -460,6 +467,7 @@ def test_no_false_verified_claim_go_oracle(
     from deploy_to_ollama.chat_template.hf_render import render_hf
     from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
     from deploy_to_ollama.chat_template.thinking import think_kwargs
+    from deploy_to_ollama.chat_template.tool_arg_text import TEXT_ARGUMENTS, render_text_arguments
     from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
     from support.go_claims import jinja_probe
     from support.go_oracle import to_ollama_api_messages
@@ -518,7 +526,9 @@ def test_no_false_verified_claim_go_oracle(
         unset_on += thinks
         source = _source(record)
         kwargs = think_kwargs(source, think=True) if thinks else {}
-        want = render_hf(
+        # A claim made with the arguments sent as JSON text says so (tool_arg_text).
+        render = render_text_arguments if checked.reason == TEXT_ARGUMENTS else render_hf
+        want = render(
             source.template, list(probe.messages), tokens=source.template_variables(),
             tools=list(probe.tools) or None, kwargs=kwargs,
         )  # fmt: skip

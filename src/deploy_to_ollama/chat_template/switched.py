@@ -184,10 +184,13 @@ def _joined_or_opened(
         return None
     try:
         if renders is None or renders[1] == renders[2]:
+            from .think_stripped import with_stripped_thinking
+
             return (
                 _opened(source, result, refs)
                 or with_named_tags(source, result, refs)
                 or with_loop_thinking(source, result, refs)
+                or with_stripped_thinking(source, result, refs)
             )
         return _joined(source, name, result, refs, renders[2], cond)
     except DeployError as err:

@@ -84,19 +84,29 @@ def render_plain(
     tools: Sequence[Mapping[str, Any]] | None = None,
     gen: bool,
 ) -> str | None:
-    """The Jinja rendering with ``tojson`` output marked; None when the template raises."""
+    """The Jinja rendering with ``tojson`` output marked; None when the template raises.
+    Where the Jinja takes tool-call arguments as text only (:mod:`.tool_arg_text`), the calls
+    carry their arguments as JSON text, marked as JSON values."""
     from .hf_render import render_hf
+    from .tool_arg_text import has_object_arguments, render_text_arguments, takes_text_arguments
 
+    tokens = source.template_variables()
+    kwargs: dict[str, Any] = {
+        "tokens": tokens,
+        "tools": tools,
+        "add_generation_prompt": gen,
+        "continue_final_message": False,
+        "mark_json": True,
+    }
     try:
-        return render_hf(
-            source.template,
-            messages,
-            tokens=source.template_variables(),
-            tools=tools,
-            add_generation_prompt=gen,
-            continue_final_message=False,
-            mark_json=True,
-        )
+        return render_hf(source.template, messages, **kwargs)
+    except TemplateRenderError:
+        if not has_object_arguments(messages):
+            return None
+        if not takes_text_arguments(source.template, tokens):
+            return None
+    try:
+        return render_text_arguments(source.template, messages, **kwargs)
     except TemplateRenderError:
         return None
 
@@ -107,7 +117,10 @@ def calls_rejected(source: TemplateSource) -> str | None:
     ``list.append`` is refused by transformers' immutable sandbox, so the calls have no
     reference rendering to prove a TEMPLATE against."""
     from .hf_render import render_hf
+    from .tool_arg_text import takes_text_arguments
 
+    if takes_text_arguments(source.template, source.template_variables()):
+        return None
     error = ""
     for final in (True, False):
         try:

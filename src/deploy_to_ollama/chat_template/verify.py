@@ -177,17 +177,18 @@ def _hf_side(
     from .hf_render import render_hf
     from .thinking import think_kwargs
 
+    args: dict[str, Any] = {
+        "tokens": source.template_variables(),
+        "tools": list(probe.tools) or None,
+        "kwargs": think_kwargs(source, think=probe.think),
+        "mark_json": mark_json,
+    }
     try:
-        return render_hf(
-            source.template,
-            list(probe.messages),
-            tokens=source.template_variables(),
-            tools=list(probe.tools) or None,
-            kwargs=think_kwargs(source, think=probe.think),
-            mark_json=mark_json,
-        )
+        return render_hf(source.template, list(probe.messages), **args)
     except TemplateRenderError as err:
-        return err
+        from .tool_arg_text import text_reference
+
+        return text_reference(source.template, probe.messages, **args) or err
 
 
 def reference_renders(
@@ -299,6 +300,11 @@ def _check(
             expected=expected,
         )
     result = _compare(source, probe, expected, actual, encode)
+    if result.status == "match":
+        from .tool_arg_text import TEXT_ARGUMENTS, sent_as_text
+
+        if sent_as_text(source.template, probe.messages, source.template_variables()):
+            result = replace(result, reason=TEXT_ARGUMENTS)
     if result.status != "match" or not prints_date(source.template) or not checked():
         return result
     return on_other_day(source, go_template, system, probe, result, tools=tools, encode=encode)
@@ -360,14 +366,14 @@ def _rendered_on(
     template: str, tokens: tuple[tuple[str, str], ...], name: str, payload: str
 ) -> str | TemplateRenderError:
     from .hf_render import render_hf
+    from .tool_arg_text import text_reference
 
     messages, tools = json.loads(payload)
+    args: dict[str, Any] = {"tokens": dict(tokens), "tools": tools or None, "kwargs": {name: True}}
     try:
-        return render_hf(
-            template, messages, tokens=dict(tokens), tools=tools or None, kwargs={name: True}
-        )
+        return render_hf(template, messages, **args)
     except TemplateRenderError as err:
-        return err
+        return text_reference(template, messages, **args) or err
 
 
 def _thinks(go_template: str) -> bool:
