@@ -37,8 +37,8 @@ RATCHET = 306
 #: RATCHET and VERIFIED_ALL_RATCHET; 210 alone). Merged with toolsb: measured 212.
 #: deepseek (210 alone): DeepSeek R1, the R1 and V3.1 library templates and axolotl's V3 paste
 #: a call's arguments as text (raising on an object): compared with the arguments sent as JSON
-#: text, by JSON value (tool_arg_text.py).
-TOOL_RESULT_RATCHET = 212
+#: text, by JSON value (tool_arg_text.py). All merged: measured 216.
+TOOL_RESULT_RATCHET = 216
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -189,7 +189,8 @@ TOOLS_093_RATCHET = 67
 #: the generation prompt opens no block (DeepSeek R1, the R1 library template, axolotl's V3,
 #: the R1-distill tokenizer_config; LFM2.5, which strips only before the last assistant turn):
 #: the tags are declared in a branch that prints nothing (think_stripped.py).
-THINKING_OPENED_RATCHET = 15
+#: All merged (thinkpar + deepseek): measured 20.
+THINKING_OPENED_RATCHET = 20
 
 
 #: Templates whose Jinja shows Ollama the tools capability (by Ollama's substring test) with a
@@ -199,8 +200,8 @@ THINKING_OPENED_RATCHET = 15
 #: the tool list) and tool_turns.py (a call turn dropped or printed without its calls, a
 #: result closed before the answer): measured 111 of the 138 whose Jinja shows tools and
 #: translates, 21 of them through the inert .Tools (toolsb).
-#: 111 -> 113 merged with plainb (its readings prove two more of them).
-TOOLS_PARITY_RATCHET = 113
+#: 111 -> 113 merged with plainb (its readings prove two more of them); 117 with deepseek.
+TOOLS_PARITY_RATCHET = 117
 
 
 def _source(record: dict[str, Any]) -> TemplateSource:
