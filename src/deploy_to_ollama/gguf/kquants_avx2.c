@@ -1,6 +1,6 @@
 /*
- * Q3_K, Q4_K, Q5_K and Q6_K quantization with AVX2, bit-identical to ggml's reference
- * quantizers (no importance matrix).
+ * Q3_K, Q4_K, Q5_K and Q6_K quantization with AVX2, bit-identical to ggml's reference quantizers
+ * (no importance matrix).
  *
  * Why: Q4_K (Q5_K) is most of a q4_k_m (q5_k_m) file and ggml quantizes it one 32-value
  * sub-block at a time with scalar code; an export spends most of its time there. A super-block
@@ -18,8 +18,8 @@
  * per value there, so in a q4_k_m export it was about 40% of the quantization time. Block:
  * 128 bytes of low 4 bits, 64 bytes of high 2 bits, 16 int8 scales, fp16 d (210 bytes).
  *
- * Q3_K (most of a q3_k_m file) is the same on 16-value sub-blocks with ggml's make_q3_quants;
- * its scalar code took a quarter of the CPU of a three-quant export (q5_k_m,q4_k_m,q3_k_m).
+ * Q3_K (most of q3_k_m) also has 16-value sub-blocks; ggml's scalar make_q3_quants refines
+ * each one value by value, which made Q3_K a quarter of a three-K-quant export's CPU time.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -66,106 +66,183 @@ static inline float from_half(uint16_t h) {
     return _cvtsh_ss(h);
 }
 
-/* Transpose 8 rows of 8 floats in place: v[i] becomes column i (lane j = row j). */
-static inline void transpose_8x8(__m256 v[LANES]) {
-    __m256 t[LANES], s[LANES];
-    for (int k = 0; k < LANES; k += 2) {
-        t[k] = _mm256_unpacklo_ps(v[k], v[k + 1]);
-        t[k + 1] = _mm256_unpackhi_ps(v[k], v[k + 1]);
+/* An 8x8 transpose: r[i] becomes the vector of element i of every input r[0..7]. */
+static inline void transpose8(__m256 r[LANES]) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+/* out[i * stride] := value i of each of the 8 sub-blocks of `sub` values that start at x. */
+static inline void load_lanes(const float *x, int sub, __m256 *out, int stride) {
+    for (int k = 0; k < sub; k += LANES) {
+        __m256 r[LANES];
+        for (int j = 0; j < LANES; ++j) r[j] = _mm256_loadu_ps(x + sub * j + k);
+        transpose8(r);
+        for (int i = 0; i < LANES; ++i) out[(k + i) * stride] = r[i];
     }
-    for (int k = 0; k < LANES; k += 4) {
-        s[k] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        s[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        s[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        s[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], _MM_SHUFFLE(3, 2, 3, 2));
+}
+
+/* Back to value order: out[v / 8] := levels v..v+7 of the 8 sub-blocks whose lanes in[] hold. */
+static inline void unload_lanes(const __m256i *in, int stride, int sub, __m256i *out) {
+    for (int k = 0; k < sub; k += LANES) {
+        __m256 r[LANES];
+        for (int i = 0; i < LANES; ++i) r[i] = _mm256_castsi256_ps(in[(k + i) * stride]);
+        transpose8(r);
+        for (int j = 0; j < LANES; ++j) out[(sub * j + k) / LANES] = _mm256_castps_si256(r[j]);
     }
-    for (int k = 0; k < 4; ++k) {
-        v[k] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x20);
-        v[k + 4] = _mm256_permute2f128_ps(s[k], s[k + 4], 0x31);
+}
+
+/* The 256 levels (0..255, as int32 in value order) as bytes. */
+static inline void store_levels(const __m256i lv[SUPER / LANES], uint8_t level[SUPER]) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int k = 0; k < SUPER / LANES; k += 4) {
+        const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(lv[k], lv[k + 1]),
+                                                  _mm256_packs_epi32(lv[k + 2], lv[k + 3]));
+        _mm256_storeu_si256((__m256i *)(level + LANES * k),
+                            _mm256_permutevar8x32_epi32(bytes, order));
     }
 }
 
 /*
- * Search scale and min of the 8 sub-blocks of one super-block at once (lanes = sub-blocks).
- * xt[i] holds value i of every sub-block; levels[i] receives its 4-bit level.
+ * Search scale and min of the 8 sub-blocks of GROUP super-blocks at once (lanes = sub-blocks,
+ * g = super-block). xt[i][g] holds value i of every sub-block; levels[i][g] receives its level.
+ * GROUP 1: the trial steps are bound by throughput, not by the latency of their sums; two
+ * super-blocks at once measured 10% slower (registers spill). Q3_K's search, bound by latency,
+ * groups four.
  */
-static void search_sub_blocks(const struct kquant *kind, const __m256 xt[SUB],
-                              __m256i levels[SUB], float scales[LANES], float mins[LANES]) {
+#define GROUP 1
+static void search_sub_blocks(const struct kquant *kind, const __m256 xt[SUB][GROUP],
+                              __m256i levels[SUB][GROUP], float scales[GROUP][LANES],
+                              float mins[GROUP][LANES]) {
     const int nmax = kind->nmax;
-    __m256 weight[SUB];
-    __m256 sq = _mm256_setzero_ps();
-    for (int i = 0; i < SUB; ++i) sq = _mm256_add_ps(sq, _mm256_mul_ps(xt[i], xt[i]));
-    const __m256 average = _mm256_sqrt_ps(_mm256_div_ps(sq, _mm256_set1_ps(32.f)));
-    const __m256 sign_mask = _mm256_set1_ps(-0.f);
-    for (int i = 0; i < SUB; ++i) weight[i] = _mm256_add_ps(average, _mm256_andnot_ps(sign_mask, xt[i]));
-
-    __m256 lo = xt[0], hi = xt[0];
-    __m256 sum_w = weight[0];
-    __m256 sum_x = _mm256_mul_ps(sum_w, xt[0]);
-    for (int i = 1; i < SUB; ++i) {
-        lo = _mm256_min_ps(xt[i], lo);
-        hi = _mm256_max_ps(xt[i], hi);
-        sum_w = _mm256_add_ps(sum_w, weight[i]);
-        sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(weight[i], xt[i]));
-    }
     const __m256 zero = _mm256_setzero_ps();
-    lo = _mm256_blendv_ps(lo, zero, _mm256_cmp_ps(lo, zero, _CMP_GT_OQ));
-    const __m256 flat = _mm256_cmp_ps(hi, lo, _CMP_EQ_OQ);
-    const __m256 flat_lo = lo;
-
-    __m256 inv = _mm256_div_ps(_mm256_set1_ps((float)nmax), _mm256_sub_ps(hi, lo));
-    __m256 scale = _mm256_div_ps(_mm256_set1_ps(1.f), inv);
-    __m256 best = zero;
-    for (int i = 0; i < SUB; ++i) {
-        __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), nmax);
-        levels[i] = l;
-        __m256 diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, _mm256_cvtepi32_ps(l)), lo), xt[i]);
-        best = _mm256_add_ps(best, _mm256_mul_ps(weight[i], _mm256_mul_ps(diff, diff)));
+    const __m256 sign_mask = _mm256_set1_ps(-0.f);
+    __m256 weight[SUB][GROUP];
+    __m256 lo[GROUP], hi[GROUP], sum_w[GROUP], sum_x[GROUP], flat[GROUP], flat_lo[GROUP];
+    __m256 scale[GROUP], best[GROUP];
+    /* The levels of the best fit so far are those of its step's inv and lo: kept instead of
+       the 32 levels, which are computed once at the end (the same operations, the same bits). */
+    __m256 best_inv[GROUP], best_lo[GROUP];
+    for (int g = 0; g < GROUP; ++g) {
+        __m256 sq = zero;
+        for (int i = 0; i < SUB; ++i) sq = _mm256_add_ps(sq, _mm256_mul_ps(xt[i][g], xt[i][g]));
+        const __m256 average = _mm256_sqrt_ps(_mm256_div_ps(sq, _mm256_set1_ps(32.f)));
+        for (int i = 0; i < SUB; ++i)
+            weight[i][g] = _mm256_add_ps(average, _mm256_andnot_ps(sign_mask, xt[i][g]));
+        lo[g] = xt[0][g];
+        hi[g] = xt[0][g];
+        sum_w[g] = weight[0][g];
+        sum_x[g] = _mm256_mul_ps(sum_w[g], xt[0][g]);
+        for (int i = 1; i < SUB; ++i) {
+            lo[g] = _mm256_min_ps(xt[i][g], lo[g]);
+            hi[g] = _mm256_max_ps(xt[i][g], hi[g]);
+            sum_w[g] = _mm256_add_ps(sum_w[g], weight[i][g]);
+            sum_x[g] = _mm256_add_ps(sum_x[g], _mm256_mul_ps(weight[i][g], xt[i][g]));
+        }
+        lo[g] = _mm256_blendv_ps(lo[g], zero, _mm256_cmp_ps(lo[g], zero, _CMP_GT_OQ));
+        flat[g] = _mm256_cmp_ps(hi[g], lo[g], _CMP_EQ_OQ);
+        flat_lo[g] = lo[g];
+        const __m256 inv = _mm256_div_ps(_mm256_set1_ps((float)nmax), _mm256_sub_ps(hi[g], lo[g]));
+        best_inv[g] = inv;
+        best_lo[g] = lo[g];
+        scale[g] = _mm256_div_ps(_mm256_set1_ps(1.f), inv);
+        best[g] = zero;
+        for (int i = 0; i < SUB; ++i) {
+            const __m256 v = _mm256_mul_ps(inv, _mm256_sub_ps(xt[i][g], lo[g]));
+            const __m256i l = clamp_lanes(round_lanes(v), nmax);
+            __m256 diff = _mm256_sub_ps(
+                _mm256_add_ps(_mm256_mul_ps(scale[g], _mm256_cvtepi32_ps(l)), lo[g]), xt[i][g]);
+            best[g] =
+                _mm256_add_ps(best[g], _mm256_mul_ps(weight[i][g], _mm256_mul_ps(diff, diff)));
+        }
     }
     /* As in ggml, an accepted candidate's min is used by every later step (range included). */
     for (int step = 0; step <= kind->nstep; ++step) {
-        const float numerator = kind->rmin + 0.1f * (float)step + (float)nmax;
-        inv = _mm256_div_ps(_mm256_set1_ps(numerator), _mm256_sub_ps(hi, lo));
-        __m256i trial[SUB];
-        __m256 sum_l = zero, sum_l2 = zero, sum_xl = zero;
-        for (int i = 0; i < SUB; ++i) {
-            __m256i l = clamp_lanes(round_lanes(_mm256_mul_ps(inv, _mm256_sub_ps(xt[i], lo))), nmax);
-            trial[i] = l;
-            __m256 wl = _mm256_mul_ps(weight[i], _mm256_cvtepi32_ps(l));
-            sum_l = _mm256_add_ps(sum_l, wl);
-            sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wl, _mm256_cvtepi32_ps(l)));
-            sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wl, xt[i]));
+        const __m256 numerator = _mm256_set1_ps(kind->rmin + 0.1f * (float)step + (float)nmax);
+        __m256 inv[GROUP], sum_l[GROUP], sum_l2[GROUP], sum_xl[GROUP];
+        __m256 trial[SUB][GROUP];
+        for (int g = 0; g < GROUP; ++g) {
+            inv[g] = _mm256_div_ps(numerator, _mm256_sub_ps(hi[g], lo[g]));
+            sum_l[g] = sum_l2[g] = sum_xl[g] = zero;
         }
-        __m256 det = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
-        __m256 this_scale = _mm256_div_ps(
-            _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), det);
-        __m256 this_min = _mm256_div_ps(
-            _mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), det);
-        const __m256 positive_min = _mm256_cmp_ps(this_min, zero, _CMP_GT_OQ);
-        this_min = _mm256_blendv_ps(this_min, zero, positive_min);
-        this_scale = _mm256_blendv_ps(this_scale, _mm256_div_ps(sum_xl, sum_l2), positive_min);
-        __m256 error = zero;
         for (int i = 0; i < SUB; ++i) {
-            __m256 diff = _mm256_sub_ps(
-                _mm256_add_ps(_mm256_mul_ps(this_scale, _mm256_cvtepi32_ps(trial[i])), this_min), xt[i]);
-            error = _mm256_add_ps(error, _mm256_mul_ps(weight[i], _mm256_mul_ps(diff, diff)));
+            for (int g = 0; g < GROUP; ++g) {
+                const __m256 l = _mm256_cvtepi32_ps(clamp_lanes(
+                    round_lanes(_mm256_mul_ps(inv[g], _mm256_sub_ps(xt[i][g], lo[g]))), nmax));
+                trial[i][g] = l;
+                __m256 wl = _mm256_mul_ps(weight[i][g], l);
+                sum_l[g] = _mm256_add_ps(sum_l[g], wl);
+                sum_l2[g] = _mm256_add_ps(sum_l2[g], _mm256_mul_ps(wl, l));
+                sum_xl[g] = _mm256_add_ps(sum_xl[g], _mm256_mul_ps(wl, xt[i][g]));
+            }
         }
-        const __m256 better = _mm256_andnot_ps(
-            flat, _mm256_and_ps(_mm256_cmp_ps(det, zero, _CMP_GT_OQ),
-                                _mm256_cmp_ps(error, best, _CMP_LT_OQ)));
-        const __m256i take = _mm256_castps_si256(better);
-        for (int i = 0; i < SUB; ++i) levels[i] = _mm256_blendv_epi8(levels[i], trial[i], take);
-        best = _mm256_blendv_ps(best, error, better);
-        scale = _mm256_blendv_ps(scale, this_scale, better);
-        lo = _mm256_blendv_ps(lo, this_min, better);
+        __m256 this_scale[GROUP], this_min[GROUP], det[GROUP], error[GROUP];
+        for (int g = 0; g < GROUP; ++g) {
+            det[g] = _mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_l2[g]),
+                                   _mm256_mul_ps(sum_l[g], sum_l[g]));
+            this_scale[g] = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w[g], sum_xl[g]),
+                                                        _mm256_mul_ps(sum_x[g], sum_l[g])),
+                                          det[g]);
+            this_min[g] = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2[g], sum_x[g]),
+                                                      _mm256_mul_ps(sum_l[g], sum_xl[g])),
+                                        det[g]);
+            const __m256 positive_min = _mm256_cmp_ps(this_min[g], zero, _CMP_GT_OQ);
+            this_min[g] = _mm256_blendv_ps(this_min[g], zero, positive_min);
+            this_scale[g] = _mm256_blendv_ps(this_scale[g], _mm256_div_ps(sum_xl[g], sum_l2[g]),
+                                             positive_min);
+            error[g] = zero;
+        }
+        for (int i = 0; i < SUB; ++i) {
+            for (int g = 0; g < GROUP; ++g) {
+                __m256 diff = _mm256_sub_ps(
+                    _mm256_add_ps(_mm256_mul_ps(this_scale[g], trial[i][g]),
+                                  this_min[g]),
+                    xt[i][g]);
+                error[g] = _mm256_add_ps(error[g],
+                                         _mm256_mul_ps(weight[i][g], _mm256_mul_ps(diff, diff)));
+            }
+        }
+        for (int g = 0; g < GROUP; ++g) {
+            const __m256 better = _mm256_andnot_ps(
+                flat[g], _mm256_and_ps(_mm256_cmp_ps(det[g], zero, _CMP_GT_OQ),
+                                       _mm256_cmp_ps(error[g], best[g], _CMP_LT_OQ)));
+            best_inv[g] = _mm256_blendv_ps(best_inv[g], inv[g], better);
+            best_lo[g] = _mm256_blendv_ps(best_lo[g], lo[g], better);
+            best[g] = _mm256_blendv_ps(best[g], error[g], better);
+            scale[g] = _mm256_blendv_ps(scale[g], this_scale[g], better);
+            lo[g] = _mm256_blendv_ps(lo[g], this_min[g], better);
+        }
     }
     /* A flat sub-block (max == min after clamping min to <= 0): levels 0, scale 0, min -lo. */
-    const __m256i flat_i = _mm256_castps_si256(flat);
-    for (int i = 0; i < SUB; ++i) levels[i] = _mm256_andnot_si256(flat_i, levels[i]);
-    scale = _mm256_blendv_ps(scale, zero, flat);
-    lo = _mm256_blendv_ps(lo, flat_lo, flat);
-    _mm256_storeu_ps(scales, scale);
-    _mm256_storeu_ps(mins, _mm256_xor_ps(lo, sign_mask)); /* -min, as ggml negates */
+    for (int g = 0; g < GROUP; ++g) {
+        const __m256i flat_i = _mm256_castps_si256(flat[g]);
+        for (int i = 0; i < SUB; ++i) {
+            const __m256 v = _mm256_mul_ps(best_inv[g], _mm256_sub_ps(xt[i][g], best_lo[g]));
+            levels[i][g] = _mm256_andnot_si256(flat_i, clamp_lanes(round_lanes(v), nmax));
+        }
+        _mm256_storeu_ps(scales[g], _mm256_blendv_ps(scale[g], zero, flat[g]));
+        /* -min, as ggml negates */
+        const __m256 min = _mm256_blendv_ps(lo[g], flat_lo[g], flat[g]);
+        _mm256_storeu_ps(mins[g], _mm256_xor_ps(min, sign_mask));
+    }
 }
 
 static void pack_scales(const float scales[LANES], const float mins[LANES], uint8_t packed[12],
@@ -206,71 +283,66 @@ static void unpack_scale(int j, const uint8_t packed[12], int *sc, int *m) {
     }
 }
 
-/* Int32 lanes a, b, c, e (32 values in order) as 32 bytes in the same order. */
-static inline __m256i pack_bytes(__m256i a, __m256i b, __m256i c, __m256i e) {
-    const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
-    return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-static void quantize_super_block(const struct kquant *kind, const float *x, uint8_t *out) {
-    __m256 xt[SUB];
-    __m256i levels_v[SUB];
-    float scales[LANES], mins[LANES];
-    for (int column = 0; column < SUB; column += LANES) {
-        for (int j = 0; j < LANES; ++j) xt[column + j] = _mm256_loadu_ps(x + SUB * j + column);
-        transpose_8x8(xt + column);
-    }
-    search_sub_blocks(kind, xt, levels_v, scales, mins);
+/* Scales, requantization and packing of one super-block; lanes[i * stride]: its search. */
+static void finish_super_block(const struct kquant *kind, const float *x, const __m256i *lanes,
+                               int stride, const float scales[LANES], const float mins[LANES],
+                               uint8_t *out) {
+    __m256i lv[SUPER / LANES];
+    unload_lanes(lanes, stride, SUB, lv);
 
     uint8_t packed[12];
     float max_scale, max_min;
     pack_scales(scales, mins, packed, &max_scale, &max_min);
     const uint16_t d = to_half(max_scale / 63.f);
     const uint16_t dmin = to_half(max_min / 63.f);
-    uint8_t level[SUPER];
     for (int j = 0; j < LANES; ++j) {
         int sc, m;
         unpack_scale(j, packed, &sc, &m);
         const float step = from_half(d) * (float)sc;
-        if (step == 0.f) { /* keep the levels of the search */
-            for (int i = 0; i < SUB; ++i) {
-                int32_t got[LANES];
-                _mm256_storeu_si256((__m256i *)got, levels_v[i]);
-                level[SUB * j + i] = (uint8_t)got[j];
-            }
-            continue;
-        }
+        if (step == 0.f) continue; /* keep the levels of the search */
         const __m256 offset = _mm256_set1_ps(from_half(dmin) * (float)m);
-        const __m256 sv = _mm256_set1_ps(step);
-        __m256i l[4];
-        for (int k = 0; k < 4; ++k) {
-            const __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + SUB * j + LANES * k), offset);
-            l[k] = clamp_lanes(round_lanes(_mm256_div_ps(v, sv)), kind->nmax);
+        const __m256 divisor = _mm256_set1_ps(step);
+        for (int part = 0; part < SUB / LANES; ++part) {
+            const float *v = x + SUB * j + LANES * part;
+            const __m256 q = _mm256_div_ps(_mm256_add_ps(_mm256_loadu_ps(v), offset), divisor);
+            lv[(SUB * j) / LANES + part] = clamp_lanes(round_lanes(q), kind->nmax);
         }
-        _mm256_storeu_si256((__m256i *)(level + SUB * j), pack_bytes(l[0], l[1], l[2], l[3]));
     }
+    uint8_t level[SUPER];
+    store_levels(lv, level);
     memcpy(out, &d, 2);
     memcpy(out + 2, &dmin, 2);
     memcpy(out + 4, packed, 12);
-    uint8_t *q = kind->nmax > 15 ? out + 16 + SUB : out + 16;
     /* Pairs of sub-blocks share bytes: low nibble from the first, high from the second; for
-       Q5_K the fifth bits of pair p go to bits 2p and 2p+1 of high[i] (branch-free: they are
-       random, and a mispredicted branch per value cost more than the search). */
-    const __m256i nibble = _mm256_set1_epi8(15);
+       Q5_K the fifth bits of pair p go to bits 2p and 2p+1 of high[i]. Branch-free: for Q5_K
+       whether a level is above 15 is a coin flip, too costly to mispredict. */
+    const __m256i one = _mm256_set1_epi8(1), nibble = _mm256_set1_epi8(0xF);
     __m256i high = _mm256_setzero_si256();
+    uint8_t *q = kind->nmax > 15 ? out + 16 + SUB : out + 16;
     for (int pair = 0; pair < LANES / 2; ++pair) {
         const __m256i a = _mm256_loadu_si256((const __m256i *)(level + 64 * pair));
         const __m256i b = _mm256_loadu_si256((const __m256i *)(level + 64 * pair + SUB));
-        const __m256i bit_a = _mm256_set1_epi8((char)(1 << (2 * pair)));
-        const __m256i bit_b = _mm256_set1_epi8((char)(2 << (2 * pair)));
-        high = _mm256_or_si256(high, _mm256_and_si256(_mm256_cmpgt_epi8(a, nibble), bit_a));
-        high = _mm256_or_si256(high, _mm256_and_si256(_mm256_cmpgt_epi8(b, nibble), bit_b));
-        /* low nibbles: 16-bit shifts of values below 16 stay in their byte */
-        const __m256i low = _mm256_or_si256(_mm256_and_si256(a, nibble),
-                                            _mm256_slli_epi16(_mm256_and_si256(b, nibble), 4));
-        _mm256_storeu_si256((__m256i *)(q + SUB * pair), low);
+        const __m256i a_bit = _mm256_and_si256(_mm256_srli_epi16(a, 4), one);
+        const __m256i b_bit = _mm256_and_si256(_mm256_srli_epi16(b, 4), one);
+        high = _mm256_or_si256(high, _mm256_sll_epi16(a_bit, _mm_cvtsi32_si128(2 * pair)));
+        high = _mm256_or_si256(high, _mm256_sll_epi16(b_bit, _mm_cvtsi32_si128(2 * pair + 1)));
+        const __m256i packed_q = _mm256_or_si256(_mm256_and_si256(a, nibble),
+                                                 _mm256_slli_epi16(_mm256_and_si256(b, nibble), 4));
+        _mm256_storeu_si256((__m256i *)(q + SUB * pair), packed_q);
     }
     if (kind->nmax > 15) _mm256_storeu_si256((__m256i *)(out + 16), high);
+}
+
+/* Quantize the super-blocks at x[0] and x[1] (they may be the same) into out[0] and out[1]. */
+static void quantize_super_blocks(const struct kquant *kind, const float *x[GROUP],
+                                  uint8_t *out[GROUP]) {
+    __m256 xt[SUB][GROUP];
+    __m256i levels_v[SUB][GROUP];
+    float scales[GROUP][LANES], mins[GROUP][LANES];
+    for (int g = 0; g < GROUP; ++g) load_lanes(x[g], SUB, &xt[0][g], GROUP);
+    search_sub_blocks(kind, xt, levels_v, scales, mins);
+    for (int g = 0; g < GROUP; ++g)
+        finish_super_block(kind, x[g], &levels_v[0][g], GROUP, scales[g], mins[g], out[g]);
 }
 
 /*
@@ -341,23 +413,13 @@ static void q6_search(const __m256 xt[Q6_SUB], __m256i levels[Q6_SUB], float sca
 
 static void quantize_q6_super_block(const float *x, uint8_t *out) {
     float scales[2 * LANES];
-    uint8_t level[SUPER];
+    __m256i lv[SUPER / LANES];
     for (int half = 0; half < 2; ++half) {
-        const float *base = x + half * LANES * Q6_SUB;
         __m256 xt[Q6_SUB];
         __m256i levels_v[Q6_SUB];
-        for (int i = 0; i < Q6_SUB; ++i) {
-            xt[i] = _mm256_setr_ps(base[i], base[Q6_SUB + i], base[2 * Q6_SUB + i],
-                                   base[3 * Q6_SUB + i], base[4 * Q6_SUB + i],
-                                   base[5 * Q6_SUB + i], base[6 * Q6_SUB + i],
-                                   base[7 * Q6_SUB + i]);
-        }
+        load_lanes(x + half * LANES * Q6_SUB, Q6_SUB, xt, 1);
         q6_search(xt, levels_v, scales + half * LANES);
-        int32_t lanes[Q6_SUB][LANES];
-        for (int i = 0; i < Q6_SUB; ++i) _mm256_storeu_si256((__m256i *)lanes[i], levels_v[i]);
-        for (int j = 0; j < LANES; ++j)
-            for (int i = 0; i < Q6_SUB; ++i)
-                level[(half * LANES + j) * Q6_SUB + i] = (uint8_t)lanes[i][j];
+        unload_lanes(levels_v, 1, Q6_SUB, lv + half * Q6_SUB);
     }
     float max_scale = 0.f, max_abs_scale = 0.f;
     for (int ib = 0; ib < 2 * LANES; ++ib) {
@@ -384,11 +446,11 @@ static void quantize_q6_super_block(const float *x, uint8_t *out) {
         for (int half = 0; half < 2; ++half) {
             const float *v = x + Q6_SUB * j + LANES * half;
             __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), sv)), -32, 31);
-            int32_t got[LANES];
-            _mm256_storeu_si256((__m256i *)got, _mm256_add_epi32(l, _mm256_set1_epi32(32)));
-            for (int i = 0; i < LANES; ++i) level[Q6_SUB * j + LANES * half + i] = (uint8_t)got[i];
+            lv[(Q6_SUB * j) / LANES + half] = _mm256_add_epi32(l, _mm256_set1_epi32(32));
         }
     }
+    uint8_t level[SUPER];
+    store_levels(lv, level);
     uint8_t *ql = out, *qh = out + 128;
     for (int j = 0; j < SUPER; j += 128) {
         for (int i = 0; i < 32; ++i) {
@@ -406,223 +468,184 @@ static void quantize_q6_super_block(const float *x, uint8_t *out) {
 
 /*
  * Q3_K: 16 sub-blocks of 16 values, each searched by ggml's make_q3_quants (nmax 4, weights
- * x*x, then up to 5 passes that move one level at a time while the error falls); here 8
- * sub-blocks at a time are the 8 lanes. A pass visits the values in order and each change
- * updates the sums the next value sees, so the values stay sequential and only the sub-blocks
- * run side by side. A lane whose pass changed nothing would change nothing in the next pass
- * (same inputs), so passing on until every lane is done writes ggml's levels. Measured on
- * 0.02-scaled normal weights, one thread: ggml 10.5 ns/value of CPU, this 2.6.
+ * x*x): a first rounding, then up to 5 passes that move one value at a time to the level that
+ * most improves the fit, each move changing the sums the next value sees. That order is kept
+ * lane by lane; the 16 sub-blocks of 4 super-blocks run at once (8 vectors), so their
+ * dependency chains overlap. A lane whose pass changed nothing is at a fixed point: further
+ * passes change nothing either, which is why lanes may stop together instead of one by one.
  * Block: 32 bytes of high bits, 64 bytes of low 2 bits, 12 bytes of 6-bit scales, fp16 d
  * (110 bytes).
  */
 #define Q3_SUB 16
+#define Q3_HALVES 2
+#define Q3_GROUP 4 /* super-blocks searched together */
+#define Q3_CHAINS (Q3_GROUP * Q3_HALVES)
 #define Q3_BYTES 110
 
 /*
- * make_q3_quants(16, 4, x, L, true) on the 8 sub-blocks of one group (lanes = sub-blocks); a
- * super-block is two groups, searched side by side.
+ * make_q3_quants(16, 4, x, L, true) on 8 sub-blocks per chain (chain c: half c % 2 of
+ * super-block c / 2): their scales and levels (l + 4). Each refinement step waits on the sums
+ * the previous one left, so one chain would idle on latency; the chains interleave. A chain
+ * whose pass changed nothing is at a fixed point (another pass would change nothing) and is
+ * skipped from then on, as ggml stops.
  */
-#define Q3_GROUPS 2
-
-struct q3_group {
-    __m256 x[Q3_SUB], w[Q3_SUB], wx[Q3_SUB];
-    /* Per value, ggml's terms w*x*L and w*L*L of its current level (the same floats each time
-       ggml recomputes them), so a move that changes nothing multiplies only for the new level. */
-    __m256 lx[Q3_SUB], l2[Q3_SUB];
-    __m256i levels[Q3_SUB];
-    __m256 sumlx, suml2, sumlx2, all_zero; /* sumlx2: sumlx * sumlx */
-};
-
-static inline void q3_start(struct q3_group *g) {
+static void q3_search(const __m256 xt[Q3_SUB][Q3_CHAINS], __m256i levels[Q3_SUB][Q3_CHAINS],
+                      float scales[Q3_CHAINS][LANES]) {
     const __m256 zero = _mm256_setzero_ps();
     const __m256 sign_mask = _mm256_set1_ps(-0.f);
-    __m256 amax = zero, max = zero;
-    for (int i = 0; i < Q3_SUB; ++i) {
-        const __m256 ax = _mm256_andnot_ps(sign_mask, g->x[i]);
-        const __m256 larger = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-        amax = _mm256_blendv_ps(amax, ax, larger);
-        max = _mm256_blendv_ps(max, g->x[i], larger);
-        g->w[i] = _mm256_mul_ps(g->x[i], g->x[i]);
-        g->wx[i] = _mm256_mul_ps(g->w[i], g->x[i]);
-    }
-    g->all_zero = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
-    const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(-4.f), max);
-    __m256 sumlx = zero, suml2 = zero;
-    for (int i = 0; i < Q3_SUB; ++i) {
-        g->levels[i] = clamp_range(round_lanes(_mm256_mul_ps(iscale, g->x[i])), -4, 3);
-        const __m256 lf = _mm256_cvtepi32_ps(g->levels[i]);
-        g->lx[i] = _mm256_mul_ps(g->wx[i], lf);
-        g->l2[i] = _mm256_mul_ps(_mm256_mul_ps(g->w[i], lf), lf);
-        sumlx = _mm256_add_ps(sumlx, g->lx[i]);
-        suml2 = _mm256_add_ps(suml2, g->l2[i]);
-    }
-    g->sumlx = sumlx;
-    g->suml2 = suml2;
-    g->sumlx2 = _mm256_mul_ps(sumlx, sumlx);
-}
-
-/* ggml's move of value i to the level that suits the other values' sums; 1 if a lane took it. */
-static inline int q3_move(struct q3_group *g, int i) {
-    const __m256 zero = _mm256_setzero_ps();
-    const __m256 suml2 = g->suml2;
-    __m256 slx = _mm256_sub_ps(g->sumlx, g->lx[i]);
-    const __m256 positive = _mm256_cmp_ps(slx, zero, _CMP_GT_OQ);
-    __m256 sl2 = _mm256_sub_ps(suml2, g->l2[i]);
-    const __m256i new_l =
-        clamp_range(round_lanes(_mm256_div_ps(_mm256_mul_ps(g->x[i], sl2), slx)), -4, 3);
-    const __m256 new_f = _mm256_cvtepi32_ps(new_l);
-    const __m256 new_lx = _mm256_mul_ps(g->wx[i], new_f);
-    const __m256 new_l2 = _mm256_mul_ps(_mm256_mul_ps(g->w[i], new_f), new_f);
-    slx = _mm256_add_ps(slx, new_lx);
-    sl2 = _mm256_add_ps(sl2, new_l2);
-    /* ggml tests slx > 0 before the new level, then that it differs, sl2 > 0 and the error. */
-    const __m256 same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(new_l, g->levels[i]));
-    const __m256 slx2 = _mm256_mul_ps(slx, slx);
-    const __m256 lower = _mm256_cmp_ps(_mm256_mul_ps(slx2, suml2), _mm256_mul_ps(g->sumlx2, sl2),
-                                       _CMP_GT_OQ);
-    const __m256 take = _mm256_andnot_ps(
-        same, _mm256_and_ps(positive, _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ), lower)));
-    /* Most moves change no lane: a predicted branch lets the next value start before this
-       one's test is done (a blend would chain every value's latency to the previous one's). */
-    if (_mm256_testz_ps(take, take)) return 0;
-    g->levels[i] = _mm256_blendv_epi8(g->levels[i], new_l, _mm256_castps_si256(take));
-    g->lx[i] = _mm256_blendv_ps(g->lx[i], new_lx, take);
-    g->l2[i] = _mm256_blendv_ps(g->l2[i], new_l2, take);
-    g->sumlx = _mm256_blendv_ps(g->sumlx, slx, take);
-    g->suml2 = _mm256_blendv_ps(suml2, sl2, take);
-    g->sumlx2 = _mm256_blendv_ps(g->sumlx2, slx2, take);
-    return 1;
-}
-
-/* Levels L (l + 4, 0 for an all-zero sub-block) and scales of the groups' sub-blocks. */
-static void q3_search(struct q3_group *groups, int count, float scales[][LANES]) {
-    for (int k = 0; k < count; ++k) q3_start(&groups[k]);
-    /* ggml passes over the values at most 5 times and stops after a pass that moved none. Once
-       a group has gone a whole round of 16 values without a move, every value has seen the
-       current sums and stayed: the rest of ggml's passes would move nothing, in any lane. */
-    int quiet[Q3_GROUPS] = {0}, searching = count;
-    for (int pass = 0; pass < 5 && searching > 0; ++pass) {
+    __m256 w[Q3_SUB][Q3_CHAINS], wx[Q3_SUB][Q3_CHAINS], lf[Q3_SUB][Q3_CHAINS];
+    __m256 sumlx[Q3_CHAINS], suml2[Q3_CHAINS], all_zero[Q3_CHAINS], changed[Q3_CHAINS];
+    for (int c = 0; c < Q3_CHAINS; ++c) {
+        __m256 amax = zero, max = zero;
         for (int i = 0; i < Q3_SUB; ++i) {
-            for (int k = 0; k < count; ++k) {
-                if (quiet[k] == Q3_SUB) continue;
-                if (q3_move(&groups[k], i)) quiet[k] = 0;
-                else if (++quiet[k] == Q3_SUB) --searching;
+            const __m256 ax = _mm256_andnot_ps(sign_mask, xt[i][c]);
+            const __m256 larger = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+            amax = _mm256_blendv_ps(amax, ax, larger);
+            max = _mm256_blendv_ps(max, xt[i][c], larger);
+        }
+        all_zero[c] = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+        const __m256 iscale = _mm256_div_ps(_mm256_set1_ps(-4.f), max);
+        __m256 lx = zero, l2 = zero;
+        for (int i = 0; i < Q3_SUB; ++i) {
+            const __m256i l = clamp_range(round_lanes(_mm256_mul_ps(iscale, xt[i][c])), -4, 3);
+            lf[i][c] = _mm256_cvtepi32_ps(l);
+            w[i][c] = _mm256_mul_ps(xt[i][c], xt[i][c]);
+            wx[i][c] = _mm256_mul_ps(w[i][c], xt[i][c]);
+            lx = _mm256_add_ps(lx, _mm256_mul_ps(wx[i][c], lf[i][c]));
+            l2 = _mm256_add_ps(l2, _mm256_mul_ps(_mm256_mul_ps(w[i][c], lf[i][c]), lf[i][c]));
+        }
+        sumlx[c] = lx;
+        suml2[c] = l2;
+        changed[c] = _mm256_xor_ps(all_zero[c], _mm256_castsi256_ps(_mm256_set1_epi32(-1)));
+    }
+    /* Levels are kept as floats (exact small integers) in lf: the comparisons need floats. */
+    for (int itry = 0; itry < 5; ++itry) {
+        int active[Q3_CHAINS], any = 0;
+        for (int c = 0; c < Q3_CHAINS; ++c) {
+            active[c] = !_mm256_testz_ps(changed[c], changed[c]);
+            any |= active[c];
+            changed[c] = zero;
+        }
+        if (!any) break;
+        for (int i = 0; i < Q3_SUB; ++i) {
+            for (int c = 0; c < Q3_CHAINS; ++c) {
+                if (!active[c]) continue;
+                const __m256 slx = _mm256_sub_ps(sumlx[c], _mm256_mul_ps(wx[i][c], lf[i][c]));
+                const __m256 sl2 = _mm256_sub_ps(
+                    suml2[c], _mm256_mul_ps(_mm256_mul_ps(w[i][c], lf[i][c]), lf[i][c]));
+                const __m256 nf = _mm256_cvtepi32_ps(clamp_range(
+                    round_lanes(_mm256_div_ps(_mm256_mul_ps(xt[i][c], sl2), slx)), -4, 3));
+                const __m256 slx_new = _mm256_add_ps(slx, _mm256_mul_ps(wx[i][c], nf));
+                const __m256 sl2_new =
+                    _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w[i][c], nf), nf));
+                const __m256 fits_better = _mm256_cmp_ps(
+                    _mm256_mul_ps(_mm256_mul_ps(slx_new, slx_new), suml2[c]),
+                    _mm256_mul_ps(_mm256_mul_ps(sumlx[c], sumlx[c]), sl2_new), _CMP_GT_OQ);
+                const __m256 take = _mm256_and_ps(
+                    _mm256_and_ps(_mm256_cmp_ps(slx, zero, _CMP_GT_OQ),
+                                  _mm256_cmp_ps(nf, lf[i][c], _CMP_NEQ_UQ)),
+                    _mm256_and_ps(_mm256_cmp_ps(sl2_new, zero, _CMP_GT_OQ), fits_better));
+                lf[i][c] = _mm256_blendv_ps(lf[i][c], nf, take);
+                sumlx[c] = _mm256_blendv_ps(sumlx[c], slx_new, take);
+                suml2[c] = _mm256_blendv_ps(suml2[c], sl2_new, take);
+                changed[c] = _mm256_or_ps(changed[c], take);
             }
         }
     }
-    const __m256 zero = _mm256_setzero_ps();
-    for (int k = 0; k < count; ++k) {
-        struct q3_group *g = &groups[k];
-        const __m256i zero_i = _mm256_castps_si256(g->all_zero);
+    for (int c = 0; c < Q3_CHAINS; ++c) {
+        const __m256 scale = _mm256_blendv_ps(zero, _mm256_div_ps(sumlx[c], suml2[c]),
+                                              _mm256_cmp_ps(suml2[c], zero, _CMP_GT_OQ));
+        _mm256_storeu_ps(scales[c], _mm256_blendv_ps(scale, zero, all_zero[c]));
+        /* ggml stores l + 4, and 0 for an all-zero sub-block. */
+        const __m256i zero_i = _mm256_castps_si256(all_zero[c]);
         for (int i = 0; i < Q3_SUB; ++i)
-            g->levels[i] =
-                _mm256_andnot_si256(zero_i, _mm256_add_epi32(g->levels[i], _mm256_set1_epi32(4)));
-        const __m256 scale = _mm256_blendv_ps(zero, _mm256_div_ps(g->sumlx, g->suml2),
-                                              _mm256_cmp_ps(g->suml2, zero, _CMP_GT_OQ));
-        _mm256_storeu_ps(scales[k], _mm256_blendv_ps(scale, zero, g->all_zero));
+            levels[i][c] = _mm256_andnot_si256(
+                zero_i, _mm256_add_epi32(_mm256_cvtps_epi32(lf[i][c]), _mm256_set1_epi32(4)));
     }
 }
 
-/* The 256 values of a super-block as two groups of 8 sub-blocks. */
-static void q3_load(const float *x, struct q3_group groups[2]) {
-    for (int half = 0; half < 2; ++half) {
-        const float *base = x + half * LANES * Q3_SUB;
-        for (int column = 0; column < Q3_SUB; column += LANES) {
-            __m256 *v = groups[half].x + column;
-            for (int j = 0; j < LANES; ++j) v[j] = _mm256_loadu_ps(base + Q3_SUB * j + column);
-            transpose_8x8(v);
-        }
-    }
+/* The 6-bit scale of sub-block j, stored as sc + 32: low 4 bits, then 2 high bits. */
+static inline int q3_scale(const uint8_t packed[12], int j) {
+    const int low = j < 8 ? packed[j] & 0xF : packed[j - 8] >> 4;
+    return (low | (((packed[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
 }
 
-/* Lane `lane` of 16 vectors of levels: the searched levels of one sub-block. */
-static void q3_lane_levels(const __m256i levels[Q3_SUB], int lane, uint8_t out[Q3_SUB]) {
-    for (int i = 0; i < Q3_SUB; ++i) {
-        int32_t got[LANES];
-        _mm256_storeu_si256((__m256i *)got, levels[i]);
-        out[i] = (uint8_t)got[lane];
-    }
-}
-
-/* Levels (l + 4) of 8 values quantized with the step of their sub-block, as int32 lanes. */
-static inline __m256i q3_level(const float *v, __m256 step) {
-    const __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), step)), -4, 3);
-    return _mm256_add_epi32(l, _mm256_set1_epi32(4));
-}
-
-/* Scales, final levels and bytes of one super-block from its two searched groups. */
-static void q3_write(const float *x, const struct q3_group groups[2],
-                     const float searched[2][LANES], uint8_t *out) {
-    uint8_t level[SUPER];
-    float scales[2 * LANES];
-    memcpy(scales, searched[0], sizeof searched[0]);
-    memcpy(scales + LANES, searched[1], sizeof searched[1]);
-    float max_scale = 0.f, max_abs_scale = 0.f;
-    for (int ib = 0; ib < 2 * LANES; ++ib) {
-        const float abs_scale = scales[ib] < 0 ? -scales[ib] : scales[ib];
-        if (abs_scale > max_abs_scale) {
-            max_abs_scale = abs_scale;
-            max_scale = scales[ib];
+/* Scales, requantization and packing of one super-block; lv: its search's levels. */
+static void q3_finish(const float *x, __m256i lv[SUPER / LANES], const float scales[2 * LANES],
+                      uint8_t *out) {
+    float max_scale = 0.f, amax = 0.f;
+    for (int j = 0; j < 2 * LANES; ++j) {
+        const float abs_scale = scales[j] < 0 ? -scales[j] : scales[j];
+        if (abs_scale > amax) {
+            amax = abs_scale;
+            max_scale = scales[j];
         }
     }
     memset(out, 0, Q3_BYTES);
     uint8_t *hmask = out, *qs = out + 32, *packed = out + 96;
-    int block_scales[2 * LANES];
-    uint16_t d = 0; /* fp16 +0 */
+    uint16_t d = to_half(0.f);
     if (max_scale != 0.f) {
         const float iscale = -32.f / max_scale;
         for (int j = 0; j < 2 * LANES; ++j) {
-            /* ggml stores the rounded value in an int8_t before clamping it. */
-            const int8_t rounded = (int8_t)round_scalar(iscale * scales[j]);
-            const int s = rounded < -32 ? -32 : rounded > 31 ? 31 : rounded;
-            const int stored = s + 32;
-            block_scales[j] = s;
-            if (j < 8) packed[j] = (uint8_t)(stored & 0xF);
-            else packed[j - 8] |= (uint8_t)((stored & 0xF) << 4);
-            packed[j % 4 + 8] |= (uint8_t)((stored >> 4) << (2 * (j / 4)));
+            int8_t l = (int8_t)round_scalar(iscale * scales[j]);
+            l = (int8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
+            if (j < 8) packed[j] = (uint8_t)(l & 0xF);
+            else packed[j - 8] |= (uint8_t)((l & 0xF) << 4);
+            packed[j % 4 + 8] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
         }
         d = to_half(1 / iscale);
-    } else {
-        for (int j = 0; j < 2 * LANES; ++j) block_scales[j] = -32; /* the zeroed bytes, read back */
     }
-    /* Two sub-blocks (32 values) at a time, packed from int32 to bytes in order. */
     const float d_f = from_half(d);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int j = 0; j < 2 * LANES; j += 2) {
-        const float first = d_f * (float)block_scales[j];
-        const float second = d_f * (float)block_scales[j + 1];
-        const float *v = x + Q3_SUB * j;
-        const __m256i a = q3_level(v, _mm256_set1_ps(first));
-        const __m256i b = q3_level(v + LANES, _mm256_set1_ps(first));
-        const __m256i c = q3_level(v + 2 * LANES, _mm256_set1_ps(second));
-        const __m256i e = q3_level(v + 3 * LANES, _mm256_set1_ps(second));
-        const __m256i bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, e));
-        _mm256_storeu_si256((__m256i *)(level + Q3_SUB * j), _mm256_permutevar8x32_epi32(bytes, order));
-        /* A zero step keeps the levels of the search (ggml skips the sub-block). */
-        if (first == 0.f)
-            q3_lane_levels(groups[j / LANES].levels, j % LANES, level + Q3_SUB * j);
-        if (second == 0.f)
-            q3_lane_levels(groups[j / LANES].levels, (j + 1) % LANES, level + Q3_SUB * (j + 1));
+    for (int j = 0; j < 2 * LANES; ++j) {
+        const float step = d_f * (float)q3_scale(packed, j);
+        if (step == 0.f) continue; /* keep the levels of the search */
+        const __m256 sv = _mm256_set1_ps(step);
+        for (int half = 0; half < 2; ++half) {
+            const float *v = x + Q3_SUB * j + LANES * half;
+            __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), sv)), -4, 3);
+            lv[(Q3_SUB * j) / LANES + half] = _mm256_add_epi32(l, _mm256_set1_epi32(4));
+        }
     }
-    /* The third bit of value j goes to bit j / 32 of hmask[j % 32]; byte i of the low bits
-       holds values i, i + 32, i + 64, i + 96 of its 128 (branch-free: the bits are random). */
-    const __m256i three = _mm256_set1_epi8(3);
-    __m256i high = _mm256_setzero_si256(), low[LANES];
-    for (int k = 0; k < LANES; ++k) {
-        const __m256i l = _mm256_loadu_si256((const __m256i *)(level + 32 * k));
-        const __m256i bit = _mm256_set1_epi8((char)(1 << k));
-        high = _mm256_or_si256(high, _mm256_and_si256(_mm256_cmpgt_epi8(l, three), bit));
-        low[k] = _mm256_and_si256(l, three);
+    uint8_t level[SUPER];
+    store_levels(lv, level);
+    /* High bit of value j goes to bit j / 32 of hmask[j % 32]; the low 2 bits of values
+       j, j + 32, j + 64, j + 96 (within each 128) share one byte. Branch-free: whether a
+       level is above 3 is a coin flip, and mispredicting it was the kernel's biggest cost. */
+    const __m256i one = _mm256_set1_epi8(1), three = _mm256_set1_epi8(3);
+    __m256i high = _mm256_setzero_si256(), low[SUPER / 32];
+    for (int k = 0; k < SUPER / 32; ++k) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(level + 32 * k));
+        const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(v, 2), one);
+        high = _mm256_or_si256(high, _mm256_sll_epi16(bit, _mm_cvtsi32_si128(k)));
+        low[k] = _mm256_and_si256(v, three);
     }
     _mm256_storeu_si256((__m256i *)hmask, high);
     for (int half = 0; half < 2; ++half) {
-        const __m256i *four = low + 4 * half; /* 2-bit values: 16-bit shifts stay in their byte */
-        const __m256i packed_low = _mm256_or_si256(
-            _mm256_or_si256(four[0], _mm256_slli_epi16(four[1], 2)),
-            _mm256_or_si256(_mm256_slli_epi16(four[2], 4), _mm256_slli_epi16(four[3], 6)));
-        _mm256_storeu_si256((__m256i *)(qs + 32 * half), packed_low);
+        const __m256i *L = low + 4 * half;
+        const __m256i packed_q = _mm256_or_si256(
+            _mm256_or_si256(L[0], _mm256_slli_epi16(L[1], 2)),
+            _mm256_or_si256(_mm256_slli_epi16(L[2], 4), _mm256_slli_epi16(L[3], 6)));
+        _mm256_storeu_si256((__m256i *)(qs + 32 * half), packed_q);
     }
     memcpy(out + 108, &d, 2);
+}
+
+/* Quantize the super-blocks at x[g] (repeats allowed) into out[g]. */
+static void quantize_q3_super_blocks(const float *x[Q3_GROUP], uint8_t *out[Q3_GROUP]) {
+    __m256 xt[Q3_SUB][Q3_CHAINS];
+    __m256i levels_v[Q3_SUB][Q3_CHAINS];
+    float scales[Q3_CHAINS][LANES];
+    for (int c = 0; c < Q3_CHAINS; ++c) {
+        const float *base = x[c / Q3_HALVES] + (c % Q3_HALVES) * LANES * Q3_SUB;
+        load_lanes(base, Q3_SUB, &xt[0][c], Q3_CHAINS);
+    }
+    q3_search(xt, levels_v, scales);
+    for (int g = 0; g < Q3_GROUP; ++g) {
+        __m256i lv[SUPER / LANES];
+        for (int h = 0; h < Q3_HALVES; ++h)
+            unload_lanes(&levels_v[0][g * Q3_HALVES + h], Q3_CHAINS, Q3_SUB, lv + h * Q3_SUB);
+        q3_finish(x[g], lv, scales[g * Q3_HALVES], out[g]);
+    }
 }
 
 /* 1 when this CPU runs the kernels (AVX2 and F16C); callers fall back to ggml otherwise. */
@@ -633,35 +656,49 @@ int dto_kquants_supported(void) {
 
 static size_t quantize(const struct kquant *kind, const float *src, void *dst, int64_t n) {
     uint8_t *out = (uint8_t *)dst;
-    for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
-        quantize_super_block(kind, src + first, out);
-        out += kind->bytes;
+    const int64_t blocks = n / SUPER;
+    uint8_t scratch[176];
+    for (int64_t b = 0; b < blocks; b += GROUP) {
+        /* Past the end, the last super-block is searched again and written to scratch. */
+        const float *x[GROUP];
+        uint8_t *dest[GROUP];
+        for (int g = 0; g < GROUP; ++g) {
+            const int64_t at = b + g < blocks ? b + g : blocks - 1;
+            x[g] = src + at * SUPER;
+            dest[g] = b + g < blocks ? out + (b + g) * kind->bytes : scratch;
+        }
+        quantize_super_blocks(kind, x, dest);
     }
-    return (size_t)(out - (uint8_t *)dst);
+    return (size_t)(blocks * kind->bytes);
 }
 
 /* Quantize n values (a multiple of 256) of src into blocks at dst; return the bytes written. */
 size_t dto_quantize_q4_k(const float *src, void *dst, int64_t n) { return quantize(&Q4_K, src, dst, n); }
 size_t dto_quantize_q5_k(const float *src, void *dst, int64_t n) { return quantize(&Q5_K, src, dst, n); }
 
+size_t dto_quantize_q3_k(const float *src, void *dst, int64_t n) {
+    uint8_t *out = (uint8_t *)dst;
+    const int64_t blocks = n / SUPER;
+    uint8_t scratch[Q3_BYTES];
+    for (int64_t b = 0; b < blocks; b += Q3_GROUP) {
+        /* Past the end, the last super-block is searched again and written to scratch. */
+        const float *x[Q3_GROUP];
+        uint8_t *dest[Q3_GROUP];
+        for (int g = 0; g < Q3_GROUP; ++g) {
+            const int64_t at = b + g < blocks ? b + g : blocks - 1;
+            x[g] = src + at * SUPER;
+            dest[g] = b + g < blocks ? out + (b + g) * Q3_BYTES : scratch;
+        }
+        quantize_q3_super_blocks(x, dest);
+    }
+    return (size_t)(blocks * Q3_BYTES);
+}
+
 size_t dto_quantize_q6_k(const float *src, void *dst, int64_t n) {
     uint8_t *out = (uint8_t *)dst;
     for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
         quantize_q6_super_block(src + first, out);
         out += Q6_BYTES;
-    }
-    return (size_t)(out - (uint8_t *)dst);
-}
-
-size_t dto_quantize_q3_k(const float *src, void *dst, int64_t n) {
-    uint8_t *out = (uint8_t *)dst;
-    struct q3_group groups[Q3_GROUPS];
-    float scales[Q3_GROUPS][LANES];
-    for (int64_t first = 0; first + SUPER <= n; first += SUPER) {
-        q3_load(src + first, groups);
-        q3_search(groups, Q3_GROUPS, scales);
-        q3_write(src + first, groups, scales, out);
-        out += Q3_BYTES;
     }
     return (size_t)(out - (uint8_t *)dst);
 }
