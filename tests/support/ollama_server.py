@@ -135,12 +135,20 @@ def _ollama_venv(root: Path) -> Path:
     return venv
 
 
+#: ggml CPU variants the test server must not load. On a CPU with AMX (Sapphire Rapids, seen on
+#: this workplace's machines from 2026-12-04) ggml picks the wheel's sapphirerapids build, which
+#: answers the tiny test models with NaN logits ('!!!!', token 0) where llama.cpp's CPU code and
+#: the other variants answer correctly (the taught model: "banana"); without it ggml takes the
+#: next variant the CPU supports (icelake/skylakex/haswell).
+_CPU_VARIANTS_LEFT_OUT = ("libggml-cpu-sapphirerapids.so",)
+
+
 def _build_runtime(venv: Path, root: Path) -> Path:
     """Lay out ollama-lib + the wheel's libraries + our SYCL stub in one folder (cached)."""
     libs = _site_packages(venv) / "bigdl/cpp/libs/ollama"
     binary = libs / "ollama-lib"
     key = hashlib.sha256(
-        f"{binary.stat().st_size}:{binary.stat().st_mtime_ns}:{venv}:{SYCL_STUB_C}".encode()
+        f"{binary.stat().st_size}:{binary.stat().st_mtime_ns}:{venv}:{SYCL_STUB_C}:{_CPU_VARIANTS_LEFT_OUT}".encode()
     ).hexdigest()[:16]
     runtime = root / f"runtime-{key}"
     if (runtime / ".ready").exists():
@@ -152,7 +160,7 @@ def _build_runtime(venv: Path, root: Path) -> Path:
     # the runner's library path, so the stub must sit beside the binary it starts from.
     shutil.copy2(binary, tmp / "ollama-lib")
     for lib in libs.glob("*.so*"):
-        if lib.name != "libggml-sycl.so":
+        if lib.name != "libggml-sycl.so" and lib.name not in _CPU_VARIANTS_LEFT_OUT:
             (tmp / lib.name).symlink_to(lib)
     (tmp / "sycl_stub.c").write_text(SYCL_STUB_C)
     gcc = shutil.which("gcc") or shutil.which("cc")
