@@ -141,6 +141,18 @@ def read_call_reasoning(source: TemplateSource) -> CallReasoning | None:
     return CallReasoning(before=before, after=after, earlier=REASONING in later, filled=filled)
 
 
+def tags_around(text: str, reasoning: str, answer: str) -> tuple[str, str] | None:
+    """The marker pair around the one occurrence of ``reasoning`` in ``text``, where the closing
+    marker is followed directly by ``answer``; None otherwise."""
+    if text.count(reasoning) != 1:
+        return None
+    start = text.index(reasoning)
+    tags = surrounding_markers(text, start, start + len(reasoning))
+    if tags is None or not text.startswith(tags[1] + answer, start + len(reasoning)):
+        return None
+    return tags
+
+
 def surrounding_markers(text: str, start: int, end: int) -> tuple[str, str] | None:
     """The special tokens right before ``start`` and right after ``end`` in ``text`` (the
     empty pair the reasoning fills), or None."""
@@ -223,9 +235,15 @@ def call_reasoning_probes() -> list[Probe]:
 def earlier_loops_hold(source: TemplateSource, template: str, system: str | None) -> bool:
     """The reasoning of a tool loop before the last user message is kept or dropped as the
     Jinja does (:func:`call_reasoning_probes`, rendered on both sides)."""
+    return probes_hold(source, template, system, call_reasoning_probes())
+
+
+def probes_hold(
+    source: TemplateSource, template: str, system: str | None, probes: list[Probe]
+) -> bool:
+    """Every one of ``probes`` ran (tools offered) and matched, rendered on both sides."""
     from .verify import reference_renders, verify_template
 
-    probes = call_reasoning_probes()
     refs = reference_renders(source, probes)
     report = verify_template(
         source, template, system=system, tools=True, references=refs, probes=probes
@@ -239,7 +257,9 @@ __all__ = [
     "call_reasoning_probes",
     "earlier_loops_hold",
     "prints_call_reasoning",
+    "probes_hold",
     "read_call_reasoning",
     "surrounding_markers",
+    "tags_around",
     "with_call_reasoning",
 ]

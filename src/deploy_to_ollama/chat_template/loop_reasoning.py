@@ -139,15 +139,9 @@ def loop_end_probes() -> list[Probe]:
 
 def loop_reasoning_holds(source: TemplateSource, template: str, system: str | None) -> bool:
     """:func:`loop_end_probes`, rendered on both sides, match."""
-    from .verify import reference_renders, verify_template
+    from .call_reasoning import probes_hold
 
-    probes = loop_end_probes()
-    refs = reference_renders(source, probes)
-    report = verify_template(
-        source, template, system=system, tools=True, references=refs, probes=probes
-    )
-    ran = [p for p in report.probes if p.status != "skipped"]
-    return len(ran) == len(probes) and all(p.status == "match" for p in ran)
+    return probes_hold(source, template, system, loop_end_probes())
 
 
 def with_loop_thinking(

@@ -289,7 +289,7 @@ def block_tags(source: TemplateSource, name: str) -> tuple[str, str] | None:
     ``<|inner_prefix|>R<|inner_suffix|>A``), with thinking on; None where the Jinja has no
     such format or prints no special token right around the reasoning. Ollama's messages
     never arrive in that format; the rendering only shows which tags the model writes."""
-    from .call_reasoning import surrounding_markers
+    from .call_reasoning import tags_around
     from .hf_render import render_hf
 
     blocks = [{"type": "thoughts", "text": R1}, {"type": "response", "text": A1}]
@@ -304,13 +304,7 @@ def block_tags(source: TemplateSource, name: str) -> tuple[str, str] | None:
         )
     except TemplateRenderError:
         return None
-    if text.count(R1) != 1:
-        return None
-    start = text.index(R1)
-    tags = surrounding_markers(text, start, start + len(R1))
-    if tags is None or not text.startswith(tags[1] + A1, start + len(R1)):
-        return None
-    return tags
+    return tags_around(text, R1, A1)
 
 
 def _loops_hold(source: TemplateSource, result: TranslatedTemplate) -> bool:

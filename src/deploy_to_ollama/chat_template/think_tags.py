@@ -97,7 +97,7 @@ def list_block_tags(source: TemplateSource) -> tuple[str, str] | None:
     where the text block follows the closing one (None: the Jinja prints such blocks
     otherwise, or not at all). Ollama's messages never arrive in that form; the rendering
     only shows which tags the model writes."""
-    from .call_reasoning import surrounding_markers
+    from .call_reasoning import tags_around
     from .hf_render import render_hf
 
     turns: list[dict[str, Any]] = [
@@ -109,13 +109,7 @@ def list_block_tags(source: TemplateSource) -> tuple[str, str] | None:
         text = render_hf(source.template, turns, tokens=source.template_variables())
     except TemplateRenderError:
         return None
-    if text.count(R1) != 1:
-        return None
-    start = text.index(R1)
-    tags = surrounding_markers(text, start, start + len(R1))
-    if tags is None or not text.startswith(tags[1] + A1, start + len(R1)):
-        return None
-    return tags
+    return tags_around(text, R1, A1)
 
 
 def with_named_tags(
