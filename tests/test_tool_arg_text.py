@@ -86,3 +86,44 @@ def test_altered_argument_text_stays_unclaimed() -> None:
     assert checked
     assert all(p.status != "match" for p in checked)
     assert all(p.reason != TEXT_ARGUMENTS for p in checked)
+
+
+#: Functionary v2.2's way: a tool result is introduced by the tool's ``name`` (which every
+#: client sends with a result; Ollama's TEMPLATE gets it as ``.ToolName``), and a call's
+#: arguments are pasted after the function's name.
+NAMED_RESULTS = (
+    "{% for message in messages %}"
+    "{% if message['role'] in ['user', 'system'] %}"
+    "{{ '<|from|>' + message['role'] + '\\n<|content|>' + message['content'] + '\\n' }}"
+    "{% elif message['role'] == 'tool' %}"
+    "{{ '<|from|>' + message['name'] + '\\n<|content|>' + message['content'] + '\\n' }}"
+    "{% else %}{% if message['content'] %}"
+    "{{ '<|from|>assistant\\n<|content|>' + message['content'] + '\\n' }}{% endif %}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{{ '<|from|>assistant\\n<|to|>' + call['function']['name'] + '\\n<|content|>' "
+    "+ call['function']['arguments'] + '\\n' }}{% endfor %}{{ '<|stop|>\\n' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|from|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_the_sentinel_result_carries_the_tools_name() -> None:
+    """A Jinja that labels a result with the tool's name is read too (it raised on the
+    sentinel conversation before, for want of the name, and its calls went untranslated)."""
+    assert takes_text_arguments(NAMED_RESULTS, {}) is True
+    assert (
+        takes_text_arguments(NAMED_RESULTS.replace("['arguments']", "['arguments'][1:]"), {})
+        is False
+    )
+
+
+def test_named_results_verify_with_a_tool_round_trip(go_oracle: Any) -> None:
+    from deploy_to_ollama.capabilities import go_template_has_tool_round_trip
+
+    result = translate_template(_source(NAMED_RESULTS))
+    checked = [p for p in result.report.probes if p.probe in TOOL_PROBES]
+    assert {p.status for p in checked} == {"match"}
+    assert {p.reason for p in checked} == {TEXT_ARGUMENTS}
+    assert result.verified
+    # Ollama 0.30+ keeps a TEMPLATE with a tool round trip (should_prefer_chat_template).
+    assert go_template_has_tool_round_trip(result.template)
+    assert go_mismatches(go_oracle, _source(NAMED_RESULTS), result, checked) == []

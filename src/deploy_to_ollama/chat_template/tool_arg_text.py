@@ -81,7 +81,13 @@ def _takes_text(template: str, tokens: tuple[tuple[str, str], ...]) -> bool:
         return [
             {"role": "user", "content": "Zqtextuser"},
             {"role": "assistant", "content": "", "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": "Zqtextid1", "content": "Zqtextresult"},
+            # A result names its tool, as clients send it (Functionary v2.2 prints the name).
+            {
+                "role": "tool",
+                "tool_call_id": "Zqtextid1",
+                "name": "Zqtextname",
+                "content": "Zqtextresult",
+            },
         ]
 
     text = json.dumps(_ARGUMENTS)
