@@ -38,7 +38,8 @@ RATCHET = 306
 #: deepseek (210 alone): DeepSeek R1, the R1 and V3.1 library templates and axolotl's V3 paste
 #: a call's arguments as text (raising on an object): compared with the arguments sent as JSON
 #: text, by JSON value (tool_arg_text.py). All merged: measured 216.
-TOOL_RESULT_RATCHET = 216
+#: 216 -> 217: the blank-turn reading carried into reasoning and tool calls (GLM 4.6).
+TOOL_RESULT_RATCHET = 217
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -57,7 +58,9 @@ TOOL_RESULT_RATCHET = 216
 #: system_pad), a first user message opening bare (Smaug; first_bare), a later system message
 #: printed where a leading one is dropped (ChatQA; system_later) and the system turn printed
 #: with empty content where none is given (Apriel 1.5; system_absent).
-VERIFIED_ALL_RATCHET = 298
+#: 298 -> 300: the blank-turn reading carried into reasoning and tool calls (Seed-OSS, GLM 4.6;
+#: emit_blank.rotated_opening).
+VERIFIED_ALL_RATCHET = 300
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -201,7 +204,9 @@ THINKING_OPENED_RATCHET = 20
 #: result closed before the answer): measured 111 of the 138 whose Jinja shows tools and
 #: translates, 21 of them through the inert .Tools (toolsb).
 #: 111 -> 113 merged with plainb (its readings prove two more of them); 117 with deepseek.
-TOOLS_PARITY_RATCHET = 117
+#: 117 -> 121: Functionary v2.2 (the sentinel tool result names its tool), R1-distill-Qwen-32B
+#: (content printed after the calls closes the turn), Seed-OSS and GLM 4.6 (blank turns).
+TOOLS_PARITY_RATCHET = 121
 
 
 def _source(record: dict[str, Any]) -> TemplateSource:

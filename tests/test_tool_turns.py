@@ -131,3 +131,39 @@ def test_an_answer_quoting_the_result_is_not_claimed() -> None:
     statuses = {p.probe: p.status for p in result.report.probes}
     assert statuses["tool_results_then_answer"] != "match"
     assert result.tools_inert is None
+
+
+#: R1-distill-Qwen-32B's way (llama.cpp's copy): the calls close with an eos, then the content
+#: (empty or not) prints as a turn of its own, before any result.
+CONTENT_AFTER_CALLS = (
+    "{{ bos_token }}{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}<|User|>{{ m['content'] }}{%- endif -%}"
+    "{%- if m['role'] == 'assistant' and m['tool_calls'] -%}<|Assistant|><|calls|>"
+    "{%- for t in m['tool_calls'] -%}<|call|>{{ t['function']['name'] }}\\n"
+    "{{ t['function']['arguments'] | tojson }}<|/call|>{%- endfor -%}<|/calls|><|end|>"
+    "{%- endif -%}"
+    "{%- if m['role'] == 'assistant' and m['content'] is not none -%}"
+    "<|Assistant|>{{ m['content'] }}<|end|>{%- endif -%}"
+    "{%- if m['role'] == 'tool' -%}<|output|>{{ m['content'] }}<|/output|>{%- endif -%}"
+    "{%- endfor -%}{%- if add_generation_prompt -%}<|Assistant|>{%- endif -%}"
+)
+
+
+def test_content_printed_after_the_calls_closes_the_turn(go_oracle: Any) -> None:
+    """The turn with calls ends after its content's eos, not at the first eos (which closes
+    the calls): otherwise the content lands before its own ``<|Assistant|>``."""
+    from deploy_to_ollama.chat_template.tool_shape import infer_tool_shape
+
+    source = _source(CONTENT_AFTER_CALLS)
+    result = translate_template(source)
+    assert result.shape is not None
+    tools = infer_tool_shape(source, result.shape)
+    assert tools.calls_end.endswith("<|/calls|><|end|><|Assistant|><|end|>")
+    assert tools.result_open == "<|output|>"
+    statuses = {p.probe: p.status for p in result.report.probes}
+    assert statuses["tool_call_with_content"] == "match"
+    assert all(statuses[name] == "match" for name in TOOL_TURNS)
+    assert result.verified
+    decision = select_route(ModelFacts(template=result.template, jinja=source.template), "0.33.0")
+    assert decision.path == "rendered"
+    assert go_mismatches(go_oracle, source, result) == []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .emit_blank import blank_opening
+from .emit_blank import rotated_opening
 from .emit_fold import folded
 from .emit_joined import joined_head
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
@@ -254,14 +254,35 @@ def _inline_head(shape: TemplateShape) -> str | None:
 _NEXT_ROLE = "(index (slice $.Messages $i) 1).Role"
 
 
+def _blank_reading(
+    shape: TemplateShape, tools: ToolShape | None, *, calls: bool
+) -> tuple[TemplateShape, str, str]:
+    """(the shape the turn opens with, the lead, the dropped part of the suffix) of the
+    blank-turn reading (``emit_blank.rotated_opening``); ``shape`` and two empty texts where
+    there is none, or where tool calls print in a way it is not carried into (content
+    dropped, printed after the calls or results, a turn with calls opening otherwise)."""
+    rotated = rotated_opening(shape)
+    if rotated is None:
+        return shape, "", ""
+    if calls:
+        assert tools is not None
+        plain_calls = tools.calls is not None and tools.opening is None
+        if not plain_calls or tools.content_dropped or tools.content_after is not None:
+            return shape, "", ""
+        if tools.content_after_results is not None or tools.content_until_answer:
+            return shape, "", ""
+    return rotated
+
+
 def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
     """The assistant branch (and the tool branch) and the two closing ``end``s of the loop."""
     pieces: list[Piece] = [Act('else if eq .Role "assistant"')]
     calls = tools is not None and (
         tools.calls is not None or tools.content_dropped or tools.content_after_results is not None
     )
-    # A blank turn's shorter wrapper (emit_blank), read for turns without tool calls.
-    opened, lead, dropped = (shape, "", "") if calls else blank_opening(shape)
+    # A blank turn's shorter wrapper (emit_blank): a turn without tool calls prints the lead
+    # and the dropped part of its suffix only beside content that is not blank.
+    opened, lead, dropped = _blank_reading(shape, tools, calls=calls)
     call_dropped = shape.call_turn == "dropped" and (tools is None or tools.calls is None)
     if call_dropped:
         # A message with calls and no content prints nothing (GLM-4: tool_turns.py).
@@ -271,8 +292,8 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
         # Right after tool results the Jinja template opens no new turn (DeepSeek V3.2).
         opens = [Act('if ne $prevRole "tool"'), *opens, Act("end")]
     pieces += opens
-    if shape.think is None or shape.think.head is None:
-        pieces += reasoning(shape)
+    if opened.think is None or opened.think.head is None:
+        pieces += reasoning(opened)
     if tools is not None and (tools.content_dropped or tools.content_after_results is not None):
         content = trimmed(".Content", shape.trim("assistant"), "a")
         pieces += [Act("$tc := .ToolCalls"), Act("if not $tc"), *content, Act("end")]
@@ -281,7 +302,7 @@ def _assistant(shape: TemplateShape, tools: ToolShape | None) -> list[Piece]:
             pieces += [Act("if $tc"), Act("$callContent = .Content"), Act("end")]
         pieces += tool_calls(shape, tools, tools.calls, content=False)
     elif tools is not None and tools.calls is not None:
-        pieces += tool_calls(shape, tools, tools.calls)
+        pieces += tool_calls(shape, tools, tools.calls, blank=(lead, dropped))
     else:
         if shape.call_turn == "empty":
             # Calls print nothing (tool_turns.py); the reference gives Ollama's round trip.

@@ -80,4 +80,32 @@ def blank_opening(shape: TemplateShape) -> tuple[TemplateShape, str, str]:
     return opened, lead, dropped
 
 
-__all__ = ["blank_opening", "observe_blank_turn"]
+def rotated_opening(shape: TemplateShape) -> tuple[TemplateShape, str, str] | None:
+    """``blank_opening`` for a turn that may carry reasoning: the lead moves from the end of
+    the reasoning block to its start (Seed-OSS prints ``assistant`` + ``'\\n<seed:think>'`` +
+    reasoning + ``'</seed:think>'``, then ``'\\n' + content`` only where the content is not
+    blank). None where the reasoning block does not end with the lead, so the lead is not one
+    text printed before content whatever precedes it."""
+    if shape.blank_turn is None:
+        return None
+    opened, lead, dropped = blank_opening(shape)
+    think = shape.think
+    if think is None:
+        return opened, lead, dropped
+    if not lead or not think.after.endswith(lead):
+        return None
+    after = think.after[: len(think.after) - len(lead)]
+    if think.head is None:
+        moved = replace(think, before=lead + think.before, after=after)
+        return replace(opened, think=moved), lead, dropped
+    # GLM 4.6: the block replaces the opening after its header; the header keeps its text.
+    if len(opened.assistant_prefix) < len(think.head) or think.after_calls is not None:
+        return None
+    if think.dropped is not None and not think.dropped.endswith(lead):
+        return None
+    dropped_trace = think.dropped[: len(think.dropped) - len(lead)] if think.dropped else None
+    moved = replace(think, after=after, dropped=dropped_trace)
+    return replace(opened, think=moved), lead, dropped
+
+
+__all__ = ["blank_opening", "observe_blank_turn", "rotated_opening"]

@@ -50,15 +50,24 @@ def _plain(text: str) -> str:
 
 
 def tool_calls(
-    shape: TemplateShape, tools: ToolShape, calls: Loop | None, *, content: bool = True
+    shape: TemplateShape,
+    tools: ToolShape,
+    calls: Loop | None,
+    *,
+    content: bool = True,
+    blank: tuple[str, str] = ("", ""),
 ) -> list[Piece]:
     """Content and tool calls of an assistant turn.
 
     The ``{{ if .ToolCalls }}`` block starts with the text before the first call: Ollama reads
     its tool-call tag from there (ollama/ollama ``tools/template.go``), so no other
     ``.ToolCalls`` test may come first (``$tc`` is a variable, which Ollama's search skips).
+    ``blank``: the blank-turn reading's lead and dropped suffix part (``emit_blank``), left
+    out of the opening: a turn with calls prints the lead whatever its content (as the tool
+    shape was read), a turn without prints both only beside content that is not blank.
     """
     assert calls is not None
+    lead, dropped = blank
     text = trimmed(".Content", shape.trim("assistant"), "a")
     pieces: list[Piece] = []
     if content and tools.content_after is not None:
@@ -68,7 +77,13 @@ def tool_calls(
         if tools.content_until_answer:
             pieces += list(ANSWERED_SCAN)
             cond += " (not $answered)"
-        pieces += [Act("$tc := .ToolCalls"), Act(f"if {cond}")]
+        pieces += [Act("$tc := .ToolCalls")]
+        if lead or dropped:
+            pieces += [Act("$nb := false"), Act("if $tc"), Lit(lead), Act("end")]
+            plain = trimmed(".Content", shape.trim("assistant"), "a", lead, mark="$nb")
+        else:
+            plain = text
+        pieces += [Act(f"if {cond}")]
         pieces += [Lit(_plain(tools.content_pre)), *text, Lit(_plain(tools.content_post))]
         if tools.content_until_answer and shape.think is not None:
             # Reasoning of a turn with calls and no content prints where the content would
@@ -76,14 +91,18 @@ def tool_calls(
             pieces += [Act("else if and $tc .Thinking (not $answered)")]
             pieces += [Lit(_plain(tools.content_pre)), Act(".Thinking")]
             pieces += [Lit(_plain(tools.content_post))]
-        pieces += [Act("else if not $tc"), *text, Act("end")]
+        pieces += [Act("else if not $tc"), *plain, Act("end")]
     pieces += [Act("if .ToolCalls"), *_tagged(_plain(calls.before))]
     pieces += [Act("range $k, $c := .ToolCalls"), Act("if $k"), Lit(_plain(calls.glue))]
     pieces += [Act("end"), *calls.item, Act("end")]
     end = tools.calls_end if tools.results else calls.after
     pieces += [Lit(_plain(end))]
     if shape.assistant_suffix:
-        pieces += [Act("else if not $last"), Lit(shape.assistant_suffix)]
+        kept = shape.assistant_suffix[len(dropped) :] if content else shape.assistant_suffix
+        pieces += [Act("else if not $last")]
+        if dropped and content:
+            pieces += [Act("if $nb"), Lit(dropped), Act("end")]
+        pieces += [Lit(kept)]
     return [*pieces, Act("end")]
 
 

@@ -16,9 +16,12 @@ def _is_in(var: str, kind: str) -> str:
     return f"or {tests}" if len(_CHARS[kind]) > 1 else tests[1:-1]
 
 
-def trimmed(expr: str, trim: tuple[str, str], tag: str, lead: str = "") -> list[Piece]:
+def trimmed(
+    expr: str, trim: tuple[str, str], tag: str, lead: str = "", *, mark: str = ""
+) -> list[Piece]:
     """Print ``expr``, stripping whitespace as the Jinja template does (``lead`` before it
-    where it is not blank: ``emit_joined``).
+    where it is not blank: ``emit_joined``; ``mark``: a variable of the enclosing scope set
+    true there, for a test after the scope ends).
 
     Ollama gives templates no trim function and no arithmetic, so this scans bytes with
     ``range`` over an int (Go >= 1.22), ``index`` and ``break``, from the front for the left
@@ -40,7 +43,8 @@ def trimmed(expr: str, trim: tuple[str, str], tag: str, lead: str = "") -> list[
         body += [Act(f"range $k := len {s}"), Act(f"{c} := index {s} ({back})")]
         body += [Act(f"if not ({_is_in(c, right)})"), Act(f"{b} = len (slice {s} $k)")]
         body += [Act("break"), Act("end"), Act("end")]
-    body += [Act(f"if lt {a} {b}"), *([Lit(lead)] if lead else []), Act(f"slice {s} {a} {b}")]
+    body += [Act(f"if lt {a} {b}"), *([Lit(lead)] if lead else [])]
+    body += [*([Act(f"{mark} = true")] if mark else []), Act(f"slice {s} {a} {b}")]
     return [*body, Act("end")]
 
 

@@ -452,8 +452,11 @@ def _with_results(
     last = _render(source, _call_conv(1, content="", results=1, final=False, end=False), gen=True)
     if last is None:
         return replace(parts, reason="the Jinja template rejects a conversation ending in a result")
-    # The assistant turn ends where an ordinary one does; the rest opens the results.
-    end_at = head.find(shape.assistant_suffix) if shape.assistant_suffix else -1
+    # The assistant turn ends where an ordinary one does; the rest opens the results. Content
+    # printed after the calls belongs to the turn: it ends after that content (R1 distills
+    # print ``<｜Assistant｜>`` + content + eos after a first eos that closes the calls).
+    after = parts.content_after or 0
+    end_at = head.find(shape.assistant_suffix, after) if shape.assistant_suffix else -1
     split = end_at + len(shape.assistant_suffix) if end_at >= 0 else len(head)
     close = loop.after if bare else loop.after[: len(loop.after) - len(regions.next_prefix)]
     return replace(
