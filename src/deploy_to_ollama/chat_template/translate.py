@@ -118,8 +118,8 @@ def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> 
 
     result = translated(blank=True)
     if result.shape is not None and result.shape.blank_turn is not None:
-        # The blank-turn reading is not carried into tool calls or reasoning (emit_blank):
-        # where the TEMPLATE without it proves more probes, that one is the better one.
+        # The blank-turn reading is not carried into every form of tool calls or reasoning
+        # (emit._blank_reading): where the TEMPLATE without it proves more, that one is kept.
         without = translated(blank=False)
         if _matched(without) > _matched(result):
             return without
