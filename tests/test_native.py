@@ -19,6 +19,7 @@ from deploy_to_ollama.chat_template.native import (
     compare_prompts,
     native_cases,
     render_reference,
+    request_body,
     verify_native,
 )
 from deploy_to_ollama.chat_template.probes import load_probes
@@ -111,6 +112,8 @@ def test_thinking_cases_use_the_switch_the_go_path_maps_think_onto() -> None:
         ("think_true", {"reasoning": True}), ("think_false", {"reasoning": False}),
     ]  # fmt: skip
     assert [c.reference_probe.think for c in thinking[-2:]] == [True, False]
+    # Ollama's native path sends think as enable_thinking only (native_request).
+    assert request_body(thinking[-1])["chat_template_kwargs"] == {"enable_thinking": False}
     # The old fixed name finds nothing to switch in this template.
     assert not [c for c in native_cases(template) if c.kwargs]
 

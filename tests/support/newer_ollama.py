@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from deploy_to_ollama.chat_template.native_request import native_body
 from deploy_to_ollama.gguf.llama_server import LlamaServer
 
 
@@ -110,9 +111,11 @@ class _Handler(BaseHTTPRequestHandler):
         request = json.loads(body)
         if not request.get("_debug_render_only") or self.server.renderer is None:
             return False
-        payload: dict[str, Any] = {"messages": request.get("messages") or []}
-        if request.get("tools"):
-            payload["tools"] = request["tools"]
+        # The body Ollama 0.30+ builds from the request (no thinking of earlier messages,
+        # think as enable_thinking: native_request).
+        payload = native_body(
+            request.get("messages") or [], request.get("tools"), think=request.get("think")
+        )
         prompt = self.server.renderer.apply_template(payload)
         self.server.debug_renders += 1
         answer = {"model": request.get("model"), "_debug_info": {"rendered_template": prompt}}

@@ -166,8 +166,10 @@ def native_cases(
     """Every probe, plus think on/off variants where the Jinja reads its thinking switch.
 
     ``switch``: the variable ``think`` maps onto, as the Go path's verifier passes it
-    (``thinking.switch_name``: ``reasoning`` for Command-A), so both paths prove the same
-    setting. Without the kwarg each engine uses its own default (transformers: undefined;
+    (``thinking.switch_name``: ``reasoning`` for Command-A): transformers gets the setting
+    under that name, llama-server gets what Ollama sends, ``enable_thinking`` (``request_body``),
+    so a Jinja switched by another name is not switched on the native path, a difference the
+    proof shows. Without the kwarg each engine uses its own default (transformers: undefined;
     llama-server: its ``enable_thinking`` setting), which is itself a thing to prove.
     """
     suite = tuple(probes or load_probes())
@@ -319,13 +321,13 @@ def _native_prompt(server: PromptRenderer, case: NativeCase) -> str | ApplyTempl
 
 
 def request_body(case: NativeCase) -> dict[str, Any]:
-    """The chat-endpoint body Ollama's native path would send for ``case``."""
-    body: dict[str, Any] = {"messages": [dict(m) for m in case.probe.messages]}
-    if case.probe.tools:
-        body["tools"] = [dict(t) for t in case.probe.tools]
-    if case.kwargs:
-        body["chat_template_kwargs"] = dict(case.kwargs)
-    return body
+    """The chat-endpoint body Ollama's native path sends for ``case`` (``native_request``:
+    no earlier reasoning, arguments as Go's JSON text, tools as ``api.Tool``, ``think`` as
+    ``enable_thinking`` whatever switch the Jinja reads)."""
+    from .native_request import native_body
+
+    think = case.kwargs.get(case.switch, case.probe.think)
+    return native_body(case.probe.messages, case.probe.tools or None, think=think)
 
 
 def render_reference(source: TemplateSource, case: NativeCase) -> str:
