@@ -284,7 +284,7 @@ def test_verified_share_never_drops(corpus_results: list[tuple[dict[str, Any], A
     )
     print(f"tools verified: {tools}/{len(rendering)}; exact {exact}, json_equivalent {json_eq}")
     assert tools >= TOOLS_RATCHET
-    from deploy_to_ollama.chat_template.shape import renders_reasoning
+    from deploy_to_ollama.chat_template.thinking import renders_reasoning
 
     reasoning = [
         r
@@ -311,7 +311,7 @@ def reasoning_results_093(
 ) -> list[tuple[dict[str, Any], Any]]:
     """The templates whose Jinja renders reasoning (the newest server's 47), translated for
     Ollama 0.9.3."""
-    from deploy_to_ollama.chat_template.shape import renders_reasoning
+    from deploy_to_ollama.chat_template.thinking import renders_reasoning
 
     results: list[tuple[dict[str, Any], Any]] = []
     for record, newest in corpus_results:
@@ -358,7 +358,7 @@ def test_thinking_on_ollama_093_and_the_generations_it_holds_for(
             cases.append(_case_093(result, probe, unset_think_off=True))
             checks.append((record, checked))
     false_claims = []
-    from deploy_to_ollama.chat_template.verify import strip_bos
+    from deploy_to_ollama.chat_template.prompt_diff import strip_bos
 
     for (record, checked), go in zip(checks, go_oracle.run(cases), strict=True):
         exp, act = strip_bos(checked.expected or "", go.output, record.get("bos_token") or "<s>")
@@ -402,7 +402,8 @@ def test_tools_on_ollama_093_hold_in_go_with_093s_values(
 ) -> None:
     """Tool claims for Ollama 0.9.3 re-rendered by real Go with 0.9.3's message types (no
     .ToolName, no call ids) and prompt building: zero false claims, and the share ratchets."""
-    from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
+    from deploy_to_ollama.chat_template.prompt_diff import strip_bos
+    from deploy_to_ollama.chat_template.verify import json_equivalent
 
     rendering = [
         (record, translate_template(_source(record), server_version="0.9.3"))
@@ -472,9 +473,10 @@ def test_no_false_verified_claim_go_oracle(
     """Every verified claim holds when Go itself renders the TEMPLATE, at the claimed tier."""
     from deploy_to_ollama.chat_template.hf_render import render_hf
     from deploy_to_ollama.chat_template.ollama_prompt import template_thinks
+    from deploy_to_ollama.chat_template.prompt_diff import strip_bos
     from deploy_to_ollama.chat_template.thinking import think_kwargs
     from deploy_to_ollama.chat_template.tool_arg_text import TEXT_ARGUMENTS, render_text_arguments
-    from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
+    from deploy_to_ollama.chat_template.verify import json_equivalent
     from support.go_claims import jinja_probe
     from support.go_oracle import to_ollama_api_messages
 

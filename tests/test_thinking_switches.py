@@ -16,10 +16,10 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.go_template import parse_template
 from deploy_to_ollama.chat_template.ollama_prompt import infer_thinking_tags, template_thinks
+from deploy_to_ollama.chat_template.prompt_diff import strip_bos
 from deploy_to_ollama.chat_template.switched import OFF_BY_DEFAULT
 from deploy_to_ollama.chat_template.think_generations import DEFAULT_OFF_NOTE, thinking_json
 from deploy_to_ollama.chat_template.thinking import switch_name, think_kwargs
-from deploy_to_ollama.chat_template.verify import strip_bos
 from support.go_claims import go_mismatches
 
 LAST_QUERY = (

@@ -12,7 +12,8 @@ from typing import Any
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.go_template import parse_template
 from deploy_to_ollama.chat_template.ollama_prompt import infer_thinking_tags, template_thinks
-from deploy_to_ollama.chat_template.verify import NO_THINKING, json_equivalent, strip_bos
+from deploy_to_ollama.chat_template.prompt_diff import strip_bos
+from deploy_to_ollama.chat_template.verify import NO_THINKING, json_equivalent
 
 # Qwen3-style: reasoning kept only after the last user message; enable_thinking=false closes
 # an empty think block after the generation prompt.

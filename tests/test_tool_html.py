@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
+from deploy_to_ollama.chat_template.prompt_diff import strip_bos
 from deploy_to_ollama.chat_template.tool_props import AWKWARD_TEXT
 from deploy_to_ollama.chat_template.translate import ESCAPED
-from deploy_to_ollama.chat_template.verify import strip_bos, verify_template
+from deploy_to_ollama.chat_template.verify import verify_template
 from support.go_claims import go_mismatches
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, require_shared

@@ -170,7 +170,7 @@ def test_command_a_corpus_templates_get_tools_and_keep_thinking(
 ) -> None:
     import json
 
-    from deploy_to_ollama.chat_template.shape import renders_reasoning
+    from deploy_to_ollama.chat_template.thinking import renders_reasoning
 
     require_shared(CHAT_TEMPLATES_DIR)
     record = json.loads((CHAT_TEMPLATES_DIR / name).read_text(encoding="utf-8"))

@@ -16,6 +16,7 @@ import pytest
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.go_template import parse_template
 from deploy_to_ollama.chat_template.hf_render import render_hf
+from deploy_to_ollama.chat_template.prompt_diff import strip_bos
 from deploy_to_ollama.chat_template.pyrepr import (
     REPR_SERVER,
     repr_action,
@@ -30,7 +31,6 @@ from deploy_to_ollama.chat_template.tool_escapes import (
     prints_awkward_text,
 )
 from deploy_to_ollama.chat_template.translate import ESCAPED
-from deploy_to_ollama.chat_template.verify import strip_bos
 from deploy_to_ollama.modelfile import Modelfile
 from deploy_to_ollama.registrar import register_model
 from support.go_oracle import GoOracle, to_ollama_api_messages

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
+from deploy_to_ollama.chat_template.prompt_diff import strip_bos
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
-from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos, verify_template
+from deploy_to_ollama.chat_template.verify import json_equivalent, verify_template
 from support.go_claims import go_mismatches
 
 # Qwen2.5-style: tools as Python JSON in the system turn, <tool_call> JSON calls, results

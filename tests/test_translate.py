@@ -181,7 +181,7 @@ def test_gguf_without_chat_template_is_bad_input(tmp_path: Path) -> None:
 
 def test_real_go_renders_our_templates_like_transformers(go_oracle: Any) -> None:
     """Our emitted templates (trim loops, break, range over int) run the same in Go itself."""
-    from deploy_to_ollama.chat_template.verify import strip_bos
+    from deploy_to_ollama.chat_template.prompt_diff import strip_bos
     from support.go_oracle import to_ollama_api_messages
 
     cases, expected = [], []

@@ -12,7 +12,8 @@ from dataclasses import replace
 from typing import Any
 
 from deploy_to_ollama.chat_template import load_probes
-from deploy_to_ollama.chat_template.verify import json_equivalent, strip_bos
+from deploy_to_ollama.chat_template.prompt_diff import strip_bos
+from deploy_to_ollama.chat_template.verify import json_equivalent
 from support.go_oracle import GoOracle, to_ollama_api_messages
 
 

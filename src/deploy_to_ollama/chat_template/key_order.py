@@ -79,7 +79,8 @@ def key_order_only(source: TemplateSource, probe: Probe, actual: str) -> bool:
     rendered (``actual``, BOS allowance applied), exactly or json_equivalent."""
     from ..errors import TemplateRenderError
     from .hf_render import render_hf
-    from .verify import json_equivalent, strip_bos
+    from .prompt_diff import strip_bos
+    from .verify import json_equivalent
 
     ordered = sorted_probe(probe)
     if ordered is None or not probe.needs_tools:

@@ -108,7 +108,7 @@ def _effort_slot(source: TemplateSource) -> tuple[str, str] | None:
 def _levels_hold(source: TemplateSource, template: str, system: str | None) -> bool:
     """Every level, with and without a system message, renders as the Jinja does."""
     from .ollama_prompt import render_ollama_prompt
-    from .verify import strip_bos
+    from .prompt_diff import strip_bos
 
     for level in LEVELS:
         for given in (None, "Be terse."):

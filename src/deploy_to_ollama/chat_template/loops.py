@@ -135,7 +135,7 @@ def _string_pieces(text: str, strings: Mapping[str, str]) -> list[Piece]:
 def json_pieces(
     value: Any, strings: Mapping[str, str], values: Sequence[tuple[Any, str]]
 ) -> list[Piece] | None:
-    from .verify import same_json
+    from .prompt_diff import same_json
 
     for known, expr in values:
         if same_json(value, known):

@@ -32,9 +32,10 @@ from ..gguf.llama_server import (
 from ..gguf.template_gguf import write_vocabulary_stub
 from .native_servers import NativeRenderer, start_native_renderer
 from .probes import Probe, load_probes
+from .prompt_diff import first_difference, strip_bos, token_encoder
 from .source import TemplateSource
 from .thinking import switch_name
-from .verify import first_difference, json_equivalent, strip_bos
+from .verify import json_equivalent
 
 Status = Literal["match", "differs", "skipped"]
 Tier = Literal["exact", "json_equivalent"]
@@ -294,7 +295,7 @@ def render_and_compare(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    encode = _token_encoder(source) or encode
+    encode = token_encoder(source) or encode
     # llama.cpp's side costs 1-2 ms a request on the render-only server, 2-100 ms on the exact
     # one (it analyses the template on each request): ask for every prompt at once (llama-server
     # answers on several HTTP threads) while transformers renders here, so they overlap.
@@ -396,20 +397,3 @@ def compare_prompts(
     if json_equivalent(source, case.reference_probe, expected, act):
         return "json_equivalent", stripped, position
     return None, stripped, position
-
-
-def _token_encoder(source: TemplateSource) -> Callable[[str], list[int]] | None:
-    """A ``str -> ids`` function from the source's tokenizer.json, where there is one."""
-    if source.tokenizer_file is None:
-        return None
-    try:
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(source.tokenizer_file))
-    except Exception:  # a broken tokenizer.json only disables the token-level check
-        return None
-
-    def encode(text: str) -> list[int]:
-        return list(tokenizer.encode(text, add_special_tokens=False).ids)
-
-    return encode

@@ -1,6 +1,6 @@
 """Reasoning that shares an assistant header with plain turns, and switches that replace text.
 
-``shape.infer_thinking`` reads the Qwen3 pattern: an assistant turn opens the same way with or
+``infer_thinking`` reads the Qwen3 pattern: an assistant turn opens the same way with or
 without reasoning, and ``enable_thinking=false`` appends text to the generation prompt. Many
 templates differ from it in two ways this module reads off sentinel renders instead:
 
@@ -29,16 +29,86 @@ from .shape import (
     A1,
     MARKER_RE,
     R1,
+    TOOL_RESULT,
     U1,
     U2,
     TemplateShape,
     ThinkShape,
     _between,
     _common_prefix,
-    _last_only,
-    infer_thinking,
+    _message,
 )
 from .source import TemplateSource
+
+
+def infer_thinking(source: TemplateSource, shape: TemplateShape) -> ThinkShape | None:
+    """Reasoning wrappers and the thinking switch, read off sentinel renders (None: the
+    template prints no reasoning, or not in a way this reading covers)."""
+    from .hf_render import render_hf
+
+    tokens = source.template_variables()
+
+    def render(messages: list[dict[str, Any]], **kwargs: Any) -> str | None:
+        try:
+            return render_hf(source.template, messages, tokens=tokens, kwargs=kwargs)
+        except TemplateRenderError:
+            return None
+
+    user = {"role": "user", "content": U1}
+    reasoned = {"role": "assistant", "content": A1, "reasoning_content": R1}
+    prefill = render([user, reasoned])
+    split = _between(prefill, U1, R1, A1) if prefill else None
+    if split is None:
+        return None
+    lead = shape.user_suffix + shape.assistant_prefix
+    if not split[1].startswith(lead) or split[3]:
+        return None
+    earlier_text = render([user, reasoned, {"role": "user", "content": U2}])
+    if earlier_text is None:
+        return None
+    on, off = render([user], enable_thinking=True), render([user], enable_thinking=False)
+    default = render([user])
+    switch = ""
+    if on is not None and off is not None and default == on and off.startswith(on):
+        switch = off[len(on) :]
+    earlier = R1 in earlier_text
+    last_only = not earlier and _last_only(render, user, reasoned)
+    return ThinkShape(split[1][len(lead) :], split[2], earlier, switch, last_only)
+
+
+def _last_only(
+    render: Callable[[list[dict[str, Any]]], str | None],
+    user: dict[str, Any],
+    reasoned: dict[str, Any],
+) -> bool:
+    """Whether a reasoned turn that is followed by another message (a tool result, else a
+    second assistant turn) but no user message loses its reasoning: ``loop.last`` templates."""
+    for follow in (_message("tool", TOOL_RESULT), {"role": "assistant", "content": U2}):
+        text = render([user, reasoned, follow])
+        if text is not None and A1 in text:
+            return R1 not in text
+    return False
+
+
+def renders_reasoning(source: TemplateSource) -> bool:
+    """Whether the Jinja template prints a message's reasoning or has a thinking switch."""
+    from .hf_render import render_hf
+
+    tokens = source.template_variables()
+    user = {"role": "user", "content": U1}
+    reasoned = {"role": "assistant", "content": A1, "reasoning_content": R1}
+    texts = []
+    for messages, kwargs in (
+        ([user, reasoned], {}),
+        ([user], {"enable_thinking": True}),
+        ([user], {"enable_thinking": False}),
+    ):
+        try:
+            texts.append(render_hf(source.template, messages, tokens=tokens, kwargs=kwargs))
+        except TemplateRenderError:
+            texts.append("")
+    return R1 in texts[0] or texts[1] != texts[2]
+
 
 Render = Callable[..., str | None]
 

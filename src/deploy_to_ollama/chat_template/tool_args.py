@@ -148,7 +148,7 @@ def value_mode(one: str, samples: Sequence[tuple[Any, str | None]]) -> str | Non
     value and the same region rendered with it."""
     from .hf_render import JSON_CLOSE, JSON_OPEN
     from .loops import spans
-    from .verify import same_json
+    from .prompt_diff import same_json
 
     modes = []
     for value, text in samples:

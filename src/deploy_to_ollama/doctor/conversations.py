@@ -76,7 +76,8 @@ def _skip_reason(ref: ReferenceTemplate, probe: Probe, actual: str) -> str | Non
 def _render_one(ctx: DoctorContext, probe: Probe, expected: str) -> ProbeRender | None:
     """One probe through the TEMPLATE, graded against ``expected``; None when it is skipped."""
     from ..chat_template.ollama_prompt import render_ollama_prompt
-    from ..chat_template.verify import first_difference, json_equivalent, strip_bos
+    from ..chat_template.prompt_diff import first_difference, strip_bos
+    from ..chat_template.verify import json_equivalent
 
     ref, info = ctx.reference, ctx.target.gguf
     assert ref is not None
@@ -125,8 +126,8 @@ def _json_aware_difference(
     import json
 
     from ..chat_template.hf_render import JSON_CLOSE, JSON_OPEN, render_hf, split_marked
+    from ..chat_template.prompt_diff import same_json
     from ..chat_template.thinking import think_kwargs
-    from ..chat_template.verify import same_json
 
     source = ref.source
     if source is None or not probe.tools:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..chat_template.verify import first_difference
+from ..chat_template.prompt_diff import first_difference
 from ..errors import DeployError
 from .reference import ReferenceTemplate
 from .targets import Target

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..chat_template.verify import first_difference
+from ..chat_template.prompt_diff import first_difference
 from ..ollama_client import OllamaClient, ShownModel
 from ..progress import NullProgress, ProgressReporter
 from .capability_check import check_capabilities
