@@ -20,11 +20,16 @@ logger = logging.getLogger(__name__)
 #: llama.cpp's quantizer and type-selection rules as a shared library, for in-process quantization
 #: (see ``gguf/quantizer.py``). Linked from the static archives of the same build as llama-quantize.
 QUANT_LIBRARY = "libdto-llama.so"
-#: Our AVX2 Q3_K/Q4_K/Q5_K/Q6_K kernels (``kquants_avx2.c``), bit-identical to ggml's and several
-#: times faster; optional: absent where they cannot be compiled (no x86-64), and then ggml's code
-#: is used.
+#: Our AVX2 Q3_K/Q4_K/Q5_K/Q6_K kernels (``kquants_avx2.c`` and the two beside it), bit-identical
+#: to ggml's and several times faster; optional: absent where they cannot be compiled (no
+#: x86-64), and then ggml's code is used.
 KERNEL_LIBRARY = "libdto-kquants.so"
-KERNEL_SOURCE = Path(__file__).with_name("kquants_avx2.c")
+KERNEL_SOURCES: tuple[Path, ...] = tuple(
+    Path(__file__).with_name(name)
+    for name in ("kquants_avx2.c", "kquants_q6_avx2.c", "kquants_q3_avx2.c")
+)
+#: Included by every source: part of what the cached kernel is keyed on.
+KERNEL_HEADER = Path(__file__).with_name("kquants_lanes.h")
 #: No -mfma and no contraction: a fused multiply-add rounds differently from ggml's code.
 #: -O3 (no reassociation without -ffast-math, so the same bits) ran Q5_K/Q6_K ~8% faster than -O2.
 KERNEL_FLAGS: tuple[str, ...] = (
@@ -66,16 +71,15 @@ def compile_kernel(dest: Path) -> bool:
     """Compile the AVX2 K-quant kernels to ``dest`` unless it was built from this source and flags.
 
     Keyed on the SHA-256 of the source and the flags (a ``.sha256`` stamp beside it), not on
-    mtimes: a changed ``kquants_avx2.c`` (a new type) or flag is recompiled at the next ``setup``
+    mtimes: a changed kernel source (a new type) or flag is recompiled at the next ``setup``
     or toolchain lookup, and a clean build (CI) always compiles it.
 
     Best effort: without a C compiler or off x86-64 there is no kernel and ggml's quantizer is
     used, which is slower and writes the same bytes.
     """
     # Keyed by source and flags: a cached kernel built another way is rebuilt.
-    digest = hashlib.sha256(
-        KERNEL_SOURCE.read_bytes() + " ".join(KERNEL_FLAGS).encode()
-    ).hexdigest()
+    text = b"".join(path.read_bytes() for path in (*KERNEL_SOURCES, KERNEL_HEADER))
+    digest = hashlib.sha256(text + " ".join(KERNEL_FLAGS).encode()).hexdigest()
     stamp = dest.with_name(dest.name + ".sha256")
     if dest.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == digest:
         return True
@@ -83,7 +87,7 @@ def compile_kernel(dest: Path) -> bool:
     if compiler is None or not os.access(dest.parent, os.W_OK):
         return False
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    command: list[str | Path] = [compiler, *KERNEL_FLAGS, "-o", tmp, KERNEL_SOURCE]
+    command: list[str | Path] = [compiler, *KERNEL_FLAGS, "-o", tmp, *KERNEL_SOURCES]
     try:
         run_tool(command, what="compiling the AVX2 K-quant kernels")
         os.replace(tmp, dest)
