@@ -26,7 +26,8 @@ from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 #: 3 11B Vision, GPT4All Wizard; last_turns), the last role's lead-in (Llama Guard 3 8B), a
 #: template raising on assistant turns (GPT4All R1 distill; user_only), folded content (Falcon;
 #: emit_fold) and a system message printed twice (Pivot-MoE; system_echo).
-RATCHET = 306
+#: 306 -> 307: text read from content parts only (Idefics3; hf_render.reads_parts_only).
+RATCHET = 307
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
@@ -39,7 +40,8 @@ RATCHET = 306
 #: a call's arguments as text (raising on an object): compared with the arguments sent as JSON
 #: text, by JSON value (tool_arg_text.py). All merged: measured 216.
 #: 216 -> 217: the blank-turn reading carried into reasoning and tool calls (GLM 4.6).
-TOOL_RESULT_RATCHET = 217
+#: 217 -> 218: text read from content parts only (Idefics3; hf_render.reads_parts_only).
+TOOL_RESULT_RATCHET = 218
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -60,7 +62,8 @@ TOOL_RESULT_RATCHET = 217
 #: with empty content where none is given (Apriel 1.5; system_absent).
 #: 298 -> 300: the blank-turn reading carried into reasoning and tool calls (Seed-OSS, GLM 4.6;
 #: emit_blank.rotated_opening).
-VERIFIED_ALL_RATCHET = 300
+#: 300 -> 301: text read from content parts only (Idefics3; hf_render.reads_parts_only).
+VERIFIED_ALL_RATCHET = 301
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -76,7 +79,8 @@ VERIFIED_ALL_RATCHET = 300
 #: before the first turn, each trimmed or not, joined with "\n" or " " (TemplateShape.hoist_sep).
 #: 294 -> 306 (plainb): Smaug (first_bare), ChatQA (system_later), DeepSeek V2.5 (system_pad),
 #: Apriel 1.5 (system_absent), and the 8 newly verified templates of RATCHET.
-MID_SYSTEM_RATCHET = 306
+#: 306 -> 307: text read from content parts only (Idefics3; hf_render.reads_parts_only).
+MID_SYSTEM_RATCHET = 307
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument

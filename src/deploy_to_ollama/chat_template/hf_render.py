@@ -6,6 +6,7 @@ We call transformers' own ``render_jinja_template``: the same sandboxed Jinja en
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -60,7 +61,7 @@ def render_hf(
     try:
         with _marked_tojson(template, enabled=mark_json) as outputs, _pinned_strftime(template):
             rendered: Any = render_jinja_template(
-                conversations=[[dict(m) for m in messages]],
+                conversations=[_as_written(template, messages)],
                 tools=[dict(t) for t in tools] if tools else None,
                 chat_template=template,
                 add_generation_prompt=add_generation_prompt,
@@ -90,6 +91,49 @@ def render_hf(
             hint="JSON tiers are unavailable for this conversation",
         )
     return mark_json_values(str(rendered[0]), outputs) if mark_json else str(rendered[0])
+
+
+def _as_written(template: str, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The messages as the fine-tune's notebook gives them to ``template``: text content as
+    one text part where the template prints text only from parts (``reads_parts_only``)."""
+    if not reads_parts_only(template):
+        return [dict(m) for m in messages]
+    return [
+        {**m, "content": [{"type": "text", "text": m["content"]}]}
+        if isinstance(m.get("content"), str)
+        else dict(m)
+        for m in messages
+    ]
+
+
+#: The text of the sentinel message that tells how a template reads content.
+_PART_SENTINEL = "Zqpartsentinel"
+
+
+@functools.lru_cache(maxsize=256)
+def reads_parts_only(template: str) -> bool:
+    """Whether ``template`` prints a message's text only when it comes as a list of parts
+    (``[{"type": "text", "text": ...}]``) and prints nothing of (or raises on) the same text
+    as a string: vision templates such as Idefics3's and Llama Guard 3 Vision's walk
+    ``message['content']`` as parts, so a string's characters print nothing. A notebook (the
+    model's processor) passes parts; Ollama's TEMPLATE gets the text as ``.Content``. So the
+    reference renders parts for such a template, and nothing changes for any other."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    def shows(content: Any) -> bool:
+        try:
+            rendered = render_jinja_template(
+                conversations=[[{"role": "user", "content": content}]],
+                chat_template=template,
+                add_generation_prompt=True,
+                bos_token="<s>",
+                eos_token="</s>",
+            )[0][0]
+        except Exception:  # a template that raises on it does not print it
+            return False
+        return _PART_SENTINEL in str(rendered)
+
+    return not shows(_PART_SENTINEL) and shows([{"type": "text", "text": _PART_SENTINEL}])
 
 
 @contextmanager
