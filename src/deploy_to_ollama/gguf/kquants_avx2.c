@@ -272,14 +272,9 @@ static size_t quantize(const struct kquant *kind, const float *src, void *dst, i
     const int64_t blocks = n / SUPER;
     uint8_t scratch[176];
     for (int64_t b = 0; b < blocks; b += GROUP) {
-        /* Past the end, the last super-block is searched again and written to scratch. */
         const float *x[GROUP];
         uint8_t *dest[GROUP];
-        for (int g = 0; g < GROUP; ++g) {
-            const int64_t at = b + g < blocks ? b + g : blocks - 1;
-            x[g] = src + at * SUPER;
-            dest[g] = b + g < blocks ? out + (b + g) * kind->bytes : scratch;
-        }
+        point_group(src, out, b, blocks, GROUP, kind->bytes, scratch, x, dest);
         quantize_super_blocks(kind, x, dest);
     }
     return (size_t)(blocks * kind->bytes);

@@ -101,4 +101,36 @@ static inline __m256i clamp_range(__m256i v, int lo, int hi) {
     return _mm256_max_epi32(_mm256_set1_epi32(lo), _mm256_min_epi32(_mm256_set1_epi32(hi), v));
 }
 
+/*
+ * The final levels of the 16 sub-blocks of 16 values (Q3_K, Q6_K): value / step, rounded,
+ * clamped to [lo, -lo - 1] and stored as l - lo; a sub-block whose step is 0 keeps the levels
+ * its search left in lv (as ggml does).
+ */
+static inline void requantize_16(const float *x, const float step[2 * LANES], int lo,
+                                 __m256i lv[SUPER / LANES]) {
+    for (int j = 0; j < 2 * LANES; ++j) {
+        if (step[j] == 0.f) continue;
+        const __m256 sv = _mm256_set1_ps(step[j]);
+        for (int half = 0; half < 2; ++half) {
+            const float *v = x + 16 * j + LANES * half;
+            __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), sv)), lo, -lo - 1);
+            lv[(16 * j) / LANES + half] = _mm256_add_epi32(l, _mm256_set1_epi32(-lo));
+        }
+    }
+}
+
+/*
+ * Point the group of super-blocks starting at block b: past the last block, the last one is
+ * searched again (x) and written to scratch (dest), so a short tail needs no other code path.
+ */
+static inline void point_group(const float *src, uint8_t *out, int64_t b, int64_t blocks,
+                               int group, int bytes, uint8_t *scratch, const float **x,
+                               uint8_t **dest) {
+    for (int g = 0; g < group; ++g) {
+        const int64_t at = b + g < blocks ? b + g : blocks - 1;
+        x[g] = src + at * SUPER;
+        dest[g] = b + g < blocks ? out + (b + g) * bytes : scratch;
+    }
+}
+
 #endif

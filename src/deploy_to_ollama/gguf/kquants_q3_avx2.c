@@ -131,16 +131,9 @@ static void q3_finish(const float *x, __m256i lv[SUPER / LANES], const float sca
         d = to_half(1 / iscale);
     }
     const float d_f = from_half(d);
-    for (int j = 0; j < 2 * LANES; ++j) {
-        const float step = d_f * (float)q3_scale(packed, j);
-        if (step == 0.f) continue; /* keep the levels of the search */
-        const __m256 sv = _mm256_set1_ps(step);
-        for (int half = 0; half < 2; ++half) {
-            const float *v = x + Q3_SUB * j + LANES * half;
-            __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), sv)), -4, 3);
-            lv[(Q3_SUB * j) / LANES + half] = _mm256_add_epi32(l, _mm256_set1_epi32(4));
-        }
-    }
+    float step[2 * LANES];
+    for (int j = 0; j < 2 * LANES; ++j) step[j] = d_f * (float)q3_scale(packed, j);
+    requantize_16(x, step, -4, lv);
     uint8_t level[SUPER];
     store_levels(lv, level);
     /* High bit of value j goes to bit j / 32 of hmask[j % 32]; the low 2 bits of values
@@ -188,14 +181,9 @@ size_t dto_quantize_q3_k(const float *src, void *dst, int64_t n) {
     const int64_t blocks = n / SUPER;
     uint8_t scratch[Q3_BYTES];
     for (int64_t b = 0; b < blocks; b += Q3_GROUP) {
-        /* Past the end, the last super-block is searched again and written to scratch. */
         const float *x[Q3_GROUP];
         uint8_t *dest[Q3_GROUP];
-        for (int g = 0; g < Q3_GROUP; ++g) {
-            const int64_t at = b + g < blocks ? b + g : blocks - 1;
-            x[g] = src + at * SUPER;
-            dest[g] = b + g < blocks ? out + (b + g) * Q3_BYTES : scratch;
-        }
+        point_group(src, out, b, blocks, Q3_GROUP, Q3_BYTES, scratch, x, dest);
         quantize_q3_super_blocks(x, dest);
     }
     return (size_t)(blocks * Q3_BYTES);

@@ -91,16 +91,9 @@ static void quantize_q6_super_block(const float *x, uint8_t *out) {
         block_scales[ib] = (int8_t)(s < 127 ? s : 127);
     }
     const float d_f = from_half(d);
-    for (int j = 0; j < 2 * LANES; ++j) {
-        const float step = d_f * (float)block_scales[j];
-        if (step == 0.f) continue; /* keep the levels of the search */
-        const __m256 sv = _mm256_set1_ps(step);
-        for (int half = 0; half < 2; ++half) {
-            const float *v = x + Q6_SUB * j + LANES * half;
-            __m256i l = clamp_range(round_lanes(_mm256_div_ps(_mm256_loadu_ps(v), sv)), -32, 31);
-            lv[(Q6_SUB * j) / LANES + half] = _mm256_add_epi32(l, _mm256_set1_epi32(32));
-        }
-    }
+    float step[2 * LANES];
+    for (int j = 0; j < 2 * LANES; ++j) step[j] = d_f * (float)block_scales[j];
+    requantize_16(x, step, -32, lv);
     uint8_t level[SUPER];
     store_levels(lv, level);
     uint8_t *ql = out, *qh = out + 128;
