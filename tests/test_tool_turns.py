@@ -167,3 +167,17 @@ def test_content_printed_after_the_calls_closes_the_turn(go_oracle: Any) -> None
     decision = select_route(ModelFacts(template=result.template, jinja=source.template), "0.33.0")
     assert decision.path == "rendered"
     assert go_mismatches(go_oracle, source, result) == []
+
+
+def test_content_after_the_calls_printed_altered_is_not_claimed() -> None:
+    """Near-miss: the content after the calls is upper-cased; the turn's end moves all the
+    same, but no TEMPLATE prints it so, and the probe stays unproven."""
+    altered = CONTENT_AFTER_CALLS.replace(
+        "<|Assistant|>{{ m['content'] }}<|end|>", "<|Assistant|>{{ m['content'] | upper }}<|end|>"
+    )
+    source = _source(altered)
+    assert "| upper" in source.template
+    result = translate_template(source)
+    statuses = {p.probe: p.status for p in result.report.probes}
+    assert statuses["tool_call_with_content"] != "match"
+    assert not result.verified
