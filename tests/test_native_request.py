@@ -96,3 +96,22 @@ def test_a_jinja_that_drops_reasoning_is_proven(llama_server_binary: Path) -> No
     differs = [p.probe for p in report.probes if p.status == "differs"]
     assert "earlier_reasoning" not in differs
     assert any(p.probe == "earlier_reasoning" and p.status == "match" for p in report.probes)
+
+
+@pytest.mark.slow
+def test_a_conversation_ollama_cannot_send_is_skipped_with_the_reason(
+    llama_server_binary: Path,
+) -> None:
+    from deploy_to_ollama.chat_template.probes import Probe
+
+    parts = Probe(
+        id="parts", description="content as a list of parts",
+        messages=({"role": "user", "content": [{"type": "text", "text": "hi"}]},),
+    )  # fmt: skip
+    plain = Probe(id="plain", description="", messages=({"role": "user", "content": "hi"},))
+    report = verify_native(_source(DROPS_REASONING), llama_server_binary, probes=[parts, plain])
+    assert isinstance(report, NativeReport)
+    skipped = next(p for p in report.probes if p.probe == "parts")
+    assert skipped.status == "skipped"
+    assert skipped.reason is not None and "Ollama's API cannot carry" in skipped.reason
+    assert next(p for p in report.probes if p.probe == "plain").status == "match"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
-from ..errors import TemplateRenderError
+from ..errors import InputError, TemplateRenderError
 from ..gguf.llama_server import (
     ApplyTemplateError,
     ChatTemplateRejectedError,
@@ -300,23 +300,40 @@ def render_and_compare(
     # one (it analyses the template on each request): ask for every prompt at once (llama-server
     # answers on several HTTP threads) while transformers renders here, so they overlap.
     # The cases only the exact server renders (tens of ms each) are asked for first.
-    order = sorted(range(len(cases)), key=lambda i: _renders_fast(server, cases[i]))
+    bodies = [_body(case) for case in cases]
+    order = sorted(range(len(cases)), key=lambda i: _renders_fast(server, bodies[i]))
     with ThreadPoolExecutor(max_workers=NATIVE_REQUESTS, thread_name_prefix="dto-native") as pool:
-        futures = {i: pool.submit(_native_prompt, server, cases[i]) for i in order}
+        futures = {i: pool.submit(_native_prompt, server, bodies[i]) for i in order}
         results = tuple(
             _check(source, case, futures[i].result, encode) for i, case in enumerate(cases)
         )
     return NativeReport(results, token_level=encode is not None)
 
 
-def _renders_fast(server: PromptRenderer, case: NativeCase) -> bool:
-    return isinstance(server, NativeRenderer) and server.renders_alike(request_body(case))
-
-
-def _native_prompt(server: PromptRenderer, case: NativeCase) -> str | ApplyTemplateError:
-    """llama.cpp's prompt for ``case``, or its refusal (a per-case outcome, not an error)."""
+def _body(case: NativeCase) -> dict[str, Any] | InputError:
+    """The body Ollama sends for ``case``, or why no Ollama request can carry it (content that
+    is not a string, tool-call arguments that are not a JSON object)."""
     try:
-        return server.apply_template(request_body(case))
+        return request_body(case)
+    except InputError as err:
+        return err
+
+
+def _renders_fast(server: PromptRenderer, body: dict[str, Any] | InputError) -> bool:
+    if isinstance(body, InputError):
+        return False
+    return isinstance(server, NativeRenderer) and server.renders_alike(body)
+
+
+def _native_prompt(
+    server: PromptRenderer, body: dict[str, Any] | InputError
+) -> str | ApplyTemplateError | InputError:
+    """llama.cpp's prompt for a body, or its refusal, or why Ollama cannot send the
+    conversation (each a per-case outcome, not an error)."""
+    if isinstance(body, InputError):
+        return body
+    try:
+        return server.apply_template(body)
     except ApplyTemplateError as err:
         return err
 
@@ -348,7 +365,7 @@ def render_reference(source: TemplateSource, case: NativeCase) -> str:
 def _check(
     source: TemplateSource,
     case: NativeCase,
-    native: Callable[[], str | ApplyTemplateError],
+    native: Callable[[], str | ApplyTemplateError | InputError],
     encode: Callable[[str], list[int]] | None,
 ) -> NativeProbeResult:
     public = case.probe.public
@@ -357,6 +374,9 @@ def _check(
     except TemplateRenderError as err:
         return NativeProbeResult(case.id, "skipped", public, reason=f"transformers: {err}")
     actual = native()
+    if isinstance(actual, InputError):
+        why = f"Ollama's API cannot carry this conversation: {actual.message}"
+        return NativeProbeResult(case.id, "skipped", public, reason=why)
     if isinstance(actual, ApplyTemplateError):
         return NativeProbeResult(
             case.id, "differs", public, reason=f"llama.cpp refuses: {actual}", expected=expected
