@@ -27,7 +27,9 @@ from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 #: template raising on assistant turns (GPT4All R1 distill; user_only), folded content (Falcon;
 #: emit_fold) and a system message printed twice (Pivot-MoE; system_echo).
 #: 306 -> 307: text read from content parts only (Idefics3; hf_render.reads_parts_only).
-RATCHET = 307
+#: 307 -> 308: a final user turn opening otherwise, with the system text (mistral.rs's
+#: Mistral Small 3; final_user).
+RATCHET = 308
 
 #: Verified templates whose tool-result probe (tool call, tool answer, follow-up) also matches.
 #: 195 measured with the Command A/R7B and Functionary v3.1 readings (189 before).
@@ -41,7 +43,9 @@ RATCHET = 307
 #: text, by JSON value (tool_arg_text.py). All merged: measured 216.
 #: 216 -> 217: the blank-turn reading carried into reasoning and tool calls (GLM 4.6).
 #: 217 -> 218: text read from content parts only (Idefics3; hf_render.reads_parts_only).
-TOOL_RESULT_RATCHET = 218
+#: 218 -> 219: a final user turn opening otherwise, with the system text (mistral.rs's
+#: Mistral Small 3; final_user).
+TOOL_RESULT_RATCHET = 219
 
 #: Templates verified on every probe that ran, not only the public ones (mid-conversation and
 #: two system messages, EOS-ended assistant turns, long unicode/quotes, tools, thinking).
@@ -63,7 +67,11 @@ TOOL_RESULT_RATCHET = 218
 #: 298 -> 300: the blank-turn reading carried into reasoning and tool calls (Seed-OSS, GLM 4.6;
 #: emit_blank.rotated_opening).
 #: 300 -> 301: text read from content parts only (Idefics3; hf_render.reads_parts_only).
-VERIFIED_ALL_RATCHET = 301
+#: 301 -> 302: a final user turn opening otherwise, with the system text (mistral.rs's
+#: Mistral Small 3; final_user).
+#: 302 -> 305: Hermes 2 Pro's tool-use Jinja and its huggingface.js and mistral.rs copies, which
+#: render only with tools (tools_required) and list each parameter beside the JSON schema.
+VERIFIED_ALL_RATCHET = 305
 
 #: Public-verified templates whose mid-conversation system probes (mid_system,
 #: two_system_messages) match, or skip because the Jinja rejects such a conversation (with that
@@ -80,7 +88,9 @@ VERIFIED_ALL_RATCHET = 301
 #: 294 -> 306 (plainb): Smaug (first_bare), ChatQA (system_later), DeepSeek V2.5 (system_pad),
 #: Apriel 1.5 (system_absent), and the 8 newly verified templates of RATCHET.
 #: 306 -> 307: text read from content parts only (Idefics3; hf_render.reads_parts_only).
-MID_SYSTEM_RATCHET = 307
+#: 307 -> 308: a final user turn opening otherwise, with the system text (mistral.rs's
+#: Mistral Small 3; final_user).
+MID_SYSTEM_RATCHET = 308
 
 #: Templates whose Jinja renders tool definitions (106 of 319) with every tool probe verified
 #: (exact or json_equivalent) by a TEMPLATE carrying .Tools. 84 is 79% (59 before per-argument
@@ -139,7 +149,11 @@ MID_SYSTEM_RATCHET = 307
 #: and a turn without calls keeps its reasoning after the shared <|start|>assistant. The
 #: TypeScript namespace is the per-parameter reading with its Go type table (no toTypeScriptType,
 #: so it holds on servers before v0.11.3 too); thinking kept.
-TOOLS_RATCHET = 99
+#: 99 -> 100: a final user turn opening otherwise, with the system text (mistral.rs's
+#: Mistral Small 3; final_user).
+#: 100 -> 103: Hermes 2 Pro's tool-use Jinja and its huggingface.js and mistral.rs copies, which
+#: render only with tools (tools_required) and list each parameter beside the JSON schema.
+TOOLS_RATCHET = 103
 
 #: Templates whose Jinja prints reasoning or has a thinking switch (47 of 319) with every
 #: thinking probe verified by a TEMPLATE Ollama gives the thinking capability. 27 (57%) while
@@ -181,7 +195,9 @@ THINKING_093_RATCHET = 37
 #: evaluate field ToolName in type *api.Message" (test_server_fields.py, on the real server).
 #: 60 -> 67: Gemma 4 (4), Jamba (2) and YandexGPT name each result after the call before it
 #: (emit_tools.without_tool_name); the other 13 print call ids, which 0.9.3 never has.
-TOOLS_093_RATCHET = 67
+#: 67 -> 70: Hermes 2 Pro's tool-use Jinja and its huggingface.js and mistral.rs copies, which
+#: render only with tools (tools_required) and list each parameter beside the JSON schema.
+TOOLS_093_RATCHET = 70
 
 #: Templates outside those 47 whose TEMPLATE gained verified thinking: the generation prompt
 #: opens the block and earlier turns drop what precedes its closing tag (QwQ, DeepSeek-R1
@@ -210,7 +226,11 @@ THINKING_OPENED_RATCHET = 20
 #: 111 -> 113 merged with plainb (its readings prove two more of them); 117 with deepseek.
 #: 117 -> 121: Functionary v2.2 (the sentinel tool result names its tool), R1-distill-Qwen-32B
 #: (content printed after the calls closes the turn), Seed-OSS and GLM 4.6 (blank turns).
-TOOLS_PARITY_RATCHET = 121
+#: 121 -> 122: a final user turn opening otherwise, with the system text (mistral.rs's
+#: Mistral Small 3; final_user).
+#: 122 -> 125: Hermes 2 Pro's tool-use Jinja and its huggingface.js and mistral.rs copies, which
+#: render only with tools (tools_required) and list each parameter beside the JSON schema.
+TOOLS_PARITY_RATCHET = 125
 
 
 def _source(record: dict[str, Any]) -> TemplateSource:

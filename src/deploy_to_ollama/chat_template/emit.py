@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .emit_blank import rotated_opening
+from .emit_final import user_turn_opening
 from .emit_fold import folded
 from .emit_joined import joined_head
 from .emit_last_user import last_user_scan, prefix_out_of_head, user_prefix_in_loop
@@ -24,7 +25,6 @@ from .emit_tools import (
     tool_results,
 )
 from .emit_trim import trimmed
-from .first_bare import user_opening
 from .gotext import Act, Lit, Piece, go_string, join_pieces
 from .last_role import preamble_by_last_role
 from .last_turns import frame_pieces
@@ -89,7 +89,9 @@ def candidate_pieces(
             pair = (pieces, system)
             if pair not in found:
                 found.append(pair)
-    if shape.head_system is not None:
+    if shape.head_system is not None and shape.final_user is None:
+        # The lead-in copied from observation holds the first user opening: not one that
+        # ends the conversation (final_user.py), so only ``_emit`` prints that.
         for empty_system in ("skip", "render", "inline"):
             if empty_system == "inline" and shape.mid_system is None:
                 continue
@@ -134,13 +136,14 @@ def tool_candidates(
             variants.append(replace(shape, system_mode="final_user"))
         placed = system_with_tools(source, shape)
         variants += [placed] if placed is not None else []
-        if shape.default_system == system:
+        # default_block: the TEMPLATE prints the default itself, with no Modelfile SYSTEM.
+        if shape.default_system == system or shape.system_mode == "default_block":
             for variant in variants:
                 for mode in modes:
                     bodies.append(
                         _emit(source, variant, empty_system=mode, tools=tools, last_user=last_user)
                     )
-    if shape.head_system is not None and last_user is not None:
+    if shape.head_system is not None and last_user is not None and shape.final_user is None:
         # The lead-in copied from observation, the definitions in the last user turn.
         for empty_system in ("skip", "render"):
             bodies.append(_emit_header(source, shape, empty_system, tools, system, last_user))
@@ -155,7 +158,7 @@ def tool_candidates(
         expanded = expand_definitions(pieces, tools.definitions)
         if expanded is not None:
             found += if_tools(expanded, plain)
-    if head_system is None:
+    if head_system is None or shape.final_user is not None:
         return found
     for empty_system in ("skip", "render", "inline"):
         if empty_system == "inline" and shape.mid_system is None:
@@ -387,12 +390,7 @@ def _emit(
         pieces += [Act('else if eq .Role "user"')]
     else:
         pieces += [Act('if eq .Role "user"')]
-    if last_user is None:
-        pieces += user_opening(shape)
-    else:
-        at, text = last_user
-        pieces += [Lit(shape.user_prefix[:at]), Act("if eq $i $lastUser"), Lit(text), Act("end")]
-        pieces += [Lit(shape.user_prefix[at:])]
+    pieces += user_turn_opening(shape, last_user)
     if inside_user:
         has = "$hasSystem" if empty_system == "render" else "$.System"
         # final_user: only a user message that ends the conversation carries the system prompt

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateSyntaxError
+from .final_user import neutral_render
+from .tools_required import tools_view_on
 
 
 def render_hf(
@@ -58,11 +60,14 @@ def render_hf(
         continue_final_message = last_is_assistant
     # transformers passes the tokenizer's special tokens as extra template variables.
     variables: dict[str, Any] = {**(kwargs or {}), **(tokens or {})}
+    listed: list[Any] | None = [dict(t) for t in tools] if tools else None
+    if listed is None and tools_view_on():
+        listed = []  # a template that needs tools, read with an empty list (tools_required)
     try:
         with _marked_tojson(template, enabled=mark_json) as outputs, _pinned_strftime(template):
             rendered: Any = render_jinja_template(
                 conversations=[_as_written(template, messages)],
-                tools=[dict(t) for t in tools] if tools else None,
+                tools=listed,
                 chat_template=template,
                 add_generation_prompt=add_generation_prompt,
                 continue_final_message=continue_final_message,
@@ -90,7 +95,9 @@ def render_hf(
             "the rendering holds the private-use characters that mark JSON values",
             hint="JSON tiers are unavailable for this conversation",
         )
-    return mark_json_values(str(rendered[0]), outputs) if mark_json else str(rendered[0])
+    text = mark_json_values(str(rendered[0]), outputs) if mark_json else str(rendered[0])
+    # The inference's view of a final user turn (final_user.py); off for references.
+    return neutral_render(text, messages, continued=continue_final_message)
 
 
 def _as_written(template: str, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import TemplateRenderError, TemplateTranslationError
+from .final_user import FinalUser
 from .source import TemplateSource
 from .tools import SENTINEL_TOOL
 
@@ -138,6 +139,9 @@ class TemplateShape:
     system_echo: tuple[str, str] | None = None
     """(prefix, suffix) of a system message printed again where it stands, in ``hoist`` modes
     whose collected text is printed before the conversation too (``system_echo``)."""
+    final_user: FinalUser | None = None
+    """How a user message that ends the conversation opens, where that differs from the
+    others (mistral.rs's Mistral Small 3: ``final_user``); None: like every user turn."""
 
     def fold(self, role: str) -> tuple[tuple[str, str], ...]:
         """The rewrites of ``role``'s content, in the order the Jinja applies them."""

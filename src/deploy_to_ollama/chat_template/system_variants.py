@@ -33,6 +33,10 @@ def system_variants(source: TemplateSource, shape: TemplateShape) -> list[Templa
     render = _Renderer(source)
     text = render(MID, gen=False)
     if text is None or SYS2 not in text:
+        if shape.default_system and shape.system_mode == "block":
+            # No later system message to read, yet the default may be the TEMPLATE's own
+            # (a dated one cannot be a Modelfile SYSTEM: mistral.rs's Mistral Small 3).
+            return [replace(shape, system_mode="default_block")]
         return []
     found: list[TemplateShape] = []
     sep = _hoist_sep(render)

@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import TemplateRenderError
+from .final_user import view_off
 from .gotext import Act, Lit, Piece
 from .shape import (
     A1,
@@ -142,10 +143,11 @@ def _switch_name(template: str, tokens: tuple[tuple[str, str], ...]) -> str:
         except TemplateRenderError:
             return None
 
-    default = render()
-    for name in SWITCHES:
-        if render(**{name: False}) != default or render(**{name: True}) != default:
-            return name
+    with view_off():  # a fact about the template, cached for inference and proof alike
+        default = render()
+        for name in SWITCHES:
+            if render(**{name: False}) != default or render(**{name: True}) != default:
+                return name
     return SWITCHES[0]
 
 

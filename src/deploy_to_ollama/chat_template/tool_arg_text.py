@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import TemplateRenderError
+from .final_user import view_off
 
 #: The reason a probe compared this way carries (it says what the claim holds for).
 TEXT_ARGUMENTS = (
@@ -91,16 +92,17 @@ def _takes_text(template: str, tokens: tuple[tuple[str, str], ...]) -> bool:
         ]
 
     text = json.dumps(_ARGUMENTS)
-    try:
-        render_hf(template, conversation(_ARGUMENTS), tokens=dict(tokens))
-    except TemplateRenderError:
-        pass
-    else:
-        return False  # the object renders: nothing to read as text
-    try:
-        rendered = render_hf(template, conversation(text), tokens=dict(tokens))
-    except TemplateRenderError:
-        return False
+    with view_off():  # cached: a fact about the template, not about a view of it
+        try:
+            render_hf(template, conversation(_ARGUMENTS), tokens=dict(tokens))
+        except TemplateRenderError:
+            pass
+        else:
+            return False  # the object renders: nothing to read as text
+        try:
+            rendered = render_hf(template, conversation(text), tokens=dict(tokens))
+        except TemplateRenderError:
+            return False
     return text in rendered
 
 

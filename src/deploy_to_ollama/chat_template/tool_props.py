@@ -12,10 +12,12 @@ list as usual. Ollama's properties reach a TEMPLATE as a Go map, walked in sorte
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import replace
 from typing import Any
 
 from .gotext import Act, Lit, Piece
+from .hf_render import JSON_CLOSE, JSON_OPEN
 from .loops import Loop, infer_loop, mentions
 from .source import TemplateSource
 from .tool_args import ItemLoop, infer_item_loop, splice
@@ -23,6 +25,8 @@ from .tool_typed import Render, constant_type, required_mark, split_loops, type_
 
 #: Stands for a tool's whole property list until the loop is spliced in.
 PROPS_ACT = "__properties__"
+#: A JSON value as a marked rendering shows it.
+_JSON_SPAN = re.compile(f"{JSON_OPEN}[^{JSON_CLOSE}]*{JSON_CLOSE}")
 
 _HEAD = "range $pk, $pv := {var}.Function.Parameters.Properties"
 
@@ -87,10 +91,17 @@ def property_loops(source: TemplateSource) -> list[ItemLoop] | None:
     every one required: where the item prints otherwise for a required parameter (``city``
     vs ``city?``), it asks ``Required`` (:func:`.tool_typed.required_mark`). Two loops where
     a tool lists its properties twice (Seed-OSS's signature, then its ``Args``)."""
+    masked = False
     loose = _property_loop(source, required=False)
     if loose is None:
+        # The tool's schema dumped beside the lists (Hermes 2 Pro: ``parameters|tojson``
+        # after its signature and ``Args``) repeats the property sentinels and types: read
+        # the lists with JSON values hidden (the tool-list loop rebuilds those).
+        masked = True
+        loose = _property_loop(source, required=False, masked=True)
+    if loose is None:
         return None
-    strict = _property_loop(source, required=True)
+    strict = _property_loop(source, required=True, masked=masked)
     if strict is None or len(strict) != len(loose):
         # Required names printed elsewhere (Qwen3-Coder's block) read as another list.
         return loose
@@ -98,9 +109,9 @@ def property_loops(source: TemplateSource) -> list[ItemLoop] | None:
     return loose if None in marked else [m for m in marked if m is not None]
 
 
-def _typed_render(source: TemplateSource, *, required: bool) -> Render:
+def _typed_render(source: TemplateSource, *, required: bool, masked: bool = False) -> Render:
     """Renders tool ``a`` (and ``c``) with the given property types, every parameter
-    required or none."""
+    required or none; ``masked``: each JSON value printed as an empty marked span."""
     from .shape import U1
     from .tool_sentinels import render as _render
 
@@ -114,13 +125,16 @@ def _typed_render(source: TemplateSource, *, required: bool) -> Render:
             props["zqargc"]["type"] = type_c
             if required:
                 tool["function"]["parameters"]["required"] = ["zqarga", "zqargc"]
-        return _render(source, user, tools=[tool], gen=True)
+        text = _render(source, user, tools=[tool], gen=True)
+        return _JSON_SPAN.sub(JSON_OPEN + JSON_CLOSE, text) if masked and text else text
 
     return render
 
 
-def _property_loop(source: TemplateSource, *, required: bool) -> list[ItemLoop] | None:
-    render = _typed_render(source, required=required)
+def _property_loop(
+    source: TemplateSource, *, required: bool, masked: bool = False
+) -> list[ItemLoop] | None:
+    render = _typed_render(source, required=required, masked=masked)
     one, two = render("Zqtypea", None), render("Zqtypea", "Zqtypec")
     first = dict(zip(_sentinels("a"), ("$pk", "$pv.Type", "$pv.Description"), strict=True))
     second = _sentinels("c")

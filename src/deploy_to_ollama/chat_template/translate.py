@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import TemplateRenderError, TemplateTranslationError
 from .dates import prints_date, translate_dated
 from .emit import candidate_pieces, candidates, tool_candidates
+from .final_user import active_view, final_user_view, read_final_user
 from .gotext import go_string, join_pieces
 from .plain_readings import with_plain_readings
 from .probes import load_probes
@@ -47,6 +48,7 @@ from .tool_shape import (
 )
 from .tool_turns import with_call_turns
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
+from .tools_required import needs_tools, tools_view, tools_view_on
 from .user_only import user_only_shape
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -116,14 +118,34 @@ def _translate(source: TemplateSource, references: Mapping[str, Any] | None) -> 
         result = with_think_levels(source, result, refs)
         return _inert_tools(source, with_thinking_generations(source, result, refs), refs)
 
-    result = translated(blank=True)
-    if result.shape is not None and result.shape.blank_turn is not None:
-        # The blank-turn reading is not carried into every form of tool calls or reasoning
-        # (emit._blank_reading): where the TEMPLATE without it proves more, that one is kept.
-        without = translated(blank=False)
-        if _matched(without) > _matched(result):
-            return without
-    return result
+    def best() -> TranslatedTemplate:
+        result = translated(blank=True)
+        if result.shape is not None and result.shape.blank_turn is not None:
+            # The blank-turn reading is not carried into every form of tool calls or reasoning
+            # (emit._blank_reading): where the TEMPLATE without it proves more, keep that one.
+            without = translated(blank=False)
+            if _matched(without) > _matched(result):
+                return without
+        return result
+
+    result = best()
+    if result.report.verified:
+        return result
+    if needs_tools(source):
+        # The Jinja renders only with tools offered (tools_required.py): read it with a tool
+        # always passed; the proof rests on the tool probes, references rendered as they are.
+        with tools_view():
+            viewed = best()
+        return viewed if _score(viewed.report) > _score(result.report) else result
+    final = read_final_user(source)
+    if final is None:
+        return result
+    # A user turn that ends the conversation opens otherwise (final_user.py): infer from
+    # renders where it opens like the others, print its own opening in the TEMPLATE, and
+    # prove that against the references, which are rendered without the view.
+    with final_user_view(final):
+        viewed = best()
+    return viewed if _score(viewed.report) > _score(result.report) else result
 
 
 def _inert_tools(
@@ -161,7 +183,8 @@ def _translate_plain(
     tools = analyse_tools(source)
     shape: TemplateShape | None
     try:
-        shape = with_plain_readings(source, infer_shape(source), blank=blank)
+        inferred = replace(infer_shape(source), final_user=active_view())
+        shape = with_plain_readings(source, inferred, blank=blank)
         if tools.mode == "ignored":
             # Tool definitions change nothing, so tool results are the only tool text to carry.
             shape = replace(shape, tool_turn=tool_turn(source, shape))
@@ -201,12 +224,18 @@ def _translate_plain(
     if len(result.report.probes) < len(refs):
         full = verify_template(source, result.template, system=result.system, references=refs)
         result = replace(result, report=full)
-    if result.report.public_verified:
+    if result.report.public_verified or _no_plain_reference(result.report):
         result = _add_tools(source, shape, n, result, refs, tools)
     else:
         result = _require_tools(_with_tool_probes(source, result, refs, tools), tools)
     _log(result)
     return result
+
+
+def _no_plain_reference(report: VerificationReport) -> bool:
+    """Inside the tools view, no probe without tools has a reference and none differs: the
+    tool translation decides (tools_required.py)."""
+    return tools_view_on() and report.first_failure() is None
 
 
 def _readings(

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from ..errors import DeployError, TemplateRenderError
 from .dates import checked, follow_date, follows_dates, on_other_day, prints_date
+from .final_user import view_off
 from .key_order import KEY_ORDER, key_order_only
 from .probes import Probe, load_probes
 from .prompt_diff import first_difference, json_pieces_match, strip_bos, token_encoder
@@ -184,12 +185,14 @@ def _hf_side(
         "kwargs": think_kwargs(source, think=probe.think),
         "mark_json": mark_json,
     }
-    try:
-        return render_hf(source.template, list(probe.messages), **args)
-    except TemplateRenderError as err:
-        from .tool_arg_text import text_reference
+    # A reference is transformers' own render, whatever view the inference has on.
+    with view_off():
+        try:
+            return render_hf(source.template, list(probe.messages), **args)
+        except TemplateRenderError as err:
+            from .tool_arg_text import text_reference
 
-        return text_reference(source.template, probe.messages, **args) or err
+            return text_reference(source.template, probe.messages, **args) or err
 
 
 def reference_renders(
@@ -371,10 +374,11 @@ def _rendered_on(
 
     messages, tools = json.loads(payload)
     args: dict[str, Any] = {"tokens": dict(tokens), "tools": tools or None, "kwargs": {name: True}}
-    try:
-        return render_hf(template, messages, **args)
-    except TemplateRenderError as err:
-        return text_reference(template, messages, **args) or err
+    with view_off():
+        try:
+            return render_hf(template, messages, **args)
+        except TemplateRenderError as err:
+            return text_reference(template, messages, **args) or err
 
 
 def _thinks(go_template: str) -> bool:
