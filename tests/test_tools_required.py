@@ -109,3 +109,25 @@ def test_hermes_2_pro_tool_use_verifies_with_its_signatures(name: str, go_oracle
     assert {"tools_available", "tool_call_and_result", "parallel_tool_calls"} <= matched
     assert "Zq" not in result.template
     assert go_mismatches(go_oracle, source, result) == []
+
+
+def test_the_round_trip_reference_without_tools_is_the_empty_list_prompt(go_oracle: Any) -> None:
+    # check's reference for a plain question: transformers raises without tools, so the prompt
+    # is the one with an empty list, which the TEMPLATE prints for a request without tools.
+    from deploy_to_ollama.roundtrip.reference import reference_from_template
+
+    source = _source(NEEDS_TOOLS)
+    messages = [{"role": "user", "content": "Say banana."}]
+    expected = reference_from_template(source).render(messages)
+    assert expected == "<s>Tools: <tools> </tools>\n<|im_start|>user\nSay banana.<|im_end|>\n" + (
+        "<|im_start|>assistant\n"
+    )
+    result = translate_template(source)
+    case = {"kind": "ollama", "template": result.template, "messages": messages, "system": ""}
+    (go,) = go_oracle.run([case])
+    assert not go.failed and "<s>" + go.output == expected
+    plain = reference_from_template(_source(OPTIONAL))
+    with pytest.raises(TemplateRenderError):
+        # Any other raise stays a raise (a template that rejects the conversation).
+        reference_from_template(_source("{{ raise_exception('rejected') }}")).render(messages)
+    assert plain.render(messages).startswith("<s>Tools: <tools> </tools>")

@@ -85,9 +85,19 @@ def load_reference(source: Path, *, chat_template: str | None = None) -> Referen
 
 def _from_tokenizer(tokenizer: Any, origin: str, *, adds_bos: bool | None = None) -> Reference:
     def render(messages: Sequence[Message]) -> str:
-        text = tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-        )
+        chat = [dict(m) for m in messages]
+        try:
+            text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        except Exception as err:  # the Jinja raised on this conversation
+            # A template that renders only with tools offered (Hermes 2 Pro's tool use): the
+            # notebook's prompt without tools is the one with an empty list, as the TEMPLATE
+            # prints it (chat_template/tools_required.py); anything else raises as it did.
+            try:
+                text = tokenizer.apply_chat_template(
+                    chat, tokenize=False, add_generation_prompt=True, tools=[]
+                )
+            except Exception:
+                raise err from None
         return str(text)
 
     def tokenize(text: str) -> list[int]:
@@ -117,11 +127,22 @@ def reference_from_template(source: TemplateSource) -> Reference:
     Rendering is transformers' (``render_hf``); there is no tokenizer, so probes compare text.
     """
     from ..chat_template.hf_render import render_hf
+    from ..chat_template.tools_required import needs_tools, tools_view
+    from ..errors import TemplateRenderError
 
     variables = source.template_variables()
 
     def render(messages: Sequence[Message]) -> str:
-        return render_hf(source.template, messages, tokens=variables, add_generation_prompt=True)
+        args: dict[str, Any] = {"tokens": variables, "add_generation_prompt": True}
+        try:
+            return render_hf(source.template, messages, **args)
+        except TemplateRenderError:
+            if not needs_tools(source):
+                raise
+        # Renders only with tools offered: the prompt without tools is the one with an empty
+        # list, as the TEMPLATE prints it (chat_template/tools_required.py).
+        with tools_view():
+            return render_hf(source.template, messages, **args)
 
     specials = tuple(dict.fromkeys((*source.added_tokens, *source.stop_tokens)))
     return Reference(
