@@ -23,15 +23,12 @@ from pathlib import Path
 
 from deploy_to_ollama.chat_template.native import verify_native
 from deploy_to_ollama.chat_template.source import TemplateSource
-from deploy_to_ollama.chat_template.translate import translate_template
-from deploy_to_ollama.errors import DeployError
 from deploy_to_ollama.gguf.toolchain import find_toolchain
-from deploy_to_ollama.modelfile import Modelfile, TemplateResult
+from deploy_to_ollama.modelfile import Modelfile
 from deploy_to_ollama.ollama_route import ModelFacts, select_route
+from deploy_to_ollama.route_proof import translated_go_proof
 from deploy_to_ollama.routing import (
-    GoProof,
     choose_route,
-    go_proof,
     modelfile_for_route,
     native_proof,
 )
@@ -49,18 +46,6 @@ def _source(path: Path, record: dict[str, object]) -> TemplateSource:
         bos_token=str(record.get("bos_token") or "<s>"),
         eos_token=str(record.get("eos_token") or "</s>"),
     )
-
-
-def _go_route(source: TemplateSource, version: str) -> tuple[str, GoProof]:
-    """The TEMPLATE ``deploy`` writes for a server of ``version`` and its go-route proof."""
-    try:
-        translated = translate_template(source, server_version=version)
-    except DeployError:
-        fallback = TemplateResult("{{ .Prompt }}", (), None, verified=False)
-        return fallback.template, go_proof(fallback, source.template)
-    differs = tuple(p.probe for p in translated.report.probes if p.status == "differs")
-    result = TemplateResult(translated.template, (), None, translated.verified, differs=differs)
-    return translated.template, go_proof(result, source.template)
 
 
 def main() -> None:
@@ -89,7 +74,7 @@ def main() -> None:
         source = _source(path, record)
         native = native_proof(verify_native(source, binary))
         for version in VERSIONS:
-            template, go = _go_route(source, version)
+            template, go = translated_go_proof(source, version)
             choice = choose_route(
                 "auto", version=version, jinja=source.template, go=go, native=native,
                 template=template,

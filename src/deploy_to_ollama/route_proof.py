@@ -14,6 +14,7 @@ from .ollama_route import ModelFacts, ServerVersion, select_route
 
 if TYPE_CHECKING:
     from .chat_template.native import NativeReport, NativeUnavailable
+    from .chat_template.source import TemplateSource
     from .modelfile import TemplateResult
     from .settings import Settings
 
@@ -30,6 +31,7 @@ __all__ = [
     "go_proof",
     "native_proof",
     "prove_native",
+    "translated_go_proof",
 ]
 
 
@@ -94,6 +96,24 @@ def go_proof(template: TemplateResult, jinja: str | None) -> GoProof:
         note=template.note,
         kept_on_current=kept.path == "rendered",
     )
+
+
+def translated_go_proof(source: TemplateSource, version: str) -> tuple[str, GoProof]:
+    """The TEMPLATE the template stage writes for a server of ``version`` and its go-route
+    proof; a Jinja that cannot be translated gives Ollama's bare prompt, unproven (for the
+    corpus measurements: ``benchmarks/routes.py``, ``tests/test_corpus_routes.py``)."""
+    from .chat_template.translate import translate_template
+    from .errors import DeployError
+    from .modelfile import TemplateResult
+
+    try:
+        translated = translate_template(source, server_version=version)
+    except DeployError:
+        fallback = TemplateResult("{{ .Prompt }}", (), None, verified=False)
+        return fallback.template, go_proof(fallback, source.template)
+    differs = tuple(p.probe for p in translated.report.probes if p.status == "differs")
+    result = TemplateResult(translated.template, (), None, translated.verified, differs=differs)
+    return translated.template, go_proof(result, source.template)
 
 
 def native_proof(report: NativeReport | NativeUnavailable) -> NativeProof:
