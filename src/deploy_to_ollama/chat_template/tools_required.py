@@ -15,7 +15,7 @@ the tool probes. References are rendered with the view off (``final_user.view_of
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 
 from ..errors import TemplateRenderError
@@ -25,23 +25,22 @@ _VIEW: ContextVar[bool] = ContextVar("tools_view", default=False)
 
 
 @contextmanager
-def tools_view() -> Iterator[None]:
+def _viewing(*, on: bool) -> Iterator[None]:
+    token = _VIEW.set(on)
+    try:
+        yield
+    finally:
+        _VIEW.reset(token)
+
+
+def tools_view() -> AbstractContextManager[None]:
     """Inside the block, a render without tools is made with an empty tool list."""
-    token = _VIEW.set(True)
-    try:
-        yield
-    finally:
-        _VIEW.reset(token)
+    return _viewing(on=True)
 
 
-@contextmanager
-def tools_view_off() -> Iterator[None]:
+def tools_view_off() -> AbstractContextManager[None]:
     """Renders without tools as transformers makes them."""
-    token = _VIEW.set(False)
-    try:
-        yield
-    finally:
-        _VIEW.reset(token)
+    return _viewing(on=False)
 
 
 def tools_view_on() -> bool:
