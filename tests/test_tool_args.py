@@ -19,7 +19,7 @@ from deploy_to_ollama.chat_template import TemplateSource, load_probes, translat
 from deploy_to_ollama.chat_template.key_order import KEY_ORDER, sorted_probe
 from deploy_to_ollama.chat_template.prompt_diff import strip_bos
 from deploy_to_ollama.chat_template.tool_tag import tool_call_tag
-from deploy_to_ollama.chat_template.translate import ESCAPED, FIELDS_UNPROVEN, VALUES_UNPROVEN
+from deploy_to_ollama.chat_template.translate_tools import ESCAPED, FIELDS_UNPROVEN, VALUES_UNPROVEN
 from deploy_to_ollama.chat_template.verify import json_equivalent, verify_template
 from support.go_oracle import to_ollama_api_messages
 from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared

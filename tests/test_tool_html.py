@@ -16,7 +16,7 @@ from typing import Any
 from deploy_to_ollama.chat_template import TemplateSource, load_probes, translate_template
 from deploy_to_ollama.chat_template.prompt_diff import strip_bos
 from deploy_to_ollama.chat_template.tool_props import AWKWARD_TEXT
-from deploy_to_ollama.chat_template.translate import ESCAPED
+from deploy_to_ollama.chat_template.translate_tools import ESCAPED
 from deploy_to_ollama.chat_template.verify import verify_template
 from support.go_claims import go_mismatches
 from support.go_oracle import to_ollama_api_messages

@@ -30,7 +30,7 @@ from deploy_to_ollama.chat_template.tool_escapes import (
     how_escaped,
     prints_awkward_text,
 )
-from deploy_to_ollama.chat_template.translate import ESCAPED
+from deploy_to_ollama.chat_template.translate_tools import ESCAPED
 from deploy_to_ollama.modelfile import Modelfile
 from deploy_to_ollama.registrar import register_model
 from support.go_oracle import GoOracle, to_ollama_api_messages

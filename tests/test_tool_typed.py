@@ -15,7 +15,7 @@ from deploy_to_ollama.chat_template import load_probes, translate_template
 from deploy_to_ollama.chat_template.gotext import Act, Lit
 from deploy_to_ollama.chat_template.tool_args import ItemLoop
 from deploy_to_ollama.chat_template.tool_typed import required_mark
-from deploy_to_ollama.chat_template.translate import FIELDS_UNPROVEN
+from deploy_to_ollama.chat_template.translate_tools import FIELDS_UNPROVEN
 from deploy_to_ollama.chat_template.verify import verify_template
 from support.go_oracle import to_ollama_api_messages
 from test_tool_args import _TURNS, _go_holds, _source, _tool_probes

@@ -15,40 +15,22 @@ from typing import Any
 
 from ..errors import TemplateRenderError, TemplateTranslationError
 from .dates import prints_date, translate_dated
-from .emit import candidate_pieces, candidates, tool_candidates
+from .emit import candidates
 from .final_user import active_view, final_user_view, read_final_user
-from .gotext import go_string, join_pieces
+from .gotext import go_string
 from .plain_readings import with_plain_readings
 from .probes import load_probes
-from .pyrepr import REPR_SERVER
 from .server_rules import for_server
 from .shape import TemplateShape, infer_shape, tool_turn
 from .source import TemplateSource
 from .stops import infer_stops
 from .system_variants import system_variants
 from .thinking import infer_reasoning, reasoning_readings
-from .tool_escapes import ESCAPED_LEAD, REPR_DIFFERS, repr_reading
-from .tool_html import html_escaped
 from .tool_inert import with_inert_tools
-from .tool_opening import OPENS_UNLIKE, marker_moved
-from .tool_ordinals import numbered_tool_shape
-from .tool_props import (
-    SHAPES_UNPROVEN,
-    escapes_tool_text,
-    prints_other_fields,
-    tool_shapes_differ,
-)
-from .tool_props import definitions as per_property_definitions
-from .tool_shape import (
-    ToolShape,
-    definitions_loop,
-    infer_tool_shape,
-    last_user_insertion,
-    tool_lead,
-)
 from .tool_turns import with_call_turns
 from .tools import ToolAnalysis, analyse_tools, verify_tool_probes
 from .tools_required import needs_tools, tools_view, tools_view_on
+from .translate_tools import tool_extension
 from .user_only import user_only_shape
 from .verify import VerificationReport, reference_renders, verify_template
 
@@ -258,7 +240,7 @@ def _add_tools(
 ) -> TranslatedTemplate:
     """The result with tools (and thinking) translated where that holds, else with the tool
     probes' reasons."""
-    translated = _with_tools(source, shape, index, result, refs, tools) if shape else None
+    translated = tool_extension(source, shape, index, result, refs, tools) if shape else None
     if isinstance(translated, TranslatedTemplate):
         extended = _require_tools(translated, tools)
     else:
@@ -303,7 +285,7 @@ def _with_thinking(
     # ignored it re-runs only the tool probes, so a stale report would hide the thinking ones.
     attempt: TranslatedTemplate | str = "not tried"
     if with_tools:
-        attempt = _with_tools(source, shape, index, plain, refs, tools)
+        attempt = tool_extension(source, shape, index, plain, refs, tools)
     if not isinstance(attempt, TranslatedTemplate):
         attempt = _with_tool_probes(source, plain, refs, tools)
     attempt = replace(attempt, shape=shape)
@@ -327,144 +309,6 @@ def _require_tools(result: TranslatedTemplate, tools: ToolAnalysis) -> Translate
         return result
     reason = "the Jinja template renders tool definitions"
     return replace(result, report=replace(result.report, tools_required=reason))
-
-
-def _with_tools(
-    source: TemplateSource,
-    shape: TemplateShape,
-    index: int,
-    result: TranslatedTemplate,
-    refs: Mapping[str, Any],
-    analysis: ToolAnalysis,
-) -> TranslatedTemplate | str:
-    """The verified plain TEMPLATE extended with tool calls, results and definitions, when
-    one such extension verifies on every probe, tool probes included; else why not."""
-    tool_shape = numbered_tool_shape(source, shape) or infer_tool_shape(source, shape)
-    moved = marker_moved(shape) if tool_shape.reason == OPENS_UNLIKE else None
-    if moved is not None:
-        # The user suffix took the ordinary turn's opening (Command R7B): give it back.
-        shape = moved
-        tool_shape = numbered_tool_shape(source, shape) or infer_tool_shape(source, shape)
-    if tool_shape.calls is None and not tool_shape.results:
-        logger.info("tool calls not translated: %s", tool_shape.reason)
-        return tool_shape.reason
-    plain_pieces, system = candidate_pieces(source, shape, tool_shape)[index]
-    plain = join_pieces(plain_pieces)
-    # Probes the plain TEMPLATE already fails may fail again; no other may start to.
-    allowed = {p.probe for p in result.report.probes if p.status == "differs"}
-    if analysis.mode == "ignored":
-        # Ollama refuses tools for a TEMPLATE without .Tools: tool turns are all to prove.
-        report = verify_tool_probes(
-            source, plain, result.report, system=system, references=refs, analysis=analysis
-        )
-        if _tool_turns_verified(report, allowed):
-            return replace(result, template=plain, report=report)
-        return "tool calls or results differ"
-    loop, lead = definitions_loop(source), tool_lead(source)
-    per_property = read_by_property = False
-    if loop is None and lead is not None:
-        # Parameters printed one by one (Qwen3-Coder): the lead goes with that reading.
-        by_property = per_property_definitions(source)
-        loop, lead = by_property or (None, lead)
-        read_by_property = by_property is not None
-        per_property = read_by_property and prints_other_fields(source)
-    if loop is None or lead is None:
-        logger.info("tool definitions not translated: no loop of sentinel tools found")
-        return "the tool definitions do not print as a loop of sentinel-only items"
-    with_defs = replace(tool_shape, definitions=loop)
-    why = "the tool definitions are not printed before the first user message"
-    last_user = last_user_insertion(source, shape)
-    found = tool_candidates(source, shape, with_defs, lead, plain_pieces, system, last_user)
-    for template in found:  # a release's own reading first (emit_tools.if_tools)
-        report = verify_template(source, template, system=system, tools=True, references=refs)
-        notes: tuple[str, ...] = ()
-        if _holds(report, allowed) and report.tools_verified:
-            if escapes_tool_text(source, template, system):
-                # The Jinja may HTML-escape tool text (Markup + str) or print tool strings as
-                # Python's repr (tool|string): try the html reading, then the repr reading.
-                escaped = _html_reading(source, template, system, refs, allowed)
-                if escaped is not None:
-                    template, report = escaped
-                else:
-                    reading = repr_reading(source, template, system, refs)
-                    if isinstance(reading, str):
-                        why = reading
-                        continue
-                    template, report = reading
-                    if not (_holds(report, allowed) and report.tools_verified):
-                        why = REPR_DIFFERS
-                        continue
-                    notes = (REPR_SERVER,)
-            # Said of this TEMPLATE only (one read before may have carried it).
-            warnings = _tool_warnings(result, tool_shape, per_property=per_property)
-            warnings = tuple(w for w in warnings if w != SHAPES_UNPROVEN)
-            if read_by_property and tool_shapes_differ(source, template, system):
-                warnings = (*warnings, SHAPES_UNPROVEN)
-            return replace(result, template=template, report=report, warnings=warnings + notes)
-        failure = report.first_failure()
-        if failure is not None and why.startswith("the tool definitions are not"):
-            why = f"probe {failure.probe} differs at character {failure.position}"
-            if failure.position is None and failure.reason:  # Ollama fails (a missing field)
-                why = f"probe {failure.probe}: {failure.reason}"
-    return why + (f" ({tool_shape.reason})" if tool_shape.reason else "")
-
-
-def _html_reading(
-    source: TemplateSource,
-    template: str,
-    system: str | None,
-    refs: Mapping[str, Any],
-    allowed: set[str],
-) -> tuple[str, VerificationReport] | None:
-    """``template`` with tool names and descriptions HTML-escaped (``tool_html``) and its
-    report, when that prints awkward tool text as the Jinja does and every probe holds."""
-    escaped = html_escaped(template)
-    if escaped is None or escapes_tool_text(source, escaped, system):
-        return None
-    report = verify_template(source, escaped, system=system, tools=True, references=refs)
-    return (escaped, report) if _holds(report, allowed) and report.tools_verified else None
-
-
-#: How the reason begins when a TEMPLATE that matches the probes is still refused because the
-#: Jinja escapes tool text (``tool_escapes.ESCAPED`` names the escaping).
-ESCAPED = ESCAPED_LEAD
-
-#: Why tool-call values other than strings carry no proof (per-argument calls).
-VALUES_UNPROVEN = (
-    "tool-call argument values that are not strings (numbers, booleans, objects) print as "
-    "Go formats them: the Jinja template's way was not recognised, only string values are proven"
-)
-
-
-#: Why parameter fields other than type and description carry no proof (per-parameter tools).
-FIELDS_UNPROVEN = (
-    "the Jinja template prints tool parameters one by one, with fields beyond type and "
-    "description (enum, nested object properties, ...) or a missing description otherwise "
-    "than an empty one; the TEMPLATE prints type and description only, so only tools whose "
-    "parameters have no other fields and a description each are proven"
-)
-
-
-def _tool_warnings(
-    result: TranslatedTemplate, tool_shape: ToolShape, *, per_property: bool = False
-) -> tuple[str, ...]:
-    found = list(result.warnings)
-    if tool_shape.values_unproven:
-        found.append(VALUES_UNPROVEN)
-    if per_property:
-        found.append(FIELDS_UNPROVEN)
-    return tuple(dict.fromkeys(found))
-
-
-def _holds(report: VerificationReport, allowed: set[str]) -> bool:
-    """No probe differs except the ones in ``allowed``, and at least one matched."""
-    differing = {p.probe for p in report.probes if p.status == "differs"}
-    return differing <= allowed and report.matched > 0
-
-
-def _tool_turns_verified(report: VerificationReport, allowed: set[str]) -> bool:
-    ran = [p for p in report.probes if p.status == "match"]
-    return _holds(report, allowed) and any(p.probe.startswith("tool") for p in ran)
 
 
 def _with_tool_probes(
