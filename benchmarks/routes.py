@@ -24,12 +24,8 @@ from pathlib import Path
 from deploy_to_ollama.chat_template.native import verify_native
 from deploy_to_ollama.chat_template.source import TemplateSource
 from deploy_to_ollama.gguf.toolchain import find_toolchain
-from deploy_to_ollama.modelfile import Modelfile
-from deploy_to_ollama.ollama_route import ModelFacts, select_route
-from deploy_to_ollama.route_proof import translated_go_proof
+from deploy_to_ollama.route_proof import auto_route
 from deploy_to_ollama.routing import (
-    choose_route,
-    modelfile_for_route,
     native_proof,
 )
 from deploy_to_ollama.settings import Settings
@@ -74,15 +70,8 @@ def main() -> None:
         source = _source(path, record)
         native = native_proof(verify_native(source, binary))
         for version in VERSIONS:
-            template, go = translated_go_proof(source, version)
-            choice = choose_route(
-                "auto", version=version, jinja=source.template, go=go, native=native,
-                template=template,
-            )  # fmt: skip
-            written = modelfile_for_route(choice, Modelfile("./m.gguf", template=template))
-            decision = select_route(ModelFacts(template=written.template, jinja=source.template),
-                                    version)  # fmt: skip
-            mismatches += choice.route != ("native" if decision.path == "native" else "go")
+            choice, agrees = auto_route(source, version, native)
+            mismatches += not agrees
             routes[(version, choice.route)] += 1
             if choice.proven:
                 proven[version] += 1

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 
 from deploy_to_ollama.chat_template.native import NativeProbeResult, NativeReport, verify_native
-from deploy_to_ollama.chat_template.source import TemplateSource
-from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
+from support.shared import CHAT_TEMPLATES_DIR, corpus_records, record_source, require_shared
 
 #: Measured 2026-12-03 on this sdist's llama.cpp (0c1e570); never lower it to make a run pass.
 #: 125/319 on every passable probe of the suite with the tool and thinking probes added the same
@@ -39,16 +38,6 @@ from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
 RATCHET_SHARE = 0.36
 #: The same, plain-chat probes only (no prefill, tools or thinking): 274/307 when measured.
 RATCHET_PLAIN = 0.89
-
-
-def _source(record: dict[str, Any]) -> TemplateSource:
-    return TemplateSource(
-        template=record["jinja"],
-        origin=Path(record["_file"]),
-        kind="jinja",
-        bos_token=record.get("bos_token") or "<s>",
-        eos_token=record.get("eos_token") or "</s>",
-    )
 
 
 def _squeeze(text: str | None) -> str:
@@ -112,7 +101,7 @@ def measure(binary: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for record in records:
         started = time.monotonic()
-        report = verify_native(_source(record), binary)
+        report = verify_native(record_source(record), binary)
         seconds = time.monotonic() - started
         groups: dict[str, bool] = {}
         if isinstance(report, NativeReport):

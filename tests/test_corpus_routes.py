@@ -12,37 +12,21 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from deploy_to_ollama.chat_template.native import verify_native
-from deploy_to_ollama.chat_template.source import TemplateSource
-from deploy_to_ollama.modelfile import Modelfile
-from deploy_to_ollama.ollama_route import ModelFacts, select_route
-from deploy_to_ollama.route_proof import translated_go_proof
+from deploy_to_ollama.route_proof import auto_route
 from deploy_to_ollama.routing import (
-    choose_route,
-    modelfile_for_route,
     native_proof,
 )
-from support.shared import CHAT_TEMPLATES_DIR, corpus_records, require_shared
+from support.shared import CHAT_TEMPLATES_DIR, corpus_records, record_source, require_shared
 
 #: Measured 2026-12-04 18:21 UTC: 310/319 on 0.33 (97.2%; 308 before the final-user and
 #: tools-required readings), 268/319 on 0.9.3. Never lower them to make a run pass.
 RATCHET_033 = 310
 RATCHET_093 = 268
 TARGET_SHARE = 0.97
-
-
-def _source(record: dict[str, Any]) -> TemplateSource:
-    return TemplateSource(
-        template=record["jinja"],
-        origin=Path(record["_file"]),
-        kind="jinja",
-        bos_token=record.get("bos_token") or "<s>",
-        eos_token=record.get("eos_token") or "</s>",
-    )
 
 
 @pytest.mark.slow
@@ -54,19 +38,11 @@ def test_the_auto_route_is_proven_for_the_corpus(request: pytest.FixtureRequest)
     mismatched: list[str] = []
     unproven: list[str] = []
     for record in records:
-        source = _source(record)
+        source = record_source(record)
         native = native_proof(verify_native(source, binary))
         for version in ("0.9.3", "0.33.0"):
-            template, go = translated_go_proof(source, version)
-            choice = choose_route(
-                "auto", version=version, jinja=source.template, go=go, native=native,
-                template=template,
-            )  # fmt: skip
-            written = modelfile_for_route(choice, Modelfile("./m.gguf", template=template))
-            decision = select_route(
-                ModelFacts(template=written.template, jinja=source.template), version
-            )
-            if choice.route != ("native" if decision.path == "native" else "go"):
+            choice, agrees = auto_route(source, version, native)
+            if not agrees:
                 mismatched.append(f"{version} {record['_file']}")
             if choice.proven:
                 proven[version] += 1

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .chat_template.native import NativeReport, NativeUnavailable
     from .chat_template.source import TemplateSource
     from .modelfile import TemplateResult
+    from .routing import RouteChoice
     from .settings import Settings
 
 #: The two server generations a route can be proven for.
@@ -28,6 +29,7 @@ __all__ = [
     "LEGACY",
     "GoProof",
     "NativeProof",
+    "auto_route",
     "go_proof",
     "native_proof",
     "prove_native",
@@ -114,6 +116,24 @@ def translated_go_proof(source: TemplateSource, version: str) -> tuple[str, GoPr
     differs = tuple(p.probe for p in translated.report.probes if p.status == "differs")
     result = TemplateResult(translated.template, (), None, translated.verified, differs=differs)
     return translated.template, go_proof(result, source.template)
+
+
+def auto_route(
+    source: TemplateSource, version: str, native: NativeProof
+) -> tuple[RouteChoice, bool]:
+    """The route ``deploy --template-route auto`` takes for ``source`` on a server of
+    ``version``, and whether it agrees with the reproduced selection on the Modelfile written
+    (the corpus measurements: ``benchmarks/routes.py``, ``tests/test_corpus_routes.py``)."""
+    from .modelfile import Modelfile
+    from .routing import choose_route, modelfile_for_route
+
+    template, go = translated_go_proof(source, version)
+    choice = choose_route(
+        "auto", version=version, jinja=source.template, go=go, native=native, template=template
+    )
+    written = modelfile_for_route(choice, Modelfile("./m.gguf", template=template))
+    decision = select_route(ModelFacts(template=written.template, jinja=source.template), version)
+    return choice, choice.route == ("native" if decision.path == "native" else "go")
 
 
 def native_proof(report: NativeReport | NativeUnavailable) -> NativeProof:

@@ -14,6 +14,20 @@ CHAT_TEMPLATES_DIR = SHARED_DIR / "chat_templates"
 PROBES_FILE = SHARED_DIR / "probes" / "conversations.json"
 
 
+def record_source(record: dict[str, Any]) -> Any:
+    """A corpus record as a ``TemplateSource``; records without BOS/EOS get ``<s>``/``</s>``,
+    as every real GGUF has some."""
+    from deploy_to_ollama.chat_template.source import TemplateSource
+
+    return TemplateSource(
+        template=record["jinja"],
+        origin=Path(record["_file"]),
+        kind="jinja",
+        bos_token=record.get("bos_token") or "<s>",
+        eos_token=record.get("eos_token") or "</s>",
+    )
+
+
 def require_shared(path: Path) -> Path:
     """Return ``path`` or skip the test with the reason that ../shared is absent."""
     if not path.exists():

@@ -24,7 +24,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import TemplateRenderError
 from .source import TemplateSource
 from .tools_required import tools_view_off
 
@@ -108,19 +107,10 @@ def neutral_render(text: str, messages: Sequence[Mapping[str, Any]], *, continue
 
 
 def _render(source: TemplateSource, turns: Sequence[tuple[str, str]]) -> str | None:
-    from .hf_render import render_hf
+    from .shape import _Renderer
 
-    messages = [{"role": role, "content": content} for role, content in turns]
-    try:
-        with view_off():
-            return render_hf(
-                source.template,
-                messages,
-                tokens=source.template_variables(),
-                add_generation_prompt=False,
-            )
-    except TemplateRenderError:
-        return None
+    with view_off():  # the openings as transformers prints them
+        return _Renderer(source)(turns, gen=False)
 
 
 def _openings(text: str | None) -> tuple[str, str] | None:

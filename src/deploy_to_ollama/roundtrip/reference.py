@@ -131,13 +131,14 @@ def reference_from_template(source: TemplateSource) -> Reference:
     from ..errors import TemplateRenderError
 
     variables = source.template_variables()
+    asked: dict[str, bool] = {}  # whether the template needs tools, asked once
 
     def render(messages: Sequence[Message]) -> str:
         args: dict[str, Any] = {"tokens": variables, "add_generation_prompt": True}
         try:
             return render_hf(source.template, messages, **args)
         except TemplateRenderError:
-            if not needs_tools(source):
+            if not asked.setdefault("needs_tools", needs_tools(source)):
                 raise
         # Renders only with tools offered: the prompt without tools is the one with an empty
         # list, as the TEMPLATE prints it (chat_template/tools_required.py).
