@@ -102,6 +102,23 @@ static inline __m256i clamp_range(__m256i v, int lo, int hi) {
 }
 
 /*
+ * The scale of largest magnitude, with its sign (Q3_K, Q6_K quantize their 16 scales by it);
+ * *magnitude (unless NULL) gets its absolute value. The first of equal magnitudes wins, as in ggml.
+ */
+static inline float signed_absmax(const float scales[2 * LANES], float *magnitude) {
+    float max_scale = 0.f, max_abs = 0.f;
+    for (int j = 0; j < 2 * LANES; ++j) {
+        const float abs_scale = scales[j] < 0 ? -scales[j] : scales[j];
+        if (abs_scale > max_abs) {
+            max_abs = abs_scale;
+            max_scale = scales[j];
+        }
+    }
+    if (magnitude != NULL) *magnitude = max_abs;
+    return max_scale;
+}
+
+/*
  * The final levels of the 16 sub-blocks of 16 values (Q3_K, Q6_K): value / step, rounded,
  * clamped to [lo, -lo - 1] and stored as l - lo; a sub-block whose step is 0 keeps the levels
  * its search left in lv (as ggml does).

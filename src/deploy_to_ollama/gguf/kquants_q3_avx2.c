@@ -108,14 +108,7 @@ static inline int q3_scale(const uint8_t packed[12], int j) {
 /* Scales, requantization and packing of one super-block; lv: its search's levels. */
 static void q3_finish(const float *x, __m256i lv[SUPER / LANES], const float scales[2 * LANES],
                       uint8_t *out) {
-    float max_scale = 0.f, amax = 0.f;
-    for (int j = 0; j < 2 * LANES; ++j) {
-        const float abs_scale = scales[j] < 0 ? -scales[j] : scales[j];
-        if (abs_scale > amax) {
-            amax = abs_scale;
-            max_scale = scales[j];
-        }
-    }
+    const float max_scale = signed_absmax(scales, NULL);
     memset(out, 0, Q3_BYTES);
     uint8_t *hmask = out, *qs = out + 32, *packed = out + 96;
     uint16_t d = to_half(0.f);

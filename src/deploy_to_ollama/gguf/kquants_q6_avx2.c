@@ -73,14 +73,8 @@ static void quantize_q6_super_block(const float *x, uint8_t *out) {
         q6_search(xt, levels_v, scales + half * LANES);
         unload_lanes(levels_v, 1, Q6_SUB, lv + half * Q6_SUB);
     }
-    float max_scale = 0.f, max_abs_scale = 0.f;
-    for (int ib = 0; ib < 2 * LANES; ++ib) {
-        const float abs_scale = scales[ib] < 0 ? -scales[ib] : scales[ib];
-        if (abs_scale > max_abs_scale) {
-            max_abs_scale = abs_scale;
-            max_scale = scales[ib];
-        }
-    }
+    float max_abs_scale;
+    const float max_scale = signed_absmax(scales, &max_abs_scale);
     memset(out, 0, Q6_BYTES);
     if (max_abs_scale < 1e-15f) return; /* all zero, d included */
     const float iscale = -128.f / max_scale;
